@@ -1,0 +1,2 @@
+//! async driver for the rserpool core machines.
+#![warn(missing_docs)]

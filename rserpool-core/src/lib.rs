@@ -1,0 +1,5 @@
+//! Sans-IO RSerPool state machines.
+//!
+//! The core does no I/O, reads no clock and owns no global RNG: time comes in as an
+//! argument ([`time::Instant`]), randomness through an injected `rand_core` RNG.
+#![warn(missing_docs)]

@@ -1,0 +1,2 @@
+//! mio driver for the rserpool core machines.
+#![warn(missing_docs)]

@@ -1,0 +1,14 @@
+//! RSerPool wire format: every parameter of RFC 5354, every ASAP (RFC 5352) and ENRP
+//! (RFC 5353) message, the selection policies of RFC 5356 and RSPLIB, RSPLIB's Component
+//! Status Protocol, and the project's TCP mapping frame (RTF).
+//!
+//! # Contract
+//! Decoding never panics: every decoder takes untrusted bytes and returns either a typed
+//! value or a [`DecodeError`] that says where and what went wrong and which Operation Error
+//! cause a registrar should answer with. Encoding writes what RSPLIB writes (TLVs padded
+//! as they are closed, message length = full padded size).
+#![warn(missing_docs)]
+
+pub mod ids;
+pub mod policy;
+pub mod transport;

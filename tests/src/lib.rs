@@ -1,0 +1,2 @@
+//! Shared helpers for rserpool's integration, simulation and property tests.
+#![warn(missing_docs)]
