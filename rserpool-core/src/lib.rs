@@ -3,3 +3,9 @@
 //! The core does no I/O, reads no clock and owns no global RNG: time comes in as an
 //! argument ([`time::Instant`]), randomness through an injected `rand_core` RNG.
 #![warn(missing_docs)]
+
+pub mod assoc;
+pub mod time;
+
+pub use assoc::{AssocId, Protocol};
+pub use time::Instant;
