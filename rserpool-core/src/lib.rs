@@ -5,7 +5,9 @@
 #![warn(missing_docs)]
 
 pub mod assoc;
+pub mod io;
 pub mod time;
 
 pub use assoc::{AssocId, Protocol};
+pub use io::{AssocDownReason, ChannelKind, Destination, Output, Transmit};
 pub use time::Instant;

@@ -1,0 +1,154 @@
+//! What the machines ask their driver to do.
+//!
+//! Every machine ([`crate`]'s registrar, pool element, pool user, session) has the same
+//! shape: inputs through `handle_*` methods (each takes `now`), outputs drained with
+//! `poll_output` until it returns `None`, and the next deadline from `poll_timeout`, at
+//! which the driver calls `handle_timeout(now)`.
+//!
+//! Association identifiers: the driver names the associations it accepts with
+//! [`AssocId`]s whose top bit is clear; a machine that needs a new association picks an
+//! id with the top bit set ([`AssocIdAllocator`]) and emits [`Output::Connect`]; the driver
+//! then reports `handle_assoc_up` or `handle_assoc_down` for that same id.
+
+use crate::assoc::{AssocId, Protocol};
+use bytes::Bytes;
+use core::net::SocketAddr;
+use rserpool_proto::transport::TransportProtocol;
+use smallvec::SmallVec;
+
+/// Where a message goes.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Destination {
+    /// Over an association (SCTP, TCP mapping, simulated link).
+    Assoc(AssocId),
+    /// As a UDP datagram (ASAP Server Announce, ENRP Presence; multicast or unicast).
+    Udp(SocketAddr),
+}
+
+/// One message to send.
+#[must_use]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Transmit {
+    /// Where to.
+    pub dest: Destination,
+    /// SCTP payload protocol identifier (11 ASAP, 12 ENRP, application PPIDs for sessions).
+    pub ppid: u32,
+    /// SCTP stream.
+    pub stream: u16,
+    /// The encoded message.
+    pub payload: Bytes,
+}
+
+impl Transmit {
+    /// An ASAP or ENRP message over an association, on stream 0.
+    pub fn assoc(assoc: AssocId, protocol: Protocol, payload: Bytes) -> Transmit {
+        Transmit {
+            dest: Destination::Assoc(assoc),
+            ppid: protocol.ppid(),
+            stream: 0,
+            payload,
+        }
+    }
+
+    /// An ASAP or ENRP message as a UDP datagram.
+    pub fn udp(to: SocketAddr, protocol: Protocol, payload: Bytes) -> Transmit {
+        Transmit {
+            dest: Destination::Udp(to),
+            ppid: protocol.ppid(),
+            stream: 0,
+            payload,
+        }
+    }
+}
+
+/// Why an association ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum AssocDownReason {
+    /// Connection attempt failed (refused, unreachable, timed out).
+    ConnectFailed,
+    /// The peer shut the association down gracefully.
+    Shutdown,
+    /// The peer aborted, or the transport declared the peer dead (SCTP COMM_LOST,
+    /// TCP-mapping heartbeat timeout, TCP reset).
+    Lost,
+    /// We closed it ourselves (after [`Output::Close`]).
+    Closed,
+}
+
+/// The kind of channel a new association is for (the TCP mapping's channel kinds).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum ChannelKind {
+    /// PE or PU to registrar (ASAP).
+    AsapToRegistrar,
+    /// Registrar to PE (ASAP initiated by a registrar, e.g. takeover keep-alive).
+    AsapToPoolElement,
+    /// Registrar to registrar (ENRP).
+    Enrp,
+    /// Pool user to pool element session (control channel + data).
+    Session,
+}
+
+/// One thing a machine asks its driver to do, or tells its application.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Output<E> {
+    /// Send a message.
+    Transmit(Transmit),
+    /// Open a new association with the id chosen by the machine.
+    Connect {
+        /// The id the driver must use for this association in later inputs.
+        assoc: AssocId,
+        /// Addresses to try (multi-homing: any of them).
+        addrs: SmallVec<[SocketAddr; 4]>,
+        /// Transport the peer advertised (SCTP or TCP); the driver may map SCTP to the
+        /// TCP mapping where the kernel has no SCTP.
+        transport: TransportProtocol,
+        /// What the association is for.
+        channel: ChannelKind,
+    },
+    /// Close an association: gracefully (after queued data) or by abort.
+    Close {
+        /// Which association.
+        assoc: AssocId,
+        /// Abort (SCTP ABORT / TCP RST) instead of a graceful shutdown.
+        abort: bool,
+    },
+    /// An event for the application.
+    Event(E),
+}
+
+/// Allocates association ids for associations a machine opens (top bit set).
+#[derive(Clone, Debug, Default)]
+pub struct AssocIdAllocator {
+    next: u64,
+}
+
+impl AssocIdAllocator {
+    /// The top bit that marks machine-chosen ids.
+    pub const MACHINE_BIT: u64 = 1 << 63;
+
+    /// A fresh id, never returned before by this allocator.
+    pub fn allocate(&mut self) -> AssocId {
+        self.next = self.next.wrapping_add(1);
+        AssocId(Self::MACHINE_BIT | (self.next & !Self::MACHINE_BIT))
+    }
+
+    /// True for ids chosen by a machine rather than by the driver.
+    pub fn is_machine_chosen(assoc: AssocId) -> bool {
+        assoc.0 & Self::MACHINE_BIT != 0
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn allocator_sets_the_machine_bit_and_never_repeats() {
+        let mut a = AssocIdAllocator::default();
+        let x = a.allocate();
+        let y = a.allocate();
+        assert_ne!(x, y);
+        assert!(AssocIdAllocator::is_machine_chosen(x));
+        assert!(!AssocIdAllocator::is_machine_chosen(AssocId(5)));
+    }
+}
