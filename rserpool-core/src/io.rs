@@ -138,6 +138,40 @@ impl AssocIdAllocator {
     }
 }
 
+/// The driving contract every machine implements, so that one driver (mio, async, the
+/// simulator, a custom loop) can run any of them.
+///
+/// Call order: after any `handle_*` call, drain [`Machine::poll_output`] until `None`, then
+/// ask [`Machine::poll_timeout`] and call [`Machine::handle_timeout`] once that instant has
+/// passed. `now` must never go backwards between calls.
+pub trait Machine {
+    /// Events for the application.
+    type Event;
+
+    /// An association came up: accepted by the driver (new id), or the one asked for by
+    /// [`Output::Connect`]. `peer_addrs` are the peer's transport addresses.
+    fn handle_assoc_up(&mut self, now: crate::Instant, assoc: AssocId, peer_addrs: &[SocketAddr]);
+
+    /// An association went down or could not be set up.
+    fn handle_assoc_down(&mut self, now: crate::Instant, assoc: AssocId, reason: AssocDownReason);
+
+    /// A whole message arrived on an association with this PPID.
+    fn handle_message(&mut self, now: crate::Instant, assoc: AssocId, ppid: u32, data: Bytes);
+
+    /// A UDP datagram arrived (announce / presence channels) with this PPID meaning
+    /// (11 on the ASAP announce socket, 12 on the ENRP presence socket).
+    fn handle_datagram(&mut self, now: crate::Instant, from: SocketAddr, ppid: u32, data: Bytes);
+
+    /// Time has reached (or passed) the instant last returned by [`Machine::poll_timeout`].
+    fn handle_timeout(&mut self, now: crate::Instant);
+
+    /// The next output, or `None` when drained.
+    fn poll_output(&mut self) -> Option<Output<Self::Event>>;
+
+    /// The next instant at which [`Machine::handle_timeout`] must be called.
+    fn poll_timeout(&self) -> Option<crate::Instant>;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -9,5 +9,5 @@ pub mod io;
 pub mod time;
 
 pub use assoc::{AssocId, Protocol};
-pub use io::{AssocDownReason, ChannelKind, Destination, Output, Transmit};
+pub use io::{AssocDownReason, ChannelKind, Destination, Machine, Output, Transmit};
 pub use time::Instant;
