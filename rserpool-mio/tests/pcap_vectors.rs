@@ -446,7 +446,8 @@ fn writer_output_is_clean_for_tshark() {
 }
 
 proptest! {
-    #![proptest_config(ProptestConfig { cases: 256, ..ProptestConfig::default() })]
+    // Case count from PROPTEST_CASES (default 256); no regression files next to tests/.
+    #![proptest_config(ProptestConfig { failure_persistence: None, ..ProptestConfig::default() })]
 
     /// Random byte mutations and truncations of the vector pcaps never panic.
     #[test]
