@@ -571,7 +571,7 @@ impl Dissector {
             offset: ip.offset + offset,
             kind,
         };
-        let Some(h) = d.get(..8) else {
+        let Some(h) = rd::arr::<8>(d, 0) else {
             self.malformed(err(
                 0,
                 ErrorKind::Truncated {

@@ -252,7 +252,7 @@ impl TcpTable {
             let replace = st.pending.get(&off).is_none_or(|old| old.len() < seg.len());
             if replace {
                 let old = st.pending.insert(off, seg).map_or(0, |b| b.len());
-                st.held = st.held + payload.len() - old;
+                st.held = (st.held + payload.len()).saturating_sub(old);
             }
             if st.held > config.max_reassembly_bytes {
                 st.pending.clear();
