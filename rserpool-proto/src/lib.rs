@@ -9,6 +9,7 @@
 //! as they are closed, message length = full padded size).
 #![warn(missing_docs)]
 
+pub mod csp;
 pub mod ids;
 pub mod policy;
 pub mod transport;
