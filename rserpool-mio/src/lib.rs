@@ -1,2 +1,4 @@
 //! mio driver for the rserpool core machines.
 #![warn(missing_docs)]
+
+pub mod cli;
