@@ -1,4 +1,5 @@
 //! mio driver for the rserpool core machines.
 #![warn(missing_docs)]
 
+pub mod cli;
 pub mod pcap;
