@@ -608,6 +608,15 @@ fn hung_process_gives_no_signal_and_gets_its_backlog_on_resume() {
         .filter(|(_, s)| matches!(s, Seen::Msg(_, ECHO_PPID, _)))
         .count();
     assert_eq!(echoes, 3);
+    let buffered = w
+        .trace_lines()
+        .into_iter()
+        .filter(|l| l.contains("srv      <- cli d1") && l.ends_with("(buffered)"))
+        .count();
+    assert_eq!(
+        buffered, 3,
+        "the trace marks inputs replayed from the buffer"
+    );
     assert!(w.assoc_consistency_errors().is_empty());
     assert_eq!(w.associations().len(), 1);
 }

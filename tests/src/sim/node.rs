@@ -52,6 +52,8 @@ pub struct NodeCtx {
     pub ips: Vec<IpAddr>,
     /// The node's association listen addresses, unspecified IPs expanded.
     pub listen: Vec<SocketAddr>,
+    /// The node's whole configuration (UDP bindings, multicast groups).
+    pub config: NodeConfig,
     /// A generator for this incarnation, derived from the world seed.
     pub rng: Xoshiro256PlusPlus,
 }

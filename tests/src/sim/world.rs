@@ -596,6 +596,7 @@ impl<E: fmt::Debug + 'static> World<E> {
             now,
             ips: node.cfg.ips.clone(),
             listen: node.listen_addrs(),
+            config: node.cfg.clone(),
             rng: Xoshiro256PlusPlus::seed_from_u64(seed),
         };
         let machine = (node.factory)(ctx);
