@@ -1,2 +1,4 @@
 //! Shared helpers for rserpool's integration, simulation and property tests.
 #![warn(missing_docs)]
+
+pub mod sim;
