@@ -1,0 +1,295 @@
+//! `rspwire`: decode and check single ASAP/ENRP messages.
+//!
+//! ```text
+//! rspwire decode [--proto asap|enrp] FILE...     print each message; exit 1 if any is malformed
+//! rspwire roundtrip [--proto asap|enrp] FILE...  exit 0 only if every file re-encodes identically
+//! ```
+//!
+//! Each FILE holds one message, binary or hex text ('#' starts a comment), like
+//! `shared/vectors/rsplib-captures/messages/*.hex`. The protocol comes from the file name
+//! prefix (`asap`, `enrp`, `csp`) unless `--proto` is given.
+
+use std::path::{Path, PathBuf};
+use std::process::ExitCode;
+
+use bytes::Bytes;
+use rserpool_proto::{AsapMessage, DecodeError, EnrpMessage};
+
+const USAGE: &str = "\
+usage: rspwire <command> [options] FILE...
+
+commands:
+  decode     print each message readably; exit 1 if any is malformed
+  roundtrip  decode and re-encode each message; exit 0 only if all are byte-identical
+
+options:
+  --proto asap|enrp   protocol of every FILE (default: from the file name prefix asap/enrp/csp)
+  -h, --help          this text
+
+FILE: one message, binary or hex text ('#' starts a comment; *.hex is always hex).
+";
+
+/// Protocol of a message file.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Proto {
+    Asap,
+    Enrp,
+    Csp,
+}
+
+impl Proto {
+    fn parse(s: &str) -> Option<Proto> {
+        match s.to_ascii_lowercase().as_str() {
+            "asap" => Some(Proto::Asap),
+            "enrp" => Some(Proto::Enrp),
+            "csp" => Some(Proto::Csp),
+            _ => None,
+        }
+    }
+
+    fn from_file_name(path: &Path) -> Option<Proto> {
+        let name = path.file_name()?.to_string_lossy().to_ascii_lowercase();
+        ["asap", "enrp", "csp"]
+            .into_iter()
+            .find(|p| name.starts_with(p))
+            .and_then(Proto::parse)
+    }
+}
+
+/// Common options of the message commands.
+struct Options {
+    proto: Option<Proto>,
+    files: Vec<PathBuf>,
+}
+
+fn parse_options(args: &[String]) -> Result<Options, String> {
+    let mut proto = None;
+    let mut files = Vec::new();
+    let mut it = args.iter();
+    while let Some(a) = it.next() {
+        match a.as_str() {
+            "--proto" => {
+                let v = it.next().ok_or("--proto needs a value")?;
+                proto = Some(Proto::parse(v).ok_or_else(|| format!("unknown protocol '{v}'"))?);
+            }
+            s if s.starts_with("--proto=") => {
+                let v = &s["--proto=".len()..];
+                proto = Some(Proto::parse(v).ok_or_else(|| format!("unknown protocol '{v}'"))?);
+            }
+            s if s.starts_with('-') && s.len() > 1 => return Err(format!("unknown option '{s}'")),
+            _ => files.push(PathBuf::from(a)),
+        }
+    }
+    if files.is_empty() {
+        return Err("no FILE given".into());
+    }
+    Ok(Options { proto, files })
+}
+
+/// Reads a message file: hex text (with '#' comments) or binary.
+fn read_message(path: &Path) -> Result<Bytes, String> {
+    let raw = std::fs::read(path).map_err(|e| e.to_string())?;
+    let forced_hex = path.extension().is_some_and(|e| e == "hex" || e == "txt");
+    let forced_bin = path.extension().is_some_and(|e| e == "bin");
+    if !forced_bin && (forced_hex || looks_like_hex(&raw)) {
+        parse_hex(&raw).map(Bytes::from)
+    } else {
+        Ok(Bytes::from(raw))
+    }
+}
+
+fn strip_comments(raw: &[u8]) -> impl Iterator<Item = u8> + '_ {
+    raw.split(|&b| b == b'\n')
+        .flat_map(|line| line.split(|&b| b == b'#').next().unwrap_or_default())
+        .copied()
+}
+
+fn looks_like_hex(raw: &[u8]) -> bool {
+    let mut digits = 0usize;
+    for b in strip_comments(raw) {
+        if b.is_ascii_hexdigit() {
+            digits += 1;
+        } else if !b.is_ascii_whitespace() {
+            return false;
+        }
+    }
+    digits > 0 && raw.iter().all(|b| b.is_ascii())
+}
+
+fn parse_hex(raw: &[u8]) -> Result<Vec<u8>, String> {
+    let mut out = Vec::new();
+    let mut high: Option<u8> = None;
+    for b in strip_comments(raw) {
+        if b.is_ascii_whitespace() {
+            continue;
+        }
+        let v = char::from(b)
+            .to_digit(16)
+            .ok_or_else(|| format!("not a hex digit: {:?}", char::from(b)))?;
+        let v = u8::try_from(v).map_err(|e| e.to_string())?;
+        match high.take() {
+            None => high = Some(v),
+            Some(h) => out.push(h << 4 | v),
+        }
+    }
+    if high.is_some() {
+        return Err("odd number of hex digits".into());
+    }
+    Ok(out)
+}
+
+/// A decoded message of either protocol.
+enum Message {
+    Asap(AsapMessage),
+    Enrp(EnrpMessage),
+}
+
+impl Message {
+    fn decode(proto: Proto, data: &Bytes) -> Result<Message, String> {
+        let err = |e: DecodeError| {
+            let mut s = format!("malformed: {e}");
+            match e.operation_error() {
+                Some(c) => s.push_str(&format!("\n  a registrar answers with: {c:?}")),
+                None => s.push_str("\n  a registrar discards it silently"),
+            }
+            s
+        };
+        match proto {
+            Proto::Asap => AsapMessage::decode_bytes(data)
+                .map(Message::Asap)
+                .map_err(err),
+            Proto::Enrp => EnrpMessage::decode_bytes(data)
+                .map(Message::Enrp)
+                .map_err(err),
+            Proto::Csp => Err("CSP is not supported yet by rspwire".into()),
+        }
+    }
+
+    fn to_bytes(&self) -> Bytes {
+        match self {
+            Message::Asap(m) => m.to_bytes(),
+            Message::Enrp(m) => m.to_bytes(),
+        }
+    }
+
+    fn summary(&self) -> String {
+        let (name, ty, flags, len) = match self {
+            Message::Asap(m) => (m.name(), m.message_type(), m.flags(), m.encoded_len()),
+            Message::Enrp(m) => (m.name(), m.message_type(), m.flags(), m.encoded_len()),
+        };
+        format!("{name} (type {ty:#04x}, flags {flags:#04x}, {len} bytes)")
+    }
+
+    fn details(&self) -> String {
+        match self {
+            Message::Asap(m) => format!("{m:#?}"),
+            Message::Enrp(m) => format!("{m:#?}"),
+        }
+    }
+}
+
+/// Loads one file and decodes it with the protocol from the options or its name.
+fn load(opts: &Options, path: &Path) -> Result<(Bytes, Message), String> {
+    let proto = opts
+        .proto
+        .or_else(|| Proto::from_file_name(path))
+        .ok_or("cannot tell the protocol: name the file asap*/enrp*/csp* or use --proto")?;
+    let data = read_message(path)?;
+    let m = Message::decode(proto, &data)?;
+    Ok((data, m))
+}
+
+fn cmd_decode(opts: &Options) -> ExitCode {
+    let mut bad = 0;
+    for path in &opts.files {
+        match load(opts, path) {
+            Ok((_, m)) => {
+                println!("{}: {}", path.display(), m.summary());
+                for line in m.details().lines() {
+                    println!("    {line}");
+                }
+            }
+            Err(e) => {
+                bad += 1;
+                println!("{}: {e}", path.display());
+            }
+        }
+    }
+    if bad > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+fn cmd_roundtrip(opts: &Options) -> ExitCode {
+    let (mut ok, mut bad) = (0, 0);
+    for path in &opts.files {
+        let verdict = load(opts, path).and_then(|(data, m)| {
+            let again = m.to_bytes();
+            if again == data {
+                Ok(m.summary())
+            } else {
+                let at = data
+                    .iter()
+                    .zip(again.iter())
+                    .position(|(a, b)| a != b)
+                    .unwrap_or(data.len().min(again.len()));
+                Err(format!(
+                    "re-encoding differs at byte {at} ({} bytes in, {} bytes out)",
+                    data.len(),
+                    again.len()
+                ))
+            }
+        });
+        match verdict {
+            Ok(s) => {
+                ok += 1;
+                println!("OK   {}: {s}", path.display());
+            }
+            Err(e) => {
+                bad += 1;
+                println!("FAIL {}: {e}", path.display());
+            }
+        }
+    }
+    println!("rspwire roundtrip: {ok} OK, {bad} FAIL");
+    if bad > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// The subcommands: name, and the function running it on the remaining arguments.
+const COMMANDS: &[(&str, fn(&[String]) -> ExitCode)] = &[
+    ("decode", |args| with_options(args, cmd_decode)),
+    ("roundtrip", |args| with_options(args, cmd_roundtrip)),
+];
+
+fn with_options(args: &[String], run: fn(&Options) -> ExitCode) -> ExitCode {
+    match parse_options(args) {
+        Ok(opts) => run(&opts),
+        Err(e) => usage_error(&e),
+    }
+}
+
+fn usage_error(msg: &str) -> ExitCode {
+    eprintln!("rspwire: {msg}\n\n{USAGE}");
+    ExitCode::from(2)
+}
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let Some(cmd) = args.first() else {
+        return usage_error("no command given");
+    };
+    if cmd == "-h" || cmd == "--help" || args.iter().any(|a| a == "-h" || a == "--help") {
+        print!("{USAGE}");
+        return ExitCode::SUCCESS;
+    }
+    match COMMANDS.iter().find(|(name, _)| name == cmd) {
+        Some((_, run)) => run(args.get(1..).unwrap_or_default()),
+        None => usage_error(&format!("unknown command '{cmd}'")),
+    }
+}
