@@ -5,6 +5,7 @@
 #![warn(missing_docs)]
 
 pub mod assoc;
+pub mod handlespace;
 pub mod io;
 pub mod time;
 

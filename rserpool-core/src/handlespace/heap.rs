@@ -1,0 +1,282 @@
+//! An indexed binary min-heap: every item knows its slot, and the heap reports every move
+//! through a callback so that the owner can store the item's position (for O(log n)
+//! removal and re-keying of arbitrary items).
+//!
+//! Used for the sorting policies (selection order) and for the timer index.
+
+/// An item of an [`IndexedHeap`].
+pub(crate) trait HeapItem: Copy {
+    /// Strict "comes before" order (a total order over distinct items).
+    fn before(&self, other: &Self) -> bool;
+    /// The element slot this item belongs to.
+    fn slot(&self) -> u32;
+}
+
+/// Indexed binary min-heap.
+#[derive(Debug, Clone, Default)]
+pub(crate) struct IndexedHeap<T> {
+    items: Vec<T>,
+}
+
+/// Grows `v` by about 1/16 of its length (at least 8) when it is full, so that the spare
+/// capacity stays small (memory per PE matters more than the amortised copy).
+pub(crate) fn reserve_small<T>(v: &mut Vec<T>) {
+    if v.len() == v.capacity() {
+        v.reserve_exact((v.len() / 16).max(8));
+    }
+}
+
+impl<T: HeapItem> IndexedHeap<T> {
+    /// An empty heap.
+    pub(crate) fn new() -> Self {
+        IndexedHeap { items: Vec::new() }
+    }
+
+    /// The item at position `i`.
+    pub(crate) fn get(&self, i: u32) -> Option<&T> {
+        self.items.get(i as usize)
+    }
+
+    /// The smallest item.
+    pub(crate) fn peek(&self) -> Option<&T> {
+        self.items.first()
+    }
+
+    /// All items in heap order (not sorted).
+    #[cfg(test)]
+    pub(crate) fn items(&self) -> &[T] {
+        &self.items
+    }
+
+    /// Heap bytes allocated.
+    pub(crate) fn allocated_bytes(&self) -> usize {
+        self.items.capacity() * core::mem::size_of::<T>()
+    }
+
+    /// Inserts `item`.
+    pub(crate) fn push(&mut self, item: T, pos: &mut impl FnMut(u32, u32)) {
+        reserve_small(&mut self.items);
+        let i = self.items.len();
+        self.items.push(item);
+        self.sift_up(i, pos);
+    }
+
+    /// Removes the item at position `i` and returns it.
+    pub(crate) fn remove(&mut self, i: u32, pos: &mut impl FnMut(u32, u32)) -> Option<T> {
+        let i = i as usize;
+        if i >= self.items.len() {
+            return None;
+        }
+        let removed = self.items.swap_remove(i);
+        if i < self.items.len() {
+            self.restore(i, pos);
+        }
+        if self.items.capacity() > 64 && self.items.len() < self.items.capacity() / 2 {
+            self.items
+                .shrink_to(self.items.len() + self.items.len() / 16 + 8);
+        }
+        Some(removed)
+    }
+
+    /// Replaces the item at position `i` (same slot, new key) and restores the heap order.
+    pub(crate) fn replace(&mut self, i: u32, item: T, pos: &mut impl FnMut(u32, u32)) {
+        let i = i as usize;
+        if let Some(x) = self.items.get_mut(i) {
+            *x = item;
+            self.restore(i, pos);
+        }
+    }
+
+    /// Replaces the whole content by `items` (any order) and rebuilds the heap.
+    pub(crate) fn replace_all(&mut self, items: Vec<T>, pos: &mut impl FnMut(u32, u32)) {
+        self.items = items;
+        self.rebuild_with(|_| {}, pos);
+    }
+
+    /// Takes all items out (the heap becomes empty).
+    pub(crate) fn take_items(&mut self) -> Vec<T> {
+        core::mem::take(&mut self.items)
+    }
+
+    /// Changes all items in place (without changing their relative order) and rebuilds
+    /// the heap.
+    pub(crate) fn rebuild_with(&mut self, f: impl FnMut(&mut T), pos: &mut impl FnMut(u32, u32)) {
+        self.items.iter_mut().for_each(f);
+        let n = self.items.len();
+        for i in (0..n / 2).rev() {
+            self.sift_down(i, pos);
+        }
+        for (i, it) in self.items.iter().enumerate() {
+            pos(it.slot(), i as u32);
+        }
+    }
+
+    fn restore(&mut self, i: usize, pos: &mut impl FnMut(u32, u32)) {
+        if i > 0 {
+            let parent = (i - 1) / 2;
+            if let (Some(a), Some(p)) = (self.items.get(i), self.items.get(parent))
+                && a.before(p)
+            {
+                self.sift_up(i, pos);
+                return;
+            }
+        }
+        self.sift_down(i, pos);
+    }
+
+    fn sift_up(&mut self, mut i: usize, pos: &mut impl FnMut(u32, u32)) {
+        let Some(&item) = self.items.get(i) else {
+            return;
+        };
+        while i > 0 {
+            let parent = (i - 1) / 2;
+            let p = self.items[parent];
+            if !item.before(&p) {
+                break;
+            }
+            self.items[i] = p;
+            pos(p.slot(), i as u32);
+            i = parent;
+        }
+        self.items[i] = item;
+        pos(item.slot(), i as u32);
+    }
+
+    fn sift_down(&mut self, mut i: usize, pos: &mut impl FnMut(u32, u32)) {
+        let n = self.items.len();
+        let Some(&item) = self.items.get(i) else {
+            return;
+        };
+        loop {
+            let l = 2 * i + 1;
+            if l >= n {
+                break;
+            }
+            let r = l + 1;
+            let c = if r < n && self.items[r].before(&self.items[l]) {
+                r
+            } else {
+                l
+            };
+            let child = self.items[c];
+            if !child.before(&item) {
+                break;
+            }
+            self.items[i] = child;
+            pos(child.slot(), i as u32);
+            i = c;
+        }
+        self.items[i] = item;
+        pos(item.slot(), i as u32);
+    }
+
+    /// Positions of the first `n` items in heap order, appended to `out` (smallest first),
+    /// without changing the heap. `cand` is scratch space.
+    pub(crate) fn first_n(&self, n: usize, cand: &mut Vec<u32>, out: &mut Vec<u32>) {
+        cand.clear();
+        if n == 0 || self.items.is_empty() {
+            return;
+        }
+        if n == 1 {
+            out.push(0);
+            return;
+        }
+        let items = &self.items;
+        let less = |a: u32, b: u32| items[a as usize].before(&items[b as usize]);
+        cand.push(0);
+        let mut taken = 0;
+        while taken < n {
+            // Pop the smallest candidate (binary heap over `cand`).
+            let Some(&top) = cand.first() else { break };
+            let last = cand.pop().unwrap_or(top);
+            if !cand.is_empty() {
+                cand[0] = last;
+                let mut i = 0;
+                let m = cand.len();
+                loop {
+                    let l = 2 * i + 1;
+                    if l >= m {
+                        break;
+                    }
+                    let r = l + 1;
+                    let c = if r < m && less(cand[r], cand[l]) {
+                        r
+                    } else {
+                        l
+                    };
+                    if less(cand[c], cand[i]) {
+                        cand.swap(c, i);
+                        i = c;
+                    } else {
+                        break;
+                    }
+                }
+            }
+            out.push(top);
+            taken += 1;
+            for child in [2 * top as usize + 1, 2 * top as usize + 2] {
+                if child < items.len() {
+                    cand.push(child as u32);
+                    let mut i = cand.len() - 1;
+                    while i > 0 {
+                        let p = (i - 1) / 2;
+                        if less(cand[i], cand[p]) {
+                            cand.swap(i, p);
+                            i = p;
+                        } else {
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
+    struct It(u64, u32);
+    impl HeapItem for It {
+        fn before(&self, o: &Self) -> bool {
+            self < o
+        }
+        fn slot(&self) -> u32 {
+            self.1
+        }
+    }
+
+    #[test]
+    fn heap_orders_and_tracks_positions() {
+        let mut pos = vec![u32::MAX; 64];
+        let mut h = IndexedHeap::new();
+        let keys = [5u64, 3, 9, 1, 7, 3, 8, 2, 6, 0, 4];
+        for (s, k) in keys.iter().enumerate() {
+            h.push(It(*k, s as u32), &mut |s, i| pos[s as usize] = i);
+        }
+        for (i, it) in h.items().iter().enumerate() {
+            assert_eq!(pos[it.1 as usize], i as u32);
+        }
+        let mut cand = Vec::new();
+        let mut out = Vec::new();
+        h.first_n(5, &mut cand, &mut out);
+        let firsts: Vec<u64> = out.iter().map(|&i| h.items()[i as usize].0).collect();
+        assert_eq!(firsts, vec![0, 1, 2, 3, 3]);
+        // Remove slot 2 (key 9) and re-key slot 0 (key 5 -> 10).
+        let p2 = pos[2];
+        assert_eq!(
+            h.remove(p2, &mut |s, i| pos[s as usize] = i),
+            Some(It(9, 2))
+        );
+        let p0 = pos[0];
+        h.replace(p0, It(10, 0), &mut |s, i| pos[s as usize] = i);
+        let mut sorted = Vec::new();
+        while let Some(&top) = h.peek() {
+            sorted.push(top.0);
+            h.remove(0, &mut |s, i| pos[s as usize] = i);
+        }
+        assert_eq!(sorted, vec![0, 1, 2, 3, 3, 4, 6, 7, 8, 10]);
+    }
+}
