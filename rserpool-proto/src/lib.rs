@@ -11,4 +11,5 @@
 
 pub mod ids;
 pub mod policy;
+pub mod rtf;
 pub mod transport;
