@@ -69,11 +69,7 @@ pub struct TransportParameter {
 
 impl TransportParameter {
     /// An SCTP transport with the given port, transport use and addresses.
-    pub fn sctp(
-        port: u16,
-        transport_use: u16,
-        addresses: impl IntoIterator<Item = IpAddr>,
-    ) -> Self {
+    pub fn sctp(port: u16, transport_use: u16, addresses: impl IntoIterator<Item = IpAddr>) -> Self {
         Self::with(TransportProtocol::Sctp, port, transport_use, addresses)
     }
 
@@ -101,9 +97,7 @@ impl TransportParameter {
 
     /// True when the PE offers an ASAP control channel on this transport (RSPLIB: exactly 1).
     pub fn has_control_channel(&self) -> bool {
-        matches!(
-            self.protocol,
-            TransportProtocol::Sctp | TransportProtocol::Tcp
-        ) && self.transport_use == TRANSPORT_USE_DATA_PLUS_CONTROL
+        matches!(self.protocol, TransportProtocol::Sctp | TransportProtocol::Tcp)
+            && self.transport_use == TRANSPORT_USE_DATA_PLUS_CONTROL
     }
 }
