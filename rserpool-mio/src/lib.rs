@@ -1,2 +1,3 @@
 //! mio driver for the rserpool core machines.
 #![warn(missing_docs)]
+pub mod transport;
