@@ -38,12 +38,11 @@ fn pair(ca: TransportConfig, cb: TransportConfig) -> (Net, AssocId, AssocId, Soc
         .b
         .connect(&[addr], TCP, ChannelKind::Session, Protocol::Asap)
         .unwrap();
-    let ups = net.wait_for("both Up", LIMIT, |n| {
+    net.wait_for("both Up", LIMIT, |n| {
         (n.ea.iter().any(|e| matches!(e, TransportEvent::Up { .. }))
             && n.eb.iter().any(|e| matches!(e, TransportEvent::Up { .. })))
         .then_some(())
     });
-    let _ = ups;
     let up_a = take_up(&mut net.ea).unwrap();
     let up_b = take_up(&mut net.eb).unwrap();
     match &up_a {
@@ -181,8 +180,10 @@ fn large_messages_one_megabyte() {
     );
     assert_eq!(take_message(&mut net.eb, on_b), Some((12, 0, big_a)));
     // Above the configured maximum: refused at once, nothing queued.
-    let mut small = TransportConfig::default();
-    small.max_message_len = 1000;
+    let small = TransportConfig {
+        max_message_len: 1000,
+        ..TransportConfig::default()
+    };
     let (mut net, _, on_b, _) = pair(TransportConfig::default(), small);
     assert_eq!(
         net.b.send(on_b, 1, 0, payload(0, 1001)),
@@ -402,8 +403,10 @@ fn connect_failure_and_address_fallback() {
 
 #[test]
 fn backpressure_queues_without_dropping_and_delivers_in_order() {
-    let mut cfg = TransportConfig::default();
-    cfg.max_queued_bytes = 1 << 20;
+    let cfg = TransportConfig {
+        max_queued_bytes: 1 << 20,
+        ..TransportConfig::default()
+    };
     let mut net = Net::new(cfg, TransportConfig::default());
     // A raw peer that completes the handshake and then does not read.
     let server = StdListener::bind(any_port()).unwrap();

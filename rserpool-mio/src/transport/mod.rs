@@ -334,6 +334,8 @@ struct SctpIo {
     reasm: BytesMut,
     /// Skipping the rest of an over-long message or notification until MSG_EOR.
     discard: bool,
+    /// `SO_SNDBUF` as last read: the largest message one `sendmsg` may carry.
+    sndbuf: usize,
     write_shut: bool,
 }
 
@@ -421,6 +423,15 @@ impl Assoc {
                 })?;
             }
             AssocIo::Sctp(s) => {
+                if data.len() > s.sndbuf {
+                    s.sndbuf = s.sock.ensure_send_buffer(data.len()).unwrap_or(s.sndbuf);
+                    if data.len() > s.sndbuf {
+                        return Err(SendError::TooLarge {
+                            len: data.len(),
+                            max: s.sndbuf,
+                        });
+                    }
+                }
                 self.queued += data.len();
                 s.out.push_back((ppid, stream, data));
             }
@@ -1195,6 +1206,7 @@ impl Transports {
                 out: VecDeque::new(),
                 reasm: BytesMut::new(),
                 discard: false,
+                sndbuf: 0,
                 write_shut: false,
             }),
         };
@@ -1586,6 +1598,7 @@ impl Transports {
                             out: VecDeque::new(),
                             reasm: BytesMut::new(),
                             discard: false,
+                            sndbuf: 0,
                             write_shut: false,
                         }),
                         *id,

@@ -180,6 +180,26 @@ impl SctpSocket {
         self.sock.set_linger(Some(std::time::Duration::ZERO))
     }
 
+    /// Makes sure one `sendmsg` of `len` bytes is allowed: Linux refuses a message longer
+    /// than the socket's send buffer (`EMSGSIZE`, RFC 6458 §7.1.7 reading), so raise
+    /// `SO_SNDBUF` (capped by `net.core.wmem_max`), then try `SO_SNDBUFFORCE` (needs
+    /// `CAP_NET_ADMIN`). Returns the send buffer size in force afterwards.
+    pub fn ensure_send_buffer(&self, len: usize) -> io::Result<usize> {
+        let cur = self.sock.send_buffer_size()?;
+        if cur >= len {
+            return Ok(cur);
+        }
+        let want = len / 2 + 1; // the kernel doubles the value set
+        let _ = self.sock.set_send_buffer_size(want);
+        let cur = self.sock.send_buffer_size()?;
+        if cur >= len {
+            return Ok(cur);
+        }
+        let v = i32::try_from(want).unwrap_or(i32::MAX);
+        let _ = sys::set_int(self.sock.as_fd(), libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, v);
+        self.sock.send_buffer_size()
+    }
+
     /// Pending socket error (`SO_ERROR`).
     pub fn take_error(&self) -> io::Result<Option<io::Error>> {
         self.sock.take_error()

@@ -329,13 +329,14 @@ fn get_addrs(fd: BorrowedFd<'_>, name: libc::c_int) -> io::Result<Vec<SocketAddr
     if rc < 0 {
         return Err(io::Error::last_os_error());
     }
+    // The returned length is not usable: SCTP_GET_LOCAL_ADDRS leaves the 8-byte header out
+    // of it, SCTP_GET_PEER_ADDRS counts it. Parse `addr_num` addresses from the zeroed buffer.
     let bytes: Vec<u8> = buf.iter().flat_map(|w| w.to_ne_bytes()).collect();
-    let used = (len as usize).min(bytes.len());
     let Some(head) = bytes.get(..8) else {
         return Ok(Vec::new());
     };
     let count = u32::from_ne_bytes([head[4], head[5], head[6], head[7]]) as usize;
-    Ok(unpack_addrs(bytes.get(8..used).unwrap_or_default(), count))
+    Ok(unpack_addrs(bytes.get(8..).unwrap_or_default(), count))
 }
 
 /// `sctp_getpaddrs` for the association of a one-to-one socket.
