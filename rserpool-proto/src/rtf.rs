@@ -389,6 +389,10 @@ impl fmt::Display for RtfError {
 
 impl std::error::Error for RtfError {}
 
+/// Payload bytes reserved as soon as a frame header arrives; larger frames grow as their
+/// bytes arrive.
+const PREALLOCATE_MAX: usize = 64 * 1024;
+
 /// Incremental RTF decoder: feed arbitrary chunks, get whole frames.
 ///
 /// Memory is bounded: at most one frame in progress is buffered, and a frame longer than
@@ -485,6 +489,10 @@ impl FrameDecoder {
                     return Ok(());
                 }
                 let n = (want - self.buf.len()).min(data.len());
+                if self.buf.capacity() - self.buf.len() < n {
+                    // Grow to the frame's exact size: never beyond the frame length limit.
+                    self.buf.reserve(want - self.buf.len());
+                }
                 let (head, rest) = data.split_at(n);
                 self.buf.extend_from_slice(head);
                 data = rest;
@@ -552,7 +560,9 @@ impl FrameDecoder {
                         length: payload,
                     });
                 }
-                self.buf.reserve(payload);
+                // Reserve for small frames only: a bare header must not make us allocate
+                // a large frame's worth of memory before its bytes arrive.
+                self.buf.reserve(payload.min(PREALLOCATE_MAX));
                 self.expected = Some(length as usize);
                 Ok(())
             }

@@ -262,6 +262,9 @@ pub struct UdpOptions {
 
 const RECV_BUF: usize = 64 * 1024;
 const MAX_IOV: usize = 64;
+/// Reads per readiness event and association before yielding to the others (fairness; the
+/// rest is read from an immediate timer).
+const READ_BUDGET: usize = 64;
 
 struct Entry {
     generation: u64,
@@ -307,6 +310,8 @@ struct Assoc {
     write_error: Option<io::Error>,
     /// Timer entry in the heap.
     scheduled: Option<u64>,
+    /// The read budget of one event ran out with data left: read again at once (timer 0).
+    read_pending: bool,
     io: AssocIo,
 }
 
@@ -390,7 +395,7 @@ impl Assoc {
     }
 
     fn next_deadline(&self) -> Option<u64> {
-        if self.write_error.is_some() {
+        if self.write_error.is_some() || self.read_pending {
             return Some(0);
         }
         let rtf = match &self.io {
@@ -588,7 +593,14 @@ impl Assoc {
         let mut eof = false;
         let mut read_err = None;
         if do_read && !t.peer_eof {
+            self.read_pending = false;
+            let mut budget = READ_BUDGET;
             loop {
+                if budget == 0 {
+                    self.read_pending = true;
+                    break;
+                }
+                budget -= 1;
                 match t.stream.read(ctx.buf) {
                     Ok(0) => {
                         eof = true;
@@ -702,7 +714,17 @@ impl Assoc {
             self.down(DownReason::ConnectFailed, ctx.out);
             return Fate::Remove { abort: false };
         }
+        if !readable {
+            return Fate::Keep;
+        }
+        self.read_pending = false;
+        let mut budget = READ_BUDGET * 4;
         loop {
+            if budget == 0 {
+                self.read_pending = true;
+                return Fate::Keep;
+            }
+            budget -= 1;
             let AssocIo::Sctp(s) = &mut self.io else {
                 return Fate::Keep;
             };
@@ -841,6 +863,9 @@ impl Assoc {
         }
         if self.linger_until.is_some_and(|t| ctx.now_us >= t) {
             return Fate::Remove { abort: true };
+        }
+        if self.read_pending {
+            return self.drive(true, false, ctx);
         }
         if let AssocIo::Tcp(t) = &mut self.io {
             t.rtf.handle_timeout(ctx.now_us);
@@ -1221,6 +1246,7 @@ impl Transports {
             linger_until: None,
             write_error: None,
             scheduled: None,
+            read_pending: false,
             io,
         };
         let idx = self.alloc(Slot::Assoc(Box::new(assoc)))?;
@@ -1621,6 +1647,7 @@ impl Transports {
                 linger_until: None,
                 write_error: None,
                 scheduled: None,
+                read_pending: false,
                 io,
             };
             let id = assoc.id;
