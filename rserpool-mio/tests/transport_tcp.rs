@@ -179,6 +179,14 @@ fn large_messages_one_megabyte() {
         Some((33, 2, payload(3, 100)))
     );
     assert_eq!(take_message(&mut net.eb, on_b), Some((12, 0, big_a)));
+    // 8 MB in a burst: more than one event's read budget; all of it, in order.
+    for i in 0..8u64 {
+        net.b.send(on_b, 33, 0, payload(100 + i, 1 << 20)).unwrap();
+    }
+    net.wait_for("burst", LIMIT, |n| (n.ea.len() >= 8).then_some(()));
+    for i in 0..8u64 {
+        assert_eq!(take_message(&mut net.ea, on_a), Some((33, 0, payload(100 + i, 1 << 20))));
+    }
     // Above the configured maximum: refused at once, nothing queued.
     let small = TransportConfig {
         max_message_len: 1000,
