@@ -26,6 +26,11 @@
 //! ([`TransportConfig::max_queued_bytes`]) — the caller decides what to do (drop, defer, close
 //! a peer that does not read). A peer is never dropped because *our* send would block.
 //!
+//! One SCTP message must fit the association's send buffer (Linux refuses longer ones with
+//! `EMSGSIZE`): [`Transports::send`] raises `SO_SNDBUF` as needed, up to
+//! `net.core.wmem_max` (or beyond with `CAP_NET_ADMIN`), and otherwise refuses the message
+//! with [`SendError::TooLarge`]. RSerPool's own messages are far below that limit.
+//!
 //! # Events and time
 //! [`Transports::handle_event`] drains every ready socket until `WouldBlock` (mio is
 //! edge-triggered) and appends [`TransportEvent`]s. RTF heartbeats and close lingering need
@@ -33,6 +38,12 @@
 //! [`Transports::handle_timeout`]. An outgoing association is reported `Up` (or `Down` with
 //! [`DownReason::ConnectFailed`]) later; an incoming one appears with `Up`. After `Down`, or
 //! after [`Transports::close`], the [`AssocId`] is gone: no further events name it.
+//!
+//! # Testing without kernel SCTP
+//! `tests/transport_sctp.rs` skips when the kernel has no SCTP. Run it in the VM:
+//! `cargo test -p rserpool-mio --test transport_sctp --no-run`, then
+//! `shared/tools/sctp-vm/sctp-vm run --net=lo -- env RSERPOOL_REQUIRE_SCTP=1 <binary>
+//! --test-threads=1`.
 
 pub mod sctp;
 
@@ -166,7 +177,8 @@ pub enum SendError {
         /// The cap.
         cap: usize,
     },
-    /// The message is longer than the transport carries.
+    /// The message is longer than the transport carries (the configured maximum, or an SCTP
+    /// send buffer that could not be raised to the message's size).
     TooLarge {
         /// Message length.
         len: usize,
