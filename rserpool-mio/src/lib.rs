@@ -1,5 +1,8 @@
 //! mio driver for the rserpool core machines.
 #![warn(missing_docs)]
+// `unsafe` is allowed in exactly one module: transport::sctp::sys (kernel SCTP FFI).
+#![deny(unsafe_code)]
 
 pub mod cli;
 pub mod pcap;
+pub mod transport;

@@ -25,6 +25,7 @@ pub mod fuzzing;
 pub mod ids;
 pub mod param;
 pub mod policy;
+pub mod rtf;
 mod tlv;
 pub mod transport;
 

@@ -1,0 +1,1770 @@
+//! Transports for the mio driver: kernel SCTP, RTF over TCP (`shared/spec/tcp-mapping.md`
+//! §3) and UDP (multicast announces), behind one API ([`Transports`]).
+//!
+//! # Socket layout
+//! **Every association has its own one-to-one style socket and fd**, SCTP and TCP alike:
+//! a listener is a one-to-one (`SOCK_STREAM`) SCTP socket or a TCP socket whose `accept`
+//! hands out one socket per association; an outgoing association is its own socket
+//! (`sctp_connectx` / `connect`). Why not RSPLIB's single one-to-many socket: with the stock
+//! `net.sctp.sndbuf_policy=0` all associations of a one-to-many socket share one ~212 KB
+//! send buffer, so one slow peer makes every send fail with `EAGAIN`, and the kernel walks all
+//! associations of the socket on each SACK (rsplib-measured.md, "Why 10,000 PEs fail"). One
+//! socket per association gives each peer its own send buffer, its own edge-triggered
+//! readiness and O(1) kernel work, on stock kernel settings; the kernel's `accept` migrates
+//! the association to the new socket, so nothing is lost between set-up and accept. The cost
+//! is one fd per association: 100,000 associations need `RLIMIT_NOFILE` above 100,000
+//! ([`raise_nofile_limit`] lifts the soft limit to the hard one, usually 1,048,576).
+//! `TCP_NODELAY` / `SCTP_NODELAY` are set on every socket.
+//!
+//! # Backpressure contract
+//! [`Transports::send`] never blocks and never fails because the socket is momentarily full:
+//! the message goes into the association's own queue, written out as the socket accepts it
+//! (immediately when possible, later on `WRITABLE`). Nothing queued is ever dropped while the
+//! association lives, and messages leave in order. [`Transports::queued_bytes`] tells how much
+//! is waiting; a message is refused with [`SendError::QueueFull`] only when the queue already
+//! holds bytes and the message would take it above the per-association cap
+//! ([`TransportConfig::max_queued_bytes`]) — the caller decides what to do (drop, defer, close
+//! a peer that does not read). A peer is never dropped because *our* send would block.
+//!
+//! One SCTP message must fit the association's send buffer (Linux refuses longer ones with
+//! `EMSGSIZE`): [`Transports::send`] raises `SO_SNDBUF` as needed, up to
+//! `net.core.wmem_max` (or beyond with `CAP_NET_ADMIN`), and otherwise refuses the message
+//! with [`SendError::TooLarge`]. RSerPool's own messages are far below that limit.
+//!
+//! # Events and time
+//! [`Transports::handle_event`] drains every ready socket until `WouldBlock` (mio is
+//! edge-triggered) and appends [`TransportEvent`]s. RTF heartbeats and close lingering need
+//! timers: arm the poll timeout with [`Transports::poll_timeout`] and call
+//! [`Transports::handle_timeout`]. An outgoing association is reported `Up` (or `Down` with
+//! [`DownReason::ConnectFailed`]) later; an incoming one appears with `Up`. After `Down`, or
+//! after [`Transports::close`], the [`AssocId`] is gone: no further events name it.
+//!
+//! # Testing without kernel SCTP
+//! `tests/transport_sctp.rs` skips when the kernel has no SCTP. Run it in the VM:
+//! `cargo test -p rserpool-mio --test transport_sctp --no-run`, then
+//! `shared/tools/sctp-vm/sctp-vm run --net=lo -- env RSERPOOL_REQUIRE_SCTP=1 <binary>
+//! --test-threads=1`.
+
+pub mod sctp;
+
+use bytes::{Bytes, BytesMut};
+use mio::net::{TcpListener, TcpStream, UdpSocket};
+use mio::{Interest, Registry, Token};
+use rserpool_core::{AssocId, Protocol};
+use rserpool_proto::rtf::{ChannelKind, ChannelKinds, RtfConfig, RtfConnection, RtfEvent};
+use sctp::socket::{SctpOptions, SctpSocket};
+use sctp::sys;
+use socket2::{Domain, SockRef, Socket, Type};
+use std::cmp::Reverse;
+use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::io::{self, IoSlice, Read, Write};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::ops::Range;
+use std::time::{Duration, Instant};
+
+pub use sctp::socket::sctp_available;
+pub use sctp::sys::raise_nofile_limit;
+
+/// The concrete transport of an association or listener.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum TransportKind {
+    /// Kernel SCTP.
+    Sctp,
+    /// RTF over TCP.
+    Tcp,
+}
+
+/// Which transport to use (configuration).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
+pub enum TransportMode {
+    /// Kernel SCTP only.
+    Sctp,
+    /// RTF over TCP only.
+    Tcp,
+    /// SCTP when `socket(AF_INET, SOCK_SEQPACKET, IPPROTO_SCTP)` works, else TCP/RTF.
+    #[default]
+    Auto,
+}
+
+impl TransportMode {
+    /// The transport this mode picks on this machine.
+    pub fn resolve(self) -> TransportKind {
+        match self {
+            TransportMode::Sctp => TransportKind::Sctp,
+            TransportMode::Tcp => TransportKind::Tcp,
+            TransportMode::Auto if sctp_available() => TransportKind::Sctp,
+            TransportMode::Auto => TransportKind::Tcp,
+        }
+    }
+}
+
+/// A listener or UDP socket of a [`Transports`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct SocketId(pub u64);
+
+/// Why an association went down.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum DownReason {
+    /// Peer unreachable: SCTP COMM_LOST, RTF heartbeat timeout, TCP error.
+    Lost,
+    /// Graceful shutdown by the peer (SCTP SHUTDOWN, TCP FIN at a frame boundary).
+    Shutdown,
+    /// The peer aborted (SCTP ABORT, TCP RST, TCP EOF inside a frame).
+    Abort,
+    /// An outgoing association could not be set up.
+    ConnectFailed,
+    /// The peer violated RTF; we aborted the connection (RST).
+    ProtocolError,
+}
+
+/// What happened on the transports.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TransportEvent {
+    /// An association is up (SCTP COMM_UP / accepted; RTF: TCP connected and HELLO received).
+    Up {
+        /// The association.
+        assoc: AssocId,
+        /// Its transport.
+        kind: TransportKind,
+        /// The listener that accepted it (`None` for outgoing associations).
+        listener: Option<SocketId>,
+        /// Channel kind: negotiated by RTF; for SCTP the one given to `connect`/`listen`
+        /// when that was a single kind.
+        channel: Option<ChannelKind>,
+        /// The peer's addresses (all of them for SCTP).
+        peer_addrs: Vec<SocketAddr>,
+        /// Our addresses of the association.
+        local_addrs: Vec<SocketAddr>,
+    },
+    /// One whole user message.
+    Message {
+        /// The association.
+        assoc: AssocId,
+        /// Payload protocol identifier (host order).
+        ppid: u32,
+        /// Stream id.
+        stream: u16,
+        /// The message.
+        data: Bytes,
+    },
+    /// The association is gone (reported once; the id is not used again).
+    Down {
+        /// The association.
+        assoc: AssocId,
+        /// Why.
+        reason: DownReason,
+    },
+    /// A UDP datagram.
+    Datagram {
+        /// The UDP socket.
+        socket: SocketId,
+        /// Sender.
+        from: SocketAddr,
+        /// Payload.
+        data: Bytes,
+    },
+}
+
+/// Why [`Transports::send`] refused a message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum SendError {
+    /// No such (live) association or socket.
+    UnknownAssoc,
+    /// The association's queue is over its cap; nothing was queued.
+    QueueFull {
+        /// Bytes already queued.
+        queued: usize,
+        /// The cap.
+        cap: usize,
+    },
+    /// The message is longer than the transport carries (the configured maximum, or an SCTP
+    /// send buffer that could not be raised to the message's size).
+    TooLarge {
+        /// Message length.
+        len: usize,
+        /// Largest message.
+        max: usize,
+    },
+    /// The association is closing or failed; its `Down` is (or was) reported.
+    Closed,
+}
+
+impl std::fmt::Display for SendError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            SendError::UnknownAssoc => write!(f, "unknown association"),
+            SendError::QueueFull { queued, cap } => {
+                write!(f, "send queue full ({queued} bytes queued, cap {cap})")
+            }
+            SendError::TooLarge { len, max } => write!(f, "message of {len} bytes > {max}"),
+            SendError::Closed => write!(f, "association closed"),
+        }
+    }
+}
+
+impl std::error::Error for SendError {}
+
+/// Settings of a [`Transports`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct TransportConfig {
+    /// Our RTF heartbeat interval (announced in HELLO; peers declare us dead after 3×).
+    pub rtf_heartbeat_interval: Duration,
+    /// Largest message sent or accepted (RTF frame limit minus header; SCTP reassembly limit).
+    pub max_message_len: usize,
+    /// Per-association send queue cap (see the backpressure contract).
+    pub max_queued_bytes: usize,
+    /// Per-UDP-socket send queue cap.
+    pub max_udp_queued_bytes: usize,
+    /// How long a graceful close may take before it turns into an abort.
+    pub close_linger: Duration,
+    /// `listen()` backlog.
+    pub listen_backlog: i32,
+    /// SCTP socket settings.
+    pub sctp: SctpOptions,
+}
+
+impl Default for TransportConfig {
+    fn default() -> Self {
+        TransportConfig {
+            rtf_heartbeat_interval: Duration::from_millis(u64::from(
+                rserpool_proto::rtf::DEFAULT_HEARTBEAT_INTERVAL_MS,
+            )),
+            max_message_len: rserpool_proto::rtf::DEFAULT_MAX_FRAME_LEN
+                - rserpool_proto::rtf::HEADER_LEN,
+            max_queued_bytes: 4 * 1024 * 1024,
+            max_udp_queued_bytes: 256 * 1024,
+            close_linger: Duration::from_secs(5),
+            listen_backlog: 4096,
+            sctp: SctpOptions::default(),
+        }
+    }
+}
+
+impl TransportConfig {
+    fn rtf(&self) -> RtfConfig {
+        RtfConfig {
+            heartbeat_interval_ms: u32::try_from(self.rtf_heartbeat_interval.as_millis())
+                .unwrap_or(u32::MAX)
+                .max(1),
+            max_frame_len: self
+                .max_message_len
+                .saturating_add(rserpool_proto::rtf::HEADER_LEN),
+        }
+    }
+}
+
+/// UDP socket options for [`Transports::udp_bind`].
+#[derive(Clone, Debug, PartialEq, Eq, Default)]
+pub struct UdpOptions {
+    /// `SO_REUSEADDR` (several receivers of one multicast group on a host).
+    pub reuse_addr: bool,
+    /// `SO_REUSEPORT`.
+    pub reuse_port: bool,
+    /// Multicast TTL / hop limit for sends.
+    pub multicast_ttl: Option<u32>,
+    /// Multicast loopback for sends (receive our own announces on this host).
+    pub multicast_loop: Option<bool>,
+    /// Outgoing interface for IPv4 multicast, by address.
+    pub multicast_if_v4: Option<Ipv4Addr>,
+    /// Outgoing interface for IPv6 multicast, by index.
+    pub multicast_if_v6: Option<u32>,
+}
+
+// ---------------------------------------------------------------------------------------
+
+const RECV_BUF: usize = 64 * 1024;
+const MAX_IOV: usize = 64;
+/// Reads per readiness event and association before yielding to the others (fairness; the
+/// rest is read from an immediate timer).
+const READ_BUDGET: usize = 64;
+
+struct Entry {
+    generation: u64,
+    slot: Slot,
+}
+
+enum Slot {
+    TcpListener {
+        listener: TcpListener,
+        id: SocketId,
+        kinds: ChannelKinds,
+    },
+    SctpListener {
+        sock: SctpSocket,
+        id: SocketId,
+        kinds: ChannelKinds,
+    },
+    Assoc(Box<Assoc>),
+    Udp(Box<Udp>),
+}
+
+struct Udp {
+    sock: UdpSocket,
+    id: SocketId,
+    queue: VecDeque<(SocketAddr, Bytes)>,
+    queued: usize,
+}
+
+struct Assoc {
+    id: AssocId,
+    /// The user holds the id (false after `close` or `Down`).
+    attached: bool,
+    /// `Up` was reported.
+    announced: bool,
+    outbound: bool,
+    listener: Option<SocketId>,
+    channel: Option<ChannelKind>,
+    /// Bytes waiting in `io`'s queue.
+    queued: usize,
+    /// Graceful close in progress: abort at this deadline (µs).
+    linger_until: Option<u64>,
+    /// A write failed; handled at the next timeout (scheduled immediately).
+    write_error: Option<io::Error>,
+    /// Timer entry in the heap.
+    scheduled: Option<u64>,
+    /// The read budget of one event ran out with data left: read again at once (timer 0).
+    read_pending: bool,
+    io: AssocIo,
+}
+
+#[allow(clippy::large_enum_variant)] // stored inside `Box<Assoc>`; one allocation per association either way
+enum AssocIo {
+    Tcp(TcpIo),
+    Sctp(SctpIo),
+}
+
+struct TcpIo {
+    stream: TcpStream,
+    rtf: RtfConnection,
+    connecting: bool,
+    next_addrs: VecDeque<SocketAddr>,
+    out: VecDeque<Bytes>,
+    front_off: usize,
+    write_shut: bool,
+    peer_eof: bool,
+}
+
+struct SctpIo {
+    sock: SctpSocket,
+    connecting: bool,
+    out: VecDeque<(u32, u16, Bytes)>,
+    reasm: BytesMut,
+    /// Skipping the rest of an over-long message or notification until MSG_EOR.
+    discard: bool,
+    /// `SO_SNDBUF` as last read: the largest message one `sendmsg` may carry.
+    sndbuf: usize,
+    write_shut: bool,
+}
+
+/// What to do with an association after driving it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Fate {
+    Keep,
+    /// Close the socket now (abort = RST/ABORT via `SO_LINGER` 0).
+    Remove {
+        abort: bool,
+    },
+}
+
+struct Ctx<'a> {
+    now_us: u64,
+    buf: &'a mut [u8],
+    cfg: &'a TransportConfig,
+    out: &'a mut Vec<TransportEvent>,
+}
+
+fn is_reset(e: &io::Error) -> bool {
+    matches!(
+        e.kind(),
+        io::ErrorKind::ConnectionReset
+            | io::ErrorKind::ConnectionAborted
+            | io::ErrorKind::BrokenPipe
+    )
+}
+
+impl Assoc {
+    fn kind(&self) -> TransportKind {
+        match self.io {
+            AssocIo::Tcp(_) => TransportKind::Tcp,
+            AssocIo::Sctp(_) => TransportKind::Sctp,
+        }
+    }
+
+    /// Reports `Down` (when the user can see this association) and detaches it.
+    fn down(&mut self, reason: DownReason, out: &mut Vec<TransportEvent>) {
+        if self.attached && (self.announced || self.outbound) {
+            let reason = if self.announced {
+                reason
+            } else {
+                DownReason::ConnectFailed
+            };
+            out.push(TransportEvent::Down {
+                assoc: self.id,
+                reason,
+            });
+        }
+        self.attached = false;
+    }
+
+    fn next_deadline(&self) -> Option<u64> {
+        if self.write_error.is_some() || self.read_pending {
+            return Some(0);
+        }
+        let rtf = match &self.io {
+            AssocIo::Tcp(t) => t.rtf.poll_timeout(),
+            AssocIo::Sctp(_) => None,
+        };
+        match (rtf, self.linger_until) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        }
+    }
+
+    fn begin_close(&mut self, now_us: u64, linger: Duration) {
+        self.attached = false;
+        if self.linger_until.is_none() {
+            self.linger_until = Some(now_us.saturating_add(linger.as_micros() as u64));
+        }
+    }
+
+    /// Queues a message (cap already checked).
+    fn enqueue(&mut self, ppid: u32, stream: u16, data: Bytes) -> Result<(), SendError> {
+        match &mut self.io {
+            AssocIo::Tcp(t) => {
+                let max = t.rtf.max_payload_len();
+                t.rtf.send(ppid, stream, false, data).map_err(|e| match e {
+                    rserpool_proto::rtf::RtfError::MessageTooLong { length, .. } => {
+                        SendError::TooLarge { len: length, max }
+                    }
+                    _ => SendError::Closed,
+                })?;
+            }
+            AssocIo::Sctp(s) => {
+                if data.len() > s.sndbuf {
+                    s.sndbuf = s.sock.ensure_send_buffer(data.len()).unwrap_or(s.sndbuf);
+                    if data.len() > s.sndbuf {
+                        return Err(SendError::TooLarge {
+                            len: data.len(),
+                            max: s.sndbuf,
+                        });
+                    }
+                }
+                self.queued += data.len();
+                s.out.push_back((ppid, stream, data));
+            }
+        }
+        Ok(())
+    }
+
+    /// Moves RTF frames into the write queue and writes as much as the socket takes.
+    fn flush(&mut self, now_us: u64) {
+        if self.write_error.is_some() {
+            return;
+        }
+        match &mut self.io {
+            AssocIo::Tcp(t) => {
+                while let Some(c) = t.rtf.poll_transmit(now_us) {
+                    self.queued += c.len();
+                    t.out.push_back(c);
+                }
+                if t.connecting || t.write_shut {
+                    return;
+                }
+                while !t.out.is_empty() {
+                    let mut slices = [IoSlice::new(&[]); MAX_IOV];
+                    let mut n = 0;
+                    for (i, c) in t.out.iter().take(MAX_IOV).enumerate() {
+                        let c = if i == 0 {
+                            c.get(t.front_off..).unwrap_or_default()
+                        } else {
+                            c.as_ref()
+                        };
+                        if let Some(s) = slices.get_mut(i) {
+                            *s = IoSlice::new(c);
+                            n = i + 1;
+                        }
+                    }
+                    match t.stream.write_vectored(slices.get(..n).unwrap_or_default()) {
+                        Ok(0) => {
+                            self.write_error = Some(io::ErrorKind::WriteZero.into());
+                            return;
+                        }
+                        Ok(mut written) => {
+                            self.queued = self.queued.saturating_sub(written);
+                            while written > 0 {
+                                let Some(front) = t.out.front() else { break };
+                                let left = front.len() - t.front_off;
+                                if written >= left {
+                                    written -= left;
+                                    t.out.pop_front();
+                                    t.front_off = 0;
+                                } else {
+                                    t.front_off += written;
+                                    written = 0;
+                                }
+                            }
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => {
+                            self.write_error = Some(e);
+                            return;
+                        }
+                    }
+                }
+                if t.out.is_empty() && self.linger_until.is_some() && !t.write_shut {
+                    // Graceful close: FIN after the last queued frame.
+                    let _ = t.stream.shutdown(std::net::Shutdown::Write);
+                    t.write_shut = true;
+                }
+            }
+            AssocIo::Sctp(s) => {
+                if s.connecting || s.write_shut {
+                    return;
+                }
+                while let Some((ppid, stream, data)) = s.out.front() {
+                    match s.sock.send(*ppid, *stream, data) {
+                        Ok(_) => {
+                            self.queued = self.queued.saturating_sub(data.len());
+                            s.out.pop_front();
+                        }
+                        Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                        Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                        Err(e) => {
+                            self.write_error = Some(e);
+                            return;
+                        }
+                    }
+                }
+                if self.linger_until.is_some() && !s.write_shut {
+                    // Graceful close: SHUTDOWN after the queued data (SCTP_EOF).
+                    let _ = s.sock.shutdown();
+                    s.write_shut = true;
+                }
+            }
+        }
+    }
+
+    fn up_event(
+        &mut self,
+        peer_addrs: Vec<SocketAddr>,
+        local_addrs: Vec<SocketAddr>,
+        out: &mut Vec<TransportEvent>,
+    ) {
+        self.announced = true;
+        if self.attached {
+            out.push(TransportEvent::Up {
+                assoc: self.id,
+                kind: self.kind(),
+                listener: self.listener,
+                channel: self.channel,
+                peer_addrs,
+                local_addrs,
+            });
+        }
+    }
+
+    /// Drives the association after a readiness event (or right after creation).
+    fn drive(&mut self, readable: bool, writable: bool, ctx: &mut Ctx<'_>) -> Fate {
+        let fate = match &self.io {
+            AssocIo::Tcp(_) => self.drive_tcp(readable, writable, ctx),
+            AssocIo::Sctp(_) => self.drive_sctp(readable, writable, ctx),
+        };
+        if fate != Fate::Keep {
+            return fate;
+        }
+        self.flush(ctx.now_us);
+        Fate::Keep
+    }
+
+    fn drive_tcp(&mut self, readable: bool, writable: bool, ctx: &mut Ctx<'_>) -> Fate {
+        let AssocIo::Tcp(t) = &mut self.io else {
+            return Fate::Keep;
+        };
+        let mut do_read = readable;
+        if t.connecting {
+            if !(readable || writable) {
+                return Fate::Keep;
+            }
+            let err = match t.stream.take_error() {
+                Ok(Some(e)) | Err(e) => Some(e),
+                Ok(None) => match t.stream.peer_addr() {
+                    Ok(_) => None,
+                    Err(e) if e.kind() == io::ErrorKind::NotConnected => return Fate::Keep,
+                    Err(e) => Some(e),
+                },
+            };
+            if err.is_some() {
+                // Try the next address of the peer, in order (tcp-mapping.md §3.6).
+                return Fate::Remove { abort: false };
+            }
+            t.connecting = false;
+            do_read = true;
+            let _ = t.stream.set_nodelay(true);
+        }
+        let mut eof = false;
+        let mut read_err = None;
+        if do_read && !t.peer_eof {
+            self.read_pending = false;
+            let mut budget = READ_BUDGET;
+            loop {
+                if budget == 0 {
+                    self.read_pending = true;
+                    break;
+                }
+                budget -= 1;
+                match t.stream.read(ctx.buf) {
+                    Ok(0) => {
+                        eof = true;
+                        t.peer_eof = true;
+                        break;
+                    }
+                    Ok(n) => t
+                        .rtf
+                        .handle_input(ctx.now_us, ctx.buf.get(..n).unwrap_or_default()),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+                    Err(e) => {
+                        read_err = Some(e);
+                        break;
+                    }
+                }
+            }
+        }
+        if eof {
+            t.rtf.handle_eof(ctx.now_us);
+        }
+        let fate = self.rtf_events(ctx);
+        if fate != Fate::Keep {
+            return fate;
+        }
+        if let Some(e) = read_err {
+            let reason = if is_reset(&e) {
+                DownReason::Abort
+            } else {
+                DownReason::Lost
+            };
+            self.down(reason, ctx.out);
+            return Fate::Remove { abort: true };
+        }
+        let AssocIo::Tcp(t) = &mut self.io else {
+            return Fate::Keep;
+        };
+        if t.peer_eof && self.linger_until.is_some() {
+            // Our side already closed (or is closing): the peer's FIN ends it once our
+            // queue is out.
+            self.flush(ctx.now_us);
+            if let AssocIo::Tcp(t) = &self.io
+                && t.out.is_empty()
+            {
+                return Fate::Remove { abort: false };
+            }
+        }
+        Fate::Keep
+    }
+
+    fn rtf_events(&mut self, ctx: &mut Ctx<'_>) -> Fate {
+        let mut fate = Fate::Keep;
+        loop {
+            let AssocIo::Tcp(t) = &mut self.io else {
+                return fate;
+            };
+            let Some(ev) = t.rtf.poll_event() else { break };
+            match ev {
+                RtfEvent::Up { channel_kind, .. } => {
+                    self.channel = Some(channel_kind);
+                    let peer = t.stream.peer_addr().ok().into_iter().collect();
+                    let local = t.stream.local_addr().ok().into_iter().collect();
+                    self.up_event(peer, local, ctx.out);
+                }
+                RtfEvent::Data {
+                    ppid,
+                    stream,
+                    payload,
+                    ..
+                } => {
+                    if self.attached && self.announced {
+                        ctx.out.push(TransportEvent::Message {
+                            assoc: self.id,
+                            ppid,
+                            stream,
+                            data: payload,
+                        });
+                    }
+                }
+                RtfEvent::PeerShutdown => {
+                    self.down(DownReason::Shutdown, ctx.out);
+                    // Flush what is queued, FIN, then close (the peer has finished).
+                    self.begin_close(ctx.now_us, ctx.cfg.close_linger);
+                }
+                RtfEvent::Dead => {
+                    self.down(DownReason::Lost, ctx.out);
+                    fate = Fate::Remove { abort: true };
+                }
+                RtfEvent::ProtocolError(e) => {
+                    let reason = match e {
+                        rserpool_proto::rtf::RtfError::Truncated { .. } => DownReason::Abort,
+                        _ => DownReason::ProtocolError,
+                    };
+                    self.down(reason, ctx.out);
+                    fate = Fate::Remove { abort: true };
+                }
+            }
+        }
+        fate
+    }
+
+    fn drive_sctp(&mut self, readable: bool, writable: bool, ctx: &mut Ctx<'_>) -> Fate {
+        let AssocIo::Sctp(s) = &mut self.io else {
+            return Fate::Keep;
+        };
+        if s.connecting
+            && writable
+            && !readable
+            && let Ok(Some(_)) | Err(_) = s.sock.take_error()
+        {
+            self.down(DownReason::ConnectFailed, ctx.out);
+            return Fate::Remove { abort: false };
+        }
+        if !readable {
+            return Fate::Keep;
+        }
+        self.read_pending = false;
+        let mut budget = READ_BUDGET * 4;
+        loop {
+            if budget == 0 {
+                self.read_pending = true;
+                return Fate::Keep;
+            }
+            budget -= 1;
+            let AssocIo::Sctp(s) = &mut self.io else {
+                return Fate::Keep;
+            };
+            let r = match s.sock.recv(ctx.buf) {
+                Ok(Some(r)) => r,
+                Ok(None) => {
+                    self.down(DownReason::Shutdown, ctx.out);
+                    return Fate::Remove { abort: false };
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Fate::Keep,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                // A one-to-one socket still setting up its association has nothing to read.
+                Err(e) if s.connecting && e.raw_os_error() == Some(libc::ENOTCONN) => {
+                    return Fate::Keep;
+                }
+                Err(e) => {
+                    let reason = if is_reset(&e) {
+                        DownReason::Abort
+                    } else {
+                        DownReason::Lost
+                    };
+                    self.down(reason, ctx.out);
+                    return Fate::Remove { abort: false };
+                }
+            };
+            let data = ctx.buf.get(..r.len).unwrap_or_default();
+            if r.notification {
+                if s.discard || !r.end_of_record {
+                    // Notifications this large are not ones we act on.
+                    s.discard = !r.end_of_record;
+                    continue;
+                }
+                let mut note = [0u8; 64];
+                let n = data.len().min(note.len());
+                if let (Some(dst), Some(src)) = (note.get_mut(..n), data.get(..n)) {
+                    dst.copy_from_slice(src);
+                }
+                let fate = self.sctp_notification(note.get(..n).unwrap_or_default(), ctx);
+                if fate != Fate::Keep {
+                    return fate;
+                }
+                continue;
+            }
+            if s.discard {
+                s.discard = !r.end_of_record;
+                continue;
+            }
+            if s.reasm.len() + data.len() > ctx.cfg.max_message_len {
+                // Never buffer beyond the limit: abort the association.
+                self.down(DownReason::ProtocolError, ctx.out);
+                return Fate::Remove { abort: true };
+            }
+            let info = r.info.unwrap_or_default();
+            if !r.end_of_record {
+                s.reasm.extend_from_slice(data);
+                continue;
+            }
+            let msg = if s.reasm.is_empty() {
+                Bytes::copy_from_slice(data)
+            } else {
+                s.reasm.extend_from_slice(data);
+                s.reasm.split().freeze()
+            };
+            if self.attached && self.announced {
+                ctx.out.push(TransportEvent::Message {
+                    assoc: self.id,
+                    ppid: info.ppid,
+                    stream: info.stream,
+                    data: msg,
+                });
+            }
+        }
+    }
+
+    fn sctp_notification(&mut self, data: &[u8], ctx: &mut Ctx<'_>) -> Fate {
+        let AssocIo::Sctp(s) = &mut self.io else {
+            return Fate::Keep;
+        };
+        match sys::parse_notification(data) {
+            Some(sys::Notification::AssocChange {
+                state, with_abort, ..
+            }) => match state {
+                sys::SCTP_COMM_UP if !self.announced => {
+                    s.connecting = false;
+                    let peer = s.sock.peer_addrs().unwrap_or_default();
+                    let local = s.sock.local_addrs().unwrap_or_default();
+                    self.up_event(peer, local, ctx.out);
+                    self.flush(ctx.now_us);
+                    Fate::Keep
+                }
+                sys::SCTP_COMM_LOST => {
+                    let reason = if with_abort {
+                        DownReason::Abort
+                    } else {
+                        DownReason::Lost
+                    };
+                    self.down(reason, ctx.out);
+                    Fate::Remove { abort: false }
+                }
+                sys::SCTP_SHUTDOWN_COMP => {
+                    self.down(DownReason::Shutdown, ctx.out);
+                    Fate::Remove { abort: false }
+                }
+                sys::SCTP_CANT_STR_ASSOC => {
+                    self.down(DownReason::ConnectFailed, ctx.out);
+                    Fate::Remove { abort: false }
+                }
+                _ => Fate::Keep,
+            },
+            Some(sys::Notification::Shutdown) => {
+                // The peer shuts down: no more sends are possible. Keep reading until the
+                // shutdown completes (EOF / SHUTDOWN_COMP) so that close() does not ABORT.
+                self.down(DownReason::Shutdown, ctx.out);
+                self.begin_close(ctx.now_us, ctx.cfg.close_linger);
+                if let AssocIo::Sctp(s) = &mut self.io {
+                    s.write_shut = true;
+                    s.out.clear();
+                }
+                self.queued = 0;
+                Fate::Keep
+            }
+            _ => Fate::Keep,
+        }
+    }
+
+    /// Timer expiry: RTF heartbeats / dead peer, write errors, close lingering.
+    fn timeout(&mut self, ctx: &mut Ctx<'_>) -> Fate {
+        if let Some(e) = self.write_error.take() {
+            let reason = if is_reset(&e) {
+                DownReason::Abort
+            } else {
+                DownReason::Lost
+            };
+            self.down(reason, ctx.out);
+            return Fate::Remove { abort: true };
+        }
+        if self.linger_until.is_some_and(|t| ctx.now_us >= t) {
+            return Fate::Remove { abort: true };
+        }
+        if self.read_pending {
+            return self.drive(true, false, ctx);
+        }
+        if let AssocIo::Tcp(t) = &mut self.io {
+            t.rtf.handle_timeout(ctx.now_us);
+            let fate = self.rtf_events(ctx);
+            if fate != Fate::Keep {
+                return fate;
+            }
+        }
+        self.flush(ctx.now_us);
+        Fate::Keep
+    }
+}
+
+/// The transports of one driver: listeners, associations and UDP sockets registered in one
+/// `mio::Poll`, each under a token from the range given to [`Transports::new`].
+pub struct Transports {
+    registry: Registry,
+    token_base: usize,
+    entries: Vec<Option<Entry>>,
+    free: Vec<usize>,
+    capacity: usize,
+    assocs: HashMap<AssocId, usize>,
+    sockets: HashMap<SocketId, usize>,
+    next_id: u64,
+    next_gen: u64,
+    config: TransportConfig,
+    epoch: Instant,
+    timers: BinaryHeap<Reverse<(u64, usize, u64)>>,
+    buf: Vec<u8>,
+}
+
+impl std::fmt::Debug for Transports {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Transports")
+            .field("associations", &self.assocs.len())
+            .field("sockets", &self.sockets.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl Transports {
+    /// Transports registering their sockets in `registry` under tokens from `tokens` (one per
+    /// listener, association or UDP socket; associations being closed hold theirs until their
+    /// socket is gone).
+    pub fn new(
+        registry: &Registry,
+        tokens: Range<usize>,
+        config: TransportConfig,
+    ) -> io::Result<Self> {
+        Ok(Transports {
+            registry: registry.try_clone()?,
+            token_base: tokens.start,
+            entries: Vec::new(),
+            free: Vec::new(),
+            capacity: tokens.end.saturating_sub(tokens.start),
+            assocs: HashMap::new(),
+            sockets: HashMap::new(),
+            next_id: 1,
+            next_gen: 1,
+            config,
+            epoch: Instant::now(),
+            timers: BinaryHeap::new(),
+            buf: vec![0; RECV_BUF],
+        })
+    }
+
+    /// The configuration in force.
+    pub fn config(&self) -> &TransportConfig {
+        &self.config
+    }
+
+    /// True when `token` is one of ours (dispatch helper for the driver).
+    pub fn owns(&self, token: Token) -> bool {
+        token.0 >= self.token_base && token.0 - self.token_base < self.capacity
+    }
+
+    /// Number of live associations (the ones the user can see).
+    pub fn association_count(&self) -> usize {
+        self.assocs.len()
+    }
+
+    fn us(&self, t: Instant) -> u64 {
+        t.saturating_duration_since(self.epoch).as_micros() as u64
+    }
+
+    fn alloc(&mut self, slot: Slot) -> io::Result<usize> {
+        let generation = self.next_gen;
+        self.next_gen += 1;
+        let idx = match self.free.pop() {
+            Some(i) => i,
+            None if self.entries.len() < self.capacity => {
+                self.entries.push(None);
+                self.entries.len() - 1
+            }
+            None => {
+                return Err(io::Error::other("transport token range exhausted"));
+            }
+        };
+        if let Some(e) = self.entries.get_mut(idx) {
+            *e = Some(Entry { generation, slot });
+        }
+        Ok(idx)
+    }
+
+    fn token(&self, idx: usize) -> Token {
+        Token(self.token_base + idx)
+    }
+
+    fn next_id(&mut self) -> u64 {
+        let id = self.next_id;
+        self.next_id += 1;
+        id
+    }
+
+    fn register_idx(&mut self, idx: usize) -> io::Result<()> {
+        let token = self.token(idx);
+        let interest = Interest::READABLE | Interest::WRITABLE;
+        let Some(Some(e)) = self.entries.get_mut(idx) else {
+            return Ok(());
+        };
+        match &mut e.slot {
+            Slot::TcpListener { listener, .. } => {
+                self.registry.register(listener, token, Interest::READABLE)
+            }
+            Slot::SctpListener { sock, .. } => {
+                self.registry.register(sock, token, Interest::READABLE)
+            }
+            Slot::Udp(u) => self.registry.register(&mut u.sock, token, interest),
+            Slot::Assoc(a) => match &mut a.io {
+                AssocIo::Tcp(t) => self.registry.register(&mut t.stream, token, interest),
+                AssocIo::Sctp(s) => self.registry.register(&mut s.sock, token, interest),
+            },
+        }
+    }
+
+    /// Deregisters and drops the socket in slot `idx` and frees the slot.
+    fn remove(&mut self, idx: usize, abort: bool) {
+        let Some(entry) = self.entries.get_mut(idx).and_then(Option::take) else {
+            return;
+        };
+        match entry.slot {
+            Slot::TcpListener {
+                mut listener, id, ..
+            } => {
+                let _ = self.registry.deregister(&mut listener);
+                self.sockets.remove(&id);
+            }
+            Slot::SctpListener { mut sock, id, .. } => {
+                let _ = self.registry.deregister(&mut sock);
+                self.sockets.remove(&id);
+            }
+            Slot::Udp(mut u) => {
+                let _ = self.registry.deregister(&mut u.sock);
+                self.sockets.remove(&u.id);
+            }
+            Slot::Assoc(mut a) => {
+                if self.assocs.get(&a.id) == Some(&idx) {
+                    self.assocs.remove(&a.id);
+                }
+                match &mut a.io {
+                    AssocIo::Tcp(t) => {
+                        if abort {
+                            let _ = SockRef::from(&t.stream).set_linger(Some(Duration::ZERO));
+                        }
+                        let _ = self.registry.deregister(&mut t.stream);
+                    }
+                    AssocIo::Sctp(s) => {
+                        if abort {
+                            let _ = s.sock.set_abort_on_close();
+                        }
+                        let _ = self.registry.deregister(&mut s.sock);
+                    }
+                }
+            }
+        }
+        self.free.push(idx);
+    }
+
+    fn assoc_mut(&mut self, idx: usize) -> Option<&mut Assoc> {
+        match self.entries.get_mut(idx) {
+            Some(Some(Entry {
+                slot: Slot::Assoc(a),
+                ..
+            })) => Some(a),
+            _ => None,
+        }
+    }
+
+    /// Re-arms the timer of association `idx` if its deadline moved earlier.
+    fn schedule(&mut self, idx: usize) {
+        let Some(Some(entry)) = self.entries.get_mut(idx) else {
+            return;
+        };
+        let generation = entry.generation;
+        let Slot::Assoc(a) = &mut entry.slot else {
+            return;
+        };
+        if let Some(d) = a.next_deadline()
+            && a.scheduled.is_none_or(|s| d < s)
+        {
+            a.scheduled = Some(d);
+            self.timers.push(Reverse((d, idx, generation)));
+        }
+    }
+
+    /// Applies the result of driving association `idx`.
+    fn settle(&mut self, idx: usize, fate: Fate, out: &mut Vec<TransportEvent>) {
+        let token = self.token(idx);
+        let Some(Some(Entry {
+            slot: Slot::Assoc(a),
+            ..
+        })) = self.entries.get_mut(idx)
+        else {
+            return;
+        };
+        let id = a.id;
+        if let Fate::Remove { abort } = fate {
+            // An outgoing TCP connection that failed before it was up tries the peer's next
+            // address (tcp-mapping.md §3.6), keeping its queue (HELLO and data) intact.
+            if let AssocIo::Tcp(t) = &mut a.io
+                && t.connecting
+                && a.attached
+            {
+                let _ = self.registry.deregister(&mut t.stream);
+                while let Some(next) = t.next_addrs.pop_front() {
+                    if let Ok(stream) = connect_tcp(next) {
+                        t.stream = stream;
+                        if self
+                            .registry
+                            .register(
+                                &mut t.stream,
+                                token,
+                                Interest::READABLE | Interest::WRITABLE,
+                            )
+                            .is_ok()
+                        {
+                            return;
+                        }
+                    }
+                }
+                a.down(DownReason::ConnectFailed, out);
+            }
+            self.remove(idx, abort);
+            return;
+        }
+        if !a.attached && self.assocs.get(&id) == Some(&idx) {
+            self.assocs.remove(&id);
+        }
+        self.schedule(idx);
+    }
+
+    // --- listen / connect ----------------------------------------------------------------
+
+    /// Listens on `addrs` (SCTP: all of them, multi-homed; TCP: one listener per address is
+    /// not offered — the first address is used) for associations of the given channel
+    /// kind(s). A port of 0 picks an ephemeral port ([`Transports::socket_local_addrs`]).
+    pub fn listen(
+        &mut self,
+        addrs: &[SocketAddr],
+        kind: TransportKind,
+        channels: impl Into<ChannelKinds>,
+    ) -> io::Result<SocketId> {
+        let kinds = channels.into();
+        let id = SocketId(self.next_id());
+        let slot = match kind {
+            TransportKind::Tcp => {
+                let addr = *addrs
+                    .first()
+                    .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no address"))?;
+                let sock = Socket::new(Domain::for_address(addr), Type::STREAM, None)?;
+                sock.set_reuse_address(true)?;
+                if addr.is_ipv6() {
+                    sock.set_only_v6(false)?;
+                }
+                sock.set_nonblocking(true)?;
+                sock.bind(&addr.into())?;
+                sock.listen(self.config.listen_backlog)?;
+                Slot::TcpListener {
+                    listener: TcpListener::from_std(sock.into()),
+                    id,
+                    kinds,
+                }
+            }
+            TransportKind::Sctp => Slot::SctpListener {
+                sock: SctpSocket::listen(addrs, self.config.listen_backlog, &self.config.sctp)?,
+                id,
+                kinds,
+            },
+        };
+        let idx = self.alloc(slot)?;
+        if let Err(e) = self.register_idx(idx) {
+            self.remove(idx, false);
+            return Err(e);
+        }
+        self.sockets.insert(id, idx);
+        Ok(id)
+    }
+
+    /// Starts an association to one peer with the addresses `addrs` (SCTP: multi-homed
+    /// `sctp_connectx`; TCP: tried in order until one connects). Returns at once; `Up` or
+    /// `Down { reason: ConnectFailed }` follows. `protocol` is the upper protocol of the
+    /// association (it selects nothing on the wire; kept for the `channel` check below): a
+    /// kind-3 (ENRP) channel must carry ENRP, kinds 1 and 2 ASAP.
+    pub fn connect(
+        &mut self,
+        addrs: &[SocketAddr],
+        kind: TransportKind,
+        channel: ChannelKind,
+        protocol: Protocol,
+    ) -> io::Result<AssocId> {
+        let consistent = match channel {
+            ChannelKind::Enrp => protocol == Protocol::Enrp,
+            ChannelKind::AsapToRegistrar | ChannelKind::AsapFromRegistrar => {
+                protocol == Protocol::Asap
+            }
+            ChannelKind::Session => true,
+        };
+        if !consistent {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidInput,
+                format!("channel kind {channel:?} does not carry {protocol:?}"),
+            ));
+        }
+        if addrs.is_empty() {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "no address"));
+        }
+        let now_us = self.us(Instant::now());
+        let id = AssocId(self.next_id());
+        let io = match kind {
+            TransportKind::Tcp => {
+                let mut rest: VecDeque<SocketAddr> = addrs.iter().copied().collect();
+                let mut last_err = None;
+                let mut stream = None;
+                while let Some(a) = rest.pop_front() {
+                    match connect_tcp(a) {
+                        Ok(s) => {
+                            stream = Some(s);
+                            break;
+                        }
+                        Err(e) => last_err = Some(e),
+                    }
+                }
+                let stream = match stream {
+                    Some(s) => s,
+                    None => {
+                        return Err(last_err.unwrap_or_else(|| io::ErrorKind::InvalidInput.into()));
+                    }
+                };
+                AssocIo::Tcp(TcpIo {
+                    stream,
+                    rtf: RtfConnection::connector(channel, self.config.rtf(), now_us),
+                    connecting: true,
+                    next_addrs: rest,
+                    out: VecDeque::new(),
+                    front_off: 0,
+                    write_shut: false,
+                    peer_eof: false,
+                })
+            }
+            TransportKind::Sctp => AssocIo::Sctp(SctpIo {
+                sock: SctpSocket::connect(addrs, &self.config.sctp)?,
+                connecting: true,
+                out: VecDeque::new(),
+                reasm: BytesMut::new(),
+                discard: false,
+                sndbuf: 0,
+                write_shut: false,
+            }),
+        };
+        let assoc = Assoc {
+            id,
+            attached: true,
+            announced: false,
+            outbound: true,
+            listener: None,
+            channel: Some(channel),
+            queued: 0,
+            linger_until: None,
+            write_error: None,
+            scheduled: None,
+            read_pending: false,
+            io,
+        };
+        let idx = self.alloc(Slot::Assoc(Box::new(assoc)))?;
+        if let Err(e) = self.register_idx(idx) {
+            self.remove(idx, true);
+            return Err(e);
+        }
+        self.assocs.insert(id, idx);
+        if let Some(a) = self.assoc_mut(idx) {
+            a.flush(now_us);
+        }
+        self.schedule(idx);
+        Ok(id)
+    }
+
+    // --- send / close / queries ------------------------------------------------------------
+
+    /// Queues one message on `assoc` and writes what the socket takes now. Never blocks; see
+    /// the backpressure contract in the module documentation.
+    pub fn send(
+        &mut self,
+        assoc: AssocId,
+        ppid: u32,
+        stream: u16,
+        payload: Bytes,
+    ) -> Result<(), SendError> {
+        let cap = self.config.max_queued_bytes;
+        let max = self.config.max_message_len;
+        let now_us = self.us(Instant::now());
+        let idx = *self.assocs.get(&assoc).ok_or(SendError::UnknownAssoc)?;
+        let a = self.assoc_mut(idx).ok_or(SendError::UnknownAssoc)?;
+        if !a.attached || a.linger_until.is_some() || a.write_error.is_some() {
+            return Err(SendError::Closed);
+        }
+        if payload.len() > max {
+            return Err(SendError::TooLarge {
+                len: payload.len(),
+                max,
+            });
+        }
+        if a.queued > 0 && a.queued.saturating_add(payload.len()) > cap {
+            return Err(SendError::QueueFull {
+                queued: a.queued,
+                cap,
+            });
+        }
+        a.enqueue(ppid, stream, payload)?;
+        a.flush(now_us);
+        self.schedule(idx);
+        Ok(())
+    }
+
+    /// Bytes queued on `assoc` and not yet accepted by its socket (RTF framing included).
+    pub fn queued_bytes(&self, assoc: AssocId) -> Option<usize> {
+        let idx = *self.assocs.get(&assoc)?;
+        match self.entries.get(idx) {
+            Some(Some(Entry {
+                slot: Slot::Assoc(a),
+                ..
+            })) => Some(a.queued),
+            _ => None,
+        }
+    }
+
+    /// Closes `assoc`. Graceful: the queued messages are still written, then SCTP SHUTDOWN /
+    /// TCP FIN, and the socket closes when the peer has finished (or after
+    /// [`TransportConfig::close_linger`], then as an abort). Abort: SCTP ABORT / TCP RST now,
+    /// queued data discarded. Either way the id is released at once and no event names it
+    /// again. Returns false for an unknown id.
+    pub fn close(&mut self, assoc: AssocId, abort: bool) -> bool {
+        let Some(idx) = self.assocs.remove(&assoc) else {
+            return false;
+        };
+        let now_us = self.us(Instant::now());
+        let linger = self.config.close_linger;
+        let Some(a) = self.assoc_mut(idx) else {
+            return false;
+        };
+        let connecting = match &a.io {
+            AssocIo::Tcp(t) => t.connecting,
+            AssocIo::Sctp(s) => s.connecting,
+        };
+        if abort || connecting || a.write_error.is_some() {
+            self.remove(idx, abort);
+            return true;
+        }
+        a.begin_close(now_us, linger);
+        a.flush(now_us);
+        let done = match &a.io {
+            AssocIo::Tcp(t) => t.write_shut && t.peer_eof,
+            AssocIo::Sctp(_) => false,
+        };
+        if done {
+            self.remove(idx, false);
+        } else {
+            self.schedule(idx);
+        }
+        true
+    }
+
+    /// The peer's addresses of `assoc` (SCTP: the current `sctp_getpaddrs` list). For the
+    /// registrar's "PE user addresses ⊆ association addresses" check.
+    pub fn peer_addrs(&self, assoc: AssocId) -> io::Result<Vec<SocketAddr>> {
+        let a = self.assoc_ref(assoc)?;
+        match &a.io {
+            AssocIo::Tcp(t) => Ok(vec![t.stream.peer_addr()?]),
+            AssocIo::Sctp(s) => s.sock.peer_addrs(),
+        }
+    }
+
+    /// Our addresses of `assoc`.
+    pub fn local_addrs(&self, assoc: AssocId) -> io::Result<Vec<SocketAddr>> {
+        let a = self.assoc_ref(assoc)?;
+        match &a.io {
+            AssocIo::Tcp(t) => Ok(vec![t.stream.local_addr()?]),
+            AssocIo::Sctp(s) => s.sock.local_addrs(),
+        }
+    }
+
+    /// The transport of `assoc`.
+    pub fn kind(&self, assoc: AssocId) -> Option<TransportKind> {
+        self.assoc_ref(assoc).ok().map(Assoc::kind)
+    }
+
+    fn assoc_ref(&self, assoc: AssocId) -> io::Result<&Assoc> {
+        let idx = self
+            .assocs
+            .get(&assoc)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "unknown association"))?;
+        match self.entries.get(*idx) {
+            Some(Some(Entry {
+                slot: Slot::Assoc(a),
+                ..
+            })) => Ok(a),
+            _ => Err(io::Error::new(
+                io::ErrorKind::NotFound,
+                "unknown association",
+            )),
+        }
+    }
+
+    /// The bound addresses of a listener or UDP socket (to learn an ephemeral port).
+    pub fn socket_local_addrs(&self, socket: SocketId) -> io::Result<Vec<SocketAddr>> {
+        let idx = self
+            .sockets
+            .get(&socket)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "unknown socket"))?;
+        match self.entries.get(*idx) {
+            Some(Some(e)) => match &e.slot {
+                Slot::TcpListener { listener, .. } => Ok(vec![listener.local_addr()?]),
+                Slot::SctpListener { sock, .. } => sock.local_addrs(),
+                Slot::Udp(u) => Ok(vec![u.sock.local_addr()?]),
+                Slot::Assoc(_) => Err(io::ErrorKind::NotFound.into()),
+            },
+            _ => Err(io::ErrorKind::NotFound.into()),
+        }
+    }
+
+    /// Closes a listener or UDP socket. Associations accepted by a listener live on.
+    pub fn close_socket(&mut self, socket: SocketId) -> bool {
+        match self.sockets.remove(&socket) {
+            Some(idx) => {
+                self.remove(idx, false);
+                true
+            }
+            None => false,
+        }
+    }
+
+    // --- UDP ---------------------------------------------------------------------------------
+
+    /// Binds a UDP socket (unicast or multicast receive/send).
+    pub fn udp_bind(&mut self, addr: SocketAddr, opts: &UdpOptions) -> io::Result<SocketId> {
+        let sock = Socket::new(Domain::for_address(addr), Type::DGRAM, None)?;
+        sock.set_nonblocking(true)?;
+        if opts.reuse_addr {
+            sock.set_reuse_address(true)?;
+        }
+        if opts.reuse_port {
+            sock.set_reuse_port(true)?;
+        }
+        if let Some(ttl) = opts.multicast_ttl {
+            if addr.is_ipv4() {
+                sock.set_multicast_ttl_v4(ttl)?;
+            } else {
+                sock.set_multicast_hops_v6(ttl)?;
+            }
+        }
+        if let Some(l) = opts.multicast_loop {
+            if addr.is_ipv4() {
+                sock.set_multicast_loop_v4(l)?;
+            } else {
+                sock.set_multicast_loop_v6(l)?;
+            }
+        }
+        if let Some(ifa) = opts.multicast_if_v4 {
+            sock.set_multicast_if_v4(&ifa)?;
+        }
+        if let Some(ifi) = opts.multicast_if_v6 {
+            sock.set_multicast_if_v6(ifi)?;
+        }
+        sock.bind(&addr.into())?;
+        let id = SocketId(self.next_id());
+        let udp = Udp {
+            sock: UdpSocket::from_std(sock.into()),
+            id,
+            queue: VecDeque::new(),
+            queued: 0,
+        };
+        let idx = self.alloc(Slot::Udp(Box::new(udp)))?;
+        if let Err(e) = self.register_idx(idx) {
+            self.remove(idx, false);
+            return Err(e);
+        }
+        self.sockets.insert(id, idx);
+        Ok(id)
+    }
+
+    /// Joins multicast `group` on a UDP socket: an IPv4 group on the interface with address
+    /// `interface_v4` (`UNSPECIFIED` = the kernel's choice), an IPv6 group on interface index
+    /// `interface_index_v6` (0 = the kernel's choice).
+    pub fn udp_join_multicast(
+        &mut self,
+        socket: SocketId,
+        group: IpAddr,
+        interface_v4: Ipv4Addr,
+        interface_index_v6: u32,
+    ) -> io::Result<()> {
+        let u = self.udp_ref(socket)?;
+        match group {
+            IpAddr::V4(g) => u.sock.join_multicast_v4(&g, &interface_v4),
+            IpAddr::V6(g) => u.sock.join_multicast_v6(&g, interface_index_v6),
+        }
+    }
+
+    fn udp_ref(&self, socket: SocketId) -> io::Result<&Udp> {
+        let idx = self
+            .sockets
+            .get(&socket)
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "unknown socket"))?;
+        match self.entries.get(*idx) {
+            Some(Some(Entry {
+                slot: Slot::Udp(u), ..
+            })) => Ok(u),
+            _ => Err(io::Error::new(io::ErrorKind::NotFound, "not a UDP socket")),
+        }
+    }
+
+    /// Sends one datagram (unicast or multicast). When the socket buffer is full the datagram
+    /// is queued (cap [`TransportConfig::max_udp_queued_bytes`]) and sent on `WRITABLE`.
+    pub fn udp_send_to(
+        &mut self,
+        socket: SocketId,
+        to: SocketAddr,
+        data: Bytes,
+    ) -> Result<(), SendError> {
+        let cap = self.config.max_udp_queued_bytes;
+        let idx = *self.sockets.get(&socket).ok_or(SendError::UnknownAssoc)?;
+        let Some(Some(Entry {
+            slot: Slot::Udp(u), ..
+        })) = self.entries.get_mut(idx)
+        else {
+            return Err(SendError::UnknownAssoc);
+        };
+        if u.queued > 0 && u.queued + data.len() > cap {
+            return Err(SendError::QueueFull {
+                queued: u.queued,
+                cap,
+            });
+        }
+        u.queued += data.len();
+        u.queue.push_back((to, data));
+        flush_udp(u);
+        Ok(())
+    }
+
+    // --- events and time --------------------------------------------------------------------
+
+    /// Handles one mio event for one of our tokens (others are ignored), draining the socket
+    /// until `WouldBlock`, and appends what happened to `out`.
+    pub fn handle_event(
+        &mut self,
+        event: &mio::event::Event,
+        now: Instant,
+        out: &mut Vec<TransportEvent>,
+    ) {
+        if !self.owns(event.token()) {
+            return;
+        }
+        let idx = event.token().0 - self.token_base;
+        let readable = event.is_readable() || event.is_read_closed() || event.is_error();
+        let writable = event.is_writable() || event.is_error() || event.is_write_closed();
+        self.drive_idx(idx, readable, writable, now, out);
+    }
+
+    fn drive_idx(
+        &mut self,
+        idx: usize,
+        readable: bool,
+        writable: bool,
+        now: Instant,
+        out: &mut Vec<TransportEvent>,
+    ) {
+        let now_us = self.us(now);
+        let Some(Some(entry)) = self.entries.get_mut(idx) else {
+            return;
+        };
+        match &mut entry.slot {
+            Slot::TcpListener { .. } | Slot::SctpListener { .. } => {
+                if readable {
+                    self.accept_all(idx, now_us, out);
+                }
+            }
+            Slot::Udp(u) => {
+                if writable {
+                    flush_udp(u);
+                }
+                if readable {
+                    recv_udp(u, &mut self.buf, out);
+                }
+            }
+            Slot::Assoc(a) => {
+                let mut ctx = Ctx {
+                    now_us,
+                    buf: &mut self.buf,
+                    cfg: &self.config,
+                    out,
+                };
+                let fate = a.drive(readable, writable, &mut ctx);
+                self.settle(idx, fate, out);
+            }
+        }
+    }
+
+    fn accept_all(&mut self, idx: usize, now_us: u64, out: &mut Vec<TransportEvent>) {
+        loop {
+            let Some(Some(entry)) = self.entries.get_mut(idx) else {
+                return;
+            };
+            let (io, listener, kinds) = match &mut entry.slot {
+                Slot::TcpListener {
+                    listener,
+                    id,
+                    kinds,
+                    ..
+                } => match listener.accept() {
+                    Ok((stream, _)) => {
+                        let _ = stream.set_nodelay(true);
+                        (
+                            AssocIo::Tcp(TcpIo {
+                                stream,
+                                rtf: RtfConnection::acceptor(*kinds, self.config.rtf(), now_us),
+                                connecting: false,
+                                next_addrs: VecDeque::new(),
+                                out: VecDeque::new(),
+                                front_off: 0,
+                                write_shut: false,
+                                peer_eof: false,
+                            }),
+                            *id,
+                            *kinds,
+                        )
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                    Err(e) if e.kind() == io::ErrorKind::ConnectionAborted => continue,
+                    // EMFILE, ENOBUFS, ...: stop; pending connections wait for the next one.
+                    Err(_) => return,
+                },
+                Slot::SctpListener { sock, id, kinds } => match sock.accept(&self.config.sctp) {
+                    Ok(Some(s)) => (
+                        AssocIo::Sctp(SctpIo {
+                            sock: s,
+                            connecting: false,
+                            out: VecDeque::new(),
+                            reasm: BytesMut::new(),
+                            discard: false,
+                            sndbuf: 0,
+                            write_shut: false,
+                        }),
+                        *id,
+                        *kinds,
+                    ),
+                    Ok(None) => return,
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(_) => return,
+                },
+                _ => return,
+            };
+            let assoc = Assoc {
+                id: AssocId(self.next_id()),
+                attached: true,
+                announced: false,
+                outbound: false,
+                listener: Some(listener),
+                channel: kinds.single(),
+                queued: 0,
+                linger_until: None,
+                write_error: None,
+                scheduled: None,
+                read_pending: false,
+                io,
+            };
+            let id = assoc.id;
+            let Ok(new_idx) = self.alloc(Slot::Assoc(Box::new(assoc))) else {
+                // No token left: the connection is closed (dropped) at once.
+                continue;
+            };
+            if self.register_idx(new_idx).is_err() {
+                self.remove(new_idx, true);
+                continue;
+            }
+            self.assocs.insert(id, new_idx);
+            if let Some(a) = self.assoc_mut(new_idx)
+                && let AssocIo::Sctp(s) = &a.io
+            {
+                // Accepted SCTP associations are up: report them now.
+                let peer = s.sock.peer_addrs().unwrap_or_default();
+                let local = s.sock.local_addrs().unwrap_or_default();
+                a.up_event(peer, local, out);
+            }
+            let now = self.epoch + Duration::from_micros(now_us);
+            self.drive_idx(new_idx, true, true, now, out);
+        }
+    }
+
+    /// When [`Transports::handle_timeout`] must run next.
+    pub fn poll_timeout(&mut self) -> Option<Instant> {
+        while let Some(Reverse((d, idx, generation))) = self.timers.peek().copied() {
+            let live = matches!(
+                self.entries.get(idx),
+                Some(Some(Entry { generation: g, slot: Slot::Assoc(a) })) if *g == generation && a.scheduled == Some(d)
+            );
+            if live {
+                return Some(self.epoch + Duration::from_micros(d));
+            }
+            self.timers.pop();
+        }
+        None
+    }
+
+    /// Runs every timer due at `now` (RTF heartbeats and dead peers, close lingering, write
+    /// errors) and appends what happened to `out`.
+    pub fn handle_timeout(&mut self, now: Instant, out: &mut Vec<TransportEvent>) {
+        let now_us = self.us(now);
+        while let Some(Reverse((d, idx, generation))) = self.timers.peek().copied() {
+            if d > now_us {
+                break;
+            }
+            self.timers.pop();
+            let Some(Some(entry)) = self.entries.get_mut(idx) else {
+                continue;
+            };
+            if entry.generation != generation {
+                continue;
+            }
+            let Slot::Assoc(a) = &mut entry.slot else {
+                continue;
+            };
+            if a.scheduled != Some(d) {
+                continue;
+            }
+            a.scheduled = None;
+            let mut ctx = Ctx {
+                now_us,
+                buf: &mut self.buf,
+                cfg: &self.config,
+                out,
+            };
+            let fate = a.timeout(&mut ctx);
+            self.settle(idx, fate, out);
+        }
+    }
+}
+
+fn connect_tcp(addr: SocketAddr) -> io::Result<TcpStream> {
+    let s = TcpStream::connect(addr)?;
+    let _ = s.set_nodelay(true);
+    Ok(s)
+}
+
+fn flush_udp(u: &mut Udp) {
+    while let Some((to, data)) = u.queue.front() {
+        match u.sock.send_to(data, *to) {
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            // Unreachable destination, too large, ...: a datagram is dropped, as UDP would.
+            Err(_) => {}
+        }
+        u.queued = u.queued.saturating_sub(data.len());
+        u.queue.pop_front();
+    }
+}
+
+fn recv_udp(u: &mut Udp, buf: &mut [u8], out: &mut Vec<TransportEvent>) {
+    loop {
+        match u.sock.recv_from(buf) {
+            Ok((n, from)) => out.push(TransportEvent::Datagram {
+                socket: u.id,
+                from,
+                data: Bytes::copy_from_slice(buf.get(..n).unwrap_or_default()),
+            }),
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+            // EINTR, or an ICMP error reported on the socket (consumed by this call).
+            Err(_) => {}
+        }
+    }
+}

@@ -1,0 +1,231 @@
+//! Kernel SCTP sockets: one-to-one style (`SOCK_STREAM`) listening and association sockets.
+
+use super::sys;
+use mio::event::Source;
+use mio::unix::SourceFd;
+use mio::{Interest, Registry, Token};
+use socket2::{Domain, Protocol, SockAddr, Socket, Type};
+use std::io;
+use std::net::SocketAddr;
+use std::os::fd::{AsFd, AsRawFd};
+use std::sync::OnceLock;
+
+/// Settings applied to every SCTP socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct SctpOptions {
+    /// Outbound streams requested (`SCTP_INITMSG`).
+    pub ostreams: u16,
+    /// Maximum inbound streams accepted.
+    pub instreams: u16,
+    /// INIT retransmissions before an association set-up fails (0 = kernel default).
+    pub max_init_attempts: u16,
+    /// Largest INIT retransmission timeout in ms (0 = kernel default).
+    pub max_init_timeo_ms: u16,
+}
+
+impl Default for SctpOptions {
+    fn default() -> Self {
+        // RSPLIB asks for 1 stream each way on ASAP/ENRP; sessions may use more. 16 costs
+        // nothing and covers every RSerPool use.
+        SctpOptions {
+            ostreams: 16,
+            instreams: 16,
+            max_init_attempts: 4,
+            max_init_timeo_ms: 5000,
+        }
+    }
+}
+
+/// True when this kernel has SCTP: `socket(AF_INET, SOCK_SEQPACKET, IPPROTO_SCTP)` works.
+/// Probed once per process.
+pub fn sctp_available() -> bool {
+    static PROBE: OnceLock<bool> = OnceLock::new();
+    *PROBE.get_or_init(|| Socket::new(Domain::IPV4, Type::SEQPACKET, Some(Protocol::SCTP)).is_ok())
+}
+
+/// An SCTP socket registered with mio (owns the fd; deregister before dropping).
+#[derive(Debug)]
+pub struct SctpSocket {
+    sock: Socket,
+}
+
+fn domain_for(addrs: &[SocketAddr]) -> Domain {
+    if addrs.iter().any(SocketAddr::is_ipv6) {
+        Domain::IPV6
+    } else {
+        Domain::IPV4
+    }
+}
+
+impl SctpSocket {
+    fn new(domain: Domain, opts: &SctpOptions) -> io::Result<SctpSocket> {
+        let sock = Socket::new(domain, Type::STREAM, Some(Protocol::SCTP))?;
+        sock.set_nonblocking(true)?;
+        sock.set_cloexec(true)?;
+        if domain == Domain::IPV6 {
+            sock.set_only_v6(false)?;
+        }
+        let s = SctpSocket { sock };
+        s.configure(opts)?;
+        Ok(s)
+    }
+
+    /// Options every association socket needs (also re-applied after `accept`).
+    fn configure(&self, opts: &SctpOptions) -> io::Result<()> {
+        let fd = self.sock.as_fd();
+        sys::set_nodelay(fd)?;
+        sys::set_recvrcvinfo(fd)?;
+        sys::set_initmsg(
+            fd,
+            opts.ostreams,
+            opts.instreams,
+            opts.max_init_attempts,
+            opts.max_init_timeo_ms,
+        )?;
+        for t in [
+            sys::SCTP_ASSOC_CHANGE,
+            sys::SCTP_SHUTDOWN_EVENT,
+            sys::SCTP_SEND_FAILED_EVENT,
+        ] {
+            sys::subscribe(fd, t)?;
+        }
+        Ok(())
+    }
+
+    /// A listening one-to-one socket bound to all of `addrs` (the first by `bind`, the rest
+    /// by `sctp_bindx`), all with the same port (the first address's, which may be 0).
+    pub fn listen(
+        addrs: &[SocketAddr],
+        backlog: i32,
+        opts: &SctpOptions,
+    ) -> io::Result<SctpSocket> {
+        let first = *addrs
+            .first()
+            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no address"))?;
+        let s = SctpSocket::new(domain_for(addrs), opts)?;
+        s.sock.set_reuse_address(true)?;
+        s.sock.bind(&SockAddr::from(first))?;
+        if addrs.len() > 1 {
+            let port = s
+                .local_addrs()?
+                .first()
+                .map(SocketAddr::port)
+                .unwrap_or(first.port());
+            let rest: Vec<SocketAddr> = addrs
+                .get(1..)
+                .unwrap_or_default()
+                .iter()
+                .map(|a| SocketAddr::new(a.ip(), port))
+                .collect();
+            sys::bindx_add(s.sock.as_fd(), &rest)?;
+        }
+        s.sock.listen(backlog)?;
+        Ok(s)
+    }
+
+    /// Starts a non-blocking association set-up to `addrs` (one multi-homed peer) with
+    /// `sctp_connectx`. Completion arrives as `SCTP_COMM_UP` / `SCTP_CANT_STR_ASSOC`.
+    pub fn connect(addrs: &[SocketAddr], opts: &SctpOptions) -> io::Result<SctpSocket> {
+        if addrs.is_empty() {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "no address"));
+        }
+        // A dual-stack (AF_INET6) socket takes IPv4 peers as `sockaddr_in` as they are.
+        let s = SctpSocket::new(domain_for(addrs), opts)?;
+        sys::connectx(s.sock.as_fd(), addrs)?;
+        Ok(s)
+    }
+
+    /// Accepts one pending association, `Ok(None)` when there is none.
+    pub fn accept(&self, opts: &SctpOptions) -> io::Result<Option<SctpSocket>> {
+        match self.sock.accept() {
+            Ok((sock, _)) => {
+                sock.set_nonblocking(true)?;
+                sock.set_cloexec(true)?;
+                let s = SctpSocket { sock };
+                s.configure(opts)?;
+                Ok(Some(s))
+            }
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+
+    /// The peer's addresses (`sctp_getpaddrs`).
+    pub fn peer_addrs(&self) -> io::Result<Vec<SocketAddr>> {
+        sys::peer_addrs(self.sock.as_fd())
+    }
+
+    /// Our addresses (`sctp_getladdrs`).
+    pub fn local_addrs(&self) -> io::Result<Vec<SocketAddr>> {
+        sys::local_addrs(self.sock.as_fd())
+    }
+
+    /// Sends one whole message; `WouldBlock` when the send buffer is full.
+    pub fn send(&self, ppid: u32, stream: u16, data: &[u8]) -> io::Result<usize> {
+        sys::send_message(self.sock.as_fd(), ppid, stream, 0, data)
+    }
+
+    /// One `recvmsg`; `Ok(None)` at end of stream.
+    pub fn recv(&self, buf: &mut [u8]) -> io::Result<Option<sys::Received>> {
+        sys::recv_message(self.sock.as_fd(), buf)
+    }
+
+    /// Graceful shutdown (SHUTDOWN after queued data; one-to-one form of `SCTP_EOF`).
+    pub fn shutdown(&self) -> io::Result<()> {
+        self.sock.shutdown(std::net::Shutdown::Write)
+    }
+
+    /// Arms abort-on-close (`SO_LINGER` 0: closing sends ABORT).
+    pub fn set_abort_on_close(&self) -> io::Result<()> {
+        self.sock.set_linger(Some(std::time::Duration::ZERO))
+    }
+
+    /// Makes sure one `sendmsg` of `len` bytes is allowed: Linux refuses a message longer
+    /// than the socket's send buffer (`EMSGSIZE`, RFC 6458 §7.1.7 reading), so raise
+    /// `SO_SNDBUF` (capped by `net.core.wmem_max`), then try `SO_SNDBUFFORCE` (needs
+    /// `CAP_NET_ADMIN`). Returns the send buffer size in force afterwards.
+    pub fn ensure_send_buffer(&self, len: usize) -> io::Result<usize> {
+        let cur = self.sock.send_buffer_size()?;
+        if cur >= len {
+            return Ok(cur);
+        }
+        let want = len / 2 + 1; // the kernel doubles the value set
+        let _ = self.sock.set_send_buffer_size(want);
+        let cur = self.sock.send_buffer_size()?;
+        if cur >= len {
+            return Ok(cur);
+        }
+        let v = i32::try_from(want).unwrap_or(i32::MAX);
+        let _ = sys::set_int(self.sock.as_fd(), libc::SOL_SOCKET, libc::SO_SNDBUFFORCE, v);
+        self.sock.send_buffer_size()
+    }
+
+    /// Pending socket error (`SO_ERROR`).
+    pub fn take_error(&self) -> io::Result<Option<io::Error>> {
+        self.sock.take_error()
+    }
+}
+
+impl Source for SctpSocket {
+    fn register(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        interests: Interest,
+    ) -> io::Result<()> {
+        SourceFd(&self.sock.as_raw_fd()).register(registry, token, interests)
+    }
+
+    fn reregister(
+        &mut self,
+        registry: &Registry,
+        token: Token,
+        interests: Interest,
+    ) -> io::Result<()> {
+        SourceFd(&self.sock.as_raw_fd()).reregister(registry, token, interests)
+    }
+
+    fn deregister(&mut self, registry: &Registry) -> io::Result<()> {
+        SourceFd(&self.sock.as_raw_fd()).deregister(registry)
+    }
+}

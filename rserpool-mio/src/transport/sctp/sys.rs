@@ -1,0 +1,602 @@
+//! Kernel SCTP FFI (Linux lksctp, RFC 6458), declared by hand where libc lacks it.
+//!
+//! This is the only module of the project with `unsafe`. It exposes safe functions that take
+//! a [`BorrowedFd`] and plain Rust values; everything the kernel returns is parsed from bytes
+//! with bounds checks. Struct sizes are checked at compile time against the values the gcc
+//! probe printed for `/usr/include/linux/sctp.h` (shared/design/ecosystem.md §2.3).
+#![allow(unsafe_code)]
+
+use std::io;
+use std::mem::size_of;
+use std::net::{Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
+use std::os::fd::{AsRawFd, BorrowedFd};
+
+/// `SOL_SCTP` (libc defines it only for Android); equal to `IPPROTO_SCTP`.
+pub const SOL_SCTP: libc::c_int = libc::IPPROTO_SCTP;
+/// Per-type event subscription (`struct sctp_event`).
+pub const SCTP_EVENT: libc::c_int = 127;
+/// `sctp_bindx(SCTP_BINDX_ADD_ADDR)`.
+pub const SCTP_SOCKOPT_BINDX_ADD: libc::c_int = 100;
+/// `sctp_connectx` (setsockopt flavour: returns the association id or an error).
+pub const SCTP_SOCKOPT_CONNECTX: libc::c_int = 110;
+/// `sctp_getpaddrs`.
+pub const SCTP_GET_PEER_ADDRS: libc::c_int = 108;
+/// `sctp_getladdrs`.
+pub const SCTP_GET_LOCAL_ADDRS: libc::c_int = 109;
+
+/// Notification types (`sn_type`).
+pub const SCTP_ASSOC_CHANGE: u16 = 0x8001;
+/// Peer address change notification.
+pub const SCTP_PEER_ADDR_CHANGE: u16 = 0x8002;
+/// Remote error notification.
+pub const SCTP_REMOTE_ERROR: u16 = 0x8004;
+/// Peer sent SHUTDOWN.
+pub const SCTP_SHUTDOWN_EVENT: u16 = 0x8005;
+/// Partial delivery aborted.
+pub const SCTP_PARTIAL_DELIVERY_EVENT: u16 = 0x8006;
+/// Send failed (RFC 6458 form).
+pub const SCTP_SEND_FAILED_EVENT: u16 = 0x800d;
+
+/// `sac_state` values.
+pub const SCTP_COMM_UP: u16 = 0;
+/// Association lost (timeouts, or an ABORT received).
+pub const SCTP_COMM_LOST: u16 = 1;
+/// Peer restarted.
+pub const SCTP_RESTART: u16 = 2;
+/// Graceful shutdown completed.
+pub const SCTP_SHUTDOWN_COMP: u16 = 3;
+/// Association could not be set up.
+pub const SCTP_CANT_STR_ASSOC: u16 = 4;
+
+/// `struct sctp_event` (RFC 6458 §6.2.2).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SctpEvent {
+    /// Association (0 = future / the one of a one-to-one socket).
+    pub se_assoc_id: libc::sctp_assoc_t,
+    /// Notification type.
+    pub se_type: u16,
+    /// 1 = on.
+    pub se_on: u8,
+}
+const _: () = assert!(size_of::<SctpEvent>() == 8);
+
+/// Notification header (`sn_header`).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SctpNotificationHeader {
+    /// Notification type.
+    pub sn_type: u16,
+    /// Type-specific flags.
+    pub sn_flags: u16,
+    /// Length of the whole notification.
+    pub sn_length: u32,
+}
+const _: () = assert!(size_of::<SctpNotificationHeader>() == 8);
+
+/// `struct sctp_assoc_change` without its trailing `sac_info`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SctpAssocChange {
+    /// `SCTP_ASSOC_CHANGE`.
+    pub sac_type: u16,
+    /// Flags.
+    pub sac_flags: u16,
+    /// Length including `sac_info`.
+    pub sac_length: u32,
+    /// `SCTP_COMM_UP` …
+    pub sac_state: u16,
+    /// Error cause.
+    pub sac_error: u16,
+    /// Outbound streams.
+    pub sac_outbound_streams: u16,
+    /// Inbound streams.
+    pub sac_inbound_streams: u16,
+    /// Association id.
+    pub sac_assoc_id: libc::sctp_assoc_t,
+}
+const _: () = assert!(size_of::<SctpAssocChange>() == 20);
+
+/// `struct sctp_shutdown_event`.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SctpShutdownEvent {
+    /// `SCTP_SHUTDOWN_EVENT`.
+    pub sse_type: u16,
+    /// Flags.
+    pub sse_flags: u16,
+    /// Length.
+    pub sse_length: u32,
+    /// Association id.
+    pub sse_assoc_id: libc::sctp_assoc_t,
+}
+const _: () = assert!(size_of::<SctpShutdownEvent>() == 12);
+
+/// `struct sctp_send_failed_event` without its trailing data.
+#[repr(C)]
+#[derive(Clone, Copy)]
+pub struct SctpSendFailedEvent {
+    /// `SCTP_SEND_FAILED_EVENT`.
+    pub ssf_type: u16,
+    /// `SCTP_DATA_UNSENT` / `SCTP_DATA_SENT`.
+    pub ssf_flags: u16,
+    /// Length including the undelivered data.
+    pub ssf_length: u32,
+    /// Error.
+    pub ssf_error: u32,
+    /// The send info of the failed message.
+    pub ssfe_info: libc::sctp_sndinfo,
+    /// Association id.
+    pub ssf_assoc_id: libc::sctp_assoc_t,
+}
+const _: () = assert!(size_of::<SctpSendFailedEvent>() == 32);
+
+/// `struct sctp_getaddrs` header (the addresses follow it, packed).
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default)]
+pub struct SctpGetAddrs {
+    /// Input: association (0 on a one-to-one socket).
+    pub assoc_id: libc::sctp_assoc_t,
+    /// Output: number of addresses.
+    pub addr_num: u32,
+}
+const _: () = assert!(size_of::<SctpGetAddrs>() == 8);
+
+// Sizes of the libc structs this module relies on (same probe).
+const _: () = assert!(size_of::<libc::sctp_initmsg>() == 8);
+const _: () = assert!(size_of::<libc::sctp_sndinfo>() == 16);
+const _: () = assert!(size_of::<libc::sctp_rcvinfo>() == 28);
+const _: () = assert!(size_of::<libc::sockaddr_in>() == 16);
+const _: () = assert!(size_of::<libc::sockaddr_in6>() == 28);
+
+fn setsockopt<T: Copy>(
+    fd: BorrowedFd<'_>,
+    level: libc::c_int,
+    name: libc::c_int,
+    value: &T,
+) -> io::Result<()> {
+    // SAFETY: `value` points to a live, initialised `T` of `size_of::<T>()` bytes for the
+    // duration of the call; the kernel only reads that many bytes.
+    let rc = unsafe {
+        libc::setsockopt(
+            fd.as_raw_fd(),
+            level,
+            name,
+            (value as *const T).cast(),
+            size_of::<T>() as libc::socklen_t,
+        )
+    };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(())
+    }
+}
+
+fn setsockopt_bytes(fd: BorrowedFd<'_>, name: libc::c_int, bytes: &[u8]) -> io::Result<i32> {
+    let len = libc::socklen_t::try_from(bytes.len())
+        .map_err(|_| io::Error::from(io::ErrorKind::InvalidInput))?;
+    // SAFETY: `bytes` is a live slice of `len` bytes; the kernel only reads that many.
+    let rc =
+        unsafe { libc::setsockopt(fd.as_raw_fd(), SOL_SCTP, name, bytes.as_ptr().cast(), len) };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(rc)
+    }
+}
+
+/// `setsockopt(level, name, int)`.
+pub fn set_int(
+    fd: BorrowedFd<'_>,
+    level: libc::c_int,
+    name: libc::c_int,
+    v: i32,
+) -> io::Result<()> {
+    setsockopt(fd, level, name, &(v as libc::c_int))
+}
+
+/// `SCTP_NODELAY` on.
+pub fn set_nodelay(fd: BorrowedFd<'_>) -> io::Result<()> {
+    set_int(fd, SOL_SCTP, libc::SCTP_NODELAY, 1)
+}
+
+/// `SCTP_RECVRCVINFO` on: every user message comes with an `SCTP_RCVINFO` cmsg.
+pub fn set_recvrcvinfo(fd: BorrowedFd<'_>) -> io::Result<()> {
+    set_int(fd, SOL_SCTP, libc::SCTP_RECVRCVINFO, 1)
+}
+
+/// `SCTP_INITMSG`: streams and INIT retransmission limits.
+pub fn set_initmsg(
+    fd: BorrowedFd<'_>,
+    ostreams: u16,
+    instreams: u16,
+    max_attempts: u16,
+    max_init_timeo_ms: u16,
+) -> io::Result<()> {
+    let m = libc::sctp_initmsg {
+        sinit_num_ostreams: ostreams,
+        sinit_max_instreams: instreams,
+        sinit_max_attempts: max_attempts,
+        sinit_max_init_timeo: max_init_timeo_ms,
+    };
+    setsockopt(fd, SOL_SCTP, libc::SCTP_INITMSG, &m)
+}
+
+/// Subscribes to one notification type with `SCTP_EVENT`.
+pub fn subscribe(fd: BorrowedFd<'_>, sn_type: u16) -> io::Result<()> {
+    let e = SctpEvent {
+        se_assoc_id: 0,
+        se_type: sn_type,
+        se_on: 1,
+    };
+    setsockopt(fd, SOL_SCTP, SCTP_EVENT, &e)
+}
+
+/// Packs socket addresses the way `sctp_bindx`/`sctp_connectx` expect them: `sockaddr_in`
+/// and `sockaddr_in6` back to back, without padding.
+pub fn pack_addrs(addrs: &[SocketAddr]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(addrs.len() * size_of::<libc::sockaddr_in6>());
+    for a in addrs {
+        match a {
+            SocketAddr::V4(a) => {
+                out.extend_from_slice(&(libc::AF_INET as u16).to_ne_bytes());
+                out.extend_from_slice(&a.port().to_be_bytes());
+                out.extend_from_slice(&a.ip().octets());
+                out.extend_from_slice(&[0; 8]);
+            }
+            SocketAddr::V6(a) => {
+                out.extend_from_slice(&(libc::AF_INET6 as u16).to_ne_bytes());
+                out.extend_from_slice(&a.port().to_be_bytes());
+                out.extend_from_slice(&a.flowinfo().to_be_bytes());
+                out.extend_from_slice(&a.ip().octets());
+                out.extend_from_slice(&a.scope_id().to_ne_bytes());
+            }
+        }
+    }
+    out
+}
+
+/// Parses `count` packed socket addresses (inverse of [`pack_addrs`]); stops at anything
+/// malformed.
+pub fn unpack_addrs(mut bytes: &[u8], count: usize) -> Vec<SocketAddr> {
+    let mut out = Vec::new();
+    while out.len() < count {
+        let Some(fam) = bytes.get(..2) else { break };
+        let fam = u16::from_ne_bytes([fam[0], fam[1]]);
+        let (addr, len) = if fam == libc::AF_INET as u16 {
+            let Some(b) = bytes.get(..16) else { break };
+            let port = u16::from_be_bytes([b[2], b[3]]);
+            let ip = Ipv4Addr::new(b[4], b[5], b[6], b[7]);
+            (SocketAddr::V4(SocketAddrV4::new(ip, port)), 16)
+        } else if fam == libc::AF_INET6 as u16 {
+            let Some(b) = bytes.get(..28) else { break };
+            let port = u16::from_be_bytes([b[2], b[3]]);
+            let flow = u32::from_be_bytes([b[4], b[5], b[6], b[7]]);
+            let mut ip = [0u8; 16];
+            ip.copy_from_slice(&b[8..24]);
+            let scope = u32::from_ne_bytes([b[24], b[25], b[26], b[27]]);
+            let ip = Ipv6Addr::from(ip);
+            // Report v4-mapped peers of a dual-stack socket as IPv4.
+            let addr = match ip.to_ipv4_mapped() {
+                Some(v4) => SocketAddr::V4(SocketAddrV4::new(v4, port)),
+                None => SocketAddr::V6(SocketAddrV6::new(ip, port, flow, scope)),
+            };
+            (addr, 28)
+        } else {
+            break;
+        };
+        out.push(addr);
+        bytes = bytes.get(len..).unwrap_or_default();
+    }
+    out
+}
+
+/// `sctp_bindx(SCTP_BINDX_ADD_ADDR)`: adds local addresses to a bound socket.
+pub fn bindx_add(fd: BorrowedFd<'_>, addrs: &[SocketAddr]) -> io::Result<()> {
+    if addrs.is_empty() {
+        return Ok(());
+    }
+    setsockopt_bytes(fd, SCTP_SOCKOPT_BINDX_ADD, &pack_addrs(addrs)).map(|_| ())
+}
+
+/// `sctp_connectx` on a non-blocking one-to-one socket: `Ok(())` when the association set-up
+/// started (EINPROGRESS) or completed; completion is reported by `SCTP_COMM_UP`.
+pub fn connectx(fd: BorrowedFd<'_>, addrs: &[SocketAddr]) -> io::Result<()> {
+    match setsockopt_bytes(fd, SCTP_SOCKOPT_CONNECTX, &pack_addrs(addrs)) {
+        Ok(_) => Ok(()),
+        Err(e) if e.raw_os_error() == Some(libc::EINPROGRESS) => Ok(()),
+        Err(e) => Err(e),
+    }
+}
+
+fn get_addrs(fd: BorrowedFd<'_>, name: libc::c_int) -> io::Result<Vec<SocketAddr>> {
+    // Room for 64 IPv6 addresses (RSPLIB's per-transport maximum), 8-byte aligned.
+    let mut buf = [0u64; (8 + 64 * 28) / 8 + 1];
+    let mut len = (buf.len() * 8) as libc::socklen_t;
+    // SAFETY: `buf` is a live, writable buffer of `len` bytes; the kernel writes at most
+    // `len` bytes and stores the length used in `len`. The first 8 bytes (assoc id 0 =
+    // "the association of this one-to-one socket") are zero-initialised input.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            SOL_SCTP,
+            name,
+            buf.as_mut_ptr().cast(),
+            &mut len,
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // The returned length is not usable: SCTP_GET_LOCAL_ADDRS leaves the 8-byte header out
+    // of it, SCTP_GET_PEER_ADDRS counts it. Parse `addr_num` addresses from the zeroed buffer.
+    let bytes: Vec<u8> = buf.iter().flat_map(|w| w.to_ne_bytes()).collect();
+    let Some(head) = bytes.get(..8) else {
+        return Ok(Vec::new());
+    };
+    let count = u32::from_ne_bytes([head[4], head[5], head[6], head[7]]) as usize;
+    Ok(unpack_addrs(bytes.get(8..).unwrap_or_default(), count))
+}
+
+/// `sctp_getpaddrs` for the association of a one-to-one socket.
+pub fn peer_addrs(fd: BorrowedFd<'_>) -> io::Result<Vec<SocketAddr>> {
+    get_addrs(fd, SCTP_GET_PEER_ADDRS)
+}
+
+/// `sctp_getladdrs` for the association (or the bound endpoint) of a socket.
+pub fn local_addrs(fd: BorrowedFd<'_>) -> io::Result<Vec<SocketAddr>> {
+    get_addrs(fd, SCTP_GET_LOCAL_ADDRS)
+}
+
+/// Sends one whole message with an `SCTP_SNDINFO` cmsg (PPID converted to network byte
+/// order here). `MSG_DONTWAIT | MSG_NOSIGNAL`. Returns the bytes accepted (the whole message).
+pub fn send_message(
+    fd: BorrowedFd<'_>,
+    ppid: u32,
+    stream: u16,
+    flags: u16,
+    data: &[u8],
+) -> io::Result<usize> {
+    let info = libc::sctp_sndinfo {
+        snd_sid: stream,
+        snd_flags: flags,
+        snd_ppid: ppid.to_be(),
+        snd_context: 0,
+        snd_assoc_id: 0,
+    };
+    // 8-byte aligned room for one cmsg header (16) + sctp_sndinfo (16).
+    let mut control = [0u64; 4];
+    let mut iov = libc::iovec {
+        iov_base: data.as_ptr() as *mut libc::c_void,
+        iov_len: data.len(),
+    };
+    // SAFETY: all-zero is a valid `msghdr` (null pointers, zero lengths).
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    // SAFETY: CMSG_SPACE is a pure computation on a constant.
+    let space = unsafe { libc::CMSG_SPACE(size_of::<libc::sctp_sndinfo>() as u32) } as usize;
+    assert!(space <= size_of::<[u64; 4]>());
+    msg.msg_controllen = space;
+    // SAFETY: `msg.msg_control` points to `control`, which is `space` bytes long and
+    // 8-byte aligned, so CMSG_FIRSTHDR returns a pointer to its start (non-null since
+    // `msg_controllen >= size_of::<cmsghdr>()`), and CMSG_DATA of it has room for the
+    // `sctp_sndinfo` (CMSG_SPACE accounted for it). `write_unaligned` needs no alignment.
+    unsafe {
+        let cmsg = libc::CMSG_FIRSTHDR(&msg);
+        (*cmsg).cmsg_level = SOL_SCTP;
+        (*cmsg).cmsg_type = libc::SCTP_SNDINFO;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(size_of::<libc::sctp_sndinfo>() as u32) as usize;
+        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::sctp_sndinfo>(), info);
+    }
+    // SAFETY: `msg` points to `iov` (covering `data`, only read by the kernel) and to
+    // `control`, all alive for the call.
+    let rc = unsafe {
+        libc::sendmsg(
+            fd.as_raw_fd(),
+            &msg,
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(rc as usize)
+    }
+}
+
+/// Receive info of one user message (from its `SCTP_RCVINFO` cmsg), PPID in host order.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct RcvInfo {
+    /// Stream id.
+    pub stream: u16,
+    /// Payload protocol identifier (host order).
+    pub ppid: u32,
+    /// `rcv_flags` (`SCTP_UNORDERED`).
+    pub flags: u16,
+}
+
+/// What one `recvmsg` returned.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Received {
+    /// Bytes written into the buffer.
+    pub len: usize,
+    /// `MSG_NOTIFICATION` was set: the bytes are a notification.
+    pub notification: bool,
+    /// `MSG_EOR` was set: this read ends a message (or notification).
+    pub end_of_record: bool,
+    /// The `SCTP_RCVINFO` cmsg, if present.
+    pub info: Option<RcvInfo>,
+}
+
+/// One `recvmsg(MSG_DONTWAIT)` into `buf`. `Ok(None)` = end of stream (association closed).
+pub fn recv_message(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<Option<Received>> {
+    let mut control = [0u64; 16];
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: all-zero is a valid `msghdr`.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = size_of::<[u64; 16]>();
+    // SAFETY: `msg` points to `iov` (covering the writable `buf`) and to the writable
+    // `control` buffer, with their true lengths; both outlive the call.
+    let rc = unsafe { libc::recvmsg(fd.as_raw_fd(), &mut msg, libc::MSG_DONTWAIT) };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let len = rc as usize;
+    let notification = msg.msg_flags & libc::MSG_NOTIFICATION != 0;
+    if len == 0 && !notification {
+        return Ok(None);
+    }
+    let mut info = None;
+    // SAFETY: the kernel set `msg_controllen` to the bytes of `control` it filled; the
+    // CMSG_* macros walk only within `[msg_control, msg_control + msg_controllen)` and
+    // return null at the end. We read the payload only when `cmsg_len` covers a whole
+    // `sctp_rcvinfo`, with `read_unaligned`.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
+        while !cmsg.is_null() {
+            let c = &*cmsg;
+            if c.cmsg_level == SOL_SCTP
+                && c.cmsg_type == libc::SCTP_RCVINFO
+                && c.cmsg_len >= libc::CMSG_LEN(size_of::<libc::sctp_rcvinfo>() as u32) as usize
+            {
+                let r =
+                    std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::sctp_rcvinfo>());
+                info = Some(RcvInfo {
+                    stream: r.rcv_sid,
+                    ppid: u32::from_be(r.rcv_ppid),
+                    flags: r.rcv_flags,
+                });
+            }
+            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
+        }
+    }
+    Ok(Some(Received {
+        len,
+        notification,
+        end_of_record: msg.msg_flags & libc::MSG_EOR != 0,
+        info,
+    }))
+}
+
+/// A parsed notification (the ones the transport acts on).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Notification {
+    /// `SCTP_ASSOC_CHANGE`; `with_abort` when the peer's ABORT chunk is attached (`sac_info`).
+    AssocChange {
+        /// `sac_state`.
+        state: u16,
+        /// `sac_error`.
+        error: u16,
+        /// True when `sac_length` says an ABORT chunk follows the fixed part.
+        with_abort: bool,
+    },
+    /// `SCTP_SHUTDOWN_EVENT`: the peer sent SHUTDOWN.
+    Shutdown,
+    /// `SCTP_SEND_FAILED_EVENT`.
+    SendFailed {
+        /// `ssf_error`.
+        error: u32,
+    },
+    /// Any other type.
+    Other(u16),
+}
+
+/// Parses a notification from the bytes `recvmsg` returned (host byte order fields).
+pub fn parse_notification(b: &[u8]) -> Option<Notification> {
+    let t = u16::from_ne_bytes(b.get(..2)?.try_into().ok()?);
+    let len = u32::from_ne_bytes(b.get(4..8)?.try_into().ok()?) as usize;
+    Some(match t {
+        SCTP_ASSOC_CHANGE => {
+            let state = u16::from_ne_bytes(b.get(8..10)?.try_into().ok()?);
+            let error = u16::from_ne_bytes(b.get(10..12)?.try_into().ok()?);
+            Notification::AssocChange {
+                state,
+                error,
+                with_abort: len > size_of::<SctpAssocChange>(),
+            }
+        }
+        SCTP_SHUTDOWN_EVENT => Notification::Shutdown,
+        SCTP_SEND_FAILED_EVENT => Notification::SendFailed {
+            error: u32::from_ne_bytes(b.get(8..12)?.try_into().ok()?),
+        },
+        other => Notification::Other(other),
+    })
+}
+
+/// Raises the soft `RLIMIT_NOFILE` to the hard limit (one fd per association) and returns
+/// the new soft limit.
+pub fn raise_nofile_limit() -> io::Result<u64> {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: `lim` is a valid, writable `rlimit`.
+    if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if lim.rlim_cur < lim.rlim_max {
+        lim.rlim_cur = lim.rlim_max;
+        // SAFETY: `lim` is a valid `rlimit`, only read.
+        if unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &lim) } < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(lim.rlim_cur)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pack_unpack_roundtrip() {
+        let addrs: Vec<SocketAddr> = vec![
+            "127.0.0.1:3863".parse().unwrap(),
+            "[::1]:9901".parse().unwrap(),
+            "10.1.2.3:1".parse().unwrap(),
+        ];
+        let packed = pack_addrs(&addrs);
+        assert_eq!(packed.len(), 16 + 28 + 16);
+        assert_eq!(unpack_addrs(&packed, 3), addrs);
+        assert_eq!(unpack_addrs(&packed[..20], 3), addrs[..1].to_vec());
+        assert_eq!(unpack_addrs(&[0xff; 40], 3), vec![]);
+        let mapped: SocketAddr = "[::ffff:127.0.0.1]:5".parse().unwrap();
+        assert_eq!(
+            unpack_addrs(&pack_addrs(&[mapped]), 1),
+            vec!["127.0.0.1:5".parse::<SocketAddr>().unwrap()]
+        );
+    }
+
+    #[test]
+    fn notification_parsing() {
+        let mut b = Vec::new();
+        b.extend_from_slice(&SCTP_ASSOC_CHANGE.to_ne_bytes());
+        b.extend_from_slice(&0u16.to_ne_bytes());
+        b.extend_from_slice(&24u32.to_ne_bytes());
+        b.extend_from_slice(&SCTP_COMM_LOST.to_ne_bytes());
+        b.extend_from_slice(&7u16.to_ne_bytes());
+        b.extend_from_slice(&[0; 12]);
+        assert_eq!(
+            parse_notification(&b),
+            Some(Notification::AssocChange {
+                state: SCTP_COMM_LOST,
+                error: 7,
+                with_abort: true
+            })
+        );
+        assert_eq!(parse_notification(&b[..5]), None);
+        let mut s = Vec::new();
+        s.extend_from_slice(&SCTP_SHUTDOWN_EVENT.to_ne_bytes());
+        s.extend_from_slice(&[0, 0, 12, 0, 0, 0, 1, 0, 0, 0]);
+        assert_eq!(parse_notification(&s), Some(Notification::Shutdown));
+    }
+}

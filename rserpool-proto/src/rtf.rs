@@ -1,0 +1,1585 @@
+//! RTF, the RSerPool TCP Framing of this project (`shared/spec/tcp-mapping.md` §3).
+//!
+//! RTF carries what an SCTP DATA chunk gives the application (PPID, stream, one whole
+//! message) over a TCP byte stream, plus a HELLO handshake and idle heartbeats. This module
+//! has three layers, all sans-IO:
+//!
+//! * [`Frame`] and its encoder ([`Frame::encode`], [`encode_data_header`]);
+//! * [`FrameDecoder`], an incremental decoder: feed arbitrary chunks of the byte stream,
+//!   get whole frames; memory stays bounded by the configured maximum frame length;
+//! * [`RtfConnection`], the per-connection state machine: HELLO-first in both directions,
+//!   heartbeats when idle, dead-peer detection, with time passed in as microseconds.
+//!
+//! Wire format (all big-endian), 12-byte header then payload, no padding between frames:
+//! `type u8 | flags u8 | stream u16 | length u32 (header + payload) | ppid u32`.
+
+use bytes::{Bytes, BytesMut};
+use core::fmt;
+use std::collections::VecDeque;
+
+/// Magic number at the start of a HELLO payload: `"RSPT"`.
+pub const MAGIC: u32 = 0x5253_5054;
+/// The RTF version this module speaks.
+pub const VERSION: u8 = 1;
+/// Length of every frame header.
+pub const HEADER_LEN: usize = 12;
+/// Length of a HELLO payload.
+pub const HELLO_PAYLOAD_LEN: usize = 12;
+/// Length of a HEARTBEAT / HEARTBEAT_ACK payload.
+pub const HEARTBEAT_PAYLOAD_LEN: usize = 8;
+/// The payload size every receiver must accept (§3.2).
+pub const MIN_ACCEPTED_PAYLOAD: usize = 65_536;
+/// Suggested maximum frame length (header + payload): 16 MiB.
+pub const DEFAULT_MAX_FRAME_LEN: usize = 16 * 1024 * 1024;
+/// Default heartbeat interval (§3.5), in milliseconds.
+pub const DEFAULT_HEARTBEAT_INTERVAL_MS: u32 = 5000;
+/// DATA flag U: the sender asked for unordered delivery (informational).
+pub const FLAG_UNORDERED: u8 = 0x01;
+/// How many peer heartbeat intervals of silence make a connection dead.
+pub const DEAD_AFTER_INTERVALS: u64 = 3;
+
+/// Frame type codes.
+pub mod frame_type {
+    /// HELLO, first frame in each direction.
+    pub const HELLO: u8 = 0x00;
+    /// DATA, one whole user message.
+    pub const DATA: u8 = 0x01;
+    /// HEARTBEAT, 8 opaque bytes.
+    pub const HEARTBEAT: u8 = 0x02;
+    /// HEARTBEAT_ACK, the 8 bytes of the HEARTBEAT.
+    pub const HEARTBEAT_ACK: u8 = 0x03;
+    /// First extension type; 0x80..=0xff are skipped when unknown.
+    pub const FIRST_EXTENSION: u8 = 0x80;
+}
+
+/// What a connection carries (HELLO Channel Kind, §3.4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash)]
+#[repr(u8)]
+pub enum ChannelKind {
+    /// 1: PE or PU → registrar (ASAP, PPID 11).
+    AsapToRegistrar = 1,
+    /// 2: registrar → PE (ASAP initiated by a registrar, PPID 11).
+    AsapFromRegistrar = 2,
+    /// 3: registrar → registrar (ENRP, PPID 12).
+    Enrp = 3,
+    /// 4: PU → PE session (PPID 11 = control, others = data).
+    Session = 4,
+}
+
+impl ChannelKind {
+    /// All kinds, in code order.
+    pub const ALL: [ChannelKind; 4] = [
+        ChannelKind::AsapToRegistrar,
+        ChannelKind::AsapFromRegistrar,
+        ChannelKind::Enrp,
+        ChannelKind::Session,
+    ];
+
+    /// The wire code.
+    pub fn code(self) -> u8 {
+        self as u8
+    }
+
+    /// The kind with wire code `code`, if known.
+    pub fn from_code(code: u8) -> Option<ChannelKind> {
+        match code {
+            1 => Some(ChannelKind::AsapToRegistrar),
+            2 => Some(ChannelKind::AsapFromRegistrar),
+            3 => Some(ChannelKind::Enrp),
+            4 => Some(ChannelKind::Session),
+            _ => None,
+        }
+    }
+}
+
+/// A set of channel kinds (what an acceptor serves).
+#[derive(Clone, Copy, PartialEq, Eq, Hash, Default)]
+pub struct ChannelKinds(u8);
+
+impl ChannelKinds {
+    /// The empty set.
+    pub const NONE: ChannelKinds = ChannelKinds(0);
+
+    /// The set with every kind.
+    pub fn all() -> ChannelKinds {
+        ChannelKind::ALL.into_iter().collect()
+    }
+
+    /// Adds `kind`.
+    pub fn with(self, kind: ChannelKind) -> ChannelKinds {
+        ChannelKinds(self.0 | (1 << kind.code()))
+    }
+
+    /// True when `kind` is in the set.
+    pub fn contains(self, kind: ChannelKind) -> bool {
+        self.0 & (1 << kind.code()) != 0
+    }
+
+    /// The only kind of a one-element set.
+    pub fn single(self) -> Option<ChannelKind> {
+        let mut it = self.iter();
+        match (it.next(), it.next()) {
+            (Some(k), None) => Some(k),
+            _ => None,
+        }
+    }
+
+    /// True for the empty set.
+    pub fn is_empty(self) -> bool {
+        self.0 == 0
+    }
+
+    /// The kinds in the set, in code order.
+    pub fn iter(self) -> impl Iterator<Item = ChannelKind> {
+        ChannelKind::ALL
+            .into_iter()
+            .filter(move |k| self.contains(*k))
+    }
+}
+
+impl From<ChannelKind> for ChannelKinds {
+    fn from(kind: ChannelKind) -> Self {
+        ChannelKinds::NONE.with(kind)
+    }
+}
+
+impl FromIterator<ChannelKind> for ChannelKinds {
+    fn from_iter<I: IntoIterator<Item = ChannelKind>>(iter: I) -> Self {
+        iter.into_iter()
+            .fold(ChannelKinds::NONE, ChannelKinds::with)
+    }
+}
+
+impl fmt::Debug for ChannelKinds {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_set().entries(self.iter()).finish()
+    }
+}
+
+/// HELLO payload (§3.4).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Hello {
+    /// What the connector intends / the acceptor echoes.
+    pub channel_kind: ChannelKind,
+    /// The sender's heartbeat interval in milliseconds.
+    pub heartbeat_interval_ms: u32,
+}
+
+/// One RTF frame.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum Frame {
+    /// HELLO (type 0).
+    Hello(Hello),
+    /// DATA (type 1): one whole user message.
+    Data {
+        /// Flag U (unordered delivery requested).
+        unordered: bool,
+        /// SCTP-equivalent stream id.
+        stream: u16,
+        /// Payload protocol identifier.
+        ppid: u32,
+        /// The user message.
+        payload: Bytes,
+    },
+    /// HEARTBEAT (type 2) with its 8 opaque bytes.
+    Heartbeat([u8; HEARTBEAT_PAYLOAD_LEN]),
+    /// HEARTBEAT_ACK (type 3), echoing a HEARTBEAT's bytes.
+    HeartbeatAck([u8; HEARTBEAT_PAYLOAD_LEN]),
+    /// An extension frame (type 0x80..=0xff); its payload was skipped, not kept.
+    Extension {
+        /// The frame type.
+        frame_type: u8,
+        /// Frame Length from the header (header included).
+        length: u32,
+    },
+}
+
+impl Frame {
+    /// The number of bytes [`Frame::encode`] writes (for an extension: `length`, at least 12).
+    pub fn encoded_len(&self) -> usize {
+        HEADER_LEN
+            + match self {
+                Frame::Hello(_) => HELLO_PAYLOAD_LEN,
+                Frame::Data { payload, .. } => payload.len(),
+                Frame::Heartbeat(_) | Frame::HeartbeatAck(_) => HEARTBEAT_PAYLOAD_LEN,
+                Frame::Extension { length, .. } => (*length as usize).saturating_sub(HEADER_LEN),
+            }
+    }
+
+    /// Appends the wire form of the frame to `buf`. An extension frame is written with a
+    /// zero-filled payload of `length - 12` bytes. A DATA payload longer than
+    /// `u32::MAX - 12` bytes cannot be framed: callers check [`FrameDecoder`]-side limits
+    /// first (see [`RtfConnection::send`]); such a payload is written with a saturated length.
+    pub fn encode(&self, buf: &mut BytesMut) {
+        buf.reserve(self.encoded_len());
+        match self {
+            Frame::Hello(hello) => {
+                buf.extend_from_slice(&header(
+                    frame_type::HELLO,
+                    0,
+                    0,
+                    (HEADER_LEN + HELLO_PAYLOAD_LEN) as u32,
+                    0,
+                ));
+                buf.extend_from_slice(&MAGIC.to_be_bytes());
+                buf.extend_from_slice(&[VERSION, hello.channel_kind.code(), 0, 0]);
+                buf.extend_from_slice(&hello.heartbeat_interval_ms.to_be_bytes());
+            }
+            Frame::Data {
+                unordered,
+                stream,
+                ppid,
+                payload,
+            } => {
+                buf.extend_from_slice(&encode_data_header(
+                    *unordered,
+                    *stream,
+                    *ppid,
+                    payload.len(),
+                ));
+                buf.extend_from_slice(payload);
+            }
+            Frame::Heartbeat(b) | Frame::HeartbeatAck(b) => {
+                let t = if matches!(self, Frame::Heartbeat(_)) {
+                    frame_type::HEARTBEAT
+                } else {
+                    frame_type::HEARTBEAT_ACK
+                };
+                buf.extend_from_slice(&header(
+                    t,
+                    0,
+                    0,
+                    (HEADER_LEN + HEARTBEAT_PAYLOAD_LEN) as u32,
+                    0,
+                ));
+                buf.extend_from_slice(b);
+            }
+            Frame::Extension { frame_type, length } => {
+                let length = (*length).max(HEADER_LEN as u32);
+                buf.extend_from_slice(&header(*frame_type, 0, 0, length, 0));
+                buf.resize(buf.len() + (length as usize - HEADER_LEN), 0);
+            }
+        }
+    }
+
+    /// The wire form of the frame as one buffer.
+    pub fn to_bytes(&self) -> Bytes {
+        let mut buf = BytesMut::with_capacity(self.encoded_len());
+        self.encode(&mut buf);
+        buf.freeze()
+    }
+}
+
+fn header(frame_type: u8, flags: u8, stream: u16, length: u32, ppid: u32) -> [u8; HEADER_LEN] {
+    let s = stream.to_be_bytes();
+    let l = length.to_be_bytes();
+    let p = ppid.to_be_bytes();
+    [
+        frame_type, flags, s[0], s[1], l[0], l[1], l[2], l[3], p[0], p[1], p[2], p[3],
+    ]
+}
+
+/// The 12-byte header of a DATA frame with a payload of `payload_len` bytes (the payload
+/// follows it unchanged). Lengths beyond `u32::MAX - 12` saturate; [`RtfConnection::send`]
+/// rejects them before they get here.
+pub fn encode_data_header(
+    unordered: bool,
+    stream: u16,
+    ppid: u32,
+    payload_len: usize,
+) -> [u8; HEADER_LEN] {
+    let length = u32::try_from(payload_len.saturating_add(HEADER_LEN)).unwrap_or(u32::MAX);
+    let flags = if unordered { FLAG_UNORDERED } else { 0 };
+    header(frame_type::DATA, flags, stream, length, ppid)
+}
+
+/// Why an RTF byte stream or connection was rejected.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum RtfError {
+    /// Frame Length below the 12-byte header.
+    FrameTooShort {
+        /// The Frame Length field.
+        length: u32,
+    },
+    /// Frame Length above the configured maximum.
+    FrameTooLong {
+        /// The Frame Length field.
+        length: u32,
+        /// The configured maximum frame length.
+        max: usize,
+    },
+    /// Frame type 0x04..=0x7f (reserved).
+    ReservedFrameType(u8),
+    /// A HELLO or HEARTBEAT(_ACK) whose payload does not have its fixed size.
+    BadPayloadLength {
+        /// The frame type.
+        frame_type: u8,
+        /// The payload length found.
+        length: usize,
+    },
+    /// HELLO magic is not `"RSPT"`.
+    BadMagic(u32),
+    /// HELLO version other than 1.
+    UnsupportedVersion(u8),
+    /// HELLO channel kind not 1..=4.
+    UnknownChannelKind(u8),
+    /// HELLO announcing a heartbeat interval of 0 ms.
+    ZeroHeartbeatInterval,
+    /// The byte stream ended inside a frame (`missing` more bytes were expected).
+    Truncated {
+        /// Bytes still missing from the frame in progress.
+        missing: usize,
+    },
+    /// The first frame received was not a HELLO.
+    HelloExpected {
+        /// Type of the frame received instead.
+        frame_type: u8,
+    },
+    /// A second HELLO.
+    DuplicateHello,
+    /// The peer's channel kind is not one we serve / not the one we asked for.
+    ChannelKindRejected {
+        /// The kind the peer announced.
+        peer: ChannelKind,
+    },
+    /// A message too long to frame under the configured maximum.
+    MessageTooLong {
+        /// Payload length.
+        length: usize,
+        /// Largest payload allowed.
+        max: usize,
+    },
+    /// The connection is closed (dead, shut down or after a protocol error).
+    Closed,
+}
+
+impl fmt::Display for RtfError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            RtfError::FrameTooShort { length } => write!(f, "frame length {length} < 12"),
+            RtfError::FrameTooLong { length, max } => {
+                write!(f, "frame length {length} above maximum {max}")
+            }
+            RtfError::ReservedFrameType(t) => write!(f, "reserved frame type {t:#04x}"),
+            RtfError::BadPayloadLength { frame_type, length } => {
+                write!(
+                    f,
+                    "frame type {frame_type:#04x} with payload length {length}"
+                )
+            }
+            RtfError::BadMagic(m) => write!(f, "bad HELLO magic {m:#010x}"),
+            RtfError::UnsupportedVersion(v) => write!(f, "unsupported RTF version {v}"),
+            RtfError::UnknownChannelKind(k) => write!(f, "unknown channel kind {k}"),
+            RtfError::ZeroHeartbeatInterval => write!(f, "HELLO heartbeat interval 0"),
+            RtfError::Truncated { missing } => {
+                write!(f, "stream ended inside a frame ({missing} bytes missing)")
+            }
+            RtfError::HelloExpected { frame_type } => {
+                write!(f, "first frame has type {frame_type:#04x}, not HELLO")
+            }
+            RtfError::DuplicateHello => write!(f, "second HELLO"),
+            RtfError::ChannelKindRejected { peer } => write!(f, "channel kind {peer:?} rejected"),
+            RtfError::MessageTooLong { length, max } => {
+                write!(f, "message of {length} bytes above maximum {max}")
+            }
+            RtfError::Closed => write!(f, "connection closed"),
+        }
+    }
+}
+
+impl std::error::Error for RtfError {}
+
+/// Payload bytes reserved as soon as a frame header arrives; larger frames grow as their
+/// bytes arrive.
+const PREALLOCATE_MAX: usize = 64 * 1024;
+
+/// Incremental RTF decoder: feed arbitrary chunks, get whole frames.
+///
+/// Memory is bounded: at most one frame in progress is buffered, and a frame longer than
+/// the maximum is rejected from its header alone. Extension payloads are skipped without
+/// being buffered. After an error the decoder stays failed and returns the same error.
+#[derive(Debug)]
+pub struct FrameDecoder {
+    max_frame_len: usize,
+    /// Header bytes, then (for buffered frames) the whole frame.
+    buf: BytesMut,
+    /// Total length of the frame in progress, once its header is complete.
+    expected: Option<usize>,
+    /// Extension payload bytes still to skip.
+    skip: usize,
+    /// Header of the extension frame being skipped.
+    skipping: Option<(u8, u32)>,
+    failed: Option<RtfError>,
+}
+
+impl Default for FrameDecoder {
+    fn default() -> Self {
+        Self::new(DEFAULT_MAX_FRAME_LEN)
+    }
+}
+
+impl FrameDecoder {
+    /// A decoder accepting frames up to `max_frame_len` bytes (header included); raised to
+    /// at least 12 + 65,536 so that every conformant payload is accepted.
+    pub fn new(max_frame_len: usize) -> Self {
+        FrameDecoder {
+            max_frame_len: max_frame_len
+                .max(HEADER_LEN + MIN_ACCEPTED_PAYLOAD)
+                .min(u32::MAX as usize),
+            buf: BytesMut::new(),
+            expected: None,
+            skip: 0,
+            skipping: None,
+            failed: None,
+        }
+    }
+
+    /// The maximum frame length (header included) in force.
+    pub fn max_frame_len(&self) -> usize {
+        self.max_frame_len
+    }
+
+    /// True when no frame is in progress (the stream may end here).
+    pub fn is_at_boundary(&self) -> bool {
+        self.buf.is_empty() && self.skipping.is_none()
+    }
+
+    /// Bytes currently buffered for the frame in progress.
+    pub fn buffered(&self) -> usize {
+        self.buf.len()
+    }
+
+    /// Call at end of stream: an error if the stream ended inside a frame.
+    pub fn finish(&self) -> Result<(), RtfError> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        if self.is_at_boundary() {
+            return Ok(());
+        }
+        let missing = match self.expected {
+            Some(total) => total.saturating_sub(self.buf.len()),
+            None if self.skipping.is_some() => self.skip,
+            None => HEADER_LEN - self.buf.len(),
+        };
+        Err(RtfError::Truncated { missing })
+    }
+
+    /// Decodes all of `data`, calling `out` for each complete frame, and buffers the rest of
+    /// a frame in progress. Stops at the first error (frames before it were delivered).
+    pub fn decode(&mut self, mut data: &[u8], mut out: impl FnMut(Frame)) -> Result<(), RtfError> {
+        if let Some(e) = &self.failed {
+            return Err(e.clone());
+        }
+        loop {
+            if let Some((frame_type, length)) = self.skipping {
+                let n = self.skip.min(data.len());
+                self.skip -= n;
+                data = data.get(n..).unwrap_or_default();
+                if self.skip > 0 {
+                    return Ok(());
+                }
+                self.skipping = None;
+                out(Frame::Extension { frame_type, length });
+                continue;
+            }
+            let want = self.expected.unwrap_or(HEADER_LEN);
+            if self.buf.len() < want {
+                if data.is_empty() {
+                    return Ok(());
+                }
+                let n = (want - self.buf.len()).min(data.len());
+                if self.buf.capacity() - self.buf.len() < n {
+                    // Grow to the frame's exact size: never beyond the frame length limit.
+                    self.buf.reserve(want - self.buf.len());
+                }
+                let (head, rest) = data.split_at(n);
+                self.buf.extend_from_slice(head);
+                data = rest;
+                if self.buf.len() < want {
+                    return Ok(());
+                }
+            }
+            let result = match self.expected.take() {
+                None => self.parse_header().map(|()| None),
+                Some(total) => parse_frame(self.buf.split_to(total).freeze()).map(Some),
+            };
+            match result {
+                Ok(Some(frame)) => out(frame),
+                Ok(None) => {}
+                Err(e) => {
+                    self.failed = Some(e.clone());
+                    return Err(e);
+                }
+            }
+        }
+    }
+
+    /// Convenience: decodes `data` and appends the frames to `frames`.
+    pub fn decode_into(&mut self, data: &[u8], frames: &mut Vec<Frame>) -> Result<(), RtfError> {
+        self.decode(data, |f| frames.push(f))
+    }
+
+    /// Validates a complete 12-byte header in `buf`; sets `expected` or starts a skip.
+    fn parse_header(&mut self) -> Result<(), RtfError> {
+        let h: [u8; HEADER_LEN] = match self.buf.get(..HEADER_LEN).map(<[u8; HEADER_LEN]>::try_from)
+        {
+            Some(Ok(h)) => h,
+            _ => {
+                return Err(RtfError::Truncated {
+                    missing: HEADER_LEN,
+                });
+            }
+        };
+        let frame_type = h[0];
+        let length = u32::from_be_bytes([h[4], h[5], h[6], h[7]]);
+        if (length as usize) < HEADER_LEN {
+            return Err(RtfError::FrameTooShort { length });
+        }
+        if length as usize > self.max_frame_len {
+            return Err(RtfError::FrameTooLong {
+                length,
+                max: self.max_frame_len,
+            });
+        }
+        match frame_type {
+            frame_type::HELLO..=frame_type::HEARTBEAT_ACK => {
+                let payload = length as usize - HEADER_LEN;
+                let fixed = match frame_type {
+                    frame_type::HELLO => Some(HELLO_PAYLOAD_LEN),
+                    frame_type::HEARTBEAT | frame_type::HEARTBEAT_ACK => {
+                        Some(HEARTBEAT_PAYLOAD_LEN)
+                    }
+                    _ => None,
+                };
+                if let Some(fixed) = fixed
+                    && payload != fixed
+                {
+                    return Err(RtfError::BadPayloadLength {
+                        frame_type,
+                        length: payload,
+                    });
+                }
+                // Reserve for small frames only: a bare header must not make us allocate
+                // a large frame's worth of memory before its bytes arrive.
+                self.buf.reserve(payload.min(PREALLOCATE_MAX));
+                self.expected = Some(length as usize);
+                Ok(())
+            }
+            t if t >= frame_type::FIRST_EXTENSION => {
+                self.buf.clear();
+                self.skip = length as usize - HEADER_LEN;
+                self.skipping = Some((t, length));
+                Ok(())
+            }
+            t => Err(RtfError::ReservedFrameType(t)),
+        }
+    }
+}
+
+/// Parses one complete, header-validated frame.
+fn parse_frame(frame: Bytes) -> Result<Frame, RtfError> {
+    let (h, payload) = match (frame.get(..HEADER_LEN), frame.get(HEADER_LEN..)) {
+        (Some(h), Some(_)) => (h, frame.slice(HEADER_LEN..)),
+        _ => {
+            return Err(RtfError::Truncated {
+                missing: HEADER_LEN.saturating_sub(frame.len()),
+            });
+        }
+    };
+    let h: [u8; HEADER_LEN] = h.try_into().map_err(|_| RtfError::Truncated {
+        missing: HEADER_LEN,
+    })?;
+    let frame_type = h[0];
+    let flags = h[1];
+    let stream = u16::from_be_bytes([h[2], h[3]]);
+    let ppid = u32::from_be_bytes([h[8], h[9], h[10], h[11]]);
+    match frame_type {
+        frame_type::HELLO => {
+            let p: [u8; HELLO_PAYLOAD_LEN] =
+                payload
+                    .as_ref()
+                    .try_into()
+                    .map_err(|_| RtfError::BadPayloadLength {
+                        frame_type,
+                        length: payload.len(),
+                    })?;
+            let magic = u32::from_be_bytes([p[0], p[1], p[2], p[3]]);
+            if magic != MAGIC {
+                return Err(RtfError::BadMagic(magic));
+            }
+            if p[4] != VERSION {
+                return Err(RtfError::UnsupportedVersion(p[4]));
+            }
+            let channel_kind =
+                ChannelKind::from_code(p[5]).ok_or(RtfError::UnknownChannelKind(p[5]))?;
+            let heartbeat_interval_ms = u32::from_be_bytes([p[8], p[9], p[10], p[11]]);
+            if heartbeat_interval_ms == 0 {
+                return Err(RtfError::ZeroHeartbeatInterval);
+            }
+            Ok(Frame::Hello(Hello {
+                channel_kind,
+                heartbeat_interval_ms,
+            }))
+        }
+        frame_type::DATA => Ok(Frame::Data {
+            unordered: flags & FLAG_UNORDERED != 0,
+            stream,
+            ppid,
+            payload,
+        }),
+        frame_type::HEARTBEAT | frame_type::HEARTBEAT_ACK => {
+            let b: [u8; HEARTBEAT_PAYLOAD_LEN] =
+                payload
+                    .as_ref()
+                    .try_into()
+                    .map_err(|_| RtfError::BadPayloadLength {
+                        frame_type,
+                        length: payload.len(),
+                    })?;
+            Ok(if frame_type == frame_type::HEARTBEAT {
+                Frame::Heartbeat(b)
+            } else {
+                Frame::HeartbeatAck(b)
+            })
+        }
+        t => Err(RtfError::ReservedFrameType(t)),
+    }
+}
+
+/// Settings of one [`RtfConnection`].
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct RtfConfig {
+    /// Our heartbeat interval, announced in our HELLO (ms, at least 1).
+    pub heartbeat_interval_ms: u32,
+    /// Largest frame (header + payload) we accept and send.
+    pub max_frame_len: usize,
+}
+
+impl Default for RtfConfig {
+    fn default() -> Self {
+        RtfConfig {
+            heartbeat_interval_ms: DEFAULT_HEARTBEAT_INTERVAL_MS,
+            max_frame_len: DEFAULT_MAX_FRAME_LEN,
+        }
+    }
+}
+
+/// What happened on an [`RtfConnection`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum RtfEvent {
+    /// The peer's HELLO was accepted: the connection is up (SCTP COMM_UP).
+    Up {
+        /// The negotiated channel kind.
+        channel_kind: ChannelKind,
+        /// The heartbeat interval the peer announced (ms).
+        peer_heartbeat_interval_ms: u32,
+    },
+    /// One user message.
+    Data {
+        /// Payload protocol identifier.
+        ppid: u32,
+        /// Stream id.
+        stream: u16,
+        /// Flag U of the frame.
+        unordered: bool,
+        /// The message.
+        payload: Bytes,
+    },
+    /// The peer ended its byte stream at a frame boundary (graceful shutdown). Frames still
+    /// queued for transmission may be flushed; nothing more is received.
+    PeerShutdown,
+    /// Nothing was received for 3 × the peer's interval (before the peer's HELLO: 3 × our
+    /// own interval since the connection was created). The connection is closed.
+    Dead,
+    /// The peer violated the protocol; close the connection with RST (abort).
+    ProtocolError(RtfError),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Role {
+    Connector(ChannelKind),
+    Acceptor(ChannelKinds),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum State {
+    AwaitHello,
+    Up,
+    Closed,
+}
+
+/// Sans-IO RTF connection: HELLO-first enforcement in both directions, heartbeats when idle,
+/// dead-peer detection. Time is a plain `u64` of microseconds since any epoch the caller
+/// chooses; the connection never reads a clock.
+///
+/// Driving it: after creation and after every `handle_*`/`send` call, write out
+/// [`poll_transmit`](Self::poll_transmit) chunks in order, take
+/// [`poll_event`](Self::poll_event)s, and arm a timer for [`poll_timeout`](Self::poll_timeout).
+#[derive(Debug)]
+pub struct RtfConnection {
+    config: RtfConfig,
+    role: Role,
+    decoder: FrameDecoder,
+    state: State,
+    hello_sent: bool,
+    peer: Option<Hello>,
+    transmit: VecDeque<Bytes>,
+    events: VecDeque<RtfEvent>,
+    created_us: u64,
+    last_sent_us: u64,
+    last_received_us: u64,
+    last_rtt_us: Option<u64>,
+    scratch: Vec<Frame>,
+}
+
+/// DATA payloads up to this size are copied behind their header into one chunk; longer ones
+/// are handed out as a separate chunk, without copying.
+const COALESCE_MAX: usize = 4096;
+
+impl RtfConnection {
+    /// The connecting side: sends HELLO with `channel_kind` at once and expects the acceptor
+    /// to echo the same kind.
+    pub fn connector(channel_kind: ChannelKind, config: RtfConfig, now_us: u64) -> Self {
+        let mut c = Self::new(Role::Connector(channel_kind), config, now_us);
+        c.queue_hello(channel_kind);
+        c
+    }
+
+    /// The accepting side, serving `kinds`. With exactly one kind it sends its HELLO at once;
+    /// with several it echoes the connector's kind when the connector's HELLO arrives. A kind
+    /// outside `kinds` is a protocol error.
+    pub fn acceptor(kinds: ChannelKinds, config: RtfConfig, now_us: u64) -> Self {
+        let mut c = Self::new(Role::Acceptor(kinds), config, now_us);
+        if let Some(kind) = kinds.single() {
+            c.queue_hello(kind);
+        }
+        c
+    }
+
+    fn new(role: Role, mut config: RtfConfig, now_us: u64) -> Self {
+        config.heartbeat_interval_ms = config.heartbeat_interval_ms.max(1);
+        let decoder = FrameDecoder::new(config.max_frame_len);
+        config.max_frame_len = decoder.max_frame_len();
+        RtfConnection {
+            config,
+            role,
+            decoder,
+            state: State::AwaitHello,
+            hello_sent: false,
+            peer: None,
+            transmit: VecDeque::new(),
+            events: VecDeque::new(),
+            created_us: now_us,
+            last_sent_us: now_us,
+            last_received_us: now_us,
+            last_rtt_us: None,
+            scratch: Vec::new(),
+        }
+    }
+
+    fn queue_hello(&mut self, channel_kind: ChannelKind) {
+        self.transmit.push_back(
+            Frame::Hello(Hello {
+                channel_kind,
+                heartbeat_interval_ms: self.config.heartbeat_interval_ms,
+            })
+            .to_bytes(),
+        );
+        self.hello_sent = true;
+    }
+
+    /// The configuration in force (interval at least 1 ms, frame limit at least 65,548).
+    pub fn config(&self) -> &RtfConfig {
+        &self.config
+    }
+
+    /// True after the peer's HELLO was accepted and before the connection closed.
+    pub fn is_up(&self) -> bool {
+        self.state == State::Up
+    }
+
+    /// True once the connection is dead, shut down by the peer, or failed.
+    pub fn is_closed(&self) -> bool {
+        self.state == State::Closed
+    }
+
+    /// The peer's HELLO, once received.
+    pub fn peer_hello(&self) -> Option<&Hello> {
+        self.peer.as_ref()
+    }
+
+    /// Round-trip time measured by the last answered HEARTBEAT, in microseconds.
+    pub fn last_rtt_us(&self) -> Option<u64> {
+        self.last_rtt_us
+    }
+
+    /// Largest payload [`send`](Self::send) accepts.
+    pub fn max_payload_len(&self) -> usize {
+        self.config.max_frame_len - HEADER_LEN
+    }
+
+    /// Queues one user message as a DATA frame. Allowed before the peer's HELLO (it then
+    /// follows our HELLO); refused once the connection is closed or when too long.
+    pub fn send(
+        &mut self,
+        ppid: u32,
+        stream: u16,
+        unordered: bool,
+        payload: Bytes,
+    ) -> Result<(), RtfError> {
+        if self.state == State::Closed {
+            return Err(RtfError::Closed);
+        }
+        if payload.len() > self.max_payload_len() {
+            return Err(RtfError::MessageTooLong {
+                length: payload.len(),
+                max: self.max_payload_len(),
+            });
+        }
+        let header = encode_data_header(unordered, stream, ppid, payload.len());
+        if payload.len() <= COALESCE_MAX {
+            let mut buf = BytesMut::with_capacity(HEADER_LEN + payload.len());
+            buf.extend_from_slice(&header);
+            buf.extend_from_slice(&payload);
+            self.transmit.push_back(buf.freeze());
+        } else {
+            self.transmit.push_back(Bytes::copy_from_slice(&header));
+            self.transmit.push_back(payload);
+        }
+        Ok(())
+    }
+
+    /// Bytes received from the peer, at time `now_us`. Frames become events; a protocol
+    /// violation closes the connection with [`RtfEvent::ProtocolError`].
+    pub fn handle_input(&mut self, now_us: u64, data: &[u8]) {
+        if self.state == State::Closed || data.is_empty() {
+            return;
+        }
+        self.last_received_us = self.last_received_us.max(now_us);
+        let mut frames = core::mem::take(&mut self.scratch);
+        let result = self.decoder.decode(data, |f| frames.push(f));
+        for frame in frames.drain(..) {
+            if self.state == State::Closed {
+                break;
+            }
+            if let Err(e) = self.handle_frame(now_us, frame) {
+                self.fail(e);
+            }
+        }
+        self.scratch = frames;
+        if let Err(e) = result
+            && self.state != State::Closed
+        {
+            self.fail(e);
+        }
+    }
+
+    /// The peer ended its byte stream (read returned 0). At a frame boundary this is a
+    /// graceful shutdown ([`RtfEvent::PeerShutdown`]); inside a frame it is a protocol error
+    /// (treat as abort).
+    pub fn handle_eof(&mut self, _now_us: u64) {
+        if self.state == State::Closed {
+            return;
+        }
+        match self.decoder.finish() {
+            Ok(()) if self.state == State::Up => {
+                self.state = State::Closed;
+                self.events.push_back(RtfEvent::PeerShutdown);
+            }
+            Ok(()) => self.fail(RtfError::Truncated {
+                missing: HEADER_LEN + HELLO_PAYLOAD_LEN,
+            }),
+            Err(e) => self.fail(e),
+        }
+    }
+
+    fn fail(&mut self, e: RtfError) {
+        self.state = State::Closed;
+        self.transmit.clear();
+        self.events.push_back(RtfEvent::ProtocolError(e));
+    }
+
+    fn handle_frame(&mut self, now_us: u64, frame: Frame) -> Result<(), RtfError> {
+        match (self.state, frame) {
+            (State::AwaitHello, Frame::Hello(hello)) => {
+                let accepted = match self.role {
+                    Role::Connector(kind) => hello.channel_kind == kind,
+                    Role::Acceptor(kinds) => kinds.contains(hello.channel_kind),
+                };
+                if !accepted {
+                    return Err(RtfError::ChannelKindRejected {
+                        peer: hello.channel_kind,
+                    });
+                }
+                if !self.hello_sent {
+                    self.queue_hello(hello.channel_kind);
+                }
+                self.peer = Some(hello);
+                self.state = State::Up;
+                self.events.push_back(RtfEvent::Up {
+                    channel_kind: hello.channel_kind,
+                    peer_heartbeat_interval_ms: hello.heartbeat_interval_ms,
+                });
+                Ok(())
+            }
+            (State::AwaitHello, other) => Err(RtfError::HelloExpected {
+                frame_type: match other {
+                    Frame::Hello(_) => frame_type::HELLO,
+                    Frame::Data { .. } => frame_type::DATA,
+                    Frame::Heartbeat(_) => frame_type::HEARTBEAT,
+                    Frame::HeartbeatAck(_) => frame_type::HEARTBEAT_ACK,
+                    Frame::Extension { frame_type, .. } => frame_type,
+                },
+            }),
+            (State::Up, Frame::Hello(_)) => Err(RtfError::DuplicateHello),
+            (
+                State::Up,
+                Frame::Data {
+                    unordered,
+                    stream,
+                    ppid,
+                    payload,
+                },
+            ) => {
+                self.events.push_back(RtfEvent::Data {
+                    ppid,
+                    stream,
+                    unordered,
+                    payload,
+                });
+                Ok(())
+            }
+            (State::Up, Frame::Heartbeat(b)) => {
+                self.transmit.push_back(Frame::HeartbeatAck(b).to_bytes());
+                Ok(())
+            }
+            (State::Up, Frame::HeartbeatAck(b)) => {
+                let sent = u64::from_be_bytes(b);
+                if sent <= now_us {
+                    self.last_rtt_us = Some(now_us - sent);
+                }
+                Ok(())
+            }
+            (State::Up, Frame::Extension { .. }) => Ok(()),
+            (State::Closed, _) => Ok(()),
+        }
+    }
+
+    /// The next chunk of bytes to write to the TCP connection, in order. Chunks handed out
+    /// at `now_us` count as "sent" for the idle-heartbeat timer.
+    pub fn poll_transmit(&mut self, now_us: u64) -> Option<Bytes> {
+        let chunk = self.transmit.pop_front()?;
+        self.last_sent_us = self.last_sent_us.max(now_us);
+        Some(chunk)
+    }
+
+    /// True when [`poll_transmit`](Self::poll_transmit) has something.
+    pub fn has_transmit(&self) -> bool {
+        !self.transmit.is_empty()
+    }
+
+    /// The next event.
+    pub fn poll_event(&mut self) -> Option<RtfEvent> {
+        self.events.pop_front()
+    }
+
+    fn dead_deadline(&self) -> u64 {
+        match self.peer {
+            Some(h) => self
+                .last_received_us
+                .saturating_add(DEAD_AFTER_INTERVALS * u64::from(h.heartbeat_interval_ms) * 1000),
+            None => self.created_us.saturating_add(
+                DEAD_AFTER_INTERVALS * u64::from(self.config.heartbeat_interval_ms) * 1000,
+            ),
+        }
+    }
+
+    fn heartbeat_deadline(&self) -> Option<u64> {
+        (self.hello_sent && self.state == State::Up).then(|| {
+            self.last_sent_us
+                .saturating_add(u64::from(self.config.heartbeat_interval_ms) * 1000)
+        })
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) must be called next (µs), if ever.
+    pub fn poll_timeout(&self) -> Option<u64> {
+        if self.state == State::Closed {
+            return None;
+        }
+        let dead = self.dead_deadline();
+        Some(match self.heartbeat_deadline() {
+            Some(hb) => hb.min(dead),
+            None => dead,
+        })
+    }
+
+    /// Time has advanced to `now_us`: declares the peer dead or queues a HEARTBEAT (payload:
+    /// `now_us`, big-endian) when we have been idle for our interval.
+    pub fn handle_timeout(&mut self, now_us: u64) {
+        if self.state == State::Closed {
+            return;
+        }
+        if now_us >= self.dead_deadline() {
+            self.state = State::Closed;
+            self.transmit.clear();
+            self.events.push_back(RtfEvent::Dead);
+            return;
+        }
+        if self.heartbeat_deadline().is_some_and(|hb| now_us >= hb) {
+            self.transmit
+                .push_back(Frame::Heartbeat(now_us.to_be_bytes()).to_bytes());
+            self.last_sent_us = now_us;
+        }
+    }
+}
+
+/// Fuzz entry: decodes `data` as an RTF byte stream in chunks whose sizes come from the data
+/// itself, and drives an accepting [`RtfConnection`] with the same bytes and a moving clock.
+/// Checks the memory bound and that nothing panics.
+pub fn fuzz_rtf_stream(data: &[u8]) {
+    let (split, rest) = match data.split_first() {
+        Some((s, r)) => (usize::from(*s).max(1), r),
+        None => return,
+    };
+    let max = HEADER_LEN + MIN_ACCEPTED_PAYLOAD;
+    let mut decoder = FrameDecoder::new(max);
+    let mut conn = RtfConnection::acceptor(
+        ChannelKinds::all(),
+        RtfConfig {
+            heartbeat_interval_ms: 10,
+            max_frame_len: max,
+        },
+        0,
+    );
+    let mut now = 0u64;
+    for chunk in rest.chunks(split) {
+        let mut frames = 0usize;
+        let r = decoder.decode(chunk, |_| frames += 1);
+        assert!(decoder.buffered() <= max);
+        if r.is_err() {
+            assert!(decoder.decode(chunk, |_| ()).is_err());
+        }
+        now += 3_000;
+        conn.handle_input(now, chunk);
+        if let Some(t) = conn.poll_timeout() {
+            assert!(t >= conn.created_us);
+            conn.handle_timeout(now);
+        }
+        while conn.poll_transmit(now).is_some() {}
+        while conn.poll_event().is_some() {}
+        let _ = conn.send(11, 0, false, Bytes::from_static(b"x"));
+    }
+    conn.handle_eof(now);
+    let _ = decoder.finish();
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn hex(s: &str) -> Vec<u8> {
+        let digits: Vec<u8> = s
+            .bytes()
+            .filter(u8::is_ascii_hexdigit)
+            .map(|c| (c as char).to_digit(16).unwrap() as u8)
+            .collect();
+        digits.chunks(2).map(|p| p[0] << 4 | p[1]).collect()
+    }
+
+    fn decode_all(bytes: &[u8]) -> Result<Vec<Frame>, RtfError> {
+        let mut d = FrameDecoder::default();
+        let mut v = Vec::new();
+        d.decode_into(bytes, &mut v)?;
+        d.finish()?;
+        Ok(v)
+    }
+
+    const HELLO_HEX: &str = "00 00 00 00  00 00 00 18  00 00 00 00
+                             52 53 50 54  01 04 00 00  00 00 13 88";
+    const COOKIE_HEX: &str = "01 00 00 00  00 00 00 24  00 00 00 0b
+        0c 00 00 18  00 0d 00 14  3c 50 50 2d 54 44 31 3e  00 00 00 00 00 00 00 0d";
+    const PING_HEX: &str = "01 00 00 00  00 00 00 1b  00 00 00 21
+        01 00 00 0f  00 00 00 00 00 00 00 01  61 62 63";
+    const HB_HEX: &str = "02 00 00 00  00 00 00 14  00 00 00 00  00 00 01 8b 1f 2e 3d 4c";
+    const HB_ACK_HEX: &str = "03 00 00 00  00 00 00 14  00 00 00 00  00 00 01 8b 1f 2e 3d 4c";
+
+    #[test]
+    fn spec_examples_byte_exact() {
+        let hello = Frame::Hello(Hello {
+            channel_kind: ChannelKind::Session,
+            heartbeat_interval_ms: 5000,
+        });
+        assert_eq!(hello.to_bytes().as_ref(), hex(HELLO_HEX).as_slice());
+        assert_eq!(decode_all(&hex(HELLO_HEX)).unwrap(), vec![hello]);
+
+        let cookie = hex(COOKIE_HEX);
+        let cookie_msg = Bytes::copy_from_slice(&cookie[12..]);
+        assert_eq!(cookie_msg.len(), 24);
+        let f = Frame::Data {
+            unordered: false,
+            stream: 0,
+            ppid: 11,
+            payload: cookie_msg,
+        };
+        assert_eq!(f.to_bytes().as_ref(), cookie.as_slice());
+        assert_eq!(decode_all(&cookie).unwrap(), vec![f]);
+
+        let ping = hex(PING_HEX);
+        let f = Frame::Data {
+            unordered: false,
+            stream: 0,
+            ppid: 33,
+            payload: Bytes::copy_from_slice(&ping[12..]),
+        };
+        assert_eq!(ping.len(), 27);
+        assert_eq!(f.to_bytes().as_ref(), ping.as_slice());
+        assert_eq!(decode_all(&ping).unwrap(), vec![f]);
+
+        let b = [0x00, 0x00, 0x01, 0x8b, 0x1f, 0x2e, 0x3d, 0x4c];
+        assert_eq!(
+            Frame::Heartbeat(b).to_bytes().as_ref(),
+            hex(HB_HEX).as_slice()
+        );
+        assert_eq!(
+            Frame::HeartbeatAck(b).to_bytes().as_ref(),
+            hex(HB_ACK_HEX).as_slice()
+        );
+        assert_eq!(decode_all(&hex(HB_HEX)).unwrap(), vec![Frame::Heartbeat(b)]);
+        assert_eq!(
+            decode_all(&hex(HB_ACK_HEX)).unwrap(),
+            vec![Frame::HeartbeatAck(b)]
+        );
+        assert_eq!(
+            encode_data_header(true, 7, 12, 4),
+            [1, 1, 0, 7, 0, 0, 0, 16, 0, 0, 0, 12]
+        );
+    }
+
+    #[test]
+    fn typed_errors() {
+        // Frame length below the header.
+        let mut short = hex(HB_HEX);
+        short[7] = 11;
+        assert_eq!(
+            decode_all(&short),
+            Err(RtfError::FrameTooShort { length: 11 })
+        );
+        // Oversized: rejected from the header, before any payload arrives.
+        let mut d = FrameDecoder::new(0);
+        assert_eq!(d.max_frame_len(), HEADER_LEN + MIN_ACCEPTED_PAYLOAD);
+        let big = encode_data_header(false, 0, 11, MIN_ACCEPTED_PAYLOAD + 1);
+        assert_eq!(
+            d.decode(&big, |_| ()),
+            Err(RtfError::FrameTooLong {
+                length: (HEADER_LEN + MIN_ACCEPTED_PAYLOAD + 1) as u32,
+                max: HEADER_LEN + MIN_ACCEPTED_PAYLOAD
+            })
+        );
+        assert!(d.buffered() <= HEADER_LEN);
+        // Sticky.
+        assert!(d.decode(&hex(HB_HEX), |_| ()).is_err());
+        // Reserved type.
+        let mut r = hex(HB_HEX);
+        r[0] = 0x04;
+        assert_eq!(decode_all(&r), Err(RtfError::ReservedFrameType(4)));
+        r[0] = 0x7f;
+        assert_eq!(decode_all(&r), Err(RtfError::ReservedFrameType(0x7f)));
+        // Fixed payload sizes.
+        let mut hb = hex(HB_HEX);
+        hb[7] = 0x13;
+        hb.pop();
+        assert_eq!(
+            decode_all(&hb),
+            Err(RtfError::BadPayloadLength {
+                frame_type: 2,
+                length: 7
+            })
+        );
+        // HELLO fields.
+        let mut h = hex(HELLO_HEX);
+        h[12] = b'X';
+        assert!(matches!(decode_all(&h), Err(RtfError::BadMagic(_))));
+        let mut h = hex(HELLO_HEX);
+        h[16] = 2;
+        assert_eq!(decode_all(&h), Err(RtfError::UnsupportedVersion(2)));
+        let mut h = hex(HELLO_HEX);
+        h[17] = 5;
+        assert_eq!(decode_all(&h), Err(RtfError::UnknownChannelKind(5)));
+        let mut h = hex(HELLO_HEX);
+        h[22] = 0;
+        h[23] = 0;
+        assert_eq!(decode_all(&h), Err(RtfError::ZeroHeartbeatInterval));
+        // Truncation at every point inside a frame.
+        let ping = hex(PING_HEX);
+        for cut in 1..ping.len() {
+            let r = decode_all(&ping[..cut]);
+            assert!(
+                matches!(r, Err(RtfError::Truncated { missing }) if missing > 0),
+                "{cut}"
+            );
+        }
+        // Garbage: raw HTTP.
+        assert!(decode_all(b"GET / HTTP/1.1\r\nHost: x\r\n\r\n").is_err());
+    }
+
+    #[test]
+    fn extension_frames_are_skipped() {
+        let mut stream = Frame::Extension {
+            frame_type: 0x80,
+            length: 12,
+        }
+        .to_bytes()
+        .to_vec();
+        stream.extend_from_slice(&hex(HB_HEX));
+        stream.extend(
+            Frame::Extension {
+                frame_type: 0xff,
+                length: 100_000,
+            }
+            .to_bytes(),
+        );
+        stream.extend_from_slice(&hex(PING_HEX));
+        let mut d = FrameDecoder::new(200_000);
+        let mut frames = Vec::new();
+        for chunk in stream.chunks(1000) {
+            d.decode_into(chunk, &mut frames).unwrap();
+            // The extension payload is not buffered.
+            assert!(d.buffered() <= 1000);
+        }
+        d.finish().unwrap();
+        assert_eq!(frames.len(), 4);
+        assert_eq!(
+            frames[0],
+            Frame::Extension {
+                frame_type: 0x80,
+                length: 12
+            }
+        );
+        assert!(matches!(frames[1], Frame::Heartbeat(_)));
+        assert!(matches!(frames[3], Frame::Data { ppid: 33, .. }));
+    }
+
+    #[test]
+    fn accepts_65536_byte_payload_and_empty_data() {
+        let payload = Bytes::from(vec![0xa5; MIN_ACCEPTED_PAYLOAD]);
+        let f = Frame::Data {
+            unordered: true,
+            stream: 3,
+            ppid: 12,
+            payload,
+        };
+        let empty = Frame::Data {
+            unordered: false,
+            stream: 0,
+            ppid: 0,
+            payload: Bytes::new(),
+        };
+        let mut bytes = f.to_bytes().to_vec();
+        bytes.extend(empty.to_bytes());
+        let mut d = FrameDecoder::new(0);
+        let mut frames = Vec::new();
+        d.decode_into(&bytes, &mut frames).unwrap();
+        assert_eq!(frames, vec![f, empty]);
+        assert!(d.is_at_boundary());
+    }
+
+    fn arb_frame() -> impl Strategy<Value = Frame> {
+        prop_oneof![
+            (0usize..4, 1u32..20_000).prop_map(|(k, i)| Frame::Hello(Hello {
+                channel_kind: ChannelKind::ALL[k],
+                heartbeat_interval_ms: i
+            })),
+            (
+                any::<bool>(),
+                any::<u16>(),
+                any::<u32>(),
+                proptest::collection::vec(any::<u8>(), 0..3000)
+            )
+                .prop_map(|(unordered, stream, ppid, p)| Frame::Data {
+                    unordered,
+                    stream,
+                    ppid,
+                    payload: Bytes::from(p)
+                }),
+            any::<[u8; 8]>().prop_map(Frame::Heartbeat),
+            any::<[u8; 8]>().prop_map(Frame::HeartbeatAck),
+            (0x80u8..=0xff, 12u32..2000)
+                .prop_map(|(frame_type, length)| Frame::Extension { frame_type, length }),
+        ]
+    }
+
+    proptest! {
+        #[test]
+        fn arbitrary_splits_decode_to_same_frames(
+            frames in proptest::collection::vec(arb_frame(), 0..20),
+            cuts in proptest::collection::vec(any::<prop::sample::Index>(), 0..40),
+        ) {
+            let mut stream = BytesMut::new();
+            for f in &frames {
+                f.encode(&mut stream);
+            }
+            let mut positions: Vec<usize> = cuts.iter().map(|i| i.index(stream.len() + 1)).collect();
+            positions.push(0);
+            positions.push(stream.len());
+            positions.sort_unstable();
+            let mut d = FrameDecoder::default();
+            let mut got = Vec::new();
+            for w in positions.windows(2) {
+                d.decode_into(&stream[w[0]..w[1]], &mut got).unwrap();
+            }
+            prop_assert!(d.finish().is_ok());
+            prop_assert_eq!(got, frames);
+        }
+
+        #[test]
+        fn garbage_never_panics(data in proptest::collection::vec(any::<u8>(), 0..2000), split in 1usize..64) {
+            let mut d = FrameDecoder::new(0);
+            for chunk in data.chunks(split) {
+                if d.decode(chunk, |_| ()).is_err() {
+                    break;
+                }
+                prop_assert!(d.buffered() <= d.max_frame_len());
+            }
+            let mut v = vec![split as u8];
+            v.extend_from_slice(&data);
+            fuzz_rtf_stream(&v);
+        }
+    }
+
+    // --- connection ---
+
+    const MS: u64 = 1000;
+
+    fn cfg(interval_ms: u32) -> RtfConfig {
+        RtfConfig {
+            heartbeat_interval_ms: interval_ms,
+            max_frame_len: DEFAULT_MAX_FRAME_LEN,
+        }
+    }
+
+    /// Moves every transmit chunk of `from` into `to` at `now`.
+    fn pump(from: &mut RtfConnection, to: &mut RtfConnection, now: u64) -> usize {
+        let mut n = 0;
+        while let Some(c) = from.poll_transmit(now) {
+            n += 1;
+            to.handle_input(now, &c);
+        }
+        n
+    }
+
+    fn events(c: &mut RtfConnection) -> Vec<RtfEvent> {
+        core::iter::from_fn(|| c.poll_event()).collect()
+    }
+
+    #[test]
+    fn handshake_and_data_both_ways() {
+        let mut a = RtfConnection::connector(ChannelKind::Session, cfg(1000), 0);
+        let mut b = RtfConnection::acceptor(
+            ChannelKinds::from(ChannelKind::Session).with(ChannelKind::AsapFromRegistrar),
+            cfg(2000),
+            0,
+        );
+        // Data may be queued right behind the connector's HELLO.
+        a.send(11, 0, false, Bytes::from_static(b"ctl")).unwrap();
+        // Acceptor with two kinds waits for the connector's HELLO before sending its own.
+        assert!(!b.has_transmit());
+        pump(&mut a, &mut b, 10);
+        assert_eq!(
+            events(&mut b),
+            vec![
+                RtfEvent::Up {
+                    channel_kind: ChannelKind::Session,
+                    peer_heartbeat_interval_ms: 1000
+                },
+                RtfEvent::Data {
+                    ppid: 11,
+                    stream: 0,
+                    unordered: false,
+                    payload: Bytes::from_static(b"ctl")
+                }
+            ]
+        );
+        b.send(33, 5, true, Bytes::from(vec![7; 10_000])).unwrap();
+        pump(&mut b, &mut a, 20);
+        let ev = events(&mut a);
+        assert_eq!(ev.len(), 2);
+        assert_eq!(
+            ev[0],
+            RtfEvent::Up {
+                channel_kind: ChannelKind::Session,
+                peer_heartbeat_interval_ms: 2000
+            }
+        );
+        assert!(
+            matches!(&ev[1], RtfEvent::Data { ppid: 33, stream: 5, unordered: true, payload } if payload.len() == 10_000)
+        );
+        assert!(a.is_up() && b.is_up());
+        assert_eq!(
+            b.peer_hello().map(|h| h.channel_kind),
+            Some(ChannelKind::Session)
+        );
+    }
+
+    #[test]
+    fn hello_first_enforced_both_ways() {
+        // Acceptor receiving DATA first.
+        let mut b = RtfConnection::acceptor(ChannelKind::AsapToRegistrar.into(), cfg(1000), 0);
+        let data = Frame::Data {
+            unordered: false,
+            stream: 0,
+            ppid: 11,
+            payload: Bytes::from_static(b"x"),
+        };
+        b.handle_input(1, &data.to_bytes());
+        assert_eq!(
+            events(&mut b),
+            vec![RtfEvent::ProtocolError(RtfError::HelloExpected {
+                frame_type: 1
+            })]
+        );
+        assert!(b.is_closed());
+        assert_eq!(b.send(11, 0, false, Bytes::new()), Err(RtfError::Closed));
+        // Connector receiving a heartbeat first.
+        let mut a = RtfConnection::connector(ChannelKind::Enrp, cfg(1000), 0);
+        a.handle_input(1, &Frame::Heartbeat([0; 8]).to_bytes());
+        assert!(matches!(
+            events(&mut a).as_slice(),
+            [RtfEvent::ProtocolError(RtfError::HelloExpected {
+                frame_type: 2
+            })]
+        ));
+        // Wrong kind echoed.
+        let mut a = RtfConnection::connector(ChannelKind::Enrp, cfg(1000), 0);
+        let mut b = RtfConnection::acceptor(ChannelKind::AsapToRegistrar.into(), cfg(1000), 0);
+        let from_a: Vec<Bytes> = core::iter::from_fn(|| a.poll_transmit(1)).collect();
+        pump(&mut b, &mut a, 1);
+        assert_eq!(
+            events(&mut a),
+            vec![RtfEvent::ProtocolError(RtfError::ChannelKindRejected {
+                peer: ChannelKind::AsapToRegistrar
+            })]
+        );
+        assert!(!a.has_transmit());
+        for c in from_a {
+            b.handle_input(1, &c);
+        }
+        assert_eq!(
+            events(&mut b),
+            vec![RtfEvent::ProtocolError(RtfError::ChannelKindRejected {
+                peer: ChannelKind::Enrp
+            })]
+        );
+        // Duplicate HELLO.
+        let mut a = RtfConnection::connector(ChannelKind::Enrp, cfg(1000), 0);
+        let mut b = RtfConnection::acceptor(ChannelKind::Enrp.into(), cfg(1000), 0);
+        pump(&mut b, &mut a, 1);
+        let hello = Frame::Hello(Hello {
+            channel_kind: ChannelKind::Enrp,
+            heartbeat_interval_ms: 1,
+        });
+        a.handle_input(2, &hello.to_bytes());
+        assert_eq!(
+            events(&mut a).last(),
+            Some(&RtfEvent::ProtocolError(RtfError::DuplicateHello))
+        );
+        // Raw ASAP instead of RTF.
+        let mut b = RtfConnection::acceptor(ChannelKind::AsapToRegistrar.into(), cfg(1000), 0);
+        b.handle_input(1, &hex(&COOKIE_HEX[40..]));
+        assert!(matches!(
+            events(&mut b).as_slice(),
+            [RtfEvent::ProtocolError(_)]
+        ));
+    }
+
+    #[test]
+    fn heartbeat_timing_with_simulated_clock() {
+        let mut a = RtfConnection::connector(ChannelKind::Enrp, cfg(100), 0);
+        let mut b = RtfConnection::acceptor(ChannelKind::Enrp.into(), cfg(300), 0);
+        pump(&mut a, &mut b, 0);
+        pump(&mut b, &mut a, 0);
+        events(&mut a);
+        events(&mut b);
+        // a's next timer: its own 100 ms heartbeat; b's: its 300 ms heartbeat (a dead at 300).
+        assert_eq!(a.poll_timeout(), Some(100 * MS));
+        assert_eq!(b.poll_timeout(), Some(300 * MS));
+        // Nothing happens before the deadline.
+        a.handle_timeout(99 * MS);
+        assert!(!a.has_transmit());
+        a.handle_timeout(100 * MS);
+        let hb = a.poll_transmit(100 * MS).unwrap();
+        assert_eq!(hb.first(), Some(&frame_type::HEARTBEAT));
+        b.handle_input(105 * MS, &hb);
+        // b answers at once with the same 8 bytes.
+        let ack = b.poll_transmit(105 * MS).unwrap();
+        assert_eq!(ack.first(), Some(&frame_type::HEARTBEAT_ACK));
+        assert_eq!(ack.get(12..), hb.get(12..));
+        a.handle_input(110 * MS, &ack);
+        assert_eq!(a.last_rtt_us(), Some(10 * MS));
+        // Sending data resets the idle timer.
+        a.send(12, 0, false, Bytes::from_static(b"enrp")).unwrap();
+        pump(&mut a, &mut b, 150 * MS);
+        assert_eq!(a.poll_timeout(), Some(250 * MS));
+        // a keeps sending heartbeats; b stays silent except for acks we drop: b is alive
+        // for a only while it receives something. Drop b's acks from now on.
+        let mut t = 150 * MS;
+        while t < 110 * MS + 900 * MS {
+            t = a.poll_timeout().unwrap();
+            a.handle_timeout(t);
+            if a.is_closed() {
+                break;
+            }
+            pump(&mut a, &mut b, t);
+            while b.poll_transmit(t).is_some() {}
+        }
+        // a last received at 110 ms (the ack); peer interval 300 ms → dead at 1010 ms.
+        assert!(a.is_closed());
+        assert_eq!(t, 110 * MS + 900 * MS);
+        assert_eq!(events(&mut a), vec![RtfEvent::Dead]);
+        assert_eq!(a.poll_timeout(), None);
+        // b got heartbeats every 100 ms, so b's dead timer (3 × 100 ms) never fired.
+        assert!(!b.is_closed());
+    }
+
+    #[test]
+    fn hello_timeout_and_eof() {
+        // No HELLO from the peer: dead after 3 × our own interval.
+        let mut a = RtfConnection::connector(ChannelKind::Session, cfg(50), 1_000);
+        while a.poll_transmit(1_000).is_some() {}
+        assert_eq!(a.poll_timeout(), Some(1_000 + 150 * MS));
+        a.handle_timeout(1_000 + 150 * MS);
+        assert_eq!(events(&mut a), vec![RtfEvent::Dead]);
+        // EOF at a boundary after Up = graceful shutdown; inside a frame = error.
+        let mut a = RtfConnection::connector(ChannelKind::Session, cfg(50), 0);
+        let mut b = RtfConnection::acceptor(ChannelKind::Session.into(), cfg(50), 0);
+        pump(&mut b, &mut a, 0);
+        events(&mut a);
+        a.handle_eof(1);
+        assert_eq!(events(&mut a), vec![RtfEvent::PeerShutdown]);
+        let mut a = RtfConnection::connector(ChannelKind::Session, cfg(50), 0);
+        let mut b = RtfConnection::acceptor(ChannelKind::Session.into(), cfg(50), 0);
+        pump(&mut b, &mut a, 0);
+        events(&mut a);
+        a.handle_input(1, &hex(PING_HEX)[..5]);
+        a.handle_eof(2);
+        assert_eq!(
+            events(&mut a),
+            vec![RtfEvent::ProtocolError(RtfError::Truncated { missing: 7 })]
+        );
+        // Over-long message refused by send.
+        let mut a = RtfConnection::connector(
+            ChannelKind::Session,
+            RtfConfig {
+                heartbeat_interval_ms: 1,
+                max_frame_len: 0,
+            },
+            0,
+        );
+        assert_eq!(a.max_payload_len(), MIN_ACCEPTED_PAYLOAD);
+        assert!(matches!(
+            a.send(1, 0, false, Bytes::from(vec![0; MIN_ACCEPTED_PAYLOAD + 1])),
+            Err(RtfError::MessageTooLong { .. })
+        ));
+    }
+}
