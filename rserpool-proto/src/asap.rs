@@ -378,9 +378,7 @@ impl Body for HandleResolutionResponse {
         let pool_handle = r.pool_handle(cx)?;
         let policy = r.opt_policy(cx)?;
         let mut pool_elements = Vec::new();
-        while let Some(pe) = r.opt_pool_element(cx)? {
-            pool_elements.push(pe);
-        }
+        r.pool_elements(cx, &mut pool_elements)?;
         let error = r.opt_operation_error(cx)?;
         Ok(HandleResolutionResponse {
             accept_subscription: flags & FLAG != 0,
@@ -610,9 +608,7 @@ impl Body for BusinessCard {
         let pool_handle = r.pool_handle(cx)?;
         let policy = r.opt_policy(cx)?;
         let mut pool_elements = Vec::new();
-        while let Some(pe) = r.opt_pool_element(cx)? {
-            pool_elements.push(pe);
-        }
+        r.pool_elements(cx, &mut pool_elements)?;
         Ok(BusinessCard {
             reserved_flags: flags,
             pool_handle,
