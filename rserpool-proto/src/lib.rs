@@ -7,13 +7,7 @@
 //! value or a [`DecodeError`] that says where and what went wrong and which Operation Error
 //! cause a registrar should answer with. Encoding writes what RSPLIB writes (TLVs padded
 //! as they are closed, message length = full padded size).
-//!
-//! # Modules
-//! * [`param`]: parameters (TLVs), error causes, the [`Encode`] trait;
-//! * [`asap`]: [`AsapMessage`] and its 14 message types;
-//! * [`enrp`]: [`EnrpMessage`] and its 10 message types;
-//! * [`fuzzing`]: entry points for fuzzers;
-//! * [`ids`], [`policy`], [`transport`]: the value types the parameters carry.
+
 #![warn(missing_docs)]
 
 pub mod asap;
