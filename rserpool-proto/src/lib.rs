@@ -7,7 +7,6 @@
 //! value or a [`DecodeError`] that says where and what went wrong and which Operation Error
 //! cause a registrar should answer with. Encoding writes what RSPLIB writes (TLVs padded
 //! as they are closed, message length = full padded size).
-
 #![warn(missing_docs)]
 
 pub mod asap;
