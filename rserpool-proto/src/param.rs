@@ -1135,7 +1135,10 @@ impl<'a> Reader<'a> {
         cx: &mut Cx<'a>,
         out: &mut Vec<PoolElementParameter>,
     ) -> PResult<'a, ()> {
-        out.reserve(self.seq.count_ahead(ty::POOL_ELEMENT));
+        // Capacity hint counting pool elements of at least 40 bytes (header and fixed fields,
+        // a transport with one IPv4 address, Round Robin): bounded by the data, so garbage
+        // cannot make it reserve much; smaller (Opaque) ones just end the count early.
+        out.reserve(self.seq.count_ahead(ty::POOL_ELEMENT, 40));
         while let Some(t) = self.seq.next_if(cx, |t| t == ty::POOL_ELEMENT)? {
             out.push(PoolElementParameter {
                 pe_id: PeIdentifier(0),

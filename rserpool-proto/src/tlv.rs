@@ -279,9 +279,10 @@ impl<'a> Seq<'a> {
         }
     }
 
-    /// How many TLVs of type `ty` follow back to back (a capacity hint; stops at anything
-    /// else, including malformed headers).
-    pub(crate) fn count_ahead(&self, ty: u16) -> usize {
+    /// How many TLVs of type `ty` and at least `min_len` bytes follow back to back (a capacity
+    /// hint; stops at anything else, including malformed headers). `min_len` bounds the hint
+    /// by what a valid parameter needs, so garbage cannot make it reserve much.
+    pub(crate) fn count_ahead(&self, ty: u16, min_len: usize) -> usize {
         let mut n = 0;
         let mut i = self.rest;
         while let Some(&[t0, t1, l0, l1]) = i.get(..4) {
@@ -289,7 +290,7 @@ impl<'a> Seq<'a> {
                 break;
             }
             let len = usize::from(u16::from_be_bytes([l0, l1]));
-            if len < 4 {
+            if len < min_len.max(4) {
                 break;
             }
             n += 1;
