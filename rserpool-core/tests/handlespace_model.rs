@@ -358,8 +358,10 @@ impl Model {
         });
         let seq = p.next_seq;
         p.next_seq += 1;
-        let w = vals(&info.policy)[0];
-        let pass = (ptype == code::WEIGHTED_ROUND_ROBIN && w > 0).then_some(p.vtime);
+        let w = vals(&info.policy)[0] as u64;
+        // WRR: a joining PE starts half a stride after the virtual time.
+        let pass =
+            (ptype == code::WEIGHTED_ROUND_ROBIN && w > 0).then(|| p.vtime + (1u64 << 32) / w / 2);
         p.pes.insert(
             info.pe_id.0,
             MPe {

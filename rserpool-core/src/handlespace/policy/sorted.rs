@@ -89,11 +89,7 @@ impl Sorted {
 
     fn initial_key(&self, policy_type: u32, r: &PeRecord) -> u64 {
         if policy_type == code::WEIGHTED_ROUND_ROBIN {
-            if wrr::weight(&r.values) == 0 {
-                NEVER
-            } else {
-                self.vtime
-            }
+            wrr::initial_pass(self.vtime, wrr::weight(&r.values))
         } else {
             key_of(policy_type, r)
         }
@@ -119,10 +115,9 @@ impl Sorted {
             return;
         };
         let key = if policy_type == code::WEIGHTED_ROUND_ROBIN {
-            if wrr::weight(&r.values) == 0 {
-                NEVER
-            } else if item.key == NEVER {
-                self.vtime
+            let w = wrr::weight(&r.values);
+            if w == 0 || item.key == NEVER {
+                wrr::initial_pass(self.vtime, w)
             } else {
                 item.key
             }
