@@ -16,6 +16,9 @@ pub(crate) trait HeapItem: Copy {
 /// Arity of the heap.
 const D: usize = 4;
 
+/// Up to this many entries, [`IndexedHeap::first_n`] scans candidates linearly.
+const SMALL_N: usize = 8;
+
 /// Indexed 4-ary min-heap.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct IndexedHeap<T> {
@@ -179,6 +182,7 @@ impl<T: HeapItem> IndexedHeap<T> {
     /// without changing the heap. `cand` is scratch space.
     pub(crate) fn first_n(&self, n: usize, cand: &mut Vec<u32>, out: &mut Vec<u32>) {
         cand.clear();
+        let start = out.len();
         if n == 0 || self.items.is_empty() {
             return;
         }
@@ -189,6 +193,28 @@ impl<T: HeapItem> IndexedHeap<T> {
         let items = &self.items;
         let less = |a: u32, b: u32| items[a as usize].before(&items[b as usize]);
         cand.push(0);
+        if n <= SMALL_N {
+            // Few entries wanted: a linear scan over the (at most 1 + 3n) candidates beats
+            // maintaining a heap of them.
+            while out.len() - start < n {
+                let Some(first) = cand.first().copied() else {
+                    break;
+                };
+                let mut bi = 0;
+                let mut best = first;
+                for (i, &c) in cand.iter().enumerate().skip(1) {
+                    if less(c, best) {
+                        best = c;
+                        bi = i;
+                    }
+                }
+                cand.swap_remove(bi);
+                out.push(best);
+                let f = D * best as usize + 1;
+                cand.extend((f..(f + D).min(items.len())).map(|c| c as u32));
+            }
+            return;
+        }
         let mut taken = 0;
         while taken < n {
             // Pop the smallest candidate (binary heap over `cand`).
@@ -269,6 +295,10 @@ mod tests {
         h.first_n(5, &mut cand, &mut out);
         let firsts: Vec<u64> = out.iter().map(|&i| h.items()[i as usize].0).collect();
         assert_eq!(firsts, vec![0, 1, 2, 3, 3]);
+        out.clear();
+        h.first_n(11, &mut cand, &mut out);
+        let all: Vec<u64> = out.iter().map(|&i| h.items()[i as usize].0).collect();
+        assert_eq!(all, vec![0, 1, 2, 3, 3, 4, 5, 6, 7, 8, 9]);
         // Remove slot 2 (key 9) and re-key slot 0 (key 5 -> 10).
         let p2 = pos[2];
         assert_eq!(

@@ -30,9 +30,20 @@
 //! (selection takes one). Every output is deterministic for a given sequence of calls
 //! and RNG outputs.
 //!
+//! # Differences from RSPLIB
+//! Selection-order differences are listed in [`policy`]. In the handlespace itself:
+//! * refusals carry RFC 5354 causes (RSPLIB's private codes in parentheses): PE id 0,
+//!   empty or over-long pool handle, a transport without addresses, with too many
+//!   addresses or with port 0 → 0x3 Invalid Values (0xf000, 0xf004, 0xf005); transport
+//!   protocol mismatch → 0x7 (0x100a); a full handlespace → 0x6 (RSPLIB has no limits);
+//! * keep-alive and expiry timers are kept per PE but never acted upon here: the caller
+//!   decides (RSPLIB's registrar does not expire its own PEs by registration life; an
+//!   RFC registrar does — both are possible).
+//!
 //! # Memory
-//! A PE costs one 136-byte record (addresses inline for one user + one ASAP address)
-//! plus its share of the indices; `examples/hsbench.rs` measures the total per PE.
+//! A PE costs one 128-byte record (addresses inline for one user + one ASAP address)
+//! plus its share of the indices: about 175–195 bytes in total in large pools with every
+//! index in use (`examples/hsbench.rs` measures it with a counting allocator).
 
 pub mod checksum;
 pub(crate) mod element;
