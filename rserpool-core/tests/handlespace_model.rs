@@ -324,11 +324,12 @@ impl Model {
                 if pe.info.policy != info.policy || pe.deg != 0 {
                     pe.deg = 0;
                     if ptype == code::WEIGHTED_ROUND_ROBIN {
-                        let w = vals(&info.policy)[0];
+                        // weight 0 -> w joins half a stride after the virtual time
+                        let w = vals(&info.policy)[0] as u64;
                         pe.pass = if w == 0 {
                             None
                         } else {
-                            Some(pe.pass.unwrap_or(vtime))
+                            Some(pe.pass.unwrap_or(vtime + (1u64 << 32) / w / 2))
                         };
                     }
                 }
@@ -933,4 +934,46 @@ prop_state_machine! {
 
     #[test]
     fn handlespace_matches_model(sequential 1..80 => HsTest);
+}
+
+/// Regression: a WRR PE re-registered from weight 0 joins half a stride after the
+/// virtual time (it must not jump ahead of the PE that is already due).
+#[test]
+fn wrr_weight_zero_to_one_regression() {
+    let mk = |pe: u32, w: u32| Op::Register {
+        pool: 0,
+        info: Box::new(PoolElementInfo {
+            pe_id: PeIdentifier(pe),
+            home_registrar: ServerId(1),
+            registration_life: 1,
+            policy: Policy::WeightedRoundRobin { weight: w },
+            user_transport: TransportParameter::sctp(1, 0, [addr((pe & 0xff) * 10)]),
+            asap_transport: Some(TransportParameter::sctp(3863, 0, [addr(200 + (pe & 0xff))])),
+        }),
+        assoc: None,
+    };
+    let ops = vec![
+        mk(1, 2),
+        mk(0xffff_fff0, 0),
+        mk(0xffff_fff0, 1),
+        Op::Resolve {
+            pool: 0,
+            n: 1,
+            inc: 0,
+            seed: 0,
+        },
+    ];
+    let mut m = Model {
+        types: [1, 1, 1],
+        pools: BTreeMap::new(),
+        now: 0,
+        expect: Expect::Nothing,
+    };
+    let mut sut = HsTest::init_test(&m);
+    for op in ops {
+        m = HsModel::apply(m, &op);
+        sut = HsTest::apply(sut, &m, op);
+        HsTest::check_invariants(&sut, &m);
+    }
+    assert_eq!(m.expect, Expect::SelectExact(vec![1]));
 }
