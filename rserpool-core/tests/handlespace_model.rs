@@ -326,11 +326,9 @@ impl Model {
                     if ptype == code::WEIGHTED_ROUND_ROBIN {
                         // weight 0 -> w joins half a stride after the virtual time
                         let w = vals(&info.policy)[0] as u64;
-                        pe.pass = if w == 0 {
-                            None
-                        } else {
-                            Some(pe.pass.unwrap_or(vtime + (1u64 << 32) / w / 2))
-                        };
+                        pe.pass = (1u64 << 32)
+                            .checked_div(w)
+                            .map(|stride| pe.pass.unwrap_or(vtime + stride / 2));
                     }
                 }
                 pe.info = info.clone();
