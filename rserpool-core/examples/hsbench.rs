@@ -1,16 +1,17 @@
 //! Handlespace benchmark: registration, re-registration, deregistration, handle resolution
 //! per policy (1 and 3 PEs per answer), expiry sweep, owner scan / takeover, and memory per
-//! PE (counted by a global allocator wrapper).
+//! PE (counted by the stats_alloc allocator wrapper).
 //!
 //! ```text
 //! cargo run --release -p rserpool-core --example hsbench -- [--quick]
 //! ```
 //! Prints one line per figure: `NAME VALUE UNIT`.
 
-use std::alloc::{GlobalAlloc, Layout, System};
+use std::alloc::System;
+
+use stats_alloc::{INSTRUMENTED_SYSTEM, StatsAlloc};
 use std::hint::black_box;
 use std::net::{IpAddr, Ipv4Addr};
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use rand_core::{Rng, SeedableRng};
 use rand_xoshiro::Xoshiro256PlusPlus;
@@ -22,33 +23,16 @@ use rserpool_proto::ids::{PeIdentifier, PoolHandle, ServerId};
 use rserpool_proto::policy::Policy;
 use rserpool_proto::transport::TransportParameter;
 
-/// Counts live heap bytes.
-struct Counting;
-
-static LIVE: AtomicUsize = AtomicUsize::new(0);
-
-// SAFETY: delegates to the system allocator and only adds bookkeeping.
-unsafe impl GlobalAlloc for Counting {
-    unsafe fn alloc(&self, l: Layout) -> *mut u8 {
-        LIVE.fetch_add(l.size(), Ordering::Relaxed);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.alloc(l) }
-    }
-    unsafe fn dealloc(&self, p: *mut u8, l: Layout) {
-        LIVE.fetch_sub(l.size(), Ordering::Relaxed);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.dealloc(p, l) }
-    }
-    unsafe fn realloc(&self, p: *mut u8, l: Layout, new: usize) -> *mut u8 {
-        LIVE.fetch_add(new, Ordering::Relaxed);
-        LIVE.fetch_sub(l.size(), Ordering::Relaxed);
-        // SAFETY: same contract as the caller's.
-        unsafe { System.realloc(p, l, new) }
-    }
-}
-
+/// Counts live heap bytes (stats_alloc wraps the system allocator; no unsafe code here).
 #[global_allocator]
-static GLOBAL: Counting = Counting;
+static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
+
+/// Live heap bytes now.
+fn live_bytes() -> usize {
+    let s = GLOBAL.stats();
+    // stats_alloc books realloc growth and shrinkage into bytes_allocated/deallocated.
+    s.bytes_allocated.saturating_sub(s.bytes_deallocated)
+}
 
 /// The benchmark's clock (the core itself never reads one).
 #[allow(clippy::disallowed_methods)]
@@ -373,7 +357,7 @@ fn main() {
                 .iter()
                 .map(|&id| element(id, 1 + id % 4, make(&mut rng)))
                 .collect();
-            let before = LIVE.load(Ordering::Relaxed);
+            let before = live_bytes();
             let mut hs = Handlespace::new(config());
             for (i, info) in infos.iter().enumerate() {
                 hs.register(&handle, info, Some(AssocId(i as u64)))
@@ -385,7 +369,7 @@ fn main() {
                     Some(Instant::from_micros(i as u64 * 13)),
                 );
             }
-            let after = LIVE.load(Ordering::Relaxed);
+            let after = live_bytes();
             report(
                 &format!("memory_per_pe_{name}_n{n}"),
                 (after - before) as f64 / n as f64,
@@ -396,7 +380,7 @@ fn main() {
     }
     // Many small pools: 10,000 pools of 10 PEs.
     {
-        let before = LIVE.load(Ordering::Relaxed);
+        let before = live_bytes();
         let mut hs = Handlespace::new(config());
         let mut id = 1u32;
         for p in 0..10_000u32 {
@@ -411,7 +395,7 @@ fn main() {
                 id += 1;
             }
         }
-        let after = LIVE.load(Ordering::Relaxed);
+        let after = live_bytes();
         report(
             "memory_per_pe_10000pools_x10",
             (after - before) as f64 / 100_000.0,
