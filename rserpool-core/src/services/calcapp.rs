@@ -1698,10 +1698,8 @@ mod tests {
                 while let Some(o) = self.client.poll_output() {
                     progress = true;
                     match o {
-                        ServiceOutput::Send { data, .. } => {
-                            if !self.frozen[self.current] {
-                                self.pes[self.current].handle_data(self.now, self.session, &data);
-                            }
+                        ServiceOutput::Send { data, .. } if !self.frozen[self.current] => {
+                            self.pes[self.current].handle_data(self.now, self.session, &data);
                         }
                         ServiceOutput::Connect => {
                             self.connects += 1;

@@ -1282,7 +1282,8 @@ mod tests {
             current_y: 0,
         }
         .encode();
-        let cases: Vec<Box<dyn Fn(&mut FractalServer)>> = vec![
+        type Case<'a> = Box<dyn Fn(&mut FractalServer) + 'a>;
+        let cases: Vec<Case> = vec![
             Box::new(|s| s.handle_data(t, PPID_FGP, 0, Bytes::from_static(&[1, 0, 0, 60]))),
             Box::new(|s| s.handle_data(t, PPID_FGP, 0, FgpData::end_marker().encode())),
             Box::new(|s| s.handle_data(t, PPID_FGP, 0, small(65_537, 1, 1).encode())),

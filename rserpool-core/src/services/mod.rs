@@ -173,6 +173,32 @@ pub trait ServiceSession {
     fn is_finished(&self) -> bool;
 }
 
+impl<T: ServiceSession + ?Sized> ServiceSession for Box<T> {
+    type Event = T::Event;
+
+    fn handle_data(&mut self, now: Instant, ppid: u32, stream: u16, data: Bytes) {
+        (**self).handle_data(now, ppid, stream, data)
+    }
+    fn handle_cookie_echo(&mut self, now: Instant, cookie: Bytes) {
+        (**self).handle_cookie_echo(now, cookie)
+    }
+    fn handle_event(&mut self, now: Instant, event: SessionEvent) {
+        (**self).handle_event(now, event)
+    }
+    fn handle_timeout(&mut self, now: Instant) {
+        (**self).handle_timeout(now)
+    }
+    fn poll_output(&mut self) -> Option<ServiceOutput<Self::Event>> {
+        (**self).poll_output()
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        (**self).poll_timeout()
+    }
+    fn is_finished(&self) -> bool {
+        (**self).is_finished()
+    }
+}
+
 /// A wall clock for the machines that print or send real time (Daytime, Ping Pong's
 /// timestamps, statistics records), derived from [`Instant`] without reading a clock.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, Default)]
@@ -289,10 +315,6 @@ impl<E> Outbox<E> {
 
     pub(crate) fn pop(&mut self) -> Option<ServiceOutput<E>> {
         self.queue.pop_front()
-    }
-
-    pub(crate) fn len(&self) -> usize {
-        self.queue.len()
     }
 }
 

@@ -413,15 +413,14 @@ impl ServiceSession for PingPongClient {
         }
         if let (Some(timeout), Some(&(n, sent))) =
             (self.config.pong_timeout, self.outstanding.front())
+            && now >= sent + timeout
         {
-            if now >= sent + timeout {
-                self.start_failover(true, &format!("no Pong for Ping #{n}"));
-                return;
-            }
+            self.start_failover(true, &format!("no Pong for Ping #{n}"));
+            return;
         }
         if now >= self.next_ping {
             self.send_ping(now);
-            self.next_ping = self.next_ping + self.config.interval;
+            self.next_ping += self.config.interval;
             if self.next_ping <= now {
                 self.next_ping = now + self.config.interval;
             }
