@@ -1,0 +1,141 @@
+//! Shared support for the pool element, pool user and registrar table tests: RSPLIB vectors,
+//! a typed view of machine outputs, and small constructors.
+#![allow(dead_code)]
+
+use bytes::Bytes;
+use core::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+
+use rand_core::SeedableRng;
+use rand_xoshiro::Xoshiro256PlusPlus;
+use rserpool_core::io::{ChannelKind, Destination, Machine, Output};
+use rserpool_core::{AssocId, Instant};
+use rserpool_proto::AsapMessage;
+use rserpool_proto::transport::TransportProtocol;
+
+/// The deterministic RNG of the tests.
+pub fn rng(seed: u64) -> Xoshiro256PlusPlus {
+    Xoshiro256PlusPlus::seed_from_u64(seed)
+}
+
+/// Finds `shared/<rel>`: `RSERPOOL_VECTORS` (for `vectors/...`), then every ancestor of the
+/// manifest directory.
+pub fn shared_path(rel: &str) -> PathBuf {
+    if let Some(rest) = rel.strip_prefix("vectors/")
+        && let Ok(v) = std::env::var("RSERPOOL_VECTORS")
+    {
+        return Path::new(&v).join(rest);
+    }
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for dir in manifest.ancestors().skip(1) {
+        let p = dir.join("shared").join(rel);
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!("shared/{rel} not found (set RSERPOOL_VECTORS)");
+}
+
+/// Parses hex text: '#' starts a comment, everything but hex digits is ignored.
+pub fn hex(text: &str) -> Bytes {
+    let digits: Vec<u8> = text
+        .lines()
+        .map(|l| l.split('#').next().unwrap_or(""))
+        .flat_map(|l| l.bytes())
+        .filter(u8::is_ascii_hexdigit)
+        .collect();
+    assert!(digits.len() % 2 == 0, "odd number of hex digits");
+    digits
+        .chunks(2)
+        .map(|c| u8::from_str_radix(std::str::from_utf8(c).unwrap(), 16).unwrap())
+        .collect::<Vec<u8>>()
+        .into()
+}
+
+/// One RSPLIB message vector (`shared/vectors/rsplib-captures/messages/<name>.hex`).
+pub fn vector(name: &str) -> Bytes {
+    let p = shared_path(&format!("vectors/rsplib-captures/messages/{name}.hex"));
+    hex(&std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
+}
+
+/// A machine output with ASAP payloads decoded.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Out<E> {
+    /// An ASAP message over an association (PPID 11, stream 0).
+    Send(AssocId, AsapMessage),
+    /// Connect.
+    Connect(AssocId, Vec<SocketAddr>, TransportProtocol),
+    /// Close (abort?).
+    Close(AssocId, bool),
+    /// Application event.
+    Event(E),
+}
+
+/// Drains a machine's outputs, decoding every transmitted ASAP message (and checking it
+/// re-encodes to the same bytes).
+pub fn drain<M: Machine>(m: &mut M) -> Vec<Out<M::Event>> {
+    drain_raw(m).into_iter().map(|(o, _)| o).collect()
+}
+
+/// Like [`drain`], also returning each transmitted payload's bytes.
+pub fn drain_raw<M: Machine>(m: &mut M) -> Vec<(Out<M::Event>, Option<Bytes>)> {
+    let mut v = Vec::new();
+    while let Some(o) = m.poll_output() {
+        v.push(match o {
+            Output::Transmit(t) => {
+                assert_eq!(t.ppid, 11, "ASAP PPID");
+                assert_eq!(t.stream, 0);
+                let Destination::Assoc(a) = t.dest else {
+                    panic!("unexpected UDP transmit {t:?}");
+                };
+                let m = AsapMessage::decode_bytes(&t.payload)
+                    .unwrap_or_else(|e| panic!("undecodable output {:?}: {e:?}", t.payload));
+                assert_eq!(m.to_bytes(), t.payload, "canonical encoding");
+                (Out::Send(a, m), Some(t.payload))
+            }
+            Output::Connect {
+                assoc,
+                addrs,
+                transport,
+                channel,
+            } => {
+                assert_eq!(channel, ChannelKind::AsapToRegistrar);
+                (Out::Connect(assoc, addrs.to_vec(), transport), None)
+            }
+            Output::Close { assoc, abort } => (Out::Close(assoc, abort), None),
+            Output::Event(e) => (Out::Event(e), None),
+        });
+    }
+    v
+}
+
+/// Milliseconds since the epoch.
+pub fn ms(ms: u64) -> Instant {
+    Instant::from_millis(ms)
+}
+
+/// A socket address from text.
+pub fn sa(s: &str) -> SocketAddr {
+    s.parse().unwrap()
+}
+
+/// An IP address from text.
+pub fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
+}
+
+/// The connect attempts among outputs.
+pub fn connects<E>(outs: &[Out<E>]) -> Vec<(AssocId, Vec<SocketAddr>)> {
+    outs.iter()
+        .filter_map(|o| match o {
+            Out::Connect(a, addrs, _) => Some((*a, addrs.clone())),
+            _ => None,
+        })
+        .collect()
+}
+
+/// The index the registrar table's hunt starts at for a fresh RNG state (its formula:
+/// `next_u32 · n / 2^32`), for predicting the order of connect attempts.
+pub fn hunt_start(rng: &mut impl rand_core::Rng, n: usize) -> usize {
+    ((u64::from(rng.next_u32()) * n as u64) >> 32) as usize
+}
