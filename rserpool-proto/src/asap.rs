@@ -378,9 +378,7 @@ impl Body for HandleResolutionResponse {
         let pool_handle = r.pool_handle(cx)?;
         let policy = r.opt_policy(cx)?;
         let mut pool_elements = Vec::new();
-        while let Some(pe) = r.opt_pool_element(cx)? {
-            pool_elements.push(pe);
-        }
+        r.pool_elements(cx, &mut pool_elements)?;
         let error = r.opt_operation_error(cx)?;
         Ok(HandleResolutionResponse {
             accept_subscription: flags & FLAG != 0,
@@ -610,9 +608,7 @@ impl Body for BusinessCard {
         let pool_handle = r.pool_handle(cx)?;
         let policy = r.opt_policy(cx)?;
         let mut pool_elements = Vec::new();
-        while let Some(pe) = r.opt_pool_element(cx)? {
-            pool_elements.push(pe);
-        }
+        r.pool_elements(cx, &mut pool_elements)?;
         Ok(BusinessCard {
             reserved_flags: flags,
             pool_handle,
@@ -739,6 +735,17 @@ pub fn message_name(ty: u8) -> &'static str {
 
 impl AsapMessage {
     /// Decodes one message (copying `data` once into a shared buffer).
+    ///
+    /// ```
+    /// use rserpool_proto::AsapMessage;
+    /// // ASAP_COOKIE carrying "hello" (RSPLIB length convention: 16 = padded size).
+    /// let wire = [0x0b, 0, 0, 16, 0, 0x0d, 0, 9, b'h', b'e', b'l', b'l', b'o', 0, 0, 0];
+    /// let m = AsapMessage::decode(&wire)?;
+    /// let AsapMessage::Cookie(c) = &m else { unreachable!() };
+    /// assert_eq!(&c.cookie.0[..], b"hello");
+    /// assert_eq!(&m.to_bytes()[..], &wire[..]);
+    /// # Ok::<(), rserpool_proto::DecodeError>(())
+    /// ```
     pub fn decode(data: &[u8]) -> Result<AsapMessage, DecodeError> {
         Self::decode_bytes(&Bytes::copy_from_slice(data))
     }

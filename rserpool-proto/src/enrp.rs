@@ -252,9 +252,12 @@ impl Body for HandleTableResponse {
         let mut r = Reader::new(rest);
         let mut entries = Vec::new();
         while let Some(pool_handle) = r.opt_pool_handle(cx)? {
-            let mut pool_elements = vec![r.pool_element(cx)?];
-            while let Some(pe) = r.opt_pool_element(cx)? {
-                pool_elements.push(pe);
+            let mut pool_elements = Vec::new();
+            r.pool_elements(cx, &mut pool_elements)?;
+            if pool_elements.is_empty() {
+                // A pool handle must be followed by a pool element: this fails with what is
+                // there instead.
+                r.pool_element(cx)?;
             }
             entries.push(HandleTableEntry {
                 pool_handle,

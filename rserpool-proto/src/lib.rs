@@ -13,6 +13,7 @@
 //! * [`asap`]: [`AsapMessage`] and its 14 message types;
 //! * [`enrp`]: [`EnrpMessage`] and its 10 message types;
 //! * [`csp`]: RSPLIB's Component Status Protocol;
+//! * [`rtf`]: the TCP mapping frame and its sans-IO connection;
 //! * [`fuzzing`]: entry points for fuzzers;
 //! * [`ids`], [`policy`], [`transport`]: the value types the parameters carry.
 #![warn(missing_docs)]

@@ -245,6 +245,7 @@ impl Encode for IpAddr {
     }
 }
 
+#[inline]
 fn dec_address<'a>(t: Tlv<'a>) -> PResult<'a, IpAddr> {
     let bad = || {
         quote(t.raw)(fail(
@@ -310,56 +311,94 @@ impl Encode for TransportParameter {
     }
 }
 
+/// An empty SCTP transport, to be filled in place by [`dec_transport_into`].
+fn empty_transport() -> TransportParameter {
+    TransportParameter {
+        protocol: TransportProtocol::Sctp,
+        port: 0,
+        transport_use: 0,
+        dccp_service_code: 0,
+        addresses: AddressList::new(),
+        opaque: Bytes::new(),
+    }
+}
+
 fn dec_transport<'a>(cx: &mut Cx<'a>, t: Tlv<'a>) -> PResult<'a, TransportParameter> {
-    let inner = |cx: &mut Cx<'a>| -> PResult<'a, TransportParameter> {
+    let mut out = empty_transport();
+    dec_transport_into(cx, t, &mut out)?;
+    Ok(out)
+}
+
+/// Decodes a transport parameter into `out` (which must be empty), avoiding moves of the
+/// large struct in the hot path (pool elements in handle table responses).
+#[inline]
+fn dec_transport_into<'a>(
+    cx: &mut Cx<'a>,
+    t: Tlv<'a>,
+    out: &mut TransportParameter,
+) -> PResult<'a, ()> {
+    let mut inner = |cx: &mut Cx<'a>| -> PResult<'a, ()> {
         let Some(protocol) = protocol_of(t.ty) else {
             return Err(fail(
                 t.raw,
                 DecodeErrorKind::UnexpectedParameter { ty: t.ty },
             ));
         };
+        out.protocol = protocol;
         if protocol == TransportProtocol::Opaque {
-            return Ok(TransportParameter {
-                protocol,
-                port: 0,
-                transport_use: 0,
-                dccp_service_code: 0,
-                addresses: AddressList::new(),
-                opaque: cx.bytes(t.value),
-            });
+            out.opaque = cx.bytes(t.value);
+            return Ok(());
         }
         let (i, port) = u16_be(t.value)?;
         let (mut i, transport_use) = u16_be(i)?;
-        let mut dccp_service_code = 0;
+        out.port = port;
+        out.transport_use = transport_use;
         if protocol == TransportProtocol::Dccp {
-            (i, dccp_service_code) = u32_be(i)?;
+            (i, out.dccp_service_code) = u32_be(i)?;
         }
-        let mut seq = Seq::new(i, false);
-        let mut addresses = AddressList::new();
-        while let Some(a) = seq.next_if(cx, |t| t == ty::IPV4_ADDRESS || t == ty::IPV6_ADDRESS)? {
-            addresses.push(dec_address(a)?);
+        // Fast path: well-formed address TLVs back to back (the usual content).
+        while let Some((&[0, t, 0, l], rest)) = i.split_first_chunk::<4>() {
+            match (t, l) {
+                (1, 8) => match rest.split_first_chunk::<4>() {
+                    Some((a, rest)) => {
+                        out.addresses.push(IpAddr::V4(Ipv4Addr::from(*a)));
+                        i = rest;
+                    }
+                    None => break,
+                },
+                (2, 20) => match rest.split_first_chunk::<16>() {
+                    Some((a, rest)) => {
+                        out.addresses.push(IpAddr::V6(Ipv6Addr::from(*a)));
+                        i = rest;
+                    }
+                    None => break,
+                },
+                _ => break,
+            }
         }
-        seq.end(cx)?;
-        if addresses.is_empty() {
+        // General path: skippable parameters, errors.
+        if !i.is_empty() {
+            let mut seq = Seq::new(i, false);
+            while let Some(a) =
+                seq.next_if(cx, |t| t == ty::IPV4_ADDRESS || t == ty::IPV6_ADDRESS)?
+            {
+                out.addresses.push(dec_address(a)?);
+            }
+            seq.end(cx)?;
+        }
+        if out.addresses.is_empty() {
             return Err(fail(
                 t.raw,
                 DecodeErrorKind::InvalidValue("transport parameter without address"),
             ));
         }
-        if protocol != TransportProtocol::Sctp && addresses.len() > 1 {
+        if protocol != TransportProtocol::Sctp && out.addresses.len() > 1 {
             return Err(fail(
                 t.raw,
                 DecodeErrorKind::InvalidValue("more than one address in a non-SCTP transport"),
             ));
         }
-        Ok(TransportParameter {
-            protocol,
-            port,
-            transport_use,
-            dccp_service_code,
-            addresses,
-            opaque: Bytes::new(),
-        })
+        Ok(())
     };
     inner(cx).map_err(quote(t.raw))
 }
@@ -367,44 +406,76 @@ fn dec_transport<'a>(cx: &mut Cx<'a>, t: Tlv<'a>) -> PResult<'a, TransportParame
 // ---------------------------------------------------------------------------------------
 // Policy
 
+/// The policy's values in wire order, without building a `SmallVec`.
+fn policy_values(p: &Policy) -> ([u32; 4], usize) {
+    use Policy::*;
+    match *p {
+        RoundRobin | Random => ([0; 4], 0),
+        WeightedRoundRobin { weight } | WeightedRandom { weight } => ([weight, 0, 0, 0], 1),
+        Priority { priority } => ([priority, 0, 0, 0], 1),
+        LeastUsed { load } | RandomizedLeastUsed { load } => ([load, 0, 0, 0], 1),
+        LeastUsedDegradation { load, degradation }
+        | PriorityLeastUsed { load, degradation }
+        | RandomizedPriorityLeastUsed { load, degradation }
+        | RandomizedLeastUsedDegradation { load, degradation }
+        | PriorityLeastUsedDegradation { load, degradation }
+        | RandomizedPriorityLeastUsedDegradation { load, degradation } => {
+            ([load, degradation, 0, 0], 2)
+        }
+        WeightedRandomDpf {
+            weight,
+            weight_dpf,
+            distance,
+        } => ([weight, weight_dpf, distance, 0], 3),
+        LeastUsedDpf {
+            load,
+            load_dpf,
+            distance,
+        } => ([load, load_dpf, distance, 0], 3),
+        LeastUsedDegradationDpf {
+            load,
+            degradation,
+            load_dpf,
+            distance,
+        } => ([load, degradation, load_dpf, distance], 4),
+    }
+}
+
 /// Encodes the Pool Member Selection Policy parameter (0x0008).
 impl Encode for Policy {
     fn encoded_len(&self) -> usize {
-        8 + 4 * self.values().len()
+        8 + 4 * policy_values(self).1
     }
     fn encode<B: BufMut>(&self, buf: &mut B) {
-        let values = self.values();
-        put_header(buf, ty::POOL_MEMBER_SELECTION_POLICY, 4 + 4 * values.len());
+        let (values, n) = policy_values(self);
+        put_header(buf, ty::POOL_MEMBER_SELECTION_POLICY, 4 + 4 * n);
         buf.put_u32(self.policy_type());
-        for v in values {
-            buf.put_u32(v);
+        for v in values.iter().take(n) {
+            buf.put_u32(*v);
         }
     }
 }
 
+#[inline]
 fn dec_policy<'a>(t: Tlv<'a>) -> PResult<'a, Policy> {
-    let inner = || -> PResult<'a, Policy> {
-        let (mut i, policy_type) = u32_be(t.value)?;
-        let Some(n) = Policy::value_count(policy_type) else {
-            return Err(fail(
-                t.raw,
-                DecodeErrorKind::UnsupportedPolicy { policy_type },
-            ));
-        };
-        let mut v = [0u32; 4];
-        for slot in v.iter_mut().take(n) {
-            (i, *slot) = u32_be(i).map_err(|_| {
-                fail(
-                    t.raw,
-                    DecodeErrorKind::InvalidValue("policy parameter too short for its type"),
-                )
-            })?;
+    let (values, policy_type) = u32_be(t.value).map_err(quote(t.raw))?;
+    let mut v = [0u32; 4];
+    let mut n = 0;
+    for (slot, c) in v.iter_mut().zip(values.chunks_exact(4)) {
+        if let Ok(b) = <[u8; 4]>::try_from(c) {
+            *slot = u32::from_be_bytes(b);
+            n += 1;
         }
-        // Extra trailing bytes are tolerated, as RSPLIB does.
-        Policy::from_type_and_values(policy_type, v.get(..n).unwrap_or_default())
-            .ok_or_else(|| fail(t.raw, DecodeErrorKind::UnsupportedPolicy { policy_type }))
+    }
+    // Extra trailing bytes are tolerated, as RSPLIB does.
+    if let Some(p) = Policy::from_type_and_values(policy_type, v.get(..n).unwrap_or_default()) {
+        return Ok(p);
+    }
+    let kind = match Policy::value_count(policy_type) {
+        None => DecodeErrorKind::UnsupportedPolicy { policy_type },
+        Some(_) => DecodeErrorKind::InvalidValue("policy parameter too short for its type"),
     };
-    inner().map_err(quote(t.raw))
+    Err(quote(t.raw)(fail(t.raw, kind)))
 }
 
 // ---------------------------------------------------------------------------------------
@@ -574,28 +645,44 @@ pub(crate) fn dec_pool_element<'a>(
     cx: &mut Cx<'a>,
     t: Tlv<'a>,
 ) -> PResult<'a, PoolElementParameter> {
-    let inner = |cx: &mut Cx<'a>| -> PResult<'a, PoolElementParameter> {
+    let mut out = PoolElementParameter {
+        pe_id: PeIdentifier(0),
+        home_server_id: ServerId(0),
+        registration_life: 0,
+        user_transport: empty_transport(),
+        policy: Policy::RoundRobin,
+        asap_transport: None,
+    };
+    dec_pool_element_into(cx, t, &mut out)?;
+    Ok(out)
+}
+
+/// Decodes a Pool Element parameter into `out` (fresh from [`dec_pool_element`] or the
+/// placeholder pushed by [`Reader::pool_elements`]).
+#[inline]
+fn dec_pool_element_into<'a>(
+    cx: &mut Cx<'a>,
+    t: Tlv<'a>,
+    out: &mut PoolElementParameter,
+) -> PResult<'a, ()> {
+    let mut inner = |cx: &mut Cx<'a>| -> PResult<'a, ()> {
         let (i, pe_id) = u32_be(t.value)?;
         let (i, home) = u32_be(i)?;
         let (i, registration_life) = u32_be(i)?;
+        out.pe_id = PeIdentifier(pe_id);
+        out.home_server_id = ServerId(home);
+        out.registration_life = registration_life;
         let mut seq = Seq::new(i, false);
         let ut = seq.required_if(cx, is_transport, "user transport")?;
-        let user_transport = dec_transport(cx, ut)?;
+        dec_transport_into(cx, ut, &mut out.user_transport)?;
         let pt = seq.required(cx, ty::POOL_MEMBER_SELECTION_POLICY, "policy")?;
-        let policy = dec_policy(pt)?;
-        let asap_transport = match seq.next_if(cx, is_transport)? {
-            Some(at) => Some(dec_transport(cx, at)?),
-            None => None,
-        };
-        seq.end(cx)?;
-        Ok(PoolElementParameter {
-            pe_id: PeIdentifier(pe_id),
-            home_server_id: ServerId(home),
-            registration_life,
-            user_transport,
-            policy,
-            asap_transport,
-        })
+        out.policy = dec_policy(pt)?;
+        if let Some(at) = seq.next_if(cx, is_transport)? {
+            let mut asap = empty_transport();
+            dec_transport_into(cx, at, &mut asap)?;
+            out.asap_transport = Some(asap);
+        }
+        seq.end(cx)
     };
     inner(cx).map_err(quote(t.raw))
 }
@@ -1042,14 +1129,30 @@ impl<'a> Reader<'a> {
         dec_pool_element(cx, t)
     }
 
-    pub(crate) fn opt_pool_element(
+    /// Appends the consecutive Pool Element parameters that follow (none is fine).
+    pub(crate) fn pool_elements(
         &mut self,
         cx: &mut Cx<'a>,
-    ) -> PResult<'a, Option<PoolElementParameter>> {
-        match self.seq.next_if(cx, |t| t == ty::POOL_ELEMENT)? {
-            Some(t) => Ok(Some(dec_pool_element(cx, t)?)),
-            None => Ok(None),
+        out: &mut Vec<PoolElementParameter>,
+    ) -> PResult<'a, ()> {
+        // Capacity hint counting pool elements of at least 40 bytes (header and fixed fields,
+        // a transport with one IPv4 address, Round Robin): bounded by the data, so garbage
+        // cannot make it reserve much; smaller (Opaque) ones just end the count early.
+        out.reserve(self.seq.count_ahead(ty::POOL_ELEMENT, 40));
+        while let Some(t) = self.seq.next_if(cx, |t| t == ty::POOL_ELEMENT)? {
+            out.push(PoolElementParameter {
+                pe_id: PeIdentifier(0),
+                home_server_id: ServerId(0),
+                registration_life: 0,
+                user_transport: empty_transport(),
+                policy: Policy::RoundRobin,
+                asap_transport: None,
+            });
+            if let Some(slot) = out.last_mut() {
+                dec_pool_element_into(cx, t, slot)?;
+            }
         }
+        Ok(())
     }
 
     pub(crate) fn opt_policy(&mut self, cx: &mut Cx<'a>) -> PResult<'a, Option<Policy>> {
@@ -1126,6 +1229,6 @@ impl<'a> Reader<'a> {
 
     pub(crate) fn end(mut self, cx: &mut Cx<'a>) -> PResult<'a, Vec<SkippedParameter>> {
         self.seq.end(cx)?;
-        Ok(self.seq.into_skipped())
+        Ok(core::mem::take(&mut cx.skipped))
     }
 }

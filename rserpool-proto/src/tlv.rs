@@ -7,7 +7,6 @@
 
 use bytes::{BufMut, Bytes};
 use nom::Parser;
-use nom::number::complete::{be_u16, be_u32};
 
 use crate::error::{DecodeError, DecodeErrorKind};
 use crate::param::{SkippedParameter, UnknownParameter, is_known};
@@ -81,30 +80,35 @@ pub(crate) fn unquote(e: nom::Err<PErr<'_>>) -> nom::Err<PErr<'_>> {
     }
 }
 
-fn need<'a>(i: &'a [u8], n: usize) -> Result<(), nom::Err<PErr<'a>>> {
-    if i.len() < n {
-        Err(fail(
+/// Big-endian u16: a nom parser like `nom::number::complete::be_u16`, but one load instead
+/// of a byte loop, and a `Truncated` error saying how much was missing.
+#[inline]
+pub(crate) fn u16_be(i: &[u8]) -> Res<'_, u16> {
+    match i.split_first_chunk::<2>() {
+        Some((b, rest)) => Ok((rest, u16::from_be_bytes(*b))),
+        None => Err(fail(
             i,
             DecodeErrorKind::Truncated {
-                need: n,
+                need: 2,
                 have: i.len(),
             },
-        ))
-    } else {
-        Ok(())
+        )),
     }
 }
 
-/// Big-endian u16.
-pub(crate) fn u16_be(i: &[u8]) -> Res<'_, u16> {
-    need(i, 2)?;
-    be_u16.parse_complete(i)
-}
-
-/// Big-endian u32.
+/// Big-endian u32 (see [`u16_be`]).
+#[inline]
 pub(crate) fn u32_be(i: &[u8]) -> Res<'_, u32> {
-    need(i, 4)?;
-    be_u32.parse_complete(i)
+    match i.split_first_chunk::<4>() {
+        Some((b, rest)) => Ok((rest, u32::from_be_bytes(*b))),
+        None => Err(fail(
+            i,
+            DecodeErrorKind::Truncated {
+                need: 4,
+                have: i.len(),
+            },
+        )),
+    }
 }
 
 /// Converts a parser error into the public error; `whole` is the buffer all slices point into.
@@ -144,6 +148,7 @@ pub(crate) struct Tlv<'a> {
 }
 
 /// Reads one TLV and skips its padding (a missing final pad at the end of `i` is tolerated).
+#[inline]
 pub(crate) fn tlv(i: &[u8]) -> Res<'_, Tlv<'_>> {
     if i.len() < 4 {
         let mut e = fail(
@@ -158,7 +163,7 @@ pub(crate) fn tlv(i: &[u8]) -> Res<'_, Tlv<'_>> {
         }
         return Err(e);
     }
-    let (_, (ty, len)) = (be_u16, be_u16).parse_complete(i)?;
+    let (_, (ty, len)) = (u16_be, u16_be).parse_complete(i)?;
     let len = usize::from(len);
     if len < 4 {
         return Err(quote(i.get(..4).unwrap_or(i))(fail(
@@ -185,6 +190,8 @@ pub(crate) fn tlv(i: &[u8]) -> Res<'_, Tlv<'_>> {
 pub(crate) struct Cx<'a> {
     pub buf: &'a Bytes,
     pub reports: Vec<UnknownParameter>,
+    /// Skipped TLVs of the message's top level.
+    pub skipped: Vec<SkippedParameter>,
 }
 
 impl<'a> Cx<'a> {
@@ -192,6 +199,7 @@ impl<'a> Cx<'a> {
         Cx {
             buf,
             reports: Vec::new(),
+            skipped: Vec::new(),
         }
     }
 
@@ -215,7 +223,6 @@ pub(crate) struct Seq<'a> {
     rest: &'a [u8],
     index: u16,
     retain: bool,
-    skipped: Vec<SkippedParameter>,
 }
 
 impl<'a> Seq<'a> {
@@ -225,12 +232,12 @@ impl<'a> Seq<'a> {
             rest: i,
             index: 0,
             retain,
-            skipped: Vec::new(),
         }
     }
 
     /// The next TLV if `want` accepts its type; `None` at the end or when the next TLV is a
     /// known, non-skippable parameter that `want` rejects (left in place).
+    #[inline]
     pub(crate) fn next_if(
         &mut self,
         cx: &mut Cx<'a>,
@@ -254,7 +261,7 @@ impl<'a> Seq<'a> {
                     cx.reports.push(p.clone());
                 }
                 if self.retain {
-                    self.skipped.push(SkippedParameter {
+                    cx.skipped.push(SkippedParameter {
                         position: self.index,
                         parameter: p,
                     });
@@ -272,7 +279,28 @@ impl<'a> Seq<'a> {
         }
     }
 
+    /// How many TLVs of type `ty` and at least `min_len` bytes follow back to back (a capacity
+    /// hint; stops at anything else, including malformed headers). `min_len` bounds the hint
+    /// by what a valid parameter needs, so garbage cannot make it reserve much.
+    pub(crate) fn count_ahead(&self, ty: u16, min_len: usize) -> usize {
+        let mut n = 0;
+        let mut i = self.rest;
+        while let Some(&[t0, t1, l0, l1]) = i.get(..4) {
+            if u16::from_be_bytes([t0, t1]) != ty {
+                break;
+            }
+            let len = usize::from(u16::from_be_bytes([l0, l1]));
+            if len < min_len.max(4) {
+                break;
+            }
+            n += 1;
+            i = i.get(pad4(len)..).unwrap_or_default();
+        }
+        n
+    }
+
     /// The next TLV, which must be of type `ty`.
+    #[inline]
     pub(crate) fn required(
         &mut self,
         cx: &mut Cx<'a>,
@@ -283,6 +311,7 @@ impl<'a> Seq<'a> {
     }
 
     /// The next TLV, which must satisfy `want`.
+    #[inline]
     pub(crate) fn required_if(
         &mut self,
         cx: &mut Cx<'a>,
@@ -309,16 +338,15 @@ impl<'a> Seq<'a> {
     }
 
     /// Requires the end of the sequence (after skipping skippable TLVs).
+    #[inline]
     pub(crate) fn end(&mut self, cx: &mut Cx<'a>) -> PResult<'a, ()> {
+        if self.rest.is_empty() {
+            return Ok(());
+        }
         if self.next_if(cx, |_| false)?.is_some() || !self.rest.is_empty() {
             return Err(self.unexpected_or_missing("end of parameters"));
         }
         Ok(())
-    }
-
-    /// The retained skipped TLVs.
-    pub(crate) fn into_skipped(self) -> Vec<SkippedParameter> {
-        self.skipped
     }
 }
 

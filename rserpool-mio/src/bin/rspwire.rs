@@ -261,8 +261,11 @@ fn cmd_roundtrip(opts: &Options) -> ExitCode {
     }
 }
 
-/// The subcommands: name, and the function running it on the remaining arguments.
-const COMMANDS: &[(&str, fn(&[String]) -> ExitCode)] = &[
+/// A subcommand: runs on the arguments after its name.
+type Command = fn(&[String]) -> ExitCode;
+
+/// The subcommands by name (add new ones here, e.g. `pcap`).
+const COMMANDS: &[(&str, Command)] = &[
     ("decode", |args| with_options(args, cmd_decode)),
     ("roundtrip", |args| with_options(args, cmd_roundtrip)),
 ];

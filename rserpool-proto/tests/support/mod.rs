@@ -10,10 +10,11 @@ use std::path::{Path, PathBuf};
 /// every ancestor of the manifest directory (`../../shared` from /work/main/rserpool-proto,
 /// `../../../shared` from a worktree under /work/wt).
 pub fn shared_path(rel: &str) -> PathBuf {
-    if let Some(rest) = rel.strip_prefix("vectors/") {
-        if let Ok(v) = std::env::var("RSERPOOL_VECTORS") {
-            return Path::new(&v).join(rest);
-        }
+    if let (Some(rest), Ok(v)) = (
+        rel.strip_prefix("vectors/"),
+        std::env::var("RSERPOOL_VECTORS"),
+    ) {
+        return Path::new(&v).join(rest);
     }
     let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
     for dir in manifest.ancestors().skip(1) {
@@ -36,7 +37,7 @@ pub fn parse_hex(text: &str) -> Vec<u8> {
         .flat_map(|l| l.bytes())
         .filter(u8::is_ascii_hexdigit)
         .collect();
-    assert!(digits.len() % 2 == 0, "odd number of hex digits");
+    assert!(digits.len().is_multiple_of(2), "odd number of hex digits");
     digits
         .chunks(2)
         .map(|c| u8::from_str_radix(std::str::from_utf8(c).unwrap(), 16).unwrap())
