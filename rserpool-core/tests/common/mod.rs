@@ -44,7 +44,7 @@ pub fn hex(text: &str) -> Bytes {
         .flat_map(|l| l.bytes())
         .filter(u8::is_ascii_hexdigit)
         .collect();
-    assert!(digits.len() % 2 == 0, "odd number of hex digits");
+    assert!(digits.len().is_multiple_of(2), "odd number of hex digits");
     digits
         .chunks(2)
         .map(|c| u8::from_str_radix(std::str::from_utf8(c).unwrap(), 16).unwrap())
@@ -58,7 +58,8 @@ pub fn vector(name: &str) -> Bytes {
     hex(&std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
 }
 
-/// A machine output with ASAP payloads decoded.
+/// A machine output with ASAP payloads decoded (test-only: size does not matter).
+#[allow(clippy::large_enum_variant)]
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Out<E> {
     /// An ASAP message over an association (PPID 11, stream 0).
