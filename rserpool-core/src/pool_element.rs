@@ -23,7 +23,11 @@
 //!   resend up to [`PoolElementConfig::request_max_trials`] more times, then report
 //!   [`PoolElementEvent::RegistrationFailed`] and try again after the re-registration
 //!   interval (or as soon as a new registrar announces itself). A rejected registration is
-//!   reported with its cause and not retried (the identical request would fail again).
+//!   reported with its cause and not retried (the identical request would fail again);
+//!   the PE then stays out of the pool until [`PoolElement::register`] is called again. An
+//!   Operation Error in an *accepting* answer (R = 0) is a warning (RFC 5352 §2.2.3) and the
+//!   registration counts as accepted (RSPLIB would treat it as a failure; RSPLIB registrars
+//!   never send one).
 //! * **Deregistration** ([`PoolElement::deregister`]): ASAP_DEREGISTRATION, then
 //!   [`PoolElementEvent::Deregistered`]; the registrar association is then closed.
 //!

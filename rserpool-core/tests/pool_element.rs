@@ -933,3 +933,60 @@ fn poll_timeout_is_the_earliest_deadline_and_early_timeouts_do_nothing() {
     assert!(drain(&mut pe).is_empty());
     assert_eq!(pe.next_reregistration(), Some(t));
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+    /// Random driver schedules (associations up, failing and breaking, canned and broken
+    /// messages, announces, commands, time): no panic, the driving contract holds, and a
+    /// registered PE always has a home association.
+    #[test]
+    fn random_schedules_keep_the_driving_contract(
+        ops in proptest::collection::vec(op(), 1..120),
+        seed in 0u64..1000,
+    ) {
+        let mut c = echo_config(&["10.99.0.11:3863", "10.99.0.12:3863"]);
+        c.policy = Policy::LeastUsed { load: 0 };
+        let mut pe = PoolElement::new(c, rng(seed)).unwrap();
+        let accept = accept(&pe);
+        let reject = AsapMessage::from(RegistrationResponse {
+            reject: true,
+            pool_handle: handle(),
+            pe_id: PE,
+            ..Default::default()
+        })
+        .to_bytes();
+        let messages = vec![
+            accept.clone(),
+            accept,
+            reject,
+            keep_alive(PR1, false, Some(PE)),
+            keep_alive(PR2, true, Some(PE)),
+            keep_alive(PR1, true, None),
+            vector("asap-deregistration-response"),
+            vector("asap-error-invalid-values"),
+            vector("asap-handle-resolution-response"),
+            hex("7e00 0008 0000 0000"),
+            hex("0300 0010 0009"),
+        ];
+        let datagrams = vec![
+            (sa("10.99.0.11:3863"), vector("asap-server-announce-multicast")),
+            (sa("10.99.0.13:41000"), hex("0a000008 00000077")),
+            (sa("10.99.0.13:41000"), hex("0a00")),
+        ];
+        let events = run_schedule(&mut pe, &ops, &messages, &datagrams, |pe, now, c| match c % 4 {
+            0 | 3 => pe.register(now),
+            1 => pe.deregister(now),
+            _ => {
+                pe.set_load(now, u32::from(c) * 100);
+            }
+        });
+        if pe.is_registered() {
+            proptest::prop_assert!(pe.home_registrar().is_some());
+        }
+        for e in &events {
+            if let Ev::Registered { pe_id, life, .. } = e {
+                proptest::prop_assert_eq!((*pe_id, *life), (PE, 9000));
+            }
+        }
+    }
+}

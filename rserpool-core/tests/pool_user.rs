@@ -675,3 +675,58 @@ fn malformed_input_never_panics() {
     let _ = drain(&mut pu);
     assert_eq!(pu.home_registrar().map(|h| h.0), Some(mid(1)));
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+    /// Random driver schedules: no panic, the driving contract holds, and every resolution
+    /// is answered by exactly one event or is still outstanding.
+    #[test]
+    fn random_schedules_answer_every_request_once(
+        ops in proptest::collection::vec(op(), 1..120),
+        seed in 0u64..1000,
+        stale in 0u64..3000,
+    ) {
+        let mut c = config(stale);
+        c.registrar_table.static_registrars.push(StaticRegistrar::sctp([sa("10.99.0.12:3863")]));
+        let mut pu = PoolUser::new(c, rng(seed));
+        let messages = vec![
+            answer("A", &[1, 2, 3]),
+            answer("A", &[1]),
+            answer("B", &[4]),
+            not_found("A", cause::UNKNOWN_POOL_HANDLE),
+            not_found("B", cause::LACK_OF_RESOURCES),
+            vector("asap-error-unrecognized-parameter"),
+            vector("asap-endpoint-keep-alive"),
+            hex("4f00 0004"),
+            hex("0600 0010 0009"),
+        ];
+        let datagrams = vec![
+            (sa("10.99.0.11:3863"), vector("asap-server-announce-multicast")),
+            (sa("10.99.0.13:41000"), hex("0a000008 00000077")),
+        ];
+        let mut made = Vec::new();
+        let events = run_schedule(&mut pu, &ops, &messages, &datagrams, |pu, now, c| {
+            let h = if c & 1 == 0 { "A" } else { "B" };
+            if c % 5 == 4 {
+                pu.report_unreachable(now, ph(h), PeIdentifier(u32::from(c % 3) + 1));
+            } else {
+                made.push(pu.resolve(now, ph(h), u32::from(c % 4)));
+            }
+        });
+        let mut answered: Vec<RequestId> = events
+            .iter()
+            .map(|e| match e {
+                Ev::Resolved { request, elements, .. } => {
+                    assert!(!elements.is_empty());
+                    *request
+                }
+                Ev::ResolutionFailed { request, .. } => *request,
+            })
+            .collect();
+        answered.sort();
+        let n = answered.len();
+        answered.dedup();
+        proptest::prop_assert_eq!(answered.len(), n, "a request answered twice");
+        proptest::prop_assert_eq!(n + pu.outstanding(), made.len());
+    }
+}

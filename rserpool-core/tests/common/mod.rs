@@ -140,3 +140,132 @@ pub fn connects<E>(outs: &[Out<E>]) -> Vec<(AssocId, Vec<SocketAddr>)> {
 pub fn hunt_start(rng: &mut impl rand_core::Rng, n: usize) -> usize {
     ((u64::from(rng.next_u32()) * n as u64) >> 32) as usize
 }
+
+/// One step of a random driver schedule ([`run_schedule`]).
+#[derive(Clone, Debug)]
+pub enum Op {
+    /// Time passes (ms); due timeouts are handled.
+    Advance(u16),
+    /// The n-th pending connect comes up.
+    ConnectUp(u8),
+    /// The n-th pending connect fails.
+    ConnectFail(u8),
+    /// The n-th live association breaks.
+    Lose(u8),
+    /// A peer opens an association to the machine.
+    Incoming,
+    /// Canned message m arrives on the n-th live association.
+    Deliver(u8, u8),
+    /// Canned datagram m arrives.
+    Datagram(u8),
+    /// Machine-specific command c.
+    Command(u8),
+}
+
+/// A proptest strategy for [`Op`]s.
+pub fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+    use proptest::prelude::*;
+    prop_oneof![
+        3 => (0u16..4000).prop_map(Op::Advance),
+        2 => any::<u8>().prop_map(Op::ConnectUp),
+        1 => any::<u8>().prop_map(Op::ConnectFail),
+        1 => any::<u8>().prop_map(Op::Lose),
+        1 => Just(Op::Incoming),
+        4 => (any::<u8>(), any::<u8>()).prop_map(|(a, m)| Op::Deliver(a, m)),
+        1 => any::<u8>().prop_map(Op::Datagram),
+        2 => any::<u8>().prop_map(Op::Command),
+    ]
+}
+
+/// Runs a schedule against a machine like a driver would, checking the driving contract:
+/// messages go only to live associations, connects use fresh machine-chosen ids, every
+/// transmitted message decodes, and after `handle_timeout(now)` the next deadline is later
+/// than `now`. Returns the events.
+pub fn run_schedule<M: Machine>(
+    m: &mut M,
+    ops: &[Op],
+    messages: &[Bytes],
+    datagrams: &[(SocketAddr, Bytes)],
+    mut command: impl FnMut(&mut M, Instant, u8),
+) -> Vec<M::Event>
+where
+    M::Event: core::fmt::Debug,
+{
+    use rserpool_core::io::{AssocDownReason, AssocIdAllocator};
+    let mut now = Instant::ZERO;
+    let mut up: Vec<AssocId> = Vec::new();
+    let mut pending: Vec<AssocId> = Vec::new();
+    let mut seen: std::collections::BTreeSet<AssocId> = Default::default();
+    let mut next_incoming = 1u64;
+    let mut events = Vec::new();
+    let mut absorb = |m: &mut M,
+                      up: &mut Vec<AssocId>,
+                      pending: &mut Vec<AssocId>,
+                      events: &mut Vec<M::Event>| {
+        for o in drain(m) {
+            match o {
+                Out::Send(a, _) => assert!(up.contains(&a), "send to {a:?}, live: {up:?}"),
+                Out::Connect(a, addrs, _) => {
+                    assert!(AssocIdAllocator::is_machine_chosen(a));
+                    assert!(seen.insert(a), "connect id {a:?} reused");
+                    assert!(!addrs.is_empty());
+                    pending.push(a);
+                }
+                Out::Close(a, _) => {
+                    assert!(
+                        up.contains(&a) || pending.contains(&a),
+                        "close of unknown {a:?}"
+                    );
+                    up.retain(|x| *x != a);
+                    pending.retain(|x| *x != a);
+                }
+                Out::Event(e) => events.push(e),
+            }
+        }
+    };
+    for op in ops {
+        match *op {
+            Op::Advance(d) => {
+                now += core::time::Duration::from_millis(u64::from(d));
+                if m.poll_timeout().is_some_and(|t| t <= now) {
+                    m.handle_timeout(now);
+                    absorb(m, &mut up, &mut pending, &mut events);
+                    if let Some(t) = m.poll_timeout() {
+                        assert!(t > now, "deadline {t:?} not consumed at {now:?}");
+                    }
+                }
+            }
+            Op::ConnectUp(i) if !pending.is_empty() => {
+                let a = pending.remove(i as usize % pending.len());
+                up.push(a);
+                m.handle_assoc_up(now, a, &[]);
+            }
+            Op::ConnectFail(i) if !pending.is_empty() => {
+                let a = pending.remove(i as usize % pending.len());
+                m.handle_assoc_down(now, a, AssocDownReason::ConnectFailed);
+            }
+            Op::Lose(i) if !up.is_empty() => {
+                let a = up.remove(i as usize % up.len());
+                m.handle_assoc_down(now, a, AssocDownReason::Lost);
+            }
+            Op::Incoming => {
+                let a = AssocId(next_incoming);
+                next_incoming += 1;
+                up.push(a);
+                m.handle_assoc_up(now, a, &[]);
+            }
+            Op::Deliver(i, k) if !up.is_empty() && !messages.is_empty() => {
+                let a = up[i as usize % up.len()];
+                m.handle_message(now, a, 11, messages[k as usize % messages.len()].clone());
+            }
+            Op::Datagram(k) if !datagrams.is_empty() => {
+                let (from, d) = &datagrams[k as usize % datagrams.len()];
+                m.handle_datagram(now, *from, 11, d.clone());
+            }
+            Op::Command(c) => command(m, now, c),
+            _ => {}
+        }
+        absorb(m, &mut up, &mut pending, &mut events);
+    }
+    events
+}
