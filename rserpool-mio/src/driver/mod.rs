@@ -804,9 +804,6 @@ impl<M: Machine> Driver<M> {
         if !self.overflowing.is_empty() {
             bound(Some(s + self.overflow_retry));
         }
-        if !self.deferred.is_empty() {
-            bound(Some(s));
-        }
         let polled = match self.poll.poll(&mut self.events, wait) {
             Ok(()) => true,
             Err(e) if e.kind() == io::ErrorKind::Interrupted => false,
