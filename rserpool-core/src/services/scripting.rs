@@ -18,7 +18,9 @@
 //! * the client sends KEEPALIVEs only once processing has started (so it never trips an
 //!   RSPLIB PE); before that it gives the PE `transmit_timeout` per step (READY,
 //!   ENVIRONMENT reply, STATUS) instead;
-//! * the client fails over at once on a STATUS ≠ 0 before processing (defect §10.14).
+//! * the client fails over at once on a STATUS ≠ 0 before processing (defect §10.14);
+//! * the PE aborts the session when an uploaded environment's SHA-1 differs from the hash
+//!   the PU asked for (RSPLIB caches and uses it anyway); the PU then retries elsewhere.
 
 use bytes::Bytes;
 use core::fmt;
@@ -298,6 +300,7 @@ pub struct ScriptingServer<H: ScriptingHost, K: KeyringCheck> {
     state: ServerState,
     needs_environment: bool,
     got_environment: bool,
+    requested_environment: Option<EnvironmentHash>,
     env_hash: Sha1,
     upload_size: u64,
     input_size: u64,
@@ -322,6 +325,7 @@ impl<H: ScriptingHost, K: KeyringCheck> ScriptingServer<H, K> {
             state: ServerState::Idle,
             needs_environment: false,
             got_environment: false,
+            requested_environment: None,
             env_hash: Sha1::new(),
             upload_size: 0,
             input_size: 0,
@@ -382,6 +386,10 @@ impl<H: ScriptingHost, K: KeyringCheck> ScriptingServer<H, K> {
                 LogLevel::Info,
                 format!("Scripting: got environment {}", to_hex(&digest)),
             );
+            if self.requested_environment.is_some_and(|h| h != digest) {
+                self.abort("environment checksum mismatch".into());
+                return;
+            }
             if let Err(e) = self.keyring.finish() {
                 self.abort(format!("invalid environment: {e}"));
                 return;
@@ -426,6 +434,7 @@ impl<H: ScriptingHost, K: KeyringCheck> ScriptingServer<H, K> {
             }
             ScriptingMessage::Upload(_) => self.upload_finished(now, target),
             ScriptingMessage::Environment { hash, .. } => {
+                self.requested_environment = Some(hash);
                 let hit = self.host.fetch_cached_environment(&hash);
                 if hit {
                     self.got_environment = true;
@@ -1478,6 +1487,24 @@ mod tests {
                 upload_needed: true
             }
         );
+        // An upload that does not match the requested hash aborts the session.
+        let mut s5 =
+            ScriptingServer::new(config(), MemHost::new(&store, reverse_work, 0), NoKeyring);
+        s5.handle_event(t, SessionEvent::Up);
+        for m in [
+            ScriptingMessage::Environment {
+                hash: [9; 20],
+                upload_needed: false,
+            },
+            ScriptingMessage::Upload(Bytes::new()),
+            ScriptingMessage::Upload(env.clone()),
+            ScriptingMessage::Upload(Bytes::new()),
+        ] {
+            s5.handle_data(t, 35, 0, up(m));
+        }
+        let outs = drain(&mut s5);
+        assert!(outs.contains(&ServiceOutput::Close(CloseMode::Abort)));
+        assert!(!sent(&outs).contains(&ScriptingMessage::Status(0)));
         // A keyring that rejects the environment aborts the session; nothing is cached.
         let store2 = Rc::new(RefCell::new(Store::default()));
         let mut s4 = ScriptingServer::new(
@@ -1486,15 +1513,19 @@ mod tests {
             RejectingKeyring { seen: 0 },
         );
         s4.handle_event(t, SessionEvent::Up);
-        for m in [
+        let mut msgs = vec![
             ScriptingMessage::Environment {
                 hash,
                 upload_needed: false,
             },
             ScriptingMessage::Upload(Bytes::new()),
-            ScriptingMessage::Upload(env.clone()),
-            ScriptingMessage::Upload(Bytes::new()),
-        ] {
+        ];
+        msgs.extend(
+            env.chunks(MAX_TRANSFER_SIZE)
+                .map(|c| ScriptingMessage::Upload(Bytes::copy_from_slice(c))),
+        );
+        msgs.push(ScriptingMessage::Upload(Bytes::new()));
+        for m in msgs {
             s4.handle_data(t, 35, 0, up(m));
         }
         let outs = drain(&mut s4);
@@ -1502,7 +1533,7 @@ mod tests {
         assert!(!sent(&outs).contains(&ScriptingMessage::Status(0)));
         assert!(store2.borrow().files.is_empty());
         assert!(outs.iter().any(
-            |o| matches!(o, ServiceOutput::Log { message, .. } if message.contains("16384 bytes"))
+            |o| matches!(o, ServiceOutput::Log { message, .. } if message.contains("40000 bytes"))
         ));
     }
 
