@@ -112,7 +112,12 @@ fn main() {
             black_box(o);
         }
     }
-    rate("CalcApp PE (1000 jobs): KEEPALIVE → ACK", n, t.elapsed(), "msg");
+    rate(
+        "CalcApp PE (1000 jobs): KEEPALIVE → ACK",
+        n,
+        t.elapsed(),
+        "msg",
+    );
     // Timers: keep-alives (answered at once), cookies; a simulated minute.
     let t = Clock::now();
     let mut fired = 0u64;
@@ -138,7 +143,12 @@ fn main() {
         }
     }
     assert_eq!(s.jobs(), 1000);
-    rate("CalcApp PE (1000 jobs): timer outputs", fired, t.elapsed(), "output");
+    rate(
+        "CalcApp PE (1000 jobs): timer outputs",
+        fired,
+        t.elapsed(),
+        "output",
+    );
 
     // ---- Fractal PE: 400 × 250 Mandelbrot, 1024 iterations ----
     let p = FgpParameter::rsplib_default(400, 250);

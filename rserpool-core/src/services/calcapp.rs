@@ -53,6 +53,9 @@ pub struct CalcAppServerConfig {
     pub cookie_max_calculations: f64,
     /// `-capcleanshutdownprobability`: chance of sending final cookies on shutdown (1.0).
     pub clean_shutdown_probability: f64,
+    /// Failover test (not an RSPLIB option, RSPLIB's CalcApp has none): abort a job's
+    /// session right after the job's N-th cookie (0 = off, the default).
+    pub failure_after_cookies: u64,
 }
 
 impl Default for CalcAppServerConfig {
@@ -65,6 +68,7 @@ impl Default for CalcAppServerConfig {
             cookie_max_time: Duration::from_secs(5),
             cookie_max_calculations: 5_000_000.0,
             clean_shutdown_probability: 1.0,
+            failure_after_cookies: 0,
         }
     }
 }
@@ -247,6 +251,7 @@ struct ServerJob<S> {
     last_update: Instant,
     last_cookie_at: Instant,
     last_cookie_completed: f64,
+    cookies: u64,
 }
 
 /// The CalcApp PE: all sessions of one one-to-many socket, identified by the driver's
@@ -415,6 +420,7 @@ impl<S: Copy + Eq + core::fmt::Debug> CalcAppServer<S> {
             // RSPLIB counts the calculations since the last cookie from 0, so a job resumed
             // from a cookie sends its first cookie almost at once.
             last_cookie_completed: 0.0,
+            cookies: 0,
         });
         self.schedule_jobs(now);
         true
@@ -556,6 +562,7 @@ impl<S: Copy + Eq + core::fmt::Debug> CalcAppServer<S> {
         };
         j.last_cookie_at = now;
         j.last_cookie_completed = j.completed;
+        j.cookies += 1;
         let session = j.session;
         self.out.push_back(CalcAppServerOutput::SendCookie {
             session,
@@ -579,6 +586,20 @@ impl<S: Copy + Eq + core::fmt::Debug> CalcAppServer<S> {
                 self.update_calculations(now);
                 self.send_cookie(now, i);
                 self.schedule_jobs(now);
+                let limit = self.config.failure_after_cookies;
+                if limit > 0 && self.jobs[i].cookies >= limit {
+                    let session = self.jobs[i].session;
+                    self.log(
+                        LogLevel::Info,
+                        format!("CalcApp: failure tester, aborting session {session:?}"),
+                    );
+                    self.remove_job(now, i);
+                    self.out.push_back(CalcAppServerOutput::Close {
+                        session,
+                        mode: CloseMode::Abort,
+                    });
+                    continue;
+                }
             }
             if due(self.jobs[i].keepalive_transmission_at) {
                 let timeout = self.config.keepalive_timeout_interval;
@@ -1749,6 +1770,12 @@ mod tests {
                             {
                                 self.cookie = Some(cookie)
                             }
+                            CalcAppServerOutput::Close { session, .. }
+                                if session == self.session =>
+                            {
+                                self.client
+                                    .handle_event(self.now, SessionEvent::FailoverNecessary)
+                            }
                             _ => {}
                         }
                     }
@@ -1988,5 +2015,40 @@ mod tests {
         let outs: Vec<_> = std::iter::from_fn(|| c.poll_output()).collect();
         assert!(outs.iter().any(|o| matches!(o, ServiceOutput::Send { .. })));
         assert_eq!(c.totals().requests, 3);
+    }
+
+    #[test]
+    fn client_survives_pe_failure_tester() {
+        // Every PE aborts a job's session after its 2nd cookie: the job hops from PE to
+        // PE via cookie echoes and still completes with its full size.
+        let pe = || {
+            Server::new(
+                CalcAppServerConfig {
+                    cookie_max_calculations: 1_000_000.0,
+                    failure_after_cookies: 2,
+                    ..Default::default()
+                },
+                Instant::ZERO,
+            )
+        };
+        let config = CalcAppClientConfig {
+            job_interval: Duration::from_secs(10_000),
+            job_size: 10_000_000.0,
+            runtime: Duration::from_secs(40_000),
+            ..Default::default()
+        };
+        let mut h = Harness::new(config, vec![pe(), pe(), pe()]);
+        h.run_until(Instant::from_secs_for_test(40_000));
+        let t = h.client.totals();
+        assert!(t.jobs_completed >= 1);
+        assert!(t.failovers >= 1, "{t:?}");
+        assert!(
+            h.failovers.iter().all(|r| !r),
+            "FAILOVER_NECESSARY does not report"
+        );
+        assert_eq!(t.requests, t.jobs_started, "cookies resumed every job");
+        for r in h.completed() {
+            assert!(r.job_size > 0.0);
+        }
     }
 }
