@@ -10,6 +10,7 @@ pub mod io;
 pub mod pool_element;
 pub mod pool_user;
 pub mod registrar_table;
+pub mod session;
 pub mod time;
 
 pub use assoc::{AssocId, Protocol};
