@@ -377,3 +377,68 @@ fn registrar_associations_are_told_apart_from_sessions() {
     assert_eq!(sdrain(&mut p), vec![ack(AssocId(44))]);
     assert!(!p.has_session(AssocId(44)));
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+    /// Random driver schedules: no panic, the driving contract holds, and session events are
+    /// consistent: data and cookie echoes only on open sessions, at most one cookie echo per
+    /// session, every close names an open session.
+    #[test]
+    fn random_schedules_keep_sessions_consistent(
+        ops in proptest::collection::vec(session_op(), 1..200),
+        seed in 0u64..1000,
+    ) {
+        let mut p = Pes::new(config(Sctp), rng(seed)).unwrap();
+        p.register(ms(0));
+        let messages = vec![
+            (11, accept()),
+            (11, keep_alive(PR2, false)),
+            (11, keep_alive(PR2, true)),
+            (11, vector("asap-cookie-echo")),
+            (11, AsapMessage::from(CookieEcho::new(b("x"))).to_bytes()),
+            (11, vector("asap-cookie")),
+            (11, Bytes::from_static(&[0x0c, 0, 0, 4])),
+            (0, b("data")),
+            (33, b("ping")),
+        ];
+        let events = run_session_schedule(
+            &mut p,
+            &ops,
+            &messages,
+            |p, now, c| {
+                let s = p.sessions().nth(usize::from(c / 8));
+                match (c % 8, s) {
+                    (0, _) => p.register(now),
+                    (1, _) => p.deregister(now),
+                    (2, Some(s)) => { p.close(s); }
+                    (3, Some(s)) => { p.abort(s); }
+                    (4, Some(s)) => p.send_cookie(s, b("c")).unwrap(),
+                    (5, Some(s)) => p.send_business_card(s, vec![pe(2)]).unwrap(),
+                    (_, Some(s)) => p.send(s, 0, b("out")).unwrap(),
+                    _ => {}
+                }
+            },
+            |_, _| {},
+        );
+        let mut open = std::collections::BTreeSet::new();
+        let mut echoed = std::collections::BTreeSet::new();
+        for e in &events {
+            match e {
+                Ev::SessionOpened { session } => assert!(open.insert(*session), "{events:?}"),
+                Ev::SessionClosed { session, .. } => assert!(open.remove(session), "{events:?}"),
+                Ev::Data { session, .. } | Ev::BusinessCard { session, .. } => {
+                    assert!(open.contains(session), "{events:?}")
+                }
+                Ev::CookieEcho { session, .. } => {
+                    assert!(open.contains(session), "{events:?}");
+                    assert!(echoed.insert(*session), "second cookie echo: {events:?}");
+                }
+                Ev::Registration(_) => {}
+            }
+        }
+        // Sessions the application closed itself produce no event, so `open` may hold more.
+        for s in p.sessions() {
+            assert!(open.contains(&s));
+        }
+    }
+}

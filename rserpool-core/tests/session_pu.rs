@@ -774,3 +774,82 @@ fn registrar_loss_during_failover_is_survived() {
     s.handle_message(ms(33), reg2, 11, answer(POOL, &[1, 2]));
     assert_eq!(sdrain(&mut s), vec![connect_to(2, 2)]);
 }
+
+proptest::proptest! {
+    #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+    /// Random driver schedules: no panic, the driving contract holds, a connected session's
+    /// association is live, and failover events come in order (started after being on a PE,
+    /// complete right after started).
+    #[test]
+    fn random_schedules_keep_the_contract_and_event_order(
+        ops in proptest::collection::vec(session_op(), 1..200),
+        seed in 0u64..1000,
+        stale in 0u64..2,
+        max_attempts in proptest::option::of(1u32..4),
+    ) {
+        let mut c = config();
+        c.pool_user.stale_cache_value = Duration::from_secs(stale * 20);
+        c.max_attempts = max_attempts;
+        c.queue_limit = QueueLimit { messages: 8, bytes: 4096 };
+        let mut s = Pus::new(c, rng(seed));
+        s.connect(ms(0), ph(POOL));
+        let messages = vec![
+            (11, answer(POOL, &[1, 2, 3])),
+            (11, answer(POOL, &[2, 3, 1])),
+            (11, answer(POOL, &[3, 1])),
+            (11, answer(POOL, &[1])),
+            (11, answer_with(POOL, vec![pe_over(4, Udp)])),
+            (11, not_found(POOL)),
+            (11, cookie("c1")),
+            (11, AsapMessage::from(BusinessCard {
+                pool_handle: ph(POOL),
+                pool_elements: vec![pe(3)],
+                ..Default::default()
+            }).to_bytes()),
+            (11, vector("asap-endpoint-keep-alive")),
+            (11, Bytes::from_static(&[0x0b, 0, 0])),
+            (0, b("answer")),
+            (33, b("answer")),
+        ];
+        let mut sent = 0u32;
+        let events = run_session_schedule(
+            &mut s,
+            &ops,
+            &messages,
+            |s, now, c| match c % 32 {
+                0 => s.connect(now, ph(POOL)),
+                1 => s.close(now),
+                2..=5 => { s.force_failover(now, c & 1 != 0); }
+                6 => { s.acknowledge(1); }
+                _ => {
+                    sent += 1;
+                    let _ = s.send(now, 0, Bytes::from(sent.to_string()));
+                }
+            },
+            |s, up| {
+                if s.state() == SessionState::Connected {
+                    let a = s.association().unwrap();
+                    assert!(up.contains(&a), "connected over a dead association");
+                }
+                assert!(s.pending_len() <= 8 && s.replay_len() <= 8);
+            },
+        );
+        let mut last: Option<&SessionEvent> = None;
+        for e in &events {
+            match e {
+                Ev::FailoverStarted { .. } => assert!(
+                    matches!(last, Some(Ev::Connected { .. } | Ev::FailoverComplete { .. })),
+                    "{events:?}"
+                ),
+                Ev::FailoverComplete { .. } => assert!(
+                    matches!(last, Some(Ev::FailoverStarted { .. })),
+                    "{events:?}"
+                ),
+                _ => {}
+            }
+            if matches!(e, Ev::Connected { .. } | Ev::FailoverStarted { .. } | Ev::FailoverComplete { .. }) {
+                last = Some(e);
+            }
+        }
+    }
+}

@@ -147,3 +147,117 @@ pub fn not_found(handle: &str) -> Bytes {
     })
     .to_bytes()
 }
+
+/// Runs a random driver schedule (the ops of `common::op`) against a session machine, like
+/// a driver would, checking the driving contract: messages go only to live associations,
+/// connects use fresh machine-chosen ids with addresses, closes name known associations, and
+/// after `handle_timeout(now)` the next deadline is later than `now`. `inspect` sees the
+/// machine and the live associations after every step. Returns the events.
+pub fn run_session_schedule<M: Machine>(
+    m: &mut M,
+    ops: &[super::common::Op],
+    messages: &[(u32, Bytes)],
+    mut command: impl FnMut(&mut M, rserpool_core::Instant, u8),
+    mut inspect: impl FnMut(&M, &[AssocId]),
+) -> Vec<M::Event>
+where
+    M::Event: core::fmt::Debug + Clone,
+{
+    use super::common::Op;
+    use rserpool_core::Instant;
+    use rserpool_core::io::AssocDownReason;
+    let mut now = Instant::ZERO;
+    let mut up: Vec<AssocId> = Vec::new();
+    let mut pending: Vec<AssocId> = Vec::new();
+    let mut seen: std::collections::BTreeSet<AssocId> = Default::default();
+    let mut next_incoming = 1u64;
+    let mut events = Vec::new();
+    let mut absorb = |m: &mut M, up: &mut Vec<AssocId>, pending: &mut Vec<AssocId>| {
+        for o in sdrain(m) {
+            match o {
+                SOut::Asap(a, _) | SOut::Data(a, _, _) => {
+                    assert!(up.contains(&a), "send to {a:?}, live: {up:?}")
+                }
+                SOut::Connect(a, addrs, _, _) => {
+                    assert!(AssocIdAllocator::is_machine_chosen(a));
+                    assert!(seen.insert(a), "connect id {a:?} reused");
+                    assert!(!addrs.is_empty());
+                    pending.push(a);
+                }
+                SOut::Close(a, _) => {
+                    assert!(
+                        up.contains(&a) || pending.contains(&a),
+                        "close of unknown {a:?}"
+                    );
+                    up.retain(|x| *x != a);
+                    pending.retain(|x| *x != a);
+                }
+                SOut::Event(e) => events.push(e),
+            }
+        }
+    };
+    for op in ops {
+        match *op {
+            Op::Advance(d) => {
+                now += core::time::Duration::from_millis(u64::from(d) / 4);
+                if m.poll_timeout().is_some_and(|t| t <= now) {
+                    m.handle_timeout(now);
+                    absorb(m, &mut up, &mut pending);
+                    if let Some(t) = m.poll_timeout() {
+                        assert!(t > now, "deadline {t:?} not consumed at {now:?}");
+                    }
+                }
+            }
+            Op::ConnectUp(i) if !pending.is_empty() => {
+                let a = pending.remove(i as usize % pending.len());
+                up.push(a);
+                m.handle_assoc_up(now, a, &[]);
+            }
+            Op::ConnectFail(i) if !pending.is_empty() => {
+                let a = pending.remove(i as usize % pending.len());
+                m.handle_assoc_down(now, a, AssocDownReason::ConnectFailed);
+            }
+            Op::Lose(i) if !up.is_empty() => {
+                let a = up.remove(i as usize % up.len());
+                let why = if i & 1 == 0 {
+                    AssocDownReason::Lost
+                } else {
+                    AssocDownReason::Shutdown
+                };
+                m.handle_assoc_down(now, a, why);
+            }
+            Op::Incoming => {
+                let a = AssocId(next_incoming);
+                next_incoming += 1;
+                up.push(a);
+                m.handle_assoc_up(now, a, &[]);
+            }
+            Op::Deliver(i, k) if !up.is_empty() && !messages.is_empty() => {
+                let a = up[i as usize % up.len()];
+                let (ppid, data) = &messages[k as usize % messages.len()];
+                m.handle_message(now, a, *ppid, data.clone());
+            }
+            Op::Command(c) => command(m, now, c),
+            _ => {}
+        }
+        absorb(m, &mut up, &mut pending);
+        inspect(m, &up);
+    }
+    events
+}
+
+/// A proptest strategy for driver ops biased towards sessions getting somewhere: more
+/// "connect up" and deliveries, fewer losses and incoming associations, short time steps.
+pub fn session_op() -> impl proptest::strategy::Strategy<Value = super::common::Op> {
+    use super::common::Op;
+    use proptest::prelude::*;
+    prop_oneof![
+        3 => (0u16..4000).prop_map(Op::Advance),
+        4 => any::<u8>().prop_map(Op::ConnectUp),
+        1 => any::<u8>().prop_map(Op::ConnectFail),
+        1 => any::<u8>().prop_map(Op::Lose),
+        1 => Just(Op::Incoming),
+        8 => (any::<u8>(), any::<u8>()).prop_map(|(a, m)| Op::Deliver(a, m)),
+        3 => any::<u8>().prop_map(Op::Command),
+    ]
+}
