@@ -25,8 +25,8 @@
 //!   its own, delivered the moment it arrives.
 //! * No hidden sleeps: retries after an empty pool are timers, not blocking calls.
 
-mod element;
-mod user;
+pub mod element;
+pub mod user;
 
 pub use element::{PeSessionEvent, PoolElementSessions, SessionCloseReason};
 pub use user::{
