@@ -77,6 +77,8 @@ use crate::{AssocId, Instant};
 const SESSION_BIT: u64 = 1 << 62;
 /// Most PEs a failover resolution asks for.
 const MAX_RESOLVE_ITEMS: usize = 16;
+/// Shortest retry delay (a zero delay would spin on a failing cache).
+const MIN_RETRY_DELAY: Duration = Duration::from_millis(1);
 /// Most PEs remembered as failed per session.
 const MAX_AVOID: usize = 8;
 
@@ -142,7 +144,8 @@ pub struct PoolUserSessionConfig {
     /// will not be replayed) and of the queue of messages sent during a failover (further
     /// sends fail with [`SendError::QueueFull`]).
     pub queue_limit: QueueLimit,
-    /// Wait after a resolution that found no PE (RSPLIB HandleResolutionRetryDelay, 250 ms).
+    /// Wait after a resolution that found no PE (RSPLIB HandleResolutionRetryDelay, 250 ms;
+    /// at least 1 ms).
     pub retry_delay: Duration,
     /// The retry delay doubles per consecutive failure up to this (default 4 s).
     pub retry_delay_max: Duration,
@@ -779,7 +782,8 @@ impl<R: rand_core::Rng> PoolUserSession<R> {
                 .config
                 .retry_delay
                 .saturating_mul(factor)
-                .min(self.config.retry_delay_max.max(self.config.retry_delay));
+                .min(self.config.retry_delay_max.max(self.config.retry_delay))
+                .max(MIN_RETRY_DELAY);
             self.backoff = self.backoff.saturating_add(1);
             self.state = State::Waiting { until: now + delay };
         } else {
