@@ -114,11 +114,9 @@ fn run(opts: &CspMonitorOptions) -> io::Result<()> {
                         }
                     }
                 },
-                SIGNALS => {
-                    if signals.pending().count() > 0 {
-                        out.write_all(b"\nTerminated!\n")?;
-                        return Ok(());
-                    }
+                SIGNALS if signals.pending().count() > 0 => {
+                    out.write_all(b"\nTerminated!\n")?;
+                    return Ok(());
                 }
                 _ => {}
             }

@@ -311,6 +311,12 @@ mod tests {
         let o: HsDumpOptions = parse("hsdump", &["127.0.0.1"]).unwrap();
         assert_eq!(o.registrar.to_string(), "127.0.0.1:9901");
         assert_eq!(o.transport, TransportChoice::Auto);
+        assert_eq!(o.timeout, ms(5000));
+        assert!(!o.handlespace_only);
+        let o: HsDumpOptions =
+            parse("hsdump", &["127.0.0.1", "-timeout=0", "-handlespaceonly"]).unwrap();
+        assert_eq!(o.timeout, ms(1));
+        assert!(o.handlespace_only);
         let o: HsDumpOptions = parse("hsdump", &["[::1]:5000", "-loglevel=3"]).unwrap();
         assert_eq!(o.registrar.to_string(), "[::1]:5000");
         assert_eq!(o.log.log_level, 3);
@@ -352,6 +358,11 @@ mod tests {
         );
         let o: CspMonitorOptions = parse("cspmonitor", &["-full", "-compact"]).unwrap();
         assert!(!o.full_mode());
+        assert!(!o.once && !o.plain && o.runtime.is_none());
+        let o: CspMonitorOptions =
+            parse("cspmonitor", &["-once", "-plain", "-runtime=2.5"]).unwrap();
+        assert!(o.once && o.plain);
+        assert_eq!(o.runtime, Some(ms(2500)));
     }
 
     #[test]
@@ -435,6 +446,22 @@ mod tests {
         assert_eq!(o.policy, Policy::RoundRobin);
         assert_eq!(o.duration, Duration::from_secs(10));
         assert_eq!(o.library.transport, TransportChoice::Auto);
+        assert_eq!(o.mode, RspLoadMode::Resolve);
+        assert_eq!(o.registration_rate, RateLimit::UNLIMITED);
+        assert_eq!((o.registration_window, o.registrar_pid), (256, None));
+        let o: RspLoadOptions = parse(
+            "rspload",
+            &[
+                "-mode=keepalive-only",
+                "-regrate=500",
+                "-regwindow=0",
+                "-registrarpid=4242",
+            ],
+        )
+        .unwrap();
+        assert_eq!(o.mode, RspLoadMode::KeepaliveOnly);
+        assert_eq!(o.registration_rate.per_second(), Some(500.0));
+        assert_eq!((o.registration_window, o.registrar_pid), (1, Some(4242)));
         let a: RspLoadOptions = parse(
             "rspload",
             &[
