@@ -7,6 +7,7 @@
 pub mod assoc;
 pub mod handlespace;
 pub mod io;
+pub mod registrar;
 pub mod time;
 
 pub use assoc::{AssocId, Protocol};
