@@ -139,6 +139,7 @@ impl Registrar {
                 Some(msg_type::REGISTRATION) if value_problem => {
                     match salvage(data, param_ty::POOL_ELEMENT) {
                         Some((pool_handle, Some(pe_id))) => {
+                            self.stats.registration_rejects += 1;
                             AsapMessage::RegistrationResponse(RegistrationResponse {
                                 reject: true,
                                 pool_handle,
