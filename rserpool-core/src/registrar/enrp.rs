@@ -538,6 +538,14 @@ impl Registrar {
             peer.takers.clear();
             peer.deferred.clear();
         }
+        // Answer first, so that the peer knows us before our requests arrive.
+        if p.reply_required {
+            let b = self.presence_bytes(false, sender);
+            match via {
+                Some(a) => self.transmit(a, Protocol::Enrp, b),
+                None => self.send_to_peer(i, b),
+            }
+        }
         if new {
             self.event(RegistrarEvent::PeerUp { server_id: sender });
             if !p.reply_required || via.is_none() {
@@ -546,6 +554,9 @@ impl Registrar {
         }
         // A Presence from a registrar we are taking over: it is alive after all.
         self.abandon_takeover(sender);
+        let Some(i) = self.peer_index(key) else {
+            return;
+        };
         // Mentor: the first registrar heard from during the start-up phase.
         if !self.startup_done && self.startup_until.is_some() && self.mentor.is_none() {
             self.mentor = Some(key);
@@ -557,13 +568,7 @@ impl Registrar {
                 seen: None,
                 imported: 0,
             });
-            let list = self.encode(&EnrpMessage::ListRequest(ListRequest {
-                reserved_flags: 0,
-                sender: self.id,
-                receiver: sender,
-                skipped: Vec::new(),
-            }));
-            self.send_to_peer(i, list);
+            self.send_list_request(i);
             self.send_table_request(i, false);
         }
         // Audit (SCTP only): compare its ownership checksum with our view of it.
@@ -576,22 +581,20 @@ impl Registrar {
             }
             if !self.peers[i].listsync {
                 self.peers[i].listsync = true;
-                let list = self.encode(&EnrpMessage::ListRequest(ListRequest {
-                    reserved_flags: 0,
-                    sender: self.id,
-                    receiver: sender,
-                    skipped: Vec::new(),
-                }));
-                self.send_to_peer(i, list);
+                self.send_list_request(i);
             }
         }
-        if p.reply_required {
-            let b = self.presence_bytes(false, sender);
-            match via {
-                Some(a) => self.transmit(a, Protocol::Enrp, b),
-                None => self.send_to_peer(i, b),
-            }
-        }
+    }
+
+    fn send_list_request(&mut self, i: usize) {
+        let receiver = self.peers[i].id;
+        let list = self.encode(&EnrpMessage::ListRequest(ListRequest {
+            reserved_flags: 0,
+            sender: self.id,
+            receiver,
+            skipped: Vec::new(),
+        }));
+        self.send_to_peer(i, list);
     }
 
     // ----------------------------------------------------------------------------------

@@ -2,6 +2,8 @@
 //! sends.
 #![allow(dead_code)]
 
+pub mod net;
+
 use bytes::Bytes;
 use core::net::{IpAddr, SocketAddr};
 use core::time::Duration;
