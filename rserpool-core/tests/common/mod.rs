@@ -123,6 +123,13 @@ impl Rig {
         self.raw(assoc, Protocol::PPID_ENRP, &m.to_bytes())
     }
 
+    pub fn enrp_on(&mut self, assoc: AssocId, m: impl Into<EnrpMessage>) -> Vec<Out> {
+        let m: EnrpMessage = m.into();
+        self.reg
+            .handle_message(self.now, assoc, Protocol::PPID_ENRP, m.to_bytes());
+        self.drain()
+    }
+
     pub fn datagram(&mut self, from: &str, m: impl Into<EnrpMessage>) -> Vec<Out> {
         let m: EnrpMessage = m.into();
         self.reg
