@@ -130,6 +130,12 @@ impl Rig {
         self.drain()
     }
 
+    pub fn reg_datagram(&mut self, from: &str, ppid: u32, data: &[u8]) -> Vec<Out> {
+        self.reg
+            .handle_datagram(self.now, sa(from), ppid, Bytes::copy_from_slice(data));
+        self.drain()
+    }
+
     pub fn datagram(&mut self, from: &str, m: impl Into<EnrpMessage>) -> Vec<Out> {
         let m: EnrpMessage = m.into();
         self.reg
