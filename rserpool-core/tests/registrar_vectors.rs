@@ -13,13 +13,25 @@ use rserpool_proto::ids::{PeIdentifier, ServerId};
 use rserpool_proto::transport::TransportParameter;
 use rserpool_proto::{AsapMessage, EnrpMessage};
 
-const DIR: &str = "../../shared/vectors/rsplib-captures/messages";
+/// The vectors directory: `$RSERPOOL_VECTORS/rsplib-captures/messages`, or
+/// `shared/vectors/...` in an ancestor of the crate.
+fn vectors_dir() -> std::path::PathBuf {
+    let rel = "rsplib-captures/messages";
+    if let Ok(v) = std::env::var("RSERPOOL_VECTORS") {
+        return std::path::Path::new(&v).join(rel);
+    }
+    let manifest = std::path::Path::new(env!("CARGO_MANIFEST_DIR"));
+    manifest
+        .ancestors()
+        .skip(1)
+        .map(|d| d.join("shared/vectors").join(rel))
+        .find(|p| p.exists())
+        .expect("shared/vectors not found (set RSERPOOL_VECTORS)")
+}
 
 fn vector(name: &str) -> Vec<u8> {
-    let path = format!("{}/{DIR}/{name}.hex", env!("CARGO_MANIFEST_DIR"));
-    let text = std::fs::read_to_string(&path)
-        .or_else(|_| std::fs::read_to_string(format!("/work/shared/vectors/rsplib-captures/messages/{name}.hex")))
-        .unwrap_or_else(|e| panic!("{path}: {e}"));
+    let path = vectors_dir().join(format!("{name}.hex"));
+    let text = std::fs::read_to_string(&path).unwrap_or_else(|e| panic!("{}: {e}", path.display()));
     let line = text
         .lines()
         .find(|l| !l.starts_with('#') && !l.trim().is_empty())
