@@ -122,7 +122,11 @@ fn every_rejection_cause() {
             sent(&outs),
             vec![Sent::Asap(
                 to(1),
-                reject(handle, 7, ErrorCause::new(cause::INVALID_VALUES, tlv(&ph(handle))))
+                reject(
+                    handle,
+                    7,
+                    ErrorCause::new(cause::INVALID_VALUES, tlv(&ph(handle)))
+                )
             )]
         );
     }
@@ -142,7 +146,11 @@ fn every_rejection_cause() {
             sent(&outs),
             vec![Sent::Asap(
                 to(1),
-                reject("P", p.pe_id.0, ErrorCause::new(cause::INVALID_VALUES, tlv(&p)))
+                reject(
+                    "P",
+                    p.pe_id.0,
+                    ErrorCause::new(cause::INVALID_VALUES, tlv(&p))
+                )
             )]
         );
     }
@@ -194,7 +202,11 @@ fn every_rejection_cause() {
         sent(&outs),
         vec![Sent::Asap(
             to(1),
-            reject("P", 7, ErrorCause::new(cause::REJECTED_SECURITY, Bytes::new()))
+            reject(
+                "P",
+                7,
+                ErrorCause::new(cause::REJECTED_SECURITY, Bytes::new())
+            )
         )]
     );
     // 0xa: only a loopback address (below the minimum scope).
@@ -204,7 +216,11 @@ fn every_rejection_cause() {
         sent(&outs),
         vec![Sent::Asap(
             to(9),
-            reject("P", 7, ErrorCause::new(cause::REJECTED_SECURITY, Bytes::new()))
+            reject(
+                "P",
+                7,
+                ErrorCause::new(cause::REJECTED_SECURITY, Bytes::new())
+            )
         )]
     );
     assert!(r.reg.handlespace().is_empty());
@@ -286,7 +302,11 @@ fn every_rejection_cause() {
         sent(&outs),
         vec![Sent::Asap(
             to(2),
-            reject("Q", 7, ErrorCause::new(cause::NON_UNIQUE_PE_IDENTIFIER, Bytes::new()))
+            reject(
+                "Q",
+                7,
+                ErrorCause::new(cause::NON_UNIQUE_PE_IDENTIFIER, Bytes::new())
+            )
         )]
     );
     let e = r.reg.handlespace().get(&ph("Q"), PeIdentifier(7)).unwrap();
@@ -380,7 +400,11 @@ fn reregistration_updates_addresses_and_policy() {
             assoc: AssocId(1)
         }]
     );
-    let e = r.reg.handlespace().get(&ph("W"), PeIdentifier(0x42)).unwrap();
+    let e = r
+        .reg
+        .handlespace()
+        .get(&ph("W"), PeIdentifier(0x42))
+        .unwrap();
     assert_eq!(e.policy(), Policy::WeightedRoundRobin { weight: 9 });
     assert_eq!(e.user_port(), 6001);
     assert_eq!(e.user_addresses(), &[ip("10.1.0.5"), ip("10.1.0.6")]);
@@ -500,11 +524,28 @@ fn handle_resolution_items_rule_and_policy() {
     let b = hr_answer(&r.asap(50, hr("RR", None)));
     let ids2: Vec<u32> = b.pool_elements.iter().map(|p| p.pe_id.0).collect();
     assert_eq!(ids2[..2], ids[1..]);
-    assert_eq!(hr_answer(&r.asap(50, hr("RR", Some(1)))).pool_elements.len(), 1);
-    assert_eq!(hr_answer(&r.asap(50, hr("RR", Some(0)))).pool_elements.len(), 3);
-    assert_eq!(hr_answer(&r.asap(50, hr("RR", Some(200)))).pool_elements.len(), 5);
     assert_eq!(
-        hr_answer(&r.asap(50, hr("RR", Some(u32::MAX)))).pool_elements.len(),
+        hr_answer(&r.asap(50, hr("RR", Some(1))))
+            .pool_elements
+            .len(),
+        1
+    );
+    assert_eq!(
+        hr_answer(&r.asap(50, hr("RR", Some(0))))
+            .pool_elements
+            .len(),
+        3
+    );
+    assert_eq!(
+        hr_answer(&r.asap(50, hr("RR", Some(200))))
+            .pool_elements
+            .len(),
+        5
+    );
+    assert_eq!(
+        hr_answer(&r.asap(50, hr("RR", Some(u32::MAX))))
+            .pool_elements
+            .len(),
         5
     );
     // Unknown pool: cause 0x9, no policy, no PEs.
@@ -599,7 +640,11 @@ fn keep_alive_answered_then_lost() {
     r.advance(secs(1));
     let outs = r.asap(1, EndpointKeepAliveAck::new(ph("K"), PeIdentifier(0x77)));
     assert!(outs.is_empty());
-    let e = r.reg.handlespace().get(&ph("K"), PeIdentifier(0x77)).unwrap();
+    let e = r
+        .reg
+        .handlespace()
+        .get(&ph("K"), PeIdentifier(0x77))
+        .unwrap();
     assert_eq!(
         e.keep_alive(),
         Some((TimerKind::KeepAliveTransmission, r.now + secs(5)))
@@ -683,21 +728,33 @@ fn unreachable_report_verified_by_keep_alive() {
     r.register(1, "U", pe(2, "10.1.0.5", 6001));
     // Report: a keep-alive goes to the PE at once; it is not handed out meanwhile.
     let outs = r.asap(2, eu("U", 1));
-    assert_eq!(asap_sent(&outs), vec![(to(1), keep_alive(US, "U", 1, false))]);
+    assert_eq!(
+        asap_sent(&outs),
+        vec![(to(1), keep_alive(US, "U", 1, false))]
+    );
     assert!(r.reg.is_suspect(&ph("U"), PeIdentifier(1)));
     let a = hr_answer(&r.asap(3, hr("U", Some(10))));
     assert_eq!(
-        a.pool_elements.iter().map(|p| p.pe_id.0).collect::<Vec<_>>(),
+        a.pool_elements
+            .iter()
+            .map(|p| p.pe_id.0)
+            .collect::<Vec<_>>(),
         vec![2]
     );
     // It answers: kept, handed out again.
     r.advance(ms(20));
     r.asap(1, EndpointKeepAliveAck::new(ph("U"), PeIdentifier(1)));
     assert!(!r.reg.is_suspect(&ph("U"), PeIdentifier(1)));
-    assert_eq!(hr_answer(&r.asap(3, hr("U", Some(10)))).pool_elements.len(), 2);
+    assert_eq!(
+        hr_answer(&r.asap(3, hr("U", Some(10)))).pool_elements.len(),
+        2
+    );
     // A second report, unanswered: removed after the keep-alive timeout.
     let outs = r.asap(2, eu("U", 2));
-    assert_eq!(asap_sent(&outs), vec![(to(1), keep_alive(US, "U", 2, false))]);
+    assert_eq!(
+        asap_sent(&outs),
+        vec![(to(1), keep_alive(US, "U", 2, false))]
+    );
     let outs = r.advance(ms(4999));
     assert!(main_events(&outs).is_empty());
     let outs = r.advance(ms(1));
@@ -725,7 +782,10 @@ fn unreachable_needs_distinct_reporters() {
         r.asap(a, eu("U", 1));
     }
     let outs = r.advance(ms(4000));
-    assert!(main_events(&outs).is_empty(), "one reporter must not remove it");
+    assert!(
+        main_events(&outs).is_empty(),
+        "one reporter must not remove it"
+    );
     let outs = r.advance(ms(1000));
     assert!(matches!(
         main_events(&outs).as_slice(),
@@ -812,10 +872,7 @@ fn association_loss_deregisters_its_elements() {
             other => panic!("unexpected {other:?}"),
         })
         .collect();
-    assert_eq!(
-        dels,
-        vec![(to(100), ph("A"), 1), (to(100), ph("B"), 2)]
-    );
+    assert_eq!(dels, vec![(to(100), ph("A"), 1), (to(100), ph("B"), 2)]);
     assert_eq!(
         main_events(&outs)
             .iter()
@@ -868,13 +925,20 @@ fn unknown_message_types_by_action_bits() {
     let outs = r.raw(1, Protocol::PPID_ASAP, &msg);
     assert_eq!(
         sent(&outs),
-        vec![Sent::Asap(to(1), asap_error(cause::UNRECOGNIZED_MESSAGE, &msg))]
+        vec![Sent::Asap(
+            to(1),
+            asap_error(cause::UNRECOGNIZED_MESSAGE, &msg)
+        )]
     );
     // 00, 10, 11: silent.
     for ty in [0x3eu8, 0xbe, 0xfe] {
         let mut m = msg.clone();
         m[0] = ty;
-        assert!(r.raw(1, Protocol::PPID_ASAP, &m).iter().all(|o| matches!(o, Output::Event(_))));
+        assert!(
+            r.raw(1, Protocol::PPID_ASAP, &m)
+                .iter()
+                .all(|o| matches!(o, Output::Event(_)))
+        );
     }
     // Never answer an ASAP Error with an error.
     assert!(sent(&r.raw(1, Protocol::PPID_ASAP, &hex("0e000008 00010004"))).is_empty());
@@ -918,7 +982,9 @@ fn unknown_parameters_by_action_bits() {
     let outs = r.raw(1, Protocol::PPID_ASAP, &with(0xcfff));
     let s = sent(&outs);
     assert_eq!(s.len(), 2);
-    assert!(matches!(&s[0], Sent::Asap(_, AsapMessage::HandleResolutionResponse(h)) if h.pool_elements.len() == 1));
+    assert!(
+        matches!(&s[0], Sent::Asap(_, AsapMessage::HandleResolutionResponse(h)) if h.pool_elements.len() == 1)
+    );
     assert_eq!(
         s[1],
         Sent::Asap(
@@ -956,7 +1022,11 @@ fn malformed_input_gets_rfc_causes_and_never_closes() {
                 other => panic!("unexpected {other:?}"),
             };
             assert_eq!(err.causes.len(), 1);
-            assert!(err.causes[0].code <= 0x000a, "non-RFC cause {:#x}", err.causes[0].code);
+            assert!(
+                err.causes[0].code <= 0x000a,
+                "non-RFC cause {:#x}",
+                err.causes[0].code
+            );
         }
         assert!(!outs.iter().any(|o| matches!(o, Output::Close { .. })));
     }

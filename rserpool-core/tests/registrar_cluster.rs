@@ -41,7 +41,11 @@ fn mentor_download_of_10000_elements_with_continuation() {
     let a_pe = net.connect_pe(pe_node, b);
     for i in 0..10_000u32 {
         let pool = format!("pool-{:02}", i % 37);
-        net.pe_send(pe_node, a_pe, Registration::new(ph(&pool), pe(i + 1, "10.9.0.1", 7000)));
+        net.pe_send(
+            pe_node,
+            a_pe,
+            Registration::new(ph(&pool), pe(i + 1, "10.9.0.1", 7000)),
+        );
     }
     assert_eq!(net.reg(b).handlespace().element_count(), 10_000);
     net.run_for(secs(1));
@@ -61,7 +65,10 @@ fn mentor_download_of_10000_elements_with_continuation() {
         .expect("mentor sync completes");
     assert_eq!(done.1, Some(ServerId(0xb)));
     assert_eq!(done.2, 10_000);
-    assert_eq!(done.0, start, "no 5 s of silence: done within the same instant here");
+    assert_eq!(
+        done.0, start,
+        "no 5 s of silence: done within the same instant here"
+    );
     assert!(net.reg(a).startup_complete());
     same_handlespace(&net, a, b);
     assert_eq!(
@@ -83,7 +90,12 @@ fn mentor_download_of_10000_elements_with_continuation() {
     assert!(!responses[78].more);
     let counts: usize = responses
         .iter()
-        .map(|r| r.entries.iter().map(|e| e.pool_elements.len()).sum::<usize>())
+        .map(|r| {
+            r.entries
+                .iter()
+                .map(|e| e.pool_elements.len())
+                .sum::<usize>()
+        })
         .sum();
     assert_eq!(counts, 10_000);
     // The first messages from A to B: Presence (R), then the mentor requests.
@@ -122,7 +134,13 @@ fn three_registrars() -> (Net, [usize; 3], usize, AssocId) {
                 .home_registrar(),
             ServerId(3)
         );
-        assert_eq!(net.reg(n).peers().filter(|p| p.state == PeerState::Alive).count(), 2);
+        assert_eq!(
+            net.reg(n)
+                .peers()
+                .filter(|p| p.state == PeerState::Alive)
+                .count(),
+            2
+        );
     }
     (net, [a, b, c], pe_node, pa)
 }
@@ -159,9 +177,10 @@ fn takeover_competing_initiators_lowest_id_wins() {
         == RegistrarEvent::TakeoverAbandoned {
             target: ServerId(3)
         }));
-    assert!(!eb
-        .iter()
-        .any(|(_, e)| matches!(e, RegistrarEvent::TakeoverCompleted { .. })));
+    assert!(
+        !eb.iter()
+            .any(|(_, e)| matches!(e, RegistrarEvent::TakeoverCompleted { .. }))
+    );
     // The PE got a keep-alive with the H bit from A over a new association, and acked.
     let ka: Vec<_> = net
         .inbox(pe_node)
@@ -181,11 +200,22 @@ fn takeover_competing_initiators_lowest_id_wins() {
             ..Default::default()
         }]
     );
-    let pa = net.reg(a).handlespace().get(&ph("EchoPool"), PeIdentifier(0x1f)).unwrap();
+    let pa = net
+        .reg(a)
+        .handlespace()
+        .get(&ph("EchoPool"), PeIdentifier(0x1f))
+        .unwrap();
     assert_eq!(pa.home_registrar(), ServerId(1));
-    assert!(pa.assoc().is_some(), "bound to the association the ack came over");
+    assert!(
+        pa.assoc().is_some(),
+        "bound to the association the ack came over"
+    );
     // B re-homed it on A's Takeover Server (RSPLIB never sends one).
-    let pb = net.reg(b).handlespace().get(&ph("EchoPool"), PeIdentifier(0x1f)).unwrap();
+    let pb = net
+        .reg(b)
+        .handlespace()
+        .get(&ph("EchoPool"), PeIdentifier(0x1f))
+        .unwrap();
     assert_eq!(pb.home_registrar(), ServerId(1));
     assert!(net
         .wire
@@ -210,7 +240,11 @@ fn takeover_competing_initiators_lowest_id_wins() {
     let before = net.inbox(pe_node).len();
     net.run_for(secs(6));
     assert!(net.inbox(pe_node).len() > before);
-    assert!(net.reg(a).handlespace().contains(&ph("EchoPool"), PeIdentifier(0x1f)));
+    assert!(
+        net.reg(a)
+            .handlespace()
+            .contains(&ph("EchoPool"), PeIdentifier(0x1f))
+    );
 }
 
 #[test]
@@ -249,7 +283,11 @@ fn two_registrars_take_over_at_once() {
             server_id: ServerId(3),
             reason: PeerDownReason::TakeoverFinished
         }));
-    let e = net.reg(a).handlespace().get(&ph("P"), PeIdentifier(5)).unwrap();
+    let e = net
+        .reg(a)
+        .handlespace()
+        .get(&ph("P"), PeIdentifier(5))
+        .unwrap();
     assert_eq!(e.home_registrar(), ServerId(1));
     assert!(e.assoc().is_some());
     assert!(net.inbox(pe_node).iter().any(|(_, m)| matches!(m, AsapMessage::EndpointKeepAlive(k) if k.home && k.server_id == ServerId(1))));
@@ -317,9 +355,16 @@ fn peer_loss_detection_uses_the_transport_signal() {
             _ => None,
         })
         .unwrap();
-    assert_eq!(down, (kill_at + secs(5), ServerId(3), PeerDownReason::NoResponse));
+    assert_eq!(
+        down,
+        (kill_at + secs(5), ServerId(3), PeerDownReason::NoResponse)
+    );
     // The static entry stays, with its id reset.
-    let p: Vec<_> = net.reg(a).peers().map(|p| (p.server_id, p.is_static, p.state)).collect();
+    let p: Vec<_> = net
+        .reg(a)
+        .peers()
+        .map(|p| (p.server_id, p.is_static, p.state))
+        .collect();
     assert_eq!(p, vec![(ServerId::NONE, true, PeerState::Unknown)]);
 }
 
@@ -331,8 +376,16 @@ fn restarted_peer_is_learned_again_and_handlespaces_converge() {
     let pe2 = net.add_pe("10.9.0.2", 7000);
     register_pe(&mut net, pe2, b, "Other", 9);
     net.run_for(ms(10));
-    assert!(net.reg(a).handlespace().contains(&ph("Other"), PeIdentifier(9)));
-    assert!(net.reg(c).handlespace().contains(&ph("Other"), PeIdentifier(9)));
+    assert!(
+        net.reg(a)
+            .handlespace()
+            .contains(&ph("Other"), PeIdentifier(9))
+    );
+    assert!(
+        net.reg(c)
+            .handlespace()
+            .contains(&ph("Other"), PeIdentifier(9))
+    );
     same_handlespace(&net, a, b);
     same_handlespace(&net, b, c);
     let _ = Encode::encoded_len(&ph("x"));

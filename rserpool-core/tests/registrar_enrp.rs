@@ -12,7 +12,9 @@ use rserpool_core::registrar::{
     IpNetwork, PeerDownReason, PeerPolicy, PeerState, ProtocolErrorKind, RegistrarEvent,
     RemovalReason,
 };
-use rserpool_core::{AssocDownReason, AssocId, ChannelKind, Destination, Machine, Output, Protocol};
+use rserpool_core::{
+    AssocDownReason, AssocId, ChannelKind, Destination, Machine, Output, Protocol,
+};
 use rserpool_proto::asap::EndpointKeepAliveAck;
 use rserpool_proto::enrp::{
     EnrpError, HandleTableEntry, HandleTableRequest, HandleTableResponse, HandleUpdate,
@@ -45,11 +47,23 @@ fn replica(id: u32, home: u32, host: &str) -> PoolElementParameter {
 }
 
 fn add(sender: u32, pool: &str, p: PoolElementParameter) -> HandleUpdate {
-    HandleUpdate::new(ServerId(sender), ServerId(US), UpdateAction::ADD_PE, ph(pool), p)
+    HandleUpdate::new(
+        ServerId(sender),
+        ServerId(US),
+        UpdateAction::ADD_PE,
+        ph(pool),
+        p,
+    )
 }
 
 fn del(sender: u32, pool: &str, p: PoolElementParameter) -> HandleUpdate {
-    HandleUpdate::new(ServerId(sender), ServerId(US), UpdateAction::DEL_PE, ph(pool), p)
+    HandleUpdate::new(
+        ServerId(sender),
+        ServerId(US),
+        UpdateAction::DEL_PE,
+        ph(pool),
+        p,
+    )
 }
 
 fn table_request(sender: u32, w: bool) -> HandleTableRequest {
@@ -106,8 +120,17 @@ fn table_serving_w0_w1_and_continuation() {
     assert_eq!((t1.sender, t1.receiver), (ServerId(US), ServerId(P)));
     assert!(t1.more && !t1.reject);
     assert_eq!(ids(&t1), vec![("A".into(), 1), ("A".into(), 2)]);
-    assert_eq!(t1.entries.len(), 1, "one Pool Handle for consecutive PEs of a pool");
-    assert!(t1.entries[0].pool_elements.iter().all(|p| p.asap_transport.is_some()));
+    assert_eq!(
+        t1.entries.len(),
+        1,
+        "one Pool Handle for consecutive PEs of a pool"
+    );
+    assert!(
+        t1.entries[0]
+            .pool_elements
+            .iter()
+            .all(|p| p.asap_transport.is_some())
+    );
     // The walk continues whatever the next request's W flag says (RSPLIB).
     let t2 = table(&r.enrp(100, table_request(P, true)));
     assert!(t2.more);
@@ -234,7 +257,10 @@ fn init_takeover_naming_us_is_answered_with_presence() {
     let mut r = Rig::new(cfg());
     r.add_peer(100, P, "10.0.0.2", 0xffff);
     r.add_peer(101, Q, "10.0.0.3", 0xffff);
-    let outs = r.enrp(100, InitTakeover::new(ServerId(P), ServerId(US), ServerId(US)));
+    let outs = r.enrp(
+        100,
+        InitTakeover::new(ServerId(P), ServerId(US), ServerId(US)),
+    );
     let s = enrp_sent(&outs);
     assert_eq!(s.len(), 2);
     for ((dest, m), (assoc, peer)) in s.iter().zip([(100, P), (101, Q)]) {
@@ -248,8 +274,15 @@ fn init_takeover_naming_us_is_answered_with_presence() {
         }
     }
     // Takeover Server naming us: ignored, presence again.
-    let outs = r.enrp(101, TakeoverServer::new(ServerId(Q), ServerId(US), ServerId(US)));
-    assert!(enrp_sent(&outs).iter().all(|(_, m)| matches!(m, EnrpMessage::Presence(_))));
+    let outs = r.enrp(
+        101,
+        TakeoverServer::new(ServerId(Q), ServerId(US), ServerId(US)),
+    );
+    assert!(
+        enrp_sent(&outs)
+            .iter()
+            .all(|(_, m)| matches!(m, EnrpMessage::Presence(_)))
+    );
 }
 
 #[test]
@@ -262,15 +295,25 @@ fn init_takeover_for_a_peer_we_still_hear_is_acked_only_after_our_own_verdict() 
     r.advance(secs(1));
     r.enrp(101, presence(Q, US, "10.0.0.3", 0xffff, false));
     // P asks to take Q over while Q was heard 0 s ago: we probe Q, no ack yet.
-    let outs = r.enrp(100, InitTakeover::new(ServerId(P), ServerId(US), ServerId(Q)));
+    let outs = r.enrp(
+        100,
+        InitTakeover::new(ServerId(P), ServerId(US), ServerId(Q)),
+    );
     let s = enrp_sent(&outs);
     assert_eq!(s.len(), 1);
     assert!(matches!(&s[0], (d, EnrpMessage::Presence(p)) if *d == to(101) && p.reply_required));
     // Q answers: no ack ever (and P is told nothing).
     let outs = r.enrp(101, presence(Q, US, "10.0.0.3", 0xffff, false));
-    assert!(!enrp_sent(&outs).iter().any(|(_, m)| matches!(m, EnrpMessage::InitTakeoverAck(_))));
+    assert!(
+        !enrp_sent(&outs)
+            .iter()
+            .any(|(_, m)| matches!(m, EnrpMessage::InitTakeoverAck(_)))
+    );
     // Again, and this time Q stays silent: the ack goes out when we declare it dead.
-    r.enrp(100, InitTakeover::new(ServerId(P), ServerId(US), ServerId(Q)));
+    r.enrp(
+        100,
+        InitTakeover::new(ServerId(P), ServerId(US), ServerId(Q)),
+    );
     r.enrp(100, presence(P, US, "10.0.0.2", 0xffff, false));
     let outs = r.advance(secs(5));
     let acks: Vec<_> = enrp_sent(&outs)
@@ -317,7 +360,10 @@ fn enrp_ownership_refusals() {
     r.enrp(101, add(Q, "Rep", replica(7, Q, "10.2.0.1")));
     assert_eq!(refusals(&r), 3);
     // Takeover Server from Q for P, which we never agreed to: refused.
-    r.enrp(101, TakeoverServer::new(ServerId(Q), ServerId(US), ServerId(P)));
+    r.enrp(
+        101,
+        TakeoverServer::new(ServerId(Q), ServerId(US), ServerId(P)),
+    );
     assert_eq!(refusals(&r), 4);
     let after: Vec<_> = r.reg.handlespace().walk(None).map(|e| e.info()).collect();
     assert_eq!(before, after);
@@ -329,7 +375,11 @@ fn enrp_ownership_refusals() {
         [(d, AsapMessage::EndpointKeepAlive(k))] if *d == to(1) && !k.home
     ));
     assert_eq!(
-        r.reg.handlespace().get(&ph("Own"), PeIdentifier(1)).unwrap().home_registrar(),
+        r.reg
+            .handlespace()
+            .get(&ph("Own"), PeIdentifier(1))
+            .unwrap()
+            .home_registrar(),
         ServerId(US)
     );
     // It answers: we re-assert ownership with an ADD to every peer.
@@ -439,7 +489,10 @@ fn enrp_action_bits() {
     let lr = hex("0500001400002222 0000000a 4fff0008 00000000");
     assert_eq!(
         enrp_sent(&r.raw(100, Protocol::PPID_ENRP, &lr)),
-        vec![(to(100), err(cause::UNRECOGNIZED_PARAMETER, &hex("4fff0008 00000000"), P))]
+        vec![(
+            to(100),
+            err(cause::UNRECOGNIZED_PARAMETER, &hex("4fff0008 00000000"), P)
+        )]
     );
     // Skip and report: processed (list response) and reported.
     let mut lr11 = lr.clone();
@@ -447,12 +500,17 @@ fn enrp_action_bits() {
     let s = enrp_sent(&r.raw(100, Protocol::PPID_ENRP, &lr11));
     assert_eq!(s.len(), 2);
     assert!(matches!(&s[0].1, EnrpMessage::ListResponse(l) if !l.reject));
-    assert_eq!(s[1].1, err(cause::UNRECOGNIZED_PARAMETER, &hex("cfff0008 00000000"), P));
+    assert_eq!(
+        s[1].1,
+        err(cause::UNRECOGNIZED_PARAMETER, &hex("cfff0008 00000000"), P)
+    );
     // RSPLIB's case: a Handle Table Request with an extra known parameter. RSPLIB sends
     // cause 0x0010; we send RFC "Invalid Values".
     let htr = hex("0200001400002222 0000000a 000e0008 00000001");
     let s = enrp_sent(&r.raw(100, Protocol::PPID_ENRP, &htr));
-    assert!(matches!(&s[..], [(_, EnrpMessage::Error(e))] if e.error.causes[0].code == cause::INVALID_VALUES));
+    assert!(
+        matches!(&s[..], [(_, EnrpMessage::Error(e))] if e.error.causes[0].code == cause::INVALID_VALUES)
+    );
     assert_eq!(r.reg.resource_usage().associations, 1);
 }
 
@@ -477,9 +535,11 @@ fn replicas_expire_by_registration_life() {
         }]
     );
     // Silently: no handle update.
-    assert!(!enrp_sent(&outs)
-        .iter()
-        .any(|(_, m)| matches!(m, EnrpMessage::HandleUpdate(_))));
+    assert!(
+        !enrp_sent(&outs)
+            .iter()
+            .any(|(_, m)| matches!(m, EnrpMessage::HandleUpdate(_)))
+    );
 }
 
 #[test]
@@ -526,7 +586,9 @@ fn multicast_presence_and_peer_lists() {
     assert_eq!(addrs, vec![sa("10.0.0.2:9901")]);
     assert_eq!(channel, ChannelKind::Enrp);
     let s = enrp_sent(&outs);
-    assert!(matches!(&s[..], [(Destination::Assoc(a), EnrpMessage::Presence(p))] if *a == assoc && p.reply_required && p.receiver == ServerId(P)));
+    assert!(
+        matches!(&s[..], [(Destination::Assoc(a), EnrpMessage::Presence(p))] if *a == assoc && p.reply_required && p.receiver == ServerId(P))
+    );
     // Only presences count on the multicast channel.
     let outs = r.datagram("10.0.0.2:40000", add(P, "A", replica(1, P, "10.2.0.1")));
     assert!(r.reg.handlespace().is_empty());
@@ -546,7 +608,11 @@ fn multicast_presence_and_peer_lists() {
         ListResponse {
             sender: ServerId(P),
             receiver: ServerId(US),
-            servers: vec![si(0, "10.0.0.8"), si(US, "10.0.0.1"), si(0x4444, "10.0.0.9")],
+            servers: vec![
+                si(0, "10.0.0.8"),
+                si(US, "10.0.0.1"),
+                si(0x4444, "10.0.0.9"),
+            ],
             ..Default::default()
         },
     );
@@ -556,7 +622,11 @@ fn multicast_presence_and_peer_lists() {
             server_id: ServerId(0x4444)
         }]
     );
-    assert!(outs.iter().any(|o| matches!(o, Output::Connect { addrs, .. } if addrs[..] == [sa("10.0.0.9:9901")])));
+    assert!(
+        outs.iter().any(
+            |o| matches!(o, Output::Connect { addrs, .. } if addrs[..] == [sa("10.0.0.9:9901")])
+        )
+    );
     // Our list for P: every entry (P itself included), not us.
     let outs = r.enrp_on(
         assoc,
@@ -593,7 +663,9 @@ fn failure_detection_timers_and_fast_probe() {
             _ => None,
         })
         .expect("reconnect");
-    assert!(matches!(&enrp_sent(&outs)[..], [(Destination::Assoc(a), EnrpMessage::Presence(p))] if *a == new_assoc && p.reply_required));
+    assert!(
+        matches!(&enrp_sent(&outs)[..], [(Destination::Assoc(a), EnrpMessage::Presence(p))] if *a == new_assoc && p.reply_required)
+    );
     // Q just stays silent. P is declared dead after 5 s, Q after 5 + 5 s.
     let outs = r.advance(secs(20));
     let downs: Vec<_> = main_events(&outs)

@@ -140,7 +140,11 @@ fn long_deterministic_run() {
             let b = r.to_le_bytes();
             let params: Vec<u8> = (0..20).map(|i| (next() >> (i % 8)) as u8).collect();
             let i = match b[0] % 20 {
-                0..=2 => Input::Advance(if b[2] < 3 { 10_000 } else { u32::from(b[1]) * 4 }),
+                0..=2 => Input::Advance(if b[2] < 3 {
+                    10_000
+                } else {
+                    u32::from(b[1]) * 4
+                }),
                 3 if b[3] < 40 => Input::AssocUp {
                     assoc: b[1] % 16,
                     host: b[2] % 32,
@@ -186,9 +190,19 @@ fn harness_reaches_deep_states() {
         let b = next().to_le_bytes();
         let params: Vec<u8> = (0..20).map(|i| (next() >> (i % 8)) as u8).collect();
         let i = match b[0] % 20 {
-            0..=2 => Input::Advance(if b[2] < 3 { 10_000 } else { u32::from(b[1]) * 4 }),
-            3 if b[3] < 40 => Input::AssocUp { assoc: b[1] % 16, host: b[2] % 32 },
-            4 if b[3] < 40 => Input::AssocDown { assoc: b[1] % 20, reason: b[2] },
+            0..=2 => Input::Advance(if b[2] < 3 {
+                10_000
+            } else {
+                u32::from(b[1]) * 4
+            }),
+            3 if b[3] < 40 => Input::AssocUp {
+                assoc: b[1] % 16,
+                host: b[2] % 32,
+            },
+            4 if b[3] < 40 => Input::AssocDown {
+                assoc: b[1] % 20,
+                reason: b[2],
+            },
             _ => {
                 h.step_templated(b[1] % 16, b[2], &params).unwrap();
                 continue;
@@ -196,8 +210,18 @@ fn harness_reaches_deep_states() {
         };
         h.step(&i).unwrap();
     }
-    for kind in ["PeRegistered", "PeRemoved", "PeerUp", "PeerDown", "TakeoverStarted"] {
-        assert!(h.event_counts.get(kind).copied().unwrap_or(0) > 0, "{kind}: {:?}", h.event_counts);
+    for kind in [
+        "PeRegistered",
+        "PeRemoved",
+        "PeerUp",
+        "PeerDown",
+        "TakeoverStarted",
+    ] {
+        assert!(
+            h.event_counts.get(kind).copied().unwrap_or(0) > 0,
+            "{kind}: {:?}",
+            h.event_counts
+        );
     }
     let s = h.registrar().stats();
     assert!(s.ownership_refusals > 0 && s.registration_rejects > 0 && s.handle_resolutions > 0);

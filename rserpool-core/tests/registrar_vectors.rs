@@ -90,11 +90,22 @@ fn asap_echo_scenario_byte_exact() {
             Bytes::from(vector("asap-endpoint-keep-alive"))
         )]
     );
-    assert!(payloads(&r.raw(1, Protocol::PPID_ASAP, &vector("asap-endpoint-keep-alive-ack"))).is_empty());
+    assert!(
+        payloads(&r.raw(
+            1,
+            Protocol::PPID_ASAP,
+            &vector("asap-endpoint-keep-alive-ack")
+        ))
+        .is_empty()
+    );
     let outs = r.advance(secs(5));
     assert_eq!(payloads(&outs).len(), 1, "next keep-alive, no removal");
     assert!(main_events(&outs).is_empty());
-    r.raw(1, Protocol::PPID_ASAP, &vector("asap-endpoint-keep-alive-ack"));
+    r.raw(
+        1,
+        Protocol::PPID_ASAP,
+        &vector("asap-endpoint-keep-alive-ack"),
+    );
     // Deregistration: RSPLIB's exact response.
     let outs = r.raw(1, Protocol::PPID_ASAP, &vector("asap-deregistration"));
     assert_eq!(
@@ -107,7 +118,11 @@ fn asap_echo_scenario_byte_exact() {
     );
     assert!(r.reg.handlespace().is_empty());
     // RSPLIB's announce (no transports) arrives on the ASAP announce socket: ignored.
-    r.reg_datagram("10.99.0.12:3863", Protocol::PPID_ASAP, &vector("asap-server-announce-multicast"));
+    r.reg_datagram(
+        "10.99.0.12:3863",
+        Protocol::PPID_ASAP,
+        &vector("asap-server-announce-multicast"),
+    );
     assert_eq!(r.reg.stats().asap_received[0x0a], 1);
 }
 
@@ -124,21 +139,34 @@ fn enrp_takeover_scenario() {
     let mut r = Rig::new(c);
     r.up(12, &["10.99.0.12:9901"]);
     // PR2 greets us with R=1: we answer with a presence (our empty checksum 0xffff).
-    let outs = r.raw(12, Protocol::PPID_ENRP, &vector("enrp-presence-reply-required"));
+    let outs = r.raw(
+        12,
+        Protocol::PPID_ENRP,
+        &vector("enrp-presence-reply-required"),
+    );
     match &enrp_sent(&outs)[0] {
         (d, EnrpMessage::Presence(p)) => {
             assert_eq!(*d, to(12));
             assert!(!p.reply_required);
             assert_eq!(p.sender, ServerId(PR1));
             assert_eq!(p.checksum.unwrap().0, 0xffff);
-            assert_eq!(p.server_information.as_ref().unwrap().server_id, ServerId(PR1));
+            assert_eq!(
+                p.server_information.as_ref().unwrap().server_id,
+                ServerId(PR1)
+            );
         }
         other => panic!("{other:?}"),
     }
     // PR2's list and table requests: RSPLIB's exact empty table answer.
     let outs = r.raw(12, Protocol::PPID_ENRP, &vector("enrp-list-request"));
-    assert!(matches!(&enrp_sent(&outs)[..], [(_, EnrpMessage::ListResponse(l))] if l.servers.iter().any(|s| s.server_id == ServerId(PR2))));
-    let outs = r.raw(12, Protocol::PPID_ENRP, &vector("enrp-handle-table-request"));
+    assert!(
+        matches!(&enrp_sent(&outs)[..], [(_, EnrpMessage::ListResponse(l))] if l.servers.iter().any(|s| s.server_id == ServerId(PR2)))
+    );
+    let outs = r.raw(
+        12,
+        Protocol::PPID_ENRP,
+        &vector("enrp-handle-table-request"),
+    );
     assert_eq!(
         payloads(&outs),
         vec![(
@@ -155,7 +183,11 @@ fn enrp_takeover_scenario() {
     r.up(13, &["10.99.0.13:9901"]);
     r.enrp(13, presence(PR3, PR1, "10.99.0.13", 0xffff, false));
     r.raw(13, Protocol::PPID_ENRP, &vector("enrp-handle-update-add"));
-    let e = r.reg.handlespace().get(&ph("EchoPool"), PeIdentifier(0x1f)).unwrap();
+    let e = r
+        .reg
+        .handlespace()
+        .get(&ph("EchoPool"), PeIdentifier(0x1f))
+        .unwrap();
     assert_eq!(e.home_registrar(), ServerId(PR3));
     assert_eq!(e.registration_life(), 90_000);
     // PR3 dies; PR2 keeps talking. After last-heard we probe PR3.
@@ -175,7 +207,9 @@ fn enrp_takeover_scenario() {
     // PR2 never sends Takeover Server (RSPLIB). PR3 leaves our list when our own timer runs
     // out; its PE stays (home PR3) until the resync.
     let outs = r.advance(secs(2));
-    assert!(main_events(&outs).iter().any(|e| matches!(e, RegistrarEvent::PeerDown { server_id, .. } if *server_id == ServerId(PR3))));
+    assert!(main_events(&outs).iter().any(
+        |e| matches!(e, RegistrarEvent::PeerDown { server_id, .. } if *server_id == ServerId(PR3))
+    ));
     // PR2's next presence carries its new checksum (0x9232 = EchoPool/0x1f): RSPLIB's exact
     // W=1 request, then its table response re-homes the PE.
     let outs = r.enrp(12, presence(PR2, PR1, "10.99.0.12", 0x9232, false));
@@ -187,8 +221,16 @@ fn enrp_takeover_scenario() {
             Bytes::from(vector("enrp-handle-table-request-own-children-only"))
         )]
     );
-    r.raw(12, Protocol::PPID_ENRP, &vector("enrp-handle-table-response"));
-    let e = r.reg.handlespace().get(&ph("EchoPool"), PeIdentifier(0x1f)).unwrap();
+    r.raw(
+        12,
+        Protocol::PPID_ENRP,
+        &vector("enrp-handle-table-response"),
+    );
+    let e = r
+        .reg
+        .handlespace()
+        .get(&ph("EchoPool"), PeIdentifier(0x1f))
+        .unwrap();
     assert_eq!(e.home_registrar(), ServerId(PR2));
     assert_eq!(r.reg.handlespace().owner_checksum(ServerId(PR2)), 0x9232);
     // Our own PE 0x20 (as in the capture) deregisters: RSPLIB's exact DEL_PE.
@@ -255,9 +297,11 @@ fn every_vector_is_handled_without_panic_or_private_causes() {
                 let causes: Vec<u16> = match p {
                     Protocol::PPID_ASAP => match AsapMessage::decode(&bytes).unwrap() {
                         AsapMessage::Error(e) => e.error.causes.iter().map(|c| c.code).collect(),
-                        AsapMessage::RegistrationResponse(x) => {
-                            x.error.iter().flat_map(|e| e.causes.iter().map(|c| c.code)).collect()
-                        }
+                        AsapMessage::RegistrationResponse(x) => x
+                            .error
+                            .iter()
+                            .flat_map(|e| e.causes.iter().map(|c| c.code))
+                            .collect(),
                         _ => vec![],
                     },
                     _ => match EnrpMessage::decode(&bytes).unwrap() {

@@ -54,7 +54,10 @@ fn salvage(data: &[u8], id_param: u16) -> Option<(PoolHandle, Option<PeIdentifie
     let ph = PoolHandle::new(Bytes::copy_from_slice(val));
     let id = raw_tlv(rest).and_then(|(t, v, _)| {
         (t & 0x3fff == id_param)
-            .then(|| v.get(..4).map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]])))
+            .then(|| {
+                v.get(..4)
+                    .map(|b| u32::from_be_bytes([b[0], b[1], b[2], b[3]]))
+            })
             .flatten()
     });
     Some((ph, id.map(PeIdentifier)))
@@ -282,10 +285,12 @@ impl Registrar {
         let Some(a) = self.assocs.get(&assoc) else {
             return Err(bare(cause::REJECTED_SECURITY));
         };
+        let a_ips = self.assoc_ips(assoc);
         // User addresses must be addresses of this association (RFC 5352 §2.2.1), of at
         // least the configured scope.
         let mut user = ut.clone();
-        user.addresses.retain(|ip| scope_ok(*ip, min) && ip_in(*ip, &a.ips));
+        user.addresses
+            .retain(|ip| scope_ok(*ip, min) && ip_in(*ip, a_ips));
         let mut seen = AddressList::new();
         user.addresses.retain(|ip| {
             let c = canonical(*ip);
@@ -300,8 +305,7 @@ impl Registrar {
             return Err(bare(cause::REJECTED_SECURITY));
         }
         // The ASAP transport is where this association reaches the PE.
-        let asap_ips: AddressList = a
-            .ips
+        let asap_ips: AddressList = a_ips
             .iter()
             .copied()
             .filter(|ip| scope_ok(*ip, min))
@@ -485,13 +489,9 @@ impl Registrar {
     /// True if the association comes from the PE's host: one of its addresses is an
     /// address of the PE's ASAP or user transport (for PEs not bound to an association).
     fn assoc_reaches(&self, assoc: AssocId, e: &crate::handlespace::ElementRef<'_>) -> bool {
-        let Some(a) = self.assocs.get(&assoc) else {
-            return false;
-        };
         let asap = e.asap_transport();
-        a.ips.iter().any(|&ip| {
-            ip_in(ip, e.user_addresses())
-                || asap.as_ref().is_some_and(|t| ip_in(ip, &t.addresses))
+        self.assoc_ips(assoc).iter().any(|&ip| {
+            ip_in(ip, e.user_addresses()) || asap.as_ref().is_some_and(|t| ip_in(ip, &t.addresses))
         })
     }
 
@@ -716,7 +716,8 @@ impl Registrar {
             .map_or((None, false), |p| (p.assoc, p.kind == ProbeKind::Claim));
         let ok = bound == Some(assoc)
             || (bound.is_none()
-                && (probe_assoc == Some(assoc) || (home == self.id && self.assoc_reaches(assoc, &e))));
+                && (probe_assoc == Some(assoc)
+                    || (home == self.id && self.assoc_reaches(assoc, &e))));
         if !ok || (home != self.id && !claim) {
             self.stats.ownership_refusals += 1;
             self.protocol_error(
@@ -816,7 +817,7 @@ impl Registrar {
         let idle = self
             .assocs
             .get(&a)
-            .is_some_and(|x| x.origin == Origin::PoolElement && x.elements == 0);
+            .is_some_and(|x| x.origin() == Origin::PoolElement && x.elements == 0);
         if idle && !self.probes.values().any(|p| p.assoc == Some(a)) {
             self.assocs.remove(&a);
             self.close(a, false);
@@ -869,8 +870,11 @@ impl Registrar {
             self.hiding = self.hiding.saturating_sub(1);
         }
         for a in p.reporter_assocs {
-            if let Some(x) = self.assocs.get_mut(&a) {
-                x.pending = x.pending.saturating_sub(1);
+            if let Some(x) = self.pending.get_mut(&a) {
+                *x = x.saturating_sub(1);
+                if *x == 0 {
+                    self.pending.remove(&a);
+                }
             }
         }
     }
@@ -896,9 +900,10 @@ impl Registrar {
     }
 
     fn reporter_identity(&self, assoc: AssocId) -> IpAddr {
-        self.assocs
-            .get(&assoc)
-            .and_then(|a| a.ips.iter().min().copied())
+        self.assoc_ips(assoc)
+            .iter()
+            .min()
+            .copied()
             .unwrap_or_else(|| IpAddr::V6(core::net::Ipv6Addr::from(u128::from(assoc.0))))
     }
 
@@ -929,7 +934,7 @@ impl Registrar {
         let mine = e.home_registrar() == self.id;
         let reporter = self.reporter_identity(assoc);
         let max_pending = self.cfg.limits.max_pending_requests_per_assoc;
-        let pending = self.assocs.get(&assoc).map_or(0, |a| usize::from(a.pending));
+        let pending = self.pending.get(&assoc).map_or(0, |&n| usize::from(n));
         let threshold = self.cfg.max_bad_pe_reports.max(1) as usize;
         let window = {
             let t = self.cfg.timers;
@@ -983,8 +988,9 @@ impl Registrar {
                     return;
                 }
                 p.reporter_assocs.push(assoc);
-                if let Some(a) = self.assocs.get_mut(&assoc) {
-                    a.pending = a.pending.saturating_add(1);
+                if self.assocs.contains_key(&assoc) {
+                    let n = self.pending.entry(assoc).or_insert(0);
+                    *n = n.saturating_add(1);
                 }
             }
             p.reporters.push(reporter);

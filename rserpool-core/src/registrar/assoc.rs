@@ -1,6 +1,11 @@
 //! The registrar's association table.
+//!
+//! One entry per association, kept to 24 bytes (32 with its key) because PEs usually have
+//! an association each: the peer address inline when there is one, the list of a
+//! multi-homed peer's addresses, the ENRP peer binding and the pending-request counters
+//! in side tables (few associations have them).
 
-use core::net::{IpAddr, SocketAddr};
+use core::net::{IpAddr, Ipv6Addr, SocketAddr};
 use smallvec::SmallVec;
 
 use crate::AssocId;
@@ -27,48 +32,106 @@ pub(crate) enum Origin {
     PoolElement,
 }
 
-/// One association (kept small: PEs usually have one association each).
+const HAS_ADDR: u8 = 0x10;
+const MULTI: u8 = 0x20;
+
+/// One association.
 #[derive(Clone, Debug)]
 pub(crate) struct Assoc {
-    /// Peer IP addresses (from `handle_assoc_up`).
-    pub ips: SmallVec<[IpAddr; 1]>,
+    first: IpAddr,
+    bits: u8,
     /// Peer port.
     pub port: u16,
-    pub role: Role,
-    pub origin: Origin,
-    /// `handle_assoc_up` seen (or a message arrived on it).
-    pub up: bool,
     /// PEs registered (bound) over it.
     pub elements: u32,
-    /// Unreachability verifications started by its reports and still running.
-    pub pending: u16,
-    /// Peer key the association belongs to (ENRP), 0 = none.
-    pub peer: u32,
 }
+
+/// Addresses of multi-homed peers.
+pub(crate) type AddrList = SmallVec<[IpAddr; 4]>;
 
 impl Assoc {
     pub(crate) fn new(origin: Origin, role: Role) -> Assoc {
-        Assoc {
-            ips: SmallVec::new(),
+        let mut a = Assoc {
+            first: IpAddr::V6(Ipv6Addr::UNSPECIFIED),
             port: 0,
-            role,
-            origin,
-            up: false,
+            bits: 0,
             elements: 0,
-            pending: 0,
-            peer: 0,
+        };
+        a.set_role(role);
+        a.bits |= match origin {
+            Origin::Accepted => 0,
+            Origin::EnrpPeer => 4,
+            Origin::PoolElement => 8,
+        };
+        a
+    }
+
+    /// The peer address of a single-homed peer (empty for none or for a multi-homed
+    /// peer, whose addresses are in the side table).
+    pub(crate) fn single(&self) -> &[IpAddr] {
+        if self.bits & (HAS_ADDR | MULTI) == HAS_ADDR {
+            core::slice::from_ref(&self.first)
+        } else {
+            &[]
         }
     }
 
-    pub(crate) fn set_peer_addrs(&mut self, addrs: &[SocketAddr], max: usize) {
-        self.ips.clear();
+    /// True if the peer has several addresses (kept in the side table).
+    pub(crate) fn is_multi(&self) -> bool {
+        self.bits & MULTI != 0
+    }
+
+    pub(crate) fn role(&self) -> Role {
+        match self.bits & 3 {
+            1 => Role::Asap,
+            2 => Role::Enrp,
+            _ => Role::Unknown,
+        }
+    }
+
+    pub(crate) fn set_role(&mut self, r: Role) {
+        self.bits = (self.bits & !3)
+            | match r {
+                Role::Unknown => 0,
+                Role::Asap => 1,
+                Role::Enrp => 2,
+            };
+    }
+
+    pub(crate) fn origin(&self) -> Origin {
+        match self.bits & 0x0c {
+            4 => Origin::EnrpPeer,
+            8 => Origin::PoolElement,
+            _ => Origin::Accepted,
+        }
+    }
+
+    /// Sets the peer's addresses; returns the list to keep in the side table if there are
+    /// several.
+    #[must_use]
+    pub(crate) fn set_peer_addrs(&mut self, addrs: &[SocketAddr], max: usize) -> Option<AddrList> {
+        let mut ips: AddrList = SmallVec::new();
         for a in addrs.iter().take(max) {
             let ip = super::security::canonical(a.ip());
-            if !self.ips.contains(&ip) {
-                self.ips.push(ip);
+            if !ips.contains(&ip) {
+                ips.push(ip);
             }
         }
         self.port = addrs.first().map_or(0, SocketAddr::port);
+        self.bits &= !(HAS_ADDR | MULTI);
+        match ips.len() {
+            0 => None,
+            1 => {
+                self.first = ips[0];
+                self.bits |= HAS_ADDR;
+                None
+            }
+            _ => {
+                self.first = ips[0];
+                self.bits |= HAS_ADDR | MULTI;
+                Some(ips)
+            }
+        }
     }
 }
 
@@ -84,3 +147,36 @@ pub(crate) const MAX_ASSOC_ADDRS: usize = 64;
 
 pub(crate) type AssocMap = hashbrown::HashMap<AssocId, Assoc, foldhash::fast::FixedState>;
 pub(crate) type BucketMap = hashbrown::HashMap<AssocId, Buckets, foldhash::fast::FixedState>;
+/// Association → peer key (ENRP associations) or pending-request count.
+pub(crate) type SideMap<V> = hashbrown::HashMap<AssocId, V, foldhash::fast::FixedState>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compact() {
+        assert!(core::mem::size_of::<Assoc>() <= 24);
+        assert!(core::mem::size_of::<(AssocId, Assoc)>() <= 32);
+        let mut a = Assoc::new(Origin::PoolElement, Role::Unknown);
+        assert_eq!(a.single(), &[] as &[IpAddr]);
+        a.set_role(Role::Asap);
+        assert_eq!((a.role(), a.origin()), (Role::Asap, Origin::PoolElement));
+        assert!(a.set_peer_addrs(&["10.0.0.1:5".parse().unwrap()], 64).is_none());
+        assert_eq!(a.single(), &["10.0.0.1".parse::<IpAddr>().unwrap()]);
+        let many = a
+            .set_peer_addrs(
+                &[
+                    "10.0.0.1:5".parse().unwrap(),
+                    "[::ffff:10.0.0.2]:5".parse().unwrap(),
+                    "10.0.0.1:5".parse().unwrap(),
+                ],
+                64,
+            )
+            .unwrap();
+        assert!(a.is_multi() && a.single().is_empty());
+        assert_eq!(many.len(), 2);
+        assert_eq!(many[1], "10.0.0.2".parse::<IpAddr>().unwrap());
+        assert_eq!(a.port, 5);
+    }
+}

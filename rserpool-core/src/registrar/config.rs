@@ -353,7 +353,10 @@ mod tests {
             LifeUnit::Milliseconds.duration(90_000),
             Some(Duration::from_secs(90))
         );
-        assert_eq!(LifeUnit::Seconds.duration(90), Some(Duration::from_secs(90)));
+        assert_eq!(
+            LifeUnit::Seconds.duration(90),
+            Some(Duration::from_secs(90))
+        );
         assert_eq!(LifeUnit::Seconds.duration(u32::MAX), None);
     }
 }

@@ -101,21 +101,28 @@ pub(crate) fn table_response(
 ) -> (Bytes, Option<WalkCursor>) {
     let max_bytes = max_bytes.clamp(1024, MAX_MESSAGE_SIZE);
     let max_elements = max_elements.max(1);
-    begin(buf, rserpool_proto::enrp::msg_type::HANDLE_TABLE_RESPONSE, 0);
+    begin(
+        buf,
+        rserpool_proto::enrp::msg_type::HANDLE_TABLE_RESPONSE,
+        0,
+    );
     buf.put_u32(sender.0);
     buf.put_u32(receiver.0);
     let mut walk: Box<dyn Iterator<Item = ElementRef<'_>>> = match owner {
         Some(o) => Box::new(hs.walk_owner(o, cursor)),
         None => Box::new(hs.walk(cursor)),
     };
-    let mut count = 0usize;
     let mut last: Option<ElementRef<'_>> = None;
     let mut more = false;
-    for e in walk.by_ref() {
+    for (count, e) in walk.by_ref().enumerate() {
         let param = element_param(&e, true);
         let new_pool = last.is_none_or(|l| l.pool_handle() != e.pool_handle());
-        let need =
-            param.encoded_len() + if new_pool { e.pool_handle().encoded_len() } else { 0 };
+        let need = param.encoded_len()
+            + if new_pool {
+                e.pool_handle().encoded_len()
+            } else {
+                0
+            };
         if count >= max_elements || (count > 0 && buf.len() + need > max_bytes) {
             more = true;
             break;
@@ -124,7 +131,6 @@ pub(crate) fn table_response(
             e.pool_handle().encode(buf);
         }
         param.encode(buf);
-        count += 1;
         last = Some(e);
     }
     if more {

@@ -231,8 +231,7 @@ impl Registrar {
         if sender == ServerId::NONE {
             return None;
         }
-        let a = self.assocs.get(&assoc)?;
-        let i = self.peer_index(a.peer)?;
+        let i = self.peer_index(*self.assoc_peers.get(&assoc)?)?;
         (self.peers[i].id == sender).then_some(i)
     }
 
@@ -282,10 +281,8 @@ impl Registrar {
             // The mentor died during the download: the start-up phase ends by its timer.
             p.sync = None;
         }
-        if let Some(a) = p.assoc
-            && let Some(x) = self.assocs.get_mut(&a)
-        {
-            x.peer = 0;
+        if let Some(a) = p.assoc {
+            self.assoc_peers.remove(&a);
         }
         if p.is_static {
             p.id = ServerId::NONE;
@@ -383,7 +380,7 @@ impl Registrar {
         // 1. An association already bound to an entry (e.g. the one we opened to a static
         //    peer) speaks for that entry only.
         if let Some(a) = via
-            && let Some(i) = self.assocs.get(&a).and_then(|x| self.peer_index(x.peer))
+            && let Some(i) = self.assoc_peers.get(&a).and_then(|&k| self.peer_index(k))
         {
             let p = &self.peers[i];
             if p.id == sender {
@@ -399,8 +396,8 @@ impl Registrar {
                 if self.peers[j].is_static {
                     return Err(ProtocolErrorKind::NotAPeer { sender });
                 }
-                if let Some(x) = self.peers[j].assoc.and_then(|a| self.assocs.get_mut(&a)) {
-                    x.peer = 0;
+                if let Some(a) = self.peers[j].assoc {
+                    self.assoc_peers.remove(&a);
                 }
                 self.peers.remove(j);
                 if j < i {
@@ -455,20 +452,21 @@ impl Registrar {
                 let Some(x) = self.assocs.get(&a) else {
                     return;
                 };
+                let x_ips = self.assoc_ips(a);
                 match &p.server_information {
                     Some(si) => (
                         si.transport
                             .addresses
                             .iter()
                             .copied()
-                            .filter(|ip| scope_ok(*ip, min) && ip_in(*ip, &x.ips))
+                            .filter(|ip| scope_ok(*ip, min) && ip_in(*ip, x_ips))
                             .take(MAX_PEER_ADDRS)
                             .collect(),
                         si.transport.port,
                         Some(a),
                     ),
                     None => (
-                        x.ips
+                        x_ips
                             .iter()
                             .copied()
                             .filter(|ip| scope_ok(*ip, min))
@@ -515,15 +513,21 @@ impl Registrar {
                     Source::Udp(f) => Some(f),
                     Source::Assoc(_) => None,
                 };
-                self.protocol_error(via, from, Some(Protocol::Enrp), Some(msg_type::PRESENCE), kind);
+                self.protocol_error(
+                    via,
+                    from,
+                    Some(Protocol::Enrp),
+                    Some(msg_type::PRESENCE),
+                    kind,
+                );
                 return;
             }
         };
         let key = self.peers[i].key;
         if let Some(a) = via {
             if let Some(x) = self.assocs.get_mut(&a) {
-                x.peer = key;
-                x.role = Role::Enrp;
+                x.set_role(Role::Enrp);
+                self.assoc_peers.insert(a, key);
             }
             let cur = self.peers[i].assoc;
             if cur.is_none_or(|c| !self.assocs.contains_key(&c)) {
@@ -844,9 +848,7 @@ impl Registrar {
     /// Checksum mismatch: re-synchronise the peer's PEs (W=1), marking ours and purging
     /// what its table no longer has.
     fn start_resync(&mut self, i: usize) {
-        let seen = MarkSet::with_hasher(foldhash::fast::FixedState::with_seed(
-            self.rng.next_u64(),
-        ));
+        let seen = MarkSet::with_hasher(foldhash::fast::FixedState::with_seed(self.rng.next_u64()));
         self.peers[i].sync = Some(Sync {
             own_children: true,
             seen: Some(seen),
@@ -1014,7 +1016,8 @@ impl Registrar {
             .registration_life_unit
             .duration(info.registration_life)
             .map(|d| now + d);
-        self.hs.set_timer(&handle, pe.pe_id, TimerKind::Expiry, expiry);
+        self.hs
+            .set_timer(&handle, pe.pe_id, TimerKind::Expiry, expiry);
         let key = (handle.clone(), pe.pe_id);
         if home == sender
             && self
@@ -1140,9 +1143,7 @@ impl Registrar {
             let own = self.id.0 ^ pe;
             if let Some(&(i, id)) = targets
                 .iter()
-                .filter(|(i, id)| {
-                    *id != ServerId::NONE && self.peers[*i].state == PeerState::Alive
-                })
+                .filter(|(i, id)| *id != ServerId::NONE && self.peers[*i].state == PeerState::Alive)
                 .max_by_key(|(_, id)| id.0 ^ pe)
                 && id.0 ^ pe > own
             {

@@ -142,7 +142,14 @@ impl core::fmt::Display for Violation {
     }
 }
 
-type Snapshot = BTreeMap<(PoolHandle, PeIdentifier), (PoolElementInfo, Option<AssocId>, Option<(TimerKind, Instant)>)>;
+type Snapshot = BTreeMap<
+    (PoolHandle, PeIdentifier),
+    (
+        PoolElementInfo,
+        Option<AssocId>,
+        Option<(TimerKind, Instant)>,
+    ),
+>;
 
 /// The harness: a registrar, a clock, the driver's view of associations.
 pub struct Harness {
@@ -312,7 +319,10 @@ impl Harness {
                         break;
                     }
                     if t < self.now {
-                        return Err(Violation(format!("deadline {t:?} before now {:?}", self.now)));
+                        return Err(Violation(format!(
+                            "deadline {t:?} before now {:?}",
+                            self.now
+                        )));
                     }
                     self.now = t;
                     self.reg.handle_timeout(t);
@@ -326,7 +336,10 @@ impl Harness {
                 let ip = host_ip(*host);
                 let mut addrs = vec![SocketAddr::new(ip, 5000 + u16::from(*host % 16))];
                 if host & 0x10 != 0 {
-                    addrs.push(SocketAddr::new(host_ip(host.wrapping_add(1)), 5000 + u16::from(*host % 16)));
+                    addrs.push(SocketAddr::new(
+                        host_ip(host.wrapping_add(1)),
+                        5000 + u16::from(*host % 16),
+                    ));
                 }
                 if host % 16 >= 8 {
                     addrs[0].set_port(9901);
@@ -362,7 +375,8 @@ impl Harness {
             }
             Input::Datagram { host, ppid, data } => {
                 let from = SocketAddr::new(host_ip(*host), 9901);
-                self.reg.handle_datagram(self.now, from, *ppid, data.clone());
+                self.reg
+                    .handle_datagram(self.now, from, *ppid, data.clone());
                 self.drain()
             }
         };
@@ -388,7 +402,10 @@ impl Harness {
         }
         let mut count = 0;
         for (home, n) in hs.owners() {
-            let c = checksum_of(hs.walk_owner(home, None).map(|e| (e.pool_handle(), e.pe_id())));
+            let c = checksum_of(
+                hs.walk_owner(home, None)
+                    .map(|e| (e.pool_handle(), e.pe_id())),
+            );
             if c != hs.owner_checksum(home) || hs.walk_owner(home, None).count() != n {
                 return fail(format!("owner {home:?} checksum/count mismatch"));
             }
@@ -418,7 +435,9 @@ impl Harness {
                 Input::Datagram { .. } | Input::AssocUp { .. } => {
                     return fail(format!("{k:?} changed by {input:?}"));
                 }
-                Input::Message { assoc: slot, ppid, .. } => {
+                Input::Message {
+                    assoc: slot, ppid, ..
+                } => {
                     let from = AssocId(u64::from(slot % ASSOCS) + 1);
                     if *ppid == Protocol::PPID_ENRP {
                         if ours {
@@ -444,7 +463,9 @@ impl Harness {
                             _ => t + timeout <= self.now,
                         }) || self.config.expire_owned_elements;
                         if !due {
-                            return fail(format!("our PE {k:?} removed without keep-alive timeout"));
+                            return fail(format!(
+                                "our PE {k:?} removed without keep-alive timeout"
+                            ));
                         }
                     }
                 }
@@ -475,7 +496,10 @@ impl Harness {
             && u.takeovers <= l.max_peers
             && u.queued_outputs == 0;
         if !ok {
-            return fail(format!("bounds exceeded: {u:?}, {} PEs", hs.element_count()));
+            return fail(format!(
+                "bounds exceeded: {u:?}, {} PEs",
+                hs.element_count()
+            ));
         }
         Ok(())
     }
@@ -523,14 +547,22 @@ fn element(id: u8, home: ServerId, host: u8, b: u8) -> PoolElementParameter {
     PoolElementParameter {
         pe_id: PeIdentifier(u32::from(id % 9)),
         home_server_id: home,
-        registration_life: if b == 0xff { 0 } else { 2000 + u32::from(b) * 100 },
+        registration_life: if b == 0xff {
+            0
+        } else {
+            2000 + u32::from(b) * 100
+        },
         user_transport: TransportParameter::sctp(
             6000 + u16::from(b & 3),
             u16::from(b & 4 != 0),
             [host_ip(host)],
         ),
         policy: policy(b >> 3),
-        asap_transport: Some(TransportParameter::sctp(5000 + u16::from(host), 0, [host_ip(host)])),
+        asap_transport: Some(TransportParameter::sctp(
+            5000 + u16::from(host),
+            0,
+            [host_ip(host)],
+        )),
     }
 }
 
@@ -581,7 +613,11 @@ fn template_message(harness: &Harness, kind: u8, host: u8, p: &[u8]) -> (u32, By
         4 => asap(EndpointUnreachable::new(pool(g(0)), PeIdentifier(u32::from(g(1) % 9))).into()),
         5 => {
             let s = server(g(0));
-            let host = if g(1) > 0xf0 { 8 + (g(1) % 4) } else { 8 + g(0) % 4 };
+            let host = if g(1) > 0xf0 {
+                8 + (g(1) % 4)
+            } else {
+                8 + g(0) % 4
+            };
             let checksum = if g(2) & 1 == 0 {
                 harness.reg.hs.owner_checksum(s)
             } else {
@@ -615,7 +651,8 @@ fn template_message(harness: &Harness, kind: u8, host: u8, p: &[u8]) -> (u32, By
             } else {
                 UpdateAction::DEL_PE
             };
-            let mut u = HandleUpdate::new(s, us, action, pool(g(1)), element(g(2), home, g(4), g(5)));
+            let mut u =
+                HandleUpdate::new(s, us, action, pool(g(1)), element(g(2), home, g(4), g(5)));
             u.takeover_suggested = g(6) & 1 != 0;
             enrp(u.into())
         }
@@ -677,7 +714,11 @@ fn template_message(harness: &Harness, kind: u8, host: u8, p: &[u8]) -> (u32, By
                 let servers = (0..g(2) % 3)
                     .map(|i| ServerInformation {
                         server_id: server(g(3 + usize::from(i))),
-                        transport: TransportParameter::sctp(9901, 0, [host_ip(8 + g(5 + usize::from(i)) % 8)]),
+                        transport: TransportParameter::sctp(
+                            9901,
+                            0,
+                            [host_ip(8 + g(5 + usize::from(i)) % 8)],
+                        ),
                     })
                     .collect();
                 enrp(
@@ -728,7 +769,10 @@ pub fn drive(data: &[u8]) {
         let input = match kind % 8 {
             0 => Input::Advance(u32::from(a) * 40 + u32::from(b)),
             1 => Input::AssocUp { assoc: a, host: b },
-            2 => Input::AssocDown { assoc: a, reason: b },
+            2 => Input::AssocDown {
+                assoc: a,
+                reason: b,
+            },
             3 => Input::Message {
                 assoc: a,
                 ppid: Protocol::PPID_ASAP,
@@ -751,7 +795,7 @@ pub fn drive(data: &[u8]) {
                 continue;
             }
             _ => {
-                if b % 2 == 0 {
+                if b.is_multiple_of(2) {
                     Input::Datagram {
                         host: a,
                         ppid: Protocol::PPID_ENRP,
@@ -759,7 +803,11 @@ pub fn drive(data: &[u8]) {
                     }
                 } else {
                     let (_, ppid, data) = template(&h, 8, 5, payload);
-                    Input::Datagram { host: a, ppid, data }
+                    Input::Datagram {
+                        host: a,
+                        ppid,
+                        data,
+                    }
                 }
             }
         };
@@ -777,4 +825,13 @@ pub fn templated(h: &Harness, assoc: u8, template_kind: u8, params: &[u8]) -> In
 
 /// The associations a run starts with: PE/PU slots 0..4 on hosts 0..4 and one slot per
 /// harness registrar (8 + i on host 8 + i).
-pub const INITIAL_ASSOCS: [(u8, u8); 8] = [(0, 0), (1, 1), (2, 2), (3, 3), (8, 8), (9, 9), (10, 10), (11, 11)];
+pub const INITIAL_ASSOCS: [(u8, u8); 8] = [
+    (0, 0),
+    (1, 1),
+    (2, 2),
+    (3, 3),
+    (8, 8),
+    (9, 9),
+    (10, 10),
+    (11, 11),
+];

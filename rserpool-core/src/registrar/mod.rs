@@ -67,19 +67,17 @@ use crate::handlespace::{DueTimer, Handlespace, HandlespaceConfig, RemovedElemen
 use crate::io::AssocIdAllocator;
 use crate::{AssocDownReason, AssocId, Instant, Machine, Output, Protocol, Transmit};
 
-use assoc::{Assoc, AssocMap, BucketMap, Origin, Role};
+use assoc::{Assoc, AssocMap, BucketMap, Origin, Role, SideMap};
 pub use config::{
     ASAP_ANNOUNCE_GROUP, AddressScope, ENRP_ANNOUNCE_GROUP, IpNetwork, LifeUnit,
-    MAX_HANDLE_RESOLUTION_ITEMS_CAP, PeerPolicy, RegistrarConfig, RegistrarLimits,
-    RegistrarTimers,
-};
-pub use enrp::{PeerState, PeerView};
-pub use events::{
-    PeerDownReason, ProtocolErrorKind, RegistrarEvent, RegistrarStats, RemovalReason,
-    TypeCounters,
+    MAX_HANDLE_RESOLUTION_ITEMS_CAP, PeerPolicy, RegistrarConfig, RegistrarLimits, RegistrarTimers,
 };
 use enrp::Peer;
+pub use enrp::{PeerState, PeerView};
 use events::type_slot;
+pub use events::{
+    PeerDownReason, ProtocolErrorKind, RegistrarEvent, RegistrarStats, RemovalReason, TypeCounters,
+};
 use takeover::Takeover;
 
 /// A PE's key: pool handle (sharing the handlespace's bytes) and PE identifier.
@@ -158,6 +156,12 @@ pub struct Registrar {
     hs: Handlespace,
     assocs: AssocMap,
     buckets: BucketMap,
+    /// ENRP associations → peer key.
+    assoc_peers: SideMap<u32>,
+    /// Associations → unreachability verifications their reports started.
+    pending: SideMap<u16>,
+    /// Multi-homed associations → their peer addresses.
+    multi: SideMap<assoc::AddrList>,
     alloc: AssocIdAllocator,
     peers: Vec<Peer>,
     next_peer_key: u32,
@@ -221,6 +225,9 @@ impl Registrar {
         });
         let assocs = AssocMap::with_hasher(hasher(&mut *rng));
         let buckets = BucketMap::with_hasher(hasher(&mut *rng));
+        let assoc_peers = SideMap::with_hasher(hasher(&mut *rng));
+        let pending = SideMap::with_hasher(hasher(&mut *rng));
+        let multi = SideMap::with_hasher(hasher(&mut *rng));
         let probes = PeMap::with_hasher(hasher(&mut *rng));
         let contested = PeMap::with_hasher(hasher(&mut *rng));
         let mut reg = Registrar {
@@ -230,6 +237,9 @@ impl Registrar {
             hs,
             assocs,
             buckets,
+            assoc_peers,
+            pending,
+            multi,
             alloc: AssocIdAllocator::default(),
             peers: Vec::new(),
             next_peer_key: 1,
@@ -303,6 +313,22 @@ impl Registrar {
         self.probes
             .get(&(pool_handle.clone(), pe_id))
             .is_some_and(|p| matches!(p.kind, ProbeKind::Unreachable | ProbeKind::Hidden))
+    }
+
+    /// Approximate bytes allocated by the registrar's tables (handlespace structures,
+    /// association table, side tables, verification state, encode buffer), for
+    /// diagnostics; allocator overhead and B-tree nodes are not included.
+    pub fn structure_bytes(&self) -> usize {
+        self.hs.structure_bytes()
+            + self.assocs.allocation_size()
+            + self.buckets.allocation_size()
+            + self.assoc_peers.allocation_size()
+            + self.pending.allocation_size()
+            + self.multi.allocation_size()
+            + self.probes.allocation_size()
+            + self.contested.allocation_size()
+            + self.buf.capacity()
+            + self.out.capacity() * core::mem::size_of::<Output<RegistrarEvent>>()
     }
 
     /// Sizes of the registrar's own structures.
@@ -498,9 +524,7 @@ impl Registrar {
 
     fn assoc_entry(&mut self, assoc: AssocId) -> &mut Assoc {
         self.assocs.entry(assoc).or_insert_with(|| {
-            let mut a = Assoc::new(Origin::Accepted, Role::Unknown);
-            a.up = true;
-            a
+            Assoc::new(Origin::Accepted, Role::Unknown)
         })
     }
 
@@ -517,12 +541,13 @@ impl Registrar {
             Origin::EnrpPeer => Role::Enrp,
             _ => Role::Asap,
         };
+        if peer != 0 {
+            self.assoc_peers.insert(id, peer);
+        }
         let mut a = Assoc::new(origin, role);
-        a.peer = peer;
-        a.set_peer_addrs(
-            &addrs.iter().copied().collect::<SmallVec<[SocketAddr; 4]>>(),
-            assoc::MAX_ASSOC_ADDRS,
-        );
+        if let Some(list) = a.set_peer_addrs(&addrs, assoc::MAX_ASSOC_ADDRS) {
+            self.multi.insert(id, list);
+        }
         self.assocs.insert(id, a);
         let channel = match origin {
             Origin::EnrpPeer => crate::ChannelKind::Enrp,
@@ -537,6 +562,15 @@ impl Registrar {
         id
     }
 
+    /// The peer addresses of an association (canonical, no duplicates).
+    fn assoc_ips(&self, assoc: AssocId) -> &[core::net::IpAddr] {
+        match self.assocs.get(&assoc) {
+            Some(a) if a.is_multi() => self.multi.get(&assoc).map_or(&[], |v| &v[..]),
+            Some(a) => a.single(),
+            None => &[],
+        }
+    }
+
     fn close(&mut self, assoc: AssocId, abort: bool) {
         self.out.push_back(Output::Close { assoc, abort });
     }
@@ -547,9 +581,9 @@ impl Registrar {
             return;
         };
         let entry = self.assoc_entry(assoc);
-        match (entry.role, protocol) {
-            (Role::Unknown, Protocol::Asap) => entry.role = Role::Asap,
-            (Role::Unknown, Protocol::Enrp) => entry.role = Role::Enrp,
+        match (entry.role(), protocol) {
+            (Role::Unknown, Protocol::Asap) => entry.set_role(Role::Asap),
+            (Role::Unknown, Protocol::Enrp) => entry.set_role(Role::Enrp),
             (Role::Asap, Protocol::Asap) | (Role::Enrp, Protocol::Enrp) => {}
             _ => {
                 self.wrong_ppid(assoc, ppid);
@@ -578,14 +612,17 @@ impl Registrar {
             return;
         };
         self.buckets.remove(&assoc);
-        if a.elements > 0 || a.role == Role::Asap {
+        self.pending.remove(&assoc);
+        self.multi.remove(&assoc);
+        let peer = self.assoc_peers.remove(&assoc).unwrap_or(0);
+        if a.elements > 0 || a.role() == Role::Asap {
             self.remove_assoc_elements(now, assoc);
         }
-        if a.origin == Origin::PoolElement {
+        if a.origin() == Origin::PoolElement {
             self.probe_assoc_failed(now, assoc);
         }
-        if a.role == Role::Enrp || a.peer != 0 {
-            self.peer_assoc_lost(now, assoc, a.peer, reason);
+        if peer != 0 {
+            self.peer_assoc_lost(now, assoc, peer, reason);
         }
     }
 }
@@ -596,8 +633,14 @@ impl Machine for Registrar {
     fn handle_assoc_up(&mut self, now: Instant, assoc: AssocId, peer_addrs: &[SocketAddr]) {
         let _ = now;
         let a = self.assoc_entry(assoc);
-        a.up = true;
-        a.set_peer_addrs(peer_addrs, assoc::MAX_ASSOC_ADDRS);
+        match a.set_peer_addrs(peer_addrs, assoc::MAX_ASSOC_ADDRS) {
+            Some(list) => {
+                self.multi.insert(assoc, list);
+            }
+            None => {
+                self.multi.remove(&assoc);
+            }
+        }
     }
 
     fn handle_assoc_down(&mut self, now: Instant, assoc: AssocId, reason: AssocDownReason) {

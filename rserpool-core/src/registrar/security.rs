@@ -115,10 +115,8 @@ mod tests {
         assert!(peer_allowed(&PeerPolicy::Any, &[ip], false));
         assert!(!peer_allowed(&PeerPolicy::StaticOnly, &[ip], false));
         assert!(peer_allowed(&PeerPolicy::StaticOnly, &[ip], true));
-        let nets = PeerPolicy::AllowedNetworks(vec![IpNetwork::new(
-            "10.99.0.0".parse().unwrap(),
-            16,
-        )]);
+        let nets =
+            PeerPolicy::AllowedNetworks(vec![IpNetwork::new("10.99.0.0".parse().unwrap(), 16)]);
         assert!(peer_allowed(&nets, &[ip], false));
         assert!(!peer_allowed(
             &nets,
@@ -127,7 +125,13 @@ mod tests {
         ));
         assert!(!peer_allowed(&nets, &[], false));
         assert!(scope_ok(ip, AddressScope::SiteLocal));
-        assert!(!scope_ok("127.0.0.1".parse().unwrap(), AddressScope::SiteLocal));
-        assert!(scope_ok("127.0.0.1".parse().unwrap(), AddressScope::Loopback));
+        assert!(!scope_ok(
+            "127.0.0.1".parse().unwrap(),
+            AddressScope::SiteLocal
+        ));
+        assert!(scope_ok(
+            "127.0.0.1".parse().unwrap(),
+            AddressScope::Loopback
+        ));
     }
 }

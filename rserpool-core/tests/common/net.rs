@@ -10,7 +10,9 @@ use std::collections::{BTreeMap, VecDeque};
 use rand_xoshiro::Xoshiro256PlusPlus;
 use rand_xoshiro::rand_core::SeedableRng;
 use rserpool_core::registrar::{Registrar, RegistrarConfig, RegistrarEvent};
-use rserpool_core::{AssocDownReason, AssocId, ChannelKind, Destination, Instant, Machine, Output, Protocol};
+use rserpool_core::{
+    AssocDownReason, AssocId, ChannelKind, Destination, Instant, Machine, Output, Protocol,
+};
 use rserpool_proto::AsapMessage;
 use rserpool_proto::asap::EndpointKeepAliveAck;
 use rserpool_proto::transport::TransportParameter;
@@ -332,18 +334,24 @@ impl Net {
             let now = self.now;
             let mut reply: Option<(AssocId, Bytes)> = None;
             match (&mut self.nodes[to].kind, d) {
-                (Kind::Reg(r), Delivery::Msg { assoc, ppid, data, .. }) => {
-                    r.handle_message(now, assoc, ppid, data)
-                }
+                (
+                    Kind::Reg(r),
+                    Delivery::Msg {
+                        assoc, ppid, data, ..
+                    },
+                ) => r.handle_message(now, assoc, ppid, data),
                 (Kind::Reg(r), Delivery::Up { assoc, peer, .. }) => {
                     r.handle_assoc_up(now, assoc, &peer)
                 }
                 (Kind::Reg(r), Delivery::Down { assoc, reason, .. }) => {
                     r.handle_assoc_down(now, assoc, reason)
                 }
-                (Kind::Reg(r), Delivery::Udp { from, ppid, data, .. }) => {
-                    r.handle_datagram(now, from, ppid, data)
-                }
+                (
+                    Kind::Reg(r),
+                    Delivery::Udp {
+                        from, ppid, data, ..
+                    },
+                ) => r.handle_datagram(now, from, ppid, data),
                 (Kind::Pe { ack, inbox, .. }, Delivery::Msg { assoc, data, .. }) => {
                     if let Ok(m) = AsapMessage::decode(&data) {
                         if let (AsapMessage::EndpointKeepAlive(k), true) = (&m, *ack)
