@@ -154,7 +154,10 @@ fn hr_rate(r: &mut Registrar, pool: &PoolHandle, items: Option<u32>, secs: f64) 
     r.handle_assoc_up(
         Instant::ZERO,
         pu,
-        &[SocketAddr::new(IpAddr::V4(Ipv4Addr::new(10, 1, 0, 1)), 4000)],
+        &[SocketAddr::new(
+            IpAddr::V4(Ipv4Addr::new(10, 1, 0, 1)),
+            4000,
+        )],
     );
     let req = AsapMessage::from(HandleResolution {
         pool_handle: pool.clone(),
@@ -223,17 +226,27 @@ fn memory(mode: &str) {
             Box::new(hs)
         }
         "shared" => {
-            // 64 PEs per association (one per peer address).
+            // 64 PEs per association: one host, 64 ports.
             let mut r = fresh(1);
-            for (i, msg) in msgs.iter().enumerate() {
-                let a = AssocId(i as u64 / 64 + 1);
+            for i in 0..m {
+                let a = AssocId(u64::from(i / 64) + 1);
+                let host = pe_ip(i / 64);
                 if i % 64 == 0 {
-                    let addrs: Vec<SocketAddr> = (i as u32..i as u32 + 64)
-                        .map(|j| SocketAddr::new(pe_ip(j), 5000))
-                        .collect();
-                    r.handle_assoc_up(Instant::ZERO, a, &addrs);
+                    r.handle_assoc_up(Instant::ZERO, a, &[SocketAddr::new(host, 5000)]);
                 }
-                r.handle_message(Instant::ZERO, a, Protocol::PPID_ASAP, msg.clone());
+                let msg = AsapMessage::from(Registration::new(
+                    pool.clone(),
+                    PoolElementParameter {
+                        pe_id: PeIdentifier(i + 1),
+                        home_server_id: ServerId(0),
+                        registration_life: 30_000,
+                        user_transport: TransportParameter::sctp(7000 + (i % 64) as u16, 1, [host]),
+                        policy: Policy::RoundRobin,
+                        asap_transport: None,
+                    },
+                ))
+                .to_bytes();
+                r.handle_message(Instant::ZERO, a, Protocol::PPID_ASAP, msg);
                 drain(&mut r);
             }
             assert_eq!(r.handlespace().element_count(), m as usize);
@@ -276,8 +289,16 @@ fn main() {
 
     // Handle resolution on a 1,000-PE round-robin pool.
     let mut r = populated(1000, &pool);
-    report("hr_per_sec_items3", hr_rate(&mut r, &pool, None, secs), "req/s");
-    report("hr_per_sec_items1", hr_rate(&mut r, &pool, Some(1), secs), "req/s");
+    report(
+        "hr_per_sec_items3",
+        hr_rate(&mut r, &pool, None, secs),
+        "req/s",
+    );
+    report(
+        "hr_per_sec_items1",
+        hr_rate(&mut r, &pool, Some(1), secs),
+        "req/s",
+    );
     report(
         "hr_per_sec_items128",
         hr_rate(&mut r, &pool, Some(128), secs),
@@ -324,11 +345,8 @@ fn main() {
         .map(|i| {
             (
                 AssocId(u64::from(i) + 1),
-                AsapMessage::from(EndpointKeepAliveAck::new(
-                    pool.clone(),
-                    PeIdentifier(i + 1),
-                ))
-                .to_bytes(),
+                AsapMessage::from(EndpointKeepAliveAck::new(pool.clone(), PeIdentifier(i + 1)))
+                    .to_bytes(),
             )
         })
         .collect();
@@ -392,9 +410,7 @@ fn table_download(n: u32) -> f64 {
                         &[SocketAddr::new(mentor_ip, 9901)],
                     );
                 }
-                Output::Transmit(t) if t.ppid == Protocol::PPID_ENRP => {
-                    to_mentor.push(t.payload)
-                }
+                Output::Transmit(t) if t.ppid == Protocol::PPID_ENRP => to_mentor.push(t.payload),
                 _ => {}
             }
         }

@@ -290,7 +290,7 @@ impl Registrar {
         // least the configured scope.
         let mut user = ut.clone();
         user.addresses
-            .retain(|ip| scope_ok(*ip, min) && ip_in(*ip, a_ips));
+            .retain(|ip| scope_ok(*ip, min) && ip_in(*ip, &a_ips));
         let mut seen = AddressList::new();
         user.addresses.retain(|ip| {
             let c = canonical(*ip);

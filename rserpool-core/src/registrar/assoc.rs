@@ -1,11 +1,11 @@
 //! The registrar's association table.
 //!
-//! One entry per association, kept to 24 bytes (32 with its key) because PEs usually have
-//! an association each: the peer address inline when there is one, the list of a
-//! multi-homed peer's addresses, the ENRP peer binding and the pending-request counters
-//! in side tables (few associations have them).
+//! One entry per association, kept to 12 bytes (24 with its key) because PEs usually have
+//! an association each: a single IPv4 peer address inline; the addresses of IPv6 and
+//! multi-homed peers, the ENRP peer binding and the pending-request counters in side
+//! tables (few associations have them).
 
-use core::net::{IpAddr, Ipv6Addr, SocketAddr};
+use core::net::{IpAddr, Ipv4Addr, SocketAddr};
 use smallvec::SmallVec;
 
 use crate::AssocId;
@@ -38,7 +38,8 @@ const MULTI: u8 = 0x20;
 /// One association.
 #[derive(Clone, Debug)]
 pub(crate) struct Assoc {
-    first: IpAddr,
+    /// The peer's address if it is one IPv4 address (`HAS_ADDR` set, `MULTI` clear).
+    v4: u32,
     bits: u8,
     /// Peer port.
     pub port: u16,
@@ -52,7 +53,7 @@ pub(crate) type AddrList = SmallVec<[IpAddr; 4]>;
 impl Assoc {
     pub(crate) fn new(origin: Origin, role: Role) -> Assoc {
         let mut a = Assoc {
-            first: IpAddr::V6(Ipv6Addr::UNSPECIFIED),
+            v4: 0,
             port: 0,
             bits: 0,
             elements: 0,
@@ -66,17 +67,13 @@ impl Assoc {
         a
     }
 
-    /// The peer address of a single-homed peer (empty for none or for a multi-homed
-    /// peer, whose addresses are in the side table).
-    pub(crate) fn single(&self) -> &[IpAddr] {
-        if self.bits & (HAS_ADDR | MULTI) == HAS_ADDR {
-            core::slice::from_ref(&self.first)
-        } else {
-            &[]
-        }
+    /// The peer address of a single-homed IPv4 peer (`None` for no address, or for
+    /// addresses kept in the side table).
+    pub(crate) fn single(&self) -> Option<IpAddr> {
+        (self.bits & (HAS_ADDR | MULTI) == HAS_ADDR).then(|| IpAddr::V4(Ipv4Addr::from(self.v4)))
     }
 
-    /// True if the peer has several addresses (kept in the side table).
+    /// True if the peer's addresses are kept in the side table (several, or IPv6).
     pub(crate) fn is_multi(&self) -> bool {
         self.bits & MULTI != 0
     }
@@ -106,8 +103,8 @@ impl Assoc {
         }
     }
 
-    /// Sets the peer's addresses; returns the list to keep in the side table if there are
-    /// several.
+    /// Sets the peer's addresses; returns the list to keep in the side table unless it is
+    /// one IPv4 address.
     #[must_use]
     pub(crate) fn set_peer_addrs(&mut self, addrs: &[SocketAddr], max: usize) -> Option<AddrList> {
         let mut ips: AddrList = SmallVec::new();
@@ -119,15 +116,14 @@ impl Assoc {
         }
         self.port = addrs.first().map_or(0, SocketAddr::port);
         self.bits &= !(HAS_ADDR | MULTI);
-        match ips.len() {
-            0 => None,
-            1 => {
-                self.first = ips[0];
+        match ips.as_slice() {
+            [] => None,
+            [IpAddr::V4(a)] => {
+                self.v4 = u32::from(*a);
                 self.bits |= HAS_ADDR;
                 None
             }
             _ => {
-                self.first = ips[0];
                 self.bits |= HAS_ADDR | MULTI;
                 Some(ips)
             }
@@ -156,14 +152,22 @@ mod tests {
 
     #[test]
     fn compact() {
-        assert!(core::mem::size_of::<Assoc>() <= 24);
-        assert!(core::mem::size_of::<(AssocId, Assoc)>() <= 32);
+        assert!(core::mem::size_of::<Assoc>() <= 12);
+        assert!(core::mem::size_of::<(AssocId, Assoc)>() <= 24);
         let mut a = Assoc::new(Origin::PoolElement, Role::Unknown);
-        assert_eq!(a.single(), &[] as &[IpAddr]);
+        assert_eq!(a.single(), None);
         a.set_role(Role::Asap);
         assert_eq!((a.role(), a.origin()), (Role::Asap, Origin::PoolElement));
-        assert!(a.set_peer_addrs(&["10.0.0.1:5".parse().unwrap()], 64).is_none());
-        assert_eq!(a.single(), &["10.0.0.1".parse::<IpAddr>().unwrap()]);
+        assert!(
+            a.set_peer_addrs(&["10.0.0.1:5".parse().unwrap()], 64)
+                .is_none()
+        );
+        assert_eq!(a.single(), Some("10.0.0.1".parse::<IpAddr>().unwrap()));
+        assert!(
+            a.set_peer_addrs(&["[2001:db8::1]:5".parse().unwrap()], 64)
+                .is_some()
+        );
+        assert!(a.is_multi());
         let many = a
             .set_peer_addrs(
                 &[
@@ -174,7 +178,7 @@ mod tests {
                 64,
             )
             .unwrap();
-        assert!(a.is_multi() && a.single().is_empty());
+        assert!(a.is_multi() && a.single().is_none());
         assert_eq!(many.len(), 2);
         assert_eq!(many[1], "10.0.0.2".parse::<IpAddr>().unwrap());
         assert_eq!(a.port, 5);

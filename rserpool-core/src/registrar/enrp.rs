@@ -459,7 +459,7 @@ impl Registrar {
                             .addresses
                             .iter()
                             .copied()
-                            .filter(|ip| scope_ok(*ip, min) && ip_in(*ip, x_ips))
+                            .filter(|ip| scope_ok(*ip, min) && ip_in(*ip, &x_ips))
                             .take(MAX_PEER_ADDRS)
                             .collect(),
                         si.transport.port,

@@ -523,9 +523,9 @@ impl Registrar {
     // associations
 
     fn assoc_entry(&mut self, assoc: AssocId) -> &mut Assoc {
-        self.assocs.entry(assoc).or_insert_with(|| {
-            Assoc::new(Origin::Accepted, Role::Unknown)
-        })
+        self.assocs
+            .entry(assoc)
+            .or_insert_with(|| Assoc::new(Origin::Accepted, Role::Unknown))
     }
 
     /// Opens an association (machine-chosen id) and records it.
@@ -563,11 +563,11 @@ impl Registrar {
     }
 
     /// The peer addresses of an association (canonical, no duplicates).
-    fn assoc_ips(&self, assoc: AssocId) -> &[core::net::IpAddr] {
+    fn assoc_ips(&self, assoc: AssocId) -> assoc::AddrList {
         match self.assocs.get(&assoc) {
-            Some(a) if a.is_multi() => self.multi.get(&assoc).map_or(&[], |v| &v[..]),
-            Some(a) => a.single(),
-            None => &[],
+            Some(a) if a.is_multi() => self.multi.get(&assoc).cloned().unwrap_or_default(),
+            Some(a) => a.single().into_iter().collect(),
+            None => assoc::AddrList::new(),
         }
     }
 
