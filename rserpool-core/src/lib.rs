@@ -7,7 +7,10 @@
 pub mod assoc;
 pub mod handlespace;
 pub mod io;
+pub mod pool_element;
+pub mod pool_user;
 pub mod registrar;
+pub mod registrar_table;
 pub mod time;
 
 pub use assoc::{AssocId, Protocol};

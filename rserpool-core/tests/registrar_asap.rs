@@ -2,10 +2,10 @@
 //! rejection cause), re-registration, deregistration, handle resolution, keep-alives,
 //! unreachability verification, association loss, and malformed input.
 
-mod common;
+mod reg_common;
 
 use bytes::Bytes;
-use common::*;
+use reg_common::*;
 use rserpool_core::handlespace::TimerKind;
 use rserpool_core::registrar::{RegistrarEvent, RemovalReason};
 use rserpool_core::{AssocDownReason, AssocId, Output, Protocol};

@@ -2,10 +2,10 @@
 //! with M-flag continuation, failure detection through the transport's signal, takeover
 //! (competing initiators, two-registrar case), Takeover Server, H-bit keep-alives.
 
-mod common;
+mod reg_common;
 
-use common::net::*;
-use common::*;
+use reg_common::net::*;
+use reg_common::*;
 use rserpool_core::AssocId;
 use rserpool_core::registrar::{PeerDownReason, PeerState, RegistrarEvent};
 use rserpool_proto::EnrpMessage;

@@ -3,10 +3,10 @@
 //! ourselves, ownership refusals, peer policy, limits, action bits, replica expiry,
 //! multicast presences, peer lists, failure detection.
 
-mod common;
+mod reg_common;
 
 use bytes::Bytes;
-use common::*;
+use reg_common::*;
 use rserpool_core::handlespace::checksum::checksum_of;
 use rserpool_core::registrar::{
     IpNetwork, PeerDownReason, PeerPolicy, PeerState, ProtocolErrorKind, RegistrarEvent,

@@ -2,10 +2,10 @@
 //! replaying the captured scenarios from the registrar's seat; where RSPLIB's own answer is
 //! in the captures, ours must be byte-identical.
 
-mod common;
+mod reg_common;
 
 use bytes::Bytes;
-use common::*;
+use reg_common::*;
 use rserpool_core::registrar::{RegistrarConfig, RegistrarEvent};
 use rserpool_core::{Destination, Output, Protocol};
 use rserpool_proto::asap::{Deregistration, Registration};

@@ -185,7 +185,10 @@ fn large_messages_one_megabyte() {
     }
     net.wait_for("burst", LIMIT, |n| (n.ea.len() >= 8).then_some(()));
     for i in 0..8u64 {
-        assert_eq!(take_message(&mut net.ea, on_a), Some((33, 0, payload(100 + i, 1 << 20))));
+        assert_eq!(
+            take_message(&mut net.ea, on_a),
+            Some((33, 0, payload(100 + i, 1 << 20)))
+        );
     }
     // Above the configured maximum: refused at once, nothing queued.
     let small = TransportConfig {

@@ -44,3 +44,13 @@ pub fn parameter(data: &[u8]) {
         assert_eq!(p, again, "decode(encode(p)) != p");
     }
 }
+
+/// Fuzzes the Component Status Protocol decoder and its round trip.
+pub fn csp(data: &[u8]) {
+    crate::csp::fuzz_csp(data);
+}
+
+/// Fuzzes the TCP-mapping (RTF) stream decoder and connection with arbitrary bytes.
+pub fn rtf(data: &[u8]) {
+    crate::rtf::fuzz_rtf_stream(data);
+}

@@ -19,6 +19,10 @@ fn replay_fuzz_corpora() {
         ("enrp_decode", fuzzing::enrp, |d: &[u8]| {
             EnrpMessage::decode(d).is_ok()
         }),
+        ("csp_decode", fuzzing::csp, |d: &[u8]| {
+            rserpool_proto::csp::CspReport::decode(d).is_ok()
+        }),
+        ("rtf_stream", fuzzing::rtf, |_d: &[u8]| true),
     ] {
         let dir = root.join(target);
         let entries = std::fs::read_dir(&dir).unwrap_or_else(|e| panic!("{}: {e}", dir.display()));
@@ -27,11 +31,12 @@ fn replay_fuzz_corpora() {
             let data = std::fs::read(&path).unwrap();
             run(&data);
             let name = path.file_name().unwrap().to_string_lossy();
-            if name.starts_with("asap-") || name.starts_with("enrp-") {
+            if name.starts_with("asap-") || name.starts_with("enrp-") || name.starts_with("report-")
+            {
                 assert!(decodes(&data), "seed {name} does not decode");
             }
             replayed += 1;
         }
     }
-    assert!(replayed >= 29, "only {replayed} corpus files");
+    assert!(replayed >= 34, "only {replayed} corpus files");
 }

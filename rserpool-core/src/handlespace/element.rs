@@ -106,7 +106,7 @@ impl Extras {
     }
 }
 
-/// The compact internal record of one PE (136 bytes). Both transports share one small
+/// The compact internal record of one PE (128 bytes). Both transports share one small
 /// address vector (inline for two addresses: one user + one ASAP address, the usual case).
 #[derive(Debug, Clone)]
 pub(crate) struct PeRecord {
@@ -125,10 +125,6 @@ pub(crate) struct PeRecord {
     pub pool: u32,
     pub home: u32,
     pub life: u32,
-    /// Position in the pool's selection structure.
-    pub pos: u32,
-    /// Position in the timer heap, [`NIL`] if no timer is set.
-    pub timer_pos: u32,
     /// Accumulated degradation (degradation policies), load units.
     pub degradation: u32,
     /// Association list links ([`NIL`] = none); `assoc_next` is also the free-list link.
@@ -159,8 +155,6 @@ impl PeRecord {
             pool: FREE,
             home: 0,
             life: 0,
-            pos: NIL,
-            timer_pos: NIL,
             degradation: 0,
             assoc_prev: NIL,
             assoc_next: NIL,
@@ -316,10 +310,16 @@ pub(crate) fn record_policy(policy_type: u32, values: &[u32; 4]) -> Policy {
 const CHUNK_BITS: u32 = 10;
 const CHUNK: usize = 1 << CHUNK_BITS;
 
-/// Records in fixed-size chunks (no doubling slack), with a free list.
+/// Records in fixed-size chunks (no doubling slack), with a free list, plus two dense
+/// per-slot arrays for the index back-pointers (written on every heap move, so they are
+/// kept out of the records to stay cache-resident).
 #[derive(Debug, Default)]
 pub(crate) struct Slab {
     chunks: Vec<Vec<PeRecord>>,
+    /// Position of each slot in its pool's selection structure.
+    sel_pos: Vec<u32>,
+    /// Position of each slot in the timer heap, [`NIL`] if it has no timer.
+    timer_pos: Vec<u32>,
     free_head: u32,
     used: usize,
 }
@@ -328,6 +328,8 @@ impl Slab {
     pub(crate) fn new() -> Slab {
         Slab {
             chunks: Vec::new(),
+            sel_pos: Vec::new(),
+            timer_pos: Vec::new(),
             free_head: NIL,
             used: 0,
         }
@@ -341,6 +343,26 @@ impl Slab {
     #[inline]
     pub(crate) fn get_mut(&mut self, slot: u32) -> &mut PeRecord {
         &mut self.chunks[(slot >> CHUNK_BITS) as usize][slot as usize & (CHUNK - 1)]
+    }
+
+    #[inline]
+    pub(crate) fn pos(&self, slot: u32) -> u32 {
+        self.sel_pos[slot as usize]
+    }
+
+    #[inline]
+    pub(crate) fn set_pos(&mut self, slot: u32, pos: u32) {
+        self.sel_pos[slot as usize] = pos;
+    }
+
+    #[inline]
+    pub(crate) fn timer_pos(&self, slot: u32) -> u32 {
+        self.timer_pos[slot as usize]
+    }
+
+    #[inline]
+    pub(crate) fn set_timer_pos(&mut self, slot: u32, pos: u32) {
+        self.timer_pos[slot as usize] = pos;
     }
 
     /// Stores `rec` in a free slot and returns the slot.
@@ -357,6 +379,10 @@ impl Slab {
         let need_chunk = self.chunks.last().is_none_or(|c| c.len() == CHUNK);
         if need_chunk {
             self.chunks.push(Vec::with_capacity(CHUNK));
+            for v in [&mut self.sel_pos, &mut self.timer_pos] {
+                v.reserve_exact(CHUNK);
+                v.resize(v.len() + CHUNK, NIL);
+            }
         }
         let ci = self.chunks.len() - 1;
         let chunk = &mut self.chunks[ci];
@@ -371,12 +397,15 @@ impl Slab {
         let mut f = PeRecord::free();
         f.assoc_next = self.free_head;
         self.free_head = slot;
+        self.sel_pos[slot as usize] = NIL;
+        self.timer_pos[slot as usize] = NIL;
         core::mem::replace(self.get_mut(slot), f)
     }
 
     /// Bytes allocated by the slab itself (chunks, not the spilled address vectors).
     pub(crate) fn allocated_bytes(&self) -> usize {
-        self.chunks.capacity() * core::mem::size_of::<Vec<PeRecord>>()
+        (self.sel_pos.capacity() + self.timer_pos.capacity()) * 4
+            + self.chunks.capacity() * core::mem::size_of::<Vec<PeRecord>>()
             + self
                 .chunks
                 .iter()
@@ -395,7 +424,7 @@ mod tests {
 
     #[test]
     fn record_is_compact() {
-        assert_eq!(core::mem::size_of::<PeRecord>(), 136);
+        assert_eq!(core::mem::size_of::<PeRecord>(), 128);
     }
 
     #[test]

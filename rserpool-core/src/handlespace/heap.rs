@@ -1,4 +1,5 @@
-//! An indexed binary min-heap: every item knows its slot, and the heap reports every move
+//! An indexed 4-ary min-heap (half the depth of a binary heap; the four children of a node
+//! are adjacent in memory): every item knows its slot, and the heap reports every move
 //! through a callback so that the owner can store the item's position (for O(log n)
 //! removal and re-keying of arbitrary items).
 //!
@@ -12,7 +13,13 @@ pub(crate) trait HeapItem: Copy {
     fn slot(&self) -> u32;
 }
 
-/// Indexed binary min-heap.
+/// Arity of the heap.
+const D: usize = 4;
+
+/// Up to this many entries, [`IndexedHeap::first_n`] scans candidates linearly.
+const SMALL_N: usize = 8;
+
+/// Indexed 4-ary min-heap.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct IndexedHeap<T> {
     items: Vec<T>,
@@ -103,7 +110,7 @@ impl<T: HeapItem> IndexedHeap<T> {
     pub(crate) fn rebuild_with(&mut self, f: impl FnMut(&mut T), pos: &mut impl FnMut(u32, u32)) {
         self.items.iter_mut().for_each(f);
         let n = self.items.len();
-        for i in (0..n / 2).rev() {
+        for i in (0..n.div_ceil(D)).rev() {
             self.sift_down(i, pos);
         }
         for (i, it) in self.items.iter().enumerate() {
@@ -113,7 +120,7 @@ impl<T: HeapItem> IndexedHeap<T> {
 
     fn restore(&mut self, i: usize, pos: &mut impl FnMut(u32, u32)) {
         if i > 0 {
-            let parent = (i - 1) / 2;
+            let parent = (i - 1) / D;
             if let (Some(a), Some(p)) = (self.items.get(i), self.items.get(parent))
                 && a.before(p)
             {
@@ -129,7 +136,7 @@ impl<T: HeapItem> IndexedHeap<T> {
             return;
         };
         while i > 0 {
-            let parent = (i - 1) / 2;
+            let parent = (i - 1) / D;
             let p = self.items[parent];
             if !item.before(&p) {
                 break;
@@ -148,16 +155,17 @@ impl<T: HeapItem> IndexedHeap<T> {
             return;
         };
         loop {
-            let l = 2 * i + 1;
-            if l >= n {
+            let first = D * i + 1;
+            if first >= n {
                 break;
             }
-            let r = l + 1;
-            let c = if r < n && self.items[r].before(&self.items[l]) {
-                r
-            } else {
-                l
-            };
+            let last = (first + D).min(n);
+            let mut c = first;
+            for j in first + 1..last {
+                if self.items[j].before(&self.items[c]) {
+                    c = j;
+                }
+            }
             let child = self.items[c];
             if !child.before(&item) {
                 break;
@@ -174,6 +182,7 @@ impl<T: HeapItem> IndexedHeap<T> {
     /// without changing the heap. `cand` is scratch space.
     pub(crate) fn first_n(&self, n: usize, cand: &mut Vec<u32>, out: &mut Vec<u32>) {
         cand.clear();
+        let start = out.len();
         if n == 0 || self.items.is_empty() {
             return;
         }
@@ -184,6 +193,28 @@ impl<T: HeapItem> IndexedHeap<T> {
         let items = &self.items;
         let less = |a: u32, b: u32| items[a as usize].before(&items[b as usize]);
         cand.push(0);
+        if n <= SMALL_N {
+            // Few entries wanted: a linear scan over the (at most 1 + 3n) candidates beats
+            // maintaining a heap of them.
+            while out.len() - start < n {
+                let Some(first) = cand.first().copied() else {
+                    break;
+                };
+                let mut bi = 0;
+                let mut best = first;
+                for (i, &c) in cand.iter().enumerate().skip(1) {
+                    if less(c, best) {
+                        best = c;
+                        bi = i;
+                    }
+                }
+                cand.swap_remove(bi);
+                out.push(best);
+                let f = D * best as usize + 1;
+                cand.extend((f..(f + D).min(items.len())).map(|c| c as u32));
+            }
+            return;
+        }
         let mut taken = 0;
         while taken < n {
             // Pop the smallest candidate (binary heap over `cand`).
@@ -214,18 +245,18 @@ impl<T: HeapItem> IndexedHeap<T> {
             }
             out.push(top);
             taken += 1;
-            for child in [2 * top as usize + 1, 2 * top as usize + 2] {
-                if child < items.len() {
-                    cand.push(child as u32);
-                    let mut i = cand.len() - 1;
-                    while i > 0 {
-                        let p = (i - 1) / 2;
-                        if less(cand[i], cand[p]) {
-                            cand.swap(i, p);
-                            i = p;
-                        } else {
-                            break;
-                        }
+            let first = D * top as usize + 1;
+            for child in first..(first + D).min(items.len()) {
+                // `cand` itself is a binary heap of candidate positions.
+                cand.push(child as u32);
+                let mut i = cand.len() - 1;
+                while i > 0 {
+                    let p = (i - 1) / 2;
+                    if less(cand[i], cand[p]) {
+                        cand.swap(i, p);
+                        i = p;
+                    } else {
+                        break;
                     }
                 }
             }
@@ -264,6 +295,10 @@ mod tests {
         h.first_n(5, &mut cand, &mut out);
         let firsts: Vec<u64> = out.iter().map(|&i| h.items()[i as usize].0).collect();
         assert_eq!(firsts, vec![0, 1, 2, 3, 3]);
+        out.clear();
+        h.first_n(11, &mut cand, &mut out);
+        let all: Vec<u64> = out.iter().map(|&i| h.items()[i as usize].0).collect();
+        assert_eq!(all, vec![0, 1, 2, 3, 3, 4, 5, 6, 7, 8, 9]);
         // Remove slot 2 (key 9) and re-key slot 0 (key 5 -> 10).
         let p2 = pos[2];
         assert_eq!(

@@ -30,9 +30,20 @@
 //! (selection takes one). Every output is deterministic for a given sequence of calls
 //! and RNG outputs.
 //!
+//! # Differences from RSPLIB
+//! Selection-order differences are listed in [`policy`]. In the handlespace itself:
+//! * refusals carry RFC 5354 causes (RSPLIB's private codes in parentheses): PE id 0,
+//!   empty or over-long pool handle, a transport without addresses, with too many
+//!   addresses or with port 0 → 0x3 Invalid Values (0xf000, 0xf004, 0xf005); transport
+//!   protocol mismatch → 0x7 (0x100a); a full handlespace → 0x6 (RSPLIB has no limits);
+//! * keep-alive and expiry timers are kept per PE but never acted upon here: the caller
+//!   decides (RSPLIB's registrar does not expire its own PEs by registration life; an
+//!   RFC registrar does — both are possible).
+//!
 //! # Memory
-//! A PE costs one 136-byte record (addresses inline for one user + one ASAP address)
-//! plus its share of the indices; `examples/hsbench.rs` measures the total per PE.
+//! A PE costs one 128-byte record (addresses inline for one user + one ASAP address)
+//! plus its share of the indices: about 175–195 bytes in total in large pools with every
+//! index in use (`examples/hsbench.rs` measures it with a counting allocator).
 
 pub mod checksum;
 pub(crate) mod element;
@@ -346,7 +357,7 @@ impl Handlespace {
             protocol: info.user_transport.protocol,
             control_channel: info.user_transport.has_control_channel(),
             len: 0,
-            by_owner: BTreeMap::new(),
+            by_owner: Default::default(),
             selector: Selector::new(policy_type),
         };
         let idx = match self.free_pools.pop() {
@@ -421,11 +432,10 @@ impl Handlespace {
             let ptype = pool.policy_type;
             let r = self.slab.get(slot);
             if r.values != new_values || r.degradation != 0 {
-                let old = pool.selector.value_before_change(ptype, slot, &self.slab);
                 let r = self.slab.get_mut(slot);
                 r.values = new_values;
                 r.degradation = 0;
-                pool.selector.rekey(ptype, slot, &mut self.slab, old);
+                pool.selector.rekey(ptype, slot, &mut self.slab);
             }
         }
         {
@@ -466,7 +476,7 @@ impl Handlespace {
         let (home, id) = (ServerId(r.home), r.pe_id);
         let pool = Self::pool_at_mut(&mut self.pools, p);
         let sum = checksum::element_sum(pool.handle_sum, PeIdentifier(id));
-        let set = pool.by_owner.entry(home).or_default();
+        let set = pool.by_owner.entry(home);
         let first_in_pool = set.is_empty();
         set.insert(id);
         let o = self.owners.entry(home).or_default();
@@ -604,17 +614,15 @@ impl Handlespace {
         let p = r.pool;
         let assoc = r.assoc().map(AssocId);
         let pool_handle = self.pool_at(p).handle.clone();
-        if r.timer_pos != NIL {
-            let tp = r.timer_pos;
+        let tp = self.slab.timer_pos(slot);
+        if tp != NIL {
             let slab = &mut self.slab;
-            self.timers
-                .remove(tp, &mut |s, i| slab.get_mut(s).timer_pos = i);
+            self.timers.remove(tp, &mut |s, i| slab.set_timer_pos(s, i));
         }
         self.assoc_unlink(slot);
         self.owner_remove(p, slot);
         let pool = Self::pool_at_mut(&mut self.pools, p);
-        let ptype = pool.policy_type;
-        pool.selector.remove(ptype, slot, &mut self.slab);
+        pool.selector.remove(slot, &mut self.slab);
         pool.len -= 1;
         let empty = pool.len == 0;
         if let Ok(e) = self
@@ -725,7 +733,7 @@ impl Handlespace {
                 }
             }
             let pool = Self::pool_at_mut(&mut self.pools, p);
-            pool.by_owner.entry(to).or_default().append(&mut set);
+            pool.by_owner.entry(to).append(&mut set);
             let o = self.owners.entry(to).or_default();
             o.pools.insert(handle.clone(), p);
         }
@@ -769,15 +777,15 @@ impl Handlespace {
     fn retime(&mut self, slot: u32) {
         let r = self.slab.get(slot);
         let dl = r.next_deadline();
-        let tp = r.timer_pos;
+        let tp = self.slab.timer_pos(slot);
         let slab = &mut self.slab;
-        let pos = &mut |s: u32, i: u32| slab.get_mut(s).timer_pos = i;
+        let pos = &mut |s: u32, i: u32| slab.set_timer_pos(s, i);
         match (tp == NIL, dl == NO_DEADLINE) {
             (true, true) => {}
             (true, false) => self.timers.push(TimerItem::new(dl, slot), pos),
             (false, true) => {
                 self.timers.remove(tp, pos);
-                self.slab.get_mut(slot).timer_pos = NIL;
+                self.slab.set_timer_pos(slot, NIL);
             }
             (false, false) => self.timers.replace(tp, TimerItem::new(dl, slot), pos),
         }

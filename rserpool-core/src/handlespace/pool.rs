@@ -3,7 +3,7 @@
 use super::policy::Selector;
 use rserpool_proto::ids::{PoolHandle, ServerId};
 use rserpool_proto::transport::TransportProtocol;
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::BTreeSet;
 
 /// Internal pool state.
 #[derive(Debug)]
@@ -21,7 +21,55 @@ pub(crate) struct Pool {
     pub len: u32,
     /// PE identifiers by home registrar: the ownership index of this pool (and, merged,
     /// the walk in PE-identifier order).
-    pub by_owner: BTreeMap<ServerId, BTreeSet<u32>>,
+    pub by_owner: OwnerSets,
     /// The policy's selection structure.
     pub selector: Selector,
+}
+
+/// PE identifiers of one pool by home registrar: a small vector sorted by registrar id
+/// (pools usually have few owners; a B-tree map node would cost ~300 bytes per pool).
+#[derive(Debug, Default)]
+pub(crate) struct OwnerSets {
+    sets: Vec<(ServerId, BTreeSet<u32>)>,
+}
+
+impl OwnerSets {
+    fn find(&self, home: &ServerId) -> Result<usize, usize> {
+        self.sets.binary_search_by(|(h, _)| h.cmp(home))
+    }
+
+    /// The set of `home`, created if missing.
+    pub(crate) fn entry(&mut self, home: ServerId) -> &mut BTreeSet<u32> {
+        let i = match self.find(&home) {
+            Ok(i) => i,
+            Err(i) => {
+                self.sets.reserve_exact(1);
+                self.sets.insert(i, (home, BTreeSet::new()));
+                i
+            }
+        };
+        &mut self.sets[i].1
+    }
+
+    pub(crate) fn get(&self, home: &ServerId) -> Option<&BTreeSet<u32>> {
+        self.find(home).ok().map(|i| &self.sets[i].1)
+    }
+
+    pub(crate) fn get_mut(&mut self, home: &ServerId) -> Option<&mut BTreeSet<u32>> {
+        self.find(home).ok().map(|i| &mut self.sets[i].1)
+    }
+
+    pub(crate) fn remove(&mut self, home: &ServerId) -> Option<BTreeSet<u32>> {
+        let i = self.find(home).ok()?;
+        let (_, set) = self.sets.remove(i);
+        if self.sets.capacity() > 2 * self.sets.len() + 1 {
+            self.sets.shrink_to_fit();
+        }
+        Some(set)
+    }
+
+    /// The sets in registrar-id order.
+    pub(crate) fn values(&self) -> impl Iterator<Item = &BTreeSet<u32>> {
+        self.sets.iter().map(|(_, s)| s)
+    }
 }

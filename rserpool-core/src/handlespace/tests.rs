@@ -26,8 +26,8 @@ fn pe(id: u32, policy: Policy) -> PoolElementInfo {
         home_registrar: HOME_A,
         registration_life: 30_000,
         policy,
-        user_transport: sctp(1000 + id as u16),
-        asap_transport: Some(sctp(2000 + id as u16)),
+        user_transport: sctp(1000 + (id & 0xfff) as u16),
+        asap_transport: Some(sctp(2000 + (id & 0xfff) as u16)),
     }
 }
 

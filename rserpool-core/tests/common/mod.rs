@@ -1,277 +1,271 @@
-//! Test rig for the registrar: deterministic RNG, explicit time, typed decoding of what it
-//! sends.
+//! Shared support for the pool element, pool user and registrar table tests: RSPLIB vectors,
+//! a typed view of machine outputs, and small constructors.
 #![allow(dead_code)]
-
-pub mod net;
 
 use bytes::Bytes;
 use core::net::{IpAddr, SocketAddr};
-use core::time::Duration;
+use std::path::{Path, PathBuf};
 
+use rand_core::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
-use rand_xoshiro::rand_core::SeedableRng;
-use rserpool_core::registrar::{Registrar, RegistrarConfig, RegistrarEvent};
-use rserpool_core::{AssocId, Destination, Instant, Machine, Output, Protocol};
-use rserpool_proto::asap::Registration;
-use rserpool_proto::enrp::Presence;
-use rserpool_proto::ids::{PeIdentifier, PoolHandle, ServerId};
-use rserpool_proto::param::{PeChecksum, PoolElementParameter, ServerInformation};
-use rserpool_proto::policy::Policy;
-use rserpool_proto::transport::TransportParameter;
-use rserpool_proto::{AsapMessage, Encode, EnrpMessage};
+use rserpool_core::io::{ChannelKind, Destination, Machine, Output};
+use rserpool_core::{AssocId, Instant};
+use rserpool_proto::AsapMessage;
+use rserpool_proto::transport::TransportProtocol;
 
-pub type Out = Output<RegistrarEvent>;
-
-/// A registrar config for single-registrar tests: no multicast, no static peers,
-/// deterministic keep-alive timers.
-pub fn quiet_config(id: u32) -> RegistrarConfig {
-    let mut c = RegistrarConfig {
-        server_id: Some(ServerId(id)),
-        asap_announce: None,
-        enrp_announce: None,
-        enrp_transport: Some(TransportParameter::sctp(9901, 0, [ip("10.0.0.1")])),
-        ..RegistrarConfig::default()
-    };
-    c.timers.keep_alive_jitter = 0.0;
-    c
+/// The deterministic RNG of the tests.
+pub fn rng(seed: u64) -> Xoshiro256PlusPlus {
+    Xoshiro256PlusPlus::seed_from_u64(seed)
 }
 
-pub fn ip(s: &str) -> IpAddr {
-    s.parse().unwrap()
+/// Finds `shared/<rel>`: `RSERPOOL_VECTORS` (for `vectors/...`), then every ancestor of the
+/// manifest directory.
+pub fn shared_path(rel: &str) -> PathBuf {
+    if let Some(rest) = rel.strip_prefix("vectors/")
+        && let Ok(v) = std::env::var("RSERPOOL_VECTORS")
+    {
+        return Path::new(&v).join(rest);
+    }
+    let manifest = Path::new(env!("CARGO_MANIFEST_DIR"));
+    for dir in manifest.ancestors().skip(1) {
+        let p = dir.join("shared").join(rel);
+        if p.exists() {
+            return p;
+        }
+    }
+    panic!("shared/{rel} not found (set RSERPOOL_VECTORS)");
 }
 
+/// Parses hex text: '#' starts a comment, everything but hex digits is ignored.
+pub fn hex(text: &str) -> Bytes {
+    let digits: Vec<u8> = text
+        .lines()
+        .map(|l| l.split('#').next().unwrap_or(""))
+        .flat_map(|l| l.bytes())
+        .filter(u8::is_ascii_hexdigit)
+        .collect();
+    assert!(digits.len().is_multiple_of(2), "odd number of hex digits");
+    digits
+        .chunks(2)
+        .map(|c| u8::from_str_radix(std::str::from_utf8(c).unwrap(), 16).unwrap())
+        .collect::<Vec<u8>>()
+        .into()
+}
+
+/// One RSPLIB message vector (`shared/vectors/rsplib-captures/messages/<name>.hex`).
+pub fn vector(name: &str) -> Bytes {
+    let p = shared_path(&format!("vectors/rsplib-captures/messages/{name}.hex"));
+    hex(&std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())))
+}
+
+/// A machine output with ASAP payloads decoded (test-only: size does not matter).
+#[allow(clippy::large_enum_variant)]
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Out<E> {
+    /// An ASAP message over an association (PPID 11, stream 0).
+    Send(AssocId, AsapMessage),
+    /// Connect.
+    Connect(AssocId, Vec<SocketAddr>, TransportProtocol),
+    /// Close (abort?).
+    Close(AssocId, bool),
+    /// Application event.
+    Event(E),
+}
+
+/// Drains a machine's outputs, decoding every transmitted ASAP message (and checking it
+/// re-encodes to the same bytes).
+pub fn drain<M: Machine>(m: &mut M) -> Vec<Out<M::Event>> {
+    drain_raw(m).into_iter().map(|(o, _)| o).collect()
+}
+
+/// Like [`drain`], also returning each transmitted payload's bytes.
+pub fn drain_raw<M: Machine>(m: &mut M) -> Vec<(Out<M::Event>, Option<Bytes>)> {
+    let mut v = Vec::new();
+    while let Some(o) = m.poll_output() {
+        v.push(match o {
+            Output::Transmit(t) => {
+                assert_eq!(t.ppid, 11, "ASAP PPID");
+                assert_eq!(t.stream, 0);
+                let Destination::Assoc(a) = t.dest else {
+                    panic!("unexpected UDP transmit {t:?}");
+                };
+                let m = AsapMessage::decode_bytes(&t.payload)
+                    .unwrap_or_else(|e| panic!("undecodable output {:?}: {e:?}", t.payload));
+                assert_eq!(m.to_bytes(), t.payload, "canonical encoding");
+                (Out::Send(a, m), Some(t.payload))
+            }
+            Output::Connect {
+                assoc,
+                addrs,
+                transport,
+                channel,
+            } => {
+                assert_eq!(channel, ChannelKind::AsapToRegistrar);
+                (Out::Connect(assoc, addrs.to_vec(), transport), None)
+            }
+            Output::Close { assoc, abort } => (Out::Close(assoc, abort), None),
+            Output::Event(e) => (Out::Event(e), None),
+        });
+    }
+    v
+}
+
+/// Milliseconds since the epoch.
+pub fn ms(ms: u64) -> Instant {
+    Instant::from_millis(ms)
+}
+
+/// A socket address from text.
 pub fn sa(s: &str) -> SocketAddr {
     s.parse().unwrap()
 }
 
-pub fn ph(s: &str) -> PoolHandle {
-    PoolHandle::from(s)
+/// An IP address from text.
+pub fn ip(s: &str) -> IpAddr {
+    s.parse().unwrap()
 }
 
-/// A PE parameter as a PE registers it (SCTP user transport, data + control).
-pub fn pe(id: u32, addr: &str, port: u16) -> PoolElementParameter {
-    PoolElementParameter {
-        pe_id: PeIdentifier(id),
-        home_server_id: ServerId(0),
-        registration_life: 30_000,
-        user_transport: TransportParameter::sctp(port, 1, [ip(addr)]),
-        policy: Policy::RoundRobin,
-        asap_transport: None,
-    }
+/// The connect attempts among outputs.
+pub fn connects<E>(outs: &[Out<E>]) -> Vec<(AssocId, Vec<SocketAddr>)> {
+    outs.iter()
+        .filter_map(|o| match o {
+            Out::Connect(a, addrs, _) => Some((*a, addrs.clone())),
+            _ => None,
+        })
+        .collect()
 }
 
-pub fn registration(pool: &str, p: PoolElementParameter) -> AsapMessage {
-    Registration::new(ph(pool), p).into()
+/// The index the registrar table's hunt starts at for a fresh RNG state (its formula:
+/// `next_u32 · n / 2^32`), for predicting the order of connect attempts.
+pub fn hunt_start(rng: &mut impl rand_core::Rng, n: usize) -> usize {
+    ((u64::from(rng.next_u32()) * n as u64) >> 32) as usize
 }
 
-pub struct Rig {
-    pub reg: Registrar,
-    pub now: Instant,
+/// One step of a random driver schedule ([`run_schedule`]).
+#[derive(Clone, Debug)]
+pub enum Op {
+    /// Time passes (ms); due timeouts are handled.
+    Advance(u16),
+    /// The n-th pending connect comes up.
+    ConnectUp(u8),
+    /// The n-th pending connect fails.
+    ConnectFail(u8),
+    /// The n-th live association breaks.
+    Lose(u8),
+    /// A peer opens an association to the machine.
+    Incoming,
+    /// Canned message m arrives on the n-th live association.
+    Deliver(u8, u8),
+    /// Canned datagram m arrives.
+    Datagram(u8),
+    /// Machine-specific command c.
+    Command(u8),
 }
 
-impl Rig {
-    pub fn new(cfg: RegistrarConfig) -> Rig {
-        Self::with_seed(cfg, 7)
-    }
+/// A proptest strategy for [`Op`]s.
+pub fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+    use proptest::prelude::*;
+    prop_oneof![
+        3 => (0u16..4000).prop_map(Op::Advance),
+        2 => any::<u8>().prop_map(Op::ConnectUp),
+        1 => any::<u8>().prop_map(Op::ConnectFail),
+        1 => any::<u8>().prop_map(Op::Lose),
+        1 => Just(Op::Incoming),
+        4 => (any::<u8>(), any::<u8>()).prop_map(|(a, m)| Op::Deliver(a, m)),
+        1 => any::<u8>().prop_map(Op::Datagram),
+        2 => any::<u8>().prop_map(Op::Command),
+    ]
+}
 
-    pub fn with_seed(cfg: RegistrarConfig, seed: u64) -> Rig {
-        let reg = Registrar::new(cfg, Instant::ZERO, Xoshiro256PlusPlus::seed_from_u64(seed));
-        let mut r = Rig {
-            reg,
-            now: Instant::ZERO,
-        };
-        r.reg.handle_timeout(Instant::ZERO);
-        r
-    }
-
-    pub fn id(&self) -> ServerId {
-        self.reg.server_id()
-    }
-
-    pub fn drain(&mut self) -> Vec<Out> {
-        let mut v = Vec::new();
-        while let Some(o) = self.reg.poll_output() {
-            v.push(o);
-        }
-        v
-    }
-
-    pub fn up(&mut self, assoc: u64, addrs: &[&str]) -> Vec<Out> {
-        let a: Vec<SocketAddr> = addrs.iter().map(|s| sa(s)).collect();
-        self.reg.handle_assoc_up(self.now, AssocId(assoc), &a);
-        self.drain()
-    }
-
-    pub fn down(&mut self, assoc: u64, reason: rserpool_core::AssocDownReason) -> Vec<Out> {
-        self.reg.handle_assoc_down(self.now, AssocId(assoc), reason);
-        self.drain()
-    }
-
-    pub fn raw(&mut self, assoc: u64, ppid: u32, data: &[u8]) -> Vec<Out> {
-        self.reg
-            .handle_message(self.now, AssocId(assoc), ppid, Bytes::copy_from_slice(data));
-        self.drain()
-    }
-
-    pub fn asap(&mut self, assoc: u64, m: impl Into<AsapMessage>) -> Vec<Out> {
-        let m: AsapMessage = m.into();
-        self.raw(assoc, Protocol::PPID_ASAP, &m.to_bytes())
-    }
-
-    pub fn enrp(&mut self, assoc: u64, m: impl Into<EnrpMessage>) -> Vec<Out> {
-        let m: EnrpMessage = m.into();
-        self.raw(assoc, Protocol::PPID_ENRP, &m.to_bytes())
-    }
-
-    pub fn enrp_on(&mut self, assoc: AssocId, m: impl Into<EnrpMessage>) -> Vec<Out> {
-        let m: EnrpMessage = m.into();
-        self.reg
-            .handle_message(self.now, assoc, Protocol::PPID_ENRP, m.to_bytes());
-        self.drain()
-    }
-
-    pub fn reg_datagram(&mut self, from: &str, ppid: u32, data: &[u8]) -> Vec<Out> {
-        self.reg
-            .handle_datagram(self.now, sa(from), ppid, Bytes::copy_from_slice(data));
-        self.drain()
-    }
-
-    pub fn datagram(&mut self, from: &str, m: impl Into<EnrpMessage>) -> Vec<Out> {
-        let m: EnrpMessage = m.into();
-        self.reg
-            .handle_datagram(self.now, sa(from), Protocol::PPID_ENRP, m.to_bytes());
-        self.drain()
-    }
-
-    /// Runs every timer up to `now + d` in order; returns all outputs.
-    pub fn advance(&mut self, d: Duration) -> Vec<Out> {
-        let target = self.now + d;
-        let mut v = Vec::new();
-        while let Some(t) = self.reg.poll_timeout() {
-            if t > target {
-                break;
+/// Runs a schedule against a machine like a driver would, checking the driving contract:
+/// messages go only to live associations, connects use fresh machine-chosen ids, every
+/// transmitted message decodes, and after `handle_timeout(now)` the next deadline is later
+/// than `now`. Returns the events.
+pub fn run_schedule<M: Machine>(
+    m: &mut M,
+    ops: &[Op],
+    messages: &[Bytes],
+    datagrams: &[(SocketAddr, Bytes)],
+    mut command: impl FnMut(&mut M, Instant, u8),
+) -> Vec<M::Event>
+where
+    M::Event: core::fmt::Debug,
+{
+    use rserpool_core::io::{AssocDownReason, AssocIdAllocator};
+    let mut now = Instant::ZERO;
+    let mut up: Vec<AssocId> = Vec::new();
+    let mut pending: Vec<AssocId> = Vec::new();
+    let mut seen: std::collections::BTreeSet<AssocId> = Default::default();
+    let mut next_incoming = 1u64;
+    let mut events = Vec::new();
+    let mut absorb = |m: &mut M,
+                      up: &mut Vec<AssocId>,
+                      pending: &mut Vec<AssocId>,
+                      events: &mut Vec<M::Event>| {
+        for o in drain(m) {
+            match o {
+                Out::Send(a, _) => assert!(up.contains(&a), "send to {a:?}, live: {up:?}"),
+                Out::Connect(a, addrs, _) => {
+                    assert!(AssocIdAllocator::is_machine_chosen(a));
+                    assert!(seen.insert(a), "connect id {a:?} reused");
+                    assert!(!addrs.is_empty());
+                    pending.push(a);
+                }
+                Out::Close(a, _) => {
+                    assert!(
+                        up.contains(&a) || pending.contains(&a),
+                        "close of unknown {a:?}"
+                    );
+                    up.retain(|x| *x != a);
+                    pending.retain(|x| *x != a);
+                }
+                Out::Event(e) => events.push(e),
             }
-            self.now = self.now.max(t);
-            self.reg.handle_timeout(self.now);
-            v.extend(self.drain());
         }
-        self.now = target;
-        v
+    };
+    for op in ops {
+        match *op {
+            Op::Advance(d) => {
+                now += core::time::Duration::from_millis(u64::from(d));
+                if m.poll_timeout().is_some_and(|t| t <= now) {
+                    m.handle_timeout(now);
+                    absorb(m, &mut up, &mut pending, &mut events);
+                    if let Some(t) = m.poll_timeout() {
+                        assert!(t > now, "deadline {t:?} not consumed at {now:?}");
+                    }
+                }
+            }
+            Op::ConnectUp(i) if !pending.is_empty() => {
+                let a = pending.remove(i as usize % pending.len());
+                up.push(a);
+                m.handle_assoc_up(now, a, &[]);
+            }
+            Op::ConnectFail(i) if !pending.is_empty() => {
+                let a = pending.remove(i as usize % pending.len());
+                m.handle_assoc_down(now, a, AssocDownReason::ConnectFailed);
+            }
+            Op::Lose(i) if !up.is_empty() => {
+                let a = up.remove(i as usize % up.len());
+                m.handle_assoc_down(now, a, AssocDownReason::Lost);
+            }
+            Op::Incoming => {
+                let a = AssocId(next_incoming);
+                next_incoming += 1;
+                up.push(a);
+                m.handle_assoc_up(now, a, &[]);
+            }
+            Op::Deliver(i, k) if !up.is_empty() && !messages.is_empty() => {
+                let a = up[i as usize % up.len()];
+                m.handle_message(now, a, 11, messages[k as usize % messages.len()].clone());
+            }
+            Op::Datagram(k) if !datagrams.is_empty() => {
+                let (from, d) = &datagrams[k as usize % datagrams.len()];
+                m.handle_datagram(now, *from, 11, d.clone());
+            }
+            Op::Command(c) => command(m, now, c),
+            _ => {}
+        }
+        absorb(m, &mut up, &mut pending, &mut events);
     }
-
-    /// Registers a PE over `assoc` (must be up) and returns the outputs.
-    pub fn register(&mut self, assoc: u64, pool: &str, p: PoolElementParameter) -> Vec<Out> {
-        self.asap(assoc, registration(pool, p))
-    }
-
-    /// Makes `id` a peer over association `assoc` from `addr` (ENRP port 9901), with the
-    /// given ownership checksum; returns the outputs.
-    pub fn add_peer(&mut self, assoc: u64, id: u32, addr: &str, checksum: u16) -> Vec<Out> {
-        self.up(assoc, &[&format!("{addr}:9901")]);
-        self.enrp(assoc, presence(id, self.id().0, addr, checksum, false))
-    }
-}
-
-pub fn presence(sender: u32, receiver: u32, addr: &str, checksum: u16, r: bool) -> Presence {
-    Presence {
-        reply_required: r,
-        reserved_flags: 0,
-        sender: ServerId(sender),
-        receiver: ServerId(receiver),
-        checksum: Some(PeChecksum(checksum)),
-        server_information: Some(ServerInformation {
-            server_id: ServerId(sender),
-            transport: TransportParameter::sctp(9901, 0, [ip(addr)]),
-        }),
-        skipped: Vec::new(),
-    }
-}
-
-/// The ASAP messages sent, with their destinations.
-pub fn asap_sent(outs: &[Out]) -> Vec<(Destination, AsapMessage)> {
-    outs.iter()
-        .filter_map(|o| match o {
-            Output::Transmit(t) if t.ppid == Protocol::PPID_ASAP => Some((
-                t.dest.clone(),
-                AsapMessage::decode(&t.payload).expect("registrar sends valid ASAP"),
-            )),
-            _ => None,
-        })
-        .collect()
-}
-
-/// The ENRP messages sent, with their destinations.
-pub fn enrp_sent(outs: &[Out]) -> Vec<(Destination, EnrpMessage)> {
-    outs.iter()
-        .filter_map(|o| match o {
-            Output::Transmit(t) if t.ppid == Protocol::PPID_ENRP => Some((
-                t.dest.clone(),
-                EnrpMessage::decode(&t.payload).expect("registrar sends valid ENRP"),
-            )),
-            _ => None,
-        })
-        .collect()
-}
-
-/// Every transmit decoded, in order, as a tagged enum.
-#[derive(Debug, Clone, PartialEq)]
-pub enum Sent {
-    Asap(Destination, AsapMessage),
-    Enrp(Destination, EnrpMessage),
-}
-
-pub fn sent(outs: &[Out]) -> Vec<Sent> {
-    outs.iter()
-        .filter_map(|o| match o {
-            Output::Transmit(t) if t.ppid == Protocol::PPID_ASAP => Some(Sent::Asap(
-                t.dest.clone(),
-                AsapMessage::decode(&t.payload).expect("valid ASAP"),
-            )),
-            Output::Transmit(t) if t.ppid == Protocol::PPID_ENRP => Some(Sent::Enrp(
-                t.dest.clone(),
-                EnrpMessage::decode(&t.payload).expect("valid ENRP"),
-            )),
-            _ => None,
-        })
-        .collect()
-}
-
-pub fn events(outs: &[Out]) -> Vec<RegistrarEvent> {
-    outs.iter()
-        .filter_map(|o| match o {
-            Output::Event(e) => Some(e.clone()),
-            _ => None,
-        })
-        .collect()
-}
-
-/// Events without ProtocolError noise.
-pub fn main_events(outs: &[Out]) -> Vec<RegistrarEvent> {
-    events(outs)
-        .into_iter()
-        .filter(|e| !matches!(e, RegistrarEvent::ProtocolError { .. }))
-        .collect()
-}
-
-pub fn to(assoc: u64) -> Destination {
-    Destination::Assoc(AssocId(assoc))
-}
-
-pub fn hex(s: &str) -> Vec<u8> {
-    let s: String = s.chars().filter(|c| c.is_ascii_hexdigit()).collect();
-    (0..s.len() / 2)
-        .map(|i| u8::from_str_radix(&s[2 * i..2 * i + 2], 16).unwrap())
-        .collect()
-}
-
-pub fn encoded(m: &impl Encode) -> Bytes {
-    m.to_bytes()
-}
-
-pub fn secs(s: u64) -> Duration {
-    Duration::from_secs(s)
-}
-
-pub fn ms(s: u64) -> Duration {
-    Duration::from_millis(s)
+    events
 }

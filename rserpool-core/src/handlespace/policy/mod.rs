@@ -90,32 +90,20 @@ impl Selector {
         }
     }
 
-    pub(crate) fn remove(&mut self, policy_type: u32, slot: u32, slab: &mut Slab) {
+    pub(crate) fn remove(&mut self, slot: u32, slab: &mut Slab) {
         match self {
             Selector::Ring(r) => r.remove(slot, slab),
             Selector::Sorted(s) => s.remove(slot, slab),
-            Selector::Weighted(w) => w.remove(policy_type, slot, slab),
+            Selector::Weighted(w) => w.remove(slot, slab),
         }
     }
 
-    /// The selection value of a slot, needed before its values change ([`Selector::rekey`]).
-    pub(crate) fn value_before_change(&self, policy_type: u32, slot: u32, slab: &Slab) -> u64 {
-        match self {
-            Selector::Weighted(_) => {
-                let r = slab.get(slot);
-                random::value(policy_type, &r.values, r.degradation)
-            }
-            _ => 0,
-        }
-    }
-
-    /// The slot's policy values or degradation changed (`old` from
-    /// [`Selector::value_before_change`]).
-    pub(crate) fn rekey(&mut self, policy_type: u32, slot: u32, slab: &mut Slab, old: u64) {
+    /// The slot's policy values or degradation changed.
+    pub(crate) fn rekey(&mut self, policy_type: u32, slot: u32, slab: &mut Slab) {
         match self {
             Selector::Ring(_) => {}
             Selector::Sorted(s) => s.rekey(policy_type, slot, slab),
-            Selector::Weighted(w) => w.rekey(policy_type, slot, slab, old),
+            Selector::Weighted(w) => w.rekey(policy_type, slot, slab),
         }
     }
 

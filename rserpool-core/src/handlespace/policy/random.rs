@@ -63,53 +63,76 @@ pub(crate) fn value(policy_type: u32, v: &[u32; 4], degradation: u32) -> u64 {
     }
 }
 
-fn value_of(policy_type: u32, slab: &Slab, slot: u32) -> u64 {
+fn value_of(policy_type: u32, slab: &Slab, slot: u32) -> u32 {
     let r = slab.get(slot);
-    value(policy_type, &r.values, r.degradation)
+    // Values are at most 0xffffffff by construction.
+    value(policy_type, &r.values, r.degradation).min(u64::from(u32::MAX)) as u32
 }
+
+/// Up to this many PEs per answer, draws without replacement use rejection (redraw when
+/// an already chosen PE comes up; the accepted draw has exactly the conditional
+/// distribution); after 4 rejections in a row, or for larger answers, chosen PEs are
+/// taken out of the tree instead.
+const REJECTION_MAX_K: usize = 16;
+const REJECTION_TRIES: u32 = 4;
 
 /// Value tree of a random-family pool.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Weighted {
+    /// Slot at each position.
     members: Vec<u32>,
+    /// Selection value at each position.
+    vals: Vec<u32>,
     tree: Fenwick,
 }
 
 impl Weighted {
     pub(crate) fn insert(&mut self, policy_type: u32, slot: u32, slab: &mut Slab) {
         reserve_small(&mut self.members);
-        slab.get_mut(slot).pos = self.members.len() as u32;
+        reserve_small(&mut self.vals);
+        let v = value_of(policy_type, slab, slot);
+        slab.set_pos(slot, self.members.len() as u32);
         self.members.push(slot);
-        self.tree.push(value_of(policy_type, slab, slot));
+        self.vals.push(v);
+        self.tree.push(u64::from(v));
     }
 
-    pub(crate) fn remove(&mut self, policy_type: u32, slot: u32, slab: &mut Slab) {
-        let pos = slab.get(slot).pos as usize;
-        let v = value_of(policy_type, slab, slot);
+    pub(crate) fn remove(&mut self, slot: u32, slab: &mut Slab) {
+        let pos = slab.pos(slot) as usize;
         let Some(last) = self.members.len().checked_sub(1) else {
             return;
         };
+        let v = u64::from(self.vals[pos]);
         if pos != last {
             let moved = self.members[last];
-            let vm = value_of(policy_type, slab, moved);
-            self.tree.update(pos, v, vm);
-            self.tree.update(last, vm, v);
+            let vm = self.vals[last];
+            self.tree.update(pos, v, u64::from(vm));
+            self.tree.update(last, u64::from(vm), v);
             self.members[pos] = moved;
-            slab.get_mut(moved).pos = pos as u32;
+            self.vals[pos] = vm;
+            slab.set_pos(moved, pos as u32);
         }
         self.members.pop();
+        self.vals.pop();
         self.tree.pop(v);
-        if self.members.capacity() > 64 && self.members.len() < self.members.capacity() / 2 {
-            self.members
-                .shrink_to(self.members.len() + self.members.len() / 16 + 8);
+        for v in [&mut self.members, &mut self.vals] {
+            if v.capacity() > 64 && v.len() < v.capacity() / 2 {
+                v.shrink_to(v.len() + v.len() / 16 + 8);
+            }
         }
     }
 
-    /// The PE's values changed: its value was `old`.
-    pub(crate) fn rekey(&mut self, policy_type: u32, slot: u32, slab: &Slab, old: u64) {
-        let pos = slab.get(slot).pos as usize;
-        self.tree
-            .update(pos, old, value_of(policy_type, slab, slot));
+    /// The PE's values (or degradation) changed: recompute its selection value.
+    pub(crate) fn rekey(&mut self, policy_type: u32, slot: u32, slab: &Slab) {
+        let pos = slab.pos(slot) as usize;
+        let new = value_of(policy_type, slab, slot);
+        let old = core::mem::replace(&mut self.vals[pos], new);
+        self.tree.update(pos, u64::from(old), u64::from(new));
+    }
+
+    fn draw<R: rand_core::Rng + ?Sized>(&self, rng: &mut R) -> Option<usize> {
+        let total = self.tree.total();
+        (total > 0).then(|| self.tree.find(uniform_below(rng, total)))
     }
 
     #[allow(clippy::too_many_arguments)]
@@ -125,33 +148,52 @@ impl Weighted {
     ) {
         picks.clear();
         let k = n.min(self.members.len());
-        for _ in 0..k {
-            let total = self.tree.total();
-            if total == 0 {
-                break;
+        let mut zeroed = k > REJECTION_MAX_K;
+        'draws: for _ in 0..k {
+            if !zeroed {
+                for _ in 0..REJECTION_TRIES {
+                    let Some(p) = self.draw(rng) else {
+                        break 'draws;
+                    };
+                    if !picks.contains(&(p as u32)) {
+                        picks.push(p as u32);
+                        continue 'draws;
+                    }
+                }
+                // Too many rejections: take the chosen PEs out of the tree.
+                zeroed = true;
+                for &p in picks.iter() {
+                    let p = p as usize;
+                    self.tree.update(p, u64::from(self.vals[p]), 0);
+                }
             }
-            let p = self.tree.find(uniform_below(rng, total));
-            let slot = self.members[p];
-            let v = value_of(policy_type, slab, slot);
-            self.tree.update(p, v, 0);
+            let Some(p) = self.draw(rng) else {
+                break;
+            };
+            self.tree.update(p, u64::from(self.vals[p]), 0);
             picks.push(p as u32);
-            out.push(slot);
+        }
+        if zeroed {
+            for &p in picks.iter() {
+                let p = p as usize;
+                self.tree.update(p, 0, u64::from(self.vals[p]));
+            }
         }
         for (i, &p) in picks.iter().enumerate() {
             let slot = self.members[p as usize];
+            out.push(slot);
             if (i as u64) < u64::from(max_increment) {
                 let r = slab.get_mut(slot);
                 if let Some(step) = degradation_step(policy_type, &r.values) {
                     r.degradation = r.degradation.saturating_add(step);
+                    self.rekey(policy_type, slot, slab);
                 }
             }
-            let v = value_of(policy_type, slab, slot);
-            self.tree.update(p as usize, 0, v);
         }
     }
 
     pub(crate) fn allocated_bytes(&self) -> usize {
-        self.members.capacity() * 4 + self.tree.allocated_bytes()
+        (self.members.capacity() + self.vals.capacity()) * 4 + self.tree.allocated_bytes()
     }
 
     #[cfg(test)]

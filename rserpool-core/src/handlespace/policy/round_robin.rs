@@ -22,12 +22,12 @@ pub(crate) struct Ring {
 impl Ring {
     pub(crate) fn insert(&mut self, slot: u32, slab: &mut Slab) {
         reserve_small(&mut self.members);
-        slab.get_mut(slot).pos = self.members.len() as u32;
+        slab.set_pos(slot, self.members.len() as u32);
         self.members.push(slot);
     }
 
     pub(crate) fn remove(&mut self, slot: u32, slab: &mut Slab) {
-        let pos = slab.get(slot).pos as usize;
+        let pos = slab.pos(slot) as usize;
         let Some(last) = self.members.len().checked_sub(1) else {
             return;
         };
@@ -35,7 +35,7 @@ impl Ring {
         if pos != last
             && let Some(&moved) = self.members.get(pos)
         {
-            slab.get_mut(moved).pos = pos as u32;
+            slab.set_pos(moved, pos as u32);
         }
         if self.members.is_empty() {
             self.head = 0;

@@ -84,17 +84,12 @@ impl Sorted {
             it.seq = i as u32;
         }
         self.next_seq = items.len() as u32;
-        self.heap
-            .replace_all(items, &mut |s, i| slab.get_mut(s).pos = i);
+        self.heap.replace_all(items, &mut |s, i| slab.set_pos(s, i));
     }
 
     fn initial_key(&self, policy_type: u32, r: &PeRecord) -> u64 {
         if policy_type == code::WEIGHTED_ROUND_ROBIN {
-            if wrr::weight(&r.values) == 0 {
-                NEVER
-            } else {
-                self.vtime
-            }
+            wrr::initial_pass(self.vtime, wrr::weight(&r.values))
         } else {
             key_of(policy_type, r)
         }
@@ -103,28 +98,26 @@ impl Sorted {
     pub(crate) fn insert(&mut self, policy_type: u32, slot: u32, slab: &mut Slab) {
         let key = self.initial_key(policy_type, slab.get(slot));
         let seq = self.take_seq(slab);
-        self.heap.push(SortItem { key, seq, slot }, &mut |s, i| {
-            slab.get_mut(s).pos = i
-        });
+        self.heap
+            .push(SortItem { key, seq, slot }, &mut |s, i| slab.set_pos(s, i));
     }
 
     pub(crate) fn remove(&mut self, slot: u32, slab: &mut Slab) {
-        let pos = slab.get(slot).pos;
-        self.heap.remove(pos, &mut |s, i| slab.get_mut(s).pos = i);
+        let pos = slab.pos(slot);
+        self.heap.remove(pos, &mut |s, i| slab.set_pos(s, i));
     }
 
     /// The PE's policy values (or degradation) changed; its sequence number is kept.
     pub(crate) fn rekey(&mut self, policy_type: u32, slot: u32, slab: &mut Slab) {
+        let pos = slab.pos(slot);
         let r = slab.get(slot);
-        let pos = r.pos;
         let Some(&item) = self.heap.get(pos) else {
             return;
         };
         let key = if policy_type == code::WEIGHTED_ROUND_ROBIN {
-            if wrr::weight(&r.values) == 0 {
-                NEVER
-            } else if item.key == NEVER {
-                self.vtime
+            let w = wrr::weight(&r.values);
+            if w == 0 || item.key == NEVER {
+                wrr::initial_pass(self.vtime, w)
             } else {
                 item.key
             }
@@ -133,7 +126,7 @@ impl Sorted {
         };
         self.heap
             .replace(pos, SortItem { key, ..item }, &mut |s, i| {
-                slab.get_mut(s).pos = i
+                slab.set_pos(s, i)
             });
     }
 
@@ -162,7 +155,7 @@ impl Sorted {
         for k in 0..m {
             let slot = out[start + k];
             let seq = self.take_seq(slab);
-            let pos = slab.get(slot).pos;
+            let pos = slab.pos(slot);
             let Some(&item) = self.heap.get(pos) else {
                 continue;
             };
@@ -178,7 +171,7 @@ impl Sorted {
             };
             self.heap
                 .replace(pos, SortItem { key, seq, slot }, &mut |s, i| {
-                    slab.get_mut(s).pos = i
+                    slab.set_pos(s, i)
                 });
             if key != NEVER && key > PASS_LIMIT {
                 self.renormalise(slab);
@@ -201,7 +194,7 @@ impl Sorted {
                     it.key -= min;
                 }
             },
-            &mut |s, i| slab.get_mut(s).pos = i,
+            &mut |s, i| slab.set_pos(s, i),
         );
     }
 
@@ -212,7 +205,7 @@ impl Sorted {
     /// `(key, seq)` of a slot (tests).
     #[cfg(test)]
     pub(crate) fn entry_of(&self, slot: u32, slab: &Slab) -> Option<(u64, u32)> {
-        self.heap.get(slab.get(slot).pos).map(|it| (it.key, it.seq))
+        self.heap.get(slab.pos(slot)).map(|it| (it.key, it.seq))
     }
 
     #[cfg(test)]
@@ -223,7 +216,7 @@ impl Sorted {
                     it.key += add;
                 }
             },
-            &mut |s, i| slab.get_mut(s).pos = i,
+            &mut |s, i| slab.set_pos(s, i),
         );
         self.vtime += add;
     }
