@@ -1049,3 +1049,41 @@ fn wrong_ppid_is_ignored_and_counted() {
     assert!(r.reg.handlespace().get(&ph("P"), PeIdentifier(1)).is_some());
     let _ = PoolHandle::default();
 }
+
+#[test]
+fn owned_elements_expire_only_when_configured() {
+    for expire in [false, true] {
+        let mut cfg = quiet_config(US);
+        cfg.expire_owned_elements = expire;
+        cfg.timers.keep_alive_transmission_interval = secs(100);
+        let mut r = Rig::new(cfg);
+        r.up(1, &["10.1.0.5:5000"]);
+        let mut p = pe(3, "10.1.0.5", 6000);
+        p.registration_life = 2000;
+        r.register(1, "E", p);
+        let outs = r.advance(secs(3));
+        if expire {
+            assert_eq!(
+                asap_sent(&outs),
+                vec![(
+                    to(1),
+                    AsapMessage::DeregistrationResponse(DeregistrationResponse {
+                        pool_handle: ph("E"),
+                        pe_id: PeIdentifier(3),
+                        ..Default::default()
+                    })
+                )]
+            );
+            assert!(matches!(
+                main_events(&outs).as_slice(),
+                [RegistrarEvent::PeRemoved {
+                    reason: RemovalReason::Expired,
+                    ..
+                }]
+            ));
+        } else {
+            assert!(outs.is_empty());
+            assert!(r.reg.handlespace().contains(&ph("E"), PeIdentifier(3)));
+        }
+    }
+}

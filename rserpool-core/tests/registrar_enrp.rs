@@ -699,3 +699,149 @@ fn failure_detection_exact_times() {
     let _ = PeerState::Alive;
     let _ = AssocId(0);
 }
+
+#[test]
+fn server_announces_and_heartbeats() {
+    let mut announces = Vec::new();
+    let mut multicast_presences = Vec::new();
+    let mut unicast_presences = 0;
+    let mut r2 = {
+        let mut c = cfg();
+        c.asap_announce = Some(rserpool_core::registrar::ASAP_ANNOUNCE_GROUP);
+        c.enrp_announce = Some(rserpool_core::registrar::ENRP_ANNOUNCE_GROUP);
+        c.asap_transports = vec![TransportParameter::sctp(3863, 0, [ip("10.0.0.1")])];
+        Rig::new(c)
+    };
+    r2.drain();
+    r2.add_peer(100, P, "10.0.0.2", 0xffff);
+    for _ in 0..6000 {
+        let outs = r2.advance(ms(10));
+        let t = r2.now;
+        for o in &outs {
+            if let Output::Transmit(tx) = o {
+                match (&tx.dest, tx.ppid) {
+                    (Destination::Udp(g), Protocol::PPID_ASAP) => {
+                        assert_eq!(*g, rserpool_core::registrar::ASAP_ANNOUNCE_GROUP);
+                        match AsapMessage::decode(&tx.payload).unwrap() {
+                            AsapMessage::ServerAnnounce(a) => {
+                                assert_eq!(a.server_id, ServerId(US));
+                                assert_eq!(
+                                    a.transports,
+                                    vec![TransportParameter::sctp(3863, 0, [ip("10.0.0.1")])]
+                                );
+                                announces.push(t.as_millis());
+                            }
+                            other => panic!("{other:?}"),
+                        }
+                    }
+                    (Destination::Udp(g), Protocol::PPID_ENRP) => {
+                        assert_eq!(*g, rserpool_core::registrar::ENRP_ANNOUNCE_GROUP);
+                        multicast_presences.push(t.as_millis());
+                    }
+                    (Destination::Assoc(_), Protocol::PPID_ENRP) => {
+                        if matches!(
+                            EnrpMessage::decode(&tx.payload),
+                            Ok(EnrpMessage::Presence(_))
+                        ) {
+                            unicast_presences += 1;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+        }
+        // Keep P alive.
+        if r2.now.as_millis() % 2000 == 0 {
+            r2.enrp(100, presence(P, US, "10.0.0.2", 0xffff, false));
+        }
+    }
+    // Announces every 1 s ± 12.5 % (RSPLIB), heartbeats every 2.444 s ± 12.5 % to the
+    // multicast channel and to the peer.
+    let gaps = |v: &[u64]| v.windows(2).map(|w| w[1] - w[0]).collect::<Vec<_>>();
+    let ag = gaps(&announces);
+    assert!(ag.len() >= 50, "{}", ag.len());
+    assert!(ag.iter().all(|&g| (870..=1130).contains(&g)), "{ag:?}");
+    assert!(
+        ag.iter().collect::<std::collections::BTreeSet<_>>().len() > 10,
+        "jittered"
+    );
+    let hg = gaps(&multicast_presences[1..]);
+    assert!(hg.iter().all(|&g| (2130..=2760).contains(&g)), "{hg:?}");
+    assert!(unicast_presences >= hg.len());
+}
+
+#[test]
+fn takeover_suggestion_sends_and_claims() {
+    let mut c = cfg();
+    c.server_id = Some(ServerId(0x10));
+    c.takeover_suggestion = true;
+    let mut r = Rig::new(c);
+    r.add_peer(100, 0x20, "10.0.0.2", 0xffff);
+    r.add_peer(101, 0x30, "10.0.0.3", 0xffff);
+    r.up(1, &["10.1.0.5:5000"]);
+    // PE 1: 0x30 ^ 1 is the largest XOR, larger than ours: Q gets an extra T copy.
+    let outs = r.register(1, "S", pe(1, "10.1.0.5", 6000));
+    let flags: Vec<_> = enrp_sent(&outs)
+        .into_iter()
+        .map(|(d, m)| match m {
+            EnrpMessage::HandleUpdate(u) => (d, u.takeover_suggested),
+            other => panic!("{other:?}"),
+        })
+        .collect();
+    assert_eq!(
+        flags,
+        vec![(to(100), false), (to(101), false), (to(101), true)]
+    );
+    // A suggestion to us: we claim the PE with an H-bit keep-alive to its ASAP transport.
+    let mut u = HandleUpdate::new(
+        ServerId(0x20),
+        ServerId(0x10),
+        UpdateAction::ADD_PE,
+        ph("T"),
+        replica(7, 0x20, "10.2.0.1"),
+    );
+    u.takeover_suggested = true;
+    let outs = r.enrp(100, u);
+    let assoc = outs
+        .iter()
+        .find_map(|o| match o {
+            Output::Connect {
+                assoc,
+                addrs,
+                channel,
+                ..
+            } => {
+                assert_eq!(addrs[..], [sa("10.2.0.1:5000")]);
+                assert_eq!(*channel, ChannelKind::AsapToPoolElement);
+                Some(*assoc)
+            }
+            _ => None,
+        })
+        .unwrap();
+    assert!(
+        matches!(&asap_sent(&outs)[..], [(Destination::Assoc(a), AsapMessage::EndpointKeepAlive(k))] if *a == assoc && k.home && k.server_id == ServerId(0x10))
+    );
+    r.reg.handle_assoc_up(r.now, assoc, &[sa("10.2.0.1:5000")]);
+    r.drain();
+    // The PE accepts: it is ours now, bound to that association, announced to the peers.
+    r.reg.handle_message(
+        r.now,
+        assoc,
+        Protocol::PPID_ASAP,
+        AsapMessage::from(EndpointKeepAliveAck::new(ph("T"), PeIdentifier(7))).to_bytes(),
+    );
+    let outs = r.drain();
+    let e = r.reg.handlespace().get(&ph("T"), PeIdentifier(7)).unwrap();
+    assert_eq!(
+        (e.home_registrar(), e.assoc()),
+        (ServerId(0x10), Some(assoc))
+    );
+    assert_eq!(
+        enrp_sent(&outs)
+            .iter()
+            .filter(|(_, m)| matches!(m, EnrpMessage::HandleUpdate(u) if u.pool_element.home_server_id == ServerId(0x10)))
+            .count(),
+        3,
+        "ADD to both peers, plus the suggestion copy for our new PE"
+    );
+}
