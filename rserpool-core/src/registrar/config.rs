@@ -175,16 +175,16 @@ impl Default for RegistrarLimits {
     }
 }
 
-/// Timers of the registrar (RSPLIB defaults, `rspregistrar` option names in brackets).
+/// Timers of the registrar (RSPLIB defaults, with the `rspregistrar` option names).
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct RegistrarTimers {
-    /// ASAP Server Announce cycle, jittered ±12.5 % [`-serverannouncecycle`, 1 s].
+    /// ASAP Server Announce cycle, jittered ±12.5 % (RSPLIB `-serverannouncecycle`, 1 s).
     pub server_announce_cycle: Duration,
     /// Time from a (re-)registration or keep-alive ack to the next Endpoint Keep-Alive
-    /// [`-endpointkeepalivetransmissioninterval`, 5 s]; jittered by
+    /// (RSPLIB `-endpointkeepalivetransmissioninterval`, 5 s); jittered by
     /// [`RegistrarTimers::keep_alive_jitter`].
     pub keep_alive_transmission_interval: Duration,
-    /// Wait for an Endpoint Keep-Alive Ack [`-endpointkeepalivetimeoutinterval`, 5 s].
+    /// Wait for an Endpoint Keep-Alive Ack (RSPLIB `-endpointkeepalivetimeoutinterval`, 5 s).
     pub keep_alive_timeout_interval: Duration,
     /// Relative jitter of the keep-alive transmission interval (0.25 = ±25 %), so that
     /// PEs registered in a burst do not stay in step. RSPLIB: none; RFC 5352: ±50 %.
@@ -193,15 +193,15 @@ pub struct RegistrarTimers {
     /// arrived, a PE whose verification keep-alive has stayed unanswered this long is
     /// removed without waiting for the full keep-alive timeout (500 ms).
     pub unreachable_grace: Duration,
-    /// PEER-HEARTBEAT-CYCLE, jittered ±12.5 % [`-peerheartbeatcycle`, 2444 ms].
+    /// PEER-HEARTBEAT-CYCLE, jittered ±12.5 % (RSPLIB `-peerheartbeatcycle`, 2444 ms).
     pub peer_heartbeat_cycle: Duration,
-    /// MAX-TIME-LAST-HEARD [`-peermaxtimelastheard`, 5 s].
+    /// MAX-TIME-LAST-HEARD (RSPLIB `-peermaxtimelastheard`, 5 s).
     pub peer_max_time_last_heard: Duration,
-    /// MAX-TIME-NO-RESPONSE [`-peermaxtimenoresponse`, 5 s].
+    /// MAX-TIME-NO-RESPONSE (RSPLIB `-peermaxtimenoresponse`, 5 s).
     pub peer_max_time_no_response: Duration,
-    /// How long the start-up phase waits for a mentor [`-mentordiscoverytimeout`, 5 s].
+    /// How long the start-up phase waits for a mentor (RSPLIB `-mentordiscoverytimeout`, 5 s).
     pub mentor_discovery_timeout: Duration,
-    /// TAKEOVER-EXPIRY [`-takeoverexpiryinterval`, 5 s].
+    /// TAKEOVER-EXPIRY (RSPLIB `-takeoverexpiryinterval`, 5 s).
     pub takeover_expiry_interval: Duration,
 }
 
@@ -226,31 +226,31 @@ impl Default for RegistrarTimers {
 /// a driver fills in the transports it listens on.
 #[derive(Clone, Debug, PartialEq)]
 pub struct RegistrarConfig {
-    /// Server identifier; `None` = random non-zero [`-identifier`].
+    /// Server identifier; `None` = random non-zero (RSPLIB `-identifier`).
     pub server_id: Option<ServerId>,
     /// ASAP transports announced in ASAP Server Announces (SCTP and/or TCP transport
-    /// parameters with the registrar's ASAP port and addresses) [`-asap`].
+    /// parameters with the registrar's ASAP port and addresses) (RSPLIB `-asap`).
     pub asap_transports: Vec<TransportParameter>,
     /// The ENRP transport put into the Server Information parameter of every Presence and
-    /// List Response (an SCTP transport: ENRP port, addresses) [`-enrp`]. RSPLIB peers
+    /// List Response (an SCTP transport: ENRP port, addresses) (RSPLIB `-enrp`). RSPLIB peers
     /// ignore a Presence without it.
     pub enrp_transport: Option<TransportParameter>,
-    /// Where ASAP Server Announces go (`None` = off) [`-asapannounce`, 239.0.0.50:3863].
+    /// Where ASAP Server Announces go (`None` = off) (RSPLIB `-asapannounce`, 239.0.0.50:3863).
     pub asap_announce: Option<SocketAddr>,
     /// The ENRP multicast channel for Presences (`None` = off) [`-enrpannounce`,
     /// 239.0.0.51:9901].
     pub enrp_announce: Option<SocketAddr>,
-    /// Static peers, one address list (ENRP SCTP addresses of one registrar) each [`-peer`].
+    /// Static peers, one address list (ENRP SCTP addresses of one registrar) each (RSPLIB `-peer`).
     pub static_peers: Vec<Vec<SocketAddr>>,
     /// Timers.
     pub timers: RegistrarTimers,
     /// Distinct reporters of Endpoint Unreachable that remove a PE not yet confirmed
-    /// alive by its verification keep-alive [`-maxbadpereports`, 3].
+    /// alive by its verification keep-alive (RSPLIB `-maxbadpereports`, 3).
     pub max_bad_pe_reports: u32,
-    /// Default number of PEs in a handle resolution answer [`-maxhresitems`, 3]; a Handle
+    /// Default number of PEs in a handle resolution answer (RSPLIB `-maxhresitems`, 3); a Handle
     /// Resolution Option may ask for up to [`MAX_HANDLE_RESOLUTION_ITEMS_CAP`].
     pub max_handle_resolution_items: u32,
-    /// Maximum PEs per ENRP Handle Table Response [`-maxelementsperhtrequest`, 128].
+    /// Maximum PEs per ENRP Handle Table Response (RSPLIB `-maxelementsperhtrequest`, 128).
     pub max_elements_per_table_response: usize,
     /// Maximum bytes of one Handle Table Response (RSPLIB: 1400; up to
     /// [`MAX_MESSAGE_SIZE`]).
@@ -258,12 +258,12 @@ pub struct RegistrarConfig {
     /// Minimum scope of accepted PE, PU and peer addresses [`-minaddressscope`,
     /// site-local].
     pub min_address_scope: AddressScope,
-    /// Handle resolutions per second per association (`None` = unlimited) [`-maxhrrate`].
+    /// Handle resolutions per second per association (`None` = unlimited) (RSPLIB `-maxhrrate`).
     pub max_hr_rate: Option<u32>,
     /// Endpoint Unreachable reports per second per association (`None` = unlimited)
-    /// [`-maxeurate`].
+    /// (RSPLIB `-maxeurate`).
     pub max_eu_rate: Option<u32>,
-    /// Selection "max increment" [`-maxincrement`, 0 = policy default].
+    /// Selection "max increment" (RSPLIB `-maxincrement`, 0 = policy default).
     pub max_increment: u32,
     /// Resource limits.
     pub limits: RegistrarLimits,
@@ -278,7 +278,7 @@ pub struct RegistrarConfig {
     pub expire_owned_elements: bool,
     /// draft-dreibholz-rserpool-enrp-takeover: send an extra Handle Update with the T flag
     /// to the peer best suited to take a PE over, and claim PEs suggested to us
-    /// [`-supporttakeoversuggestion`, off].
+    /// (RSPLIB `-supporttakeoversuggestion`, off).
     pub takeover_suggestion: bool,
     /// Emit [`RegistrarEvent::ProtocolError`](super::RegistrarEvent::ProtocolError) for
     /// malformed or refused input (counters are kept either way).
