@@ -135,3 +135,14 @@ mod tests {
         ));
     }
 }
+
+#[cfg(test)]
+mod send_tests {
+    /// A registrar can move to another thread (drivers on thread pools).
+    #[test]
+    fn registrar_is_send() {
+        fn assert_send<T: Send>() {}
+        assert_send::<crate::registrar::Registrar>();
+        assert_send::<crate::registrar::RegistrarEvent>();
+    }
+}
