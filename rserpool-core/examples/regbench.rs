@@ -5,11 +5,13 @@
 //! cargo run --release -p rserpool-core --example regbench -- --memory=own|shared|handlespace
 //! ```
 //! Prints one line per figure: `NAME VALUE UNIT`.
-//! * `memory_per_pe`: resident memory growth per PE (100,000 PEs), each PE on its own
-//!   association as RSPLIB PEs register (Linux `/proc/self/statm`), measured first on a
-//!   fresh heap; `structure_per_pe`: what the registrar's tables themselves allocate;
-//!   `--memory=…` measures one layout alone in a fresh process (`shared`: 64 PEs per
-//!   association; `handlespace`: the bare handlespace);
+//! * `memory_per_pe`: live heap bytes per PE (100,000 PEs, counted by the stats_alloc
+//!   allocator wrapper), each PE on its own association as RSPLIB PEs register;
+//!   `rss_per_pe`: resident memory growth per PE (Linux `/proc/self/statm`; includes the
+//!   allocator's own overhead and free space, varies with the system); `structure_per_pe`:
+//!   what the registrar's tables report; `--memory=…` measures one layout alone in a fresh
+//!   process (`own`, `shared`: 64 PEs per association; `handlespace`: the bare
+//!   handlespace);
 //! * `hr_per_sec_*`: Handle Resolutions answered per second on a 1,000-PE round-robin
 //!   pool (request bytes encoded once; each answer drained and dropped);
 //! * `registrations_per_sec`: new PEs (association up + Registration, one ENRP peer
@@ -21,6 +23,8 @@
 use bytes::Bytes;
 use core::net::{IpAddr, Ipv4Addr, SocketAddr};
 use core::time::Duration;
+use stats_alloc::{INSTRUMENTED_SYSTEM, StatsAlloc};
+use std::alloc::System;
 
 use rand_xoshiro::Xoshiro256PlusPlus;
 use rand_xoshiro::rand_core::SeedableRng;
@@ -36,6 +40,16 @@ use rserpool_proto::param::{
 use rserpool_proto::policy::Policy;
 use rserpool_proto::transport::TransportParameter;
 use rserpool_proto::{AsapMessage, EnrpMessage};
+
+/// Counts live heap bytes (stats_alloc wraps the system allocator; no unsafe code here).
+#[global_allocator]
+static GLOBAL: &StatsAlloc<System> = &INSTRUMENTED_SYSTEM;
+
+/// Live heap bytes now.
+fn live_bytes() -> usize {
+    let s = GLOBAL.stats();
+    s.bytes_allocated.saturating_sub(s.bytes_deallocated)
+}
 
 /// The benchmark's clock (the core itself never reads one).
 #[allow(clippy::disallowed_methods)]
@@ -202,6 +216,7 @@ fn memory(mode: &str) {
     let pool = PoolHandle::from("BenchPool");
     let msgs: Vec<Bytes> = (0..m).map(|i| registration(&pool, i)).collect();
     let before = rss_bytes();
+    let live_before = live_bytes();
     let keep: Box<dyn std::any::Any> = match mode {
         "handlespace" => {
             let mut hs = Handlespace::default();
@@ -263,13 +278,22 @@ fn memory(mode: &str) {
             Box::new(r)
         }
     };
+    let suffix = if mode == "own" {
+        String::new()
+    } else {
+        format!("_{mode}")
+    };
+    report(
+        &format!("memory_per_pe{suffix}"),
+        live_bytes().saturating_sub(live_before) as f64 / f64::from(m),
+        "B/PE",
+    );
     if let (Some(b), Some(a)) = (before, rss_bytes()) {
-        let name = if mode == "own" {
-            "memory_per_pe".to_string()
-        } else {
-            format!("memory_per_pe_{mode}")
-        };
-        report(&name, a.saturating_sub(b) as f64 / f64::from(m), "B/PE");
+        report(
+            &format!("rss_per_pe{suffix}"),
+            a.saturating_sub(b) as f64 / f64::from(m),
+            "B/PE",
+        );
     }
     drop(keep);
 }
