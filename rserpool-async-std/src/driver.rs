@@ -527,12 +527,8 @@ impl<M: Machine> Driver<M> {
         self.commands.close();
         self.transports.close_all(false);
         let linger = self.transports.config().close_linger;
-        let quiet = async {
-            while !self.transports.is_quiet() {
-                // Events of closing associations are not reported (their ids are gone).
-                let _ = self.transports.next_event().await;
-            }
-        };
+        // Events of closing associations are not reported (their ids are gone).
+        let quiet = futures_lite::future::poll_fn(|cx| self.transports.poll_quiet(cx));
         futures_lite::future::or(quiet, async {
             Timer::after(linger).await;
         })

@@ -933,6 +933,8 @@ pub struct Transports {
     timer_armed: Option<Instant>,
     events: VecDeque<TransportEvent>,
     buf: Vec<u8>,
+    /// Association sockets, closing ones included.
+    assoc_slots: usize,
 }
 
 impl std::fmt::Debug for Transports {
@@ -963,6 +965,7 @@ impl Transports {
             timer_armed: None,
             events: VecDeque::new(),
             buf: vec![0; RECV_BUF],
+            assoc_slots: 0,
         }
     }
 
@@ -978,15 +981,22 @@ impl Transports {
 
     /// True when no association socket is left (not even one still closing).
     pub fn is_quiet(&self) -> bool {
-        !self.entries.iter().any(|e| {
-            matches!(
-                e,
-                Some(Entry {
-                    slot: Slot::Assoc(_),
-                    ..
-                })
-            )
-        })
+        self.assoc_slots == 0
+    }
+
+    /// Drives the transports, discarding events, until no association socket is left (for
+    /// a graceful stop after [`Transports::close_all`]).
+    pub fn poll_quiet(&mut self, cx: &mut Context<'_>) -> Poll<()> {
+        while !self.is_quiet() {
+            if self.poll_event(cx).is_pending() {
+                return if self.is_quiet() {
+                    Poll::Ready(())
+                } else {
+                    Poll::Pending
+                };
+            }
+        }
+        Poll::Ready(())
     }
 
     fn us(&self, t: Instant) -> u64 {
@@ -1002,6 +1012,9 @@ impl Transports {
     fn alloc(&mut self, slot: Slot) -> usize {
         let generation = self.next_gen;
         self.next_gen += 1;
+        if matches!(slot, Slot::Assoc(_)) {
+            self.assoc_slots += 1;
+        }
         let idx = self.free.pop().unwrap_or_else(|| {
             self.entries.push(None);
             self.entries.len() - 1
@@ -1048,6 +1061,7 @@ impl Transports {
                 self.sockets.remove(&u.id);
             }
             Slot::Assoc(a) => {
+                self.assoc_slots -= 1;
                 if self.assocs.get(&a.id) == Some(&idx) {
                     self.assocs.remove(&a.id);
                 }
