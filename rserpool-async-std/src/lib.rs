@@ -63,17 +63,39 @@
 //!     };
 //!     let mut driver = Driver::new(Echo::default(), config).unwrap();
 //!     let handle = driver.handle();
-//!     let _events = driver.events().unwrap();
+//!     let mut events = driver.events().unwrap();
 //!     let addr = handle.listen_addr(0).unwrap();
-//!     assert_eq!(addr.ip().to_string(), "127.0.0.1");
-//!     // The driver is a future: spawn it on any executor, or race it as here.
-//!     let app = async {
-//!         let echoed = handle.call(|echo: &mut Echo, _now| echo.echoed).await.unwrap();
-//!         handle.shutdown().await.unwrap();
-//!         echoed
+//!
+//!     // A bare RTF peer: HELLO, one DATA frame with PPID 33, then read the echo.
+//!     let peer = async {
+//!         use futures_lite::{AsyncReadExt, AsyncWriteExt};
+//!         use rserpool_proto::rtf::{Frame, FrameDecoder, Hello};
+//!         let mut s = async_io::Async::<std::net::TcpStream>::connect(addr).await.unwrap();
+//!         let hello = Frame::Hello(Hello { channel_kind: ChannelKind::Session, heartbeat_interval_ms: 5000 });
+//!         let data = Frame::Data { unordered: false, stream: 0, ppid: 33, payload: Bytes::from_static(b"ping") };
+//!         s.write_all(&[hello.to_bytes(), data.to_bytes()].concat()).await.unwrap();
+//!         let (mut decoder, mut frames, mut buf) = (FrameDecoder::default(), Vec::new(), [0u8; 1024]);
+//!         loop {
+//!             let n = s.read(&mut buf).await.unwrap();
+//!             decoder.decode_into(&buf[..n], &mut frames).unwrap();
+//!             if let Some(Frame::Data { ppid, payload, .. }) = frames.iter().find(|f| matches!(f, Frame::Data { .. })) {
+//!                 return (*ppid, payload.clone());
+//!             }
+//!         }
 //!     };
-//!     let (machine, echoed) = futures_lite::future::zip(driver.run(), app).await;
-//!     assert_eq!((echoed, machine.echoed), (0, 0));
+//!     let app = async {
+//!         let echo = peer.await;
+//!         let up = events.recv().await.unwrap(); // "assoc#1 up"
+//!         // A command: runs on the machine inside the driver task.
+//!         let echoed = handle.call(|m: &mut Echo, _now| m.echoed).await.unwrap();
+//!         handle.shutdown().await.unwrap();
+//!         (echo, up, echoed)
+//!     };
+//!     // The driver is a future: spawn it on any executor, or run it beside the app as here.
+//!     let (machine, (echo, up, echoed)) = futures_lite::future::zip(driver.run(), app).await;
+//!     assert_eq!(echo, (33, Bytes::from_static(b"ping")));
+//!     assert!(up.ends_with("up"));
+//!     assert_eq!((echoed, machine.echoed), (1, 1));
 //! });
 //! ```
 #![warn(missing_docs)]

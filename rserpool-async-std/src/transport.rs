@@ -423,7 +423,7 @@ impl Assoc {
                             n = i + 1;
                         }
                     }
-                    match (&mut &*t.stream.get_ref())
+                    match (&mut t.stream.get_ref())
                         .write_vectored(slices.get(..n).unwrap_or_default())
                     {
                         Ok(0) => {
@@ -597,7 +597,7 @@ impl Assoc {
                     fate = Fate::Again;
                     break;
                 }
-                match (&mut &*t.stream.get_ref()).read(ctx.buf) {
+                match (&mut t.stream.get_ref()).read(ctx.buf) {
                     Ok(0) => {
                         eof = true;
                         t.peer_eof = true;
