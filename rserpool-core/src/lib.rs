@@ -7,6 +7,9 @@
 pub mod assoc;
 pub mod handlespace;
 pub mod io;
+pub mod pool_element;
+pub mod pool_user;
+pub mod registrar_table;
 pub mod time;
 
 pub use assoc::{AssocId, Protocol};
