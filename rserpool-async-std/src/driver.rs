@@ -16,7 +16,8 @@
 //! * `Transmit` to an association → [`Transports::send`] (queued, never blocking). When the
 //!   association's queue is over [`TransportConfig::max_queued_bytes`] the peer is not
 //!   reading: the association is aborted and the machine gets
-//!   `handle_assoc_down(Lost)`. A message over the size limit is dropped with a warning.
+//!   `handle_assoc_down(Lost)`. A message over the size limit is dropped with a warning, an
+//!   empty one on SCTP (which cannot carry it) silently.
 //! * `Transmit` as UDP → the configured UDP socket with the same PPID and address family
 //!   (else any of that family, else an ephemeral socket bound on first use).
 //! * `Connect` → [`Transports::connect_as`] with the machine's id; SCTP destinations use
@@ -653,6 +654,9 @@ impl<M: Machine> Driver<M> {
                         }
                         Err(SendError::TooLarge { len, max }) => {
                             tracing::warn!(?assoc, len, max, "message too large, dropped");
+                        }
+                        Err(SendError::Empty) => {
+                            tracing::debug!(?assoc, "empty message on SCTP, dropped");
                         }
                         // Unknown or closing: its Down is (or was) reported.
                         Err(SendError::UnknownAssoc | SendError::Closed) => {

@@ -355,6 +355,9 @@ impl Assoc {
                 }
             }
             AssocIo::Sctp(s) => {
+                if data.is_empty() {
+                    return Err(SendError::Empty);
+                }
                 if data.len() > s.sndbuf {
                     s.sndbuf = s
                         .sock

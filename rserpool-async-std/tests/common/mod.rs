@@ -126,6 +126,16 @@ pub fn payload(i: usize) -> Bytes {
     )
 }
 
+/// [`payload`] without the empty message (SCTP cannot carry one).
+pub fn payload_nonempty(i: usize) -> Bytes {
+    let p = payload(i);
+    if p.is_empty() {
+        Bytes::from_static(b"not empty")
+    } else {
+        p
+    }
+}
+
 /// Connects to `server`, sends `n` ASAP-PPID messages as fast as it can once up, checks
 /// that each comes back in order, then closes gracefully.
 pub struct Client {
@@ -138,6 +148,8 @@ pub struct Client {
     pub mismatches: usize,
     pub closed: bool,
     pub out: VecDeque<Output<Ev>>,
+    /// Message `i` (default [`payload`]).
+    pub payload: fn(usize) -> Bytes,
 }
 
 impl Client {
@@ -147,18 +159,23 @@ impl Client {
 
     /// A client trying `addrs` in order.
     pub fn to(addrs: &[SocketAddr], n: usize) -> Client {
+        Client::over(addrs, n, TransportProtocol::Tcp)
+    }
+
+    /// A client of a peer at `addrs` that advertises `transport`.
+    pub fn over(addrs: &[SocketAddr], n: usize, transport: TransportProtocol) -> Client {
         let mut ids = AssocIdAllocator::default();
         let assoc = ids.allocate();
         let mut out = VecDeque::new();
         out.push_back(Output::Connect {
             assoc,
             addrs: addrs.iter().copied().collect(),
-            transport: TransportProtocol::Tcp,
+            transport,
             channel: ChannelKind::Session,
         });
         Client {
             server: addrs[0],
-            transport: TransportProtocol::Tcp,
+            transport,
             channel: ChannelKind::Session,
             n,
             assoc,
@@ -166,6 +183,7 @@ impl Client {
             mismatches: 0,
             closed: false,
             out,
+            payload,
         }
     }
 }
@@ -183,7 +201,7 @@ impl Machine for Client {
                 dest: Destination::Assoc(assoc),
                 ppid: PPID_ASAP,
                 stream: 0,
-                payload: payload(i),
+                payload: (self.payload)(i),
             }));
         }
         if self.n == 0 {
@@ -197,7 +215,7 @@ impl Machine for Client {
         self.out.push_back(Output::Event(Ev::Down(assoc, reason)));
     }
     fn handle_message(&mut self, _: Instant, assoc: AssocId, ppid: u32, data: Bytes) {
-        if assoc != self.assoc || ppid != PPID_ASAP || data != payload(self.received) {
+        if assoc != self.assoc || ppid != PPID_ASAP || data != (self.payload)(self.received) {
             self.mismatches += 1;
         }
         self.received += 1;
