@@ -43,6 +43,8 @@
 //!   socket goes when the peer has finished, or after [`TransportConfig::close_linger`] as
 //!   an abort. After `Down` or [`Transports::close`] no event names the id again.
 //! * Outgoing TCP tries the peer's addresses in order (tcp-mapping.md §3.6).
+//! * SCTP cannot carry an empty message: [`Transports::send`] refuses one with
+//!   [`SendError::Empty`] (RTF carries empty DATA frames).
 //!
 //! Writes happen while the transports are polled: [`Transports::send`] queues the message
 //! and marks the association; the next [`Transports::poll_event`] writes it (coalescing
