@@ -9,7 +9,9 @@ pub mod handlespace;
 pub mod io;
 pub mod pool_element;
 pub mod pool_user;
+pub mod registrar;
 pub mod registrar_table;
+pub mod session;
 pub mod time;
 
 pub use assoc::{AssocId, Protocol};

@@ -4,5 +4,6 @@
 #![deny(unsafe_code)]
 
 pub mod cli;
+pub mod driver;
 pub mod pcap;
 pub mod transport;

@@ -1,0 +1,271 @@
+//! The driver's association table: machine-visible ids ↔ transport ids, what is known about
+//! each association, and the driver-side overflow queue of each (see the backpressure
+//! section of the [module documentation](super)).
+
+use crate::transport::TransportKind;
+use bytes::Bytes;
+use rserpool_core::io::AssocIdAllocator;
+use rserpool_core::{AssocId, ChannelKind, Instant};
+use rserpool_proto::csp::{CSP_DURATION_UNKNOWN, ComponentId, CspAssociation, CspProtocol};
+use rserpool_proto::rtf;
+use std::collections::{HashMap, VecDeque};
+use std::net::SocketAddr;
+
+/// The core's channel kind of a transport (RTF) channel kind.
+pub fn channel_from_rtf(kind: rtf::ChannelKind) -> ChannelKind {
+    match kind {
+        rtf::ChannelKind::AsapToRegistrar => ChannelKind::AsapToRegistrar,
+        rtf::ChannelKind::AsapFromRegistrar => ChannelKind::AsapToPoolElement,
+        rtf::ChannelKind::Enrp => ChannelKind::Enrp,
+        rtf::ChannelKind::Session => ChannelKind::Session,
+    }
+}
+
+/// The transport (RTF) channel kind of a core channel kind.
+pub fn channel_to_rtf(kind: ChannelKind) -> rtf::ChannelKind {
+    match kind {
+        ChannelKind::AsapToRegistrar => rtf::ChannelKind::AsapToRegistrar,
+        ChannelKind::AsapToPoolElement => rtf::ChannelKind::AsapFromRegistrar,
+        ChannelKind::Enrp => rtf::ChannelKind::Enrp,
+        ChannelKind::Session => rtf::ChannelKind::Session,
+    }
+}
+
+/// What the driver knows about one association the machine can see.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AssocInfo {
+    /// The transport carrying it.
+    pub kind: TransportKind,
+    /// Its channel kind (RTF-negotiated, or the one asked for / listened for).
+    pub channel: Option<ChannelKind>,
+    /// True when the machine opened it ([`rserpool_core::Output::Connect`]).
+    pub outbound: bool,
+    /// When the connect was started or the association accepted.
+    pub created: Instant,
+    /// When `handle_assoc_up` was reported (`None` while connecting).
+    pub up_since: Option<Instant>,
+    /// The peer's addresses (empty while connecting).
+    pub peer_addrs: Vec<SocketAddr>,
+    /// Our addresses of the association (empty while connecting).
+    pub local_addrs: Vec<SocketAddr>,
+    /// PPID of the last message the machine sent on it.
+    pub last_ppid: Option<u32>,
+}
+
+impl AssocInfo {
+    /// True once the association is up.
+    pub fn is_up(&self) -> bool {
+        self.up_since.is_some()
+    }
+
+    /// The CSP entry for this association (duration since it came up, or unknown; protocol
+    /// from the transport), with the peer's component id and the PPID to report.
+    pub fn csp_entry(&self, receiver: ComponentId, ppid: u32, now: Instant) -> CspAssociation {
+        CspAssociation {
+            receiver_id: receiver,
+            duration_us: self.up_since.map_or(CSP_DURATION_UNKNOWN, |t| {
+                u64::try_from((now - t).as_micros()).unwrap_or(CSP_DURATION_UNKNOWN)
+            }),
+            flags: 0,
+            protocol: match self.kind {
+                TransportKind::Sctp => CspProtocol::Sctp,
+                TransportKind::Tcp => CspProtocol::Tcp,
+            },
+            ppid,
+        }
+    }
+}
+
+/// One message held back by the driver because the transport queue was full.
+#[derive(Clone, Debug)]
+pub(crate) struct Held {
+    pub ppid: u32,
+    pub stream: u16,
+    pub data: Bytes,
+}
+
+#[derive(Debug)]
+pub(crate) struct Link {
+    pub transport: AssocId,
+    pub info: AssocInfo,
+    /// Messages refused with `QueueFull`, in order; sent before anything newer.
+    pub overflow: VecDeque<Held>,
+    pub overflow_bytes: usize,
+    /// The machine closed it gracefully while the overflow still held messages: the
+    /// transport close follows once they are handed over. The machine has already been told
+    /// `Down(Closed)`; nothing more is reported for it.
+    pub closing: bool,
+}
+
+/// The associations of one driver, by machine-visible id.
+#[derive(Debug, Default)]
+pub struct AssocTable {
+    links: HashMap<AssocId, Link>,
+    by_transport: HashMap<AssocId, AssocId>,
+    next_local: u64,
+}
+
+impl AssocTable {
+    /// What is known about `assoc` (a machine-visible id), if it is live.
+    pub fn get(&self, assoc: AssocId) -> Option<&AssocInfo> {
+        self.links
+            .get(&assoc)
+            .filter(|l| !l.closing)
+            .map(|l| &l.info)
+    }
+
+    /// All live associations (connecting or up), in no particular order.
+    pub fn iter(&self) -> impl Iterator<Item = (AssocId, &AssocInfo)> + '_ {
+        self.links
+            .iter()
+            .filter(|(_, l)| !l.closing)
+            .map(|(id, l)| (*id, &l.info))
+    }
+
+    /// Number of live associations.
+    pub fn len(&self) -> usize {
+        self.links.values().filter(|l| !l.closing).count()
+    }
+
+    /// True when there is no live association.
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    /// Bytes the driver holds for `assoc` in its overflow queue (0 for unknown ids).
+    pub fn overflow_bytes(&self, assoc: AssocId) -> usize {
+        self.links.get(&assoc).map_or(0, |l| l.overflow_bytes)
+    }
+
+    /// The transport's id of a machine-visible id.
+    pub fn transport_id(&self, assoc: AssocId) -> Option<AssocId> {
+        self.links.get(&assoc).map(|l| l.transport)
+    }
+
+    /// The machine-visible id of a transport id.
+    pub fn machine_id(&self, transport: AssocId) -> Option<AssocId> {
+        self.by_transport.get(&transport).copied()
+    }
+
+    pub(crate) fn contains(&self, assoc: AssocId) -> bool {
+        self.links.contains_key(&assoc)
+    }
+
+    pub(crate) fn link_mut(&mut self, assoc: AssocId) -> Option<&mut Link> {
+        self.links.get_mut(&assoc)
+    }
+
+    pub(crate) fn link_by_transport(&mut self, transport: AssocId) -> Option<(AssocId, &mut Link)> {
+        let id = *self.by_transport.get(&transport)?;
+        self.links.get_mut(&id).map(|l| (id, l))
+    }
+
+    /// Records an association the machine asked for under its own id.
+    pub(crate) fn insert(&mut self, assoc: AssocId, transport: AssocId, info: AssocInfo) {
+        self.by_transport.insert(transport, assoc);
+        self.links.insert(
+            assoc,
+            Link {
+                transport,
+                info,
+                overflow: VecDeque::new(),
+                overflow_bytes: 0,
+                closing: false,
+            },
+        );
+    }
+
+    /// Records an accepted association under a fresh driver-chosen id (top bit clear).
+    pub(crate) fn insert_accepted(&mut self, transport: AssocId, info: AssocInfo) -> AssocId {
+        let id = loop {
+            self.next_local = (self.next_local + 1) & !AssocIdAllocator::MACHINE_BIT;
+            let id = AssocId(self.next_local);
+            if self.next_local != 0 && !self.links.contains_key(&id) {
+                break id;
+            }
+        };
+        self.insert(id, transport, info);
+        id
+    }
+
+    pub(crate) fn remove(&mut self, assoc: AssocId) -> Option<Link> {
+        let link = self.links.remove(&assoc)?;
+        if self.by_transport.get(&link.transport) == Some(&assoc) {
+            self.by_transport.remove(&link.transport);
+        }
+        Some(link)
+    }
+
+    pub(crate) fn remove_by_transport(&mut self, transport: AssocId) -> Option<(AssocId, Link)> {
+        let id = self.by_transport.remove(&transport)?;
+        self.links.remove(&id).map(|l| (id, l))
+    }
+
+    /// Every link (closing ones included), for the overflow pump.
+    pub(crate) fn total_overflow_bytes(&self) -> usize {
+        self.links.values().map(|l| l.overflow_bytes).sum()
+    }
+
+    pub(crate) fn transport_ids(&self) -> impl Iterator<Item = AssocId> + '_ {
+        self.links.values().map(|l| l.transport)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info() -> AssocInfo {
+        AssocInfo {
+            kind: TransportKind::Tcp,
+            channel: None,
+            outbound: false,
+            created: Instant::ZERO,
+            up_since: None,
+            peer_addrs: Vec::new(),
+            local_addrs: Vec::new(),
+            last_ppid: None,
+        }
+    }
+
+    #[test]
+    fn accepted_ids_have_the_top_bit_clear_and_map_both_ways() {
+        let mut t = AssocTable::default();
+        let a = t.insert_accepted(AssocId(7), info());
+        let b = t.insert_accepted(AssocId(9), info());
+        assert_ne!(a, b);
+        assert!(!AssocIdAllocator::is_machine_chosen(a));
+        let m = AssocId(AssocIdAllocator::MACHINE_BIT | 1);
+        t.insert(m, AssocId(8), info());
+        assert_eq!(t.machine_id(AssocId(8)), Some(m));
+        assert_eq!(t.transport_id(a), Some(AssocId(7)));
+        assert_eq!(t.len(), 3);
+        let (id, _) = t.remove_by_transport(AssocId(9)).unwrap();
+        assert_eq!(id, b);
+        assert!(t.remove(m).is_some());
+        assert_eq!(t.machine_id(AssocId(8)), None);
+        assert_eq!(t.len(), 1);
+    }
+
+    #[test]
+    fn csp_entry_reports_duration_since_up() {
+        let mut i = info();
+        let now = Instant::from_millis(5000);
+        assert_eq!(
+            i.csp_entry(ComponentId(1), 11, now).duration_us,
+            CSP_DURATION_UNKNOWN
+        );
+        i.up_since = Some(Instant::from_millis(3000));
+        let e = i.csp_entry(ComponentId(0x0100_0000_0000_0001), 12, now);
+        assert_eq!(e.duration_us, 2_000_000);
+        assert_eq!(e.protocol, CspProtocol::Tcp);
+        assert_eq!(e.ppid, 12);
+    }
+
+    #[test]
+    fn channel_kinds_round_trip() {
+        for k in rtf::ChannelKind::ALL {
+            assert_eq!(channel_to_rtf(channel_from_rtf(k)), k);
+        }
+    }
+}
