@@ -9,6 +9,7 @@ pub mod handlespace;
 pub mod io;
 pub mod pool_element;
 pub mod pool_user;
+pub mod registrar;
 pub mod registrar_table;
 pub mod session;
 pub mod time;
