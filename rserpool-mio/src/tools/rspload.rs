@@ -24,7 +24,17 @@
 //! teardown (the registrar aborted it, e.g. after a keep-alive it did not get an answer for);
 //! a pool-user association going down before the teardown counts as *aborted*. With a
 //! registrar process id, the registrar's CPU time (utime + stime from `/proc/PID/stat`) over
-//! the measurement gives the CPU time per resolution or per keep-alive.
+//! the measurement gives the CPU time per resolution or per keep-alive (all of the
+//! registrar's CPU time divided by the count: keep-alives and SCTP heartbeats of the PEs are
+//! included in the per-resolution figure, as in `rsplib-measured.md`). `rspload_cpu_percent`
+//! shows our own share: on a one-CPU VM the generator competes with the registrar.
+//!
+//! Registered addresses: each PE registers the local addresses and port of its own
+//! association as its user transport (SCTP: every address of the socket; TCP mapping: the
+//! connected address, as a TCP Transport). RSPLIB's registrar ignores loopback addresses
+//! and refuses a registration left without a usable address ("invalid value"), so against
+//! RSPLIB use a registrar address on a non-loopback interface (or a host that has one: the
+//! SCTP socket then lists all its addresses). The same holds for `hsdump`.
 
 use crate::cli::TerminationSignals;
 use crate::cli::tools::RspLoadMode;
