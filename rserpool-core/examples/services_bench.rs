@@ -1,6 +1,8 @@
 //! Throughput of the service codecs and machines (prints figures; run with `--release`).
 //!
 //! `cargo run --release -p rserpool-core --example services_bench`
+// A benchmark measures wall-clock time; the machines it drives still get explicit time.
+#![allow(clippy::disallowed_methods)]
 
 use bytes::Bytes;
 use core::time::Duration;

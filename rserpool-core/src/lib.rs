@@ -9,8 +9,10 @@ pub mod handlespace;
 pub mod io;
 pub mod pool_element;
 pub mod pool_user;
+pub mod registrar;
 pub mod registrar_table;
 pub mod services;
+pub mod session;
 pub mod time;
 
 pub use assoc::{AssocId, Protocol};

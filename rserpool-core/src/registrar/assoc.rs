@@ -1,0 +1,186 @@
+//! The registrar's association table.
+//!
+//! One entry per association, kept to 12 bytes (24 with its key) because PEs usually have
+//! an association each: a single IPv4 peer address inline; the addresses of IPv6 and
+//! multi-homed peers, the ENRP peer binding and the pending-request counters in side
+//! tables (few associations have them).
+
+use core::net::{IpAddr, Ipv4Addr, SocketAddr};
+use smallvec::SmallVec;
+
+use crate::AssocId;
+
+/// What an association is used for (fixed by its first message or by our Connect).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Role {
+    /// No message yet.
+    Unknown,
+    /// ASAP (PE or PU).
+    Asap,
+    /// ENRP (peer registrar).
+    Enrp,
+}
+
+/// Who opened it and why.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Origin {
+    /// Accepted by the driver.
+    Accepted,
+    /// Opened by us towards a peer registrar.
+    EnrpPeer,
+    /// Opened by us towards a PE (takeover / claim keep-alives).
+    PoolElement,
+}
+
+const HAS_ADDR: u8 = 0x10;
+const MULTI: u8 = 0x20;
+
+/// One association.
+#[derive(Clone, Debug)]
+pub(crate) struct Assoc {
+    /// The peer's address if it is one IPv4 address (`HAS_ADDR` set, `MULTI` clear).
+    v4: u32,
+    bits: u8,
+    /// Peer port.
+    pub port: u16,
+    /// PEs registered (bound) over it.
+    pub elements: u32,
+}
+
+/// Addresses of multi-homed peers.
+pub(crate) type AddrList = SmallVec<[IpAddr; 4]>;
+
+impl Assoc {
+    pub(crate) fn new(origin: Origin, role: Role) -> Assoc {
+        let mut a = Assoc {
+            v4: 0,
+            port: 0,
+            bits: 0,
+            elements: 0,
+        };
+        a.set_role(role);
+        a.bits |= match origin {
+            Origin::Accepted => 0,
+            Origin::EnrpPeer => 4,
+            Origin::PoolElement => 8,
+        };
+        a
+    }
+
+    /// The peer address of a single-homed IPv4 peer (`None` for no address, or for
+    /// addresses kept in the side table).
+    pub(crate) fn single(&self) -> Option<IpAddr> {
+        (self.bits & (HAS_ADDR | MULTI) == HAS_ADDR).then(|| IpAddr::V4(Ipv4Addr::from(self.v4)))
+    }
+
+    /// True if the peer's addresses are kept in the side table (several, or IPv6).
+    pub(crate) fn is_multi(&self) -> bool {
+        self.bits & MULTI != 0
+    }
+
+    pub(crate) fn role(&self) -> Role {
+        match self.bits & 3 {
+            1 => Role::Asap,
+            2 => Role::Enrp,
+            _ => Role::Unknown,
+        }
+    }
+
+    pub(crate) fn set_role(&mut self, r: Role) {
+        self.bits = (self.bits & !3)
+            | match r {
+                Role::Unknown => 0,
+                Role::Asap => 1,
+                Role::Enrp => 2,
+            };
+    }
+
+    pub(crate) fn origin(&self) -> Origin {
+        match self.bits & 0x0c {
+            4 => Origin::EnrpPeer,
+            8 => Origin::PoolElement,
+            _ => Origin::Accepted,
+        }
+    }
+
+    /// Sets the peer's addresses; returns the list to keep in the side table unless it is
+    /// one IPv4 address.
+    #[must_use]
+    pub(crate) fn set_peer_addrs(&mut self, addrs: &[SocketAddr], max: usize) -> Option<AddrList> {
+        let mut ips: AddrList = SmallVec::new();
+        for a in addrs.iter().take(max) {
+            let ip = super::security::canonical(a.ip());
+            if !ips.contains(&ip) {
+                ips.push(ip);
+            }
+        }
+        self.port = addrs.first().map_or(0, SocketAddr::port);
+        self.bits &= !(HAS_ADDR | MULTI);
+        match ips.as_slice() {
+            [] => None,
+            [IpAddr::V4(a)] => {
+                self.v4 = u32::from(*a);
+                self.bits |= HAS_ADDR;
+                None
+            }
+            _ => {
+                self.bits |= HAS_ADDR | MULTI;
+                Some(ips)
+            }
+        }
+    }
+}
+
+/// Per-association rate-limit state (only allocated when a rate limit is configured).
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Buckets {
+    pub hr: Option<super::security::TokenBucket>,
+    pub eu: Option<super::security::TokenBucket>,
+}
+
+/// Cap on the peer addresses stored per association.
+pub(crate) const MAX_ASSOC_ADDRS: usize = 64;
+
+pub(crate) type AssocMap = hashbrown::HashMap<AssocId, Assoc, foldhash::fast::FixedState>;
+pub(crate) type BucketMap = hashbrown::HashMap<AssocId, Buckets, foldhash::fast::FixedState>;
+/// Association → peer key (ENRP associations) or pending-request count.
+pub(crate) type SideMap<V> = hashbrown::HashMap<AssocId, V, foldhash::fast::FixedState>;
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn compact() {
+        assert!(core::mem::size_of::<Assoc>() <= 12);
+        assert!(core::mem::size_of::<(AssocId, Assoc)>() <= 24);
+        let mut a = Assoc::new(Origin::PoolElement, Role::Unknown);
+        assert_eq!(a.single(), None);
+        a.set_role(Role::Asap);
+        assert_eq!((a.role(), a.origin()), (Role::Asap, Origin::PoolElement));
+        assert!(
+            a.set_peer_addrs(&["10.0.0.1:5".parse().unwrap()], 64)
+                .is_none()
+        );
+        assert_eq!(a.single(), Some("10.0.0.1".parse::<IpAddr>().unwrap()));
+        assert!(
+            a.set_peer_addrs(&["[2001:db8::1]:5".parse().unwrap()], 64)
+                .is_some()
+        );
+        assert!(a.is_multi());
+        let many = a
+            .set_peer_addrs(
+                &[
+                    "10.0.0.1:5".parse().unwrap(),
+                    "[::ffff:10.0.0.2]:5".parse().unwrap(),
+                    "10.0.0.1:5".parse().unwrap(),
+                ],
+                64,
+            )
+            .unwrap();
+        assert!(a.is_multi() && a.single().is_none());
+        assert_eq!(many.len(), 2);
+        assert_eq!(many[1], "10.0.0.2".parse::<IpAddr>().unwrap());
+        assert_eq!(a.port, 5);
+    }
+}
