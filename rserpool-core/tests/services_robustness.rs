@@ -45,6 +45,7 @@ fn event() -> impl Strategy<Value = SessionEvent> {
         Just(SessionEvent::SendFailed),
         Just(SessionEvent::PeerClosed),
         Just(SessionEvent::FailoverNecessary),
+        Just(SessionEvent::FailoverStarted),
         any::<bool>().prop_map(|cookie_echoed| SessionEvent::FailoverComplete { cookie_echoed }),
         Just(SessionEvent::ServerShutdown),
     ]

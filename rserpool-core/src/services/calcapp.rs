@@ -1083,11 +1083,15 @@ impl<R: Rng> CalcAppClient<R> {
     }
 
     fn failover(&mut self, cause: FailoverCause, report_unreachable: bool) {
+        self.enter_failover(cause);
+        self.out
+            .push(ServiceOutput::Failover { report_unreachable });
+    }
+
+    fn enter_failover(&mut self, cause: FailoverCause) {
         self.clear_timers();
         self.state = ClientState::FailingOver(cause);
         self.totals.failovers += 1;
-        self.out
-            .push(ServiceOutput::Failover { report_unreachable });
     }
 
     /// A reply for another job: RSPLIB closes the session and retries the job on a new one.
@@ -1265,6 +1269,10 @@ impl<R: Rng> ServiceSession for CalcAppClient<R> {
                 | ClientState::Processing
                 | ClientState::RetryWait,
             ) => self.failover(FailoverCause::Necessary, false),
+            (
+                SessionEvent::FailoverStarted,
+                ClientState::Requesting | ClientState::Processing | ClientState::RetryWait,
+            ) => self.enter_failover(FailoverCause::Necessary),
             (SessionEvent::SendFailed, ClientState::Requesting) => {
                 self.job_failed(now, "unable to send CalcAppRequest");
             }
@@ -2050,5 +2058,46 @@ mod tests {
         for r in h.completed() {
             assert!(r.job_size > 0.0);
         }
+    }
+
+    #[test]
+    fn client_follows_automatic_failover() {
+        let config = CalcAppClientConfig {
+            job_interval: Duration::from_secs(1),
+            ..Default::default()
+        };
+        let mut c = CalcAppClient::new(config, Xoshiro256PlusPlus::seed_from_u64(3), Instant::ZERO);
+        let t = c.poll_timeout().unwrap();
+        c.handle_timeout(t);
+        c.handle_event(t, SessionEvent::Up);
+        let (job_id, _) = c.current_job().unwrap();
+        c.handle_data(
+            t,
+            PPID_CALCAPP,
+            0,
+            CalcAppMessage::new(CalcAppType::Accept, job_id).encode(),
+        );
+        let _: Vec<_> = std::iter::from_fn(|| c.poll_output()).collect();
+        c.handle_event(t, SessionEvent::FailoverStarted);
+        let outs: Vec<_> = std::iter::from_fn(|| c.poll_output()).collect();
+        assert!(
+            !outs
+                .iter()
+                .any(|o| matches!(o, ServiceOutput::Failover { .. }))
+        );
+        // No cookie on the new PE: the REQUEST is sent again.
+        c.handle_event(
+            t,
+            SessionEvent::FailoverComplete {
+                cookie_echoed: false,
+            },
+        );
+        let outs: Vec<_> = std::iter::from_fn(|| c.poll_output()).collect();
+        assert!(
+            outs.iter()
+                .any(|o| matches!(o, ServiceOutput::Send { data, .. }
+            if CalcAppMessage::decode(data).unwrap().ty == CalcAppType::Request))
+        );
+        assert_eq!(c.totals().failovers, 1);
     }
 }

@@ -815,6 +815,11 @@ impl ServiceSession for FractalClient {
                 self.failover(false, resend);
             }
             SessionEvent::SendFailed if !self.failing_over => self.failover(true, true),
+            SessionEvent::FailoverStarted if !self.failing_over => {
+                self.failing_over = true;
+                self.resend_after_failover = false;
+                self.deadline = None;
+            }
             _ => {}
         }
     }
@@ -1668,5 +1673,23 @@ mod tests {
             );
         }
         assert_eq!(fb.get(40, 0), None);
+    }
+
+    #[test]
+    fn client_follows_automatic_failover() {
+        let p = small(8, 8, 5);
+        let t = Instant::ZERO;
+        for cookie_echoed in [true, false] {
+            let mut c = FractalClient::new(p, Duration::from_secs(5));
+            c.handle_event(t, SessionEvent::Up);
+            drain(&mut c);
+            c.handle_event(t, SessionEvent::FailoverStarted);
+            assert!(drain(&mut c).is_empty());
+            assert_eq!(c.poll_timeout(), None);
+            c.handle_event(t, SessionEvent::FailoverComplete { cookie_echoed });
+            let resent = !drain(&mut c).is_empty();
+            assert_eq!(resent, !cookie_echoed);
+            assert_eq!(c.pe_usages(), 1);
+        }
     }
 }

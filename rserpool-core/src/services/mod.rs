@@ -99,6 +99,11 @@ pub enum SessionEvent {
     /// PU: the session layer's RSERPOOL_FAILOVER / NECESSARY (PE closed, association lost,
     /// failed send, or a previous failover did not reach any PE).
     FailoverNecessary,
+    /// PU: the session layer left the PE *on its own* and is already looking for another
+    /// (a session layer that fails over automatically, e.g. [`crate::session`]'s
+    /// `FailoverStarted`). The machine does not request a failover; `FailoverComplete` or
+    /// `FailoverNecessary` follows. Ignored while the machine's own failover is under way.
+    FailoverStarted,
     /// PU: the session is connected to a (new) PE; `cookie_echoed` tells whether the stored
     /// cookie was sent to it as ASAP_COOKIE_ECHO (RSPLIB's `rf_has_cookie`).
     FailoverComplete {

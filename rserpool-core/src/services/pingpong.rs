@@ -307,6 +307,12 @@ impl PingPongClient {
     }
 
     fn start_failover(&mut self, report_unreachable: bool, why: &str) {
+        self.enter_failover(report_unreachable, why);
+        self.out
+            .push(ServiceOutput::Failover { report_unreachable });
+    }
+
+    fn enter_failover(&mut self, report_unreachable: bool, why: &str) {
         self.state = ClientState::FailingOver;
         self.outstanding.clear();
         self.next_ping = Instant::FAR_FUTURE;
@@ -315,8 +321,6 @@ impl PingPongClient {
             .log(LogLevel::Info, format!("PingPong: {why} -> failover"));
         self.out
             .event(PingPongEvent::FailoverStarted { report_unreachable });
-        self.out
-            .push(ServiceOutput::Failover { report_unreachable });
     }
 
     fn send_ping(&mut self, now: Instant) {
@@ -394,6 +398,9 @@ impl ServiceSession for PingPongClient {
             }
             (SessionEvent::FailoverNecessary, _) => {
                 self.start_failover(false, "failover necessary");
+            }
+            (SessionEvent::FailoverStarted, ClientState::Connected) => {
+                self.enter_failover(false, "session layer fails over");
             }
             (SessionEvent::SendFailed, ClientState::Connected) => {
                 // The Ping was not sent: its number is used again.
@@ -767,5 +774,37 @@ mod tests {
         assert!(drain(&mut c).contains(&ServiceOutput::Failover {
             report_unreachable: false
         }));
+    }
+
+    #[test]
+    fn client_follows_automatic_failover() {
+        let mut c = PingPongClient::new(PingPongClientConfig::default());
+        let t = Instant::ZERO;
+        c.handle_event(t, SessionEvent::Up);
+        c.handle_timeout(t);
+        drain(&mut c);
+        c.handle_event(t, SessionEvent::FailoverStarted);
+        let outs = drain(&mut c);
+        assert!(
+            !outs
+                .iter()
+                .any(|o| matches!(o, ServiceOutput::Failover { .. }))
+        );
+        assert_eq!(
+            c.poll_timeout(),
+            None,
+            "no Pings while the session layer fails over"
+        );
+        let later = Instant::from_millis(700);
+        c.handle_event(
+            later,
+            SessionEvent::FailoverComplete {
+                cookie_echoed: true,
+            },
+        );
+        assert_eq!(c.poll_timeout(), Some(later));
+        c.handle_timeout(later);
+        assert_eq!(sends(&drain(&mut c)).len(), 1);
+        assert_eq!(c.counters().failovers, 1);
     }
 }

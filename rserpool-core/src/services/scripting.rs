@@ -1055,6 +1055,13 @@ impl<R: Rng> ServiceSession for ScriptingClient<R> {
             (SessionEvent::FailoverNecessary, _) => {
                 self.start_failover(now, "failover necessary".into());
             }
+            (SessionEvent::FailoverStarted, ClientState::FailingOver) => {}
+            (SessionEvent::FailoverStarted, _) => {
+                // The session layer moves on by itself: no retry delay to wait.
+                self.start_failover(now, "session layer fails over".into());
+                self.retry_at = None;
+                self.state = ClientState::FailingOver;
+            }
             (SessionEvent::SendFailed, _) => self.start_failover(now, "send error".into()),
             (SessionEvent::Blocked, _) => {
                 self.blocked_since.get_or_insert(now);
@@ -2059,5 +2066,56 @@ mod tests {
             o,
             ServiceOutput::Event(ScriptingClientEvent::Failover { .. })
         )));
+    }
+
+    #[test]
+    fn client_follows_automatic_failover() {
+        let mut c = client(b"x", None, 3);
+        let t = Instant::ZERO;
+        c.handle_event(t, SessionEvent::Up);
+        c.handle_data(
+            t,
+            35,
+            0,
+            ScriptingMessage::Ready { info: Bytes::new() }.encode(),
+        );
+        c.handle_data(t, 35, 0, ScriptingMessage::Status(0).encode());
+        c.handle_data(t, 35, 0, ScriptingMessage::Status(0).encode());
+        c.handle_data(
+            t,
+            35,
+            0,
+            ScriptingMessage::Download(Bytes::from_static(b"part")).encode(),
+        );
+        drain(&mut c);
+        c.handle_event(t, SessionEvent::FailoverStarted);
+        let outs = drain(&mut c);
+        assert!(outs.contains(&ServiceOutput::Event(ScriptingClientEvent::DiscardOutput)));
+        assert!(
+            !outs
+                .iter()
+                .any(|o| matches!(o, ServiceOutput::Failover { .. }))
+        );
+        assert_eq!(c.poll_timeout(), None);
+        c.handle_event(
+            t,
+            SessionEvent::FailoverComplete {
+                cookie_echoed: false,
+            },
+        );
+        c.handle_data(
+            t,
+            35,
+            0,
+            ScriptingMessage::Ready {
+                info: Bytes::from_static(b"pe2"),
+            }
+            .encode(),
+        );
+        assert!(
+            drain(&mut c).contains(&ServiceOutput::Event(ScriptingClientEvent::ServerReady(
+                "pe2".into()
+            )))
+        );
     }
 }
