@@ -31,6 +31,22 @@
 //! drained. The character generator in addition produces only a bounded burst per
 //! `Up`/`Writable` event, so a driver that never blocks still gets control back.
 //!
+//! # Driving the machines with [`crate::session`]
+//! PE side ([`crate::session::PoolElementSessions`], one machine per session id):
+//! `SessionOpened` → [`SessionEvent::Up`], `Data` → `handle_data` (stream 0),
+//! `CookieEcho` → `handle_cookie_echo`, `SessionClosed` → [`SessionEvent::PeerClosed`];
+//! [`ServiceOutput::Send`] → `send` (a `QueueFull` error → [`SessionEvent::Blocked`]),
+//! [`ServiceOutput::SendCookie`] → `send_cookie`, [`ServiceOutput::Close`] → `close` /
+//! `abort`, [`ServiceOutput::Load`] → sum over the sessions, then `set_load`.
+//!
+//! PU side ([`crate::session::PoolUserSession`]): `Connected` → [`SessionEvent::Up`],
+//! `Data` → `handle_data`, `FailoverStarted` → [`SessionEvent::FailoverStarted`],
+//! `FailoverComplete { has_cookie }` → [`SessionEvent::FailoverComplete`], `Failed` →
+//! [`SessionEvent::FailoverNecessary`]; [`ServiceOutput::Failover`] → `force_failover`,
+//! [`ServiceOutput::Connect`] → `close` + `connect` (CalcApp: one session per job).
+//! These clients resend what they need themselves after a failover, so the session's
+//! replay policy should be `ReplayPolicy::None`.
+//!
 //! # Modules
 //! * [`simple`]: Echo, Discard, Daytime, Character Generator (and `rspterminal` output);
 //! * [`pingpong`]: Ping Pong PE and `pingpongclient`;
