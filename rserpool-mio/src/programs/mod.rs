@@ -4,12 +4,14 @@
 //! | program | module |
 //! |---|---|
 //! | `rspregistrar` | [`registrar`] |
-//! | `rspserver` | `server` |
+//! | `rspserver` | [`server`] |
 //! | `rspterminal` | [`terminal`] |
 //! | `rserpool-demo` | [`demo`] |
 
+pub mod cluster;
 pub mod common;
 pub mod daemon;
+pub mod demo;
 pub mod registrar;
 pub mod server;
 pub mod simple;

@@ -19,6 +19,7 @@
 use std::collections::VecDeque;
 use std::io::{self, BufRead, Write};
 use std::process::ExitCode;
+use std::sync::Arc;
 use std::sync::mpsc::{Receiver, SyncSender, sync_channel};
 use std::time::Duration;
 
@@ -64,9 +65,13 @@ pub enum Input {
 
 /// Reads lines on a thread of its own and hands them over through a bounded channel, waking
 /// the event loop with `waker` (standard input cannot be made non-blocking without `unsafe`).
+///
+/// The caller must keep its own reference to `waker` while it polls: the thread ends at the
+/// end of input, and if it dropped the last reference, the eventfd would be closed — taking
+/// its last, still undelivered wake-up out of the poll set with it.
 pub fn spawn_line_reader(
     input: impl BufRead + Send + 'static,
-    waker: mio::Waker,
+    waker: Arc<mio::Waker>,
 ) -> io::Result<Receiver<Input>> {
     let (tx, rx) = sync_channel::<Input>(WINDOW as usize);
     std::thread::Builder::new()
@@ -88,10 +93,15 @@ fn read_lines(mut input: impl BufRead, tx: &SyncSender<Input>, waker: &mio::Wake
             }
         };
         let eof = matches!(item, Input::Eof);
+        if eof {
+            debug!("standard input ended");
+        }
         if tx.send(item).is_err() {
             return;
         }
-        let _ = waker.wake();
+        if let Err(e) = waker.wake() {
+            warn!("cannot wake the event loop: {e}");
+        }
         if eof {
             return;
         }
@@ -183,6 +193,7 @@ impl<W: Write> Terminal<W> {
             }
             SessionEvent::Data { data, .. } => {
                 self.stats.answers += 1;
+                tracing::trace!("answer {} of {}", self.stats.answers, self.stats.lines);
                 self.last_progress = now;
                 session.acknowledge(1);
                 let pe = self.pe.map_or(0, |p| p.0);
@@ -235,6 +246,10 @@ impl<W: Write> Terminal<W> {
                     Ok(Input::Line(l)) => l,
                     Ok(Input::Eof) => {
                         if !self.eof {
+                            debug!(
+                                "end of input: {} line(s) sent, {} answered",
+                                self.stats.lines, self.stats.answers
+                            );
                             self.eof = true;
                             self.last_progress = now;
                         }
@@ -390,8 +405,9 @@ fn run(opts: &RspTerminalOptions) -> io::Result<TerminalStats> {
     let token = driver
         .app_token(0)
         .ok_or_else(|| io::Error::other("no application token"))?;
-    let waker = mio::Waker::new(driver.registry(), token)?;
-    let input = spawn_line_reader(io::BufReader::new(io::stdin()), waker)?;
+    // Kept until the loop ends (see spawn_line_reader).
+    let waker = Arc::new(mio::Waker::new(driver.registry(), token)?);
+    let input = spawn_line_reader(io::BufReader::new(io::stdin()), Arc::clone(&waker))?;
     let mut term = Terminal::new(
         opts.pool_handle.clone(),
         input,
@@ -400,6 +416,7 @@ fn run(opts: &RspTerminalOptions) -> io::Result<TerminalStats> {
         true,
     );
     driver.run_app(&mut term)?;
+    drop(waker);
     Ok(term.stats())
 }
 
