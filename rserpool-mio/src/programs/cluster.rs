@@ -13,7 +13,7 @@ use std::io::{self, BufRead, BufReader, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, channel};
+use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant};
 
 use rserpool_proto::csp::{ComponentId, CspReport};
@@ -241,17 +241,14 @@ impl CspMonitor {
             if self.socket.set_read_timeout(Some(t)).is_err() {
                 return;
             }
-            match self.socket.recv(&mut buf) {
-                Ok(n) => {
-                    if let Some(r) = buf.get(..n).and_then(|b| CspReport::decode(b).ok()) {
-                        if r.flags & rserpool_proto::csp::CSPF_FINAL != 0 {
-                            self.latest.remove(&r.sender_id);
-                        } else {
-                            self.latest.insert(r.sender_id, (Instant::now(), r));
-                        }
-                    }
+            if let Ok(n) = self.socket.recv(&mut buf)
+                && let Some(r) = buf.get(..n).and_then(|b| CspReport::decode(b).ok())
+            {
+                if r.flags & rserpool_proto::csp::CSPF_FINAL != 0 {
+                    self.latest.remove(&r.sender_id);
+                } else {
+                    self.latest.insert(r.sender_id, (Instant::now(), r));
                 }
-                Err(_) => {}
             }
             if Instant::now() >= end {
                 return;
@@ -408,10 +405,7 @@ impl TerminalProc {
 
     /// The next answer, waiting at most `wait`.
     pub fn next_answer(&self, wait: Duration) -> Option<Answer> {
-        match self.answers.recv_timeout(wait) {
-            Ok(a) => Some(a),
-            Err(RecvTimeoutError::Timeout | RecvTimeoutError::Disconnected) => None,
-        }
+        self.answers.recv_timeout(wait).ok()
     }
 
     /// Every answer that arrived so far, without waiting.
