@@ -155,15 +155,51 @@ impl Drop for Proc {
     }
 }
 
-/// `n` distinct TCP ports on 127.0.0.1 that were free a moment ago.
+/// `n` distinct ports on 127.0.0.1 that were free (TCP and UDP) a moment ago, picked at
+/// random **below the kernel's ephemeral range** (`net.ipv4.ip_local_port_range`): a port
+/// from that range could be handed to some outgoing connection before the program meant to
+/// listen on it starts.
 pub fn free_ports(n: usize) -> io::Result<Vec<u16>> {
-    let listeners: Vec<TcpListener> = (0..n)
-        .map(|_| TcpListener::bind("127.0.0.1:0"))
-        .collect::<io::Result<_>>()?;
-    listeners
-        .iter()
-        .map(|l| l.local_addr().map(|a| a.port()))
-        .collect()
+    let low = std::fs::read_to_string("/proc/sys/net/ipv4/ip_local_port_range")
+        .ok()
+        .and_then(|s| s.split_whitespace().next()?.parse::<u16>().ok())
+        .unwrap_or(32768);
+    let (from, to) = if low > 12_000 {
+        (10_000u16, low - 1)
+    } else {
+        (61_000u16, 65_535u16)
+    };
+    let span = u64::from(to - from) + 1;
+    // A cheap random start (the clock and the process), then a walk with a prime stride.
+    let seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64)
+        ^ (u64::from(std::process::id()) << 20);
+    let mut x = seed % span;
+    let mut held: Vec<(TcpListener, UdpSocket)> = Vec::new();
+    let mut out = Vec::new();
+    for _ in 0..span {
+        if out.len() == n {
+            break;
+        }
+        x = (x + 7919) % span;
+        let port = from + x as u16;
+        if out.contains(&port) {
+            continue;
+        }
+        if let (Ok(t), Ok(u)) = (
+            TcpListener::bind(("127.0.0.1", port)),
+            UdpSocket::bind(("127.0.0.1", port)),
+        ) {
+            held.push((t, u));
+            out.push(port);
+        }
+    }
+    if out.len() == n {
+        Ok(out)
+    } else {
+        Err(io::Error::other("no free ports"))
+    }
 }
 
 /// Waits until something accepts TCP connections at `addr` (at most `limit`).

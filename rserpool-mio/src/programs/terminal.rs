@@ -272,14 +272,17 @@ impl<W: Write> Terminal<W> {
         }
     }
 
-    /// True once standard input ended and every line was answered (or nothing came for
-    /// [`EOF_LINGER`]).
-    fn finished(&self, now: Instant) -> bool {
-        self.eof
-            && self.held.is_empty()
-            && (self.stats.answers >= self.stats.lines
-                || !self.expect_answers
-                || now.saturating_duration_since(self.last_progress) >= EOF_LINGER)
+    /// True once standard input ended and every line went out to a PE and was answered
+    /// (without expected answers: went out), or nothing happened for [`EOF_LINGER`].
+    fn finished(&self, session: &TerminalSession, now: Instant) -> bool {
+        if !self.eof || !self.held.is_empty() {
+            return false;
+        }
+        let sent = self.stats.lines == 0
+            || (session.pending_len() == 0
+                && session.state() == rserpool_core::session::SessionState::Connected);
+        (sent && (!self.expect_answers || self.stats.answers >= self.stats.lines))
+            || now.saturating_duration_since(self.last_progress) >= EOF_LINGER
     }
 }
 
@@ -295,8 +298,7 @@ impl<W: Write> Application<TerminalSession> for Terminal<W> {
             self.on_event(step.machine, now, e);
         }
         self.pump_input(step.machine, now);
-        if self.finished(now) {
-            // Without expected answers (discard), wait a moment for the last lines to leave.
+        if self.finished(step.machine, now) {
             return AppControl::Shutdown;
         }
         if self.eof {
@@ -369,6 +371,9 @@ pub fn session_config(opts: &RspTerminalOptions) -> PoolUserSessionConfig {
         },
         response_timeout: opts.effective_response_timeout(),
         replay: ReplayPolicy::UntilAcknowledged,
+        // RSPLIB's rspterminal never reports a PE; a PE that closes (Daytime) may be used
+        // again, a killed one is avoided while others are there.
+        report_shutdown: false,
         ..PoolUserSessionConfig::default()
     }
 }
