@@ -1027,7 +1027,8 @@ fn accepted_associations_are_routed_with_their_channel_kind() {
     // A PE-like listener taking sessions (kind 4) and registrar channels (kind 2) on one
     // port; the router sees which is which.
     let mut server = Driver::new(server_config(), |_, _| Toy::echo()).unwrap();
-    let routed: Arc<std::sync::Mutex<Vec<(AssocId, Option<ChannelKind>)>>> = Arc::default();
+    type Routed = Vec<(AssocId, Option<ChannelKind>)>;
+    let routed: Arc<std::sync::Mutex<Routed>> = Arc::default();
     let r2 = Arc::clone(&routed);
     server.route_accepted(move |m: &mut Toy, now, id, info| {
         r2.lock().unwrap().push((id, info.channel));
