@@ -304,6 +304,13 @@ impl Registrar {
             self.peers.remove(idx);
         }
         if id != ServerId::NONE {
+            // A peer that left the list cannot acknowledge our takeovers any more: stop
+            // waiting for it (`takeover_timers` completes takeovers nobody else must agree
+            // to). Otherwise one dead or short-lived peer (an hsdump probe) makes every
+            // takeover running meanwhile expire.
+            for t in &mut self.takeovers {
+                t.need.retain(|n| *n != id);
+            }
             self.event(RegistrarEvent::PeerDown {
                 server_id: id,
                 reason,
