@@ -537,7 +537,24 @@ impl Registrar {
                 self.assoc_peers.insert(a, key);
             }
             let cur = self.peers[i].assoc;
-            if cur.is_none_or(|c| !self.assocs.contains_key(&c)) {
+            let switch = match cur.and_then(|c| self.assocs.get(&c).map(|x| (c, x))) {
+                None => true,
+                // The peer speaks to us over an association it set up while ours to it leaves
+                // from another endpoint (both set one up at once, or ours could not leave from
+                // our ENRP port): use the peer's. RSPLIB, with one ENRP socket, drops a
+                // Presence that does not come from the port of its Server Information, and
+                // sends its own only on the association between the two ENRP endpoints.
+                // (Only ever towards an accepted one, so two of ours do not swap forever.)
+                Some((c, x)) => {
+                    c != a
+                        && x.origin() == Origin::EnrpPeer
+                        && self
+                            .assocs
+                            .get(&a)
+                            .is_some_and(|y| y.origin() == Origin::Accepted)
+                }
+            };
+            if switch {
                 self.peers[i].assoc = Some(a);
             }
         }
