@@ -401,3 +401,74 @@ fn sctp_pe_asap_endpoint_accepts_on_the_port_its_registration_left_from() {
     net.wait_for("third association up", LIMIT, |n| take_up(&mut n.ea));
     assert_ne!(net.b.local_addrs(other).unwrap()[0].port(), pe_port);
 }
+
+#[test]
+fn sctp_registrars_connect_from_their_enrp_port_even_simultaneously() {
+    if !sctp_or_skip("sctp_registrars_connect_from_their_enrp_port_even_simultaneously") {
+        return;
+    }
+    // Two registrars, each with an ENRP listener that is also the source of its ENRP
+    // associations (RSPLIB accepts a Presence only from the port in its Server Information).
+    let mut net = Net::new(TransportConfig::default(), TransportConfig::default());
+    let la = net
+        .a
+        .listen_as_source(&[lo(0)], SCTP, ChannelKind::Enrp, ChannelKind::Enrp)
+        .unwrap();
+    let lb = net
+        .b
+        .listen_as_source(&[lo(0)], SCTP, ChannelKind::Enrp, ChannelKind::Enrp)
+        .unwrap();
+    let pa = net.a.socket_local_addrs(la).unwrap()[0];
+    let pb = net.b.socket_local_addrs(lb).unwrap()[0];
+    // A fixed port held by a shared listener is not silently shared with a second one.
+    let err = net
+        .b
+        .listen_as_source(&[pb], SCTP, ChannelKind::Enrp, ChannelKind::Enrp)
+        .unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse, "{err}");
+    // Both connect at the same moment: the INITs cross and SCTP makes one association of them.
+    let ab = net
+        .a
+        .connect(&[pb], SCTP, ChannelKind::Enrp, Protocol::Enrp)
+        .unwrap();
+    let ba = net
+        .b
+        .connect(&[pa], SCTP, ChannelKind::Enrp, Protocol::Enrp)
+        .unwrap();
+    net.wait_for("both Up", LIMIT, |n| {
+        (n.ea.iter().any(|e| matches!(e, TransportEvent::Up { .. }))
+            && n.eb.iter().any(|e| matches!(e, TransportEvent::Up { .. })))
+        .then_some(())
+    });
+    assert_eq!(
+        net.a.local_addrs(ab).unwrap(),
+        vec![pa],
+        "from A's ENRP port"
+    );
+    assert_eq!(net.a.peer_addrs(ab).unwrap(), vec![pb]);
+    net.a
+        .send(ab, 12, 0, Bytes::from_static(b"presence A"))
+        .unwrap();
+    net.b
+        .send(ba, 12, 0, Bytes::from_static(b"presence B"))
+        .unwrap();
+    net.wait_for("presences", LIMIT, |n| {
+        let got = |ev: &[TransportEvent]| {
+            ev.iter()
+                .filter(|e| matches!(e, TransportEvent::Message { .. }))
+                .count()
+        };
+        (got(&n.ea) >= 1 && got(&n.eb) >= 1).then_some(())
+    });
+    assert_eq!(
+        take_message(&mut net.eb, ba),
+        Some((12, 0, Bytes::from_static(b"presence A"))),
+        "one association: B gets A's message on its own outgoing one"
+    );
+    assert_eq!(
+        take_message(&mut net.ea, ab),
+        Some((12, 0, Bytes::from_static(b"presence B")))
+    );
+    assert_eq!(net.a.association_count(), 1);
+    assert_eq!(net.b.association_count(), 1);
+}

@@ -121,6 +121,13 @@ impl SctpSocket {
         opts: &SctpOptions,
         reuse_port: bool,
     ) -> io::Result<SctpSocket> {
+        if reuse_port && addrs.first().is_some_and(|a| a.port() != 0) {
+            // SO_REUSEPORT would let a second listener of the same user share a fixed port
+            // (two registrars on 9901, silently load-balanced): a plain listener must be
+            // possible there first. (Linux checks listeners against each other at listen(),
+            // not at bind().)
+            drop(Self::listen_with(addrs, 1, opts, false)?);
+        }
         let s = SctpSocket::new(domain_for(addrs), opts)?;
         s.sock.set_reuse_address(true)?;
         if reuse_port {
