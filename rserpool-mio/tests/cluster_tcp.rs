@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use rserpool_mio::programs::cluster::{
-    CspMonitor, Proc, RegistrarStatus, TerminalProc, free_ports, wait_for_listener,
+    CspMonitor, Proc, Programs, RegistrarStatus, TerminalProc, free_ports, wait_for_listener,
 };
 use rserpool_proto::csp::{ComponentGroup, ComponentId};
 
@@ -19,11 +19,12 @@ const LIMIT: Duration = Duration::from_secs(20);
 /// CSP reports older than this are ignored.
 const FRESH: Duration = Duration::from_millis(600);
 
-fn bin_dir() -> PathBuf {
-    Path::new(env!("CARGO_BIN_EXE_rspregistrar"))
-        .parent()
-        .expect("binary directory")
-        .to_path_buf()
+fn programs() -> Programs {
+    Programs::in_dir(
+        Path::new(env!("CARGO_BIN_EXE_rspregistrar"))
+            .parent()
+            .expect("binary directory"),
+    )
 }
 
 fn log_dir(test: &str) -> PathBuf {
@@ -48,7 +49,7 @@ struct Registrar {
 }
 
 struct Net {
-    dir: PathBuf,
+    dir: Programs,
     logs: PathBuf,
     monitor: CspMonitor,
     regs: Vec<Registrar>,
@@ -68,7 +69,7 @@ impl Net {
             })
             .collect();
         Net {
-            dir: bin_dir(),
+            dir: programs(),
             logs: log_dir(test),
             monitor: CspMonitor::new().expect("CSP monitor"),
             regs,

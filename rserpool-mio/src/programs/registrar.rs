@@ -24,7 +24,7 @@
 //! printed): `-autoclosetimeout=` (idle associations are not closed), the statistics files
 //! (`-actionlogfile=`, `-statsfile=`, `-statsinterval=`, `-scalar=`, `-object=`).
 
-use std::io;
+use std::io::{self, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -399,6 +399,13 @@ fn describe(l: &crate::driver::BoundListener) -> String {
     format!("{kind} {}", addrs.join(","))
 }
 
+/// `println!` that ignores a closed standard output.
+macro_rules! out {
+    ($($t:tt)*) => {{
+        let _ = writeln!(io::stdout().lock(), $($t)*);
+    }};
+}
+
 fn print_banner(opts: &RegistrarOptions, reg: &Registrar, bound: &Bound, cfgs: &[ListenerConfig]) {
     let list = |c| {
         bound_for(bound, cfgs, c)
@@ -408,26 +415,26 @@ fn print_banner(opts: &RegistrarOptions, reg: &Registrar, bound: &Bound, cfgs: &
             .join("; ")
     };
     let or_off = |a: Option<SocketAddr>| a.map_or_else(|| "off".to_owned(), |a| a.to_string());
-    println!(
+    out!(
         "RSerPool Registrar - rserpool {}",
         env!("CARGO_PKG_VERSION")
     );
-    println!("Server ID             = ${:08x}", reg.server_id().0);
-    println!(
+    out!("Server ID             = ${:08x}", reg.server_id().0);
+    out!(
         "ASAP                  = {}",
         list(ChannelKind::AsapToRegistrar)
     );
-    println!("ENRP                  = {}", list(ChannelKind::Enrp));
-    println!(
+    out!("ENRP                  = {}", list(ChannelKind::Enrp));
+    out!(
         "ASAP Announce         = {}",
         or_off(opts.asap_announce_address())
     );
-    println!(
+    out!(
         "ENRP Announce         = {}",
         or_off(opts.enrp_announce_address())
     );
     let peers: Vec<String> = opts.peers.iter().map(ToString::to_string).collect();
-    println!(
+    out!(
         "Static Peers          = {}",
         if peers.is_empty() {
             "none".to_owned()
@@ -435,8 +442,8 @@ fn print_banner(opts: &RegistrarOptions, reg: &Registrar, bound: &Bound, cfgs: &
             peers.join(" ")
         }
     );
-    println!("Min Address Scope     = {:?}", opts.min_address_scope);
-    let _ = io::Write::flush(&mut io::stdout());
+    out!("Min Address Scope     = {:?}", opts.min_address_scope);
+    let _ = io::stdout().flush();
 }
 
 fn warn_unsupported(opts: &RegistrarOptions) {

@@ -20,7 +20,7 @@
 //! * CSP reports with `-cspserver=`/`-cspinterval=` (`"N Sessions"`).
 
 use std::collections::HashMap;
-use std::io;
+use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
@@ -400,6 +400,13 @@ fn csp_status(m: &ServerMachine, assocs: &AssocTable, now: Instant) -> CspStatus
     }
 }
 
+/// `println!` that ignores a closed standard output.
+macro_rules! out {
+    ($($t:tt)*) => {{
+        let _ = writeln!(io::stdout().lock(), $($t)*);
+    }};
+}
+
 fn print_banner(
     opts: &RspServerOptions,
     pe_id: PeIdentifier,
@@ -407,14 +414,14 @@ fn print_banner(
     kind: TransportKind,
 ) {
     let addrs: Vec<String> = local.iter().map(ToString::to_string).collect();
-    println!("RSerPool Server - rserpool {}", env!("CARGO_PKG_VERSION"));
-    println!("Service               = {:?}", opts.service());
-    println!(
+    out!("RSerPool Server - rserpool {}", env!("CARGO_PKG_VERSION"));
+    out!("Service               = {:?}", opts.service());
+    out!(
         "Pool Handle           = {}",
         String::from_utf8_lossy(opts.pool_handle().as_bytes())
     );
-    println!("PE Identifier         = ${:08x}", pe_id.0);
-    println!(
+    out!("PE Identifier         = ${:08x}", pe_id.0);
+    out!(
         "Local Address         = {} {}",
         match kind {
             TransportKind::Sctp => "sctp",
@@ -422,8 +429,8 @@ fn print_banner(
         },
         addrs.join(",")
     );
-    println!("Policy                = {:?}", opts.policy());
-    let _ = io::Write::flush(&mut io::stdout());
+    out!("Policy                = {:?}", opts.policy());
+    let _ = io::stdout().flush();
 }
 
 /// One life of the server.
