@@ -419,6 +419,8 @@ fn pe_deregisters_on_sigterm_and_the_registrar_announces_itself() {
         format!("-asapannounce={announce}"),
         "-local=127.0.0.1".into(),
         "-transport=tcp".into(),
+        format!("-cspserver={csp}"),
+        "-cspinterval=100".into(),
         "-quiet".into(),
         "-loglevel=3".into(),
     ];
@@ -427,6 +429,46 @@ fn pe_deregisters_on_sigterm_and_the_registrar_announces_itself() {
     net.wait_until("the PE registered through the announce", |s| {
         s[0].is_some_and(|s| s.pes == 1 && s.owned == 1)
     });
+    // CSP: the PE reports its sessions and its registrar association; a pool user its
+    // session to the PE.
+    let pe_id = ComponentId::new(ComponentGroup::PoolElement, 0x31);
+    let reg = net.regs[0].asap;
+    let args: Vec<String> = vec![
+        format!("-registrar={reg}"),
+        "-asapannounce=off".into(),
+        "-transport=tcp".into(),
+        format!("-cspserver={csp}"),
+        "-cspinterval=100".into(),
+        "-cspidentifier=0x77".into(),
+    ];
+    let mut t = TerminalProc::spawn(&net.dir, &args).unwrap();
+    t.send_line("csp").unwrap();
+    assert!(t.next_answer(LIMIT).is_some_and(|a| a.pe == 0x31));
+    let pu_id = ComponentId::new(ComponentGroup::PoolUser, 0x77);
+    let end = Instant::now() + LIMIT;
+    loop {
+        net.monitor.poll(Duration::from_millis(50));
+        let pe_ok = net.monitor.report(pe_id, FRESH).is_some_and(|r| {
+            r.status.to_string_lossy() == "1 Session" && r.associations.iter().any(|a| a.ppid == 11)
+        });
+        let pu_ok = net.monitor.report(pu_id, FRESH).is_some_and(|r| {
+            r.status.to_string_lossy() == "1 Session"
+                && r.associations
+                    .iter()
+                    .any(|a| a.receiver_id == pe_id && a.ppid == 0)
+        });
+        if pe_ok && pu_ok {
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "CSP reports: PE {:?}, PU {:?}",
+            net.monitor.report(pe_id, FRESH),
+            net.monitor.report(pu_id, FRESH)
+        );
+    }
+    t.close_input();
+    assert_eq!(t.proc.wait_timeout(LIMIT), Some(0));
     assert_eq!(pe.stop(LIMIT), Some(0), "rspserver exits 0 after SIGTERM");
     let log = std::fs::read_to_string(&pe_log).unwrap();
     assert!(log.contains("deregistered (acknowledged: true)"), "{log}");
