@@ -103,12 +103,28 @@
 #![deny(unsafe_code)]
 
 pub mod clock;
+mod common;
 pub mod driver;
+pub mod element;
+mod error;
+pub mod registrar;
+mod runtime;
 pub mod transport;
+pub mod user;
+mod watch;
 
 pub use clock::Clock;
+pub use common::Message;
 pub use driver::{
-    BoundListener, BoundUdp, Driver, DriverConfig, DriverCtx, Events, Handle, Listen, Stopped,
-    UdpEndpoint, run_machine,
+    Accepted, BoundListener, BoundUdp, Driver, DriverConfig, DriverCtx, Events, Handle, Listen,
+    QueueBelow, Stopped, UdpEndpoint, run_machine,
 };
+pub use element::{Incoming, PoolElement, PoolElementConfig, ServerEvent, ServerSession};
+pub use error::{ConfigError, Error};
+pub use registrar::{ListedElement, Registrar, RegistrarConfig};
+pub use rserpool_core::pool_user::ResolvedElement;
+pub use rserpool_proto::ids::{PeIdentifier, PoolHandle, ServerId};
+pub use rserpool_proto::policy::Policy;
+pub use runtime::{BoxTask, Spawner};
 pub use transport::{TransportConfig, TransportKind, TransportMode, Transports};
+pub use user::{Notification, PoolUser, PoolUserConfig, Session, resolve};
