@@ -6,4 +6,5 @@
 pub mod cli;
 pub mod driver;
 pub mod pcap;
+pub mod tools;
 pub mod transport;
