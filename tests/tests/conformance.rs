@@ -181,7 +181,9 @@ fn wait_until(what: &str, mut cond: impl FnMut() -> bool) -> Duration {
 
 fn echo(c: &mut dyn ClientHandle, msg: &str) {
     c.send(msg.as_bytes());
-    let got = c.recv(LIMIT).unwrap_or_else(|| panic!("no echo of {msg:?}"));
+    let got = c
+        .recv(LIMIT)
+        .unwrap_or_else(|| panic!("no echo of {msg:?}"));
     assert_eq!(got, msg.as_bytes());
 }
 
@@ -307,10 +309,7 @@ fn takeover(regs: [&dyn Runtime; 3], pe_rt: &dyn Runtime, pu: &dyn Runtime) {
     r1.kill();
     let took = wait_until("a survivor took the PE over", || {
         let (l2, l3) = (r2.elements("TakePool"), r3.elements("TakePool"));
-        l2.len() == 1
-            && l2 == l3
-            && survivors.contains(&l2[0].1)
-            && pe.home() == Some(l2[0].1)
+        l2.len() == 1 && l2 == l3 && survivors.contains(&l2[0].1) && pe.home() == Some(l2[0].1)
     });
     eprintln!(
         "takeover (registrars {}+{}+{}, PE {}): kill -> PE re-homed {took:?}",

@@ -130,7 +130,8 @@ impl Runtime for Async {
         config.seed = Some(seed());
         let pe = run(rsp::PoolElement::register(config)).unwrap();
         let echoes = Echoes::default();
-        let (cookie, mut incoming, echoes2) = (cookie_of(pe.pe_id()), pe.incoming(), echoes.clone());
+        let (cookie, mut incoming, echoes2) =
+            (cookie_of(pe.pe_id()), pe.incoming(), echoes.clone());
         std::thread::spawn(move || {
             block_on(async move {
                 while let Some(mut s) = incoming.next().await {

@@ -26,6 +26,7 @@ impl<M: Machine + 'static> Host<M> {
     fn spawn(
         config: DriverConfig,
         make: impl FnOnce(&Bound, Instant) -> M + Send + 'static,
+        setup: impl FnOnce(&mut Driver<M>) + Send + 'static,
         mut on_event: impl FnMut(&mut M, Instant, M::Event) + Send + 'static,
     ) -> (Host<M>, Bound)
     where
@@ -37,6 +38,7 @@ impl<M: Machine + 'static> Host<M> {
         let stop2 = stop.clone();
         let thread = std::thread::spawn(move || {
             let mut driver = Driver::new(config, make).expect("mio driver");
+            setup(&mut driver);
             let token = driver.app_token(0).expect("an application token");
             let waker = Arc::new(mio::Waker::new(driver.registry(), token).expect("waker"));
             ready_tx.send((waker, driver.bound().clone())).unwrap();
@@ -220,6 +222,7 @@ impl Runtime for Mio {
                 let _ = id_tx.send(r.server_id());
                 r
             },
+            |_| {},
             |_, _, _| {},
         );
         Box::new(MioRegistrar {
@@ -235,7 +238,8 @@ impl Runtime for Mio {
         let echoes = Echoes::default();
         let echoes2 = echoes.clone();
         let (registered_tx, registered_rx) = mpsc::channel();
-        let channels = ChannelKinds::from(ChannelKind::Session).with(ChannelKind::AsapFromRegistrar);
+        let channels =
+            ChannelKinds::from(ChannelKind::Session).with(ChannelKind::AsapFromRegistrar);
         let (host, _) = Host::spawn(
             driver_config(vec![tcp_listener(channels)]),
             move |bound, now| {
@@ -247,6 +251,16 @@ impl Runtime for Mio {
                 .unwrap();
                 pe.register(now);
                 pe
+            },
+            |driver| {
+                // Registrars taking the PE over come in on channel kind 2.
+                driver.route_accepted(|pe, now, assoc, info| {
+                    if info.channel == Some(rserpool_core::ChannelKind::AsapToPoolElement) {
+                        pe.handle_registrar_assoc_up(now, assoc, &info.peer_addrs);
+                    } else {
+                        pe.handle_assoc_up(now, assoc, &info.peer_addrs);
+                    }
+                });
             },
             move |pe, _, e| match e {
                 PeSessionEvent::SessionOpened { session } => {
@@ -269,7 +283,9 @@ impl Runtime for Mio {
                 _ => {}
             },
         );
-        let pe_id = registered_rx.recv_timeout(LIMIT).expect("mio PE registered");
+        let pe_id = registered_rx
+            .recv_timeout(LIMIT)
+            .expect("mio PE registered");
         Box::new(MioPe {
             host,
             pe_id,
@@ -293,6 +309,7 @@ impl Runtime for Mio {
                 s.connect(now, pool);
                 s
             },
+            |_| {},
             move |_, _, e| match e {
                 SessionEvent::Connected { pe_id } => {
                     let _ = up_tx.send(pe_id);
@@ -325,6 +342,7 @@ impl Runtime for Mio {
                 pu.resolve(now, pool, ALL_ITEMS);
                 pu
             },
+            |_| {},
             move |_, _, e| {
                 let ids = match e {
                     PoolUserEvent::Resolved { elements, .. } => {
