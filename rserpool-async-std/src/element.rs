@@ -679,7 +679,11 @@ impl Stream for Incoming {
                 cookie_echo: None,
                 business_card: None,
                 closed: None,
-                send_buffer: self.send_buffer,
+                sender: SessionSender {
+                    id: n.id,
+                    handle: self.handle.clone(),
+                    send_buffer: self.send_buffer,
+                },
             })),
             Poll::Ready(None) => Poll::Ready(None),
             Poll::Pending => Poll::Pending,
@@ -696,7 +700,59 @@ pub struct ServerSession {
     business_card: Option<BusinessCard>,
     /// `Some(reason)`: ended (`None` inside: by us).
     closed: Option<Option<SessionCloseReason>>,
+    sender: SessionSender,
+}
+
+/// Sends on a [`ServerSession`] ([`ServerSession::sender`]); cheap to clone.
+#[derive(Clone)]
+pub struct SessionSender {
+    id: AssocId,
+    handle: Handle<ElementMachine>,
     send_buffer: SendBuffer,
+}
+
+impl fmt::Debug for SessionSender {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("SessionSender")
+            .field("id", &self.id)
+            .finish_non_exhaustive()
+    }
+}
+
+impl SessionSender {
+    /// The session.
+    pub fn id(&self) -> AssocId {
+        self.id
+    }
+
+    /// As [`ServerSession::send`].
+    pub async fn send(&self, ppid: u32, data: impl Into<Bytes>) -> Result<(), Error> {
+        let (id, data, buffer) = (self.id, data.into(), self.send_buffer);
+        let wait = self
+            .handle
+            .call_with(move |m, ctx| {
+                m.pe.send(id, ppid, data)?;
+                Ok::<_, Error>(
+                    ctx.queued_bytes(id)
+                        .is_some_and(|q| q > buffer.high)
+                        .then(|| ctx.queue_below(id, buffer.low())),
+                )
+            })
+            .await??;
+        if let Some(w) = wait {
+            w.await;
+        }
+        Ok(())
+    }
+
+    /// As [`ServerSession::send_cookie`].
+    pub async fn send_cookie(&self, cookie: impl Into<Bytes>) -> Result<(), Error> {
+        let (id, cookie) = (self.id, cookie.into());
+        Ok(self
+            .handle
+            .call(move |m, _| m.pe.send_cookie(id, cookie))
+            .await??)
+    }
 }
 
 impl fmt::Debug for ServerSession {
@@ -775,32 +831,19 @@ impl ServerSession {
     /// Sends a data message (`ppid` must not be 11). Waits while more than the send buffer
     /// is queued for the pool user.
     pub async fn send(&self, ppid: u32, data: impl Into<Bytes>) -> Result<(), Error> {
-        let (id, data, buffer) = (self.id, data.into(), self.send_buffer);
-        let wait = self
-            .handle
-            .call_with(move |m, ctx| {
-                m.pe.send(id, ppid, data)?;
-                Ok::<_, Error>(
-                    ctx.queued_bytes(id)
-                        .is_some_and(|q| q > buffer.high)
-                        .then(|| ctx.queue_below(id, buffer.low())),
-                )
-            })
-            .await??;
-        if let Some(w) = wait {
-            w.await;
-        }
-        Ok(())
+        self.sender.send(ppid, data).await
     }
 
     /// Sends a state cookie (ASAP_COOKIE): the pool user keeps the newest one and echoes it
     /// to the next PE after a failover.
     pub async fn send_cookie(&self, cookie: impl Into<Bytes>) -> Result<(), Error> {
-        let (id, cookie) = (self.id, cookie.into());
-        Ok(self
-            .handle
-            .call(move |m, _| m.pe.send_cookie(id, cookie))
-            .await??)
+        self.sender.send_cookie(cookie).await
+    }
+
+    /// A handle that sends on this session from another task (while this one receives).
+    /// It does not keep the session open: dropping the `ServerSession` closes it.
+    pub fn sender(&self) -> SessionSender {
+        self.sender.clone()
     }
 
     /// Ends the session gracefully (queued data is still delivered).

@@ -119,7 +119,9 @@ pub use driver::{
     Accepted, BoundListener, BoundUdp, Driver, DriverConfig, DriverCtx, Events, Handle, Listen,
     QueueBelow, Stopped, UdpEndpoint, run_machine,
 };
-pub use element::{Incoming, PoolElement, PoolElementConfig, ServerEvent, ServerSession};
+pub use element::{
+    Incoming, PoolElement, PoolElementConfig, ServerEvent, ServerSession, SessionSender,
+};
 pub use error::{ConfigError, Error};
 pub use registrar::{ListedElement, Registrar, RegistrarConfig};
 pub use rserpool_core::pool_user::ResolvedElement;

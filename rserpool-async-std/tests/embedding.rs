@@ -231,3 +231,105 @@ async fn configuration_errors() {
     assert!(matches!(e, Err(Error::Timeout(_))), "{e:?}");
 }
 on_both!(configuration_errors);
+
+/// A pool user that stops reading: the PE's sends wait once its send buffer is queued,
+/// instead of overflowing the transport queue (which would abort the association), and
+/// every message arrives once the peer reads again.
+async fn send_waits_for_a_slow_reader() {
+    use rserpool_proto::rtf::{ChannelKind, Frame, FrameDecoder, Hello};
+    use std::io::{Read, Write};
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    const N: usize = 512;
+    const SIZE: usize = 32 * 1024;
+
+    let r = registrar().await;
+    let mut config = pe_config("SlowPool", r.asap_addr());
+    config.send_buffer = 64 * 1024;
+    let pe = PoolElement::register(config).await.unwrap();
+    // A bare TCP-mapping peer: HELLO for a session, then nothing read for a while.
+    let mut peer = std::net::TcpStream::connect(pe.local_addrs()[0]).unwrap();
+    let hello = Frame::Hello(Hello {
+        channel_kind: ChannelKind::Session,
+        heartbeat_interval_ms: 60_000,
+    });
+    peer.write_all(&hello.to_bytes()).unwrap();
+    let session = pe.accept().await.unwrap();
+    let sent = Arc::new(AtomicUsize::new(0));
+    let sent2 = sent.clone();
+    let sender = session.sender();
+    let (pushed_tx, pushed) = async_channel::bounded(1);
+    std::thread::spawn(move || {
+        futures_lite::future::block_on(async move {
+            for i in 0..N {
+                let mut m = vec![0u8; SIZE];
+                m[..8].copy_from_slice(&(i as u64).to_be_bytes());
+                sender.send(PPID, m).await.unwrap();
+                sent2.fetch_add(1, Ordering::SeqCst);
+            }
+        });
+        pushed_tx.send_blocking(()).unwrap();
+    });
+    async_io::Timer::after(Duration::from_millis(500)).await;
+    let stalled_at = sent.load(Ordering::SeqCst);
+    assert!(
+        stalled_at < N,
+        "sends wait for the reader (all {N} were accepted)"
+    );
+    // Now read everything: every message, in order, on an association that stayed up.
+    let (read_tx, read) = async_channel::bounded(1);
+    std::thread::spawn(move || {
+        let (mut dec, mut frames, mut buf) =
+            (FrameDecoder::default(), Vec::new(), vec![0u8; 1 << 16]);
+        let mut next = 0u64;
+        while next < N as u64 {
+            let n = peer.read(&mut buf).unwrap();
+            assert!(n > 0, "the PE closed the session after {next} messages");
+            dec.decode_into(&buf[..n], &mut frames).unwrap();
+            for f in frames.drain(..) {
+                if let Frame::Data { ppid, payload, .. } = f {
+                    assert_eq!(ppid, PPID);
+                    assert_eq!(payload.len(), SIZE);
+                    assert_eq!(payload[..8], next.to_be_bytes());
+                    next += 1;
+                }
+            }
+        }
+        read_tx.send_blocking(next).unwrap();
+    });
+    let received = read.recv().await.unwrap();
+    pushed.recv().await.unwrap();
+    assert_eq!(received, N as u64);
+    assert_eq!(sent.load(Ordering::SeqCst), N);
+    eprintln!("sender stalled at {stalled_at} of {N} messages of {SIZE} bytes");
+    drop(session);
+    pe.shutdown().await.unwrap();
+    r.shutdown().await;
+}
+on_both!(send_waits_for_a_slow_reader);
+
+/// Dropping a `PoolElement` deregisters it.
+async fn dropping_a_pe_deregisters() {
+    let r = registrar().await;
+    let pe = PoolElement::register(pe_config("DropPool", r.asap_addr()))
+        .await
+        .unwrap();
+    assert_eq!(r.pool_elements("DropPool").await.unwrap().len(), 1);
+    let mut events = r.events();
+    drop(pe);
+    loop {
+        if r.pool_elements("DropPool").await.unwrap().is_empty() {
+            break;
+        }
+        let _ = futures_lite::future::or(
+            async {
+                events.next().await;
+            },
+            async {
+                async_io::Timer::after(Duration::from_millis(20)).await;
+            },
+        )
+        .await;
+    }
+    r.shutdown().await;
+}
+on_both!(dropping_a_pe_deregisters);
