@@ -1,6 +1,6 @@
 //! Pool elements: [`PoolElement::register`] joins a pool and accepts sessions from pool users
 //! ([`PoolElement::incoming`], [`ServerSession`]). The protocol is the core's
-//! [`PoolElementSessions`] machine, run by this crate's [`Driver`](crate::Driver) in a task of
+//! [`PoolElementSessions`] machine, run by this crate's [`Driver`] in a task of
 //! its own ([`Spawner`]).
 //!
 //! # Life of a pool element
