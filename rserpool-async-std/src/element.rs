@@ -555,21 +555,66 @@ impl PoolElement {
         Ok(self.handle.call(|m, _| m.pe.session_count()).await?)
     }
 
-    /// Sets the load of a load-based policy and re-registers at once.
+    /// Sets the load of a load-based policy and re-registers at once; returns once the
+    /// registrar accepted it (at once when the PE is not registered just now: the value goes
+    /// with the next registration).
     pub async fn set_load(&self, load: u32) -> Result<(), Error> {
-        let ok = self
+        let before = self.state.get(|s| s.answers);
+        let (ok, wait) = self
             .handle
-            .call(move |m, now| m.pe.set_load(now, load))
+            .call(move |m, now| {
+                let wait = m.pe.element().is_registered();
+                (m.pe.set_load(now, load), wait)
+            })
             .await?;
-        if ok { Ok(()) } else { Err(Error::NoLoad) }
+        if !ok {
+            return Err(Error::NoLoad);
+        }
+        if wait {
+            self.answer_after(before).await
+        } else {
+            Ok(())
+        }
     }
 
-    /// Replaces the policy (and its values) and re-registers at once.
+    /// Replaces the policy (and its values) and re-registers at once; returns as
+    /// [`PoolElement::set_load`] does. A policy other than the pool's is rejected by the
+    /// registrar ([`Error::Registration`]), and the PE is then out of the pool.
     pub async fn set_policy(&self, policy: Policy) -> Result<(), Error> {
-        Ok(self
+        let before = self.state.get(|s| s.answers);
+        let wait = self
             .handle
-            .call(move |m, now| m.pe.set_policy(now, policy))
-            .await?)
+            .call(move |m, now| {
+                let wait = m.pe.element().is_registered();
+                m.pe.set_policy(now, policy);
+                wait
+            })
+            .await?;
+        if wait {
+            self.answer_after(before).await
+        } else {
+            Ok(())
+        }
+    }
+
+    /// Waits for a registration answer after the `before`-th one.
+    async fn answer_after(&self, before: u64) -> Result<(), Error> {
+        let stopped = self.task.clone();
+        let answer = async {
+            self.state
+                .wait_for(|s| {
+                    (s.answers > before).then(|| match &s.last_failure {
+                        None => Ok(()),
+                        Some(c) => Err(Error::Registration(c.clone())),
+                    })
+                })
+                .await
+        };
+        futures_lite::future::or(answer, async {
+            stopped.finished().await;
+            Err(Error::Stopped)
+        })
+        .await
     }
 
     /// Leaves the pool (open sessions stay open) and waits for the registrar's answer.
@@ -596,16 +641,7 @@ impl PoolElement {
     pub async fn reregister(&self) -> Result<(), Error> {
         let before = self.state.get(|s| s.answers);
         self.handle.call(|m, now| m.pe.register(now)).await?;
-        let r = self
-            .state
-            .wait_for(|s| {
-                (s.answers > before).then(|| match &s.last_failure {
-                    None => Ok(()),
-                    Some(c) => Err(c.clone()),
-                })
-            })
-            .await;
-        r.map_err(Error::Registration)
+        self.answer_after(before).await
     }
 
     /// Deregisters (if registered), then stops the driver: open sessions are shut down

@@ -21,8 +21,13 @@ const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 const PPID: u32 = 4242;
 
 async fn registrar() -> Registrar {
+    registrar_in(TransportMode::Tcp).await
+}
+
+/// A registrar; under `Auto` on SCTP and the TCP mapping at one port.
+async fn registrar_in(mode: TransportMode) -> Registrar {
     let mut c = RegistrarConfig {
-        mode: TransportMode::Tcp,
+        mode,
         ..RegistrarConfig::local(LOCALHOST)
     };
     c.core.timers.keep_alive_transmission_interval = Duration::from_millis(100);
@@ -30,16 +35,22 @@ async fn registrar() -> Registrar {
 }
 
 fn pe_config(pool: &str, registrar: SocketAddr) -> PoolElementConfig {
+    pe_config_in(pool, registrar, TransportMode::Tcp)
+}
+
+fn pe_config_in(pool: &str, registrar: SocketAddr, mode: TransportMode) -> PoolElementConfig {
     PoolElementConfig::new(pool)
         .registrar(registrar)
         .listen(SocketAddr::new(LOCALHOST, 0))
-        .mode(TransportMode::Tcp)
+        .mode(mode)
 }
 
 fn pu_config(registrar: SocketAddr) -> PoolUserConfig {
-    let mut c = PoolUserConfig::default()
-        .registrar(registrar)
-        .mode(TransportMode::Tcp);
+    pu_config_in(registrar, TransportMode::Tcp)
+}
+
+fn pu_config_in(registrar: SocketAddr, mode: TransportMode) -> PoolUserConfig {
+    let mut c = PoolUserConfig::default().registrar(registrar).mode(mode);
     c.ppid = PPID;
     c
 }
@@ -49,7 +60,16 @@ type Echoes = Arc<Mutex<Vec<(u32, Bytes)>>>;
 
 /// An echo PE: every session gets the cookie "pe=<id>" first; each message is echoed.
 async fn echo_pe(pool: &str, registrar: SocketAddr, echoes: Echoes) -> PoolElement {
-    let pe = PoolElement::register(pe_config(pool, registrar))
+    echo_pe_in(pool, registrar, echoes, TransportMode::Tcp).await
+}
+
+async fn echo_pe_in(
+    pool: &str,
+    registrar: SocketAddr,
+    echoes: Echoes,
+    mode: TransportMode,
+) -> PoolElement {
+    let pe = PoolElement::register(pe_config_in(pool, registrar, mode))
         .await
         .unwrap();
     let id = pe.pe_id().0;
@@ -136,11 +156,8 @@ async fn registration_resolution_and_byte_stream() {
         "EOF after close"
     );
 
-    // Load and deregistration.
+    // Deregistration (Round Robin has no load).
     assert!(matches!(pe1.set_load(5).await, Err(Error::NoLoad)));
-    pe1.set_policy(Policy::LeastUsed { load: 10 })
-        .await
-        .unwrap();
     assert!(
         pe1.deregister().await.unwrap(),
         "deregistration acknowledged"
@@ -156,12 +173,63 @@ async fn registration_resolution_and_byte_stream() {
 }
 on_both!(registration_resolution_and_byte_stream);
 
-async fn failover_after_pe_kill() {
+/// Load updates reach the registrar (a pool of Least Used PEs).
+async fn load_updates() {
     let r = registrar().await;
+    let mut config = pe_config("LoadPool", r.asap_addr());
+    config.policy = Policy::LeastUsed { load: 0 };
+    let pe = PoolElement::register(config).await.unwrap();
+    let id = pe.pe_id();
+    let policy_at_registrar = || {
+        r.inspect(move |r| {
+            r.handlespace()
+                .get(&"LoadPool".into(), id)
+                .map(|e| e.policy())
+        })
+    };
+    assert_eq!(
+        policy_at_registrar().await.unwrap(),
+        Some(Policy::LeastUsed { load: 0 })
+    );
+    // Returns once the registrar accepted the new load.
+    pe.set_load(0x1000).await.unwrap();
+    assert_eq!(
+        policy_at_registrar().await.unwrap(),
+        Some(Policy::LeastUsed { load: 0x1000 })
+    );
+    pe.set_policy(Policy::LeastUsed { load: 7 }).await.unwrap();
+    assert!(
+        pe.deregister().await.unwrap(),
+        "deregistration acknowledged"
+    );
+    assert_eq!(policy_at_registrar().await.unwrap(), None);
+    pe.shutdown().await.unwrap();
+    r.shutdown().await;
+}
+on_both!(load_updates);
+
+async fn failover_after_pe_kill() {
+    failover_in(TransportMode::Tcp).await;
+}
+on_both!(failover_after_pe_kill);
+
+/// The same over kernel SCTP (PEs and the pool user on SCTP; the registrar on both): runs in
+/// `shared/tools/sctp-vm`, skipped on hosts without SCTP.
+async fn failover_over_sctp() {
+    if !rserpool_async_std::transport::sctp_available() {
+        eprintln!("no kernel SCTP here: skipped");
+        return;
+    }
+    failover_in(TransportMode::Sctp).await;
+}
+on_both!(failover_over_sctp);
+
+async fn failover_in(mode: TransportMode) {
+    let r = registrar_in(TransportMode::Auto).await;
     let echoes = Echoes::default();
-    let pe1 = echo_pe("FailPool", r.asap_addr(), echoes.clone()).await;
-    let pe2 = echo_pe("FailPool", r.asap_addr(), echoes.clone()).await;
-    let mut session = PoolUser::connect("FailPool", pu_config(r.asap_addr()))
+    let pe1 = echo_pe_in("FailPool", r.asap_addr(), echoes.clone(), mode).await;
+    let pe2 = echo_pe_in("FailPool", r.asap_addr(), echoes.clone(), mode).await;
+    let mut session = PoolUser::connect("FailPool", pu_config_in(r.asap_addr(), mode))
         .await
         .unwrap();
     let mut notices = session.events();
@@ -209,7 +277,6 @@ async fn failover_after_pe_kill() {
     survivor.shutdown().await.unwrap();
     r.shutdown().await;
 }
-on_both!(failover_after_pe_kill);
 
 async fn configuration_errors() {
     let e = PoolElement::register(PoolElementConfig::new("X")).await;
