@@ -244,11 +244,13 @@ async fn failover_in(mode: TransportMode) {
     } else {
         (pe2, pe1)
     };
+    let killed = std::time::Instant::now();
     victim.kill().await;
     // Sent right after the kill: queued or replayed, never lost.
     session.send_msg(PPID, "two").await.unwrap();
     let m = session.recv_msg().await.unwrap();
     assert_eq!(&m.data[..], b"two");
+    eprintln!("{mode:?}: kill -> first echo {:?}", killed.elapsed());
     assert_eq!(session.pe_id(), Some(survivor.pe_id()));
     assert_eq!(session.failovers(), 1);
     let mut seen = Vec::new();
