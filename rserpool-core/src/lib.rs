@@ -93,6 +93,7 @@ pub mod pool_element;
 pub mod pool_user;
 pub mod registrar;
 pub mod registrar_table;
+pub mod services;
 pub mod session;
 pub mod time;
 
