@@ -124,8 +124,12 @@ impl<M: Machine> BlockingLoop<M> {
                 channel,
                 ..
             } => {
-                // The association gets the id the machine chose.
-                match TcpStream::connect_timeout(&addrs[0], Duration::from_secs(2)) {
+                // The association gets the id the machine chose; addresses tried in order.
+                let connected = addrs
+                    .iter()
+                    .find_map(|a| TcpStream::connect_timeout(a, Duration::from_secs(2)).ok())
+                    .ok_or(());
+                match connected {
                     Ok(s) => {
                         let _ = s.set_nodelay(true);
                         let rtf = RtfConnection::connector(
