@@ -570,4 +570,37 @@ fn daytime_and_discard_services() {
         summary.contains("5 line(s) sent, 0 answer(s), 0 failover(s)"),
         "{summary}"
     );
+    // Character Generator: 1024-byte messages as fast as the pool user reads them.
+    let _chargen = Proc::spawn(
+        &net.dir,
+        "rspserver",
+        &common("-chargen", "0x43"),
+        "chargen",
+        None,
+    )
+    .unwrap();
+    net.wait_until("the chargen PE registered", |s| {
+        s[0].is_some_and(|s| s.pes == 3)
+    });
+    let args: Vec<String> = vec![
+        format!("-registrar={reg}"),
+        "-asapannounce=off".into(),
+        "-transport=tcp".into(),
+        "-poolhandle=CharGenPool".into(),
+    ];
+    let t = TerminalProc::spawn(&net.dir, &args).unwrap();
+    let expected: String = (0..1024u32)
+        .map(|i| 30 + (i % 98) as u8)
+        .map(char::from)
+        .collect();
+    let mut n = 0;
+    let end = Instant::now() + LIMIT;
+    while n < 1000 && Instant::now() < end {
+        if let Some(a) = t.next_answer(Duration::from_millis(200)) {
+            assert_eq!(a.pe, 0x43);
+            assert_eq!(a.text, expected);
+            n += 1;
+        }
+    }
+    assert_eq!(n, 1000, "chargen messages");
 }

@@ -14,5 +14,4 @@ pub mod daemon;
 pub mod demo;
 pub mod registrar;
 pub mod server;
-pub mod simple;
 pub mod terminal;

@@ -5,7 +5,8 @@
 //!   (RSPLIB sends whatever one `read()` returned, so a pipe may give several lines in one
 //!   message.)
 //! * Every data message received is printed as RSPLIB does: `from PE $xxxxxxxx> text`, with
-//!   trailing control characters cut and other bytes below 30 shown as `.`.
+//!   trailing control characters cut and other bytes below 30 shown as `.`
+//!   ([`rspterminal_line`]).
 //! * **Failover is transparent and loses no line** (`rsplib-measured.md` defect 3): the
 //!   session keeps every line not yet answered ([`ReplayPolicy::UntilAcknowledged`], one
 //!   answer acknowledges one line) and sends it again to the next PE right after the
@@ -27,6 +28,7 @@ use bytes::Bytes;
 use rand_xoshiro::Xoshiro256PlusPlus;
 use rserpool_core::Instant;
 use rserpool_core::pool_user::PoolUserConfig;
+use rserpool_core::services::simple::rspterminal_line;
 use rserpool_core::session::{
     PoolUserSession, PoolUserSessionConfig, ReplayPolicy, SendError, SessionEvent,
 };
@@ -108,17 +110,6 @@ fn read_lines(mut input: impl BufRead, tx: &SyncSender<Input>, waker: &mio::Wake
     }
 }
 
-/// RSPLIB's rendering of a received message (without the `from PE` prefix): trailing bytes
-/// below 0x20 cut, other bytes below 30 shown as `.`.
-pub fn render(data: &[u8]) -> String {
-    let end = data.iter().rposition(|b| *b >= 0x20).map_or(0, |i| i + 1);
-    let shown: Vec<u8> = data[..end]
-        .iter()
-        .map(|&b| if b < 30 { b'.' } else { b })
-        .collect();
-    String::from_utf8_lossy(&shown).into_owned()
-}
-
 /// Counters of a terminal run.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct TerminalStats {
@@ -197,7 +188,7 @@ impl<W: Write> Terminal<W> {
                 self.last_progress = now;
                 session.acknowledge(1);
                 let pe = self.pe.map_or(0, |p| p.0);
-                let r = writeln!(self.out, "from PE ${pe:08x}> {}", render(&data))
+                let r = writeln!(self.out, "{}", rspterminal_line(pe, &data))
                     .and_then(|()| self.out.flush());
                 if let Err(e) = r {
                     debug!("standard output: {e}");
@@ -423,17 +414,4 @@ fn run(opts: &RspTerminalOptions) -> io::Result<TerminalStats> {
     driver.run_app(&mut term)?;
     drop(waker);
     Ok(term.stats())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn rendering_is_rsplibs() {
-        assert_eq!(render(b"hello\n"), "hello");
-        assert_eq!(render(b"a\x01b\r\n\x00"), "a.b");
-        assert_eq!(render(b"\n"), "");
-        assert_eq!(render(b"\x1d\x1e x"), ".\x1e x");
-    }
 }
