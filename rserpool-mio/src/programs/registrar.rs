@@ -369,15 +369,22 @@ fn log_event(e: &RegistrarEvent) {
     }
 }
 
-/// Logs the registrar's events; stops at the end of a failure-test up time.
+/// Logs the registrar's events; stops on SIGINT/SIGTERM (a registrar has nothing to finish:
+/// its PEs and peers notice the closed associations) and at the end of a failure-test up
+/// time.
 struct RegistrarApp {
     stop_at: Option<Instant>,
+    signalled: bool,
 }
 
 impl Application<Registrar> for RegistrarApp {
     fn on_step(&mut self, step: &mut Step<'_, Registrar>) -> AppControl {
         for e in step.events.drain(..) {
             log_event(&e);
+        }
+        if !step.signals.is_empty() {
+            self.signalled = true;
+            return AppControl::Exit;
         }
         match self.stop_at {
             Some(t) if step.now >= t => AppControl::Exit,
@@ -463,8 +470,13 @@ fn warn_unsupported(opts: &RegistrarOptions) {
     }
 }
 
-/// One life of the registrar (until a signal, or the end of a failure-test up time).
-fn run_once(opts: &RegistrarOptions, up_time: Option<Duration>, banner: bool) -> io::Result<Exit> {
+/// One life of the registrar (until a signal, or the end of a failure-test up time); true
+/// when a signal ended it.
+fn run_once(
+    opts: &RegistrarOptions,
+    up_time: Option<Duration>,
+    banner: bool,
+) -> io::Result<(Exit, bool)> {
     let mode = transport_mode(opts.transport);
     let listeners = listener_configs(opts, mode);
     let min = address_scope(opts.min_address_scope);
@@ -524,8 +536,10 @@ fn run_once(opts: &RegistrarOptions, up_time: Option<Duration>, banner: bool) ->
     info!("registrar ${:08x} running", driver.machine().server_id().0);
     let mut app = RegistrarApp {
         stop_at: up_time.map(|d| driver.now() + d),
+        signalled: false,
     };
-    driver.run_app(&mut app)
+    let exit = driver.run_app(&mut app)?;
+    Ok((exit, app.signalled))
 }
 
 /// An exponentially distributed duration with mean `mean`.
@@ -549,7 +563,7 @@ pub fn main_with(opts: RegistrarOptions) -> ExitCode {
             info!("failure-test mode: up for {:.3} s", u.as_secs_f64());
         }
         match run_once(&opts, up, banner) {
-            Ok(Exit::Stopped) if up.is_some() => {
+            Ok((_, false)) if up.is_some() => {
                 let down = exponential(&mut rng, opts.downtime);
                 info!("failure-test mode: down for {:.3} s", down.as_secs_f64());
                 std::thread::sleep(down);
