@@ -82,13 +82,49 @@ pub fn spawn_line_reader(
     Ok(rx)
 }
 
+/// The longest message one input line becomes (RSPLIB reads at most this much per message);
+/// a longer line is sent as several messages.
+pub const MAX_LINE: usize = 65_536;
+
+/// The next line of `input` (up to and including `\n`), at most [`MAX_LINE`] bytes; an empty
+/// vector at the end of input.
+pub fn read_line(input: &mut impl BufRead) -> io::Result<Vec<u8>> {
+    let mut line = Vec::new();
+    loop {
+        let (done, used) = {
+            let buf = match input.fill_buf() {
+                Ok(b) => b,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            if buf.is_empty() {
+                return Ok(line);
+            }
+            let room = MAX_LINE - line.len();
+            let window = &buf[..buf.len().min(room)];
+            match window.iter().position(|b| *b == b'\n') {
+                Some(i) => {
+                    line.extend_from_slice(&window[..=i]);
+                    (true, i + 1)
+                }
+                None => {
+                    line.extend_from_slice(window);
+                    (line.len() >= MAX_LINE, window.len())
+                }
+            }
+        };
+        input.consume(used);
+        if done {
+            return Ok(line);
+        }
+    }
+}
+
 fn read_lines(mut input: impl BufRead, tx: &SyncSender<Input>, waker: &mio::Waker) {
     loop {
-        let mut line = Vec::new();
-        let item = match input.read_until(b'\n', &mut line) {
-            Ok(0) => Input::Eof,
-            Ok(_) => Input::Line(Bytes::from(line)),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+        let item = match read_line(&mut input) {
+            Ok(line) if line.is_empty() => Input::Eof,
+            Ok(line) => Input::Line(Bytes::from(line)),
             Err(e) => {
                 warn!("reading standard input: {e}");
                 Input::Eof
@@ -414,4 +450,26 @@ fn run(opts: &RspTerminalOptions) -> io::Result<TerminalStats> {
     driver.run_app(&mut term)?;
     drop(waker);
     Ok(term.stats())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn lines_are_split_and_bounded() {
+        let mut long = vec![b'x'; MAX_LINE + 10];
+        long.push(b'\n');
+        let mut input: Vec<u8> = b"a\nbc\n".to_vec();
+        input.extend_from_slice(&long);
+        input.extend_from_slice(b"tail");
+        // A tiny buffer: lines span many fill_buf calls.
+        let mut r = io::BufReader::with_capacity(7, &input[..]);
+        assert_eq!(read_line(&mut r).unwrap(), b"a\n");
+        assert_eq!(read_line(&mut r).unwrap(), b"bc\n");
+        assert_eq!(read_line(&mut r).unwrap().len(), MAX_LINE);
+        assert_eq!(read_line(&mut r).unwrap(), b"xxxxxxxxxx\n");
+        assert_eq!(read_line(&mut r).unwrap(), b"tail");
+        assert!(read_line(&mut r).unwrap().is_empty());
+    }
 }
