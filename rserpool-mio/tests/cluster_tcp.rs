@@ -311,7 +311,8 @@ fn pool_user_fails_over_to_another_pe_without_losing_a_line() {
         Some(0),
         "rspterminal exits at the end of input once everything is answered"
     );
-    answers.extend(t.answers_now());
+    let (rest, stderr) = t.rest_after_exit(LIMIT);
+    answers.extend(rest);
     assert_all_echoed_once(&answers, sent);
     let after: Vec<u32> = answers
         .iter()
@@ -323,8 +324,7 @@ fn pool_user_fails_over_to_another_pe_without_losing_a_line() {
         after.iter().all(|pe| *pe != serving),
         "the dead PE is never chosen again: {after:x?}"
     );
-    let summary = t
-        .stderr_lines()
+    let summary = stderr
         .into_iter()
         .find(|l| l.starts_with("rspterminal:"))
         .expect("summary line");
@@ -368,7 +368,7 @@ fn killed_registrar_is_taken_over_and_a_restarted_one_downloads_the_handlespace(
     );
     t.close_input();
     assert_eq!(t.proc.wait_timeout(LIMIT), Some(0));
-    answers.extend(t.answers_now());
+    answers.extend(t.rest_after_exit(LIMIT).0);
     assert_all_echoed_once(&answers, sent);
 
     // Restart registrar 0 on the same ports with a new identifier: it finds its peers,
@@ -560,9 +560,9 @@ fn daytime_and_discard_services() {
     }
     t.close_input();
     assert_eq!(t.proc.wait_timeout(LIMIT), Some(0));
-    assert!(t.answers_now().is_empty());
-    let summary = t
-        .stderr_lines()
+    let (answers, stderr) = t.rest_after_exit(LIMIT);
+    assert!(answers.is_empty());
+    let summary = stderr
         .into_iter()
         .find(|l| l.starts_with("rspterminal:"))
         .expect("summary");

@@ -507,6 +507,27 @@ impl TerminalProc {
     pub fn stderr_lines(&self) -> Vec<String> {
         self.stderr.try_iter().collect()
     }
+
+    /// After the process ended: every answer and standard error line not taken yet, read
+    /// until both streams are closed (at most `limit`).
+    pub fn rest_after_exit(&self, limit: Duration) -> (Vec<Answer>, Vec<String>) {
+        let end = Instant::now() + limit;
+        let mut answers = Vec::new();
+        while let Ok(a) = self
+            .answers
+            .recv_timeout(end.saturating_duration_since(Instant::now()))
+        {
+            answers.push(a);
+        }
+        let mut lines = Vec::new();
+        while let Ok(l) = self
+            .stderr
+            .recv_timeout(end.saturating_duration_since(Instant::now()))
+        {
+            lines.push(l);
+        }
+        (answers, lines)
+    }
 }
 
 #[cfg(test)]

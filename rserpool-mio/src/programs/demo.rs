@@ -310,8 +310,8 @@ fn run(opts: &DemoOptions) -> io::Result<bool> {
     // The end of input: rspterminal exits once every line is answered.
     term.close_input();
     let code = term.proc.wait_timeout(Duration::from_secs(10));
-    answers.extend(term.answers_now());
-    let stderr = term.stderr_lines();
+    let (rest, stderr) = term.rest_after_exit(Duration::from_secs(2));
+    answers.extend(rest);
     if let Some(f) = d.log_file("rspterminal") {
         std::fs::write(f, stderr.join("\n") + "\n")?;
     }
