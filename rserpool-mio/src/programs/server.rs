@@ -496,7 +496,16 @@ impl Server {
                     && !self.daemon
                     && !matches!(cause, RegistrationFailure::Timeout);
                 if fatal && self.end.is_none() {
-                    self.end = Some(ServerEnd::RegistrationFailed(format!("{cause:?}")));
+                    let security = matches!(&cause, RegistrationFailure::Rejected(Some(e))
+                        if e.causes.iter().any(|c| c.code == rserpool_proto::param::cause::REJECTED_SECURITY));
+                    let hint = if security {
+                        " (the registrar takes only addresses of the association of at least \
+                         its -minaddressscope=, site-local by default: a loopback deployment \
+                         needs rspregistrar -minaddressscope=loopback)"
+                    } else {
+                        ""
+                    };
+                    self.end = Some(ServerEnd::RegistrationFailed(format!("{cause:?}{hint}")));
                 }
             }
             PoolElementEvent::Deregistered { acknowledged } => {
