@@ -5,5 +5,6 @@
 
 pub mod cli;
 pub mod driver;
+pub mod hostile;
 pub mod pcap;
 pub mod transport;
