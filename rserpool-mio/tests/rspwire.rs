@@ -83,3 +83,76 @@ fn malformed_and_binary_files() {
     assert_eq!(code, 2);
     std::fs::remove_dir_all(&dir).ok();
 }
+
+fn capture_files() -> Vec<PathBuf> {
+    let dir = vectors_dir().parent().unwrap().to_path_buf();
+    let mut v: Vec<PathBuf> = std::fs::read_dir(dir)
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .filter(|p| p.extension().is_some_and(|e| e == "pcap"))
+        .collect();
+    v.sort();
+    v
+}
+
+fn tally(out: &str) -> (u64, u64, u64) {
+    let line = out
+        .lines()
+        .find(|l| l.starts_with("rspwire pcap:"))
+        .expect("summary line");
+    let nums: Vec<u64> = line
+        .split(|c: char| !c.is_ascii_digit())
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().unwrap())
+        .collect();
+    (nums[0], nums[1], nums[2])
+}
+
+#[test]
+fn pcap_lists_every_message_of_every_capture_without_malformed_ones() {
+    let files = capture_files();
+    assert!(files.len() >= 5, "captures missing: {files:?}");
+    for f in &files {
+        let (code, out) = rspwire(&["pcap"], std::slice::from_ref(f));
+        assert_eq!(code, 0, "{}:\n{out}", f.display());
+        let (ok, rejected, bad) = tally(&out);
+        assert!(ok > 20, "{}: only {ok} messages", f.display());
+        assert_eq!(bad, 0, "{}", f.display());
+        let name = f.file_name().unwrap().to_string_lossy();
+        if name.starts_with("07") {
+            // The forged messages: three ASAP/ENRP messages with unknown parameter 0x4fff
+            // ("stop and report"), the ENRP request with an extra one, and message type 0x7e.
+            assert_eq!(rejected, 5, "{out}");
+            assert!(out.contains("unknown message type 0x7e (answered with cause 0x0002)"));
+        } else {
+            assert_eq!(rejected, 0, "{}:\n{out}", f.display());
+        }
+    }
+}
+
+#[test]
+fn pcap_flags_a_capture_with_a_broken_message() {
+    use bytes::Bytes;
+    use rserpool_mio::pcap::PcapWriter;
+    let dir = std::env::temp_dir().join(format!("rspwire-pcap-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let path = dir.join("broken.pcap");
+    let mut w = PcapWriter::new(Vec::new()).unwrap();
+    let good = Bytes::from_static(&[
+        0x05, 0x00, 0x00, 0x10, 0x00, 0x09, 0x00, 0x0c, b'E', b'c', b'h', b'o', b'P', b'o', b'o',
+        b'l',
+    ]);
+    // The same Handle Resolution with a Pool Handle TLV whose length runs past the message.
+    let mut broken = good.to_vec();
+    broken[7] = 0x40;
+    let a = "10.0.0.1:40000".parse().unwrap();
+    let b = "10.0.0.2:3863".parse().unwrap();
+    let ts = std::time::Duration::from_secs(1);
+    w.write_sctp_data(ts, a, b, 1, 1, 0, 11, &good).unwrap();
+    w.write_sctp_data(ts, a, b, 1, 2, 0, 11, &broken).unwrap();
+    std::fs::write(&path, w.into_inner().unwrap()).unwrap();
+    let (code, out) = rspwire(&["pcap"], std::slice::from_ref(&path));
+    std::fs::remove_dir_all(&dir).ok();
+    assert_eq!(code, 1, "{out}");
+    assert_eq!(tally(&out), (1, 0, 1), "{out}");
+}

@@ -3,7 +3,15 @@
 //! ```text
 //! rspwire decode [--proto asap|enrp] FILE...     print each message; exit 1 if any is malformed
 //! rspwire roundtrip [--proto asap|enrp] FILE...  exit 0 only if every file re-encodes identically
+//! rspwire pcap FILE...                           list every ASAP/ENRP/CSP message of captures
 //! ```
+//!
+//! `pcap` reads classic pcap and pcapng files: SCTP user messages with PPID 11 (ASAP) or 12
+//! (ENRP), UDP datagrams on the ASAP announce (3863), ENRP presence (9901) and CSP (2960)
+//! ports, and TCP-mapping (RTF) streams on ports 3863 and 9901. Every message is decoded and
+//! re-encoded; it exits 1 if any message is malformed or does not re-encode byte-identical.
+//! Messages that are well-formed but carry an unknown type or parameter whose action bits say
+//! "stop" are listed as `REJECT` with the Operation Error a registrar answers them with.
 //!
 //! Each FILE holds one message, binary or hex text ('#' starts a comment), like
 //! `shared/vectors/rsplib-captures/messages/*.hex`. The protocol comes from the file name
@@ -21,6 +29,8 @@ usage: rspwire <command> [options] FILE...
 commands:
   decode     print each message readably; exit 1 if any is malformed
   roundtrip  decode and re-encode each message; exit 0 only if all are byte-identical
+  pcap       list every ASAP/ENRP/CSP message in captures (SCTP PPID 11/12, UDP 3863/9901/2960,
+             TCP-mapping streams on 3863/9901); exit 1 if any is malformed
 
 options:
   --proto asap|enrp   protocol of every FILE (default: from the file name prefix asap/enrp/csp)
@@ -142,6 +152,7 @@ fn parse_hex(raw: &[u8]) -> Result<Vec<u8>, String> {
 enum Message {
     Asap(AsapMessage),
     Enrp(EnrpMessage),
+    Csp(Box<rserpool_proto::csp::CspReport>),
 }
 
 impl Message {
@@ -161,7 +172,9 @@ impl Message {
             Proto::Enrp => EnrpMessage::decode_bytes(data)
                 .map(Message::Enrp)
                 .map_err(err),
-            Proto::Csp => Err("CSP is not supported yet by rspwire".into()),
+            Proto::Csp => rserpool_proto::csp::CspReport::decode(data)
+                .map(|r| Message::Csp(Box::new(r)))
+                .map_err(|e| format!("malformed: {e}")),
         }
     }
 
@@ -169,6 +182,7 @@ impl Message {
         match self {
             Message::Asap(m) => m.to_bytes(),
             Message::Enrp(m) => m.to_bytes(),
+            Message::Csp(r) => r.to_bytes().unwrap_or_default(),
         }
     }
 
@@ -176,6 +190,14 @@ impl Message {
         let (name, ty, flags, len) = match self {
             Message::Asap(m) => (m.name(), m.message_type(), m.flags(), m.encoded_len()),
             Message::Enrp(m) => (m.name(), m.message_type(), m.flags(), m.encoded_len()),
+            Message::Csp(r) => {
+                return format!(
+                    "CSP Component Status Report from {:?} ({} associations): {}",
+                    r.sender_id,
+                    r.associations.len(),
+                    r.status
+                );
+            }
         };
         format!("{name} (type {ty:#04x}, flags {flags:#04x}, {len} bytes)")
     }
@@ -184,6 +206,7 @@ impl Message {
         match self {
             Message::Asap(m) => format!("{m:#?}"),
             Message::Enrp(m) => format!("{m:#?}"),
+            Message::Csp(r) => format!("{r:#?}"),
         }
     }
 }
@@ -268,7 +291,163 @@ type Command = fn(&[String]) -> ExitCode;
 const COMMANDS: &[(&str, Command)] = &[
     ("decode", |args| with_options(args, cmd_decode)),
     ("roundtrip", |args| with_options(args, cmd_roundtrip)),
+    ("pcap", cmd_pcap),
 ];
+
+/// What became of one message found in a capture.
+enum Verdict {
+    /// Decoded, and re-encodes byte-identical.
+    Ok(String),
+    /// Well-formed, but refused by its action bits (unknown type or parameter, "stop").
+    Reject(String),
+    /// Malformed, or does not re-encode identically.
+    Malformed(String),
+}
+
+fn judge(proto: Proto, data: &Bytes) -> Verdict {
+    let decoded = match proto {
+        Proto::Asap => AsapMessage::decode_bytes(data).map(Message::Asap),
+        Proto::Enrp => EnrpMessage::decode_bytes(data).map(Message::Enrp),
+        Proto::Csp => {
+            return match Message::decode(proto, data) {
+                Ok(m) if m.to_bytes() == *data => Verdict::Ok(m.summary()),
+                Ok(m) => Verdict::Malformed(format!("{}: re-encoding differs", m.summary())),
+                Err(e) => Verdict::Malformed(e),
+            };
+        }
+    };
+    match decoded {
+        Ok(m) => {
+            if m.to_bytes() == *data {
+                Verdict::Ok(m.summary())
+            } else {
+                Verdict::Malformed(format!("{}: re-encoding differs", m.summary()))
+            }
+        }
+        Err(e) => {
+            use rserpool_proto::DecodeErrorKind as K;
+            let answer = match e.operation_error() {
+                Some(c) => format!("answered with cause {:#06x}", c.code),
+                None => "discarded silently".to_string(),
+            };
+            match e.kind {
+                K::UnknownMessageType(_) | K::UnknownParameter { .. } => {
+                    Verdict::Reject(format!("{e} ({answer})"))
+                }
+                _ => Verdict::Malformed(format!("{e} ({answer})")),
+            }
+        }
+    }
+}
+
+/// Tally of `rspwire pcap`.
+#[derive(Default)]
+struct Counts {
+    ok: u64,
+    rejected: u64,
+    bad: u64,
+}
+
+fn cmd_pcap(args: &[String]) -> ExitCode {
+    use rserpool_mio::pcap::{Capture, CaptureConfig, Transport};
+    use rserpool_proto::rtf::{Frame, FrameDecoder};
+
+    if args.is_empty() {
+        return usage_error("pcap needs at least one capture file");
+    }
+    let config = CaptureConfig::default();
+    let mut counts = Counts::default();
+    let report = |counts: &mut Counts, line: String, v: Verdict| match v {
+        Verdict::Ok(s) => {
+            counts.ok += 1;
+            println!("{line} {s}");
+        }
+        Verdict::Reject(s) => {
+            counts.rejected += 1;
+            println!("{line} REJECT {s}");
+        }
+        Verdict::Malformed(s) => {
+            counts.bad += 1;
+            println!("{line} MALFORMED {s}");
+        }
+    };
+    for file in args {
+        let capture = match Capture::read_file(Path::new(file), &config) {
+            Ok(c) => c,
+            Err(e) => {
+                println!("{file}: cannot read: {e}");
+                counts.bad += 1;
+                continue;
+            }
+        };
+        println!("== {file}: {} frames", capture.stats.frames);
+        for e in &capture.errors {
+            println!("frame {}: MALFORMED frame: {e}", e.frame_no);
+            counts.bad += 1;
+        }
+        for m in &capture.messages {
+            let proto = match m.transport {
+                Transport::Sctp { ppid: 11, .. } => Proto::Asap,
+                Transport::Sctp { ppid: 12, .. } => Proto::Enrp,
+                Transport::Udp => match (m.src.port(), m.dst.port()) {
+                    (_, 3863) | (3863, _) => Proto::Asap,
+                    (_, 9901) | (9901, _) => Proto::Enrp,
+                    (_, 2960) | (2960, _) => Proto::Csp,
+                    _ => continue,
+                },
+                _ => continue,
+            };
+            let kind = match m.transport {
+                Transport::Sctp { .. } => "sctp",
+                _ => "udp",
+            };
+            let line = format!(
+                "frame {:>5} {:>10.6}s {} -> {} {kind}:",
+                m.frame_no,
+                m.timestamp.as_secs_f64(),
+                m.src,
+                m.dst
+            );
+            report(&mut counts, line, judge(proto, &m.payload));
+        }
+        for flow in &capture.tcp_flows {
+            if ![3863, 9901].contains(&flow.src.port()) && ![3863, 9901].contains(&flow.dst.port())
+            {
+                continue;
+            }
+            let mut decoder = FrameDecoder::new(16 << 20);
+            let mut frames = Vec::new();
+            let result = decoder.decode(&flow.data, |f| frames.push(f));
+            for f in frames {
+                if let Frame::Data { ppid, payload, .. } = f {
+                    let proto = match ppid {
+                        11 => Proto::Asap,
+                        12 => Proto::Enrp,
+                        _ => continue,
+                    };
+                    let line = format!("tcp {} -> {} rtf:", flow.src, flow.dst);
+                    report(&mut counts, line, judge(proto, &payload));
+                }
+            }
+            if let Err(e) = result {
+                println!(
+                    "tcp {} -> {}: MALFORMED RTF stream: {e}",
+                    flow.src, flow.dst
+                );
+                counts.bad += 1;
+            }
+        }
+    }
+    println!(
+        "rspwire pcap: {} OK, {} REJECT, {} MALFORMED",
+        counts.ok, counts.rejected, counts.bad
+    );
+    if counts.bad > 0 {
+        ExitCode::FAILURE
+    } else {
+        ExitCode::SUCCESS
+    }
+}
 
 fn with_options(args: &[String], run: fn(&Options) -> ExitCode) -> ExitCode {
     match parse_options(args) {
