@@ -1711,11 +1711,19 @@ impl Transports {
     /// errors) and appends what happened to `out`.
     pub fn handle_timeout(&mut self, now: Instant, out: &mut Vec<TransportEvent>) {
         let now_us = self.us(now);
+        // Only the timers due when the call starts: an association with more to read
+        // re-arms an immediate timer, which must wait for the next call, or a peer that
+        // writes faster than we read would keep this call (and its caller's turn) reading
+        // without bound, every message held in `out` before the machine saw any.
+        let mut due = Vec::new();
         while let Some(Reverse((d, idx, generation))) = self.timers.peek().copied() {
             if d > now_us {
                 break;
             }
             self.timers.pop();
+            due.push((d, idx, generation));
+        }
+        for (d, idx, generation) in due {
             let Some(Some(entry)) = self.entries.get_mut(idx) else {
                 continue;
             };
