@@ -334,3 +334,36 @@ fn hostile_suite_over_tcp_against_our_registrar() {
     reg.handle.join().expect("registrar thread panicked");
     println!("hostile_tcp: {:.1} s", started.elapsed().as_secs_f64());
 }
+
+/// The `rsphostile` binary against our registrar: ASAP classes only (no ENRP endpoint
+/// given), exit status 0 and a PASS verdict.
+#[test]
+fn rsphostile_binary_passes_against_our_registrar() {
+    // No peer in this run: the registrar's static peer is a closed port.
+    let reg = RegistrarThread::start("127.0.0.1:9".parse().unwrap(), 0);
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rsphostile"))
+        .args([
+            &format!("-registrar={}", reg.asap),
+            "-transport=tcp",
+            "-local=127.0.0.1",
+            "-classes=b,c,d,e",
+            "-floodregistrations=2000",
+            "-floodpools=500",
+            "-poolsperassoc=250",
+            "-hrflood=2000",
+            "-hrunread=0",
+            "-euflood=500",
+            "-churn=20",
+            "-label=ours",
+        ])
+        .output()
+        .expect("rsphostile runs");
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(0), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
+    let verdict = stdout.lines().find(|l| l.starts_with("VERDICT ours: ")).expect("verdict line");
+    assert!(verdict.starts_with("VERDICT ours: PASS"), "{verdict}");
+    assert!(stdout.contains("registration-reject 0x0004 x3"), "{stdout}");
+    assert!(stdout.contains("registration-ok x1524"), "{stdout}");
+    reg.stop.store(true, Ordering::Relaxed);
+    reg.handle.join().expect("registrar thread panicked");
+}
