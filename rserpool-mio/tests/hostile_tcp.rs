@@ -359,8 +359,16 @@ fn rsphostile_binary_passes_against_our_registrar() {
         .output()
         .expect("rsphostile runs");
     let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(0), "{stdout}\n{}", String::from_utf8_lossy(&out.stderr));
-    let verdict = stdout.lines().find(|l| l.starts_with("VERDICT ours: ")).expect("verdict line");
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{stdout}\n{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let verdict = stdout
+        .lines()
+        .find(|l| l.starts_with("VERDICT ours: "))
+        .expect("verdict line");
     assert!(verdict.starts_with("VERDICT ours: PASS"), "{verdict}");
     assert!(stdout.contains("registration-reject 0x0004 x3"), "{stdout}");
     assert!(stdout.contains("registration-ok x1524"), "{stdout}");

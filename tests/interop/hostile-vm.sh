@@ -55,7 +55,7 @@ run() {
   ip netns exec h2 "$BIN/rsphostile" \
     -registrar=$H1:3863 -enrp=$H1:9901 -transport=sctp \
     -registrarpidfile="$pidfile" -restartwait=20000 \
-    -local=$H2 -peerport=$PEER_PORT -seed=$SEED -label="$label" \
+    -local=$H2 -peerport=$PEER_PORT -seed=$SEED -label="$label" -caselog="$OUT/$label.cases" \
     ${HOSTILE_ARGS:-} >"$OUT/$label.txt" 2>"$OUT/$label.err"
   local rc=$?
   touch "$stop"

@@ -128,6 +128,9 @@ struct Options {
     /// Print progress to stderr
     #[arg(long = "verbose")]
     verbose: bool,
+    /// Write one line per case (class, case, replies, expected, probe outcome) to this file
+    #[arg(long = "caselog", value_name = "PATH")]
+    case_log: Option<PathBuf>,
 }
 
 fn main() -> ExitCode {
@@ -169,6 +172,7 @@ fn main() -> ExitCode {
     cfg.restart_wait = Duration::from_millis(o.restart_wait);
     cfg.batch = o.batch;
     cfg.verbose = o.verbose;
+    cfg.case_log = o.case_log.clone();
     match &cfg.vectors_dir {
         Some(d) => eprintln!("rsphostile: vectors from {}", d.display()),
         None => {

@@ -261,8 +261,9 @@ pub struct Case {
     /// The message.
     pub data: Bytes,
     /// The replies (in order) an RFC-conforming registrar with our ownership rules sends,
-    /// for the cases where the RFCs fix them (`None`: anything but a crash will do).
-    pub expect: Option<Vec<Reply>>,
+    /// for the cases where the RFCs fix them; several alternatives where the RFCs leave a
+    /// choice (`None`: anything but a crash will do).
+    pub expect: Option<Vec<Vec<Reply>>>,
 }
 
 impl Case {
@@ -280,8 +281,27 @@ impl Case {
 
     /// The same case with an expectation.
     pub fn expect(mut self, replies: &[Reply]) -> Case {
-        self.expect = Some(replies.to_vec());
+        self.expect = Some(vec![replies.to_vec()]);
         self
+    }
+
+    /// The same case with alternative expectations (any one of them is right).
+    pub fn expect_any(mut self, alternatives: &[&[Reply]]) -> Case {
+        let mut alts: Vec<Vec<Reply>> = Vec::new();
+        for a in alternatives {
+            if !alts.iter().any(|x| x == a) {
+                alts.push(a.to_vec());
+            }
+        }
+        self.expect = Some(alts);
+        self
+    }
+
+    /// True if `got` is (one of) the expected replies; true without an expectation.
+    pub fn matches(&self, got: &[Reply]) -> bool {
+        self.expect
+            .as_ref()
+            .is_none_or(|alts| alts.iter().any(|a| a == got))
     }
 }
 
