@@ -266,15 +266,14 @@ fn hostile_suite_over_tcp_against_our_registrar() {
         3,
         "{text}"
     );
-    // Floods: 1,024 PEs per association, then "Lack of Resources"; 5,000 pools; every
-    // handle resolution answered.
+    // Floods: 1,024 PEs per association, then "Lack of Resources" (a few more once the
+    // flood's own PEs, which never answer keep-alives, time out: the keep-alive interval is
+    // 1 s here); 5,000 pools; every handle resolution answered.
     let e = class(Class::Flood);
-    assert_eq!(e.count(Reply::RegistrationOk), 1024 + 5000, "{text}");
-    assert_eq!(
-        e.count(Reply::RegistrationReject(Some(cause::LACK_OF_RESOURCES))),
-        20_000 - 1024,
-        "{text}"
-    );
+    let ok = e.count(Reply::RegistrationOk);
+    let full = e.count(Reply::RegistrationReject(Some(cause::LACK_OF_RESOURCES)));
+    assert_eq!(ok + full, 20_000 + 5000, "{text}");
+    assert!((1024 + 5000..1024 + 5000 + 2000).contains(&ok), "{text}");
     assert_eq!(e.count(Reply::ResolutionOk), 20_000, "{text}");
     // A flood of Endpoint Unreachable reports hides the live PE at most for the round trip
     // of one verification keep-alive per keep-alive interval (here 1 s).
@@ -371,7 +370,7 @@ fn rsphostile_binary_passes_against_our_registrar() {
         .expect("verdict line");
     assert!(verdict.starts_with("VERDICT ours: PASS"), "{verdict}");
     assert!(stdout.contains("registration-reject 0x0004 x3"), "{stdout}");
-    assert!(stdout.contains("registration-ok x1524"), "{stdout}");
+    assert!(stdout.contains("registration-reject 0x0006"), "{stdout}");
     reg.stop.store(true, Ordering::Relaxed);
     reg.handle.join().expect("registrar thread panicked");
 }
