@@ -7,4 +7,6 @@ pub mod cli;
 pub mod driver;
 pub mod hostile;
 pub mod pcap;
+pub mod programs;
+pub mod tools;
 pub mod transport;
