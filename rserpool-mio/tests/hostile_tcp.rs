@@ -374,3 +374,74 @@ fn rsphostile_binary_passes_against_our_registrar() {
     reg.stop.store(true, Ordering::Relaxed);
     reg.handle.join().expect("registrar thread panicked");
 }
+
+/// Regression (hostile suite, class e, against the `rspregistrar` program): a pool user
+/// that sends Handle Resolutions and never reads the answers grew the registrar without
+/// bound (800,000 requests: 98 MB resident, never dropped): the program left the driver's
+/// overflow queue unbounded. Now the association is aborted at the backlog limit.
+#[test]
+fn rspregistrar_drops_a_pool_user_that_never_reads() {
+    use rserpool_mio::programs::cluster::{Proc, free_ports, wait_for_listener};
+    let ports = free_ports(2).expect("free ports");
+    let asap: SocketAddr = SocketAddr::from(([127, 0, 0, 1], ports[0]));
+    let dir = std::path::Path::new(env!("CARGO_BIN_EXE_rspregistrar"))
+        .parent()
+        .unwrap()
+        .to_path_buf();
+    let mut reg = Proc::spawn(
+        &dir,
+        "rspregistrar",
+        &[
+            format!("-asap={asap}"),
+            format!("-enrp=127.0.0.1:{}", ports[1]),
+            "-transport=tcp".into(),
+            "-minaddressscope=loopback".into(),
+            "-asapannounce=off".into(),
+            "-enrpannounce=off".into(),
+            "-loglevel=0".into(),
+        ],
+        "rspregistrar",
+        None,
+    )
+    .expect("rspregistrar starts");
+    assert!(
+        wait_for_listener(asap, Duration::from_secs(20)),
+        "rspregistrar listens"
+    );
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_rsphostile"))
+        .args([
+            &format!("-registrar={asap}"),
+            "-transport=tcp",
+            "-local=127.0.0.1",
+            &format!("-registrarpid={}", reg.pid()),
+            "-classes=e",
+            "-floodregistrations=0",
+            "-floodpools=0",
+            "-hrflood=0",
+            "-euflood=0",
+            "-churn=0",
+            "-hrunread=600000",
+            "-label=rspregistrar",
+        ])
+        .output()
+        .expect("rsphostile runs");
+    reg.kill();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let line = stdout
+        .lines()
+        .find(|l| l.contains("never reads"))
+        .unwrap_or_else(|| panic!("{stdout}"));
+    assert!(line.contains("dropped by the registrar"), "{line}");
+    // "RSS a -> b KiB": bounded by the backlog limit (+ queues, buffers, allocator).
+    let kib: Vec<u64> = line
+        .rsplit_once("RSS ")
+        .map(|(_, r)| {
+            r.split(|c: char| !c.is_ascii_digit())
+                .filter_map(|x| x.parse().ok())
+                .collect()
+        })
+        .unwrap_or_default();
+    assert_eq!(kib.len(), 2, "{line}");
+    assert!(kib[1] < kib[0] + 48 * 1024, "{line}");
+    assert!(stdout.contains("VERDICT rspregistrar: PASS"), "{stdout}");
+}
