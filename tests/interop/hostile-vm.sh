@@ -1,9 +1,14 @@
 #!/usr/bin/env bash
-# The hostile-input suite over kernel SCTP, our registrar and RSPLIB's rspregistrar side by
-# side in one VM run (docs/security.md has the figures). Run it from the repository root:
+# The hostile-input suite over kernel SCTP, our rspregistrar and RSPLIB's rspregistrar
+# 3.4.4 side by side in one VM run (docs/security.md has the figures). Run it from the
+# repository root:
 #
-#   cargo build --release -p rserpool-mio --bin rsphostile --example hostile_registrar
-#   /work/shared/tools/sctp-vm/sctp-vm run --net=ns:3 --timeout=600 -- tests/interop/hostile-vm.sh
+#   cargo build --release -p rserpool-mio --bin rsphostile --bin rspregistrar
+#   taskset -c 1 /work/shared/tools/sctp-vm/sctp-vm run --net=ns:3 --timeout=600 -- tests/interop/hostile-vm.sh
+#
+# Three registrars, one after the other: ours with -peerpolicy=static (only the configured
+# peer may change the handlespace over ENRP), ours with the RSPLIB-compatible default
+# -peerpolicy=any, and RSPLIB's (installed in the VM as /usr/bin/rspregistrar).
 #
 # Hosts (network namespaces of `sctp-vm --net=ns:3`, the only addresses used here):
 #   h1 10.99.0.11  the registrar under test (restarted by a loop when it dies; its pid in a file)
@@ -13,7 +18,7 @@
 #
 # Environment: HOSTILE_BIN (directory of the release binaries, default
 # ${CARGO_TARGET_DIR:-target}/release), HOSTILE_OUT (results, default hostile-vm-out),
-# HOSTILE_ARGS (extra rsphostile options), HOSTILE_ONLY (ours|rsplib: run one side).
+# HOSTILE_ARGS (extra rsphostile options), HOSTILE_ONLY (ours|any|rsplib: run one of them).
 set -u
 
 BIN=${HOSTILE_BIN:-${CARGO_TARGET_DIR:-target}/release}
@@ -25,8 +30,8 @@ SEED=5355
 
 die() { echo "hostile-vm: $*" >&2; exit 2; }
 [ -x "$BIN/rsphostile" ] || die "no $BIN/rsphostile (cargo build --release -p rserpool-mio --bin rsphostile)"
-[ -x "$BIN/examples/hostile_registrar" ] || die "no $BIN/examples/hostile_registrar"
-command -v rspregistrar >/dev/null || die "rspregistrar (rsplib-registrar) is not installed"
+[ -x "$BIN/rspregistrar" ] || die "no $BIN/rspregistrar (cargo build --release -p rserpool-mio --bin rspregistrar)"
+[ -x /usr/bin/rspregistrar ] || die "RSPLIB's rspregistrar (Debian rsplib-registrar) is not installed"
 ip netns list | grep -qw h1 && ip netns list | grep -qw h2 || die "needs sctp-vm --net=ns:3"
 ip -n h1 -4 addr show dev eth0 | grep -q "$H1/" || die "h1 is not $H1"
 ip -n h2 -4 addr show dev eth0 | grep -q "$H2/" || die "h2 is not $H2"
@@ -64,18 +69,25 @@ run() {
   kill -9 "$(cat "$pidfile")" 2>/dev/null
   wait "$loop" 2>/dev/null
   cat "$OUT/$label.txt"
-  echo "=== $label: rsphostile exit $rc; registrar deaths seen by the restart loop: $(wc -l < "$OUT/$label.exits" 2>/dev/null || echo 0)"
+  local deaths=0
+  [ -e "$OUT/$label.exits" ] && deaths=$(wc -l < "$OUT/$label.exits")
+  echo "=== $label: rsphostile exit $rc; registrar deaths seen by the restart loop: $deaths"
   sleep 2
 }
 
-only=${HOSTILE_ONLY:-both}
-if [ "$only" != rsplib ]; then
-  run ours "$BIN/examples/hostile_registrar" -asap=$H1:3863 -enrp=$H1:9901 \
-    -peer=$H2:$PEER_PORT -peerpolicy=static -transport=sctp
+only=${HOSTILE_ONLY:-all}
+common="-asap=$H1:3863 -enrp=$H1:9901 -peer=$H2:$PEER_PORT -asapannounce=off -enrpannounce=off -loglevel=0"
+# shellcheck disable=SC2086
+if [ "$only" = all ] || [ "$only" = ours ]; then
+  run ours "$BIN/rspregistrar" $common -transport=sctp -peerpolicy=static
 fi
-if [ "$only" != ours ]; then
-  run rspregistrar rspregistrar -asap=$H1:3863 -enrp=$H1:9901 -peer=$H2:$PEER_PORT \
-    -asapannounce=off -enrpannounce=off -loglevel=0 -quiet
+# shellcheck disable=SC2086
+if [ "$only" = all ] || [ "$only" = any ]; then
+  run ours-peerpolicy-any "$BIN/rspregistrar" $common -transport=sctp -peerpolicy=any
+fi
+# shellcheck disable=SC2086
+if [ "$only" = all ] || [ "$only" = rsplib ]; then
+  run rsplib-3.4.4 /usr/bin/rspregistrar $common -quiet
 fi
 echo "=== verdicts"
 grep -h '^VERDICT' "$OUT"/*.txt

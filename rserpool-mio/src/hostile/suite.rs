@@ -1404,6 +1404,15 @@ impl Suite {
                     }
                     self.record(&ex, &what)?;
                     last_replies = ex.replies;
+                    // A registrar that died after answering the marker is found here, not
+                    // one case later.
+                    if !ex.link_lost
+                        && let Some(pid) = self.current_pid()
+                        && (!process_alive(pid) || self.last_pid.is_some_and(|l| l != pid))
+                        && !self.check_death(&what)?
+                    {
+                        return Ok(());
+                    }
                 }
             }
             if self.probe_each && !self.dead {
@@ -2183,14 +2192,16 @@ impl Suite {
     }
 }
 
-/// Messages a registrar sends on its own (keep-alives to the attacker's own PEs, ENRP
+/// Messages a registrar sends on its own (keep-alives to the attacker's own PEs; Presences,
 /// requests and updates to a server it took for a peer): not replies.
 fn registrar_initiated(r: Reply) -> bool {
     use rserpool_proto::{asap::msg_type as a, enrp::msg_type as e};
     matches!(
         r,
         Reply::Asap(a::ENDPOINT_KEEP_ALIVE)
-            | Reply::Enrp(e::HANDLE_TABLE_REQUEST | e::LIST_REQUEST | e::HANDLE_UPDATE)
+            | Reply::Enrp(
+                e::PRESENCE | e::HANDLE_TABLE_REQUEST | e::LIST_REQUEST | e::HANDLE_UPDATE
+            )
     )
 }
 
