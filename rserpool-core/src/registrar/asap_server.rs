@@ -531,6 +531,7 @@ impl Registrar {
         let key = (r.pool_handle.clone(), r.info.pe_id);
         self.end_probe(&key);
         self.contested.remove(&key);
+        self.verified.remove(&key);
         self.sync_forget(&key);
         let home = r.info.home_registrar;
         if home == self.id {
@@ -753,7 +754,14 @@ impl Registrar {
                 }
             }
         }
+        let verification = self
+            .probes
+            .get(&key)
+            .is_some_and(|p| p.kind == ProbeKind::Unreachable);
         self.end_probe(&key);
+        if verification && home == self.id {
+            self.note_verified(now, key.clone());
+        }
         if self.contested.remove(&key).is_some()
             && let Some(e) = self.hs.get(&handle, pe_id)
         {
@@ -906,6 +914,17 @@ impl Registrar {
         }
     }
 
+    /// Remembers that an own PE answered a verification keep-alive (bounded by the number
+    /// of own PEs: stale entries go first).
+    fn note_verified(&mut self, now: Instant, key: PeKey) {
+        let interval = self.cfg.timers.keep_alive_transmission_interval;
+        if self.verified.len() >= self.hs.owner_element_count(self.id) + 16 {
+            self.verified
+                .retain(|_, t| now.saturating_duration_since(*t) < interval);
+        }
+        self.verified.insert(key, now);
+    }
+
     fn reporter_identity(&self, assoc: AssocId) -> IpAddr {
         self.assoc_ips(assoc)
             .iter()
@@ -947,6 +966,15 @@ impl Registrar {
             let t = self.cfg.timers;
             t.keep_alive_transmission_interval + t.keep_alive_timeout_interval
         };
+        let recently_verified = if mine {
+            let interval = self.cfg.timers.keep_alive_transmission_interval;
+            self.verified
+                .get(&key)
+                .map(|&t| t + interval)
+                .filter(|&until| until > now)
+        } else {
+            None
+        };
         if !self.probes.contains_key(&key) {
             if pending >= max_pending {
                 self.stats.limit_refusals += 1;
@@ -959,7 +987,14 @@ impl Registrar {
                 );
                 return;
             }
-            if mine {
+            if let Some(until) = recently_verified {
+                // It answered a verification keep-alive moments ago: a report is not
+                // enough to hide it again (one stranger would keep it hidden for good by
+                // reporting after every answer). Collect distinct reporters until the
+                // window ends; enough of them start a new verification.
+                self.insert_probe(key.clone(), Probe::new(ProbeKind::Reported, until));
+                self.hide_next = Some(self.hide_next.map_or(until, |h| h.min(until)));
+            } else if mine {
                 self.insert_probe(key.clone(), Probe::new(ProbeKind::Unreachable, now));
                 if !self.send_keep_alive(now, &key, false) {
                     self.remove_element(now, &key.0, pe_id, RemovalReason::TakeoverFailed);
@@ -974,6 +1009,7 @@ impl Registrar {
                 self.hide_next = Some(self.hide_next.map_or(until, |h| h.min(until)));
             }
         } else if mine
+            && recently_verified.is_none()
             && self
                 .probes
                 .get(&key)
@@ -1005,6 +1041,19 @@ impl Registrar {
         if p.reporters.len() < threshold {
             return;
         }
+        if mine && p.kind == ProbeKind::Reported {
+            // Enough distinct reporters although it answered recently: verify it again,
+            // hidden meanwhile.
+            p.at = now;
+            self.set_probe_kind(&key, ProbeKind::Unreachable);
+            if !self.send_keep_alive(now, &key, false) {
+                self.remove_element(now, &key.0, pe_id, RemovalReason::TakeoverFailed);
+                return;
+            }
+        }
+        let Some(p) = self.probes.get_mut(&key) else {
+            return;
+        };
         if mine {
             // Enough distinct reporters: remove the PE unless it answers its verification
             // keep-alive within the grace period.
@@ -1027,7 +1076,8 @@ impl Registrar {
         }
     }
 
-    /// Ends hiding (and report collection) of replicas whose time passed.
+    /// Ends hiding and report collection (replicas, and own PEs that answered a
+    /// verification recently) whose time passed.
     pub(super) fn unhide_expired(&mut self, now: Instant) {
         let mut next: Option<Instant> = None;
         let mut done: Vec<PeKey> = Vec::new();

@@ -492,6 +492,7 @@ impl Harness {
             && u.associations <= usize::from(ASSOCS) + self.opened.len()
             && u.probes <= hs.element_count()
             && u.contested <= hs.element_count() + 16
+            && u.verified <= hs.element_count() + 16
             && u.sync_marks <= hs.element_count() * l.max_peers
             && u.takeovers <= l.max_peers
             && u.queued_outputs == 0;

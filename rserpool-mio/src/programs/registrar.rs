@@ -51,7 +51,7 @@ use crate::driver::{
     AppControl, Application, Bound, CspConfig, CspReporter, CspStatus, Driver, DriverConfig, Exit,
     ListenerConfig, Step, UdpConfig, component_location,
 };
-use crate::transport::{TransportKind, TransportMode, UdpOptions};
+use crate::transport::{TransportConfig, TransportKind, TransportMode, UdpOptions};
 
 /// The ASAP port of the TCP mapping (IANA asap-tcp).
 pub const ASAP_TCP_PORT: u16 = 3863;
@@ -470,6 +470,12 @@ fn warn_unsupported(opts: &RegistrarOptions) {
     }
 }
 
+/// Bytes held for one association beyond the transport's own queue (4 MiB) before the
+/// registrar gives up on a peer that does not read: room for the Handle Updates of a burst
+/// of ~180,000 registrations to a slow peer registrar, but not for a pool user that sends
+/// requests forever and never reads the answers.
+pub const REGISTRAR_MAX_BACKLOG: usize = 16 << 20;
+
 /// One life of the registrar (until a signal, or the end of a failure-test up time); true
 /// when a signal ended it.
 fn run_once(
@@ -486,6 +492,14 @@ fn run_once(
         mode,
         signals: true,
         shutdown_grace: Duration::from_millis(500),
+        transport: TransportConfig {
+            // ASAP and ENRP messages are at most 65,535 bytes (16-bit length field).
+            max_message_len: 65_536,
+            ..TransportConfig::default()
+        },
+        // A peer that never reads its answers is dropped once this much waits for it,
+        // instead of growing the registrar without bound (hostile suite, class e).
+        max_overflow_bytes: Some(REGISTRAR_MAX_BACKLOG),
         ..DriverConfig::default()
     };
     let mut asap_port = 0;
