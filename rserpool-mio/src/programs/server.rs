@@ -3,8 +3,8 @@
 //!
 //! * Services: `-echo` (default), `-discard`, `-daytime`, `-chargen` (RSPLIB's own
 //!   `-chargen` cannot start, `services.md` §2.4; this one works, at most
-//!   `-chargenmaxthreads=` sessions). The other services of [`Service`] are refused with an
-//!   error (not available in this program yet).
+//!   `-chargenmaxthreads=` sessions). Ping Pong, Fractal, CalcApp and Scripting are run by
+//!   [`super::services::pe`].
 //! * **Session listener** on `-local=` (default: every address, ephemeral port), over kernel
 //!   SCTP where `-transport=` resolves to it, else the TCP mapping. Over the TCP mapping the
 //!   same port accepts channel kind 4 (sessions from pool users) and kind 2 (a registrar that
@@ -503,13 +503,8 @@ pub fn main_with(opts: RspServerOptions) -> ExitCode {
     }
     init_logging_or_exit("rspserver", &opts.library.log);
     let Some(kind) = simple_kind(opts.service()) else {
-        return super::common::fail(
-            "rspserver",
-            &format!(
-                "the {:?} service is not available in this program yet",
-                opts.service()
-            ),
-        );
+        // Ping Pong, Fractal, CalcApp, Scripting.
+        return super::services::pe::run_service(&opts);
     };
     let mut rng = os_rng();
     let failure_test = !opts.uptime.is_zero();
