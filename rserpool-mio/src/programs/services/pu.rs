@@ -55,9 +55,15 @@ pub trait ClientHooks<E> {
     }
 }
 
+/// How long a client avoids a PE it lost (and its pool user keeps it suspect). Shorter than
+/// the session layer's default (10 s): the services' failure testers
+/// (`-pppfailureafter=`, `-capfailureafter=`, `-fgpfailureafter=`) end sessions of PEs that
+/// are alive, and with a pool of two such PEs both would be avoided for the full time.
+pub const CLIENT_AVOID_TIME: Duration = Duration::from_secs(1);
+
 /// The session configuration of a client: the library options, no replay, no report of a
-/// PE that shuts a session down, the given response timeout (`None`: the service's own
-/// timers decide).
+/// PE that shuts a session down, [`CLIENT_AVOID_TIME`], the given response timeout (`None`:
+/// the service's own timers decide).
 pub fn client_session_config(
     lib: &LibraryOptions,
     response_timeout: Option<Duration>,
@@ -68,9 +74,11 @@ pub fn client_session_config(
             registrar_table: registrar_table_config(lib, mode),
             request_timeout: lib.registrar_response_timeout,
             request_max_trials: lib.registrar_request_max_trials,
+            suspect_timeout: CLIENT_AVOID_TIME,
             ..PoolUserConfig::default()
         },
         response_timeout,
+        avoid_time: CLIENT_AVOID_TIME,
         replay: ReplayPolicy::None,
         report_shutdown: false,
         ..PoolUserSessionConfig::default()
@@ -100,6 +108,7 @@ pub struct ClientApp<S: ServiceSession, H: ClientHooks<S::Event>> {
     blocked: bool,
     stats: ClientStats,
     log_prefix: String,
+    last_state: Option<SessionState>,
 }
 
 impl<S: ServiceSession, H: ClientHooks<S::Event>> ClientApp<S, H> {
@@ -114,6 +123,7 @@ impl<S: ServiceSession, H: ClientHooks<S::Event>> ClientApp<S, H> {
             blocked: false,
             stats: ClientStats::default(),
             log_prefix: log_prefix.into(),
+            last_state: None,
         }
     }
 
@@ -241,6 +251,11 @@ impl<S: ServiceSession, H: ClientHooks<S::Event>> Application<ClientSession> for
         }
         if let Some(t) = self.service_timers(step.machine, step.assocs, now) {
             *step.wakeup = Some(step.wakeup.map_or(t, |w| w.min(t)));
+        }
+        let state = step.machine.state();
+        if self.last_state != Some(state) {
+            debug!("{}session {state:?}", self.log_prefix);
+            self.last_state = Some(state);
         }
         if self.hooks.done() || self.service.is_finished() {
             return AppControl::Shutdown;
