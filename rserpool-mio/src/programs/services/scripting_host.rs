@@ -179,6 +179,52 @@ pub fn unpack_work_package(archive: &Path, dir: &Path) -> io::Result<()> {
     }
 }
 
+/// Packs the files of `dir` (recursively, sorted, modes kept, times zeroed so the archive
+/// is reproducible) into a gzip-compressed tar archive at `out`: a work package. `dir` must
+/// hold an `ssrun` script. Returns the number of files.
+pub fn pack_work_package(dir: &Path, out: &Path) -> io::Result<usize> {
+    if !dir.join("ssrun").is_file() {
+        return Err(io::Error::new(
+            io::ErrorKind::NotFound,
+            format!("{}: no ssrun script", dir.display()),
+        ));
+    }
+    fn walk(base: &Path, rel: &Path, files: &mut Vec<PathBuf>) -> io::Result<()> {
+        let mut entries: Vec<_> = fs::read_dir(base.join(rel))?
+            .collect::<io::Result<Vec<_>>>()?
+            .into_iter()
+            .map(|e| e.file_name())
+            .collect();
+        entries.sort();
+        for name in entries {
+            let r = rel.join(&name);
+            let meta = fs::symlink_metadata(base.join(&r))?;
+            if meta.is_dir() {
+                walk(base, &r, files)?;
+            } else if meta.is_file() {
+                files.push(r);
+            }
+        }
+        Ok(())
+    }
+    let mut files = Vec::new();
+    walk(dir, Path::new(""), &mut files)?;
+    let gz = flate2::write::GzEncoder::new(File::create(out)?, flate2::Compression::default());
+    let mut b = tar::Builder::new(gz);
+    for rel in &files {
+        let path = dir.join(rel);
+        let meta = fs::metadata(&path)?;
+        let mut h = tar::Header::new_gnu();
+        h.set_size(meta.len());
+        h.set_mode(meta.permissions().mode() & 0o777);
+        h.set_mtime(0);
+        h.set_entry_type(tar::EntryType::Regular);
+        b.append_data(&mut h, rel, File::open(&path)?)?;
+    }
+    b.into_inner()?.finish()?;
+    Ok(files.len())
+}
+
 impl FsHost {
     /// The session's directory.
     pub fn dir(&self) -> &Path {
