@@ -14,6 +14,7 @@ pub mod http;
 pub mod keyring;
 pub mod pe;
 pub mod pingpong;
+pub mod pool;
 pub mod pu;
 pub mod scripting;
 pub mod scripting_host;
