@@ -127,7 +127,11 @@ fn images_survive_failure_tester_and_killed_pe() {
     assert_eq!(failovers(&lines), 0, "{lines:#?}");
     let (w, h, ref_pixels) = pixels(&reference);
     assert_eq!((w, h), (W, H));
-    same(&ref_pixels, &local_rendering(W, H, 3), "pool image = local rendering");
+    same(
+        &ref_pixels,
+        &local_rendering(W, H, 3),
+        "pool image = local rendering",
+    );
 
     // Failure tester: every session is closed after 3 DATA messages (after a cookie).
     for id in [0x33, 0x34] {
@@ -152,27 +156,47 @@ fn images_survive_failure_tester_and_killed_pe() {
             "-configdir=/nonexistent".into(),
             format!("-output={}", tester.display()),
         ]);
-        let c = ClientProc::spawn(&pool.bin_dir, "fractalpooluser", &a, &pool.logs.join("tester.log"))
-            .expect("start fractalpooluser");
+        let c = ClientProc::spawn(
+            &pool.bin_dir,
+            "fractalpooluser",
+            &a,
+            &pool.logs.join("tester.log"),
+        )
+        .expect("start fractalpooluser");
         let (lines, code) = c.finish(LIMIT);
         let lines: Vec<String> = lines.into_iter().map(|l| l.text).collect();
         assert_eq!(code, Some(0), "{lines:#?}");
         lines
     };
     assert!(failovers(&lines) >= 2, "{lines:#?}");
-    same(&pixels(&tester).2, &local_rendering(W, H, 2), "failure tester image");
+    same(
+        &pixels(&tester).2,
+        &local_rendering(W, H, 2),
+        "failure tester image",
+    );
 
     // SIGKILL of one PE while both work on a larger image (one tile each).
     let (w2, h2) = (640, 400);
     let big = pool.logs.join("big.png");
     render(&mut pool, &big, (w2, h2), 2, |_| {});
     let big_pixels = pixels(&big).2;
-    same(&big_pixels, &local_rendering(w2, h2, 2), "pool image = local rendering");
+    same(
+        &big_pixels,
+        &local_rendering(w2, h2, 2),
+        "pool image = local rendering",
+    );
     let killed = pool.logs.join("killed.png");
     let lines = render(&mut pool, &killed, (w2, h2), 2, |p| {
         std::thread::sleep(Duration::from_millis(200));
         assert!(p.kill_pe(0x31));
     });
-    assert!(failovers(&lines) >= 1, "the killed PE's session failed over: {lines:#?}");
-    same(&pixels(&killed).2, &big_pixels, "image after SIGKILL = no-failure image");
+    assert!(
+        failovers(&lines) >= 1,
+        "the killed PE's session failed over: {lines:#?}"
+    );
+    same(
+        &pixels(&killed).2,
+        &big_pixels,
+        "image after SIGKILL = no-failure image",
+    );
 }

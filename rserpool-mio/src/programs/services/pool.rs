@@ -56,7 +56,9 @@ impl ServicePool {
             Some(&logs.join("registrar.log")),
         )?;
         if !wait_for_listener(asap, Duration::from_secs(20)) {
-            return Err(io::Error::other(format!("registrar does not listen on {asap}")));
+            return Err(io::Error::other(format!(
+                "registrar does not listen on {asap}"
+            )));
         }
         Ok(ServicePool {
             bin_dir: bin_dir.to_path_buf(),
@@ -93,7 +95,13 @@ impl ServicePool {
             "-loglevel=3".into(),
         ]);
         let log = self.pe_log(id);
-        let p = Proc::spawn(&self.bin_dir, "rspserver", &a, format!("PE {id:x}"), Some(&log))?;
+        let p = Proc::spawn(
+            &self.bin_dir,
+            "rspserver",
+            &a,
+            format!("PE {id:x}"),
+            Some(&log),
+        )?;
         self.pes.push((id, p));
         Ok(())
     }
