@@ -184,3 +184,54 @@ impl KeyringCheck for EnvironmentCheck {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn data(name: &str) -> Vec<u8> {
+        std::fs::read(format!("{}/tests/data/{name}", env!("CARGO_MANIFEST_DIR"))).unwrap()
+    }
+
+    #[test]
+    fn signed_environments_verify_against_the_keyring() {
+        let k = Keyring::from_bytes(&data("keyring.gpg")).unwrap();
+        assert_eq!(k.len(), 1);
+        let plain = data("environment.txt");
+        // `gpg --sign` (binary, compressed) and `gpg --clearsign`.
+        assert_eq!(
+            k.verify_signed_message(&data("environment.txt.gpg")).unwrap(),
+            plain
+        );
+        let clear = k.verify_signed_message(&data("environment.txt.asc")).unwrap();
+        assert_eq!(clear.trim_ascii_end(), plain.trim_ascii_end());
+        // Unsigned data, a tampered message, another key: refused.
+        assert!(k.verify_signed_message(&plain).is_err());
+        let mut tampered = data("environment.txt.asc");
+        let at = tampered.windows(11).position(|w| w == b"environment").unwrap();
+        tampered[at] = b'E';
+        assert!(k.verify_signed_message(&tampered).is_err());
+        let other = Keyring::from_bytes(&data("other-keyring.asc")).unwrap();
+        assert!(other.verify_signed_message(&data("environment.txt.gpg")).is_err());
+        assert!(Keyring::from_bytes(b"no keys here").is_err());
+    }
+
+    #[test]
+    fn environment_check_streams_the_upload() {
+        let k = Arc::new(Keyring::from_bytes(&data("keyring.gpg")).unwrap());
+        let signed = data("environment.txt.gpg");
+        let mut c = EnvironmentCheck::new(Some(Arc::clone(&k)));
+        c.begin();
+        for chunk in signed.chunks(17) {
+            c.update(chunk);
+        }
+        assert!(c.finish().is_ok());
+        c.begin();
+        c.update(&data("environment.txt"));
+        assert!(c.finish().is_err());
+        let mut none = EnvironmentCheck::new(None);
+        none.begin();
+        none.update(b"anything");
+        assert!(none.finish().is_ok());
+    }
+}
