@@ -200,19 +200,29 @@ mod tests {
         let plain = data("environment.txt");
         // `gpg --sign` (binary, compressed) and `gpg --clearsign`.
         assert_eq!(
-            k.verify_signed_message(&data("environment.txt.gpg")).unwrap(),
+            k.verify_signed_message(&data("environment.txt.gpg"))
+                .unwrap(),
             plain
         );
-        let clear = k.verify_signed_message(&data("environment.txt.asc")).unwrap();
+        let clear = k
+            .verify_signed_message(&data("environment.txt.asc"))
+            .unwrap();
         assert_eq!(clear.trim_ascii_end(), plain.trim_ascii_end());
         // Unsigned data, a tampered message, another key: refused.
         assert!(k.verify_signed_message(&plain).is_err());
         let mut tampered = data("environment.txt.asc");
-        let at = tampered.windows(11).position(|w| w == b"environment").unwrap();
+        let at = tampered
+            .windows(11)
+            .position(|w| w == b"environment")
+            .unwrap();
         tampered[at] = b'E';
         assert!(k.verify_signed_message(&tampered).is_err());
         let other = Keyring::from_bytes(&data("other-keyring.asc")).unwrap();
-        assert!(other.verify_signed_message(&data("environment.txt.gpg")).is_err());
+        assert!(
+            other
+                .verify_signed_message(&data("environment.txt.gpg"))
+                .is_err()
+        );
         assert!(Keyring::from_bytes(b"no keys here").is_err());
     }
 
