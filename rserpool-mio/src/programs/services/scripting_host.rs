@@ -438,3 +438,121 @@ impl Drop for FsHost {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::RspServerOptions;
+    use crate::cli::argv::try_parse_from;
+
+    fn temp(name: &str) -> PathBuf {
+        let d = std::env::temp_dir().join(format!("rserpool-sshost-{name}-{}", std::process::id()));
+        let _ = fs::remove_dir_all(&d);
+        fs::create_dir_all(&d).unwrap();
+        d
+    }
+
+    fn environment(cache: &Path) -> Arc<ScriptingEnvironment> {
+        let o: RspServerOptions = try_parse_from([
+            "rspserver".to_owned(),
+            "-scripting".into(),
+            format!("-sscachedirectory={}", cache.display()),
+        ])
+        .unwrap();
+        Arc::new(ScriptingEnvironment::new(&o.scripting).unwrap())
+    }
+
+    fn package(dir: &Path, script: &str) -> Vec<u8> {
+        let src = dir.join("src");
+        fs::create_dir_all(src.join("sub")).unwrap();
+        fs::write(src.join("ssrun"), script).unwrap();
+        fs::write(src.join("sub/in.txt"), "b\na\n").unwrap();
+        let out = dir.join("pkg.tar.gz");
+        assert_eq!(pack_work_package(&src, &out).unwrap(), 2);
+        fs::read(out).unwrap()
+    }
+
+    fn run_to_end(host: &mut FsHost) -> u32 {
+        let end = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        loop {
+            if let Some(s) = host.poll_work() {
+                return s;
+            }
+            assert!(std::time::Instant::now() < end, "work did not end");
+            std::thread::sleep(std::time::Duration::from_millis(5));
+        }
+    }
+
+    #[test]
+    fn work_package_runs_in_its_session_directory() {
+        let d = temp("run");
+        // No shebang: run with sh. Arguments: output, environment, keyring, trust DB.
+        let pkg = package(&d, "sort sub/in.txt > \"$1\"; echo \"env=[$2]\" >> \"$1\"; exit 3\n");
+        let env = environment(&d.join("cache"));
+        let mut host = env.new_session().unwrap();
+        let dir = host.dir().to_path_buf();
+        for chunk in pkg.chunks(100) {
+            host.write_input(chunk).unwrap();
+        }
+        host.start_work(false).unwrap();
+        assert_eq!(run_to_end(&mut host), 3);
+        let mut buf = [0u8; 64];
+        let n = host.read_output(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"a\nb\nenv=[]\n");
+        assert_eq!(host.read_output(&mut buf).unwrap(), 0);
+        host.cleanup();
+        assert!(!dir.exists(), "session directory removed");
+        // A session without output.data: the first read fails.
+        let mut host = env.new_session().unwrap();
+        host.write_input(&package(&d, "#!/bin/sh\nexit 0\n")).unwrap();
+        host.start_work(false).unwrap();
+        assert_eq!(run_to_end(&mut host), 0);
+        assert!(host.read_output(&mut buf).is_err());
+        host.cleanup();
+        // Not a tar archive: the work does not start.
+        let mut host = env.new_session().unwrap();
+        host.write_input(b"this is not a tar archive at all").unwrap();
+        assert!(host.start_work(false).is_err());
+        host.cleanup();
+        let _ = fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn cleanup_stops_a_running_work() {
+        let d = temp("kill");
+        let env = environment(&d.join("cache"));
+        let mut host = env.new_session().unwrap();
+        host.write_input(&package(&d, "#!/bin/sh\nsleep 30 &\nsleep 30\n")).unwrap();
+        host.start_work(false).unwrap();
+        assert_eq!(host.poll_work(), None);
+        let started = std::time::Instant::now();
+        host.cleanup();
+        assert!(started.elapsed() < std::time::Duration::from_secs(5));
+        assert!(!host.dir().exists());
+        let _ = fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn environment_cache_hits_and_damage() {
+        let d = temp("cache");
+        let env = environment(&d.join("cache"));
+        let data = b"the environment".to_vec();
+        let hash = Sha1::digest(&data);
+        let mut a = env.new_session().unwrap();
+        assert!(!a.fetch_cached_environment(&hash));
+        a.write_environment(&data).unwrap();
+        a.store_environment(&hash, data.len() as u64);
+        a.cleanup();
+        let mut b = env.new_session().unwrap();
+        assert!(b.fetch_cached_environment(&hash));
+        assert_eq!(fs::read(b.dir().join("environment.data")).unwrap(), data);
+        b.cleanup();
+        // A damaged cache file is a miss and is removed.
+        fs::write(env.cache_dir().join(to_hex(&hash)), b"damaged").unwrap();
+        let mut c = env.new_session().unwrap();
+        assert!(!c.fetch_cached_environment(&hash));
+        assert!(!env.cache_dir().join(to_hex(&hash)).exists());
+        c.cleanup();
+        let _ = fs::remove_dir_all(&d);
+    }
+}
