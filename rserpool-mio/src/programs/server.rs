@@ -6,7 +6,7 @@
 //!   `services.md` §2.4; this one works), `-pingpong`, `-fractal`; at most
 //!   `-chargenmaxthreads=` / `-pppmaxthreads=` / `-fgpmaxthreads=` sessions (more are accepted
 //!   and closed at once, as RSPLIB's TCP-like server does). `-calcapp` and `-scripting` are
-//!   refused with an error (not available in this program yet).
+//!   run by [`super::services::pe`].
 //! * The host gives each session machine its events: `Up` when a pool user connects, the
 //!   data and the cookie echo (at once, not with the next data message as RSPLIB does),
 //!   `Blocked` when a send had to wait in the driver's overflow queue and `Writable` when it
@@ -760,13 +760,8 @@ pub fn main_with(opts: RspServerOptions) -> ExitCode {
     }
     init_logging_or_exit("rspserver", &opts.library.log);
     let Some(factory) = ServiceFactory::new(&opts, host_wall_clock()) else {
-        return super::common::fail(
-            "rspserver",
-            &format!(
-                "the {:?} service is not available in this program yet",
-                opts.service()
-            ),
-        );
+        // CalcApp and Scripting are run by the services module.
+        return super::services::pe::run_service(&opts);
     };
     let mut rng = os_rng();
     let failure_test = !opts.uptime.is_zero();
