@@ -1,4 +1,5 @@
 //! Shared helpers for rserpool's integration, simulation and property tests.
 #![warn(missing_docs)]
 
+pub mod cluster;
 pub mod sim;
