@@ -154,6 +154,11 @@ pub struct ClusterConfig {
     /// PEs and PUs start stopped (brought up with [`Fault::Restart`] or
     /// [`Cluster::start_node`]).
     pub clients_stopped: bool,
+    /// Registrar `i` starts stopped when `registrars_stopped[i]` is true.
+    pub registrars_stopped: Vec<bool>,
+    /// Applied to every registrar's configuration after it is built from the fields above
+    /// (registrar index, configuration).
+    pub registrar_tweak: Option<fn(usize, &mut RegistrarConfig)>,
 }
 
 impl ClusterConfig {
@@ -181,6 +186,8 @@ impl ClusterConfig {
             resolve_interval: Some(Duration::from_millis(500)),
             report_dead: true,
             clients_stopped: false,
+            registrars_stopped: Vec::new(),
+            registrar_tweak: None,
         }
     }
 
@@ -616,6 +623,9 @@ impl Cluster {
             if config.peer_discovery == PeerDiscovery::Multicast {
                 node = node.join(ENRP_ANNOUNCE_GROUP);
             }
+            if config.registrars_stopped.get(i).copied().unwrap_or(false) {
+                node = node.stopped();
+            }
             let cfg = registrar_config(&config, i);
             let ids = config.server_ids;
             registrars.push(world.add_node(node, move |ctx: NodeCtx| {
@@ -631,6 +641,7 @@ impl Cluster {
             let ip = element_ip(j);
             let mut node = NodeConfig::new(format!("pe{}", j + 1))
                 .listen(SocketAddr::new(ip, PE_ASAP_PORT))
+                .source_port(PE_ASAP_PORT)
                 .listen(SocketAddr::new(ip, PE_USER_PORT));
             if config.registrar_discovery == RegistrarDiscovery::Announce {
                 node = node.join(ASAP_ANNOUNCE_GROUP);
@@ -1157,7 +1168,7 @@ pub fn registrar_config(config: &ClusterConfig, i: usize) -> RegistrarConfig {
             .collect(),
         PeerDiscovery::Multicast => Vec::new(),
     };
-    RegistrarConfig {
+    let mut c = RegistrarConfig {
         server_id: Some(ServerId(u32::try_from(i + 1).unwrap_or(u32::MAX))),
         asap_transports: vec![TransportParameter::sctp(ASAP_PORT, 0, [ip])],
         enrp_transport: Some(TransportParameter::sctp(ENRP_PORT, 0, [ip])),
@@ -1170,7 +1181,11 @@ pub fn registrar_config(config: &ClusterConfig, i: usize) -> RegistrarConfig {
         max_bad_pe_reports: config.max_bad_pe_reports,
         limits: config.limits,
         ..RegistrarConfig::default()
+    };
+    if let Some(tweak) = config.registrar_tweak {
+        tweak(i, &mut c);
     }
+    c
 }
 
 /// The configuration of PE `j` in `config`.
