@@ -2,4 +2,5 @@
 #![warn(missing_docs)]
 
 pub mod cluster;
+pub mod scenarios;
 pub mod sim;
