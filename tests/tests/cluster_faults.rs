@@ -137,7 +137,7 @@ fn clusters_converge_after_random_faults() {
     }
     let stats = stats.get();
     eprintln!(
-        "{} schedules in {:?}: {} unreachable reports, {} stale answers checked, {} exempt",
+        "{} schedules in {:?}: {} unreachable reports; answers naming dead PEs: {} within the bound, {} beyond it while the registrars were disturbed (exempt)",
         ran.get(),
         started.elapsed(),
         stats.0,
