@@ -361,12 +361,11 @@ pub fn message_summary(ppid: u32, payload: &[u8]) -> Option<String> {
                     flag("HandleTableRequest", r.own_children_only, "W")
                 }
                 EnrpMessage::HandleTableResponse(r) => {
-                    let name = if r.reject {
+                    if r.reject {
                         "HandleTableResponse(R)".to_string()
                     } else {
                         flag("HandleTableResponse", r.more, "M")
-                    };
-                    name
+                    }
                 }
                 EnrpMessage::HandleUpdate(u) => {
                     let action = if u.action == rserpool_proto::enrp::UpdateAction::DEL_PE {
