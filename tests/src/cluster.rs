@@ -57,9 +57,6 @@ pub const PE_ASAP_PORT: u16 = 3864;
 /// PEs' user transport port.
 pub const PE_USER_PORT: u16 = 7000;
 
-/// How often [`Cluster::run_until`] looks at the world (PU answers, node states).
-const OBSERVE_STEP: Duration = Duration::from_millis(10);
-
 /// The pool element type of the cluster.
 pub type Pe = PoolElement<Xoshiro256PlusPlus>;
 /// The pool user type of the cluster.
@@ -153,6 +150,9 @@ pub struct ClusterConfig {
     /// When a resolution returns a PE whose process is not running, the PU reports it
     /// unreachable (the application failed to reach it).
     pub report_dead: bool,
+    /// How often [`Cluster::run_until`] looks at the world at least (PU answers and the
+    /// reports they cause, node states); 10 ms by default.
+    pub observe_step: Duration,
     /// PEs and PUs start stopped (brought up with [`Fault::Restart`] or
     /// [`Cluster::start_node`]).
     pub clients_stopped: bool,
@@ -187,6 +187,7 @@ impl ClusterConfig {
             announce_timeout: Duration::from_secs(5),
             resolve_interval: Some(Duration::from_millis(500)),
             report_dead: true,
+            observe_step: Duration::from_millis(10),
             clients_stopped: false,
             registrars_stopped: Vec::new(),
             registrar_tweak: None,
@@ -736,9 +737,9 @@ impl Cluster {
         loop {
             let now = self.world.now();
             let next_fault = self.checkpoints.range(now..).next().copied();
-            // Observe at least every 10 ms: PUs react to answers (reports of dead PEs)
-            // within that time, like an application trying the PE.
-            let mut next = t.min(now + OBSERVE_STEP);
+            // Observe at least every `observe_step`: PUs react to answers (reports of dead
+            // PEs) within that time, like an application trying the PE.
+            let mut next = t.min(now + self.config.observe_step);
             if let Some(f) = next_fault {
                 next = next.min(f);
             }

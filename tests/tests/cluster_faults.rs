@@ -114,6 +114,13 @@ fn clusters_converge_after_random_faults() {
     let stats = Cell::new((0u64, 0u64, 0u64));
     let result = runner.run(&strategy, |(s, schedule)| {
         ran.set(ran.get() + 1);
+        if ran.get().is_multiple_of(5000) {
+            eprintln!(
+                "{} schedules in {:?}, all passed",
+                ran.get(),
+                started.elapsed()
+            );
+        }
         let (c, errors) = run(&s, &schedule, false);
         let (checked, exempt) = c.stale_answers();
         let (r, k, x) = stats.get();
