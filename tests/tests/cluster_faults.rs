@@ -2,7 +2,8 @@
 //! fast timers) under random fault schedules — registrar and PE crashes of every kind,
 //! restarts, resumes, partitions, heals, UDP loss — over a 60 s horizon; then every fault
 //! is repaired (`RecoverAll`) and the cluster stays quiet for its settle time (computed
-//! from the timers, `ClusterConfig::settle_time`). Asserted: invariants 1-3 at the end
+//! from the timers, `ClusterConfig::settle_time`). Links have 1 ms delay plus up to 3 ms of
+//! jitter (messages of different associations and datagrams overtake each other). Asserted: invariants 1-3 at the end
 //! (identical handlespaces and checksums on every registrar, exactly the live registered
 //! PEs, one live home per PE), invariant 4 throughout (no answer names a PE dead longer
 //! than keep-alive interval + timeout while the registrars run and reach each other), no
@@ -34,6 +35,7 @@ struct Setup {
     discovery: RegistrarDiscovery,
     ids: ServerIds,
     report_dead: bool,
+    jitter_us: u64,
 }
 
 fn setup() -> impl Strategy<Value = Setup> {
@@ -53,13 +55,15 @@ fn setup() -> impl Strategy<Value = Setup> {
             1 => Just(ServerIds::PerIncarnation)
         ],
         any::<bool>(),
+        prop_oneof![Just(0u64), 0u64..3000],
     )
-        .prop_map(|(seed, peers, discovery, ids, report_dead)| Setup {
+        .prop_map(|(seed, peers, discovery, ids, report_dead, jitter_us)| Setup {
             seed,
             peers,
             discovery,
             ids,
             report_dead,
+            jitter_us,
         })
 }
 
@@ -69,6 +73,7 @@ fn config(s: &Setup) -> ClusterConfig {
     c.registrar_discovery = s.discovery;
     c.server_ids = s.ids;
     c.report_dead = s.report_dead;
+    c.sim.default_link.jitter = Duration::from_micros(s.jitter_us);
     c.sim.trace = false;
     c
 }
