@@ -187,6 +187,9 @@ pub enum SendError {
     },
     /// The association is closing or failed; its `Down` is (or was) reported.
     Closed,
+    /// An empty message on an SCTP association (SCTP cannot carry one: `sendmsg` fails with
+    /// `EINVAL`); nothing was queued, the association is unaffected. RTF carries empty DATA.
+    Empty,
 }
 
 impl std::fmt::Display for SendError {
@@ -198,6 +201,7 @@ impl std::fmt::Display for SendError {
             }
             SendError::TooLarge { len, max } => write!(f, "message of {len} bytes > {max}"),
             SendError::Closed => write!(f, "association closed"),
+            SendError::Empty => write!(f, "SCTP cannot carry an empty message"),
         }
     }
 }
@@ -440,6 +444,9 @@ impl Assoc {
                 })?;
             }
             AssocIo::Sctp(s) => {
+                if data.is_empty() {
+                    return Err(SendError::Empty);
+                }
                 if data.len() > s.sndbuf {
                     s.sndbuf = s.sock.ensure_send_buffer(data.len()).unwrap_or(s.sndbuf);
                     if data.len() > s.sndbuf {

@@ -7,7 +7,7 @@ use mio::{Interest, Registry, Token};
 use socket2::{Domain, Protocol, SockAddr, Socket, Type};
 use std::io;
 use std::net::SocketAddr;
-use std::os::fd::{AsFd, AsRawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::sync::OnceLock;
 
 /// Settings applied to every SCTP socket.
@@ -203,6 +203,14 @@ impl SctpSocket {
     /// Pending socket error (`SO_ERROR`).
     pub fn take_error(&self) -> io::Result<Option<io::Error>> {
         self.sock.take_error()
+    }
+}
+
+/// The socket's fd, for other reactors (e.g. `async_io::Async<SctpSocket>` in
+/// rserpool-async-std). Still owned by the `SctpSocket`.
+impl AsFd for SctpSocket {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.sock.as_fd()
     }
 }
 
