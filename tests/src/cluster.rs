@@ -963,7 +963,9 @@ impl Cluster {
             .collect()
     }
 
-    /// Invariants 1-3 at this moment; one line per problem (empty when they hold).
+    /// Invariants 1-3 at this moment; one line per problem (empty when they hold). For 3,
+    /// the home registrar holds the PE bound to an association (it monitors it), no other
+    /// registrar does, and the PE names the same home if it knows one.
     pub fn handlespace_errors(&self) -> Vec<String> {
         let mut errors = Vec::new();
         let live = self.live_registrars();
@@ -1062,6 +1064,19 @@ impl Cluster {
                         "3: PE {id:#x}: home reg{} has no association to it",
                         hi + 1
                     ));
+                }
+                for (i, sid, _, _, _) in &views {
+                    if sid.0 != *home
+                        && self
+                            .registrar(*i)
+                            .and_then(|r| r.handlespace().get(pool, PeIdentifier(*id)))
+                            .is_some_and(|e| e.assoc().is_some())
+                    {
+                        errors.push(format!(
+                            "3: PE {id:#x}: reg{} is not its home but keeps an association to it",
+                            i + 1
+                        ));
+                    }
                 }
                 if let Some(j) = self.element_index(PeIdentifier(*id))
                     && let Some(h) = self.element(j).and_then(Pe::home_registrar)

@@ -57,14 +57,16 @@ fn setup() -> impl Strategy<Value = Setup> {
         any::<bool>(),
         prop_oneof![Just(0u64), 0u64..3000],
     )
-        .prop_map(|(seed, peers, discovery, ids, report_dead, jitter_us)| Setup {
-            seed,
-            peers,
-            discovery,
-            ids,
-            report_dead,
-            jitter_us,
-        })
+        .prop_map(
+            |(seed, peers, discovery, ids, report_dead, jitter_us)| Setup {
+                seed,
+                peers,
+                discovery,
+                ids,
+                report_dead,
+                jitter_us,
+            },
+        )
 }
 
 fn config(s: &Setup) -> ClusterConfig {
