@@ -9,7 +9,7 @@
 //! than keep-alive interval + timeout while the registrars run and reach each other), no
 //! contract violation, no malformed message.
 //!
-//! Cases: `RSERPOOL_SIM_CASES` (default 1000). A failure shrinks to a minimal schedule;
+//! Cases: `RSERPOOL_SIM_CASES` (default 1000); cluster shape: `RSERPOOL_SIM_SHAPE`. A failure shrinks to a minimal schedule;
 //! its trace is written to `$CARGO_TARGET_TMPDIR/cluster_faults_failure.txt`.
 
 use core::cell::Cell;
@@ -22,9 +22,18 @@ use rserpool_tests::cluster::{
 };
 use rserpool_tests::sim::{Fault, FaultSchedule, NodeId, fault_schedule};
 
-const REGISTRARS: usize = 3;
-const ELEMENTS: usize = 6;
-const USERS: usize = 2;
+/// Registrars, PEs and PUs: 3, 6, 2 unless `RSERPOOL_SIM_SHAPE` says otherwise
+/// (`registrars,elements,users`, e.g. `5,10,3`).
+fn shape() -> (usize, usize, usize) {
+    let parsed = std::env::var("RSERPOOL_SIM_SHAPE").ok().and_then(|v| {
+        let n: Vec<usize> = v.split(',').filter_map(|x| x.trim().parse().ok()).collect();
+        match n[..] {
+            [r, e, u] if r > 0 => Some((r, e, u)),
+            _ => None,
+        }
+    });
+    parsed.unwrap_or((3, 6, 2))
+}
 const HORIZON: Duration = Duration::from_secs(60);
 const MAX_FAULTS: usize = 12;
 
@@ -70,7 +79,8 @@ fn setup() -> impl Strategy<Value = Setup> {
 }
 
 fn config(s: &Setup) -> ClusterConfig {
-    let mut c = ClusterConfig::new(REGISTRARS, ELEMENTS, USERS).seed(s.seed);
+    let (registrars, elements, users) = shape();
+    let mut c = ClusterConfig::new(registrars, elements, users).seed(s.seed);
     c.peer_discovery = s.peers;
     c.registrar_discovery = s.discovery;
     c.server_ids = s.ids;
@@ -103,7 +113,8 @@ fn cases() -> u32 {
 
 #[test]
 fn clusters_converge_after_random_faults() {
-    let nodes: Vec<NodeId> = (0..REGISTRARS + ELEMENTS + USERS).map(NodeId).collect();
+    let (registrars, elements, users) = shape();
+    let nodes: Vec<NodeId> = (0..registrars + elements + users).map(NodeId).collect();
     let strategy = (setup(), fault_schedule(nodes, HORIZON, MAX_FAULTS));
     let mut runner = TestRunner::new(Config {
         cases: cases(),
