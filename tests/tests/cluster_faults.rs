@@ -2,15 +2,16 @@
 //! fast timers) under random fault schedules — registrar and PE crashes of every kind,
 //! restarts, resumes, partitions, heals, UDP loss — over a 60 s horizon; then every fault
 //! is repaired (`RecoverAll`) and the cluster stays quiet for its settle time (computed
-//! from the timers, `ClusterConfig::settle_time`). Links have 1 ms delay plus up to 3 ms of
-//! jitter (messages of different associations and datagrams overtake each other). Asserted: invariants 1-3 at the end
-//! (identical handlespaces and checksums on every registrar, exactly the live registered
-//! PEs, one live home per PE), invariant 4 throughout (no answer names a PE dead longer
-//! than keep-alive interval + timeout while the registrars run and reach each other), no
-//! contract violation, no malformed message.
+//! from the timers, `ClusterConfig::settle_time`). Links have 1 ms delay plus up to 3 ms
+//! of jitter (messages of different associations and datagrams overtake each other).
+//! Asserted: invariants 1-3 at the end (identical handlespaces and checksums on every
+//! registrar, exactly the live registered PEs, one live home per PE), invariant 4
+//! throughout (no answer names a PE dead longer than keep-alive interval + timeout while
+//! the registrars run and reach each other), no contract violation, no malformed message.
 //!
-//! Cases: `RSERPOOL_SIM_CASES` (default 1000); cluster shape: `RSERPOOL_SIM_SHAPE`. A failure shrinks to a minimal schedule;
-//! its trace is written to `$CARGO_TARGET_TMPDIR/cluster_faults_failure.txt`.
+//! Cases: `RSERPOOL_SIM_CASES` (default 1000); cluster shape: `RSERPOOL_SIM_SHAPE`
+//! (`registrars,elements,users`). A failure shrinks to a minimal schedule; its trace is
+//! written to `$CARGO_TARGET_TMPDIR/cluster_faults_failure.txt`.
 
 use core::cell::Cell;
 use core::time::Duration;
