@@ -207,6 +207,21 @@ impl Registrar {
     // ----------------------------------------------------------------------------------
     // registration
 
+    /// True if `bound` is an association we opened to reach a PE (takeover or claim
+    /// keep-alives, the PE never registered over it) and `assoc` shares a peer address
+    /// with it.
+    fn is_own_channel_to_same_host(&self, bound: AssocId, assoc: AssocId) -> bool {
+        if !self
+            .assocs
+            .get(&bound)
+            .is_some_and(|x| x.origin() == Origin::PoolElement)
+        {
+            return false;
+        }
+        let ours = self.assoc_ips(bound);
+        self.assoc_ips(assoc).iter().any(|ip| ours.contains(ip))
+    }
+
     fn on_registration(
         &mut self,
         now: Instant,
@@ -214,6 +229,7 @@ impl Registrar {
         ph: &PoolHandle,
         pe: &PoolElementParameter,
     ) {
+        let before = self.hs.get(ph, pe.pe_id).and_then(|e| e.assoc());
         match self.register_element(assoc, ph, pe) {
             Err(c) => {
                 self.stats.registration_rejects += 1;
@@ -226,6 +242,11 @@ impl Registrar {
                 // The PE just proved it is alive and ours: any verification is over.
                 self.end_probe(&key);
                 self.contested.remove(&key);
+                if before != Some(assoc) {
+                    // It moved off an association we opened to reach it: close that one
+                    // once nothing else uses it.
+                    self.close_if_idle(before);
+                }
                 let ka = self.keep_alive_due(now);
                 self.hs
                     .set_timer(&handle, id, TimerKind::KeepAliveTransmission, Some(ka));
@@ -317,11 +338,14 @@ impl Registrar {
         let assoc_elements = a.elements as usize;
         let asap = TransportParameter::sctp(a.port, 0, asap_ips);
         // Ownership: a PE belongs to the association it registered over while that
-        // association is up.
+        // association is up — unless that is an association we opened ourselves to reach
+        // the PE (takeover or claim keep-alives) and this one comes from the same host: the
+        // PE, having accepted us as its home, registers over its own association.
         let prev = self.hs.get(ph, pe.pe_id).map(|e| e.assoc());
         if let Some(Some(b)) = prev
             && b != assoc
             && self.assocs.contains_key(&b)
+            && !self.is_own_channel_to_same_host(b, assoc)
         {
             self.stats.ownership_refusals += 1;
             self.protocol_error(
