@@ -440,3 +440,48 @@ fn pe_taken_over_may_register_over_its_own_association() {
     let other = register_pe(&mut net, intruder, a, "P", 5);
     assert_eq!(answers(&net, intruder, other), vec![true]);
 }
+
+#[test]
+fn restarted_pe_registers_over_a_new_association_before_the_old_one_is_gone() {
+    // Found by the cluster simulation: a PE process restarts and registers over a new
+    // association before the registrar learns that the old one is dead (jitter, or a host
+    // that rebooted within the transport's failure detection time). Refusing it left the
+    // PE out of the pool for good (it does not retry a rejected registration).
+    let mut net = Net::new();
+    let ia = ip("10.0.0.1");
+    let a = net.add_registrar("10.0.0.1", net_config(1, ia, &[]), 1);
+    net.run_for(secs(6));
+    let pe_node = net.add_pe("10.9.0.1", 7000);
+    register_pe(&mut net, pe_node, a, "P", 5);
+    let old = net
+        .reg(a)
+        .handlespace()
+        .get(&ph("P"), PeIdentifier(5))
+        .unwrap()
+        .assoc()
+        .unwrap();
+    let fresh = register_pe(&mut net, pe_node, a, "P", 5);
+    let accepted: Vec<_> = net
+        .inbox(pe_node)
+        .iter()
+        .filter_map(|(x, m)| match m {
+            AsapMessage::RegistrationResponse(r) if *x == fresh => Some(r.reject),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(accepted, vec![false]);
+    let now_bound = net
+        .reg(a)
+        .handlespace()
+        .get(&ph("P"), PeIdentifier(5))
+        .unwrap()
+        .assoc()
+        .unwrap();
+    assert_ne!(now_bound, old);
+    // The old association's loss no longer removes it.
+    let now = net.now;
+    let reg = net.reg_mut(a);
+    rserpool_core::Machine::handle_assoc_down(reg, now, old, rserpool_core::AssocDownReason::Lost);
+    while rserpool_core::Machine::poll_output(reg).is_some() {}
+    assert!(net.reg(a).handlespace().contains(&ph("P"), PeIdentifier(5)));
+}

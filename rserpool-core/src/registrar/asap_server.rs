@@ -207,19 +207,10 @@ impl Registrar {
     // ----------------------------------------------------------------------------------
     // registration
 
-    /// True if `bound` is an association we opened to reach a PE (takeover or claim
-    /// keep-alives, the PE never registered over it) and `assoc` shares a peer address
-    /// with it.
-    fn is_own_channel_to_same_host(&self, bound: AssocId, assoc: AssocId) -> bool {
-        if !self
-            .assocs
-            .get(&bound)
-            .is_some_and(|x| x.origin() == Origin::PoolElement)
-        {
-            return false;
-        }
-        let ours = self.assoc_ips(bound);
-        self.assoc_ips(assoc).iter().any(|ip| ours.contains(ip))
+    /// True if the two associations share a peer address.
+    fn same_host(&self, a: AssocId, b: AssocId) -> bool {
+        let ours = self.assoc_ips(a);
+        self.assoc_ips(b).iter().any(|ip| ours.contains(ip))
     }
 
     fn on_registration(
@@ -243,8 +234,8 @@ impl Registrar {
                 self.end_probe(&key);
                 self.contested.remove(&key);
                 if before != Some(assoc) {
-                    // It moved off an association we opened to reach it: close that one
-                    // once nothing else uses it.
+                    // It moved to another association: if we had opened the previous one
+                    // to reach it, close that once nothing else uses it.
                     self.close_if_idle(before);
                 }
                 let ka = self.keep_alive_due(now);
@@ -338,14 +329,15 @@ impl Registrar {
         let assoc_elements = a.elements as usize;
         let asap = TransportParameter::sctp(a.port, 0, asap_ips);
         // Ownership: a PE belongs to the association it registered over while that
-        // association is up — unless that is an association we opened ourselves to reach
-        // the PE (takeover or claim keep-alives) and this one comes from the same host: the
-        // PE, having accepted us as its home, registers over its own association.
+        // association is up; another association may take it over only from the same host
+        // (a restarted PE process whose old association is not yet known to be dead, or the
+        // PE registering over its own association after accepting our takeover keep-alive
+        // on the one we opened to it).
         let prev = self.hs.get(ph, pe.pe_id).map(|e| e.assoc());
         if let Some(Some(b)) = prev
             && b != assoc
             && self.assocs.contains_key(&b)
-            && !self.is_own_channel_to_same_host(b, assoc)
+            && !self.same_host(b, assoc)
         {
             self.stats.ownership_refusals += 1;
             self.protocol_error(
