@@ -110,6 +110,37 @@ fn registration_sends_handle_update_before_response() {
 }
 
 #[test]
+fn tcp_pe_is_reached_at_its_user_port() {
+    // tcp-mapping.md §3.7: a TCP PE's client port accepts nothing, so the ASAP transport
+    // stored (and sent to peers for a takeover) is TCP at the user port.
+    let mut r = rig_with_peer();
+    r.up(1, &["10.1.0.5:41000"]);
+    let p = PoolElementParameter {
+        user_transport: TransportParameter::tcp(6000, 1, [ip("10.1.0.5")]),
+        ..pe(0x77, "10.1.0.5", 6000)
+    };
+    let outs = r.register(1, "EchoPool", p.clone());
+    let expect_update = HandleUpdate::new(
+        ServerId(US),
+        ServerId(PEER),
+        UpdateAction::ADD_PE,
+        ph("EchoPool"),
+        PoolElementParameter {
+            home_server_id: ServerId(US),
+            asap_transport: Some(TransportParameter::tcp(6000, 0, [ip("10.1.0.5")])),
+            ..p
+        },
+    );
+    assert_eq!(
+        sent(&outs),
+        vec![
+            Sent::Enrp(to(100), EnrpMessage::HandleUpdate(expect_update)),
+            Sent::Asap(to(1), accept("EchoPool", 0x77)),
+        ]
+    );
+}
+
+#[test]
 fn every_rejection_cause() {
     let mut r = Rig::new(quiet_config(US));
     r.up(1, &["10.1.0.5:5000"]);

@@ -531,6 +531,40 @@ fn with_a_cache_the_failover_needs_no_registrar_round_trip() {
 }
 
 #[test]
+fn shutdown_without_report_avoids_the_pe_only_while_another_is_available() {
+    let mut c = config();
+    c.report_shutdown = false;
+    let mut s = connected(c, &[1, 2]);
+    s.handle_assoc_down(ms(100), sess(1), AssocDownReason::Shutdown);
+    assert_eq!(
+        sdrain(&mut s),
+        vec![
+            ev(Ev::FailoverStarted {
+                pe_id: id(1),
+                reason: FailoverReason::Shutdown
+            }),
+            hr(Some(2)),
+        ]
+    );
+    // Another PE is preferred ...
+    s.handle_message(ms(101), reg(), 11, answer(POOL, &[1, 2]));
+    assert_eq!(sdrain(&mut s), vec![connect_to(2, 2)]);
+    s.handle_assoc_up(ms(102), sess(2), &[]);
+    sdrain(&mut s);
+    // ... but the one that closed is used again when it is the only one (Daytime).
+    s.handle_assoc_down(ms(200), sess(2), AssocDownReason::Shutdown);
+    sdrain(&mut s);
+    s.handle_message(ms(201), reg(), 11, answer(POOL, &[2]));
+    assert_eq!(sdrain(&mut s), vec![connect_to(3, 2)]);
+    // A lost association is still reported.
+    s.handle_assoc_up(ms(202), sess(3), &[]);
+    sdrain(&mut s);
+    s.handle_assoc_down(ms(300), sess(3), AssocDownReason::Lost);
+    let out = sdrain(&mut s);
+    assert!(out.contains(&eu(2)), "{out:?}");
+}
+
+#[test]
 fn forced_failover_reports_only_when_asked() {
     let mut s = connected(config(), &[1, 2]);
     assert!(s.force_failover(ms(100), false));

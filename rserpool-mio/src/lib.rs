@@ -6,4 +6,6 @@
 pub mod cli;
 pub mod driver;
 pub mod pcap;
+pub mod programs;
+pub mod tools;
 pub mod transport;

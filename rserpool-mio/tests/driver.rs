@@ -1021,3 +1021,53 @@ fn machine_chosen_ids_survive_and_unknown_ids_are_dropped() {
     assert_eq!(client.assocs().len(), 1);
     assert!(client.assocs().get(b).is_some());
 }
+
+#[test]
+fn accepted_associations_are_routed_with_their_channel_kind() {
+    // A PE-like listener taking sessions (kind 4) and registrar channels (kind 2) on one
+    // port; the router sees which is which.
+    let mut server = Driver::new(server_config(), |_, _| Toy::echo()).unwrap();
+    type Routed = Vec<(AssocId, Option<ChannelKind>)>;
+    let routed: Arc<std::sync::Mutex<Routed>> = Arc::default();
+    let r2 = Arc::clone(&routed);
+    server.route_accepted(move |m: &mut Toy, now, id, info| {
+        r2.lock().unwrap().push((id, info.channel));
+        if info.channel == Some(ChannelKind::Session) {
+            m.handle_assoc_up(now, id, &info.peer_addrs);
+        }
+    });
+    let to = listen_addr(&server);
+    let mut client = Driver::new(tcp_config(), |_, _| Toy::default()).unwrap();
+    let a = client
+        .machine_mut()
+        .connect(vec![to], ChannelKind::AsapToPoolElement);
+    let b = client.machine_mut().connect(vec![to], ChannelKind::Session);
+    pump(
+        &mut client,
+        &mut server,
+        "both connections routed",
+        |c, _| c.ups().len() == 2 && routed.lock().unwrap().len() == 2,
+    );
+    assert_eq!(client.machine().ups(), vec![a, b]);
+    let got = routed.lock().unwrap().clone();
+    let kinds: Vec<Option<ChannelKind>> = got.iter().map(|(_, k)| *k).collect();
+    assert_eq!(
+        kinds,
+        vec![
+            Some(ChannelKind::AsapToPoolElement),
+            Some(ChannelKind::Session)
+        ]
+    );
+    // Only the session reached the machine's handle_assoc_up, with the driver's id.
+    assert_eq!(server.machine().ups(), vec![got[1].0]);
+    assert!(!AssocIdAllocator::is_machine_chosen(got[0].0));
+    // Messages on a routed association reach the machine under the same id.
+    client.machine_mut().send(a, Bytes::from_static(b"hello"));
+    pump(
+        &mut client,
+        &mut server,
+        "message on the kind-2 channel",
+        |_, s| !s.messages().is_empty(),
+    );
+    assert_eq!(server.machine().messages()[0].0, got[0].0);
+}

@@ -27,6 +27,7 @@ pub mod ids;
 pub mod param;
 pub mod policy;
 pub mod rtf;
+pub mod services;
 mod tlv;
 pub mod transport;
 

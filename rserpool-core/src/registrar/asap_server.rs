@@ -327,7 +327,14 @@ impl Registrar {
             return Err(bare(cause::REJECTED_SECURITY));
         }
         let assoc_elements = a.elements as usize;
-        let asap = TransportParameter::sctp(a.port, 0, asap_ips);
+        // Over SCTP a registrar reaches the PE where its association comes from (RSPLIB PEs
+        // accept on their registrar socket). A TCP PE's client port accepts nothing: it is
+        // reached at its user port with channel kind 2 (`tcp-mapping.md` §3.7).
+        let asap = if user.protocol == TransportProtocol::Tcp {
+            TransportParameter::tcp(user.port, 0, asap_ips)
+        } else {
+            TransportParameter::sctp(a.port, 0, asap_ips)
+        };
         // Ownership: a PE belongs to the association it registered over while that
         // association is up; another association may take it over only from the same host
         // (a restarted PE process whose old association is not yet known to be dead, or the

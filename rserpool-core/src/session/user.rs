@@ -157,6 +157,13 @@ pub struct PoolUserSessionConfig {
     /// User transports this session can connect over, SCTP and TCP by default (a driver
     /// maps SCTP onto the TCP mapping where the kernel has no SCTP).
     pub transports: SmallVec<[TransportProtocol; 2]>,
+    /// A PE that shuts the session down gracefully is reported unreachable and avoided like
+    /// a lost one (default). A killed PE's kernel shuts its associations down gracefully too
+    /// (SCTP SHUTDOWN, TCP FIN), so the two cannot be told apart. `false` treats a shutdown
+    /// like a forced failover without report: the PE is avoided only while another one is
+    /// available — for services whose PEs end sessions themselves (Daytime: one line per
+    /// session; RSPLIB's `rspterminal` never reports a PE).
+    pub report_shutdown: bool,
 }
 
 impl Default for PoolUserSessionConfig {
@@ -172,6 +179,7 @@ impl Default for PoolUserSessionConfig {
             max_attempts: None,
             avoid_time: Duration::from_secs(10),
             transports: SmallVec::from_slice(&[TransportProtocol::Sctp, TransportProtocol::Tcp]),
+            report_shutdown: true,
         }
     }
 }
@@ -930,11 +938,13 @@ impl<R: rand_core::Rng> Machine for PoolUserSession<R> {
                 self.connect_failed(now, pe, SessionFailure::ConnectFailed);
             }
             State::Connected { assoc: a, pe } if a == assoc => {
-                let why = match reason {
-                    AssocDownReason::Shutdown => FailoverReason::Shutdown,
-                    _ => FailoverReason::AssociationLost,
+                let (why, report) = match reason {
+                    AssocDownReason::Shutdown => {
+                        (FailoverReason::Shutdown, self.config.report_shutdown)
+                    }
+                    _ => (FailoverReason::AssociationLost, true),
                 };
-                self.fail_over(now, assoc, pe, why, false, true);
+                self.fail_over(now, assoc, pe, why, false, report);
             }
             _ => {}
         }

@@ -23,9 +23,26 @@ pub struct RspTerminalOptions {
     /// Pool to use
     #[arg(long = "poolhandle", value_name = "NAME", default_value = "EchoPool", value_parser = pool_handle)]
     pub pool_handle: PoolHandle,
+    /// Fail over when data stays unanswered this long, ms (our addition; 0 = never;
+    /// default 5000, never for DiscardPool, whose PEs answer nothing)
+    #[arg(long = "responsetimeout", value_name = "MS", value_parser = millis_min::<0>)]
+    pub response_timeout: Option<Duration>,
     /// Library options.
     #[command(flatten)]
     pub library: LibraryOptions,
+}
+
+impl RspTerminalOptions {
+    /// The response timeout to use: `-responsetimeout=` (0 = none), else 5 s except for the
+    /// pool `DiscardPool`.
+    pub fn effective_response_timeout(&self) -> Option<Duration> {
+        match self.response_timeout {
+            Some(d) if d.is_zero() => None,
+            Some(d) => Some(d),
+            None if self.pool_handle == PoolHandle::from("DiscardPool") => None,
+            None => Some(Duration::from_secs(5)),
+        }
+    }
 }
 
 /// `pingpongclient` — periodic pings with cookie-based failover.
@@ -263,12 +280,23 @@ mod tests {
         )
         .unwrap();
         assert_eq!(o.pool_handle, PoolHandle::from("DaytimePool"));
+        assert_eq!(o.effective_response_timeout(), Some(Duration::from_secs(5)));
         assert_eq!(o.library.registrars[0].to_string(), "127.0.0.1:3863");
         // Unlike RSPLIB 3.4.4, the registrar timer options are accepted (services.md §8.7).
         let o: RspTerminalOptions =
             parse("rspterminal", &["-registrarconnecttimeout=1000"]).unwrap();
         assert_eq!(o.library.registrar_connect_timeout, ms(1000));
         assert!(parse::<RspTerminalOptions>("rspterminal", &["-interval=5"]).is_err());
+        let o: RspTerminalOptions = parse("rspterminal", &["-poolhandle=DiscardPool"]).unwrap();
+        assert_eq!(o.effective_response_timeout(), None);
+        let o: RspTerminalOptions = parse(
+            "rspterminal",
+            &["-poolhandle=DiscardPool", "-responsetimeout=700"],
+        )
+        .unwrap();
+        assert_eq!(o.effective_response_timeout(), Some(ms(700)));
+        let o: RspTerminalOptions = parse("rspterminal", &["-responsetimeout=0"]).unwrap();
+        assert_eq!(o.effective_response_timeout(), None);
     }
 
     #[test]

@@ -14,7 +14,7 @@ use super::addr::{AddressList, CSP_PORT, ENRP_PORT, address_list, socket_addr};
 use super::common::{CspOptions, LibraryOptions, LogOptions, TransportChoice};
 use super::policy::{TestRegistratorPolicy, policy_value};
 use super::values::{
-    count, count_u32, float_clamped, millis, millis_min, pool_handle, seconds_min,
+    RateLimit, count, count_u32, float_clamped, millis, millis_min, pool_handle, seconds_min,
 };
 
 /// `hsdump` — asks a registrar for its peer list and handlespace over ENRP and prints them.
@@ -36,6 +36,13 @@ pub struct HsDumpOptions {
         value_enum
     )]
     pub transport: TransportChoice,
+    /// Give up when the registrar has not answered for this long, ms (connect included;
+    /// our addition)
+    #[arg(long = "timeout", value_name = "MS", default_value = "5000", value_parser = millis_min::<1>)]
+    pub timeout: Duration,
+    /// Print only the handlespace, not the peer list (for comparing registrars; our addition)
+    #[arg(long = "handlespaceonly")]
+    pub handlespace_only: bool,
     /// CSP reporting.
     #[command(flatten)]
     pub csp: CspOptions,
@@ -83,6 +90,16 @@ pub struct CspMonitorOptions {
     /// Width of the location column, characters
     #[arg(long = "maxlocationsize", value_name = "CHARS", default_value = "72", value_parser = count_u32::<0, { u32::MAX }>)]
     pub max_location_size: u32,
+    /// Print one screen (after the first update interval) and exit (our addition)
+    #[arg(long = "once")]
+    pub once: bool,
+    /// Exit after this many seconds, printing a last screen (our addition; default: run
+    /// until interrupted)
+    #[arg(long = "runtime", value_name = "S", value_parser = seconds_min::<1>)]
+    pub runtime: Option<Duration>,
+    /// Plain text: no colours, no cursor movement; screens follow each other (our addition)
+    #[arg(long = "plain")]
+    pub plain: bool,
     /// Logging (an addition: RSPLIB's cspmonitor has no logging options).
     #[command(flatten)]
     pub log: LogOptions,
@@ -200,8 +217,20 @@ impl TestRegistratorOptions {
     }
 }
 
+/// What `rspload` measures.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Default, clap::ValueEnum)]
+pub enum RspLoadMode {
+    /// Register the PEs, then drive handle resolutions for the duration.
+    #[default]
+    Resolve,
+    /// Register the PEs and hold them for the duration, answering keep-alives (the
+    /// registrar's keep-alive cost).
+    #[value(name = "keepalive-only", alias = "keepaliveonly")]
+    KeepaliveOnly,
+}
+
 /// `rspload` — our load generator: registers PEs and drives handle resolutions.
-#[derive(Parser, Clone, Debug, PartialEq, Eq)]
+#[derive(Parser, Clone, Debug, PartialEq)]
 #[command(name = "rspload", version, long_about = None, after_help = crate::cli::argv::SYNTAX_NOTE, about = "RSerPool registrar load generator")]
 pub struct RspLoadOptions {
     /// PEs to register, one association each
@@ -222,6 +251,29 @@ pub struct RspLoadOptions {
     /// Measurement duration, seconds (after all PEs are registered)
     #[arg(long = "duration", value_name = "S", default_value = "10", value_parser = seconds_min::<1>)]
     pub duration: Duration,
+    /// What to measure: resolve (handle resolutions) or keepalive-only (just hold the PEs
+    /// registered, answering keep-alives)
+    #[arg(
+        long = "mode",
+        value_name = "resolve|keepalive-only",
+        default_value = "resolve",
+        value_enum
+    )]
+    pub mode: RspLoadMode,
+    /// Registrations started per second (<= 0 or "unlimited": as fast as the window allows)
+    #[arg(
+        long = "regrate",
+        value_name = "RATE",
+        default_value = "-1",
+        allow_negative_numbers = true
+    )]
+    pub registration_rate: RateLimit,
+    /// Registrations in progress at once (connect + Registration without response yet)
+    #[arg(long = "regwindow", value_name = "N", default_value = "256", value_parser = count_u32::<1, { u32::MAX }>)]
+    pub registration_window: u32,
+    /// Process id of the registrar, to report its CPU time per resolution (from /proc)
+    #[arg(long = "registrarpid", value_name = "PID", value_parser = count_u32::<1, { u32::MAX }>)]
+    pub registrar_pid: Option<u32>,
     /// Library options (registrars, -transport=, logging).
     #[command(flatten)]
     pub library: LibraryOptions,
@@ -259,6 +311,12 @@ mod tests {
         let o: HsDumpOptions = parse("hsdump", &["127.0.0.1"]).unwrap();
         assert_eq!(o.registrar.to_string(), "127.0.0.1:9901");
         assert_eq!(o.transport, TransportChoice::Auto);
+        assert_eq!(o.timeout, ms(5000));
+        assert!(!o.handlespace_only);
+        let o: HsDumpOptions =
+            parse("hsdump", &["127.0.0.1", "-timeout=0", "-handlespaceonly"]).unwrap();
+        assert_eq!(o.timeout, ms(1));
+        assert!(o.handlespace_only);
         let o: HsDumpOptions = parse("hsdump", &["[::1]:5000", "-loglevel=3"]).unwrap();
         assert_eq!(o.registrar.to_string(), "[::1]:5000");
         assert_eq!(o.log.log_level, 3);
@@ -300,6 +358,11 @@ mod tests {
         );
         let o: CspMonitorOptions = parse("cspmonitor", &["-full", "-compact"]).unwrap();
         assert!(!o.full_mode());
+        assert!(!o.once && !o.plain && o.runtime.is_none());
+        let o: CspMonitorOptions =
+            parse("cspmonitor", &["-once", "-plain", "-runtime=2.5"]).unwrap();
+        assert!(o.once && o.plain);
+        assert_eq!(o.runtime, Some(ms(2500)));
     }
 
     #[test]
@@ -383,6 +446,22 @@ mod tests {
         assert_eq!(o.policy, Policy::RoundRobin);
         assert_eq!(o.duration, Duration::from_secs(10));
         assert_eq!(o.library.transport, TransportChoice::Auto);
+        assert_eq!(o.mode, RspLoadMode::Resolve);
+        assert_eq!(o.registration_rate, RateLimit::UNLIMITED);
+        assert_eq!((o.registration_window, o.registrar_pid), (256, None));
+        let o: RspLoadOptions = parse(
+            "rspload",
+            &[
+                "-mode=keepalive-only",
+                "-regrate=500",
+                "-regwindow=0",
+                "-registrarpid=4242",
+            ],
+        )
+        .unwrap();
+        assert_eq!(o.mode, RspLoadMode::KeepaliveOnly);
+        assert_eq!(o.registration_rate.per_second(), Some(500.0));
+        assert_eq!((o.registration_window, o.registrar_pid), (1, Some(4242)));
         let a: RspLoadOptions = parse(
             "rspload",
             &[

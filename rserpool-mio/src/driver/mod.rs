@@ -446,6 +446,9 @@ pub enum Exit {
 
 type CspStatusFn<M> = Box<dyn FnMut(&M, &AssocTable, Instant) -> CspStatus + Send>;
 
+/// What [`Driver::route_accepted`] calls for every association the driver accepts.
+type AcceptFn<M> = Box<dyn FnMut(&mut M, Instant, AssocId, &AssocInfo) + Send>;
+
 struct Csp<M> {
     reporter: CspReporter,
     status: CspStatusFn<M>,
@@ -476,6 +479,7 @@ pub struct Driver<M: Machine> {
     app_ready: Vec<AppReady>,
     wakeup: Option<Instant>,
     csp: Option<Csp<M>>,
+    accept: Option<AcceptFn<M>>,
     stats: DriverStats,
 }
 
@@ -601,6 +605,7 @@ impl<M: Machine> Driver<M> {
             app_ready: Vec::new(),
             wakeup: None,
             csp: None,
+            accept: None,
             stats: DriverStats::default(),
         })
     }
@@ -721,6 +726,22 @@ impl<M: Machine> Driver<M> {
         self.bound.listeners.retain(|l| l.socket != socket);
         self.bound.udp.retain(|u| u.socket != socket);
         self.transports.close_socket(socket)
+    }
+
+    // --- accepted associations ---------------------------------------------------------------
+
+    /// Reports every association the driver **accepts** through `route` instead of
+    /// [`Machine::handle_assoc_up`]. `route` sees the association's [`AssocInfo`] — above all
+    /// its channel kind (RTF HELLO; for SCTP the listener's single kind) — and calls the
+    /// machine method that fits, e.g. a pool element hands channel kind
+    /// [`ChannelKind::AsapToPoolElement`] (a registrar taking the PE over) to
+    /// `PoolElementSessions::handle_registrar_assoc_up` and everything else to
+    /// `handle_assoc_up`. Associations the machine opened itself are not routed.
+    pub fn route_accepted(
+        &mut self,
+        route: impl FnMut(&mut M, Instant, AssocId, &AssocInfo) + Send + 'static,
+    ) {
+        self.accept = Some(Box::new(route));
     }
 
     // --- CSP ---------------------------------------------------------------------------------
@@ -1214,7 +1235,7 @@ impl<M: Machine> Driver<M> {
                 ..
             } => {
                 let channel = channel.map(channel_from_rtf);
-                let id = match self.assocs.link_by_transport(t) {
+                match self.assocs.link_by_transport(t) {
                     Some((id, link)) => {
                         if link.closing {
                             return;
@@ -1225,23 +1246,32 @@ impl<M: Machine> Driver<M> {
                         if channel.is_some() {
                             link.info.channel = channel;
                         }
-                        id
+                        self.machine.handle_assoc_up(now, id, &peer_addrs);
                     }
-                    None => self.assocs.insert_accepted(
-                        t,
-                        AssocInfo {
+                    None => {
+                        let info = AssocInfo {
                             kind,
                             channel,
                             outbound: false,
                             created: now,
                             up_since: Some(now),
-                            peer_addrs: peer_addrs.clone(),
+                            peer_addrs,
                             local_addrs,
                             last_ppid: None,
-                        },
-                    ),
-                };
-                self.machine.handle_assoc_up(now, id, &peer_addrs);
+                        };
+                        match self.accept.as_mut() {
+                            Some(route) => {
+                                let id = self.assocs.insert_accepted(t, info.clone());
+                                route(&mut self.machine, now, id, &info);
+                            }
+                            None => {
+                                let peer_addrs = info.peer_addrs.clone();
+                                let id = self.assocs.insert_accepted(t, info);
+                                self.machine.handle_assoc_up(now, id, &peer_addrs);
+                            }
+                        }
+                    }
+                }
             }
             TransportEvent::Message {
                 assoc: t,

@@ -1,0 +1,18 @@
+//! The reference programs with RSPLIB's names and options, as library code (each binary in
+//! `src/bin/` is a call to one `main_with`), plus what they share.
+//!
+//! | program | module |
+//! |---|---|
+//! | `rspregistrar` | [`registrar`] |
+//! | `rspserver` | [`server`] |
+//! | `rspterminal` | [`terminal`] |
+//! | `rserpool-demo` | [`demo`] |
+
+pub mod cluster;
+pub mod common;
+pub mod daemon;
+pub mod demo;
+pub mod registrar;
+pub mod server;
+pub mod simple;
+pub mod terminal;

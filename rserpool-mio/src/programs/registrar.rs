@@ -1,0 +1,745 @@
+//! `rspregistrar`: the [`Registrar`] machine on the mio [`Driver`].
+//!
+//! # Endpoints
+//! * **ASAP** (`-asap=`): kernel SCTP (RSPLIB: `auto` = wildcard, random port) and the TCP
+//!   mapping (`auto` = wildcard, **3863/tcp**, the IANA asap-tcp port; an address without port
+//!   also gets 3863 over TCP). With `-transport=auto` the registrar listens on both when the
+//!   kernel has SCTP, else on TCP only; `-transport=tcp|sctp` picks one.
+//! * **ENRP** (`-enrp=`): the same, with **9901/tcp** for the TCP mapping.
+//! * **Announces**: ASAP Server Announces (SCTP transport first, then TCP —
+//!   `tcp-mapping.md` §3.7) to `-asapannounce=` from a UDP socket bound to the ASAP port, as
+//!   RSPLIB does (RSPLIB PEs take an announce without transports to mean "SCTP at the source
+//!   port"); ENRP Presences to `-enrpannounce=` from the socket that receives them (bound to
+//!   the group's port, group joined). A socket that cannot be opened (no multicast route) is
+//!   logged and left out: static peers and registrars still work.
+//! * **Static peers** (`-peer=`), reached over SCTP where the kernel has it, else over the TCP
+//!   mapping.
+//!
+//! Every option of [`RegistrarOptions`] is mapped onto [`RegistrarConfig`] by
+//! [`registrar_config`], except those without a counterpart in the machine, handled here:
+//! `-cspserver=`/`-cspinterval=` (CSP reports with RSPLIB's status text), `-quiet`, logging,
+//! `-disable-ipv6`, `-uptime=`/`-downtime=` (failure-test mode: the registrar stops after an
+//! exponentially distributed up time, stays down, restarts), `-daemonpidfile=` (the program
+//! restarts itself in the background and writes the child's PID). Not supported (a warning is
+//! printed): `-autoclosetimeout=` (idle associations are not closed), the statistics files
+//! (`-actionlogfile=`, `-statsfile=`, `-statsinterval=`, `-scalar=`, `-object=`).
+
+use std::io;
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::process::ExitCode;
+use std::time::Duration;
+
+use rand_xoshiro::rand_core::Rng;
+use rserpool_core::handlespace::Limits;
+use rserpool_core::registrar::{
+    AddressScope, IpNetwork, PeerPolicy, PeerState, Registrar, RegistrarConfig, RegistrarEvent,
+    RegistrarLimits, RegistrarTimers,
+};
+use rserpool_core::{ChannelKind, Instant, Protocol};
+use rserpool_proto::csp::{
+    CSP_DURATION_UNKNOWN, ComponentId, CspAssociation, CspProtocol, Workload, registrar_status_text,
+};
+use rserpool_proto::ids::ServerId;
+use rserpool_proto::transport::TransportParameter;
+use tracing::{debug, info, warn};
+
+use super::common::{add_udp_or_warn, listen_kinds, os_rng, receiver_for, transport_mode};
+use super::daemon;
+use crate::cli::{self, BindSpec, RegistrarOptions, process_env};
+use crate::driver::csp::interface_addresses;
+use crate::driver::{
+    AppControl, Application, Bound, CspConfig, CspReporter, CspStatus, Driver, DriverConfig, Exit,
+    ListenerConfig, Step, UdpConfig, component_location,
+};
+use crate::transport::{TransportKind, TransportMode, UdpOptions};
+
+/// The ASAP port of the TCP mapping (IANA asap-tcp).
+pub const ASAP_TCP_PORT: u16 = 3863;
+/// The ENRP port of the TCP mapping (project convention, `tcp-mapping.md` §3.7).
+pub const ENRP_TCP_PORT: u16 = 9901;
+
+/// The machine's scope type for `-minaddressscope=`.
+pub fn address_scope(s: cli::AddressScope) -> AddressScope {
+    match s {
+        cli::AddressScope::Loopback => AddressScope::Loopback,
+        cli::AddressScope::Linklocal => AddressScope::LinkLocal,
+        cli::AddressScope::Sitelocal => AddressScope::SiteLocal,
+        cli::AddressScope::Global => AddressScope::Global,
+    }
+}
+
+fn peer_policy(p: &cli::PeerPolicy) -> PeerPolicy {
+    match p {
+        cli::PeerPolicy::Static => PeerPolicy::StaticOnly,
+        cli::PeerPolicy::Any => PeerPolicy::Any,
+        cli::PeerPolicy::Networks(n) => PeerPolicy::AllowedNetworks(
+            n.iter()
+                .map(|n| IpNetwork::new(n.addr(), n.prefix()))
+                .collect(),
+        ),
+    }
+}
+
+/// A rate in requests per second as the machine takes it: whole requests, rounded up
+/// (a positive rate below one becomes one per second).
+fn rate(r: cli::RateLimit) -> Option<u32> {
+    r.per_second().map(|v| {
+        let v = v.ceil();
+        if v >= f64::from(u32::MAX) {
+            u32::MAX
+        } else {
+            (v as u32).max(1)
+        }
+    })
+}
+
+fn usize_of(v: u32) -> usize {
+    usize::try_from(v).unwrap_or(usize::MAX)
+}
+
+/// Everything of [`RegistrarOptions`] that the machine takes, except the transports it
+/// advertises (they need the bound listeners: [`advertised_transport`]).
+pub fn registrar_config(opts: &RegistrarOptions) -> RegistrarConfig {
+    let defaults = RegistrarConfig::default();
+    RegistrarConfig {
+        server_id: opts.server_id(),
+        asap_transports: Vec::new(),
+        enrp_transport: None,
+        asap_announce: opts.asap_announce_address(),
+        enrp_announce: opts.enrp_announce_address(),
+        static_peers: opts.peers.iter().map(|l| l.addrs().to_vec()).collect(),
+        timers: RegistrarTimers {
+            server_announce_cycle: opts.server_announce_cycle,
+            keep_alive_transmission_interval: opts.endpoint_keep_alive_transmission_interval,
+            keep_alive_timeout_interval: opts.endpoint_keep_alive_timeout_interval,
+            peer_heartbeat_cycle: opts.peer_heartbeat_cycle,
+            peer_max_time_last_heard: opts.peer_max_time_last_heard,
+            peer_max_time_no_response: opts.peer_max_time_no_response,
+            mentor_discovery_timeout: opts.mentor_discovery_timeout,
+            takeover_expiry_interval: opts.takeover_expiry_interval,
+            ..RegistrarTimers::default()
+        },
+        max_bad_pe_reports: opts.max_bad_pe_reports,
+        max_handle_resolution_items: opts.max_hres_items,
+        max_elements_per_table_response: usize_of(opts.max_elements_per_ht_request),
+        min_address_scope: address_scope(opts.min_address_scope),
+        max_hr_rate: rate(opts.max_hr_rate),
+        max_eu_rate: rate(opts.max_eu_rate),
+        max_increment: opts.max_increment,
+        limits: RegistrarLimits {
+            handlespace: Limits {
+                max_pools: usize_of(opts.max_pools),
+                max_elements_per_pool: usize_of(opts.max_pe_per_pool),
+                max_elements: usize_of(opts.max_pes),
+                ..defaults.limits.handlespace
+            },
+            max_elements_per_assoc: usize_of(opts.max_pes_per_assoc),
+            ..defaults.limits
+        },
+        peer_policy: peer_policy(&opts.peer_policy),
+        takeover_suggestion: opts.support_takeover_suggestion,
+        ..defaults
+    }
+}
+
+/// The wildcard address programs bind by default: `[::]` (dual stack) unless IPv6 is
+/// disabled (`-disable-ipv6`) or unavailable, else `0.0.0.0`.
+pub fn default_wildcard(disable_ipv6: bool) -> IpAddr {
+    if !disable_ipv6 && std::net::TcpListener::bind((Ipv6Addr::UNSPECIFIED, 0)).is_ok() {
+        IpAddr::V6(Ipv6Addr::UNSPECIFIED)
+    } else {
+        IpAddr::V4(Ipv4Addr::UNSPECIFIED)
+    }
+}
+
+/// The addresses a listener of `kind` binds for `spec`: `auto` is the wildcard address; a
+/// port of 0 means "random" over SCTP (RSPLIB) and `tcp_port` over the TCP mapping.
+pub fn bind_addrs(
+    spec: &BindSpec,
+    kind: TransportKind,
+    wildcard: IpAddr,
+    tcp_port: u16,
+) -> Vec<SocketAddr> {
+    let port_for = |p: u16| match (kind, p) {
+        (TransportKind::Tcp, 0) => tcp_port,
+        _ => p,
+    };
+    match spec {
+        BindSpec::Auto => vec![SocketAddr::new(wildcard, port_for(0))],
+        BindSpec::Addresses(l) => l
+            .addrs()
+            .iter()
+            .map(|a| SocketAddr::new(a.ip(), port_for(a.port())))
+            .collect(),
+    }
+}
+
+/// True if `ip` may be advertised at `min` scope.
+fn advertisable(ip: IpAddr, min: AddressScope) -> bool {
+    let s = AddressScope::of(ip);
+    s != AddressScope::Unusable && s >= min
+}
+
+/// The transport parameter advertising a bound listener (ASAP Server Announce, ENRP Server
+/// Information): its port and addresses; a wildcard-bound listener advertises the host's
+/// interface addresses of at least `min` scope (a v4 wildcard only IPv4 ones). When nothing
+/// is left, the unspecified address stands for "the address this came from".
+pub fn advertised_transport(
+    kind: TransportKind,
+    local: &[SocketAddr],
+    min: AddressScope,
+    interfaces: impl FnOnce() -> Vec<IpAddr>,
+) -> TransportParameter {
+    let port = local.first().map_or(0, SocketAddr::port);
+    let mut ips: Vec<IpAddr> = Vec::new();
+    let mut interfaces = Some(interfaces);
+    for a in local {
+        if a.ip().is_unspecified() {
+            if let Some(f) = interfaces.take() {
+                for ip in f() {
+                    let ip = match ip {
+                        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+                        v4 => v4,
+                    };
+                    if (a.is_ipv6() || ip.is_ipv4()) && advertisable(ip, min) && !ips.contains(&ip)
+                    {
+                        ips.push(ip);
+                    }
+                }
+            }
+        } else if !ips.contains(&a.ip()) {
+            ips.push(a.ip());
+        }
+    }
+    if ips.is_empty() {
+        ips.push(
+            local
+                .first()
+                .map_or(IpAddr::V4(Ipv4Addr::UNSPECIFIED), |a| {
+                    super::common::wildcard_of(a.ip())
+                }),
+        );
+    }
+    match kind {
+        TransportKind::Sctp => TransportParameter::sctp(port, 0, ips),
+        TransportKind::Tcp => TransportParameter::tcp(port, 0, ips),
+    }
+}
+
+/// The listeners of a registrar: ASAP ones first (SCTP before TCP), then ENRP ones.
+pub fn listener_configs(opts: &RegistrarOptions, mode: TransportMode) -> Vec<ListenerConfig> {
+    let wildcard = default_wildcard(opts.disable_ipv6);
+    let kinds = listen_kinds(mode);
+    let mut out = Vec::new();
+    for (spec, channel, tcp_port) in [
+        (&opts.asap, ChannelKind::AsapToRegistrar, ASAP_TCP_PORT),
+        (&opts.enrp, ChannelKind::Enrp, ENRP_TCP_PORT),
+    ] {
+        for &k in &kinds {
+            out.push(
+                ListenerConfig::new(
+                    bind_addrs(spec, k, wildcard, tcp_port),
+                    crate::driver::assoc::channel_to_rtf(channel),
+                )
+                .with_kind(k),
+            );
+        }
+    }
+    out
+}
+
+/// The listeners of `bound` that serve `channel` (in configuration order), with the
+/// configurations they came from.
+fn bound_for<'a>(
+    bound: &'a Bound,
+    configs: &[ListenerConfig],
+    channel: ChannelKind,
+) -> Vec<&'a crate::driver::BoundListener> {
+    let rtf = crate::driver::assoc::channel_to_rtf(channel);
+    bound
+        .listeners
+        .iter()
+        .zip(configs)
+        .filter(|(_, c)| c.channels.contains(rtf))
+        .map(|(b, _)| b)
+        .collect()
+}
+
+/// The UDP sockets of a registrar: the ASAP announce sender (bound to `asap_port`, RSPLIB's
+/// choice) and the ENRP presence socket (sends and receives).
+pub fn udp_configs(
+    cfg: &RegistrarConfig,
+    announce_ttl: u8,
+    asap_port: u16,
+) -> (Option<UdpConfig>, Option<UdpConfig>) {
+    let ttl = Some(u32::from(announce_ttl));
+    let asap = cfg.asap_announce.map(|group| UdpConfig {
+        bind: SocketAddr::new(super::common::wildcard_of(group.ip()), asap_port),
+        options: UdpOptions {
+            reuse_addr: true,
+            multicast_ttl: ttl,
+            multicast_loop: Some(true),
+            ..UdpOptions::default()
+        },
+        ppid: Protocol::PPID_ASAP,
+        join: Vec::new(),
+        send: true,
+    });
+    let enrp = cfg.enrp_announce.map(|group| {
+        let mut u = receiver_for(group, Protocol::PPID_ENRP, true);
+        u.options.multicast_ttl = ttl;
+        u
+    });
+    (asap, enrp)
+}
+
+/// The registrar's CSP status: RSPLIB's text, one association entry per peer-list entry.
+pub fn csp_status(reg: &Registrar) -> CspStatus {
+    let hs = reg.handlespace();
+    let n = |v: usize| u32::try_from(v).unwrap_or(u32::MAX);
+    let peers: Vec<CspAssociation> = reg
+        .peers()
+        .map(|p| CspAssociation {
+            receiver_id: ComponentId::registrar(p.server_id),
+            duration_us: CSP_DURATION_UNKNOWN,
+            flags: 0,
+            protocol: CspProtocol::Sctp,
+            ppid: Protocol::PPID_ENRP,
+        })
+        .collect();
+    CspStatus {
+        status: registrar_status_text(
+            n(hs.element_count()),
+            n(hs.owner_element_count(reg.server_id())),
+            n(hs.pool_count()),
+            n(peers.len()),
+        ),
+        workload: Workload::UNKNOWN,
+        associations: peers,
+    }
+}
+
+fn log_event(e: &RegistrarEvent) {
+    match e {
+        RegistrarEvent::PeRegistered {
+            pool_handle, pe_id, ..
+        } => info!("PE ${:08x} registered in pool {pool_handle:?}", pe_id.0),
+        RegistrarEvent::PeReregistered {
+            pool_handle, pe_id, ..
+        } => debug!("PE ${:08x} re-registered in pool {pool_handle:?}", pe_id.0),
+        RegistrarEvent::PeRemoved {
+            pool_handle,
+            pe_id,
+            home,
+            reason,
+        } => info!(
+            "PE ${:08x} of pool {pool_handle:?} (home ${:08x}) removed: {reason:?}",
+            pe_id.0, home.0
+        ),
+        RegistrarEvent::PeerUp { server_id } => info!("peer ${:08x} up", server_id.0),
+        RegistrarEvent::PeerDown { server_id, reason } => {
+            info!("peer ${:08x} down: {reason:?}", server_id.0)
+        }
+        RegistrarEvent::MentorSyncComplete { mentor, elements } => match mentor {
+            Some(m) => info!(
+                "start-up done: {elements} PEs downloaded from mentor ${:08x}",
+                m.0
+            ),
+            None => info!("start-up done without a mentor"),
+        },
+        RegistrarEvent::TakeoverStarted { target } => {
+            info!("taking over registrar ${:08x}", target.0)
+        }
+        RegistrarEvent::TakeoverCompleted { target, elements } => info!(
+            "took over registrar ${:08x}: {elements} PEs now ours",
+            target.0
+        ),
+        RegistrarEvent::TakeoverAbandoned { target } => {
+            info!("takeover of registrar ${:08x} abandoned", target.0)
+        }
+        RegistrarEvent::ProtocolError {
+            assoc,
+            from,
+            protocol,
+            message_type,
+            kind,
+        } => debug!(
+            "protocol error ({assoc:?} {from:?} {protocol:?} type {message_type:?}): {kind:?}"
+        ),
+    }
+}
+
+/// Logs the registrar's events; stops at the end of a failure-test up time.
+struct RegistrarApp {
+    stop_at: Option<Instant>,
+}
+
+impl Application<Registrar> for RegistrarApp {
+    fn on_step(&mut self, step: &mut Step<'_, Registrar>) -> AppControl {
+        for e in step.events.drain(..) {
+            log_event(&e);
+        }
+        match self.stop_at {
+            Some(t) if step.now >= t => AppControl::Exit,
+            Some(t) => {
+                *step.wakeup = Some(step.wakeup.map_or(t, |w| w.min(t)));
+                AppControl::Continue
+            }
+            None => AppControl::Continue,
+        }
+    }
+}
+
+fn describe(l: &crate::driver::BoundListener) -> String {
+    let kind = match l.kind {
+        TransportKind::Sctp => "sctp",
+        TransportKind::Tcp => "tcp",
+    };
+    let addrs: Vec<String> = l.local_addrs.iter().map(ToString::to_string).collect();
+    format!("{kind} {}", addrs.join(","))
+}
+
+fn print_banner(opts: &RegistrarOptions, reg: &Registrar, bound: &Bound, cfgs: &[ListenerConfig]) {
+    let list = |c| {
+        bound_for(bound, cfgs, c)
+            .iter()
+            .map(|l| describe(l))
+            .collect::<Vec<_>>()
+            .join("; ")
+    };
+    let or_off = |a: Option<SocketAddr>| a.map_or_else(|| "off".to_owned(), |a| a.to_string());
+    println!(
+        "RSerPool Registrar - rserpool {}",
+        env!("CARGO_PKG_VERSION")
+    );
+    println!("Server ID             = ${:08x}", reg.server_id().0);
+    println!(
+        "ASAP                  = {}",
+        list(ChannelKind::AsapToRegistrar)
+    );
+    println!("ENRP                  = {}", list(ChannelKind::Enrp));
+    println!(
+        "ASAP Announce         = {}",
+        or_off(opts.asap_announce_address())
+    );
+    println!(
+        "ENRP Announce         = {}",
+        or_off(opts.enrp_announce_address())
+    );
+    let peers: Vec<String> = opts.peers.iter().map(ToString::to_string).collect();
+    println!(
+        "Static Peers          = {}",
+        if peers.is_empty() {
+            "none".to_owned()
+        } else {
+            peers.join(" ")
+        }
+    );
+    println!("Min Address Scope     = {:?}", opts.min_address_scope);
+    let _ = io::Write::flush(&mut io::stdout());
+}
+
+fn warn_unsupported(opts: &RegistrarOptions) {
+    let unsupported = [
+        ("-actionlogfile", opts.action_log_file.is_some()),
+        ("-statsfile", opts.stats_file.is_some()),
+        ("-statsinterval", opts.stats_interval.is_some()),
+        ("-scalar", opts.scalar_file.is_some()),
+    ];
+    for (name, given) in unsupported {
+        if given {
+            warn!("{name}= is not supported by this registrar and is ignored");
+        }
+    }
+    if opts.autoclose_timeout != Duration::from_secs(300) {
+        warn!("-autoclosetimeout= is not supported: idle associations stay open");
+    }
+}
+
+/// One life of the registrar (until a signal, or the end of a failure-test up time).
+fn run_once(opts: &RegistrarOptions, up_time: Option<Duration>, banner: bool) -> io::Result<Exit> {
+    let mode = transport_mode(opts.transport);
+    let listeners = listener_configs(opts, mode);
+    let min = address_scope(opts.min_address_scope);
+    let mut config = registrar_config(opts);
+    let dcfg = DriverConfig {
+        listeners: listeners.clone(),
+        mode,
+        signals: true,
+        shutdown_grace: Duration::from_millis(500),
+        ..DriverConfig::default()
+    };
+    let mut asap_port = 0;
+    let mut driver = Driver::new(dcfg, |bound, now| {
+        let asap = bound_for(bound, &listeners, ChannelKind::AsapToRegistrar);
+        let enrp = bound_for(bound, &listeners, ChannelKind::Enrp);
+        asap_port = asap
+            .first()
+            .and_then(|l| l.local_addrs.first())
+            .map_or(0, SocketAddr::port);
+        config.asap_transports = asap
+            .iter()
+            .map(|l| advertised_transport(l.kind, &l.local_addrs, min, interface_addresses))
+            .collect();
+        config.enrp_transport = enrp
+            .first()
+            .map(|l| advertised_transport(l.kind, &l.local_addrs, min, interface_addresses));
+        Registrar::new(config.clone(), now, os_rng())
+    })?;
+    let (asap_udp, enrp_udp) = udp_configs(&config, opts.announce_ttl, asap_port);
+    if let Some(mut u) = asap_udp
+        && !add_udp_or_warn(&mut driver, &u, "ASAP announces")
+    {
+        // Another program holds the port: announce from an ephemeral one.
+        u.bind.set_port(0);
+        add_udp_or_warn(&mut driver, &u, "ASAP announces");
+    }
+    if let Some(u) = enrp_udp {
+        add_udp_or_warn(&mut driver, &u, "ENRP presences");
+    }
+    let bound = driver.bound().clone();
+    if banner {
+        print_banner(opts, driver.machine(), &bound, &listeners);
+    }
+    if let Some(target) = opts.csp.resolve_registrar(&process_env) {
+        let addrs: Vec<SocketAddr> = bound_for(&bound, &listeners, ChannelKind::AsapToRegistrar)
+            .first()
+            .map(|l| l.local_addrs.clone())
+            .unwrap_or_default();
+        let component = ComponentId::registrar(driver.machine().server_id());
+        let reporter = CspReporter::new(CspConfig::from_target(
+            target,
+            component,
+            component_location(&addrs, true),
+        ))?;
+        driver.enable_csp(reporter, |reg, _, _| csp_status(reg));
+    }
+    info!("registrar ${:08x} running", driver.machine().server_id().0);
+    let mut app = RegistrarApp {
+        stop_at: up_time.map(|d| driver.now() + d),
+    };
+    driver.run_app(&mut app)
+}
+
+/// An exponentially distributed duration with mean `mean`.
+fn exponential(rng: &mut impl Rng, mean: Duration) -> Duration {
+    let u = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+    Duration::from_secs_f64((-mean.as_secs_f64() * (1.0 - u).ln()).clamp(0.0, 1e9))
+}
+
+/// `rspregistrar` with parsed options.
+pub fn main_with(opts: RegistrarOptions) -> ExitCode {
+    if let Some(code) = daemon::detach_if_asked("rspregistrar", opts.daemon_pid_file.as_deref()) {
+        return code;
+    }
+    super::common::init_logging_or_exit("rspregistrar", &opts.log);
+    warn_unsupported(&opts);
+    let mut rng = os_rng();
+    let mut banner = !opts.quiet;
+    loop {
+        let up = opts.failure_test_uptime().map(|m| exponential(&mut rng, m));
+        if let Some(u) = up {
+            info!("failure-test mode: up for {:.3} s", u.as_secs_f64());
+        }
+        match run_once(&opts, up, banner) {
+            Ok(Exit::Stopped) if up.is_some() => {
+                let down = exponential(&mut rng, opts.downtime);
+                info!("failure-test mode: down for {:.3} s", down.as_secs_f64());
+                std::thread::sleep(down);
+                banner = false;
+            }
+            Ok(_) => return ExitCode::SUCCESS,
+            Err(e) => return super::common::fail("rspregistrar", &e),
+        }
+    }
+}
+
+/// Peer-list entries that are alive, for status output.
+pub fn live_peers(reg: &Registrar) -> usize {
+    reg.peers()
+        .filter(|p| p.state == PeerState::Alive && p.server_id != ServerId::NONE)
+        .count()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::argv::try_parse_from;
+
+    fn parse(args: &[&str]) -> RegistrarOptions {
+        try_parse_from(std::iter::once("rspregistrar").chain(args.iter().copied())).unwrap()
+    }
+
+    fn sa(s: &str) -> SocketAddr {
+        s.parse().unwrap()
+    }
+
+    #[test]
+    fn every_option_reaches_the_machine() {
+        let o = parse(&[
+            "-identifier=0x1234",
+            "-asapannounce=off",
+            "-enrpannounce=239.9.9.9:7000",
+            "-peer=10.0.0.2",
+            "-peer=10.0.0.3:7000,10.0.1.3",
+            "-serverannouncecycle=2000",
+            "-endpointkeepalivetransmissioninterval=1000",
+            "-endpointkeepalivetimeoutinterval=900",
+            "-maxbadpereports=5",
+            "-maxhresitems=10",
+            "-maxincrement=2",
+            "-minaddressscope=loopback",
+            "-maxelementsperhtrequest=64",
+            "-mentordiscoverytimeout=2000",
+            "-peerheartbeatcycle=1500",
+            "-peermaxtimelastheard=3000",
+            "-peermaxtimenoresponse=2000",
+            "-takeoverexpiryinterval=3000",
+            "-supporttakeoversuggestion",
+            "-maxhrrate=100",
+            "-maxeurate=2.5",
+            "-peerpolicy=10.0.0.0/8",
+            "-maxpes=10",
+            "-maxpools=2",
+            "-maxpesperassoc=1",
+            "-maxpeperpool=5",
+        ]);
+        let c = registrar_config(&o);
+        let ms = Duration::from_millis;
+        assert_eq!(c.server_id, Some(ServerId(0x1234)));
+        assert_eq!(c.asap_announce, None);
+        assert_eq!(c.enrp_announce, Some(sa("239.9.9.9:7000")));
+        assert_eq!(
+            c.static_peers,
+            vec![
+                vec![sa("10.0.0.2:9901")],
+                vec![sa("10.0.0.3:7000"), sa("10.0.1.3:7000")]
+            ]
+        );
+        assert_eq!(c.timers.server_announce_cycle, ms(2000));
+        assert_eq!(c.timers.keep_alive_transmission_interval, ms(1000));
+        assert_eq!(c.timers.keep_alive_timeout_interval, ms(900));
+        assert_eq!(c.timers.peer_heartbeat_cycle, ms(1500));
+        assert_eq!(c.timers.peer_max_time_last_heard, ms(3000));
+        assert_eq!(c.timers.peer_max_time_no_response, ms(2000));
+        assert_eq!(c.timers.mentor_discovery_timeout, ms(2000));
+        assert_eq!(c.timers.takeover_expiry_interval, ms(3000));
+        assert_eq!(c.max_bad_pe_reports, 5);
+        assert_eq!(c.max_handle_resolution_items, 10);
+        assert_eq!(c.max_increment, 2);
+        assert_eq!(c.min_address_scope, AddressScope::Loopback);
+        assert_eq!(c.max_elements_per_table_response, 64);
+        assert!(c.takeover_suggestion);
+        assert_eq!(c.max_hr_rate, Some(100));
+        assert_eq!(c.max_eu_rate, Some(3));
+        assert_eq!(
+            c.peer_policy,
+            PeerPolicy::AllowedNetworks(vec![IpNetwork::new("10.0.0.0".parse().unwrap(), 8)])
+        );
+        assert_eq!(c.limits.handlespace.max_elements, 10);
+        assert_eq!(c.limits.handlespace.max_pools, 2);
+        assert_eq!(c.limits.handlespace.max_elements_per_pool, 5);
+        assert_eq!(c.limits.max_elements_per_assoc, 1);
+        // RSPLIB defaults where nothing is given.
+        let d = registrar_config(&parse(&[]));
+        assert_eq!(d.server_id, None);
+        assert_eq!(d.min_address_scope, AddressScope::SiteLocal);
+        assert_eq!(d.max_hr_rate, None);
+        assert_eq!(d.peer_policy, PeerPolicy::Any);
+        assert_eq!(d.timers, RegistrarTimers::default());
+    }
+
+    #[test]
+    fn ports_per_transport() {
+        let w = IpAddr::V4(Ipv4Addr::UNSPECIFIED);
+        assert_eq!(
+            bind_addrs(&BindSpec::Auto, TransportKind::Tcp, w, 3863),
+            vec![sa("0.0.0.0:3863")]
+        );
+        assert_eq!(
+            bind_addrs(&BindSpec::Auto, TransportKind::Sctp, w, 3863),
+            vec![sa("0.0.0.0:0")]
+        );
+        let o = parse(&["-asap=127.0.0.1", "-enrp=127.0.0.1:7001"]);
+        assert_eq!(
+            bind_addrs(&o.asap, TransportKind::Tcp, w, 3863),
+            vec![sa("127.0.0.1:3863")]
+        );
+        assert_eq!(
+            bind_addrs(&o.enrp, TransportKind::Tcp, w, 9901),
+            vec![sa("127.0.0.1:7001")]
+        );
+        let l = listener_configs(&o, TransportMode::Tcp);
+        assert_eq!(l.len(), 2);
+        assert_eq!(l[0].addrs, vec![sa("127.0.0.1:3863")]);
+        assert_eq!(l[1].addrs, vec![sa("127.0.0.1:7001")]);
+    }
+
+    #[test]
+    fn advertised_addresses() {
+        let ifs = || {
+            vec![
+                "127.0.0.1".parse().unwrap(),
+                "10.1.2.3".parse().unwrap(),
+                "fe80::1".parse().unwrap(),
+                "2001:db8::5".parse().unwrap(),
+            ]
+        };
+        let t = advertised_transport(
+            TransportKind::Tcp,
+            &[sa("0.0.0.0:3863")],
+            AddressScope::SiteLocal,
+            ifs,
+        );
+        assert_eq!(
+            t,
+            TransportParameter::tcp(3863, 0, ["10.1.2.3".parse().unwrap()])
+        );
+        let t = advertised_transport(
+            TransportKind::Sctp,
+            &[sa("[::]:4000")],
+            AddressScope::Loopback,
+            ifs,
+        );
+        assert_eq!(t.port, 4000);
+        assert_eq!(t.addresses.len(), 4, "{t:?}");
+        let t = advertised_transport(
+            TransportKind::Tcp,
+            &[sa("127.0.0.1:5")],
+            AddressScope::SiteLocal,
+            ifs,
+        );
+        assert_eq!(
+            t.addresses.as_slice(),
+            &["127.0.0.1".parse::<IpAddr>().unwrap()]
+        );
+        let t = advertised_transport(
+            TransportKind::Tcp,
+            &[sa("0.0.0.0:5")],
+            AddressScope::Global,
+            || vec!["10.0.0.1".parse().unwrap()],
+        );
+        assert_eq!(
+            t.addresses.as_slice(),
+            &["0.0.0.0".parse::<IpAddr>().unwrap()]
+        );
+    }
+
+    #[test]
+    fn announce_sockets() {
+        let o = parse(&[]);
+        let c = registrar_config(&o);
+        let (a, e) = udp_configs(&c, 5, 3863);
+        let a = a.unwrap();
+        assert_eq!(a.bind, sa("0.0.0.0:3863"));
+        assert!(a.send && a.join.is_empty());
+        assert_eq!(a.options.multicast_ttl, Some(5));
+        let e = e.unwrap();
+        assert_eq!(e.bind, sa("0.0.0.0:9901"));
+        assert!(e.send);
+        assert_eq!(e.join.len(), 1);
+        let o = parse(&["-asapannounce=off", "-enrpannounce=off"]);
+        let (a, e) = udp_configs(&registrar_config(&o), 5, 3863);
+        assert!(a.is_none() && e.is_none());
+    }
+}
