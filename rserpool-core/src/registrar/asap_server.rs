@@ -207,6 +207,12 @@ impl Registrar {
     // ----------------------------------------------------------------------------------
     // registration
 
+    /// True if the two associations share a peer address.
+    fn same_host(&self, a: AssocId, b: AssocId) -> bool {
+        let ours = self.assoc_ips(a);
+        self.assoc_ips(b).iter().any(|ip| ours.contains(ip))
+    }
+
     fn on_registration(
         &mut self,
         now: Instant,
@@ -214,6 +220,7 @@ impl Registrar {
         ph: &PoolHandle,
         pe: &PoolElementParameter,
     ) {
+        let before = self.hs.get(ph, pe.pe_id).and_then(|e| e.assoc());
         match self.register_element(assoc, ph, pe) {
             Err(c) => {
                 self.stats.registration_rejects += 1;
@@ -226,6 +233,11 @@ impl Registrar {
                 // The PE just proved it is alive and ours: any verification is over.
                 self.end_probe(&key);
                 self.contested.remove(&key);
+                if before != Some(assoc) {
+                    // It moved to another association: if we had opened the previous one
+                    // to reach it, close that once nothing else uses it.
+                    self.close_if_idle(before);
+                }
                 let ka = self.keep_alive_due(now);
                 self.hs
                     .set_timer(&handle, id, TimerKind::KeepAliveTransmission, Some(ka));
@@ -324,11 +336,15 @@ impl Registrar {
             TransportParameter::sctp(a.port, 0, asap_ips)
         };
         // Ownership: a PE belongs to the association it registered over while that
-        // association is up.
+        // association is up; another association may take it over only from the same host
+        // (a restarted PE process whose old association is not yet known to be dead, or the
+        // PE registering over its own association after accepting our takeover keep-alive
+        // on the one we opened to it).
         let prev = self.hs.get(ph, pe.pe_id).map(|e| e.assoc());
         if let Some(Some(b)) = prev
             && b != assoc
             && self.assocs.contains_key(&b)
+            && !self.same_host(b, assoc)
         {
             self.stats.ownership_refusals += 1;
             self.protocol_error(
