@@ -16,7 +16,7 @@
 //!   association (a takeover; over the TCP mapping a new kind-2 connection), that
 //!   association becomes the registrar channel and the old home association is aborted
 //!   ([`PoolElementEvent::HomeRegistrarChanged`]). A keep-alive on the home association
-//!   teaches the home registrar's identifier if it was unknown.
+//!   teaches (or corrects) the home registrar's identifier.
 //! * **Failures** (RFC 5352 §3.7, RSPLIB `asapinstance.c`): home association lost ⇒
 //!   [`PoolElementEvent::RegistrarLost`], hunt again and re-register at once. No answer in
 //!   time, or an ASAP_ERROR instead of an answer ⇒ abort the home association, hunt, and
@@ -697,8 +697,12 @@ impl<R: rand_core::Rng> PoolElement<R> {
         let id = ka.server_id;
         match self.home.as_mut() {
             Some(h) if h.assoc == assoc => {
+                // The registrar at the other end of the home association is the home,
+                // whatever H says: its identifier corrects one learnt from a stale
+                // announce (a registrar restarted with a new identifier at the same
+                // address).
                 let old = h.server_id;
-                if old.is_none() || (ka.home && old != Some(id)) {
+                if old != Some(id) {
                     h.server_id = Some(id);
                     if let Some(old) = old {
                         self.event(PoolElementEvent::HomeRegistrarChanged {

@@ -278,9 +278,15 @@ pub struct UdpOptions {
 
 const RECV_BUF: usize = 64 * 1024;
 const MAX_IOV: usize = 64;
-/// Reads per readiness event and association before yielding to the others (fairness; the
-/// rest is read from an immediate timer).
-const READ_BUDGET: usize = 64;
+/// TCP reads (of at most [`RECV_BUF`] bytes) per readiness event or timer pass and
+/// association before yielding to the others and to the machine (the rest is read from an
+/// immediate timer, in the next call). Everything read in one pass is held as events until
+/// the caller feeds them to its machine: 256 KiB per association and pass keeps that small
+/// even when a peer writes without end (with 64 reads, a peer that never read its answers
+/// made a registrar hold 8 MiB of requests per pass and grow to 40 MB).
+const READ_BUDGET: usize = 4;
+/// SCTP messages per readiness event or timer pass and association (see [`READ_BUDGET`]).
+const SCTP_READ_BUDGET: usize = 64;
 
 struct Entry {
     generation: u64,
@@ -737,7 +743,7 @@ impl Assoc {
             return Fate::Keep;
         }
         self.read_pending = false;
-        let mut budget = READ_BUDGET * 4;
+        let mut budget = SCTP_READ_BUDGET;
         loop {
             if budget == 0 {
                 self.read_pending = true;
@@ -1768,11 +1774,19 @@ impl Transports {
     /// errors) and appends what happened to `out`.
     pub fn handle_timeout(&mut self, now: Instant, out: &mut Vec<TransportEvent>) {
         let now_us = self.us(now);
+        // Only the timers due when the call starts: an association with more to read
+        // re-arms an immediate timer, which must wait for the next call, or a peer that
+        // writes faster than we read would keep this call (and its caller's turn) reading
+        // without bound, every message held in `out` before the machine saw any.
+        let mut due = Vec::new();
         while let Some(Reverse((d, idx, generation))) = self.timers.peek().copied() {
             if d > now_us {
                 break;
             }
             self.timers.pop();
+            due.push((d, idx, generation));
+        }
+        for (d, idx, generation) in due {
             let Some(Some(entry)) = self.entries.get_mut(idx) else {
                 continue;
             };
