@@ -139,9 +139,13 @@ impl Proc {
 
     /// Sends a signal by name (`TERM`, `INT`, `KILL`, `STOP`, `CONT`) with `kill(1)`.
     pub fn signal(&self, name: &str) -> io::Result<()> {
+        // Never `kill 0` (our own process group) for a process already reaped.
+        let Some(pid) = self.child.as_ref().map(Child::id) else {
+            return Err(io::Error::other(format!("kill -{name}: no process")));
+        };
         let status = Command::new("kill")
-            .arg(format!("-{name}"))
-            .arg(self.pid().to_string())
+            .args(["-s", name, "--"])
+            .arg(pid.to_string())
             .stdout(Stdio::null())
             .stderr(Stdio::null())
             .status()?;

@@ -410,8 +410,10 @@ impl ScriptingHost for FsHost {
     fn cleanup(&mut self) {
         if let Some(mut c) = self.child.take() {
             // The whole process group (ssrun and its children), like `scriptingcontrol cleanup`.
+            // `--` is essential: procps-ng 4.0's kill(1) reads `-KILL -PGID` as kill(-1, SIGKILL),
+            // i.e. every process the user may signal (as root: the whole machine).
             let _ = Command::new("kill")
-                .arg("-KILL")
+                .args(["-s", "KILL", "--"])
                 .arg(format!("-{}", c.id()))
                 .stdout(Stdio::null())
                 .stderr(Stdio::null())
