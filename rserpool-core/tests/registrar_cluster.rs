@@ -248,6 +248,51 @@ fn takeover_competing_initiators_lowest_id_wins() {
 }
 
 #[test]
+fn takeover_completes_when_a_silent_peer_leaves_the_peer_list() {
+    // B (owns nothing) dies a second after C: A's takeover of C waits for B's ack, which
+    // never comes; once B itself is declared dead and leaves the peer list, nobody else must
+    // agree and the takeover completes instead of expiring (an hsdump probe, which leaves
+    // a peer entry behind, must not block takeovers either).
+    let (mut net, [a, b, c], pe_node, _) = three_registrars();
+    let kill_at = net.now;
+    net.kill(c);
+    net.run_for(secs(1));
+    net.kill(b);
+    net.run_for(secs(8));
+    let ea = net.events_of(a);
+    let at = |want: &RegistrarEvent| {
+        ea.iter()
+            .find_map(|(t, e)| (e == want).then_some(*t))
+            .unwrap_or_else(|| panic!("{want:?} missing from {ea:?}"))
+    };
+    let started = at(&RegistrarEvent::TakeoverStarted {
+        target: ServerId(3),
+    });
+    let b_down = at(&RegistrarEvent::PeerDown {
+        server_id: ServerId(2),
+        reason: PeerDownReason::NoResponse,
+    });
+    let completed = at(&RegistrarEvent::TakeoverCompleted {
+        target: ServerId(3),
+        elements: 1,
+    });
+    assert_eq!(started - kill_at, secs(5));
+    assert_eq!(b_down - kill_at, secs(6));
+    assert_eq!(completed, b_down, "completed as soon as B left");
+    assert!(
+        !ea.iter()
+            .any(|(_, e)| matches!(e, RegistrarEvent::TakeoverAbandoned { .. }))
+    );
+    assert!(net.inbox(pe_node).iter().any(|(_, m)| matches!(m, AsapMessage::EndpointKeepAlive(k) if k.home && k.server_id == ServerId(1))));
+    let e = net
+        .reg(a)
+        .handlespace()
+        .get(&ph("EchoPool"), PeIdentifier(0x1f))
+        .unwrap();
+    assert_eq!(e.home_registrar(), ServerId(1));
+}
+
+#[test]
 fn two_registrars_take_over_at_once() {
     let mut net = Net::new();
     let (ia, ic) = (ip("10.0.0.1"), ip("10.0.0.3"));

@@ -884,3 +884,42 @@ fn takeover_suggestion_sends_and_claims() {
         "ADD to both peers, plus the suggestion copy for our new PE"
     );
 }
+
+#[test]
+fn peer_association_follows_the_one_the_peer_set_up() {
+    // Our association to P (re-made after a loss) and P's own to us: P speaks on its own, as
+    // RSPLIB does (one ENRP socket; it drops Presences arriving from another port than its
+    // peer's ENRP port). We follow it, and never swap back to ours.
+    let mut r = Rig::new(quiet_config(US));
+    r.add_peer(100, P, "10.0.0.2", 0xffff);
+    let outs = r.down(100, AssocDownReason::Lost);
+    let ours = outs
+        .iter()
+        .find_map(|o| match o {
+            Output::Connect { assoc, .. } => Some(*assoc),
+            _ => None,
+        })
+        .expect("reconnect");
+    r.reg.handle_assoc_up(r.now, ours, &[sa("10.0.0.2:9901")]);
+    r.drain();
+    // Where the heartbeats of the next 4 s went (one or two of them).
+    let heartbeat_dest = |r: &mut Rig| -> Vec<Destination> {
+        let mut d: Vec<Destination> = enrp_sent(&r.advance(secs(4)))
+            .into_iter()
+            .filter(|(_, m)| matches!(m, EnrpMessage::Presence(_)))
+            .map(|(d, _)| d)
+            .collect();
+        d.dedup();
+        d
+    };
+    assert_eq!(heartbeat_dest(&mut r), vec![Destination::Assoc(ours)]);
+    // P sets up its own association and sends its Presence there.
+    r.up(101, &["10.0.0.2:9901"]);
+    r.enrp(101, presence(P, US, "10.0.0.2", 0xffff, false));
+    assert_eq!(heartbeat_dest(&mut r), vec![to(101)]);
+    // A Presence on ours again does not swap back.
+    r.enrp_on(ours, presence(P, US, "10.0.0.2", 0xffff, false));
+    assert_eq!(heartbeat_dest(&mut r), vec![to(101)]);
+    let v: Vec<_> = r.reg.peers().map(|p| (p.server_id, p.state)).collect();
+    assert_eq!(v, vec![(ServerId(P), PeerState::Alive)]);
+}

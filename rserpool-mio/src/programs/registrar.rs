@@ -236,13 +236,20 @@ pub fn listener_configs(opts: &RegistrarOptions, mode: TransportMode) -> Vec<Lis
         (&opts.enrp, ChannelKind::Enrp, ENRP_TCP_PORT),
     ] {
         for &k in &kinds {
-            out.push(
-                ListenerConfig::new(
-                    bind_addrs(spec, k, wildcard, tcp_port),
-                    crate::driver::assoc::channel_to_rtf(channel),
-                )
-                .with_kind(k),
-            );
+            let l = ListenerConfig::new(
+                bind_addrs(spec, k, wildcard, tcp_port),
+                crate::driver::assoc::channel_to_rtf(channel),
+            )
+            .with_kind(k);
+            // ENRP associations to peers leave from the ENRP endpoint: RSPLIB drops a
+            // Presence whose Server Information (our ENRP addresses and port) does not match
+            // the association's source addresses *and port* ("no usable ENRP endpoint
+            // addresses"), as its single one-to-many socket sends from its ENRP port.
+            out.push(if channel == ChannelKind::Enrp {
+                l.source_for(ChannelKind::Enrp)
+            } else {
+                l
+            });
         }
     }
     out

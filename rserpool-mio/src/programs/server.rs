@@ -243,6 +243,28 @@ pub fn listener_config(opts: &RspServerOptions, kind: TransportKind) -> Listener
     ListenerConfig::new(addrs, channels).with_kind(kind)
 }
 
+/// Over SCTP, the PE's ASAP endpoint: the session listener's addresses with an ephemeral
+/// port, accepting registrar associations (takeover keep-alives with the H bit); the
+/// associations to registrars leave from it, so that the ASAP transport registrars record
+/// for the PE (the source of its registration) reaches it (`asap.md` §5.5, RSPLIB's PEs
+/// use one one-to-many socket for both). `None` over the TCP mapping, where a registrar
+/// reaches the PE at its user port instead.
+pub fn asap_listener_config(
+    session: &ListenerConfig,
+    kind: TransportKind,
+) -> Option<ListenerConfig> {
+    (kind == TransportKind::Sctp).then(|| {
+        let addrs = session
+            .addrs
+            .iter()
+            .map(|a| SocketAddr::new(a.ip(), 0))
+            .collect();
+        ListenerConfig::new(addrs, channel_to_rtf(ChannelKind::AsapToPoolElement))
+            .with_kind(kind)
+            .source_for(ChannelKind::AsapToRegistrar)
+    })
+}
+
 /// The pool element configuration for a bound session listener.
 pub fn pe_config(
     opts: &RspServerOptions,
@@ -698,8 +720,9 @@ fn run_once(
     let mode = transport_mode(lib.transport);
     let tkind = mode.resolve();
     let listener = listener_config(opts, tkind);
+    let asap_listener = asap_listener_config(&listener, tkind);
     let dcfg = DriverConfig {
-        listeners: vec![listener],
+        listeners: std::iter::once(listener).chain(asap_listener).collect(),
         mode,
         signals: true,
         shutdown_grace: SHUTDOWN_GRACE,
