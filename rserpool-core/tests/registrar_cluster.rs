@@ -490,8 +490,10 @@ fn pe_taken_over_may_register_over_its_own_association() {
 fn restarted_pe_registers_over_a_new_association_before_the_old_one_is_gone() {
     // Found by the cluster simulation: a PE process restarts and registers over a new
     // association before the registrar learns that the old one is dead (jitter, or a host
-    // that rebooted within the transport's failure detection time). Refusing it left the
-    // PE out of the pool for good (it does not retry a rejected registration).
+    // that rebooted within the transport's failure detection time). The registration is
+    // refused (Non-unique PE Identifier: a live binding is never taken over by another
+    // association, not even from the same host), the old binding is probed with a
+    // keep-alive at once, and once that goes unanswered the PE's retry gets in.
     let mut net = Net::new();
     let ia = ip("10.0.0.1");
     let a = net.add_registrar("10.0.0.1", net_config(1, ia, &[]), 1);
@@ -505,16 +507,35 @@ fn restarted_pe_registers_over_a_new_association_before_the_old_one_is_gone() {
         .unwrap()
         .assoc()
         .unwrap();
+    let answers = |net: &Net, on: AssocId| -> Vec<bool> {
+        net.inbox(pe_node)
+            .iter()
+            .filter_map(|(x, m)| match m {
+                AsapMessage::RegistrationResponse(r) if *x == on => Some(r.reject),
+                _ => None,
+            })
+            .collect()
+    };
+    let keep_alives = |net: &Net| {
+        net.inbox(pe_node)
+            .iter()
+            .filter(|(_, m)| matches!(m, AsapMessage::EndpointKeepAlive(_)))
+            .count()
+    };
+    let before = keep_alives(&net);
     let fresh = register_pe(&mut net, pe_node, a, "P", 5);
-    let accepted: Vec<_> = net
-        .inbox(pe_node)
-        .iter()
-        .filter_map(|(x, m)| match m {
-            AsapMessage::RegistrationResponse(r) if *x == fresh => Some(r.reject),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(accepted, vec![false]);
+    assert_eq!(answers(&net, fresh), vec![true]);
+    assert!(keep_alives(&net) > before, "the old binding was not probed");
+    // The old process is gone: its association is found lost (by the transport, or by the
+    // probe's keep-alive timeout), which removes the stale binding ...
+    let now = net.now;
+    let reg = net.reg_mut(a);
+    rserpool_core::Machine::handle_assoc_down(reg, now, old, rserpool_core::AssocDownReason::Lost);
+    while rserpool_core::Machine::poll_output(reg).is_some() {}
+    assert!(!net.reg(a).handlespace().contains(&ph("P"), PeIdentifier(5)));
+    // ... and the restarted PE's retry is accepted.
+    let retry = register_pe(&mut net, pe_node, a, "P", 5);
+    assert_eq!(answers(&net, retry), vec![false]);
     let now_bound = net
         .reg(a)
         .handlespace()
@@ -523,10 +544,4 @@ fn restarted_pe_registers_over_a_new_association_before_the_old_one_is_gone() {
         .assoc()
         .unwrap();
     assert_ne!(now_bound, old);
-    // The old association's loss no longer removes it.
-    let now = net.now;
-    let reg = net.reg_mut(a);
-    rserpool_core::Machine::handle_assoc_down(reg, now, old, rserpool_core::AssocDownReason::Lost);
-    while rserpool_core::Machine::poll_output(reg).is_some() {}
-    assert!(net.reg(a).handlespace().contains(&ph("P"), PeIdentifier(5)));
 }
