@@ -491,7 +491,19 @@ impl FrameDecoder {
                 let n = (want - self.buf.len()).min(data.len());
                 if self.buf.capacity() - self.buf.len() < n {
                     // Grow to the frame's exact size: never beyond the frame length limit.
-                    self.buf.reserve(want - self.buf.len());
+                    // A frame that starts here and is all in `data` gets its whole size at
+                    // once (one allocation per frame, not one for the header and another
+                    // for the rest).
+                    let whole = match (self.expected, self.buf.is_empty(), data.get(4..8)) {
+                        (None, true, Some(&[a, b, c, d])) => {
+                            let len = u32::from_be_bytes([a, b, c, d]) as usize;
+                            (HEADER_LEN..=self.max_frame_len.min(data.len()))
+                                .contains(&len)
+                                .then_some(len)
+                        }
+                        _ => None,
+                    };
+                    self.buf.reserve(whole.unwrap_or(want - self.buf.len()));
                 }
                 let (head, rest) = data.split_at(n);
                 self.buf.extend_from_slice(head);
@@ -847,6 +859,40 @@ impl RtfConnection {
             self.transmit.push_back(Bytes::copy_from_slice(&header));
             self.transmit.push_back(payload);
         }
+        Ok(())
+    }
+
+    /// Like [`send`](Self::send), but writes the DATA frame (header and payload) straight
+    /// onto the end of `out`, the caller's own output buffer, instead of queueing it: no
+    /// allocation per message. The frame belongs after every chunk
+    /// [`poll_transmit`](Self::poll_transmit) handed out before, so the caller must have
+    /// taken them all first (`has_transmit()` false); otherwise nothing is written and the
+    /// message is queued as by [`send`](Self::send). The frame counts as sent at `now_us`
+    /// (idle-heartbeat timer).
+    pub fn send_into(
+        &mut self,
+        now_us: u64,
+        ppid: u32,
+        stream: u16,
+        unordered: bool,
+        payload: &[u8],
+        out: &mut BytesMut,
+    ) -> Result<(), RtfError> {
+        if self.state == State::Closed {
+            return Err(RtfError::Closed);
+        }
+        if payload.len() > self.max_payload_len() {
+            return Err(RtfError::MessageTooLong {
+                length: payload.len(),
+                max: self.max_payload_len(),
+            });
+        }
+        if !self.transmit.is_empty() {
+            return self.send(ppid, stream, unordered, Bytes::copy_from_slice(payload));
+        }
+        out.extend_from_slice(&encode_data_header(unordered, stream, ppid, payload.len()));
+        out.extend_from_slice(payload);
+        self.last_sent_us = self.last_sent_us.max(now_us);
         Ok(())
     }
 
@@ -1371,6 +1417,37 @@ mod tests {
 
     fn events(c: &mut RtfConnection) -> Vec<RtfEvent> {
         core::iter::from_fn(|| c.poll_event()).collect()
+    }
+
+    #[test]
+    fn send_into_writes_the_same_frame_as_send() {
+        let mut a = RtfConnection::connector(ChannelKind::Session, cfg(1000), 0);
+        let mut b = RtfConnection::connector(ChannelKind::Session, cfg(1000), 0);
+        // HELLO still queued: send_into queues instead of writing.
+        let mut out = BytesMut::new();
+        a.send_into(5, 11, 3, false, b"first", &mut out).unwrap();
+        assert!(out.is_empty());
+        b.send(11, 3, false, Bytes::from_static(b"first")).unwrap();
+        let drain = |c: &mut RtfConnection| {
+            let mut v = Vec::new();
+            while let Some(x) = c.poll_transmit(5) {
+                v.extend_from_slice(&x);
+            }
+            v
+        };
+        assert_eq!(drain(&mut a), drain(&mut b));
+        // Nothing queued: the frame goes straight into the caller's buffer.
+        a.send_into(7, 12, 0, true, b"second", &mut out).unwrap();
+        assert!(!a.has_transmit());
+        b.send(12, 0, true, Bytes::from_static(b"second")).unwrap();
+        assert_eq!(&out[..], &drain(&mut b)[..]);
+        let long = vec![0; a.max_payload_len() + 1];
+        let before = out.len();
+        assert!(matches!(
+            a.send_into(7, 1, 0, false, &long, &mut out),
+            Err(RtfError::MessageTooLong { .. })
+        ));
+        assert_eq!(out.len(), before);
     }
 
     #[test]

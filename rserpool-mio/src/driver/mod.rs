@@ -580,6 +580,8 @@ impl<M: Machine> Driver<M> {
             None
         };
         let sctp = config.mode != TransportMode::Tcp && sctp_available();
+        // Messages leave at the end of each wake-up, one write per association.
+        transports.set_write_batching(true);
         let machine = make(&bound, Instant::ZERO);
         Ok(Driver {
             events: Events::with_capacity(config.events_capacity.max(16)),
@@ -790,6 +792,7 @@ impl<M: Machine> Driver<M> {
     fn tick(&mut self) -> std::time::Instant {
         let s = std::time::Instant::now();
         self.now = self.to_core(s).max(self.now);
+        self.transports.set_time(s);
         s
     }
 
@@ -800,13 +803,14 @@ impl<M: Machine> Driver<M> {
     /// drains its outputs. Machine events, signals and application readiness accumulate in
     /// [`Driver::events_mut`], [`Driver::take_signals`], [`Driver::take_app_ready`].
     pub fn turn(&mut self, max_wait: Option<Duration>) -> io::Result<()> {
+        // Two clock reads per wake-up (this one and the one after the poll): on a VM each
+        // costs a system call.
         let s = self.tick();
         let before = self.out_events.len();
         self.settle(s);
         // Events produced by that drain (e.g. after a command from the application) are
         // reported now, without sleeping.
         let fresh = self.out_events.len() > before;
-        let s = std::time::Instant::now();
         let mut wait = if fresh {
             Some(Duration::ZERO)
         } else {
@@ -860,9 +864,10 @@ impl<M: Machine> Driver<M> {
         &mut self,
         mut f: impl FnMut(&mut Step<'_, M>) -> ControlFlow<R>,
     ) -> io::Result<R> {
+        let s = self.tick();
+        self.settle(s);
         loop {
-            let s = self.tick();
-            self.settle(s);
+            // Settled: by the line above the first time, by the end of `turn` after that.
             let flow = {
                 let mut step = Step {
                     machine: &mut self.machine,
@@ -966,6 +971,8 @@ impl<M: Machine> Driver<M> {
         if self.wakeup.is_some_and(|w| w <= self.now) {
             self.wakeup = None;
         }
+        // Write batching: everything sent during this wake-up leaves now.
+        self.transports.flush_pending();
     }
 
     /// Drains `poll_output` completely, then delivers the driver's own inputs (each followed

@@ -461,6 +461,8 @@ struct Gen {
     hr_message: Bytes,
     report: LoadReport,
     signals: Option<TerminationSignals>,
+    /// The time of this wake-up (one clock read per wake-up: answers are timed by it).
+    now: Instant,
 }
 
 /// Runs the load (see the [module documentation](self)). `signals` (SIGINT/SIGTERM) cut the
@@ -515,7 +517,10 @@ pub fn run(cfg: LoadConfig, mut signals: Option<TerminationSignals>) -> io::Resu
         },
         signals,
         cfg,
+        now: Instant::now(),
     };
+    // One write per association and wake-up (flushed before every poll).
+    g.transports.set_write_batching(true);
     g.run()?;
     Ok(g.report)
 }
@@ -531,12 +536,14 @@ impl Gen {
             self.base_id,
             self.cfg.registrar
         );
+        let mut now = started;
         loop {
-            let now = Instant::now();
+            self.now = now;
             self.advance(now);
             if self.phase == Phase::Done {
                 return Ok(());
             }
+            self.transports.flush_pending();
             let wait = self
                 .next_wakeup(now)
                 .map(|t| t.saturating_duration_since(now));
@@ -548,7 +555,9 @@ impl Gen {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             }
-            let now = Instant::now();
+            now = Instant::now();
+            self.now = now;
+            self.transports.set_time(now);
             for ev in events.iter() {
                 if ev.token() == SIGNAL_TOKEN {
                     let got = self
@@ -827,7 +836,7 @@ impl Gen {
                         p.up = true;
                     }
                     if self.measuring() {
-                        let now = Instant::now();
+                        let now = self.now;
                         for _ in 0..self.cfg.outstanding {
                             self.send_resolution(j, now);
                         }
@@ -955,7 +964,7 @@ impl Gen {
                 self.in_flight -= 1;
                 self.settled += 1;
                 self.report.registrations += 1;
-                self.last_registration = Some(Instant::now());
+                self.last_registration = Some(self.now);
             }
             Ok(AsapMessage::Error(e)) => {
                 warn!("PE {i}: ASAP error {:?}", e.error);
@@ -986,7 +995,7 @@ impl Gen {
         if ppid != Protocol::Asap.ppid() {
             return;
         }
-        let now = Instant::now();
+        let now = self.now;
         let ok = match AsapMessage::decode_bytes(data) {
             Ok(AsapMessage::HandleResolutionResponse(r)) => self.answer_ok(&r),
             Ok(other) => {

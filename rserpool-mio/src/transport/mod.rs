@@ -278,6 +278,12 @@ pub struct UdpOptions {
 
 const RECV_BUF: usize = 64 * 1024;
 const MAX_IOV: usize = 64;
+/// `recvmmsg` slots per SCTP read (the receive buffer is cut into this many; a longer
+/// message arrives in pieces and is reassembled).
+const RECV_SLOTS: usize = 16;
+/// RTF frames up to this size are copied into the association's output buffer (one
+/// contiguous write for many small frames); longer ones are written from their own buffer.
+const COALESCE_MAX: usize = 2048;
 /// Reads per readiness event and association before yielding to the others (fairness; the
 /// rest is read from an immediate timer).
 const READ_BUDGET: usize = 64;
@@ -328,6 +334,8 @@ struct Assoc {
     scheduled: Option<u64>,
     /// The read budget of one event ran out with data left: read again at once (timer 0).
     read_pending: bool,
+    /// Listed in [`Transports::dirty`]: written out by [`Transports::flush_pending`].
+    dirty: bool,
     io: AssocIo,
 }
 
@@ -342,10 +350,58 @@ struct TcpIo {
     rtf: RtfConnection,
     connecting: bool,
     next_addrs: VecDeque<SocketAddr>,
+    /// Output chunks, written in order, then `tail`.
     out: VecDeque<Bytes>,
+    /// Bytes of the front chunk already written.
     front_off: usize,
+    /// Small frames, copied after `out` (one buffer for many frames; its memory is reused
+    /// once written).
+    tail: BytesMut,
     write_shut: bool,
     peer_eof: bool,
+}
+
+impl TcpIo {
+    fn new(stream: TcpStream, rtf: RtfConnection, connecting: bool) -> Self {
+        TcpIo {
+            stream,
+            rtf,
+            connecting,
+            next_addrs: VecDeque::new(),
+            out: VecDeque::new(),
+            front_off: 0,
+            tail: BytesMut::new(),
+            write_shut: false,
+            peer_eof: false,
+        }
+    }
+
+    /// Appends one chunk of the RTF byte stream to the output.
+    fn push_chunk(&mut self, c: Bytes) {
+        if c.len() <= COALESCE_MAX {
+            self.tail.extend_from_slice(&c);
+        } else {
+            if !self.tail.is_empty() {
+                self.out.push_back(self.tail.split().freeze());
+            }
+            self.out.push_back(c);
+        }
+    }
+
+    /// Moves what RTF queued (HELLO, heartbeats, acks, long frames) to the output; returns
+    /// the bytes moved.
+    fn take_rtf_transmit(&mut self, now_us: u64) -> usize {
+        let mut n = 0;
+        while let Some(c) = self.rtf.poll_transmit(now_us) {
+            n += c.len();
+            self.push_chunk(c);
+        }
+        n
+    }
+
+    fn output_empty(&self) -> bool {
+        self.out.is_empty() && self.tail.is_empty()
+    }
 }
 
 struct SctpIo {
@@ -431,17 +487,35 @@ impl Assoc {
         }
     }
 
-    /// Queues a message (cap already checked).
-    fn enqueue(&mut self, ppid: u32, stream: u16, data: Bytes) -> Result<(), SendError> {
+    /// Queues a message (cap already checked). TCP: the frame goes into the output at once
+    /// (small frames are copied into the output buffer, no allocation per message).
+    fn enqueue(
+        &mut self,
+        ppid: u32,
+        stream: u16,
+        data: Bytes,
+        now_us: u64,
+    ) -> Result<(), SendError> {
         match &mut self.io {
             AssocIo::Tcp(t) => {
                 let max = t.rtf.max_payload_len();
-                t.rtf.send(ppid, stream, false, data).map_err(|e| match e {
+                let map = |e| match e {
                     rserpool_proto::rtf::RtfError::MessageTooLong { length, .. } => {
                         SendError::TooLarge { len: length, max }
                     }
                     _ => SendError::Closed,
-                })?;
+                };
+                self.queued += t.take_rtf_transmit(now_us);
+                if data.len() <= COALESCE_MAX {
+                    let before = t.tail.len();
+                    t.rtf
+                        .send_into(now_us, ppid, stream, false, &data, &mut t.tail)
+                        .map_err(map)?;
+                    self.queued += t.tail.len() - before;
+                } else {
+                    t.rtf.send(ppid, stream, false, data).map_err(map)?;
+                }
+                self.queued += t.take_rtf_transmit(now_us);
             }
             AssocIo::Sctp(s) => {
                 if data.is_empty() {
@@ -470,14 +544,11 @@ impl Assoc {
         }
         match &mut self.io {
             AssocIo::Tcp(t) => {
-                while let Some(c) = t.rtf.poll_transmit(now_us) {
-                    self.queued += c.len();
-                    t.out.push_back(c);
-                }
+                self.queued += t.take_rtf_transmit(now_us);
                 if t.connecting || t.write_shut {
                     return;
                 }
-                while !t.out.is_empty() {
+                while !t.output_empty() {
                     let mut slices = [IoSlice::new(&[]); MAX_IOV];
                     let mut n = 0;
                     for (i, c) in t.out.iter().take(MAX_IOV).enumerate() {
@@ -491,7 +562,20 @@ impl Assoc {
                             n = i + 1;
                         }
                     }
-                    match t.stream.write_vectored(slices.get(..n).unwrap_or_default()) {
+                    if n == t.out.len()
+                        && !t.tail.is_empty()
+                        && let Some(s) = slices.get_mut(n)
+                    {
+                        *s = IoSlice::new(&t.tail);
+                        n += 1;
+                    }
+                    let r = if n == 1 {
+                        // One buffer: plain write (cheaper than writev for the kernel).
+                        t.stream.write(slices.first().map_or(&[][..], |s| &s[..]))
+                    } else {
+                        t.stream.write_vectored(slices.get(..n).unwrap_or_default())
+                    };
+                    match r {
                         Ok(0) => {
                             self.write_error = Some(io::ErrorKind::WriteZero.into());
                             return;
@@ -510,6 +594,15 @@ impl Assoc {
                                     written = 0;
                                 }
                             }
+                            if written > 0 {
+                                let k = written.min(t.tail.len());
+                                bytes::Buf::advance(&mut t.tail, k);
+                                if t.tail.is_empty() {
+                                    // Written out: the next frames start at the buffer's
+                                    // beginning again (no new allocation).
+                                    t.tail.clear();
+                                }
+                            }
                         }
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -519,7 +612,7 @@ impl Assoc {
                         }
                     }
                 }
-                if t.out.is_empty() && self.linger_until.is_some() && !t.write_shut {
+                if t.output_empty() && self.linger_until.is_some() && !t.write_shut {
                     // Graceful close: FIN after the last queued frame.
                     let _ = t.stream.shutdown(std::net::Shutdown::Write);
                     t.write_shut = true;
@@ -529,11 +622,35 @@ impl Assoc {
                 if s.connecting || s.write_shut {
                     return;
                 }
-                while let Some((ppid, stream, data)) = s.out.front() {
-                    match s.sock.send(*ppid, *stream, data) {
-                        Ok(_) => {
-                            self.queued = self.queued.saturating_sub(data.len());
-                            s.out.pop_front();
+                while !s.out.is_empty() {
+                    // All queued messages with one sendmmsg (MAX_BATCH at a time). When
+                    // fewer than offered were sent, the next round finds out why (full
+                    // socket: WouldBlock; or the error).
+                    let r = {
+                        let mut msgs = [sys::OutMessage {
+                            ppid: 0,
+                            stream: 0,
+                            data: &[],
+                        }; sys::MAX_BATCH];
+                        let mut n = 0;
+                        for ((ppid, stream, data), m) in s.out.iter().zip(msgs.iter_mut()) {
+                            *m = sys::OutMessage {
+                                ppid: *ppid,
+                                stream: *stream,
+                                data,
+                            };
+                            n += 1;
+                        }
+                        s.sock.send_batch(msgs.get(..n).unwrap_or_default())
+                    };
+                    match r {
+                        Ok(0) => return,
+                        Ok(sent) => {
+                            for _ in 0..sent {
+                                if let Some((_, _, data)) = s.out.pop_front() {
+                                    self.queued = self.queued.saturating_sub(data.len());
+                                }
+                            }
                         }
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -572,10 +689,14 @@ impl Assoc {
     }
 
     /// Drives the association after a readiness event (or right after creation).
-    fn drive(&mut self, readable: bool, writable: bool, ctx: &mut Ctx<'_>) -> Fate {
+    /// `read_all`: read until `WouldBlock`; otherwise a short read (fewer bytes or messages
+    /// than asked for) ends the reading: the socket was empty then, and data arriving
+    /// after it is a new edge (a new event). Read until `WouldBlock` whenever the event
+    /// also reported an error or the peer's end of stream, and when no event told us.
+    fn drive(&mut self, readable: bool, writable: bool, read_all: bool, ctx: &mut Ctx<'_>) -> Fate {
         let fate = match &self.io {
-            AssocIo::Tcp(_) => self.drive_tcp(readable, writable, ctx),
-            AssocIo::Sctp(_) => self.drive_sctp(readable, writable, ctx),
+            AssocIo::Tcp(_) => self.drive_tcp(readable, writable, read_all, ctx),
+            AssocIo::Sctp(_) => self.drive_sctp(readable, writable, read_all, ctx),
         };
         if fate != Fate::Keep {
             return fate;
@@ -584,7 +705,13 @@ impl Assoc {
         Fate::Keep
     }
 
-    fn drive_tcp(&mut self, readable: bool, writable: bool, ctx: &mut Ctx<'_>) -> Fate {
+    fn drive_tcp(
+        &mut self,
+        readable: bool,
+        writable: bool,
+        read_all: bool,
+        ctx: &mut Ctx<'_>,
+    ) -> Fate {
         let AssocIo::Tcp(t) = &mut self.io else {
             return Fate::Keep;
         };
@@ -626,9 +753,13 @@ impl Assoc {
                         t.peer_eof = true;
                         break;
                     }
-                    Ok(n) => t
-                        .rtf
-                        .handle_input(ctx.now_us, ctx.buf.get(..n).unwrap_or_default()),
+                    Ok(n) => {
+                        t.rtf
+                            .handle_input(ctx.now_us, ctx.buf.get(..n).unwrap_or_default());
+                        if n < ctx.buf.len() && !read_all {
+                            break;
+                        }
+                    }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(e) => {
@@ -721,7 +852,13 @@ impl Assoc {
         fate
     }
 
-    fn drive_sctp(&mut self, readable: bool, writable: bool, ctx: &mut Ctx<'_>) -> Fate {
+    fn drive_sctp(
+        &mut self,
+        readable: bool,
+        writable: bool,
+        read_all: bool,
+        ctx: &mut Ctx<'_>,
+    ) -> Fate {
         let AssocIo::Sctp(s) = &mut self.io else {
             return Fate::Keep;
         };
@@ -737,7 +874,9 @@ impl Assoc {
             return Fate::Keep;
         }
         self.read_pending = false;
-        let mut budget = READ_BUDGET * 4;
+        // Up to RECV_SLOTS messages per recvmmsg; READ_BUDGET * 4 messages per event.
+        let mut budget = READ_BUDGET * 4 / RECV_SLOTS;
+        let slot = ctx.buf.len() / RECV_SLOTS;
         loop {
             if budget == 0 {
                 self.read_pending = true;
@@ -747,12 +886,9 @@ impl Assoc {
             let AssocIo::Sctp(s) = &mut self.io else {
                 return Fate::Keep;
             };
-            let r = match s.sock.recv(ctx.buf) {
-                Ok(Some(r)) => r,
-                Ok(None) => {
-                    self.down(DownReason::Shutdown, ctx.out);
-                    return Fate::Remove { abort: false };
-                }
+            let mut got = [sys::Received::default(); RECV_SLOTS];
+            let n = match s.sock.recv_batch(ctx.buf, &mut got) {
+                Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Fate::Keep,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 // A one-to-one socket still setting up its association has nothing to read.
@@ -769,51 +905,65 @@ impl Assoc {
                     return Fate::Remove { abort: false };
                 }
             };
-            let data = ctx.buf.get(..r.len).unwrap_or_default();
-            if r.notification {
-                if s.discard || !r.end_of_record {
-                    // Notifications this large are not ones we act on.
+            for (i, r) in got.iter().take(n).enumerate() {
+                let AssocIo::Sctp(s) = &mut self.io else {
+                    return Fate::Keep;
+                };
+                if r.len == 0 && !r.notification {
+                    // End of stream.
+                    self.down(DownReason::Shutdown, ctx.out);
+                    return Fate::Remove { abort: false };
+                }
+                let start = i * slot;
+                let data = ctx.buf.get(start..start + r.len).unwrap_or_default();
+                if r.notification {
+                    if s.discard || !r.end_of_record {
+                        // Notifications this large are not ones we act on.
+                        s.discard = !r.end_of_record;
+                        continue;
+                    }
+                    let mut note = [0u8; 64];
+                    let n = data.len().min(note.len());
+                    if let (Some(dst), Some(src)) = (note.get_mut(..n), data.get(..n)) {
+                        dst.copy_from_slice(src);
+                    }
+                    let fate = self.sctp_notification(note.get(..n).unwrap_or_default(), ctx);
+                    if fate != Fate::Keep {
+                        return fate;
+                    }
+                    continue;
+                }
+                if s.discard {
                     s.discard = !r.end_of_record;
                     continue;
                 }
-                let mut note = [0u8; 64];
-                let n = data.len().min(note.len());
-                if let (Some(dst), Some(src)) = (note.get_mut(..n), data.get(..n)) {
-                    dst.copy_from_slice(src);
+                if s.reasm.len() + data.len() > ctx.cfg.max_message_len {
+                    // Never buffer beyond the limit: abort the association.
+                    self.down(DownReason::ProtocolError, ctx.out);
+                    return Fate::Remove { abort: true };
                 }
-                let fate = self.sctp_notification(note.get(..n).unwrap_or_default(), ctx);
-                if fate != Fate::Keep {
-                    return fate;
+                let info = r.info.unwrap_or_default();
+                if !r.end_of_record {
+                    s.reasm.extend_from_slice(data);
+                    continue;
                 }
-                continue;
+                let msg = if s.reasm.is_empty() {
+                    Bytes::copy_from_slice(data)
+                } else {
+                    s.reasm.extend_from_slice(data);
+                    s.reasm.split().freeze()
+                };
+                if self.attached && self.announced {
+                    ctx.out.push(TransportEvent::Message {
+                        assoc: self.id,
+                        ppid: info.ppid,
+                        stream: info.stream,
+                        data: msg,
+                    });
+                }
             }
-            if s.discard {
-                s.discard = !r.end_of_record;
-                continue;
-            }
-            if s.reasm.len() + data.len() > ctx.cfg.max_message_len {
-                // Never buffer beyond the limit: abort the association.
-                self.down(DownReason::ProtocolError, ctx.out);
-                return Fate::Remove { abort: true };
-            }
-            let info = r.info.unwrap_or_default();
-            if !r.end_of_record {
-                s.reasm.extend_from_slice(data);
-                continue;
-            }
-            let msg = if s.reasm.is_empty() {
-                Bytes::copy_from_slice(data)
-            } else {
-                s.reasm.extend_from_slice(data);
-                s.reasm.split().freeze()
-            };
-            if self.attached && self.announced {
-                ctx.out.push(TransportEvent::Message {
-                    assoc: self.id,
-                    ppid: info.ppid,
-                    stream: info.stream,
-                    data: msg,
-                });
+            if n < RECV_SLOTS && !read_all {
+                return Fate::Keep;
             }
         }
     }
@@ -884,7 +1034,7 @@ impl Assoc {
             return Fate::Remove { abort: true };
         }
         if self.read_pending {
-            return self.drive(true, false, ctx);
+            return self.drive(true, false, true, ctx);
         }
         if let AssocIo::Tcp(t) = &mut self.io {
             t.rtf.handle_timeout(ctx.now_us);
@@ -914,6 +1064,12 @@ pub struct Transports {
     epoch: Instant,
     timers: BinaryHeap<Reverse<(u64, usize, u64)>>,
     buf: Vec<u8>,
+    /// Write batching on ([`Transports::set_write_batching`]).
+    batching: bool,
+    /// Associations with output not yet written (slot, generation).
+    dirty: Vec<(usize, u64)>,
+    /// The latest time seen (µs since `epoch`): events, timeouts, [`Transports::set_time`].
+    last_us: u64,
 }
 
 impl std::fmt::Debug for Transports {
@@ -948,7 +1104,61 @@ impl Transports {
             epoch: Instant::now(),
             timers: BinaryHeap::new(),
             buf: vec![0; RECV_BUF],
+            batching: false,
+            dirty: Vec::new(),
+            last_us: 0,
         })
+    }
+
+    /// Write batching: with it on, [`Transports::send`] only queues (no system call, no
+    /// clock read) and [`Transports::flush_pending`] writes every association's queue at
+    /// once — one `write`/`writev` (TCP) or `sendmmsg` (SCTP) per association instead of
+    /// one system call per message. The caller must call `flush_pending` before it sleeps
+    /// (the mio driver does so at the end of every wake-up). Off by default: every `send`
+    /// writes at once. Turning it off flushes.
+    pub fn set_write_batching(&mut self, on: bool) {
+        self.batching = on;
+        if !on {
+            self.flush_pending();
+        }
+    }
+
+    /// True when write batching is on.
+    pub fn write_batching(&self) -> bool {
+        self.batching
+    }
+
+    /// Tells the transports the time (the caller read the clock anyway): queued sends and
+    /// flushes under write batching are stamped with the latest time seen
+    /// ([`Transports::handle_event`], [`Transports::handle_timeout`] and this).
+    pub fn set_time(&mut self, now: Instant) {
+        self.last_us = self.last_us.max(self.us(now));
+    }
+
+    /// Writes what [`Transports::send`] queued under write batching, as far as each socket
+    /// takes it now (the rest follows on `WRITABLE`). Cheap when nothing is pending.
+    pub fn flush_pending(&mut self) {
+        if self.dirty.is_empty() {
+            return;
+        }
+        let now_us = self.last_us;
+        let mut dirty = std::mem::take(&mut self.dirty);
+        for &(idx, generation) in &dirty {
+            let Some(Some(entry)) = self.entries.get_mut(idx) else {
+                continue;
+            };
+            if entry.generation != generation {
+                continue;
+            }
+            let Slot::Assoc(a) = &mut entry.slot else {
+                continue;
+            };
+            a.dirty = false;
+            a.flush(now_us);
+            self.schedule(idx);
+        }
+        dirty.clear();
+        self.dirty = dirty;
     }
 
     /// The configuration in force.
@@ -1234,14 +1444,12 @@ impl Transports {
                     }
                 };
                 AssocIo::Tcp(TcpIo {
-                    stream,
-                    rtf: RtfConnection::connector(channel, self.config.rtf(), now_us),
-                    connecting: true,
                     next_addrs: rest,
-                    out: VecDeque::new(),
-                    front_off: 0,
-                    write_shut: false,
-                    peer_eof: false,
+                    ..TcpIo::new(
+                        stream,
+                        RtfConnection::connector(channel, self.config.rtf(), now_us),
+                        true,
+                    )
                 })
             }
             TransportKind::Sctp => AssocIo::Sctp(SctpIo {
@@ -1266,6 +1474,7 @@ impl Transports {
             write_error: None,
             scheduled: None,
             read_pending: false,
+            dirty: false,
             io,
         };
         let idx = self.alloc(Slot::Assoc(Box::new(assoc)))?;
@@ -1294,8 +1503,17 @@ impl Transports {
     ) -> Result<(), SendError> {
         let cap = self.config.max_queued_bytes;
         let max = self.config.max_message_len;
-        let now_us = self.us(Instant::now());
+        let batching = self.batching;
+        let now_us = if batching {
+            self.last_us
+        } else {
+            self.us(Instant::now())
+        };
         let idx = *self.assocs.get(&assoc).ok_or(SendError::UnknownAssoc)?;
+        let generation = match self.entries.get(idx) {
+            Some(Some(e)) => e.generation,
+            _ => return Err(SendError::UnknownAssoc),
+        };
         let a = self.assoc_mut(idx).ok_or(SendError::UnknownAssoc)?;
         if !a.attached || a.linger_until.is_some() || a.write_error.is_some() {
             return Err(SendError::Closed);
@@ -1306,15 +1524,34 @@ impl Transports {
                 max,
             });
         }
-        if a.queued > 0 && a.queued.saturating_add(payload.len()) > cap {
+        let over = |a: &Assoc| a.queued > 0 && a.queued.saturating_add(payload.len()) > cap;
+        if over(a) && batching {
+            // Under write batching the queue holds what this wake-up sent: write it now, so
+            // that "queue full" still means "the socket does not take more".
+            a.flush(now_us);
+            let failed = a.write_error.is_some();
+            if failed {
+                self.schedule(idx);
+                return Err(SendError::Closed);
+            }
+        }
+        let a = self.assoc_mut(idx).ok_or(SendError::UnknownAssoc)?;
+        if over(a) {
             return Err(SendError::QueueFull {
                 queued: a.queued,
                 cap,
             });
         }
-        a.enqueue(ppid, stream, payload)?;
-        a.flush(now_us);
-        self.schedule(idx);
+        a.enqueue(ppid, stream, payload, now_us)?;
+        if batching {
+            if !a.dirty {
+                a.dirty = true;
+                self.dirty.push((idx, generation));
+            }
+        } else {
+            a.flush(now_us);
+            self.schedule(idx);
+        }
         Ok(())
     }
 
@@ -1558,7 +1795,8 @@ impl Transports {
         let idx = event.token().0 - self.token_base;
         let readable = event.is_readable() || event.is_read_closed() || event.is_error();
         let writable = event.is_writable() || event.is_error() || event.is_write_closed();
-        self.drive_idx(idx, readable, writable, now, out);
+        let read_all = event.is_read_closed() || event.is_error();
+        self.drive_idx(idx, readable, writable, read_all, now, out);
     }
 
     fn drive_idx(
@@ -1566,10 +1804,12 @@ impl Transports {
         idx: usize,
         readable: bool,
         writable: bool,
+        read_all: bool,
         now: Instant,
         out: &mut Vec<TransportEvent>,
     ) {
         let now_us = self.us(now);
+        self.last_us = self.last_us.max(now_us);
         let Some(Some(entry)) = self.entries.get_mut(idx) else {
             return;
         };
@@ -1594,7 +1834,7 @@ impl Transports {
                     cfg: &self.config,
                     out,
                 };
-                let fate = a.drive(readable, writable, &mut ctx);
+                let fate = a.drive(readable, writable, read_all, &mut ctx);
                 self.settle(idx, fate, out);
             }
         }
@@ -1615,16 +1855,11 @@ impl Transports {
                     Ok((stream, _)) => {
                         let _ = stream.set_nodelay(true);
                         (
-                            AssocIo::Tcp(TcpIo {
+                            AssocIo::Tcp(TcpIo::new(
                                 stream,
-                                rtf: RtfConnection::acceptor(*kinds, self.config.rtf(), now_us),
-                                connecting: false,
-                                next_addrs: VecDeque::new(),
-                                out: VecDeque::new(),
-                                front_off: 0,
-                                write_shut: false,
-                                peer_eof: false,
-                            }),
+                                RtfConnection::acceptor(*kinds, self.config.rtf(), now_us),
+                                false,
+                            )),
                             *id,
                             *kinds,
                         )
@@ -1667,6 +1902,7 @@ impl Transports {
                 write_error: None,
                 scheduled: None,
                 read_pending: false,
+                dirty: false,
                 io,
             };
             let id = assoc.id;
@@ -1688,7 +1924,7 @@ impl Transports {
                 a.up_event(peer, local, out);
             }
             let now = self.epoch + Duration::from_micros(now_us);
-            self.drive_idx(new_idx, true, true, now, out);
+            self.drive_idx(new_idx, true, true, true, now, out);
         }
     }
 
@@ -1711,6 +1947,7 @@ impl Transports {
     /// errors) and appends what happened to `out`.
     pub fn handle_timeout(&mut self, now: Instant, out: &mut Vec<TransportEvent>) {
         let now_us = self.us(now);
+        self.last_us = self.last_us.max(now_us);
         while let Some(Reverse((d, idx, generation))) = self.timers.peek().copied() {
             if d > now_us {
                 break;

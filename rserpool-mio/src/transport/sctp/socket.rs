@@ -165,6 +165,16 @@ impl SctpSocket {
         sys::send_message(self.sock.as_fd(), ppid, stream, 0, data)
     }
 
+    /// Sends several whole messages with one `sendmmsg` (see [`sys::send_messages`]).
+    pub fn send_batch(&self, msgs: &[sys::OutMessage<'_>]) -> io::Result<usize> {
+        sys::send_messages(self.sock.as_fd(), msgs)
+    }
+
+    /// Several `recvmsg`s with one `recvmmsg` (see [`sys::recv_messages`]).
+    pub fn recv_batch(&self, buf: &mut [u8], out: &mut [sys::Received]) -> io::Result<usize> {
+        sys::recv_messages(self.sock.as_fd(), buf, out)
+    }
+
     /// One `recvmsg`; `Ok(None)` at end of stream.
     pub fn recv(&self, buf: &mut [u8]) -> io::Result<Option<sys::Received>> {
         sys::recv_message(self.sock.as_fd(), buf)
