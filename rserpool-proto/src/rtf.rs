@@ -393,6 +393,26 @@ impl std::error::Error for RtfError {}
 /// bytes arrive.
 const PREALLOCATE_MAX: usize = 64 * 1024;
 
+/// The length of the run of complete frames at the start of `data` that a decoder buffers
+/// (the first frame of any type except an extension, then DATA frames), each no longer
+/// than `max_frame_len`; 0 when the first frame is not complete.
+fn complete_frames_len(data: &[u8], max_frame_len: usize) -> usize {
+    let mut off = 0;
+    while let Some(&[ty, _, _, _, a, b, c, d]) = data.get(off..off + 8) {
+        let len = u32::from_be_bytes([a, b, c, d]) as usize;
+        let buffered = if off == 0 {
+            ty < frame_type::FIRST_EXTENSION
+        } else {
+            ty == frame_type::DATA
+        };
+        if !buffered || len < HEADER_LEN || len > max_frame_len || len > data.len() - off {
+            break;
+        }
+        off += len;
+    }
+    off
+}
+
 /// Incremental RTF decoder: feed arbitrary chunks, get whole frames.
 ///
 /// Memory is bounded: at most one frame in progress is buffered, and a frame longer than
@@ -491,19 +511,15 @@ impl FrameDecoder {
                 let n = (want - self.buf.len()).min(data.len());
                 if self.buf.capacity() - self.buf.len() < n {
                     // Grow to the frame's exact size: never beyond the frame length limit.
-                    // A frame that starts here and is all in `data` gets its whole size at
-                    // once (one allocation per frame, not one for the header and another
-                    // for the rest).
-                    let whole = match (self.expected, self.buf.is_empty(), data.get(4..8)) {
-                        (None, true, Some(&[a, b, c, d])) => {
-                            let len = u32::from_be_bytes([a, b, c, d]) as usize;
-                            (HEADER_LEN..=self.max_frame_len.min(data.len()))
-                                .contains(&len)
-                                .then_some(len)
-                        }
-                        _ => None,
+                    // Frames that start here and are all in `data` get one buffer for all
+                    // of them (each frame is then split off it: one allocation per read,
+                    // not one for each header and another for each frame's rest).
+                    let whole = if self.expected.is_none() && self.buf.is_empty() {
+                        complete_frames_len(data, self.max_frame_len)
+                    } else {
+                        0
                     };
-                    self.buf.reserve(whole.unwrap_or(want - self.buf.len()));
+                    self.buf.reserve(whole.max(want - self.buf.len()));
                 }
                 let (head, rest) = data.split_at(n);
                 self.buf.extend_from_slice(head);

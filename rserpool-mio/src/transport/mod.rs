@@ -905,6 +905,15 @@ impl Assoc {
                     return Fate::Remove { abort: false };
                 }
             };
+            // One buffer for the whole messages of this batch (each is split off it): one
+            // allocation per read, not per message.
+            let whole: usize = got
+                .iter()
+                .take(n)
+                .filter(|r| !r.notification && r.end_of_record)
+                .map(|r| r.len)
+                .sum();
+            let mut block = BytesMut::with_capacity(whole);
             for (i, r) in got.iter().take(n).enumerate() {
                 let AssocIo::Sctp(s) = &mut self.io else {
                     return Fate::Keep;
@@ -948,7 +957,8 @@ impl Assoc {
                     continue;
                 }
                 let msg = if s.reasm.is_empty() {
-                    Bytes::copy_from_slice(data)
+                    block.extend_from_slice(data);
+                    block.split().freeze()
                 } else {
                     s.reasm.extend_from_slice(data);
                     s.reasm.split().freeze()
