@@ -534,6 +534,11 @@ pub fn main_with(opts: RegistrarOptions) -> ExitCode {
     }
     super::common::init_logging_or_exit("rspregistrar", &opts.log);
     warn_unsupported(&opts);
+    // One fd per association: lift the soft limit (often 1,024) to the hard one.
+    match crate::transport::raise_nofile_limit() {
+        Ok(n) => debug!("open file limit {n}"),
+        Err(e) => warn!("cannot raise the open file limit: {e}"),
+    }
     let mut rng = os_rng();
     let mut banner = !opts.quiet;
     loop {
