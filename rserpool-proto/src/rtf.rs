@@ -758,7 +758,6 @@ pub struct RtfConnection {
     last_sent_us: u64,
     last_received_us: u64,
     last_rtt_us: Option<u64>,
-    scratch: Vec<Frame>,
 }
 
 /// DATA payloads up to this size are copied behind their header into one chunk; longer ones
@@ -802,7 +801,6 @@ impl RtfConnection {
             last_sent_us: now_us,
             last_received_us: now_us,
             last_rtt_us: None,
-            scratch: Vec::new(),
         }
     }
 
@@ -919,22 +917,34 @@ impl RtfConnection {
             return;
         }
         self.last_received_us = self.last_received_us.max(now_us);
-        let mut frames = core::mem::take(&mut self.scratch);
-        let result = self.decoder.decode(data, |f| frames.push(f));
-        for frame in frames.drain(..) {
-            if self.state == State::Closed {
-                break;
-            }
-            if let Err(e) = self.handle_frame(now_us, frame) {
+        // Frames are handled as they are decoded (the decoder is moved out meanwhile; the
+        // stand-in allocates nothing): no per-connection frame list to keep.
+        let mut decoder = core::mem::replace(&mut self.decoder, FrameDecoder::new(0));
+        let result = decoder.decode(data, |frame| {
+            if self.state != State::Closed
+                && let Err(e) = self.handle_frame(now_us, frame)
+            {
                 self.fail(e);
             }
-        }
-        self.scratch = frames;
+        });
+        self.decoder = decoder;
         if let Err(e) = result
             && self.state != State::Closed
         {
             self.fail(e);
         }
+    }
+
+    /// [`handle_input`](Self::handle_input), with the events appended to the caller's
+    /// `events` (after any the connection still held) instead of the connection's own queue:
+    /// a caller driving many connections shares one event buffer among them, and idle
+    /// connections keep no event memory. [`poll_event`](Self::poll_event) still returns
+    /// events from the other inputs (`handle_eof`, `handle_timeout`).
+    pub fn handle_input_into(&mut self, now_us: u64, data: &[u8], events: &mut VecDeque<RtfEvent>) {
+        events.extend(self.events.drain(..));
+        core::mem::swap(&mut self.events, events);
+        self.handle_input(now_us, data);
+        core::mem::swap(&mut self.events, events);
     }
 
     /// The peer ended its byte stream (read returned 0). At a frame boundary this is a
@@ -1033,6 +1043,11 @@ impl RtfConnection {
     pub fn poll_transmit(&mut self, now_us: u64) -> Option<Bytes> {
         let chunk = self.transmit.pop_front()?;
         self.last_sent_us = self.last_sent_us.max(now_us);
+        if self.transmit.is_empty() {
+            // Only HELLO, heartbeats and callers of `send` use this queue; an idle
+            // connection keeps no memory for it.
+            self.transmit = VecDeque::new();
+        }
         Some(chunk)
     }
 
@@ -1433,6 +1448,31 @@ mod tests {
 
     fn events(c: &mut RtfConnection) -> Vec<RtfEvent> {
         core::iter::from_fn(|| c.poll_event()).collect()
+    }
+
+    #[test]
+    fn handle_input_into_uses_the_callers_event_buffer() {
+        let mut a = RtfConnection::connector(ChannelKind::Session, cfg(1000), 0);
+        let mut b = RtfConnection::acceptor(ChannelKind::Session.into(), cfg(1000), 0);
+        a.send(11, 0, false, Bytes::from_static(b"x")).unwrap();
+        let mut wire = Vec::new();
+        while let Some(c) = a.poll_transmit(1) {
+            wire.extend_from_slice(&c);
+        }
+        let mut events = VecDeque::new();
+        b.handle_input_into(2, &wire, &mut events);
+        assert!(b.poll_event().is_none());
+        assert_eq!(events.len(), 2);
+        assert!(matches!(events[0], RtfEvent::Up { .. }));
+        assert!(matches!(&events[1], RtfEvent::Data { payload, .. } if &payload[..] == b"x"));
+        // A protocol error still lands in the caller's buffer.
+        events.clear();
+        let hello_len = u32::from_be_bytes([wire[4], wire[5], wire[6], wire[7]]) as usize;
+        b.handle_input_into(3, &wire[..hello_len], &mut events);
+        assert!(matches!(
+            events[0],
+            RtfEvent::ProtocolError(RtfError::DuplicateHello)
+        ));
     }
 
     #[test]

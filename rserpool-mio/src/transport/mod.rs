@@ -341,7 +341,8 @@ struct Assoc {
 
 #[allow(clippy::large_enum_variant)] // stored inside `Box<Assoc>`; one allocation per association either way
 enum AssocIo {
-    Tcp(TcpIo),
+    /// Boxed: an SCTP association does not pay for the TCP mapping's larger state.
+    Tcp(Box<TcpIo>),
     Sctp(SctpIo),
 }
 
@@ -404,10 +405,51 @@ impl TcpIo {
     }
 }
 
+/// One queued SCTP message: PPID, stream, payload.
+type OutMsg = (u32, u16, Bytes);
+
+/// An SCTP send queue holding its first message inline: an association that has one
+/// message at a time to send (a PE's keep-alive) needs no heap memory for its queue.
+#[derive(Debug, Default)]
+struct OutQueue {
+    first: Option<OutMsg>,
+    /// The rest, in order (empty whenever `first` is).
+    rest: VecDeque<OutMsg>,
+}
+
+impl OutQueue {
+    fn push_back(&mut self, m: OutMsg) {
+        if self.first.is_none() {
+            self.first = Some(m);
+        } else {
+            self.rest.push_back(m);
+        }
+    }
+
+    fn pop_front(&mut self) -> Option<OutMsg> {
+        let m = self.first.take()?;
+        self.first = self.rest.pop_front();
+        Some(m)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.first.is_none()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &OutMsg> {
+        self.first.iter().chain(self.rest.iter())
+    }
+
+    fn clear(&mut self) {
+        self.first = None;
+        self.rest.clear();
+    }
+}
+
 struct SctpIo {
     sock: SctpSocket,
     connecting: bool,
-    out: VecDeque<(u32, u16, Bytes)>,
+    out: OutQueue,
     reasm: BytesMut,
     /// Skipping the rest of an over-long message or notification until MSG_EOR.
     discard: bool,
@@ -431,6 +473,8 @@ struct Ctx<'a> {
     buf: &'a mut [u8],
     cfg: &'a TransportConfig,
     out: &'a mut Vec<TransportEvent>,
+    /// RTF events of the association being driven (one buffer for all associations).
+    rtf_events: &'a mut VecDeque<RtfEvent>,
 }
 
 fn is_reset(e: &io::Error) -> bool {
@@ -712,6 +756,7 @@ impl Assoc {
         read_all: bool,
         ctx: &mut Ctx<'_>,
     ) -> Fate {
+        ctx.rtf_events.clear();
         let AssocIo::Tcp(t) = &mut self.io else {
             return Fate::Keep;
         };
@@ -754,8 +799,11 @@ impl Assoc {
                         break;
                     }
                     Ok(n) => {
-                        t.rtf
-                            .handle_input(ctx.now_us, ctx.buf.get(..n).unwrap_or_default());
+                        t.rtf.handle_input_into(
+                            ctx.now_us,
+                            ctx.buf.get(..n).unwrap_or_default(),
+                            ctx.rtf_events,
+                        );
                         if n < ctx.buf.len() && !read_all {
                             break;
                         }
@@ -807,7 +855,11 @@ impl Assoc {
             let AssocIo::Tcp(t) = &mut self.io else {
                 return fate;
             };
-            let Some(ev) = t.rtf.poll_event() else { break };
+            // Events of the inputs just read (shared buffer) come before those of EOF and
+            // timers (the connection's own queue).
+            let Some(ev) = ctx.rtf_events.pop_front().or_else(|| t.rtf.poll_event()) else {
+                break;
+            };
             match ev {
                 RtfEvent::Up { channel_kind, .. } => {
                     self.channel = Some(channel_kind);
@@ -1080,6 +1132,8 @@ pub struct Transports {
     dirty: Vec<(usize, u64)>,
     /// The latest time seen (µs since `epoch`): events, timeouts, [`Transports::set_time`].
     last_us: u64,
+    /// RTF events being handled (shared by all TCP associations).
+    rtf_events: VecDeque<RtfEvent>,
 }
 
 impl std::fmt::Debug for Transports {
@@ -1117,6 +1171,7 @@ impl Transports {
             batching: false,
             dirty: Vec::new(),
             last_us: 0,
+            rtf_events: VecDeque::new(),
         })
     }
 
@@ -1453,19 +1508,19 @@ impl Transports {
                         return Err(last_err.unwrap_or_else(|| io::ErrorKind::InvalidInput.into()));
                     }
                 };
-                AssocIo::Tcp(TcpIo {
+                AssocIo::Tcp(Box::new(TcpIo {
                     next_addrs: rest,
                     ..TcpIo::new(
                         stream,
                         RtfConnection::connector(channel, self.config.rtf(), now_us),
                         true,
                     )
-                })
+                }))
             }
             TransportKind::Sctp => AssocIo::Sctp(SctpIo {
                 sock: SctpSocket::connect(addrs, &self.config.sctp)?,
                 connecting: true,
-                out: VecDeque::new(),
+                out: OutQueue::default(),
                 reasm: BytesMut::new(),
                 discard: false,
                 sndbuf: 0,
@@ -1843,6 +1898,7 @@ impl Transports {
                     buf: &mut self.buf,
                     cfg: &self.config,
                     out,
+                    rtf_events: &mut self.rtf_events,
                 };
                 let fate = a.drive(readable, writable, read_all, &mut ctx);
                 self.settle(idx, fate, out);
@@ -1865,11 +1921,11 @@ impl Transports {
                     Ok((stream, _)) => {
                         let _ = stream.set_nodelay(true);
                         (
-                            AssocIo::Tcp(TcpIo::new(
+                            AssocIo::Tcp(Box::new(TcpIo::new(
                                 stream,
                                 RtfConnection::acceptor(*kinds, self.config.rtf(), now_us),
                                 false,
-                            )),
+                            ))),
                             *id,
                             *kinds,
                         )
@@ -1885,7 +1941,7 @@ impl Transports {
                         AssocIo::Sctp(SctpIo {
                             sock: s,
                             connecting: false,
-                            out: VecDeque::new(),
+                            out: OutQueue::default(),
                             reasm: BytesMut::new(),
                             discard: false,
                             sndbuf: 0,
@@ -1981,6 +2037,7 @@ impl Transports {
                 buf: &mut self.buf,
                 cfg: &self.config,
                 out,
+                rtf_events: &mut self.rtf_events,
             };
             let fate = a.timeout(&mut ctx);
             self.settle(idx, fate, out);
