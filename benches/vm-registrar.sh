@@ -28,6 +28,9 @@ SAT_DURATION=${SAT_DURATION:-60}
 SAT_PES=${SAT_PES:-10000}
 JOIN_PES=${JOIN_PES:-10000}
 PHASES=${PHASES:-"resolve keepalive saturate join"}
+IMPLS=${IMPLS:-"rsplib ours"}
+# Extra options for our registrar (e.g. OUR_OPTS=-timerslack=5).
+OUR_OPTS=${OUR_OPTS:-}
 H1=10.99.0.11
 H3=10.99.0.13
 mkdir -p "$OUT"
@@ -37,6 +40,7 @@ ulimit -n 400000
     echo "# VM: $(uname -r), $(nproc) CPU, $(grep MemTotal /proc/meminfo)"
     echo "# net.sctp.sndbuf_policy=$(cat /proc/sys/net/sctp/sndbuf_policy) wmem_default=$(cat /proc/sys/net/core/wmem_default)"
     echo "# RSPLIB: $(dpkg-query -W -f '${Version}' rsplib-registrar 2>/dev/null)"
+    echo "# ours: $BIN/rspregistrar $OUR_OPTS"
 } | tee "$OUT/vm.txt"
 
 RP=
@@ -47,8 +51,9 @@ start_registrar() { # start_registrar IMPL
             >"$OUT/reg-$1-$phase.log" 2>&1 &
         ;;
     ours)
+        # shellcheck disable=SC2086
         ip netns exec h1 "$BIN/rspregistrar" -transport=sctp -asap=$H1:3863 -enrp=$H1:9901 \
-            -loglevel=1 -quiet >"$OUT/reg-$1-$phase.log" 2>&1 &
+            -loglevel=1 -quiet $OUR_OPTS >"$OUT/reg-$1-$phase.log" 2>&1 &
         ;;
     esac
     RP=$!
@@ -95,18 +100,18 @@ for p in $PHASES; do
     case $p in
     resolve)
         for n in $SIZES; do
-            for impl in rsplib ours; do
+            for impl in $IMPLS; do
                 load $impl resolve-$n "$n" -duration="$DURATION"
             done
         done
         ;;
     keepalive)
-        for impl in rsplib ours; do
+        for impl in $IMPLS; do
             load $impl keepalive-10000 10000 -mode=keepalive-only -duration="$KA_DURATION"
         done
         ;;
     saturate)
-        for impl in rsplib ours; do
+        for impl in $IMPLS; do
             load $impl saturate-$SAT_PES "$SAT_PES" -duration="$SAT_DURATION"
         done
         ;;
@@ -125,7 +130,7 @@ for p in $PHASES; do
             [ "$n" -ge "$JOIN_PES" ] && break
         done
         echo "serving registrar holds $n PEs" | tee -a "$OUT/join.txt"
-        for impl in rsplib ours; do
+        for impl in $IMPLS; do
             dumpcap -q -i br0 -f "host $H3" -w "$OUT/join-$impl.pcapng" >/dev/null 2>&1 &
             DP=$!
             sleep 2

@@ -264,6 +264,11 @@ pub struct DriverConfig {
     pub overflow_retry: Duration,
     /// How long [`Driver::run_app`] keeps driving after a termination signal.
     pub shutdown_grace: Duration,
+    /// Timer slack: the driver sleeps up to this long past the machine's deadline, so that
+    /// timers due close together are handled in one wake-up (a registrar with 10,000s of
+    /// PEs has thousands of keep-alive timers per second). A timer never fires early; zero
+    /// (the default) wakes up at each deadline. Transport timers are not delayed.
+    pub timer_slack: Duration,
     /// mio event buffer size.
     pub events_capacity: usize,
 }
@@ -281,6 +286,7 @@ impl Default for DriverConfig {
             max_overflow_bytes: None,
             overflow_retry: Duration::from_millis(20),
             shutdown_grace: Duration::from_secs(5),
+            timer_slack: Duration::ZERO,
             events_capacity: 1024,
         }
     }
@@ -469,6 +475,7 @@ pub struct Driver<M: Machine> {
     max_overflow: Option<usize>,
     overflow_retry: Duration,
     shutdown_grace: Duration,
+    timer_slack: Duration,
     bound: Bound,
     signals: Option<TerminationSignals>,
     app_tokens: usize,
@@ -597,6 +604,7 @@ impl<M: Machine> Driver<M> {
             max_overflow: config.max_overflow_bytes,
             overflow_retry: config.overflow_retry.max(Duration::from_millis(1)),
             shutdown_grace: config.shutdown_grace,
+            timer_slack: config.timer_slack,
             bound,
             signals,
             app_tokens,
@@ -822,7 +830,12 @@ impl<M: Machine> Driver<M> {
                 wait = Some(wait.map_or(w, |x| x.min(w)));
             }
         };
-        bound(self.machine.poll_timeout().and_then(|t| self.to_std(t)));
+        bound(
+            self.machine
+                .poll_timeout()
+                .and_then(|t| self.to_std(t))
+                .map(|t| t + self.timer_slack),
+        );
         bound(self.transports.poll_timeout());
         bound(self.csp.as_ref().and_then(|c| c.reporter.next_due()));
         bound(self.wakeup.and_then(|t| self.to_std(t)));

@@ -467,6 +467,7 @@ fn run_once(opts: &RegistrarOptions, up_time: Option<Duration>, banner: bool) ->
         mode,
         signals: true,
         shutdown_grace: Duration::from_millis(500),
+        timer_slack: opts.timer_slack,
         ..DriverConfig::default()
     };
     let mut asap_port = 0;

@@ -1989,8 +1989,12 @@ impl Transports {
                 let local = s.sock.local_addrs().unwrap_or_default();
                 a.up_event(peer, local, out);
             }
+            // Write what is queued (an RTF HELLO). Nothing is read yet: data that arrived
+            // before the socket was registered makes the registration itself report it
+            // readable (epoll checks readiness when a socket is added), so it is read at the
+            // next wake-up with one system call.
             let now = self.epoch + Duration::from_micros(now_us);
-            self.drive_idx(new_idx, true, true, true, now, out);
+            self.drive_idx(new_idx, false, true, false, now, out);
         }
     }
 
