@@ -151,6 +151,7 @@ pub struct DriverCtx<'a> {
     clock: &'a Clock,
     transports: &'a Transports,
     listeners: &'a [BoundListener],
+    waiters: &'a mut Vec<QueueWaiter>,
 }
 
 impl fmt::Debug for DriverCtx<'_> {
@@ -195,6 +196,54 @@ impl DriverCtx<'_> {
     /// The listeners.
     pub fn listeners(&self) -> &[BoundListener] {
         self.listeners
+    }
+
+    /// A future that completes once at most `bytes` are queued on `assoc` (at once if that
+    /// is already so), or when the association is gone. Senders use it for backpressure:
+    /// send, and if [`DriverCtx::queued_bytes`] is above a high-water mark, wait for the
+    /// queue to drain below a low-water mark before sending more.
+    pub fn queue_below(&mut self, assoc: AssocId, bytes: usize) -> QueueBelow {
+        let (tx, rx) = async_channel::bounded(1);
+        if self
+            .transports
+            .queued_bytes(assoc)
+            .is_some_and(|q| q > bytes)
+        {
+            self.waiters.push(QueueWaiter { assoc, bytes, tx });
+        }
+        // Otherwise `tx` is dropped here and the future completes at once.
+        QueueBelow { rx: Box::pin(rx) }
+    }
+}
+
+/// Someone waiting for an association's send queue to drain ([`DriverCtx::queue_below`]).
+struct QueueWaiter {
+    assoc: AssocId,
+    bytes: usize,
+    tx: async_channel::Sender<()>,
+}
+
+/// Completes when an association's send queue has drained ([`DriverCtx::queue_below`]), the
+/// association is gone, or the driver stopped.
+#[must_use = "a future does nothing unless awaited"]
+pub struct QueueBelow {
+    rx: Pin<Box<async_channel::Receiver<()>>>,
+}
+
+impl fmt::Debug for QueueBelow {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("QueueBelow").finish_non_exhaustive()
+    }
+}
+
+impl Future for QueueBelow {
+    type Output = ();
+    fn poll(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<()> {
+        // The driver never sends: it drops the sender when the condition holds.
+        match self.rx.as_mut().poll_next(cx) {
+            Poll::Ready(_) => Poll::Ready(()),
+            Poll::Pending => Poll::Pending,
+        }
     }
 }
 
@@ -365,6 +414,21 @@ enum Deferred {
     Down(AssocId, AssocDownReason),
 }
 
+/// An association the driver accepted, as shown to [`Driver::route_accepted`].
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Accepted {
+    /// Its transport.
+    pub kind: TransportKind,
+    /// The listener that accepted it.
+    pub listener: SocketId,
+    /// Its channel kind: the RTF HELLO's, or for SCTP the listener's single kind.
+    pub channel: Option<ChannelKind>,
+    /// The peer's addresses.
+    pub peer_addrs: Vec<SocketAddr>,
+}
+
+type AcceptFn<M> = Box<dyn FnMut(&mut M, rserpool_core::Instant, AssocId, &Accepted) + Send>;
+
 /// The driver of one machine (see the module documentation).
 pub struct Driver<M: Machine> {
     machine: M,
@@ -376,12 +440,16 @@ pub struct Driver<M: Machine> {
     /// Sockets bound on demand for datagrams of a family without a configured socket.
     udp_extra: Vec<BoundUdp>,
     commands: Pin<Box<async_channel::Receiver<Command<M>>>>,
-    command_tx: async_channel::Sender<Command<M>>,
+    /// Taken when the driver runs: once every [`Handle`] is gone the channel closes and
+    /// the driver stops.
+    command_tx: Option<async_channel::Sender<Command<M>>>,
     events_tx: async_channel::Sender<M::Event>,
     events_rx: Option<Events<M::Event>>,
     deferred: VecDeque<Deferred>,
     timer: Timer,
     timer_at: Option<std::time::Instant>,
+    waiters: Vec<QueueWaiter>,
+    accept: Option<AcceptFn<M>>,
 }
 
 impl<M: Machine> fmt::Debug for Driver<M> {
@@ -411,6 +479,60 @@ pub fn rtf_channel(kind: ChannelKind) -> rtf::ChannelKind {
     }
 }
 
+/// The core's channel kind of an RTF channel kind.
+pub fn core_channel(kind: rtf::ChannelKind) -> ChannelKind {
+    match kind {
+        rtf::ChannelKind::AsapToRegistrar => ChannelKind::AsapToRegistrar,
+        rtf::ChannelKind::AsapFromRegistrar => ChannelKind::AsapToPoolElement,
+        rtf::ChannelKind::Enrp => ChannelKind::Enrp,
+        rtf::ChannelKind::Session => ChannelKind::Session,
+    }
+}
+
+fn open_listener(
+    transports: &mut Transports,
+    index: usize,
+    l: &Listen,
+) -> io::Result<Vec<BoundListener>> {
+    let kinds: Vec<TransportKind> = match l.mode {
+        TransportMode::Tcp => vec![TransportKind::Tcp],
+        TransportMode::Sctp => vec![TransportKind::Sctp],
+        TransportMode::Auto if sctp_available() => {
+            vec![TransportKind::Sctp, TransportKind::Tcp]
+        }
+        TransportMode::Auto => vec![TransportKind::Tcp],
+    };
+    let mut out: Vec<BoundListener> = Vec::new();
+    for kind in kinds {
+        // A second transport on an ephemeral port takes the first one's port if it can
+        // (SCTP and the TCP mapping on one port number, as a registrar's 3863).
+        let same_port: Option<Vec<SocketAddr>> = out.first().and_then(|first| {
+            let port = first.addrs.first()?.port();
+            l.addrs.iter().all(|a| a.port() == 0).then(|| {
+                l.addrs
+                    .iter()
+                    .map(|a| SocketAddr::new(a.ip(), port))
+                    .collect()
+            })
+        });
+        let socket = match same_port {
+            Some(addrs) => match transports.listen(&addrs, kind, l.channels) {
+                Ok(s) => s,
+                Err(_) => transports.listen(&l.addrs, kind, l.channels)?,
+            },
+            None => transports.listen(&l.addrs, kind, l.channels)?,
+        };
+        let addrs = transports.socket_local_addrs(socket)?;
+        out.push(BoundListener {
+            index,
+            kind,
+            socket,
+            addrs,
+        });
+    }
+    Ok(out)
+}
+
 impl<M: Machine> Driver<M> {
     /// Opens the configured listeners and UDP sockets for `machine`, with a clock starting
     /// now. Nothing runs until [`Driver::run`] is awaited.
@@ -420,27 +542,37 @@ impl<M: Machine> Driver<M> {
 
     /// As [`Driver::new`] with the given clock (for a machine created at `clock.now()`).
     pub fn with_clock(machine: M, config: DriverConfig, clock: Clock) -> io::Result<Driver<M>> {
+        Driver::build_with_clock(config, clock, |_, _| Ok::<M, io::Error>(machine))
+    }
+
+    /// Opens the configured listeners and UDP sockets, then builds the machine with `make`,
+    /// which sees the bound listeners (with ephemeral ports resolved: a pool element
+    /// registers the port it got) and the driver's start time.
+    pub fn build(
+        config: DriverConfig,
+        make: impl FnOnce(&[BoundListener], rserpool_core::Instant) -> M,
+    ) -> io::Result<Driver<M>> {
+        Driver::build_with_clock(config, Clock::new(), |l, now| Ok(make(l, now)))
+    }
+
+    /// As [`Driver::build`] with a `make` that may fail (e.g. on a configuration the machine
+    /// refuses); its error, or the socket error, is returned.
+    pub fn try_build<E: From<io::Error>>(
+        config: DriverConfig,
+        make: impl FnOnce(&[BoundListener], rserpool_core::Instant) -> Result<M, E>,
+    ) -> Result<Driver<M>, E> {
+        Driver::build_with_clock(config, Clock::new(), make)
+    }
+
+    fn build_with_clock<E: From<io::Error>>(
+        config: DriverConfig,
+        clock: Clock,
+        make: impl FnOnce(&[BoundListener], rserpool_core::Instant) -> Result<M, E>,
+    ) -> Result<Driver<M>, E> {
         let mut transports = Transports::new(config.transport.clone());
         let mut listeners = Vec::new();
         for (index, l) in config.listen.iter().enumerate() {
-            let kinds: Vec<TransportKind> = match l.mode {
-                TransportMode::Tcp => vec![TransportKind::Tcp],
-                TransportMode::Sctp => vec![TransportKind::Sctp],
-                TransportMode::Auto if sctp_available() => {
-                    vec![TransportKind::Sctp, TransportKind::Tcp]
-                }
-                TransportMode::Auto => vec![TransportKind::Tcp],
-            };
-            for kind in kinds {
-                let socket = transports.listen(&l.addrs, kind, l.channels)?;
-                let addrs = transports.socket_local_addrs(socket)?;
-                listeners.push(BoundListener {
-                    index,
-                    kind,
-                    socket,
-                    addrs,
-                });
-            }
+            listeners.extend(open_listener(&mut transports, index, l)?);
         }
         let mut udp = Vec::new();
         for u in &config.udp {
@@ -459,6 +591,7 @@ impl<M: Machine> Driver<M> {
                 addr,
             });
         }
+        let machine = make(&listeners, clock.now())?;
         let (command_tx, commands) = async_channel::bounded(config.command_capacity.max(1));
         let (events_tx, events_rx) = async_channel::unbounded();
         Ok(Driver {
@@ -470,7 +603,7 @@ impl<M: Machine> Driver<M> {
             udp: udp.into(),
             udp_extra: Vec::new(),
             commands: Box::pin(commands),
-            command_tx,
+            command_tx: Some(command_tx),
             events_tx,
             events_rx: Some(Events {
                 rx: Box::pin(events_rx),
@@ -478,13 +611,50 @@ impl<M: Machine> Driver<M> {
             deferred: VecDeque::new(),
             timer: Timer::never(),
             timer_at: None,
+            waiters: Vec::new(),
+            accept: None,
         })
+    }
+
+    /// Opens another listener before the driver runs (e.g. a second transport on the port
+    /// the first one got). Handles made afterwards list it.
+    pub fn listen(&mut self, listen: &Listen) -> io::Result<Vec<BoundListener>> {
+        let index = self
+            .listeners
+            .iter()
+            .map(|l| l.index + 1)
+            .max()
+            .unwrap_or(0);
+        let new = open_listener(&mut self.transports, index, listen)?;
+        let mut all = self.listeners.to_vec();
+        all.extend(new.iter().cloned());
+        self.listeners = all.into();
+        Ok(new)
+    }
+
+    /// Reports every association the driver **accepts** through `route` instead of
+    /// [`Machine::handle_assoc_up`]. `route` sees its [`Accepted`] description — above all
+    /// its channel kind — and calls the machine method that fits: e.g. a pool element hands
+    /// [`ChannelKind::AsapToPoolElement`] (a registrar taking it over) to
+    /// `PoolElementSessions::handle_registrar_assoc_up` and everything else to
+    /// `handle_assoc_up`. Associations the machine opened itself are not routed. (The mio
+    /// driver's `route_accepted` does the same.)
+    pub fn route_accepted(
+        &mut self,
+        route: impl FnMut(&mut M, rserpool_core::Instant, AssocId, &Accepted) + Send + 'static,
+    ) {
+        self.accept = Some(Box::new(route));
     }
 
     /// A handle to call into the machine while it runs.
     pub fn handle(&self) -> Handle<M> {
+        let tx = match &self.command_tx {
+            Some(tx) => tx.clone(),
+            // Only `run` takes it, and `run` consumes the driver.
+            None => async_channel::bounded(1).0,
+        };
         Handle {
-            tx: self.command_tx.clone(),
+            tx,
             listeners: self.listeners.clone(),
             udp: self.udp.clone(),
             clock: self.clock,
@@ -517,11 +687,13 @@ impl<M: Machine> Driver<M> {
         &mut self.machine
     }
 
-    /// Runs the machine until [`Handle::shutdown`], then closes its associations gracefully
-    /// and returns it. Dropping the future instead closes every socket at once.
+    /// Runs the machine until [`Handle::shutdown`] (or until every [`Handle`] is dropped),
+    /// then closes its associations gracefully and returns it. Dropping the future instead
+    /// closes every socket at once.
     pub async fn run(mut self) -> M {
         // Nobody took the stream: do not keep events.
         self.events_rx = None;
+        self.command_tx = None;
         self.drain();
         futures_lite::future::poll_fn(|cx| self.poll_run(cx)).await;
         // Refuse further commands, close gracefully.
@@ -547,6 +719,7 @@ impl<M: Machine> Driver<M> {
                         clock: &self.clock,
                         transports: &self.transports,
                         listeners: &self.listeners,
+                        waiters: &mut self.waiters,
                     };
                     f(&mut self.machine, &mut ctx);
                     self.drain();
@@ -582,6 +755,9 @@ impl<M: Machine> Driver<M> {
                     }
                 }
             }
+            if !self.waiters.is_empty() {
+                self.check_waiters();
+            }
             if !progress {
                 return Poll::Pending;
             }
@@ -591,9 +767,38 @@ impl<M: Machine> Driver<M> {
         Poll::Pending
     }
 
+    /// Releases the senders waiting for a drained queue (or a gone association).
+    fn check_waiters(&mut self) {
+        let transports = &self.transports;
+        self.waiters.retain(|w| {
+            !w.tx.is_closed()
+                && transports
+                    .queued_bytes(w.assoc)
+                    .is_some_and(|q| q > w.bytes)
+        });
+    }
+
     fn feed(&mut self, ev: TransportEvent) {
         let now = self.clock.now();
         match ev {
+            TransportEvent::Up {
+                assoc,
+                kind,
+                listener: Some(listener),
+                channel,
+                peer_addrs,
+                ..
+            } if self.accept.is_some() => {
+                let info = Accepted {
+                    kind,
+                    listener,
+                    channel: channel.map(core_channel),
+                    peer_addrs,
+                };
+                if let Some(route) = self.accept.as_mut() {
+                    route(&mut self.machine, now, assoc, &info);
+                }
+            }
             TransportEvent::Up {
                 assoc, peer_addrs, ..
             } => self.machine.handle_assoc_up(now, assoc, &peer_addrs),

@@ -6,12 +6,39 @@
 //! contains no protocol logic: everything RSerPool lives in the sans-IO machines of
 //! `rserpool-core`; this crate moves bytes and time.
 //!
+//! # Embedding API
+//! What applications use (every call `async`, every error an [`Error`]):
+//! * [`PoolElement::register`]`(`[`PoolElementConfig`]`)` — registered when it returns;
+//!   [`PoolElement::incoming`] is a `Stream` of [`ServerSession`]s
+//!   ([`recv`](ServerSession::recv) → [`Message`] `{ppid, data}`,
+//!   [`send`](ServerSession::send), [`cookie_echo`](ServerSession::cookie_echo) — the state a
+//!   failed-over pool user brings, there before its first message —
+//!   [`send_cookie`](ServerSession::send_cookie), [`close`](ServerSession::close));
+//!   [`set_load`](PoolElement::set_load), [`deregister`](PoolElement::deregister),
+//!   [`events`](PoolElement::events).
+//! * [`PoolUser::connect`]`("EchoPool", `[`PoolUserConfig`]`)` → [`Session`]: a byte stream
+//!   (`futures_lite::AsyncRead` / `AsyncWrite`: each write one message with
+//!   [`PoolUserConfig::ppid`], reads concatenate payloads) and messages
+//!   ([`send_msg`](Session::send_msg) / [`recv_msg`](Session::recv_msg)); it fails over by
+//!   itself and tells ([`events`](Session::events), [`failovers`](Session::failovers),
+//!   [`cookie`](Session::cookie), [`force_failover`](Session::force_failover)).
+//! * [`resolve`]`(handle, config)` and [`PoolUser::start`] for basic mode: handle resolution
+//!   ([`ResolvedElement`]s) and unreachability reports.
+//! * [`Registrar::start`]`(`[`RegistrarConfig`]`)`: a registrar (tests, examples, small
+//!   deployments).
+//!
+//! Each of them runs one core machine in a driver task, spawned by its config's [`Spawner`]
+//! (a thread per driver by default, or the application's executor). Sends wait while more
+//! than a send buffer is queued towards a peer that does not read (backpressure, instead of
+//! the transport aborting the association). Examples: `examples/echo_pe.rs`,
+//! `examples/echo_client.rs` (survives killing the PE serving it), `examples/registrar.rs`.
+//!
+//! # Underneath
 //! * [`transport`]: RTF over TCP, kernel SCTP (through `rserpool-mio`'s FFI module) and UDP
 //!   on `async_io::Async`, polled from one task, with the mio driver's behaviour and types.
 //! * [`driver`]: [`Driver`] / [`run_machine`], the task that owns a
 //!   [`Machine`](rserpool_core::Machine), with a command channel ([`Handle`]) and an event
-//!   stream ([`Events`]). The embedding API (pool element registration, pool user
-//!   connections, sessions as `AsyncRead`/`AsyncWrite`) is built on these.
+//!   stream ([`Events`]); for custom machines and drivers.
 //! * [`Clock`]: `std::time::Instant` ↔ [`rserpool_core::Instant`] (µs since start).
 //!
 //! # Example: an echo machine on RTF/TCP, and a command
@@ -103,12 +130,30 @@
 #![deny(unsafe_code)]
 
 pub mod clock;
+mod common;
 pub mod driver;
+pub mod element;
+mod error;
+pub mod registrar;
+mod runtime;
 pub mod transport;
+pub mod user;
+mod watch;
 
 pub use clock::Clock;
+pub use common::Message;
 pub use driver::{
-    BoundListener, BoundUdp, Driver, DriverConfig, DriverCtx, Events, Handle, Listen, Stopped,
-    UdpEndpoint, run_machine,
+    Accepted, BoundListener, BoundUdp, Driver, DriverConfig, DriverCtx, Events, Handle, Listen,
+    QueueBelow, Stopped, UdpEndpoint, run_machine,
 };
+pub use element::{
+    Incoming, PoolElement, PoolElementConfig, ServerEvent, ServerSession, SessionSender,
+};
+pub use error::{ConfigError, Error};
+pub use registrar::{ListedElement, Registrar, RegistrarConfig};
+pub use rserpool_core::pool_user::ResolvedElement;
+pub use rserpool_proto::ids::{PeIdentifier, PoolHandle, ServerId};
+pub use rserpool_proto::policy::Policy;
+pub use runtime::{BoxTask, Spawner};
 pub use transport::{TransportConfig, TransportKind, TransportMode, Transports};
+pub use user::{Notification, PoolUser, PoolUserConfig, Session, resolve};

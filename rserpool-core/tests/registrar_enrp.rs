@@ -514,6 +514,45 @@ fn enrp_action_bits() {
     assert_eq!(r.reg.resource_usage().associations, 1);
 }
 
+/// Regression (hostile suite, class b): a "skip and report" parameter in a message from a
+/// server that is not a peer was never reported, because the refusal returned early.
+#[test]
+fn skip_and_report_parameters_are_reported_to_non_peers_too() {
+    let mut r = Rig::new(cfg());
+    let err = |code: u16, info: &[u8], receiver: u32| {
+        EnrpMessage::Error(EnrpError {
+            reserved_flags: 0,
+            sender: ServerId(US),
+            receiver: ServerId(receiver),
+            error: OperationError::new(ErrorCause::new(code, Bytes::copy_from_slice(info))),
+            skipped: vec![],
+        })
+    };
+    r.up(300, &["10.0.0.66:9901"]);
+    let lr11 = hex("0500001400006666 0000000a cfff0008 00000000");
+    let s = enrp_sent(&r.raw(300, Protocol::PPID_ENRP, &lr11));
+    assert_eq!(s.len(), 2, "{s:?}");
+    assert!(matches!(&s[0].1, EnrpMessage::ListResponse(l) if l.reject));
+    assert_eq!(
+        s[1].1,
+        err(
+            cause::UNRECOGNIZED_PARAMETER,
+            &hex("cfff0008 00000000"),
+            0x6666
+        )
+    );
+    // "Skip" alone: only the refusal.
+    let mut lr10 = lr11.clone();
+    lr10[12] = 0x8f;
+    let s = enrp_sent(&r.raw(300, Protocol::PPID_ENRP, &lr10));
+    assert!(
+        matches!(&s[..], [(_, EnrpMessage::ListResponse(l))] if l.reject),
+        "{s:?}"
+    );
+    assert_eq!(r.reg.stats().not_peer_refusals, 2);
+    assert_eq!(r.reg.peers().count(), 0);
+}
+
 #[test]
 fn replicas_expire_by_registration_life() {
     let mut r = Rig::new(cfg());

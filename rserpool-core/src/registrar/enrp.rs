@@ -712,11 +712,7 @@ impl Registrar {
         }
         if let EnrpMessage::Presence(p) = &msg {
             self.on_presence(now, src, p);
-        } else {
-            let Some(i) = self.bound_peer(assoc, sender) else {
-                self.not_a_peer(now, assoc, &msg);
-                return;
-            };
+        } else if let Some(i) = self.bound_peer(assoc, sender) {
             // Anything from a peer shows it is alive.
             if self.peers[i].state == PeerState::Alive {
                 self.peers[i].until = Some(now + self.cfg.timers.peer_max_time_last_heard);
@@ -733,6 +729,10 @@ impl Registrar {
                 // RSPLIB sends ENRP Errors with odd causes; nothing to do with them.
                 _ => self.stats.ignored += 1,
             }
+        } else {
+            // Refused, but the "skip and report" parameters are still reported (RFC 5354
+            // §3): the sender learns what we did not understand, as over ASAP.
+            self.not_a_peer(now, assoc, &msg);
         }
         if let Some(error) = OperationError::unrecognized_parameters(&unrecognized) {
             self.stats.error_replies += 1;

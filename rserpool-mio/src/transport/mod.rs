@@ -284,9 +284,15 @@ const RECV_SLOTS: usize = 16;
 /// RTF frames up to this size are copied into the association's output buffer (one
 /// contiguous write for many small frames); longer ones are written from their own buffer.
 const COALESCE_MAX: usize = 2048;
-/// Reads per readiness event and association before yielding to the others (fairness; the
-/// rest is read from an immediate timer).
-const READ_BUDGET: usize = 64;
+/// TCP reads (of at most [`RECV_BUF`] bytes) per readiness event or timer pass and
+/// association before yielding to the others and to the machine (the rest is read from an
+/// immediate timer, in the next call). Everything read in one pass is held as events until
+/// the caller feeds them to its machine: 256 KiB per association and pass keeps that small
+/// even when a peer writes without end (with 64 reads, a peer that never read its answers
+/// made a registrar hold 8 MiB of requests per pass and grow to 40 MB).
+const READ_BUDGET: usize = 4;
+/// SCTP messages per readiness event or timer pass and association (see [`READ_BUDGET`]).
+const SCTP_READ_BUDGET: usize = 64;
 
 struct Entry {
     generation: u64,
@@ -926,8 +932,8 @@ impl Assoc {
             return Fate::Keep;
         }
         self.read_pending = false;
-        // Up to RECV_SLOTS messages per recvmmsg; READ_BUDGET * 4 messages per event.
-        let mut budget = READ_BUDGET * 4 / RECV_SLOTS;
+        // Up to RECV_SLOTS messages per recvmmsg; SCTP_READ_BUDGET messages per pass.
+        let mut budget = SCTP_READ_BUDGET.div_ceil(RECV_SLOTS);
         let slot = ctx.buf.len() / RECV_SLOTS;
         loop {
             if budget == 0 {
@@ -1134,6 +1140,8 @@ pub struct Transports {
     last_us: u64,
     /// RTF events being handled (shared by all TCP associations).
     rtf_events: VecDeque<RtfEvent>,
+    /// Timers being run by `handle_timeout` (kept for its memory).
+    due: Vec<(u64, usize, u64)>,
 }
 
 impl std::fmt::Debug for Transports {
@@ -1172,6 +1180,7 @@ impl Transports {
             dirty: Vec::new(),
             last_us: 0,
             rtf_events: VecDeque::new(),
+            due: Vec::new(),
         })
     }
 
@@ -2018,11 +2027,19 @@ impl Transports {
     pub fn handle_timeout(&mut self, now: Instant, out: &mut Vec<TransportEvent>) {
         let now_us = self.us(now);
         self.last_us = self.last_us.max(now_us);
+        // Only the timers due when the call starts: an association with more to read
+        // re-arms an immediate timer, which must wait for the next call, or a peer that
+        // writes faster than we read would keep this call (and its caller's turn) reading
+        // without bound, every message held in `out` before the machine saw any.
+        let mut due = std::mem::take(&mut self.due);
         while let Some(Reverse((d, idx, generation))) = self.timers.peek().copied() {
             if d > now_us {
                 break;
             }
             self.timers.pop();
+            due.push((d, idx, generation));
+        }
+        for (d, idx, generation) in due.drain(..) {
             let Some(Some(entry)) = self.entries.get_mut(idx) else {
                 continue;
             };
@@ -2046,6 +2063,7 @@ impl Transports {
             let fate = a.timeout(&mut ctx);
             self.settle(idx, fate, out);
         }
+        self.due = due;
     }
 }
 
