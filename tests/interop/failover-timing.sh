@@ -45,7 +45,7 @@ if [ "${1:-}" != "--in-vm" ]; then
         pe-*)
             # First user data (not ASAP, PPID 11) from PE 2 to the pool user after the signal.
             first=$(tshark -r "$pcap" -Y "ip.src==10.99.0.14 && ip.dst==10.99.0.15 && sctp.data_payload_proto_id != 11 && frame.time_epoch >= $signal_at" \
-                -T fields -e frame.time_epoch -c 1 2>/dev/null)
+                -T fields -e frame.time_epoch 2>/dev/null | head -1)
             sent=$(grep -c '^line ' "$OUT/$tag.in" 2>/dev/null)
             got=$(grep -o 'line [0-9]*' "$OUT/$tag.term" 2>/dev/null | sort -u | wc -l)
             last=$(grep -o 'line [0-9]*' "$OUT/$tag.term" 2>/dev/null | awk '{ print $2 }' | sort -n | tail -1)
@@ -61,7 +61,7 @@ if [ "${1:-}" != "--in-vm" ]; then
         reg-*)
             # ENRP Init Takeover = message type 7, from registrar B.
             first=$(tshark -r "$pcap" -Y "ip.src==10.99.0.12 && enrp.message_type == 7 && frame.time_epoch >= $signal_at" \
-                -T fields -e frame.time_epoch -c 1 2>/dev/null)
+                -T fields -e frame.time_epoch 2>/dev/null | head -1)
             if [ -n "$first" ]; then
                 d=$(awk -v a="$first" -v b="$signal_at" 'BEGIN { printf "%.1f", (a - b) * 1000 }')
                 echo "$tag: signal -> Init Takeover from registrar B $d ms" | tee -a "$summary"
