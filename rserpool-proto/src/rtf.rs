@@ -393,6 +393,26 @@ impl std::error::Error for RtfError {}
 /// bytes arrive.
 const PREALLOCATE_MAX: usize = 64 * 1024;
 
+/// The length of the run of complete frames at the start of `data` that a decoder buffers
+/// (the first frame of any type except an extension, then DATA frames), each no longer
+/// than `max_frame_len`; 0 when the first frame is not complete.
+fn complete_frames_len(data: &[u8], max_frame_len: usize) -> usize {
+    let mut off = 0;
+    while let Some(&[ty, _, _, _, a, b, c, d]) = data.get(off..off + 8) {
+        let len = u32::from_be_bytes([a, b, c, d]) as usize;
+        let buffered = if off == 0 {
+            ty < frame_type::FIRST_EXTENSION
+        } else {
+            ty == frame_type::DATA
+        };
+        if !buffered || len < HEADER_LEN || len > max_frame_len || len > data.len() - off {
+            break;
+        }
+        off += len;
+    }
+    off
+}
+
 /// Incremental RTF decoder: feed arbitrary chunks, get whole frames.
 ///
 /// Memory is bounded: at most one frame in progress is buffered, and a frame longer than
@@ -491,7 +511,15 @@ impl FrameDecoder {
                 let n = (want - self.buf.len()).min(data.len());
                 if self.buf.capacity() - self.buf.len() < n {
                     // Grow to the frame's exact size: never beyond the frame length limit.
-                    self.buf.reserve(want - self.buf.len());
+                    // Frames that start here and are all in `data` get one buffer for all
+                    // of them (each frame is then split off it: one allocation per read,
+                    // not one for each header and another for each frame's rest).
+                    let whole = if self.expected.is_none() && self.buf.is_empty() {
+                        complete_frames_len(data, self.max_frame_len)
+                    } else {
+                        0
+                    };
+                    self.buf.reserve(whole.max(want - self.buf.len()));
                 }
                 let (head, rest) = data.split_at(n);
                 self.buf.extend_from_slice(head);
@@ -730,7 +758,6 @@ pub struct RtfConnection {
     last_sent_us: u64,
     last_received_us: u64,
     last_rtt_us: Option<u64>,
-    scratch: Vec<Frame>,
 }
 
 /// DATA payloads up to this size are copied behind their header into one chunk; longer ones
@@ -774,7 +801,6 @@ impl RtfConnection {
             last_sent_us: now_us,
             last_received_us: now_us,
             last_rtt_us: None,
-            scratch: Vec::new(),
         }
     }
 
@@ -850,6 +876,40 @@ impl RtfConnection {
         Ok(())
     }
 
+    /// Like [`send`](Self::send), but writes the DATA frame (header and payload) straight
+    /// onto the end of `out`, the caller's own output buffer, instead of queueing it: no
+    /// allocation per message. The frame belongs after every chunk
+    /// [`poll_transmit`](Self::poll_transmit) handed out before, so the caller must have
+    /// taken them all first (`has_transmit()` false); otherwise nothing is written and the
+    /// message is queued as by [`send`](Self::send). The frame counts as sent at `now_us`
+    /// (idle-heartbeat timer).
+    pub fn send_into(
+        &mut self,
+        now_us: u64,
+        ppid: u32,
+        stream: u16,
+        unordered: bool,
+        payload: &[u8],
+        out: &mut BytesMut,
+    ) -> Result<(), RtfError> {
+        if self.state == State::Closed {
+            return Err(RtfError::Closed);
+        }
+        if payload.len() > self.max_payload_len() {
+            return Err(RtfError::MessageTooLong {
+                length: payload.len(),
+                max: self.max_payload_len(),
+            });
+        }
+        if !self.transmit.is_empty() {
+            return self.send(ppid, stream, unordered, Bytes::copy_from_slice(payload));
+        }
+        out.extend_from_slice(&encode_data_header(unordered, stream, ppid, payload.len()));
+        out.extend_from_slice(payload);
+        self.last_sent_us = self.last_sent_us.max(now_us);
+        Ok(())
+    }
+
     /// Bytes received from the peer, at time `now_us`. Frames become events; a protocol
     /// violation closes the connection with [`RtfEvent::ProtocolError`].
     pub fn handle_input(&mut self, now_us: u64, data: &[u8]) {
@@ -857,22 +917,34 @@ impl RtfConnection {
             return;
         }
         self.last_received_us = self.last_received_us.max(now_us);
-        let mut frames = core::mem::take(&mut self.scratch);
-        let result = self.decoder.decode(data, |f| frames.push(f));
-        for frame in frames.drain(..) {
-            if self.state == State::Closed {
-                break;
-            }
-            if let Err(e) = self.handle_frame(now_us, frame) {
+        // Frames are handled as they are decoded (the decoder is moved out meanwhile; the
+        // stand-in allocates nothing): no per-connection frame list to keep.
+        let mut decoder = core::mem::replace(&mut self.decoder, FrameDecoder::new(0));
+        let result = decoder.decode(data, |frame| {
+            if self.state != State::Closed
+                && let Err(e) = self.handle_frame(now_us, frame)
+            {
                 self.fail(e);
             }
-        }
-        self.scratch = frames;
+        });
+        self.decoder = decoder;
         if let Err(e) = result
             && self.state != State::Closed
         {
             self.fail(e);
         }
+    }
+
+    /// [`handle_input`](Self::handle_input), with the events appended to the caller's
+    /// `events` (after any the connection still held) instead of the connection's own queue:
+    /// a caller driving many connections shares one event buffer among them, and idle
+    /// connections keep no event memory. [`poll_event`](Self::poll_event) still returns
+    /// events from the other inputs (`handle_eof`, `handle_timeout`).
+    pub fn handle_input_into(&mut self, now_us: u64, data: &[u8], events: &mut VecDeque<RtfEvent>) {
+        events.extend(self.events.drain(..));
+        core::mem::swap(&mut self.events, events);
+        self.handle_input(now_us, data);
+        core::mem::swap(&mut self.events, events);
     }
 
     /// The peer ended its byte stream (read returned 0). At a frame boundary this is a
@@ -971,6 +1043,11 @@ impl RtfConnection {
     pub fn poll_transmit(&mut self, now_us: u64) -> Option<Bytes> {
         let chunk = self.transmit.pop_front()?;
         self.last_sent_us = self.last_sent_us.max(now_us);
+        if self.transmit.is_empty() {
+            // Only HELLO, heartbeats and callers of `send` use this queue; an idle
+            // connection keeps no memory for it.
+            self.transmit = VecDeque::new();
+        }
         Some(chunk)
     }
 
@@ -1371,6 +1448,62 @@ mod tests {
 
     fn events(c: &mut RtfConnection) -> Vec<RtfEvent> {
         core::iter::from_fn(|| c.poll_event()).collect()
+    }
+
+    #[test]
+    fn handle_input_into_uses_the_callers_event_buffer() {
+        let mut a = RtfConnection::connector(ChannelKind::Session, cfg(1000), 0);
+        let mut b = RtfConnection::acceptor(ChannelKind::Session.into(), cfg(1000), 0);
+        a.send(11, 0, false, Bytes::from_static(b"x")).unwrap();
+        let mut wire = Vec::new();
+        while let Some(c) = a.poll_transmit(1) {
+            wire.extend_from_slice(&c);
+        }
+        let mut events = VecDeque::new();
+        b.handle_input_into(2, &wire, &mut events);
+        assert!(b.poll_event().is_none());
+        assert_eq!(events.len(), 2);
+        assert!(matches!(events[0], RtfEvent::Up { .. }));
+        assert!(matches!(&events[1], RtfEvent::Data { payload, .. } if &payload[..] == b"x"));
+        // A protocol error still lands in the caller's buffer.
+        events.clear();
+        let hello_len = u32::from_be_bytes([wire[4], wire[5], wire[6], wire[7]]) as usize;
+        b.handle_input_into(3, &wire[..hello_len], &mut events);
+        assert!(matches!(
+            events[0],
+            RtfEvent::ProtocolError(RtfError::DuplicateHello)
+        ));
+    }
+
+    #[test]
+    fn send_into_writes_the_same_frame_as_send() {
+        let mut a = RtfConnection::connector(ChannelKind::Session, cfg(1000), 0);
+        let mut b = RtfConnection::connector(ChannelKind::Session, cfg(1000), 0);
+        // HELLO still queued: send_into queues instead of writing.
+        let mut out = BytesMut::new();
+        a.send_into(5, 11, 3, false, b"first", &mut out).unwrap();
+        assert!(out.is_empty());
+        b.send(11, 3, false, Bytes::from_static(b"first")).unwrap();
+        let drain = |c: &mut RtfConnection| {
+            let mut v = Vec::new();
+            while let Some(x) = c.poll_transmit(5) {
+                v.extend_from_slice(&x);
+            }
+            v
+        };
+        assert_eq!(drain(&mut a), drain(&mut b));
+        // Nothing queued: the frame goes straight into the caller's buffer.
+        a.send_into(7, 12, 0, true, b"second", &mut out).unwrap();
+        assert!(!a.has_transmit());
+        b.send(12, 0, true, Bytes::from_static(b"second")).unwrap();
+        assert_eq!(&out[..], &drain(&mut b)[..]);
+        let long = vec![0; a.max_payload_len() + 1];
+        let before = out.len();
+        assert!(matches!(
+            a.send_into(7, 1, 0, false, &long, &mut out),
+            Err(RtfError::MessageTooLong { .. })
+        ));
+        assert_eq!(out.len(), before);
     }
 
     #[test]

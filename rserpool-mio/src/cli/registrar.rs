@@ -155,6 +155,10 @@ pub struct RegistrarOptions {
     /// Support takeover suggestion (draft-dreibholz-rserpool-enrp-takeover)
     #[arg(long = "supporttakeoversuggestion")]
     pub support_takeover_suggestion: bool,
+    /// Timer slack, ms (0-100; our addition): protocol timers (keep-alives, timeouts, ENRP)
+    /// may fire this much late, so that one wake-up serves many of them
+    #[arg(long = "timerslack", value_name = "MS", default_value = "0", value_parser = millis::<0, 100>)]
+    pub timer_slack: Duration,
     /// Max handle resolutions per second per pool user (<= 0: unlimited)
     #[arg(
         long = "maxhrrate",

@@ -100,7 +100,10 @@ pub(crate) struct Link {
 /// The associations of one driver, by machine-visible id.
 #[derive(Debug, Default)]
 pub struct AssocTable {
-    links: HashMap<AssocId, Link>,
+    /// Boxed: the table's buckets stay small (a hash table keeps up to half its buckets
+    /// empty; with 10,000s of associations, buckets of a whole `Link` cost more than the
+    /// links themselves).
+    links: HashMap<AssocId, Box<Link>>,
     by_transport: HashMap<AssocId, AssocId>,
     next_local: u64,
 }
@@ -152,12 +155,12 @@ impl AssocTable {
     }
 
     pub(crate) fn link_mut(&mut self, assoc: AssocId) -> Option<&mut Link> {
-        self.links.get_mut(&assoc)
+        self.links.get_mut(&assoc).map(|l| &mut **l)
     }
 
     pub(crate) fn link_by_transport(&mut self, transport: AssocId) -> Option<(AssocId, &mut Link)> {
         let id = *self.by_transport.get(&transport)?;
-        self.links.get_mut(&id).map(|l| (id, l))
+        self.links.get_mut(&id).map(|l| (id, &mut **l))
     }
 
     /// Records an association the machine asked for under its own id.
@@ -165,13 +168,13 @@ impl AssocTable {
         self.by_transport.insert(transport, assoc);
         self.links.insert(
             assoc,
-            Link {
+            Box::new(Link {
                 transport,
                 info,
                 overflow: VecDeque::new(),
                 overflow_bytes: 0,
                 closing: false,
-            },
+            }),
         );
     }
 
@@ -189,7 +192,7 @@ impl AssocTable {
     }
 
     pub(crate) fn remove(&mut self, assoc: AssocId) -> Option<Link> {
-        let link = self.links.remove(&assoc)?;
+        let link = *self.links.remove(&assoc)?;
         if self.by_transport.get(&link.transport) == Some(&assoc) {
             self.by_transport.remove(&link.transport);
         }
@@ -198,7 +201,7 @@ impl AssocTable {
 
     pub(crate) fn remove_by_transport(&mut self, transport: AssocId) -> Option<(AssocId, Link)> {
         let id = self.by_transport.remove(&transport)?;
-        self.links.remove(&id).map(|l| (id, l))
+        self.links.remove(&id).map(|l| (id, *l))
     }
 
     /// Every link (closing ones included), for the overflow pump.

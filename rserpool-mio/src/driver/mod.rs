@@ -277,6 +277,11 @@ pub struct DriverConfig {
     pub overflow_retry: Duration,
     /// How long [`Driver::run_app`] keeps driving after a termination signal.
     pub shutdown_grace: Duration,
+    /// Timer slack: the driver sleeps up to this long past the machine's deadline, so that
+    /// timers due close together are handled in one wake-up (a registrar with 10,000s of
+    /// PEs has thousands of keep-alive timers per second). A timer never fires early; zero
+    /// (the default) wakes up at each deadline. Transport timers are not delayed.
+    pub timer_slack: Duration,
     /// mio event buffer size.
     pub events_capacity: usize,
 }
@@ -294,6 +299,7 @@ impl Default for DriverConfig {
             max_overflow_bytes: None,
             overflow_retry: Duration::from_millis(20),
             shutdown_grace: Duration::from_secs(5),
+            timer_slack: Duration::ZERO,
             events_capacity: 1024,
         }
     }
@@ -482,6 +488,7 @@ pub struct Driver<M: Machine> {
     max_overflow: Option<usize>,
     overflow_retry: Duration,
     shutdown_grace: Duration,
+    timer_slack: Duration,
     bound: Bound,
     signals: Option<TerminationSignals>,
     app_tokens: usize,
@@ -598,6 +605,8 @@ impl<M: Machine> Driver<M> {
             None
         };
         let sctp = config.mode != TransportMode::Tcp && sctp_available();
+        // Messages leave at the end of each wake-up, one write per association.
+        transports.set_write_batching(true);
         let machine = make(&bound, Instant::ZERO);
         Ok(Driver {
             events: Events::with_capacity(config.events_capacity.max(16)),
@@ -613,6 +622,7 @@ impl<M: Machine> Driver<M> {
             max_overflow: config.max_overflow_bytes,
             overflow_retry: config.overflow_retry.max(Duration::from_millis(1)),
             shutdown_grace: config.shutdown_grace,
+            timer_slack: config.timer_slack,
             bound,
             signals,
             app_tokens,
@@ -808,6 +818,7 @@ impl<M: Machine> Driver<M> {
     fn tick(&mut self) -> std::time::Instant {
         let s = std::time::Instant::now();
         self.now = self.to_core(s).max(self.now);
+        self.transports.set_time(s);
         s
     }
 
@@ -818,13 +829,14 @@ impl<M: Machine> Driver<M> {
     /// drains its outputs. Machine events, signals and application readiness accumulate in
     /// [`Driver::events_mut`], [`Driver::take_signals`], [`Driver::take_app_ready`].
     pub fn turn(&mut self, max_wait: Option<Duration>) -> io::Result<()> {
+        // Two clock reads per wake-up (this one and the one after the poll): on a VM each
+        // costs a system call.
         let s = self.tick();
         let before = self.out_events.len();
         self.settle(s);
         // Events produced by that drain (e.g. after a command from the application) are
         // reported now, without sleeping.
         let fresh = self.out_events.len() > before;
-        let s = std::time::Instant::now();
         let mut wait = if fresh {
             Some(Duration::ZERO)
         } else {
@@ -836,7 +848,12 @@ impl<M: Machine> Driver<M> {
                 wait = Some(wait.map_or(w, |x| x.min(w)));
             }
         };
-        bound(self.machine.poll_timeout().and_then(|t| self.to_std(t)));
+        bound(
+            self.machine
+                .poll_timeout()
+                .and_then(|t| self.to_std(t))
+                .map(|t| t + self.timer_slack),
+        );
         bound(self.transports.poll_timeout());
         bound(self.csp.as_ref().and_then(|c| c.reporter.next_due()));
         bound(self.wakeup.and_then(|t| self.to_std(t)));
@@ -883,9 +900,10 @@ impl<M: Machine> Driver<M> {
         &mut self,
         mut f: impl FnMut(&mut Step<'_, M>) -> ControlFlow<R>,
     ) -> io::Result<R> {
+        let s = self.tick();
+        self.settle(s);
         loop {
-            let s = self.tick();
-            self.settle(s);
+            // Settled: by the line above the first time, by the end of `turn` after that.
             let flow = {
                 let mut step = Step {
                     machine: &mut self.machine,
@@ -986,6 +1004,8 @@ impl<M: Machine> Driver<M> {
                 warn!("CSP report to {}: {e}", c.reporter.config().server);
             }
         }
+        // Write batching: everything sent during this wake-up leaves now.
+        self.transports.flush_pending();
     }
 
     /// Drains `poll_output` completely, then delivers the driver's own inputs (each followed

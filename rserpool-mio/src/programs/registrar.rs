@@ -499,6 +499,7 @@ fn run_once(
         mode,
         signals: true,
         shutdown_grace: Duration::from_millis(500),
+        timer_slack: opts.timer_slack,
         transport: TransportConfig {
             // ASAP and ENRP messages are at most 65,535 bytes (16-bit length field).
             max_message_len: 65_536,
@@ -576,6 +577,11 @@ pub fn main_with(opts: RegistrarOptions) -> ExitCode {
     }
     super::common::init_logging_or_exit("rspregistrar", &opts.log);
     warn_unsupported(&opts);
+    // One fd per association: lift the soft limit (often 1,024) to the hard one.
+    match crate::transport::raise_nofile_limit() {
+        Ok(n) => debug!("open file limit {n}"),
+        Err(e) => warn!("cannot raise the open file limit: {e}"),
+    }
     let mut rng = os_rng();
     let mut banner = !opts.quiet;
     loop {

@@ -220,6 +220,10 @@ pub struct LoadReport {
     pub registrar_cpu: Option<Duration>,
     /// Our own CPU time during the measurement.
     pub own_cpu: Option<Duration>,
+    /// The registrar's resident set size (`VmRSS`, KiB) before the first registration.
+    pub registrar_rss_before_kib: Option<u64>,
+    /// The registrar's resident set size (KiB) with every PE registered (measurement start).
+    pub registrar_rss_kib: Option<u64>,
     /// The measurement was cut short by a signal.
     pub interrupted: bool,
 }
@@ -316,6 +320,20 @@ impl LoadReport {
                 );
             }
         }
+        if let (Some(a), Some(b)) = (self.registrar_rss_before_kib, self.registrar_rss_kib) {
+            line("registrar_rss_before", a.to_string(), "KiB");
+            line("registrar_rss", b.to_string(), "KiB");
+            if self.registrations > 0 {
+                line(
+                    "registrar_rss_per_pe",
+                    format!(
+                        "{:.0}",
+                        (b as f64 - a as f64) * 1024.0 / self.registrations as f64
+                    ),
+                    "B",
+                );
+            }
+        }
         if let Some(cpu) = self.own_cpu {
             line(
                 "rspload_cpu_percent",
@@ -386,6 +404,24 @@ pub fn process_cpu_time(pid: Option<u32>) -> io::Result<Duration> {
     parse_cpu_ticks(&text)
         .map(|ticks| Duration::from_millis(ticks.saturating_mul(10)))
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "unexpected /proc stat format"))
+}
+
+/// Resident set size (`VmRSS`, KiB) of process `pid` from `/proc/PID/status`.
+pub fn process_rss_kib(pid: u32) -> io::Result<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    parse_vm_rss(&text)
+        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no VmRSS in /proc status"))
+}
+
+/// The `VmRSS:` value (KiB) of a `/proc/PID/status` text.
+fn parse_vm_rss(status: &str) -> Option<u64> {
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .split_whitespace()
+        .next()?
+        .parse()
+        .ok()
 }
 
 /// utime + stime (fields 14 and 15) of a `/proc/PID/stat` line; the command name (field 2)
@@ -461,6 +497,8 @@ struct Gen {
     hr_message: Bytes,
     report: LoadReport,
     signals: Option<TerminationSignals>,
+    /// The time of this wake-up (one clock read per wake-up: answers are timed by it).
+    now: Instant,
 }
 
 /// Runs the load (see the [module documentation](self)). `signals` (SIGINT/SIGTERM) cut the
@@ -515,7 +553,10 @@ pub fn run(cfg: LoadConfig, mut signals: Option<TerminationSignals>) -> io::Resu
         },
         signals,
         cfg,
+        now: Instant::now(),
     };
+    // One write per association and wake-up (flushed before every poll).
+    g.transports.set_write_batching(true);
     g.run()?;
     Ok(g.report)
 }
@@ -525,18 +566,22 @@ impl Gen {
         let mut events = Events::with_capacity(4096);
         let started = Instant::now();
         self.reg_started_at = Some(started);
+        self.report.registrar_rss_before_kib =
+            self.cfg.registrar_pid.and_then(|p| process_rss_kib(p).ok());
         info!(
             "registering {} PEs with ids from {:#010x} at {:?}",
             self.pes.len(),
             self.base_id,
             self.cfg.registrar
         );
+        let mut now = started;
         loop {
-            let now = Instant::now();
+            self.now = now;
             self.advance(now);
             if self.phase == Phase::Done {
                 return Ok(());
             }
+            self.transports.flush_pending();
             let wait = self
                 .next_wakeup(now)
                 .map(|t| t.saturating_duration_since(now));
@@ -548,7 +593,9 @@ impl Gen {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             }
-            let now = Instant::now();
+            now = Instant::now();
+            self.now = now;
+            self.transports.set_time(now);
             for ev in events.iter() {
                 if ev.token() == SIGNAL_TOKEN {
                     let got = self
@@ -742,6 +789,8 @@ impl Gen {
     }
 
     fn start_measurement(&mut self, now: Instant) {
+        self.report.registrar_rss_kib =
+            self.cfg.registrar_pid.and_then(|p| process_rss_kib(p).ok());
         self.cpu_start = (
             self.cfg
                 .registrar_pid
@@ -827,7 +876,7 @@ impl Gen {
                         p.up = true;
                     }
                     if self.measuring() {
-                        let now = Instant::now();
+                        let now = self.now;
                         for _ in 0..self.cfg.outstanding {
                             self.send_resolution(j, now);
                         }
@@ -955,7 +1004,7 @@ impl Gen {
                 self.in_flight -= 1;
                 self.settled += 1;
                 self.report.registrations += 1;
-                self.last_registration = Some(Instant::now());
+                self.last_registration = Some(self.now);
             }
             Ok(AsapMessage::Error(e)) => {
                 warn!("PE {i}: ASAP error {:?}", e.error);
@@ -986,7 +1035,7 @@ impl Gen {
         if ppid != Protocol::Asap.ppid() {
             return;
         }
-        let now = Instant::now();
+        let now = self.now;
         let ok = match AsapMessage::decode_bytes(data) {
             Ok(AsapMessage::HandleResolutionResponse(r)) => self.answer_ok(&r),
             Ok(other) => {
@@ -1052,6 +1101,10 @@ mod tests {
             "1234 (my (odd) prog) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 75 0 0 20 0 1 0 5 0 0";
         assert_eq!(parse_cpu_ticks(line), Some(325));
         assert_eq!(parse_cpu_ticks("garbage"), None);
+        let status = "Name:\trspregistrar\nVmPeak:\t  9000 kB\nVmRSS:\t    6296 kB\nThreads:\t1\n";
+        assert_eq!(parse_vm_rss(status), Some(6296));
+        assert_eq!(parse_vm_rss("Name: x\n"), None);
+        assert!(process_rss_kib(std::process::id()).is_ok_and(|k| k > 0));
         assert!(process_cpu_time(None).is_ok());
     }
 
@@ -1065,6 +1118,8 @@ mod tests {
             measured: Duration::from_secs(2),
             keepalives: 4,
             registrar_cpu: Some(Duration::from_millis(200)),
+            registrar_rss_before_kib: Some(1000),
+            registrar_rss_kib: Some(1010),
             ..LoadReport::default()
         };
         r.latency.record(100);
@@ -1080,6 +1135,7 @@ mod tests {
         assert!(f.contains("latency_p99 300 us\n"));
         assert!(f.contains("registrar_cpu_per_resolution 100.0 us\n"));
         assert!(f.contains("registrar_cpu_percent 10.0 %\n"));
+        assert!(f.contains("registrar_rss_per_pe 1024 B\n"));
         assert!(r.summary().starts_with("# 10 of 10 PEs registered"));
     }
 }

@@ -278,6 +278,12 @@ pub struct UdpOptions {
 
 const RECV_BUF: usize = 64 * 1024;
 const MAX_IOV: usize = 64;
+/// `recvmmsg` slots per SCTP read (the receive buffer is cut into this many; a longer
+/// message arrives in pieces and is reassembled).
+const RECV_SLOTS: usize = 16;
+/// RTF frames up to this size are copied into the association's output buffer (one
+/// contiguous write for many small frames); longer ones are written from their own buffer.
+const COALESCE_MAX: usize = 2048;
 /// TCP reads (of at most [`RECV_BUF`] bytes) per readiness event or timer pass and
 /// association before yielding to the others and to the machine (the rest is read from an
 /// immediate timer, in the next call). Everything read in one pass is held as events until
@@ -334,12 +340,15 @@ struct Assoc {
     scheduled: Option<u64>,
     /// The read budget of one event ran out with data left: read again at once (timer 0).
     read_pending: bool,
+    /// Listed in [`Transports::dirty`]: written out by [`Transports::flush_pending`].
+    dirty: bool,
     io: AssocIo,
 }
 
 #[allow(clippy::large_enum_variant)] // stored inside `Box<Assoc>`; one allocation per association either way
 enum AssocIo {
-    Tcp(TcpIo),
+    /// Boxed: an SCTP association does not pay for the TCP mapping's larger state.
+    Tcp(Box<TcpIo>),
     Sctp(SctpIo),
 }
 
@@ -348,16 +357,105 @@ struct TcpIo {
     rtf: RtfConnection,
     connecting: bool,
     next_addrs: VecDeque<SocketAddr>,
+    /// Output chunks, written in order, then `tail`.
     out: VecDeque<Bytes>,
+    /// Bytes of the front chunk already written.
     front_off: usize,
+    /// Small frames, copied after `out` (one buffer for many frames; its memory is reused
+    /// once written).
+    tail: BytesMut,
     write_shut: bool,
     peer_eof: bool,
+}
+
+impl TcpIo {
+    fn new(stream: TcpStream, rtf: RtfConnection, connecting: bool) -> Self {
+        TcpIo {
+            stream,
+            rtf,
+            connecting,
+            next_addrs: VecDeque::new(),
+            out: VecDeque::new(),
+            front_off: 0,
+            tail: BytesMut::new(),
+            write_shut: false,
+            peer_eof: false,
+        }
+    }
+
+    /// Appends one chunk of the RTF byte stream to the output.
+    fn push_chunk(&mut self, c: Bytes) {
+        if c.len() <= COALESCE_MAX {
+            self.tail.extend_from_slice(&c);
+        } else {
+            if !self.tail.is_empty() {
+                self.out.push_back(self.tail.split().freeze());
+            }
+            self.out.push_back(c);
+        }
+    }
+
+    /// Moves what RTF queued (HELLO, heartbeats, acks, long frames) to the output; returns
+    /// the bytes moved.
+    fn take_rtf_transmit(&mut self, now_us: u64) -> usize {
+        let mut n = 0;
+        while let Some(c) = self.rtf.poll_transmit(now_us) {
+            n += c.len();
+            self.push_chunk(c);
+        }
+        n
+    }
+
+    fn output_empty(&self) -> bool {
+        self.out.is_empty() && self.tail.is_empty()
+    }
+}
+
+/// One queued SCTP message: PPID, stream, payload.
+type OutMsg = (u32, u16, Bytes);
+
+/// An SCTP send queue holding its first message inline: an association that has one
+/// message at a time to send (a PE's keep-alive) needs no heap memory for its queue.
+#[derive(Debug, Default)]
+struct OutQueue {
+    first: Option<OutMsg>,
+    /// The rest, in order (empty whenever `first` is).
+    rest: VecDeque<OutMsg>,
+}
+
+impl OutQueue {
+    fn push_back(&mut self, m: OutMsg) {
+        if self.first.is_none() {
+            self.first = Some(m);
+        } else {
+            self.rest.push_back(m);
+        }
+    }
+
+    fn pop_front(&mut self) -> Option<OutMsg> {
+        let m = self.first.take()?;
+        self.first = self.rest.pop_front();
+        Some(m)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.first.is_none()
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &OutMsg> {
+        self.first.iter().chain(self.rest.iter())
+    }
+
+    fn clear(&mut self) {
+        self.first = None;
+        self.rest.clear();
+    }
 }
 
 struct SctpIo {
     sock: SctpSocket,
     connecting: bool,
-    out: VecDeque<(u32, u16, Bytes)>,
+    out: OutQueue,
     reasm: BytesMut,
     /// Skipping the rest of an over-long message or notification until MSG_EOR.
     discard: bool,
@@ -381,6 +479,8 @@ struct Ctx<'a> {
     buf: &'a mut [u8],
     cfg: &'a TransportConfig,
     out: &'a mut Vec<TransportEvent>,
+    /// RTF events of the association being driven (one buffer for all associations).
+    rtf_events: &'a mut VecDeque<RtfEvent>,
 }
 
 fn is_reset(e: &io::Error) -> bool {
@@ -437,17 +537,35 @@ impl Assoc {
         }
     }
 
-    /// Queues a message (cap already checked).
-    fn enqueue(&mut self, ppid: u32, stream: u16, data: Bytes) -> Result<(), SendError> {
+    /// Queues a message (cap already checked). TCP: the frame goes into the output at once
+    /// (small frames are copied into the output buffer, no allocation per message).
+    fn enqueue(
+        &mut self,
+        ppid: u32,
+        stream: u16,
+        data: Bytes,
+        now_us: u64,
+    ) -> Result<(), SendError> {
         match &mut self.io {
             AssocIo::Tcp(t) => {
                 let max = t.rtf.max_payload_len();
-                t.rtf.send(ppid, stream, false, data).map_err(|e| match e {
+                let map = |e| match e {
                     rserpool_proto::rtf::RtfError::MessageTooLong { length, .. } => {
                         SendError::TooLarge { len: length, max }
                     }
                     _ => SendError::Closed,
-                })?;
+                };
+                self.queued += t.take_rtf_transmit(now_us);
+                if data.len() <= COALESCE_MAX {
+                    let before = t.tail.len();
+                    t.rtf
+                        .send_into(now_us, ppid, stream, false, &data, &mut t.tail)
+                        .map_err(map)?;
+                    self.queued += t.tail.len() - before;
+                } else {
+                    t.rtf.send(ppid, stream, false, data).map_err(map)?;
+                }
+                self.queued += t.take_rtf_transmit(now_us);
             }
             AssocIo::Sctp(s) => {
                 if data.is_empty() {
@@ -476,14 +594,11 @@ impl Assoc {
         }
         match &mut self.io {
             AssocIo::Tcp(t) => {
-                while let Some(c) = t.rtf.poll_transmit(now_us) {
-                    self.queued += c.len();
-                    t.out.push_back(c);
-                }
+                self.queued += t.take_rtf_transmit(now_us);
                 if t.connecting || t.write_shut {
                     return;
                 }
-                while !t.out.is_empty() {
+                while !t.output_empty() {
                     let mut slices = [IoSlice::new(&[]); MAX_IOV];
                     let mut n = 0;
                     for (i, c) in t.out.iter().take(MAX_IOV).enumerate() {
@@ -497,7 +612,20 @@ impl Assoc {
                             n = i + 1;
                         }
                     }
-                    match t.stream.write_vectored(slices.get(..n).unwrap_or_default()) {
+                    if n == t.out.len()
+                        && !t.tail.is_empty()
+                        && let Some(s) = slices.get_mut(n)
+                    {
+                        *s = IoSlice::new(&t.tail);
+                        n += 1;
+                    }
+                    let r = if n == 1 {
+                        // One buffer: plain write (cheaper than writev for the kernel).
+                        t.stream.write(slices.first().map_or(&[][..], |s| &s[..]))
+                    } else {
+                        t.stream.write_vectored(slices.get(..n).unwrap_or_default())
+                    };
+                    match r {
                         Ok(0) => {
                             self.write_error = Some(io::ErrorKind::WriteZero.into());
                             return;
@@ -516,6 +644,15 @@ impl Assoc {
                                     written = 0;
                                 }
                             }
+                            if written > 0 {
+                                let k = written.min(t.tail.len());
+                                bytes::Buf::advance(&mut t.tail, k);
+                                if t.tail.is_empty() {
+                                    // Written out: the next frames start at the buffer's
+                                    // beginning again (no new allocation).
+                                    t.tail.clear();
+                                }
+                            }
                         }
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -525,7 +662,7 @@ impl Assoc {
                         }
                     }
                 }
-                if t.out.is_empty() && self.linger_until.is_some() && !t.write_shut {
+                if t.output_empty() && self.linger_until.is_some() && !t.write_shut {
                     // Graceful close: FIN after the last queued frame.
                     let _ = t.stream.shutdown(std::net::Shutdown::Write);
                     t.write_shut = true;
@@ -535,11 +672,35 @@ impl Assoc {
                 if s.connecting || s.write_shut {
                     return;
                 }
-                while let Some((ppid, stream, data)) = s.out.front() {
-                    match s.sock.send(*ppid, *stream, data) {
-                        Ok(_) => {
-                            self.queued = self.queued.saturating_sub(data.len());
-                            s.out.pop_front();
+                while !s.out.is_empty() {
+                    // All queued messages with one sendmmsg (MAX_BATCH at a time). When
+                    // fewer than offered were sent, the next round finds out why (full
+                    // socket: WouldBlock; or the error).
+                    let r = {
+                        let mut msgs = [sys::OutMessage {
+                            ppid: 0,
+                            stream: 0,
+                            data: &[],
+                        }; sys::MAX_BATCH];
+                        let mut n = 0;
+                        for ((ppid, stream, data), m) in s.out.iter().zip(msgs.iter_mut()) {
+                            *m = sys::OutMessage {
+                                ppid: *ppid,
+                                stream: *stream,
+                                data,
+                            };
+                            n += 1;
+                        }
+                        s.sock.send_batch(msgs.get(..n).unwrap_or_default())
+                    };
+                    match r {
+                        Ok(0) => return,
+                        Ok(sent) => {
+                            for _ in 0..sent {
+                                if let Some((_, _, data)) = s.out.pop_front() {
+                                    self.queued = self.queued.saturating_sub(data.len());
+                                }
+                            }
                         }
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -578,10 +739,14 @@ impl Assoc {
     }
 
     /// Drives the association after a readiness event (or right after creation).
-    fn drive(&mut self, readable: bool, writable: bool, ctx: &mut Ctx<'_>) -> Fate {
+    /// `read_all`: read until `WouldBlock`; otherwise a short read (fewer bytes or messages
+    /// than asked for) ends the reading: the socket was empty then, and data arriving
+    /// after it is a new edge (a new event). Read until `WouldBlock` whenever the event
+    /// also reported an error or the peer's end of stream, and when no event told us.
+    fn drive(&mut self, readable: bool, writable: bool, read_all: bool, ctx: &mut Ctx<'_>) -> Fate {
         let fate = match &self.io {
-            AssocIo::Tcp(_) => self.drive_tcp(readable, writable, ctx),
-            AssocIo::Sctp(_) => self.drive_sctp(readable, writable, ctx),
+            AssocIo::Tcp(_) => self.drive_tcp(readable, writable, read_all, ctx),
+            AssocIo::Sctp(_) => self.drive_sctp(readable, writable, read_all, ctx),
         };
         if fate != Fate::Keep {
             return fate;
@@ -590,7 +755,14 @@ impl Assoc {
         Fate::Keep
     }
 
-    fn drive_tcp(&mut self, readable: bool, writable: bool, ctx: &mut Ctx<'_>) -> Fate {
+    fn drive_tcp(
+        &mut self,
+        readable: bool,
+        writable: bool,
+        read_all: bool,
+        ctx: &mut Ctx<'_>,
+    ) -> Fate {
+        ctx.rtf_events.clear();
         let AssocIo::Tcp(t) = &mut self.io else {
             return Fate::Keep;
         };
@@ -632,9 +804,16 @@ impl Assoc {
                         t.peer_eof = true;
                         break;
                     }
-                    Ok(n) => t
-                        .rtf
-                        .handle_input(ctx.now_us, ctx.buf.get(..n).unwrap_or_default()),
+                    Ok(n) => {
+                        t.rtf.handle_input_into(
+                            ctx.now_us,
+                            ctx.buf.get(..n).unwrap_or_default(),
+                            ctx.rtf_events,
+                        );
+                        if n < ctx.buf.len() && !read_all {
+                            break;
+                        }
+                    }
                     Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                     Err(e) => {
@@ -682,7 +861,11 @@ impl Assoc {
             let AssocIo::Tcp(t) = &mut self.io else {
                 return fate;
             };
-            let Some(ev) = t.rtf.poll_event() else { break };
+            // Events of the inputs just read (shared buffer) come before those of EOF and
+            // timers (the connection's own queue).
+            let Some(ev) = ctx.rtf_events.pop_front().or_else(|| t.rtf.poll_event()) else {
+                break;
+            };
             match ev {
                 RtfEvent::Up { channel_kind, .. } => {
                     self.channel = Some(channel_kind);
@@ -727,7 +910,13 @@ impl Assoc {
         fate
     }
 
-    fn drive_sctp(&mut self, readable: bool, writable: bool, ctx: &mut Ctx<'_>) -> Fate {
+    fn drive_sctp(
+        &mut self,
+        readable: bool,
+        writable: bool,
+        read_all: bool,
+        ctx: &mut Ctx<'_>,
+    ) -> Fate {
         let AssocIo::Sctp(s) = &mut self.io else {
             return Fate::Keep;
         };
@@ -743,7 +932,9 @@ impl Assoc {
             return Fate::Keep;
         }
         self.read_pending = false;
-        let mut budget = SCTP_READ_BUDGET;
+        // Up to RECV_SLOTS messages per recvmmsg; SCTP_READ_BUDGET messages per pass.
+        let mut budget = SCTP_READ_BUDGET.div_ceil(RECV_SLOTS);
+        let slot = ctx.buf.len() / RECV_SLOTS;
         loop {
             if budget == 0 {
                 self.read_pending = true;
@@ -753,12 +944,9 @@ impl Assoc {
             let AssocIo::Sctp(s) = &mut self.io else {
                 return Fate::Keep;
             };
-            let r = match s.sock.recv(ctx.buf) {
-                Ok(Some(r)) => r,
-                Ok(None) => {
-                    self.down(DownReason::Shutdown, ctx.out);
-                    return Fate::Remove { abort: false };
-                }
+            let mut got = [sys::Received::default(); RECV_SLOTS];
+            let n = match s.sock.recv_batch(ctx.buf, &mut got) {
+                Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Fate::Keep,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 // A one-to-one socket still setting up its association has nothing to read.
@@ -775,51 +963,75 @@ impl Assoc {
                     return Fate::Remove { abort: false };
                 }
             };
-            let data = ctx.buf.get(..r.len).unwrap_or_default();
-            if r.notification {
-                if s.discard || !r.end_of_record {
-                    // Notifications this large are not ones we act on.
+            // One buffer for the whole messages of this batch (each is split off it): one
+            // allocation per read, not per message.
+            let whole: usize = got
+                .iter()
+                .take(n)
+                .filter(|r| !r.notification && r.end_of_record)
+                .map(|r| r.len)
+                .sum();
+            let mut block = BytesMut::with_capacity(whole);
+            for (i, r) in got.iter().take(n).enumerate() {
+                let AssocIo::Sctp(s) = &mut self.io else {
+                    return Fate::Keep;
+                };
+                if r.len == 0 && !r.notification {
+                    // End of stream.
+                    self.down(DownReason::Shutdown, ctx.out);
+                    return Fate::Remove { abort: false };
+                }
+                let start = i * slot;
+                let data = ctx.buf.get(start..start + r.len).unwrap_or_default();
+                if r.notification {
+                    if s.discard || !r.end_of_record {
+                        // Notifications this large are not ones we act on.
+                        s.discard = !r.end_of_record;
+                        continue;
+                    }
+                    let mut note = [0u8; 64];
+                    let n = data.len().min(note.len());
+                    if let (Some(dst), Some(src)) = (note.get_mut(..n), data.get(..n)) {
+                        dst.copy_from_slice(src);
+                    }
+                    let fate = self.sctp_notification(note.get(..n).unwrap_or_default(), ctx);
+                    if fate != Fate::Keep {
+                        return fate;
+                    }
+                    continue;
+                }
+                if s.discard {
                     s.discard = !r.end_of_record;
                     continue;
                 }
-                let mut note = [0u8; 64];
-                let n = data.len().min(note.len());
-                if let (Some(dst), Some(src)) = (note.get_mut(..n), data.get(..n)) {
-                    dst.copy_from_slice(src);
+                if s.reasm.len() + data.len() > ctx.cfg.max_message_len {
+                    // Never buffer beyond the limit: abort the association.
+                    self.down(DownReason::ProtocolError, ctx.out);
+                    return Fate::Remove { abort: true };
                 }
-                let fate = self.sctp_notification(note.get(..n).unwrap_or_default(), ctx);
-                if fate != Fate::Keep {
-                    return fate;
+                let info = r.info.unwrap_or_default();
+                if !r.end_of_record {
+                    s.reasm.extend_from_slice(data);
+                    continue;
                 }
-                continue;
+                let msg = if s.reasm.is_empty() {
+                    block.extend_from_slice(data);
+                    block.split().freeze()
+                } else {
+                    s.reasm.extend_from_slice(data);
+                    s.reasm.split().freeze()
+                };
+                if self.attached && self.announced {
+                    ctx.out.push(TransportEvent::Message {
+                        assoc: self.id,
+                        ppid: info.ppid,
+                        stream: info.stream,
+                        data: msg,
+                    });
+                }
             }
-            if s.discard {
-                s.discard = !r.end_of_record;
-                continue;
-            }
-            if s.reasm.len() + data.len() > ctx.cfg.max_message_len {
-                // Never buffer beyond the limit: abort the association.
-                self.down(DownReason::ProtocolError, ctx.out);
-                return Fate::Remove { abort: true };
-            }
-            let info = r.info.unwrap_or_default();
-            if !r.end_of_record {
-                s.reasm.extend_from_slice(data);
-                continue;
-            }
-            let msg = if s.reasm.is_empty() {
-                Bytes::copy_from_slice(data)
-            } else {
-                s.reasm.extend_from_slice(data);
-                s.reasm.split().freeze()
-            };
-            if self.attached && self.announced {
-                ctx.out.push(TransportEvent::Message {
-                    assoc: self.id,
-                    ppid: info.ppid,
-                    stream: info.stream,
-                    data: msg,
-                });
+            if n < RECV_SLOTS && !read_all {
+                return Fate::Keep;
             }
         }
     }
@@ -890,7 +1102,7 @@ impl Assoc {
             return Fate::Remove { abort: true };
         }
         if self.read_pending {
-            return self.drive(true, false, ctx);
+            return self.drive(true, false, true, ctx);
         }
         if let AssocIo::Tcp(t) = &mut self.io {
             t.rtf.handle_timeout(ctx.now_us);
@@ -923,6 +1135,16 @@ pub struct Transports {
     /// Outgoing SCTP associations of a channel kind leave from a shared listener's endpoint
     /// ([`Transports::listen_as_source`]): (listener, channel kind, local addresses).
     sctp_sources: Vec<(SocketId, ChannelKind, Vec<SocketAddr>)>,
+    /// Write batching on ([`Transports::set_write_batching`]).
+    batching: bool,
+    /// Associations with output not yet written (slot, generation).
+    dirty: Vec<(usize, u64)>,
+    /// The latest time seen (µs since `epoch`): events, timeouts, [`Transports::set_time`].
+    last_us: u64,
+    /// RTF events being handled (shared by all TCP associations).
+    rtf_events: VecDeque<RtfEvent>,
+    /// Timers being run by `handle_timeout` (kept for its memory).
+    due: Vec<(u64, usize, u64)>,
 }
 
 impl std::fmt::Debug for Transports {
@@ -958,7 +1180,63 @@ impl Transports {
             timers: BinaryHeap::new(),
             buf: vec![0; RECV_BUF],
             sctp_sources: Vec::new(),
+            batching: false,
+            dirty: Vec::new(),
+            last_us: 0,
+            rtf_events: VecDeque::new(),
+            due: Vec::new(),
         })
+    }
+
+    /// Write batching: with it on, [`Transports::send`] only queues (no system call, no
+    /// clock read) and [`Transports::flush_pending`] writes every association's queue at
+    /// once — one `write`/`writev` (TCP) or `sendmmsg` (SCTP) per association instead of
+    /// one system call per message. The caller must call `flush_pending` before it sleeps
+    /// (the mio driver does so at the end of every wake-up). Off by default: every `send`
+    /// writes at once. Turning it off flushes.
+    pub fn set_write_batching(&mut self, on: bool) {
+        self.batching = on;
+        if !on {
+            self.flush_pending();
+        }
+    }
+
+    /// True when write batching is on.
+    pub fn write_batching(&self) -> bool {
+        self.batching
+    }
+
+    /// Tells the transports the time (the caller read the clock anyway): queued sends and
+    /// flushes under write batching are stamped with the latest time seen
+    /// ([`Transports::handle_event`], [`Transports::handle_timeout`] and this).
+    pub fn set_time(&mut self, now: Instant) {
+        self.last_us = self.last_us.max(self.us(now));
+    }
+
+    /// Writes what [`Transports::send`] queued under write batching, as far as each socket
+    /// takes it now (the rest follows on `WRITABLE`). Cheap when nothing is pending.
+    pub fn flush_pending(&mut self) {
+        if self.dirty.is_empty() {
+            return;
+        }
+        let now_us = self.last_us;
+        let mut dirty = std::mem::take(&mut self.dirty);
+        for &(idx, generation) in &dirty {
+            let Some(Some(entry)) = self.entries.get_mut(idx) else {
+                continue;
+            };
+            if entry.generation != generation {
+                continue;
+            }
+            let Slot::Assoc(a) = &mut entry.slot else {
+                continue;
+            };
+            a.dirty = false;
+            a.flush(now_us);
+            self.schedule(idx);
+        }
+        dirty.clear();
+        self.dirty = dirty;
     }
 
     /// The configuration in force.
@@ -1286,16 +1564,14 @@ impl Transports {
                         return Err(last_err.unwrap_or_else(|| io::ErrorKind::InvalidInput.into()));
                     }
                 };
-                AssocIo::Tcp(TcpIo {
-                    stream,
-                    rtf: RtfConnection::connector(channel, self.config.rtf(), now_us),
-                    connecting: true,
+                AssocIo::Tcp(Box::new(TcpIo {
                     next_addrs: rest,
-                    out: VecDeque::new(),
-                    front_off: 0,
-                    write_shut: false,
-                    peer_eof: false,
-                })
+                    ..TcpIo::new(
+                        stream,
+                        RtfConnection::connector(channel, self.config.rtf(), now_us),
+                        true,
+                    )
+                }))
             }
             TransportKind::Sctp => AssocIo::Sctp(SctpIo {
                 sock: match self.sctp_sources.iter().find(|(_, c, _)| *c == channel) {
@@ -1309,7 +1585,7 @@ impl Transports {
                     None => SctpSocket::connect(addrs, &self.config.sctp)?,
                 },
                 connecting: true,
-                out: VecDeque::new(),
+                out: OutQueue::default(),
                 reasm: BytesMut::new(),
                 discard: false,
                 sndbuf: 0,
@@ -1328,6 +1604,7 @@ impl Transports {
             write_error: None,
             scheduled: None,
             read_pending: false,
+            dirty: false,
             io,
         };
         let idx = self.alloc(Slot::Assoc(Box::new(assoc)))?;
@@ -1356,8 +1633,17 @@ impl Transports {
     ) -> Result<(), SendError> {
         let cap = self.config.max_queued_bytes;
         let max = self.config.max_message_len;
-        let now_us = self.us(Instant::now());
+        let batching = self.batching;
+        let now_us = if batching {
+            self.last_us
+        } else {
+            self.us(Instant::now())
+        };
         let idx = *self.assocs.get(&assoc).ok_or(SendError::UnknownAssoc)?;
+        let generation = match self.entries.get(idx) {
+            Some(Some(e)) => e.generation,
+            _ => return Err(SendError::UnknownAssoc),
+        };
         let a = self.assoc_mut(idx).ok_or(SendError::UnknownAssoc)?;
         if !a.attached || a.linger_until.is_some() || a.write_error.is_some() {
             return Err(SendError::Closed);
@@ -1368,15 +1654,34 @@ impl Transports {
                 max,
             });
         }
-        if a.queued > 0 && a.queued.saturating_add(payload.len()) > cap {
+        let over = |a: &Assoc| a.queued > 0 && a.queued.saturating_add(payload.len()) > cap;
+        if over(a) && batching {
+            // Under write batching the queue holds what this wake-up sent: write it now, so
+            // that "queue full" still means "the socket does not take more".
+            a.flush(now_us);
+            let failed = a.write_error.is_some();
+            if failed {
+                self.schedule(idx);
+                return Err(SendError::Closed);
+            }
+        }
+        let a = self.assoc_mut(idx).ok_or(SendError::UnknownAssoc)?;
+        if over(a) {
             return Err(SendError::QueueFull {
                 queued: a.queued,
                 cap,
             });
         }
-        a.enqueue(ppid, stream, payload)?;
-        a.flush(now_us);
-        self.schedule(idx);
+        a.enqueue(ppid, stream, payload, now_us)?;
+        if batching {
+            if !a.dirty {
+                a.dirty = true;
+                self.dirty.push((idx, generation));
+            }
+        } else {
+            a.flush(now_us);
+            self.schedule(idx);
+        }
         Ok(())
     }
 
@@ -1621,7 +1926,8 @@ impl Transports {
         let idx = event.token().0 - self.token_base;
         let readable = event.is_readable() || event.is_read_closed() || event.is_error();
         let writable = event.is_writable() || event.is_error() || event.is_write_closed();
-        self.drive_idx(idx, readable, writable, now, out);
+        let read_all = event.is_read_closed() || event.is_error();
+        self.drive_idx(idx, readable, writable, read_all, now, out);
     }
 
     fn drive_idx(
@@ -1629,10 +1935,12 @@ impl Transports {
         idx: usize,
         readable: bool,
         writable: bool,
+        read_all: bool,
         now: Instant,
         out: &mut Vec<TransportEvent>,
     ) {
         let now_us = self.us(now);
+        self.last_us = self.last_us.max(now_us);
         let Some(Some(entry)) = self.entries.get_mut(idx) else {
             return;
         };
@@ -1656,8 +1964,9 @@ impl Transports {
                     buf: &mut self.buf,
                     cfg: &self.config,
                     out,
+                    rtf_events: &mut self.rtf_events,
                 };
-                let fate = a.drive(readable, writable, &mut ctx);
+                let fate = a.drive(readable, writable, read_all, &mut ctx);
                 self.settle(idx, fate, out);
             }
         }
@@ -1678,16 +1987,11 @@ impl Transports {
                     Ok((stream, _)) => {
                         let _ = stream.set_nodelay(true);
                         (
-                            AssocIo::Tcp(TcpIo {
+                            AssocIo::Tcp(Box::new(TcpIo::new(
                                 stream,
-                                rtf: RtfConnection::acceptor(*kinds, self.config.rtf(), now_us),
-                                connecting: false,
-                                next_addrs: VecDeque::new(),
-                                out: VecDeque::new(),
-                                front_off: 0,
-                                write_shut: false,
-                                peer_eof: false,
-                            }),
+                                RtfConnection::acceptor(*kinds, self.config.rtf(), now_us),
+                                false,
+                            ))),
                             *id,
                             *kinds,
                         )
@@ -1703,7 +2007,7 @@ impl Transports {
                         AssocIo::Sctp(SctpIo {
                             sock: s,
                             connecting: false,
-                            out: VecDeque::new(),
+                            out: OutQueue::default(),
                             reasm: BytesMut::new(),
                             discard: false,
                             sndbuf: 0,
@@ -1730,6 +2034,7 @@ impl Transports {
                 write_error: None,
                 scheduled: None,
                 read_pending: false,
+                dirty: false,
                 io,
             };
             let id = assoc.id;
@@ -1750,8 +2055,12 @@ impl Transports {
                 let local = s.sock.local_addrs().unwrap_or_default();
                 a.up_event(peer, local, out);
             }
+            // Write what is queued (an RTF HELLO). Nothing is read yet: data that arrived
+            // before the socket was registered makes the registration itself report it
+            // readable (epoll checks readiness when a socket is added), so it is read at the
+            // next wake-up with one system call.
             let now = self.epoch + Duration::from_micros(now_us);
-            self.drive_idx(new_idx, true, true, now, out);
+            self.drive_idx(new_idx, false, true, false, now, out);
         }
     }
 
@@ -1774,11 +2083,12 @@ impl Transports {
     /// errors) and appends what happened to `out`.
     pub fn handle_timeout(&mut self, now: Instant, out: &mut Vec<TransportEvent>) {
         let now_us = self.us(now);
+        self.last_us = self.last_us.max(now_us);
         // Only the timers due when the call starts: an association with more to read
         // re-arms an immediate timer, which must wait for the next call, or a peer that
         // writes faster than we read would keep this call (and its caller's turn) reading
         // without bound, every message held in `out` before the machine saw any.
-        let mut due = Vec::new();
+        let mut due = std::mem::take(&mut self.due);
         while let Some(Reverse((d, idx, generation))) = self.timers.peek().copied() {
             if d > now_us {
                 break;
@@ -1786,7 +2096,7 @@ impl Transports {
             self.timers.pop();
             due.push((d, idx, generation));
         }
-        for (d, idx, generation) in due {
+        for (d, idx, generation) in due.drain(..) {
             let Some(Some(entry)) = self.entries.get_mut(idx) else {
                 continue;
             };
@@ -1805,10 +2115,12 @@ impl Transports {
                 buf: &mut self.buf,
                 cfg: &self.config,
                 out,
+                rtf_events: &mut self.rtf_events,
             };
             let fate = a.timeout(&mut ctx);
             self.settle(idx, fate, out);
         }
+        self.due = due;
     }
 }
 

@@ -70,7 +70,8 @@ impl SctpSocket {
         Ok(s)
     }
 
-    /// Options every association socket needs (also re-applied after `accept`).
+    /// Options every association socket needs (an accepted socket inherits them from its
+    /// listener).
     fn configure(&self, opts: &SctpOptions) -> io::Result<()> {
         let fd = self.sock.as_fd();
         sys::set_nodelay(fd)?;
@@ -195,16 +196,14 @@ impl SctpSocket {
         Ok(s)
     }
 
-    /// Accepts one pending association, `Ok(None)` when there is none.
+    /// Accepts one pending association, `Ok(None)` when there is none. One system call:
+    /// `accept4` makes the socket non-blocking and close-on-exec, and the kernel copies the
+    /// listener's SCTP options (`sctp_sock_migrate`: no delay, event subscriptions, receive
+    /// info, INIT parameters), which [`SctpSocket::listen`] set as every association needs.
     pub fn accept(&self, opts: &SctpOptions) -> io::Result<Option<SctpSocket>> {
-        match self.sock.accept() {
-            Ok((sock, _)) => {
-                sock.set_nonblocking(true)?;
-                sock.set_cloexec(true)?;
-                let s = SctpSocket { sock };
-                s.configure(opts)?;
-                Ok(Some(s))
-            }
+        let _ = opts;
+        match self.sock.accept4(libc::SOCK_NONBLOCK | libc::SOCK_CLOEXEC) {
+            Ok((sock, _)) => Ok(Some(SctpSocket { sock })),
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
             Err(e) => Err(e),
         }
@@ -223,6 +222,16 @@ impl SctpSocket {
     /// Sends one whole message; `WouldBlock` when the send buffer is full.
     pub fn send(&self, ppid: u32, stream: u16, data: &[u8]) -> io::Result<usize> {
         sys::send_message(self.sock.as_fd(), ppid, stream, 0, data)
+    }
+
+    /// Sends several whole messages with one `sendmmsg` (see [`sys::send_messages`]).
+    pub fn send_batch(&self, msgs: &[sys::OutMessage<'_>]) -> io::Result<usize> {
+        sys::send_messages(self.sock.as_fd(), msgs)
+    }
+
+    /// Several `recvmsg`s with one `recvmmsg` (see [`sys::recv_messages`]).
+    pub fn recv_batch(&self, buf: &mut [u8], out: &mut [sys::Received]) -> io::Result<usize> {
+        sys::recv_messages(self.sock.as_fd(), buf, out)
     }
 
     /// One `recvmsg`; `Ok(None)` at end of stream.

@@ -349,6 +349,33 @@ pub fn local_addrs(fd: BorrowedFd<'_>) -> io::Result<Vec<SocketAddr>> {
     get_addrs(fd, SCTP_GET_LOCAL_ADDRS)
 }
 
+/// Writes one `SCTP_SNDINFO` cmsg into `control` and points `msg` at it.
+fn put_sndinfo(msg: &mut libc::msghdr, control: &mut [u64; 4], ppid: u32, stream: u16, flags: u16) {
+    let info = libc::sctp_sndinfo {
+        snd_sid: stream,
+        snd_flags: flags,
+        snd_ppid: ppid.to_be(),
+        snd_context: 0,
+        snd_assoc_id: 0,
+    };
+    msg.msg_control = control.as_mut_ptr().cast();
+    // SAFETY: CMSG_SPACE is a pure computation on a constant.
+    let space = unsafe { libc::CMSG_SPACE(size_of::<libc::sctp_sndinfo>() as u32) } as usize;
+    const { assert!(size_of::<libc::cmsghdr>() + size_of::<libc::sctp_sndinfo>() <= 32) };
+    msg.msg_controllen = space.min(size_of::<[u64; 4]>());
+    // SAFETY: `msg.msg_control` points to `control`, which is 32 bytes long (at least
+    // `space`: checked above) and 8-byte aligned, so CMSG_FIRSTHDR returns a pointer to its
+    // start (non-null since `msg_controllen >= size_of::<cmsghdr>()`), and CMSG_DATA of it
+    // has room for the `sctp_sndinfo`. `write_unaligned` needs no alignment.
+    unsafe {
+        let cmsg = libc::CMSG_FIRSTHDR(msg);
+        (*cmsg).cmsg_level = SOL_SCTP;
+        (*cmsg).cmsg_type = libc::SCTP_SNDINFO;
+        (*cmsg).cmsg_len = libc::CMSG_LEN(size_of::<libc::sctp_sndinfo>() as u32) as usize;
+        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::sctp_sndinfo>(), info);
+    }
+}
+
 /// Sends one whole message with an `SCTP_SNDINFO` cmsg (PPID converted to network byte
 /// order here). `MSG_DONTWAIT | MSG_NOSIGNAL`. Returns the bytes accepted (the whole message).
 pub fn send_message(
@@ -358,13 +385,6 @@ pub fn send_message(
     flags: u16,
     data: &[u8],
 ) -> io::Result<usize> {
-    let info = libc::sctp_sndinfo {
-        snd_sid: stream,
-        snd_flags: flags,
-        snd_ppid: ppid.to_be(),
-        snd_context: 0,
-        snd_assoc_id: 0,
-    };
     // 8-byte aligned room for one cmsg header (16) + sctp_sndinfo (16).
     let mut control = [0u64; 4];
     let mut iov = libc::iovec {
@@ -375,28 +395,76 @@ pub fn send_message(
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     msg.msg_iov = &mut iov;
     msg.msg_iovlen = 1;
-    msg.msg_control = control.as_mut_ptr().cast();
-    // SAFETY: CMSG_SPACE is a pure computation on a constant.
-    let space = unsafe { libc::CMSG_SPACE(size_of::<libc::sctp_sndinfo>() as u32) } as usize;
-    assert!(space <= size_of::<[u64; 4]>());
-    msg.msg_controllen = space;
-    // SAFETY: `msg.msg_control` points to `control`, which is `space` bytes long and
-    // 8-byte aligned, so CMSG_FIRSTHDR returns a pointer to its start (non-null since
-    // `msg_controllen >= size_of::<cmsghdr>()`), and CMSG_DATA of it has room for the
-    // `sctp_sndinfo` (CMSG_SPACE accounted for it). `write_unaligned` needs no alignment.
-    unsafe {
-        let cmsg = libc::CMSG_FIRSTHDR(&msg);
-        (*cmsg).cmsg_level = SOL_SCTP;
-        (*cmsg).cmsg_type = libc::SCTP_SNDINFO;
-        (*cmsg).cmsg_len = libc::CMSG_LEN(size_of::<libc::sctp_sndinfo>() as u32) as usize;
-        std::ptr::write_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::sctp_sndinfo>(), info);
-    }
+    put_sndinfo(&mut msg, &mut control, ppid, stream, flags);
     // SAFETY: `msg` points to `iov` (covering `data`, only read by the kernel) and to
     // `control`, all alive for the call.
     let rc = unsafe {
         libc::sendmsg(
             fd.as_raw_fd(),
             &msg,
+            libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
+        )
+    };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(rc as usize)
+    }
+}
+
+/// Most messages one [`send_messages`] / [`recv_messages`] call moves.
+pub const MAX_BATCH: usize = 32;
+
+/// One message for [`send_messages`].
+#[derive(Clone, Copy, Debug)]
+pub struct OutMessage<'a> {
+    /// Payload protocol identifier (host order).
+    pub ppid: u32,
+    /// Stream id.
+    pub stream: u16,
+    /// The whole message.
+    pub data: &'a [u8],
+}
+
+/// Sends up to [`MAX_BATCH`] whole messages with one `sendmmsg(MSG_DONTWAIT |
+/// MSG_NOSIGNAL)`, each with its own `SCTP_SNDINFO`. Returns how many were sent, in order
+/// (fewer than given when the socket filled up or failed after the first: the caller sends
+/// the rest again and sees `WouldBlock` or the error then). An error only when none was sent.
+pub fn send_messages(fd: BorrowedFd<'_>, msgs: &[OutMessage<'_>]) -> io::Result<usize> {
+    let n = msgs.len().min(MAX_BATCH);
+    if n == 0 {
+        return Ok(0);
+    }
+    let mut controls = [[0u64; 4]; MAX_BATCH];
+    let mut iovs = [libc::iovec {
+        iov_base: std::ptr::null_mut(),
+        iov_len: 0,
+    }; MAX_BATCH];
+    // SAFETY: all-zero is a valid `mmsghdr` (null pointers, zero lengths).
+    let mut hdrs: [libc::mmsghdr; MAX_BATCH] = unsafe { std::mem::zeroed() };
+    for (((m, iov), control), h) in msgs
+        .iter()
+        .take(n)
+        .zip(iovs.iter_mut())
+        .zip(controls.iter_mut())
+        .zip(hdrs.iter_mut())
+    {
+        *iov = libc::iovec {
+            iov_base: m.data.as_ptr() as *mut libc::c_void,
+            iov_len: m.data.len(),
+        };
+        h.msg_hdr.msg_iov = iov;
+        h.msg_hdr.msg_iovlen = 1;
+        put_sndinfo(&mut h.msg_hdr, control, m.ppid, m.stream, 0);
+    }
+    // SAFETY: the first `n` headers point to their own `iovs` entry (covering a message
+    // that is only read by the kernel) and `controls` entry; all arrays are alive for the
+    // call and are not moved after the pointers were taken.
+    let rc = unsafe {
+        libc::sendmmsg(
+            fd.as_raw_fd(),
+            hdrs.as_mut_ptr(),
+            n as libc::c_uint,
             libc::MSG_DONTWAIT | libc::MSG_NOSIGNAL,
         )
     };
@@ -419,7 +487,7 @@ pub struct RcvInfo {
 }
 
 /// What one `recvmsg` returned.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 pub struct Received {
     /// Bytes written into the buffer.
     pub len: usize,
@@ -429,6 +497,35 @@ pub struct Received {
     pub end_of_record: bool,
     /// The `SCTP_RCVINFO` cmsg, if present.
     pub info: Option<RcvInfo>,
+}
+
+/// The `SCTP_RCVINFO` cmsg of a message `recvmsg`/`recvmmsg` filled in.
+fn rcvinfo(msg: &libc::msghdr) -> Option<RcvInfo> {
+    let mut info = None;
+    // SAFETY: the kernel set `msg_controllen` to the bytes of the control buffer it filled
+    // (the buffer is alive: the caller still holds it); the CMSG_* macros walk only within
+    // `[msg_control, msg_control + msg_controllen)` and return null at the end. We read the
+    // payload only when `cmsg_len` covers a whole `sctp_rcvinfo`, with `read_unaligned`.
+    unsafe {
+        let mut cmsg = libc::CMSG_FIRSTHDR(msg);
+        while !cmsg.is_null() {
+            let c = &*cmsg;
+            if c.cmsg_level == SOL_SCTP
+                && c.cmsg_type == libc::SCTP_RCVINFO
+                && c.cmsg_len >= libc::CMSG_LEN(size_of::<libc::sctp_rcvinfo>() as u32) as usize
+            {
+                let r =
+                    std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::sctp_rcvinfo>());
+                info = Some(RcvInfo {
+                    stream: r.rcv_sid,
+                    ppid: u32::from_be(r.rcv_ppid),
+                    flags: r.rcv_flags,
+                });
+            }
+            cmsg = libc::CMSG_NXTHDR(msg, cmsg);
+        }
+    }
+    info
 }
 
 /// One `recvmsg(MSG_DONTWAIT)` into `buf`. `Ok(None)` = end of stream (association closed).
@@ -455,36 +552,86 @@ pub fn recv_message(fd: BorrowedFd<'_>, buf: &mut [u8]) -> io::Result<Option<Rec
     if len == 0 && !notification {
         return Ok(None);
     }
-    let mut info = None;
-    // SAFETY: the kernel set `msg_controllen` to the bytes of `control` it filled; the
-    // CMSG_* macros walk only within `[msg_control, msg_control + msg_controllen)` and
-    // return null at the end. We read the payload only when `cmsg_len` covers a whole
-    // `sctp_rcvinfo`, with `read_unaligned`.
-    unsafe {
-        let mut cmsg = libc::CMSG_FIRSTHDR(&msg);
-        while !cmsg.is_null() {
-            let c = &*cmsg;
-            if c.cmsg_level == SOL_SCTP
-                && c.cmsg_type == libc::SCTP_RCVINFO
-                && c.cmsg_len >= libc::CMSG_LEN(size_of::<libc::sctp_rcvinfo>() as u32) as usize
-            {
-                let r =
-                    std::ptr::read_unaligned(libc::CMSG_DATA(cmsg).cast::<libc::sctp_rcvinfo>());
-                info = Some(RcvInfo {
-                    stream: r.rcv_sid,
-                    ppid: u32::from_be(r.rcv_ppid),
-                    flags: r.rcv_flags,
-                });
-            }
-            cmsg = libc::CMSG_NXTHDR(&msg, cmsg);
-        }
-    }
     Ok(Some(Received {
         len,
         notification,
         end_of_record: msg.msg_flags & libc::MSG_EOR != 0,
-        info,
+        info: rcvinfo(&msg),
     }))
+}
+
+/// Up to `out.len()` (at most [`MAX_BATCH`]) `recvmsg`s in one `recvmmsg(MSG_DONTWAIT)`:
+/// `buf` is cut into `out.len()` equal slots, message `i` lands in slot `i` (a message
+/// longer than a slot arrives in pieces, as with a short `recvmsg`: `end_of_record` only on
+/// the last). Returns how many entries of `out` were filled; an entry with `len == 0` that
+/// is no notification is the end of the stream (and so are all entries after it). Fewer
+/// entries than slots: the socket had no more at that moment (or failed after the first;
+/// the kernel keeps that error for the next call). `WouldBlock` when nothing was there.
+pub fn recv_messages(
+    fd: BorrowedFd<'_>,
+    buf: &mut [u8],
+    out: &mut [Received],
+) -> io::Result<usize> {
+    let n = out.len().min(MAX_BATCH);
+    if n == 0 {
+        return Ok(0);
+    }
+    let slot = buf.len() / n;
+    if slot == 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "buffer too small",
+        ));
+    }
+    let mut controls = [[0u64; 16]; MAX_BATCH];
+    let mut iovs = [libc::iovec {
+        iov_base: std::ptr::null_mut(),
+        iov_len: 0,
+    }; MAX_BATCH];
+    // SAFETY: all-zero is a valid `mmsghdr`.
+    let mut hdrs: [libc::mmsghdr; MAX_BATCH] = unsafe { std::mem::zeroed() };
+    for (((chunk, iov), control), h) in buf
+        .chunks_exact_mut(slot)
+        .take(n)
+        .zip(iovs.iter_mut())
+        .zip(controls.iter_mut())
+        .zip(hdrs.iter_mut())
+    {
+        *iov = libc::iovec {
+            iov_base: chunk.as_mut_ptr().cast(),
+            iov_len: chunk.len(),
+        };
+        h.msg_hdr.msg_iov = iov;
+        h.msg_hdr.msg_iovlen = 1;
+        h.msg_hdr.msg_control = control.as_mut_ptr().cast();
+        h.msg_hdr.msg_controllen = size_of::<[u64; 16]>();
+    }
+    // SAFETY: the first `n` headers point to their own `iovs` entry (covering a disjoint,
+    // writable slot of `buf`) and `controls` entry, with their true lengths; everything is
+    // alive for the call and not moved after the pointers were taken. No timeout.
+    let rc = unsafe {
+        libc::recvmmsg(
+            fd.as_raw_fd(),
+            hdrs.as_mut_ptr(),
+            n as libc::c_uint,
+            libc::MSG_DONTWAIT,
+            std::ptr::null_mut(),
+        )
+    };
+    if rc < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    let got = (rc as usize).min(n);
+    for (h, r) in hdrs.iter().take(got).zip(out.iter_mut()) {
+        let m = &h.msg_hdr;
+        *r = Received {
+            len: (h.msg_len as usize).min(slot),
+            notification: m.msg_flags & libc::MSG_NOTIFICATION != 0,
+            end_of_record: m.msg_flags & libc::MSG_EOR != 0,
+            info: rcvinfo(m),
+        };
+    }
+    Ok(got)
 }
 
 /// A parsed notification (the ones the transport acts on).

@@ -1,0 +1,167 @@
+#!/bin/bash
+# Registrar under ASAP load over kernel SCTP, RSPLIB's rspregistrar and ours side by side in
+# ONE run of the sctp-vm (run it through benches/vm-registrar, which starts the VM):
+#
+#   registrar on h1 (10.99.0.11), rspload on h2 (10.99.0.12), the joining registrar on h3.
+#
+# Phases, each first with RSPLIB's registrar (stock options, -loglevel=1), then with ours
+# (same load, -loglevel=1):
+#   resolve-N     N = 1, 1,000, 10,000 PEs: registrations/s, handle resolutions/s (4 pool-user
+#                 associations x 8 outstanding), latency, registrar CPU per resolution, RSS/PE
+#   keepalive-N   10,000 PEs held for KA_DURATION s: keep-alives/s and registrar CPU each
+#   saturate-N    10,000 PEs under saturated resolution for SAT_DURATION s: PEs lost and
+#                 pool-user associations aborted (must both be 0)
+#   join          our registrar on h1 holds 10,000 PEs; RSPLIB's registrar, then ours, start on
+#                 h3 with it as static peer: time until the joiner holds the whole
+#                 handlespace (from a capture on br0) and the count the joiner reports (hsdump)
+#
+# Environment: BIN (our release binaries), OUT (result directory, must be inside the shared
+# working directory), SIZES, DURATION, KA_DURATION, SAT_DURATION, PHASES (subset of
+# "resolve keepalive saturate join").
+set -u
+BIN=${BIN:?BIN: directory of our release binaries}
+OUT=${OUT:?OUT: result directory}
+SIZES=${SIZES:-"1 1000 10000"}
+DURATION=${DURATION:-10}
+KA_DURATION=${KA_DURATION:-20}
+SAT_DURATION=${SAT_DURATION:-60}
+SAT_PES=${SAT_PES:-10000}
+JOIN_PES=${JOIN_PES:-10000}
+PHASES=${PHASES:-"resolve keepalive saturate join"}
+IMPLS=${IMPLS:-"rsplib ours"}
+# Extra options for our registrar (e.g. OUR_OPTS=-timerslack=5).
+OUR_OPTS=${OUR_OPTS:-}
+H1=10.99.0.11
+H3=10.99.0.13
+mkdir -p "$OUT"
+ulimit -n 400000
+# Stock kernel settings: nothing is tuned (net.sctp.sndbuf_policy stays 0).
+{
+    echo "# VM: $(uname -r), $(nproc) CPU, $(grep MemTotal /proc/meminfo)"
+    echo "# net.sctp.sndbuf_policy=$(cat /proc/sys/net/sctp/sndbuf_policy) wmem_default=$(cat /proc/sys/net/core/wmem_default)"
+    echo "# RSPLIB: $(dpkg-query -W -f '${Version}' rsplib-registrar 2>/dev/null)"
+    echo "# ours: $BIN/rspregistrar $OUR_OPTS"
+} | tee "$OUT/vm.txt"
+
+RP=
+start_registrar() { # start_registrar IMPL
+    case $1 in
+    rsplib)
+        ip netns exec h1 rspregistrar -asap=$H1:3863 -enrp=$H1:9901 -loglevel=1 \
+            >"$OUT/reg-$1-$phase.log" 2>&1 &
+        ;;
+    ours)
+        # shellcheck disable=SC2086
+        ip netns exec h1 "$BIN/rspregistrar" -transport=sctp -asap=$H1:3863 -enrp=$H1:9901 \
+            -loglevel=1 -quiet $OUR_OPTS >"$OUT/reg-$1-$phase.log" 2>&1 &
+        ;;
+    esac
+    RP=$!
+    sleep 1
+}
+
+stop_registrar() {
+    kill "$RP" 2>/dev/null
+    wait "$RP" 2>/dev/null
+    sleep 1
+}
+
+# pes_of HOST REGISTRAR: the PE count an ENRP handlespace dump (our hsdump) shows
+pes_of() {
+    ip netns exec "$1" "$BIN/hsdump" -transport=sctp -timeout=20000 "$2:9901" 2>/dev/null |
+        sed -n 's/^Handlespace: .*, \([0-9]*\) PEs.*/\1/p' | head -1 | grep . || echo 0
+}
+
+figure() { awk -v n="$1" '$1 == n { print $2 }' "$2"; }
+
+load() { # load IMPL NAME PES [rspload options]
+    local impl=$1 name=$2 pes=$3
+    shift 3
+    phase=$name
+    start_registrar "$impl"
+    local t0=$(date +%s)
+    ip netns exec h2 "$BIN/rspload" -transport=sctp -registrar=$H1:3863 -asapannounce=off \
+        -loglevel=1 -pes="$pes" -registrarpid="$RP" "$@" \
+        >"$OUT/$impl-$name.txt" 2>"$OUT/$impl-$name.err"
+    echo "$impl-$name: $(($(date +%s) - t0)) s" >>"$OUT/times.txt"
+    stop_registrar
+    printf '%-22s' "$impl-$name"
+    for f in registrations registrations_per_s resolutions_per_s latency_p50 latency_p99 \
+        registrar_cpu_per_resolution keepalives_per_s registrar_cpu_per_keepalive \
+        registrar_cpu_percent rspload_cpu_percent registrar_rss_per_pe pes_lost \
+        pu_assocs_aborted errors; do
+        v=$(figure $f "$OUT/$impl-$name.txt")
+        [ -n "$v" ] && printf ' %s=%s' "$f" "$v"
+    done
+    echo
+}
+
+for p in $PHASES; do
+    case $p in
+    resolve)
+        for n in $SIZES; do
+            for impl in $IMPLS; do
+                load $impl resolve-$n "$n" -duration="$DURATION"
+            done
+        done
+        ;;
+    keepalive)
+        for impl in $IMPLS; do
+            load $impl keepalive-10000 10000 -mode=keepalive-only -duration="$KA_DURATION"
+        done
+        ;;
+    saturate)
+        for impl in $IMPLS; do
+            load $impl saturate-$SAT_PES "$SAT_PES" -duration="$SAT_DURATION"
+        done
+        ;;
+    join)
+        phase=join
+        start_registrar ours
+        ip netns exec h2 "$BIN/rspload" -transport=sctp -registrar=$H1:3863 -asapannounce=off \
+            -loglevel=1 -pes="$JOIN_PES" -mode=keepalive-only -duration=600 \
+            >"$OUT/join-load.txt" 2>"$OUT/join-load.err" &
+        LP=$!
+        # Wait until every PE is registered (rspload prints nothing before the end: ask the
+        # registrar with hsdump).
+        for _ in $(seq 1 120); do
+            sleep 2
+            n=$(pes_of h3 $H1)
+            [ "$n" -ge "$JOIN_PES" ] && break
+        done
+        echo "serving registrar holds $n PEs" | tee -a "$OUT/join.txt"
+        for impl in $IMPLS; do
+            dumpcap -q -i br0 -f "host $H3" -w "$OUT/join-$impl.pcapng" >/dev/null 2>&1 &
+            DP=$!
+            sleep 2
+            echo "$impl start $(date +%s.%N)" >>"$OUT/join.txt"
+            case $impl in
+            rsplib)
+                ip netns exec h3 rspregistrar -asap=$H3:3863 -enrp=$H3:9901 -peer=$H1:9901 \
+                    -asapannounce=off -enrpannounce=off -loglevel=1 \
+                    >"$OUT/join-$impl.log" 2>&1 &
+                ;;
+            ours)
+                ip netns exec h3 "$BIN/rspregistrar" -transport=sctp -asap=$H3:3863 \
+                    -enrp=$H3:9901 -peer=$H1:9901 -asapannounce=off -enrpannounce=off \
+                    -loglevel=3 -logcolor=off >"$OUT/join-$impl.log" 2>&1 &
+                ;;
+            esac
+            JP=$!
+            sleep 8
+            n=$(pes_of h2 $H3)
+            echo "$impl joiner holds $n PEs after 8 s" | tee -a "$OUT/join.txt"
+            kill $JP
+            wait $JP 2>/dev/null
+            sleep 1
+            kill $DP
+            wait $DP 2>/dev/null
+            sleep 3
+        done
+        kill -INT $LP
+        wait $LP
+        stop_registrar
+        ;;
+    esac
+done
+cat "$OUT/times.txt"
