@@ -75,6 +75,24 @@ impl Programs {
     }
 }
 
+impl From<&Programs> for Programs {
+    fn from(p: &Programs) -> Programs {
+        p.clone()
+    }
+}
+
+impl From<&Path> for Programs {
+    fn from(dir: &Path) -> Programs {
+        Programs::in_dir(dir)
+    }
+}
+
+impl From<&PathBuf> for Programs {
+    fn from(dir: &PathBuf) -> Programs {
+        Programs::in_dir(dir.clone())
+    }
+}
+
 impl std::fmt::Display for Programs {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
@@ -93,10 +111,11 @@ pub struct Proc {
 }
 
 impl Proc {
-    /// Starts `program` with `args`; standard input is closed, output goes to
+    /// Starts `program` (from a directory or a [`Programs`]) with `args`; standard input is
+    /// closed, output goes to
     /// `/dev/null` unless `log` names a file.
     pub fn spawn(
-        programs: &Programs,
+        programs: impl Into<Programs>,
         program: &str,
         args: &[String],
         name: impl Into<String>,
@@ -111,6 +130,7 @@ impl Proc {
             None => Stdio::null(),
         };
         let child = programs
+            .into()
             .command(program)
             .args(args)
             .stdin(Stdio::null())
@@ -435,8 +455,9 @@ pub struct TerminalProc {
 
 impl TerminalProc {
     /// Starts `rspterminal` with `args`.
-    pub fn spawn(programs: &Programs, args: &[String]) -> io::Result<TerminalProc> {
+    pub fn spawn(programs: impl Into<Programs>, args: &[String]) -> io::Result<TerminalProc> {
         let mut child = programs
+            .into()
             .command("rspterminal")
             .args(args)
             .stdin(Stdio::piped())
