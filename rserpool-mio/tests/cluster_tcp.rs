@@ -89,7 +89,6 @@ impl Net {
             "-enrpannounce=off".into(),
             "-minaddressscope=loopback".into(),
             "-transport=tcp".into(),
-            "-peerpolicy=static".into(),
             "-peerheartbeatcycle=1000".into(),
             "-peermaxtimelastheard=1000".into(),
             "-peermaxtimenoresponse=1000".into(),
@@ -386,6 +385,57 @@ fn killed_registrar_is_taken_over_and_a_restarted_one_downloads_the_handlespace(
     );
     let log = std::fs::read_to_string(net.logs.join("registrar-1004.log")).unwrap();
     assert!(log.contains("PEs downloaded from mentor"), "{log}");
+    // hsdump over ENRP: the three handlespaces are the same, five PEs, none at home with the
+    // dead registrar.
+    let dumps: Vec<String> = net.regs.iter().map(|r| hsdump(r.enrp)).collect();
+    for (i, d) in dumps.iter().enumerate() {
+        assert_eq!(d, &dumps[0], "registrar {i} differs from registrar 0");
+    }
+    let pes: Vec<&str> = dumps[0]
+        .lines()
+        .filter(|l| l.starts_with("  PE $"))
+        .collect();
+    assert_eq!(pes.len(), 5, "{}", dumps[0]);
+    for id in 0x21..=0x25u32 {
+        assert!(
+            pes.iter()
+                .any(|l| l.starts_with(&format!("  PE ${id:08x}: home $0000100"))),
+            "PE {id:x}: {}",
+            dumps[0]
+        );
+    }
+    assert!(!dumps[0].contains("home $00001001"), "{}", dumps[0]);
+}
+
+/// `hsdump -handlespaceonly` of the registrar at `enrp` (TCP mapping).
+fn hsdump(enrp: SocketAddr) -> String {
+    let dir = Path::new(env!("CARGO_BIN_EXE_hsdump"));
+    let mut child = std::process::Command::new(dir)
+        .args([
+            enrp.to_string(),
+            "-handlespaceonly".into(),
+            "-transport=tcp".into(),
+            "-timeout=5000".into(),
+        ])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("start hsdump");
+    let end = Instant::now() + LIMIT;
+    while child.try_wait().expect("hsdump status").is_none() {
+        if Instant::now() > end {
+            let _ = child.kill();
+            break;
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let out = child.wait_with_output().expect("hsdump output");
+    assert!(
+        out.status.success(),
+        "hsdump {enrp}: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
 
 #[test]
