@@ -64,7 +64,8 @@ struct Scenario {
 
 impl Scenario {
     fn new(name: &str, service: &'static str) -> Scenario {
-        let logs = std::env::temp_dir().join(format!("rserpool-failover-{name}-{}", std::process::id()));
+        let logs =
+            std::env::temp_dir().join(format!("rserpool-failover-{name}-{}", std::process::id()));
         let pool = ServicePool::start(&bin_dir(), &logs, &[]).expect("registrar");
         let mut s = Scenario {
             pool,
@@ -170,7 +171,10 @@ fn report(name: &str, mut v: Vec<Duration>) {
     println!("{name}_rounds {} count", v.len());
     println!("{name}_median {:.2} ms", ms(percentile(&v, 0.5)));
     println!("{name}_p99 {:.2} ms", ms(percentile(&v, 0.99)));
-    println!("{name}_max {:.2} ms", ms(v.last().copied().unwrap_or_default()));
+    println!(
+        "{name}_max {:.2} ms",
+        ms(v.last().copied().unwrap_or_default())
+    );
 }
 
 fn main() {
@@ -183,8 +187,20 @@ fn main() {
         dir.display()
     );
     println!("response_timeout {timeout_ms} ms");
-    report("pingpongclient_kill", pingpong(rounds, timeout_ms, Death::Kill));
-    report("pingpongclient_stop", pingpong(rounds, timeout_ms, Death::Stop));
-    report("rspterminal_kill", terminal(rounds, timeout_ms, Death::Kill));
-    report("rspterminal_stop", terminal(rounds, timeout_ms, Death::Stop));
+    report(
+        "pingpongclient_kill",
+        pingpong(rounds, timeout_ms, Death::Kill),
+    );
+    report(
+        "pingpongclient_stop",
+        pingpong(rounds, timeout_ms, Death::Stop),
+    );
+    report(
+        "rspterminal_kill",
+        terminal(rounds, timeout_ms, Death::Kill),
+    );
+    report(
+        "rspterminal_stop",
+        terminal(rounds, timeout_ms, Death::Stop),
+    );
 }

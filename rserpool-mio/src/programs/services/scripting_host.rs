@@ -487,7 +487,10 @@ mod tests {
     fn work_package_runs_in_its_session_directory() {
         let d = temp("run");
         // No shebang: run with sh. Arguments: output, environment, keyring, trust DB.
-        let pkg = package(&d, "sort sub/in.txt > \"$1\"; echo \"env=[$2]\" >> \"$1\"; exit 3\n");
+        let pkg = package(
+            &d,
+            "sort sub/in.txt > \"$1\"; echo \"env=[$2]\" >> \"$1\"; exit 3\n",
+        );
         let env = environment(&d.join("cache"));
         let mut host = env.new_session().unwrap();
         let dir = host.dir().to_path_buf();
@@ -504,14 +507,16 @@ mod tests {
         assert!(!dir.exists(), "session directory removed");
         // A session without output.data: the first read fails.
         let mut host = env.new_session().unwrap();
-        host.write_input(&package(&d, "#!/bin/sh\nexit 0\n")).unwrap();
+        host.write_input(&package(&d, "#!/bin/sh\nexit 0\n"))
+            .unwrap();
         host.start_work(false).unwrap();
         assert_eq!(run_to_end(&mut host), 0);
         assert!(host.read_output(&mut buf).is_err());
         host.cleanup();
         // Not a tar archive: the work does not start.
         let mut host = env.new_session().unwrap();
-        host.write_input(b"this is not a tar archive at all").unwrap();
+        host.write_input(b"this is not a tar archive at all")
+            .unwrap();
         assert!(host.start_work(false).is_err());
         host.cleanup();
         let _ = fs::remove_dir_all(&d);
@@ -522,7 +527,8 @@ mod tests {
         let d = temp("kill");
         let env = environment(&d.join("cache"));
         let mut host = env.new_session().unwrap();
-        host.write_input(&package(&d, "#!/bin/sh\nsleep 30 &\nsleep 30\n")).unwrap();
+        host.write_input(&package(&d, "#!/bin/sh\nsleep 30 &\nsleep 30\n"))
+            .unwrap();
         host.start_work(false).unwrap();
         assert_eq!(host.poll_work(), None);
         let started = std::time::Instant::now();
