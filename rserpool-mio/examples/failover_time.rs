@@ -124,7 +124,12 @@ fn pingpong(rounds: usize, timeout_ms: u64, how: Death) -> Vec<Duration> {
             .wait_for(WAIT, |l| pe_of(l).is_some_and(|pe| pe != current))
             .expect("a pong from another PE");
         let d = next.at.saturating_duration_since(t0);
-        eprintln!("round: PE {current:#x} {}: {:.2} ms ({})", how.name(), d.as_secs_f64() * 1e3, next.text);
+        eprintln!(
+            "round: PE {current:#x} {}: {:.2} ms ({})",
+            how.name(),
+            d.as_secs_f64() * 1e3,
+            next.text
+        );
         out.push(d);
         s.replace(current);
     }
