@@ -326,19 +326,22 @@ fn every_rejection_cause() {
         )]
     );
     // 0x4: the same PE identifier from another association while the first is up; the
-    // original entry stays.
+    // original entry stays, and the bound PE is probed with a keep-alive at once.
     r.up(2, &["10.2.0.5:5000"]);
     let outs = r.register(2, "Q", pe(7, "10.2.0.5", 7000));
     assert_eq!(
         sent(&outs),
-        vec![Sent::Asap(
-            to(2),
-            reject(
-                "Q",
-                7,
-                ErrorCause::new(cause::NON_UNIQUE_PE_IDENTIFIER, Bytes::new())
+        vec![
+            Sent::Asap(to(1), keep_alive(US, "Q", 7, false)),
+            Sent::Asap(
+                to(2),
+                reject(
+                    "Q",
+                    7,
+                    ErrorCause::new(cause::NON_UNIQUE_PE_IDENTIFIER, Bytes::new())
+                )
             )
-        )]
+        ]
     );
     let e = r.reg.handlespace().get(&ph("Q"), PeIdentifier(7)).unwrap();
     assert_eq!(e.assoc(), Some(AssocId(1)));
@@ -799,6 +802,61 @@ fn unreachable_report_verified_by_keep_alive() {
         }]
     );
     assert_eq!(enrp_sent(&outs).len(), 1);
+}
+
+/// Regression (hostile suite, class e): one stranger reporting a live PE right after every
+/// answer to its verification keep-alive kept it hidden from handle resolutions for good
+/// (475 of 500 answers during a flood of reports did not name it).
+#[test]
+fn reports_right_after_a_verification_do_not_hide_the_pe_again() {
+    let mut r = Rig::new(quiet_config(US));
+    r.up(1, &["10.1.0.5:5000"]);
+    r.up(2, &["10.2.0.1:4000"]);
+    r.up(3, &["10.3.0.1:4000"]);
+    r.register(1, "U", pe(1, "10.1.0.5", 6000));
+    let named = |r: &mut Rig| {
+        !hr_answer(&r.asap(3, hr("U", None)))
+            .pool_elements
+            .is_empty()
+    };
+    // First report: verified, hidden until the PE answers.
+    assert_eq!(asap_sent(&r.asap(2, eu("U", 1))).len(), 1);
+    assert!(!named(&mut r));
+    r.advance(ms(10));
+    r.asap(1, EndpointKeepAliveAck::new(ph("U"), PeIdentifier(1)));
+    assert!(named(&mut r));
+    assert_eq!(r.reg.resource_usage().verified, 1);
+    // A flood of reports from the same stranger during the next keep-alive interval: no new
+    // keep-alive, never hidden.
+    for _ in 0..100 {
+        assert!(asap_sent(&r.asap(2, eu("U", 1))).is_empty());
+        assert!(named(&mut r));
+        r.advance(ms(40));
+    }
+    // Once the interval has passed, a report verifies it again.
+    r.advance(ms(1000));
+    assert_eq!(asap_sent(&r.asap(2, eu("U", 1))).len(), 1);
+    assert!(!named(&mut r));
+    r.asap(1, EndpointKeepAliveAck::new(ph("U"), PeIdentifier(1)));
+    assert!(named(&mut r));
+    // Within the window, enough distinct reporters still start a verification (hidden).
+    for (a, host) in [(20, "10.4.0.1"), (21, "10.4.0.2"), (22, "10.4.0.3")] {
+        r.up(a, &[&format!("{host}:4000")]);
+        r.asap(a, eu("U", 1));
+    }
+    assert!(!named(&mut r));
+    assert!(r.reg.is_suspect(&ph("U"), PeIdentifier(1)));
+    // ... and it is removed if it does not answer.
+    let outs = r.advance(ms(500));
+    assert!(matches!(
+        main_events(&outs).as_slice(),
+        [RegistrarEvent::PeRemoved {
+            reason: RemovalReason::Unreachable,
+            ..
+        }]
+    ));
+    assert_eq!(r.reg.resource_usage().verified, 0);
+    assert_eq!(r.reg.resource_usage().probes, 0);
 }
 
 #[test]

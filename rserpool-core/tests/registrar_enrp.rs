@@ -514,6 +514,45 @@ fn enrp_action_bits() {
     assert_eq!(r.reg.resource_usage().associations, 1);
 }
 
+/// Regression (hostile suite, class b): a "skip and report" parameter in a message from a
+/// server that is not a peer was never reported, because the refusal returned early.
+#[test]
+fn skip_and_report_parameters_are_reported_to_non_peers_too() {
+    let mut r = Rig::new(cfg());
+    let err = |code: u16, info: &[u8], receiver: u32| {
+        EnrpMessage::Error(EnrpError {
+            reserved_flags: 0,
+            sender: ServerId(US),
+            receiver: ServerId(receiver),
+            error: OperationError::new(ErrorCause::new(code, Bytes::copy_from_slice(info))),
+            skipped: vec![],
+        })
+    };
+    r.up(300, &["10.0.0.66:9901"]);
+    let lr11 = hex("0500001400006666 0000000a cfff0008 00000000");
+    let s = enrp_sent(&r.raw(300, Protocol::PPID_ENRP, &lr11));
+    assert_eq!(s.len(), 2, "{s:?}");
+    assert!(matches!(&s[0].1, EnrpMessage::ListResponse(l) if l.reject));
+    assert_eq!(
+        s[1].1,
+        err(
+            cause::UNRECOGNIZED_PARAMETER,
+            &hex("cfff0008 00000000"),
+            0x6666
+        )
+    );
+    // "Skip" alone: only the refusal.
+    let mut lr10 = lr11.clone();
+    lr10[12] = 0x8f;
+    let s = enrp_sent(&r.raw(300, Protocol::PPID_ENRP, &lr10));
+    assert!(
+        matches!(&s[..], [(_, EnrpMessage::ListResponse(l))] if l.reject),
+        "{s:?}"
+    );
+    assert_eq!(r.reg.stats().not_peer_refusals, 2);
+    assert_eq!(r.reg.peers().count(), 0);
+}
+
 #[test]
 fn replicas_expire_by_registration_life() {
     let mut r = Rig::new(cfg());
@@ -844,4 +883,43 @@ fn takeover_suggestion_sends_and_claims() {
         3,
         "ADD to both peers, plus the suggestion copy for our new PE"
     );
+}
+
+#[test]
+fn peer_association_follows_the_one_the_peer_set_up() {
+    // Our association to P (re-made after a loss) and P's own to us: P speaks on its own, as
+    // RSPLIB does (one ENRP socket; it drops Presences arriving from another port than its
+    // peer's ENRP port). We follow it, and never swap back to ours.
+    let mut r = Rig::new(quiet_config(US));
+    r.add_peer(100, P, "10.0.0.2", 0xffff);
+    let outs = r.down(100, AssocDownReason::Lost);
+    let ours = outs
+        .iter()
+        .find_map(|o| match o {
+            Output::Connect { assoc, .. } => Some(*assoc),
+            _ => None,
+        })
+        .expect("reconnect");
+    r.reg.handle_assoc_up(r.now, ours, &[sa("10.0.0.2:9901")]);
+    r.drain();
+    // Where the heartbeats of the next 4 s went (one or two of them).
+    let heartbeat_dest = |r: &mut Rig| -> Vec<Destination> {
+        let mut d: Vec<Destination> = enrp_sent(&r.advance(secs(4)))
+            .into_iter()
+            .filter(|(_, m)| matches!(m, EnrpMessage::Presence(_)))
+            .map(|(d, _)| d)
+            .collect();
+        d.dedup();
+        d
+    };
+    assert_eq!(heartbeat_dest(&mut r), vec![Destination::Assoc(ours)]);
+    // P sets up its own association and sends its Presence there.
+    r.up(101, &["10.0.0.2:9901"]);
+    r.enrp(101, presence(P, US, "10.0.0.2", 0xffff, false));
+    assert_eq!(heartbeat_dest(&mut r), vec![to(101)]);
+    // A Presence on ours again does not swap back.
+    r.enrp_on(ours, presence(P, US, "10.0.0.2", 0xffff, false));
+    assert_eq!(heartbeat_dest(&mut r), vec![to(101)]);
+    let v: Vec<_> = r.reg.peers().map(|p| (p.server_id, p.state)).collect();
+    assert_eq!(v, vec![(ServerId(P), PeerState::Alive)]);
 }

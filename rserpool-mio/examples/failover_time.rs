@@ -142,7 +142,11 @@ fn terminal(rounds: usize, timeout_ms: u64, how: Death) -> Vec<Duration> {
     args.push(format!("-responsetimeout={timeout_ms}"));
     args.push("-poolhandle=EchoPool".into());
     args.push(client_log_level());
-    let mut t = TerminalProc::spawn(&s.pool.bin_dir, &args).expect("rspterminal");
+    let mut t = TerminalProc::spawn(
+        &rserpool_mio::programs::cluster::Programs::in_dir(&s.pool.bin_dir),
+        &args,
+    )
+    .expect("rspterminal");
     let mut n = 0u64;
     let mut ask = |t: &mut TerminalProc| {
         n += 1;

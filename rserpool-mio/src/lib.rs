@@ -5,6 +5,7 @@
 
 pub mod cli;
 pub mod driver;
+pub mod hostile;
 pub mod pcap;
 pub mod programs;
 pub mod tools;

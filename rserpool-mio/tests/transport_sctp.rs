@@ -293,3 +293,176 @@ fn sctp_backpressure_queues_without_dropping() {
     assert_eq!(net.a.queued_bytes(c), Some(0));
     println!("sctp backpressure: {sent} × {MSG} bytes, queue peaked at {queued} bytes");
 }
+
+#[test]
+fn sctp_pe_asap_endpoint_accepts_on_the_port_its_registration_left_from() {
+    if !sctp_or_skip("sctp_pe_asap_endpoint_accepts_on_the_port_its_registration_left_from") {
+        return;
+    }
+    // A = two "registrars" (ASAP listeners); B = a pool element whose ASAP listener is also
+    // the source of its registrar associations (as RSPLIB's one-to-many ASAP socket).
+    let mut net = Net::new(TransportConfig::default(), TransportConfig::default());
+    let pr1 = net
+        .a
+        .listen(&[lo(0)], SCTP, ChannelKind::AsapToRegistrar)
+        .unwrap();
+    let pr1_addr = net.a.socket_local_addrs(pr1).unwrap();
+    let pe_l = net
+        .b
+        .listen_as_source(
+            &[lo(0)],
+            SCTP,
+            ChannelKind::AsapFromRegistrar,
+            ChannelKind::AsapToRegistrar,
+        )
+        .unwrap();
+    let pe_port = net.b.socket_local_addrs(pe_l).unwrap()[0].port();
+    assert_ne!(pe_port, 0);
+    // The registration association leaves from the PE's ASAP port.
+    let reg = net
+        .b
+        .connect(
+            &pr1_addr,
+            SCTP,
+            ChannelKind::AsapToRegistrar,
+            Protocol::Asap,
+        )
+        .unwrap();
+    net.wait_for("registration association up", LIMIT, |n| {
+        (n.ea.iter().any(|e| matches!(e, TransportEvent::Up { .. }))
+            && n.eb.iter().any(|e| matches!(e, TransportEvent::Up { .. })))
+        .then_some(())
+    });
+    let up_a = take_up(&mut net.ea).unwrap();
+    let on_a = up_assoc(&up_a);
+    let TransportEvent::Up { peer_addrs, .. } = &up_a else {
+        unreachable!()
+    };
+    assert_eq!(
+        peer_addrs,
+        &vec![lo(pe_port)],
+        "the ASAP transport a PR records"
+    );
+    assert_eq!(up_assoc(&take_up(&mut net.eb).unwrap()), reg);
+    // Another registrar (taking the PE over) connects to that address and port: the PE's
+    // listener accepts it, as a registrar-to-PE channel.
+    let takeover = net
+        .a
+        .connect(
+            &[lo(pe_port)],
+            SCTP,
+            ChannelKind::AsapFromRegistrar,
+            Protocol::Asap,
+        )
+        .unwrap();
+    net.wait_for("takeover association up", LIMIT, |n| {
+        (n.ea.iter().any(|e| matches!(e, TransportEvent::Up { .. }))
+            && n.eb.iter().any(|e| matches!(e, TransportEvent::Up { .. })))
+        .then_some(())
+    });
+    let up_b = take_up(&mut net.eb).unwrap();
+    let TransportEvent::Up {
+        listener, channel, ..
+    } = &up_b
+    else {
+        unreachable!()
+    };
+    assert_eq!(*listener, Some(pe_l));
+    assert_eq!(*channel, Some(ChannelKind::AsapFromRegistrar));
+    let on_b = up_assoc(&up_b);
+    assert_eq!(up_assoc(&take_up(&mut net.ea).unwrap()), takeover);
+    // Both associations carry data.
+    net.a
+        .send(takeover, 11, 0, Bytes::from_static(b"keep-alive H"))
+        .unwrap();
+    net.a
+        .send(on_a, 11, 0, Bytes::from_static(b"old registrar"))
+        .unwrap();
+    net.wait_for("messages", LIMIT, |n| (n.eb.len() >= 2).then_some(()));
+    assert_eq!(
+        take_message(&mut net.eb, on_b),
+        Some((11, 0, Bytes::from_static(b"keep-alive H")))
+    );
+    assert_eq!(
+        take_message(&mut net.eb, reg),
+        Some((11, 0, Bytes::from_static(b"old registrar")))
+    );
+    // Closing the listener ends the sharing: later associations use ephemeral ports.
+    assert!(net.b.close_socket(pe_l));
+    let other = net
+        .b
+        .connect(
+            &pr1_addr,
+            SCTP,
+            ChannelKind::AsapToRegistrar,
+            Protocol::Asap,
+        )
+        .unwrap();
+    net.wait_for("third association up", LIMIT, |n| take_up(&mut n.ea));
+    assert_ne!(net.b.local_addrs(other).unwrap()[0].port(), pe_port);
+}
+
+#[test]
+fn sctp_registrars_connect_from_their_enrp_port() {
+    if !sctp_or_skip("sctp_registrars_connect_from_their_enrp_port") {
+        return;
+    }
+    // Two registrars, each with an ENRP listener that is also the source of its ENRP
+    // associations (RSPLIB accepts a Presence only from the port in its Server Information).
+    let mut net = Net::new(TransportConfig::default(), TransportConfig::default());
+    let la = net
+        .a
+        .listen_as_source(&[lo(0)], SCTP, ChannelKind::Enrp, ChannelKind::Enrp)
+        .unwrap();
+    let lb = net
+        .b
+        .listen_as_source(&[lo(0)], SCTP, ChannelKind::Enrp, ChannelKind::Enrp)
+        .unwrap();
+    let pa = net.a.socket_local_addrs(la).unwrap()[0];
+    let pb = net.b.socket_local_addrs(lb).unwrap()[0];
+    // A fixed port held by a shared listener is not silently shared with a second one.
+    let err = net
+        .b
+        .listen_as_source(&[pb], SCTP, ChannelKind::Enrp, ChannelKind::Enrp)
+        .unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::AddrInUse, "{err}");
+    // A's association to B comes from A's ENRP port.
+    let ab = net
+        .a
+        .connect(&[pb], SCTP, ChannelKind::Enrp, Protocol::Enrp)
+        .unwrap();
+    net.wait_for("both Up", LIMIT, |n| {
+        (n.ea.iter().any(|e| matches!(e, TransportEvent::Up { .. }))
+            && n.eb.iter().any(|e| matches!(e, TransportEvent::Up { .. })))
+        .then_some(())
+    });
+    assert_eq!(up_assoc(&take_up(&mut net.ea).unwrap()), ab);
+    let up_b = take_up(&mut net.eb).unwrap();
+    let TransportEvent::Up {
+        listener,
+        peer_addrs,
+        ..
+    } = &up_b
+    else {
+        unreachable!()
+    };
+    assert_eq!(*listener, Some(lb));
+    assert_eq!(peer_addrs, &vec![pa], "from A's ENRP address and port");
+    // B connecting back: that pair of endpoints already has its association (on B's
+    // accepted socket), so B's leaves from an ephemeral port instead, and works.
+    let ba = net
+        .b
+        .connect(&[pa], SCTP, ChannelKind::Enrp, Protocol::Enrp)
+        .unwrap();
+    net.wait_for("B's association up", LIMIT, |n| take_up(&mut n.eb));
+    net.wait_for("A accepted it", LIMIT, |n| take_up(&mut n.ea));
+    assert_ne!(net.b.local_addrs(ba).unwrap()[0].port(), pb.port());
+    net.b
+        .send(ba, 12, 0, Bytes::from_static(b"presence B"))
+        .unwrap();
+    net.wait_for("message", LIMIT, |n| {
+        n.ea.iter()
+            .any(|e| matches!(e, TransportEvent::Message { .. }))
+            .then_some(())
+    });
+}

@@ -228,6 +228,69 @@ fn hello(kind: ChannelKind, ms: u32) -> Bytes {
     .to_bytes()
 }
 
+/// Regression (hostile suite, class e): a peer that writes faster than we read was read
+/// without bound inside one `handle_timeout` call (an association with more to read re-armed
+/// an immediate timer that the same call ran again), so a registrar turn could collect
+/// hundreds of thousands of messages (and their answers) before processing any: its memory
+/// grew with whatever the peer sent. Now every call reads at most one budget per association.
+#[test]
+fn a_fast_writer_is_read_in_bounded_slices() {
+    let mut net = Net::new(TransportConfig::default(), TransportConfig::default());
+    let l = net
+        .a
+        .listen(&[any_port()], TCP, ChannelKind::Session)
+        .unwrap();
+    let addr = net.a.socket_local_addrs(l).unwrap()[0];
+    let frame = Frame::Data {
+        unordered: false,
+        stream: 0,
+        ppid: 11,
+        payload: Bytes::from(vec![0x5a; 500]),
+    }
+    .to_bytes();
+    const TOTAL: usize = 48 << 20;
+    let writer = std::thread::spawn(move || {
+        let mut raw = StdStream::connect(addr).unwrap();
+        raw.write_all(&hello(ChannelKind::Session, 60_000)).unwrap();
+        let chunk: Vec<u8> = frame
+            .iter()
+            .copied()
+            .cycle()
+            .take(frame.len() * 2048)
+            .collect();
+        let mut sent = 0;
+        while sent < TOTAL {
+            if raw.write_all(&chunk).is_err() {
+                break;
+            }
+            sent += chunk.len();
+        }
+        // Closing now with our HELLO unread would reset the connection: hand it back.
+        raw
+    });
+    let mut delivered = 0usize;
+    let mut largest_slice = 0usize;
+    let start = Instant::now();
+    while delivered < TOTAL / 512 && start.elapsed() < Duration::from_secs(30) {
+        net.step();
+        let n = net
+            .ea
+            .drain(..)
+            .filter(|e| matches!(e, TransportEvent::Message { .. }))
+            .count();
+        delivered += n;
+        largest_slice = largest_slice.max(n);
+    }
+    drop(writer.join().unwrap());
+    assert_eq!(delivered, TOTAL / 512, "every message delivered");
+    // One readiness event and one timer pass per step, 4 reads of at most 64 KiB each.
+    let bound = 2 * 4 * 65_536 / 512 + 1;
+    assert!(
+        largest_slice <= bound,
+        "{largest_slice} messages in one step (bound {bound})"
+    );
+}
+
 #[test]
 fn silent_peer_is_declared_dead_after_three_intervals() {
     let mut net = Net::new(cfg_hb(1000), TransportConfig::default());

@@ -207,6 +207,22 @@ impl Registrar {
     // ----------------------------------------------------------------------------------
     // registration
 
+    /// True if the two associations share a peer address.
+    fn same_host(&self, a: AssocId, b: AssocId) -> bool {
+        let ours = self.assoc_ips(a);
+        self.assoc_ips(b).iter().any(|ip| ours.contains(ip))
+    }
+
+    /// True if `bound` is an association we opened to reach a PE (takeover or claim
+    /// keep-alives; the PE never registered over it) and `assoc` comes from the same host:
+    /// the PE, having accepted us as its home, registers over its own association.
+    fn is_own_channel_to_same_host(&self, bound: AssocId, assoc: AssocId) -> bool {
+        self.assocs
+            .get(&bound)
+            .is_some_and(|x| x.origin() == Origin::PoolElement)
+            && self.same_host(bound, assoc)
+    }
+
     fn on_registration(
         &mut self,
         now: Instant,
@@ -214,9 +230,22 @@ impl Registrar {
         ph: &PoolHandle,
         pe: &PoolElementParameter,
     ) {
+        let before = self.hs.get(ph, pe.pe_id).and_then(|e| e.assoc());
         match self.register_element(assoc, ph, pe) {
             Err(c) => {
                 self.stats.registration_rejects += 1;
+                if c.code == cause::NON_UNIQUE_PE_IDENTIFIER && before.is_some_and(|b| b != assoc) {
+                    // Someone else claims a PE bound to another association: make sure the
+                    // bound PE is still there. Unanswered, the keep-alive timeout removes it
+                    // and the claimant's next try succeeds; answered, nothing changes.
+                    let key = (ph.clone(), pe.pe_id);
+                    let probing = self.hs.get(ph, pe.pe_id).is_some_and(|e| {
+                        matches!(e.keep_alive(), Some((TimerKind::KeepAliveTimeout, _)))
+                    });
+                    if !probing {
+                        self.send_keep_alive(now, &key, false);
+                    }
+                }
                 self.send_registration_response(assoc, ph, pe.pe_id, Some(c));
             }
             Ok((kind, handle, info)) => {
@@ -226,6 +255,11 @@ impl Registrar {
                 // The PE just proved it is alive and ours: any verification is over.
                 self.end_probe(&key);
                 self.contested.remove(&key);
+                if before != Some(assoc) {
+                    // It moved to another association: if we had opened the previous one
+                    // to reach it, close that once nothing else uses it.
+                    self.close_if_idle(before);
+                }
                 let ka = self.keep_alive_due(now);
                 self.hs
                     .set_timer(&handle, id, TimerKind::KeepAliveTransmission, Some(ka));
@@ -324,11 +358,19 @@ impl Registrar {
             TransportParameter::sctp(a.port, 0, asap_ips)
         };
         // Ownership: a PE belongs to the association it registered over while that
-        // association is up.
+        // association is up. Another association may take it over only when the bound one
+        // is an association we opened to reach the PE and the new one comes from the same
+        // host (the PE registering over its own association after accepting our takeover
+        // keep-alive). Anything else is refused with Non-unique PE Identifier, and the bound
+        // PE is probed at once (see `on_registration`): a restarted PE process whose old
+        // association is not yet known to be dead gets in on its next try once the probe
+        // has gone unanswered, while a stranger never takes a live PE, not even from the
+        // same host.
         let prev = self.hs.get(ph, pe.pe_id).map(|e| e.assoc());
         if let Some(Some(b)) = prev
             && b != assoc
             && self.assocs.contains_key(&b)
+            && !self.is_own_channel_to_same_host(b, assoc)
         {
             self.stats.ownership_refusals += 1;
             self.protocol_error(
@@ -531,6 +573,7 @@ impl Registrar {
         let key = (r.pool_handle.clone(), r.info.pe_id);
         self.end_probe(&key);
         self.contested.remove(&key);
+        self.verified.remove(&key);
         self.sync_forget(&key);
         let home = r.info.home_registrar;
         if home == self.id {
@@ -753,7 +796,14 @@ impl Registrar {
                 }
             }
         }
+        let verification = self
+            .probes
+            .get(&key)
+            .is_some_and(|p| p.kind == ProbeKind::Unreachable);
         self.end_probe(&key);
+        if verification && home == self.id {
+            self.note_verified(now, key.clone());
+        }
         if self.contested.remove(&key).is_some()
             && let Some(e) = self.hs.get(&handle, pe_id)
         {
@@ -906,6 +956,17 @@ impl Registrar {
         }
     }
 
+    /// Remembers that an own PE answered a verification keep-alive (bounded by the number
+    /// of own PEs: stale entries go first).
+    fn note_verified(&mut self, now: Instant, key: PeKey) {
+        let interval = self.cfg.timers.keep_alive_transmission_interval;
+        if self.verified.len() >= self.hs.owner_element_count(self.id) + 16 {
+            self.verified
+                .retain(|_, t| now.saturating_duration_since(*t) < interval);
+        }
+        self.verified.insert(key, now);
+    }
+
     fn reporter_identity(&self, assoc: AssocId) -> IpAddr {
         self.assoc_ips(assoc)
             .iter()
@@ -947,6 +1008,15 @@ impl Registrar {
             let t = self.cfg.timers;
             t.keep_alive_transmission_interval + t.keep_alive_timeout_interval
         };
+        let recently_verified = if mine {
+            let interval = self.cfg.timers.keep_alive_transmission_interval;
+            self.verified
+                .get(&key)
+                .map(|&t| t + interval)
+                .filter(|&until| until > now)
+        } else {
+            None
+        };
         if !self.probes.contains_key(&key) {
             if pending >= max_pending {
                 self.stats.limit_refusals += 1;
@@ -959,7 +1029,14 @@ impl Registrar {
                 );
                 return;
             }
-            if mine {
+            if let Some(until) = recently_verified {
+                // It answered a verification keep-alive moments ago: a report is not
+                // enough to hide it again (one stranger would keep it hidden for good by
+                // reporting after every answer). Collect distinct reporters until the
+                // window ends; enough of them start a new verification.
+                self.insert_probe(key.clone(), Probe::new(ProbeKind::Reported, until));
+                self.hide_next = Some(self.hide_next.map_or(until, |h| h.min(until)));
+            } else if mine {
                 self.insert_probe(key.clone(), Probe::new(ProbeKind::Unreachable, now));
                 if !self.send_keep_alive(now, &key, false) {
                     self.remove_element(now, &key.0, pe_id, RemovalReason::TakeoverFailed);
@@ -974,6 +1051,7 @@ impl Registrar {
                 self.hide_next = Some(self.hide_next.map_or(until, |h| h.min(until)));
             }
         } else if mine
+            && recently_verified.is_none()
             && self
                 .probes
                 .get(&key)
@@ -1005,6 +1083,19 @@ impl Registrar {
         if p.reporters.len() < threshold {
             return;
         }
+        if mine && p.kind == ProbeKind::Reported {
+            // Enough distinct reporters although it answered recently: verify it again,
+            // hidden meanwhile.
+            p.at = now;
+            self.set_probe_kind(&key, ProbeKind::Unreachable);
+            if !self.send_keep_alive(now, &key, false) {
+                self.remove_element(now, &key.0, pe_id, RemovalReason::TakeoverFailed);
+                return;
+            }
+        }
+        let Some(p) = self.probes.get_mut(&key) else {
+            return;
+        };
         if mine {
             // Enough distinct reporters: remove the PE unless it answers its verification
             // keep-alive within the grace period.
@@ -1027,7 +1118,8 @@ impl Registrar {
         }
     }
 
-    /// Ends hiding (and report collection) of replicas whose time passed.
+    /// Ends hiding and report collection (replicas, and own PEs that answered a
+    /// verification recently) whose time passed.
     pub(super) fn unhide_expired(&mut self, now: Instant) {
         let mut next: Option<Instant> = None;
         let mut done: Vec<PeKey> = Vec::new();

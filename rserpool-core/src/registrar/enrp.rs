@@ -304,6 +304,13 @@ impl Registrar {
             self.peers.remove(idx);
         }
         if id != ServerId::NONE {
+            // A peer that left the list cannot acknowledge our takeovers any more: stop
+            // waiting for it (`takeover_timers` completes takeovers nobody else must agree
+            // to). Otherwise one dead or short-lived peer (an hsdump probe) makes every
+            // takeover running meanwhile expire.
+            for t in &mut self.takeovers {
+                t.need.retain(|n| *n != id);
+            }
             self.event(RegistrarEvent::PeerDown {
                 server_id: id,
                 reason,
@@ -530,7 +537,24 @@ impl Registrar {
                 self.assoc_peers.insert(a, key);
             }
             let cur = self.peers[i].assoc;
-            if cur.is_none_or(|c| !self.assocs.contains_key(&c)) {
+            let switch = match cur.and_then(|c| self.assocs.get(&c).map(|x| (c, x))) {
+                None => true,
+                // The peer speaks to us over an association it set up while ours to it leaves
+                // from another endpoint (both set one up at once, or ours could not leave from
+                // our ENRP port): use the peer's. RSPLIB, with one ENRP socket, drops a
+                // Presence that does not come from the port of its Server Information, and
+                // sends its own only on the association between the two ENRP endpoints.
+                // (Only ever towards an accepted one, so two of ours do not swap forever.)
+                Some((c, x)) => {
+                    c != a
+                        && x.origin() == Origin::EnrpPeer
+                        && self
+                            .assocs
+                            .get(&a)
+                            .is_some_and(|y| y.origin() == Origin::Accepted)
+                }
+            };
+            if switch {
                 self.peers[i].assoc = Some(a);
             }
         }
@@ -712,11 +736,7 @@ impl Registrar {
         }
         if let EnrpMessage::Presence(p) = &msg {
             self.on_presence(now, src, p);
-        } else {
-            let Some(i) = self.bound_peer(assoc, sender) else {
-                self.not_a_peer(now, assoc, &msg);
-                return;
-            };
+        } else if let Some(i) = self.bound_peer(assoc, sender) {
             // Anything from a peer shows it is alive.
             if self.peers[i].state == PeerState::Alive {
                 self.peers[i].until = Some(now + self.cfg.timers.peer_max_time_last_heard);
@@ -733,6 +753,10 @@ impl Registrar {
                 // RSPLIB sends ENRP Errors with odd causes; nothing to do with them.
                 _ => self.stats.ignored += 1,
             }
+        } else {
+            // Refused, but the "skip and report" parameters are still reported (RFC 5354
+            // §3): the sender learns what we did not understand, as over ASAP.
+            self.not_a_peer(now, assoc, &msg);
         }
         if let Some(error) = OperationError::unrecognized_parameters(&unrecognized) {
             self.stats.error_replies += 1;

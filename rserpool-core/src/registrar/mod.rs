@@ -142,6 +142,8 @@ pub struct ResourceUsage {
     pub probes: usize,
     /// PEs whose ownership was recently contested.
     pub contested: usize,
+    /// Own PEs that recently answered a verification keep-alive.
+    pub verified: usize,
     /// Entries in the mark-and-purge sets of running re-synchronisations.
     pub sync_marks: usize,
     /// Outputs waiting to be polled.
@@ -170,6 +172,9 @@ pub struct Registrar {
     /// Probes that hide a PE from handle resolution answers (Unreachable, Hidden).
     hiding: usize,
     contested: PeMap<Instant>,
+    /// Own PEs that answered a verification keep-alive, and when: reports right after
+    /// that do not hide them again.
+    verified: PeMap<Instant>,
     out: VecDeque<Output<RegistrarEvent>>,
     buf: BytesMut,
     stats: RegistrarStats,
@@ -230,6 +235,8 @@ impl Registrar {
         let multi = SideMap::with_hasher(hasher(&mut *rng));
         let probes = PeMap::with_hasher(hasher(&mut *rng));
         let contested = PeMap::with_hasher(hasher(&mut *rng));
+        // Same keys, same secret seed (no extra draw: the random stream stays as it was).
+        let verified = PeMap::with_hasher(contested.hasher().clone());
         let mut reg = Registrar {
             cfg: config,
             id,
@@ -247,6 +254,7 @@ impl Registrar {
             probes,
             hiding: 0,
             contested,
+            verified,
             out: VecDeque::new(),
             buf: BytesMut::new(),
             stats: RegistrarStats::default(),
@@ -327,6 +335,7 @@ impl Registrar {
             + self.multi.allocation_size()
             + self.probes.allocation_size()
             + self.contested.allocation_size()
+            + self.verified.allocation_size()
             + self.buf.capacity()
             + self.out.capacity() * core::mem::size_of::<Output<RegistrarEvent>>()
     }
@@ -339,6 +348,7 @@ impl Registrar {
             takeovers: self.takeovers.len(),
             probes: self.probes.len(),
             contested: self.contested.len(),
+            verified: self.verified.len(),
             sync_marks: self.peers.iter().map(Peer::sync_marks).sum(),
             queued_outputs: self.out.len(),
         }

@@ -158,6 +158,7 @@ impl Registrar {
     }
 
     pub(super) fn takeover_timers(&mut self, now: Instant) {
+        self.complete_agreed_takeovers(now);
         while let Some(pos) = self.takeovers.iter().position(|t| t.expiry <= now) {
             let t = self.takeovers.remove(pos);
             // RSPLIB: expiry abandons; the PEs stay until their lives run out or they
@@ -166,6 +167,19 @@ impl Registrar {
             if let Some(j) = self.peers.iter().position(|p| p.id == t.target) {
                 self.remove_peer(j, PeerDownReason::TakeoverFinished);
             }
+        }
+    }
+
+    /// Completes every takeover with no acknowledgement outstanding any more (the peers
+    /// it waited for left the peer list).
+    pub(super) fn complete_agreed_takeovers(&mut self, now: Instant) {
+        while let Some(target) = self
+            .takeovers
+            .iter()
+            .find(|t| t.need.is_empty())
+            .map(|t| t.target)
+        {
+            self.complete_takeover(now, target);
         }
     }
 
@@ -248,7 +262,7 @@ impl Registrar {
         });
     }
 
-    pub(super) fn on_takeover_server(&mut self, _now: Instant, i: usize, target: ServerId) {
+    pub(super) fn on_takeover_server(&mut self, now: Instant, i: usize, target: ServerId) {
         let from = self.peers[i].id;
         if target == self.id {
             self.announce_alive();
@@ -274,6 +288,7 @@ impl Registrar {
         self.hs.rehome_owner(target, from);
         if let Some(j) = j {
             self.remove_peer(j, PeerDownReason::TakenOver);
+            self.complete_agreed_takeovers(now);
         }
     }
 }

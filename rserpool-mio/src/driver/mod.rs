@@ -162,6 +162,9 @@ pub struct ListenerConfig {
     pub kind: Option<TransportKind>,
     /// Channel kinds accepted (RTF HELLO check; for SCTP the kind reported when single).
     pub channels: ChannelKinds,
+    /// Over SCTP: outgoing associations of this channel kind leave from this listener's
+    /// addresses and port ([`Transports::listen_as_source`]); ignored over TCP.
+    pub source_for: Option<ChannelKind>,
 }
 
 impl ListenerConfig {
@@ -171,7 +174,17 @@ impl ListenerConfig {
             addrs,
             kind: None,
             channels: channels.into(),
+            source_for: None,
         }
+    }
+
+    /// Over SCTP, outgoing associations of channel kind `channel` leave from this listener's
+    /// endpoint. A pool element's ASAP listener uses it for
+    /// [`ChannelKind::AsapToRegistrar`], so that a registrar taking it over can reach it at
+    /// the address and port its registration came from.
+    pub fn source_for(mut self, channel: ChannelKind) -> Self {
+        self.source_for = Some(channel);
+        self
     }
 
     /// The same listener on an explicit transport.
@@ -500,7 +513,12 @@ fn bind_listener(
     cfg: &ListenerConfig,
 ) -> io::Result<BoundListener> {
     let kind = cfg.kind.unwrap_or_else(|| mode.resolve());
-    let socket = transports.listen(&cfg.addrs, kind, cfg.channels)?;
+    let socket = match cfg.source_for {
+        Some(channel) => {
+            transports.listen_as_source(&cfg.addrs, kind, cfg.channels, channel_to_rtf(channel))?
+        }
+        None => transports.listen(&cfg.addrs, kind, cfg.channels)?,
+    };
     let local_addrs = transports.socket_local_addrs(socket)?;
     Ok(BoundListener {
         socket,
@@ -850,6 +868,11 @@ impl<M: Machine> Driver<M> {
         self.transports.handle_timeout(s, &mut self.tev);
         self.feed_transport_events();
         self.settle(s);
+        // A wake-up time is reached once a poll has returned at or after it (one that had
+        // already passed when the turn began made this poll return at once).
+        if self.wakeup.is_some_and(|w| w <= self.now) {
+            self.wakeup = None;
+        }
         Ok(())
     }
 
@@ -962,9 +985,6 @@ impl<M: Machine> Driver<M> {
             if let Err(e) = c.reporter.report(s, status) {
                 warn!("CSP report to {}: {e}", c.reporter.config().server);
             }
-        }
-        if self.wakeup.is_some_and(|w| w <= self.now) {
-            self.wakeup = None;
         }
     }
 

@@ -278,9 +278,15 @@ pub struct UdpOptions {
 
 const RECV_BUF: usize = 64 * 1024;
 const MAX_IOV: usize = 64;
-/// Reads per readiness event and association before yielding to the others (fairness; the
-/// rest is read from an immediate timer).
-const READ_BUDGET: usize = 64;
+/// TCP reads (of at most [`RECV_BUF`] bytes) per readiness event or timer pass and
+/// association before yielding to the others and to the machine (the rest is read from an
+/// immediate timer, in the next call). Everything read in one pass is held as events until
+/// the caller feeds them to its machine: 256 KiB per association and pass keeps that small
+/// even when a peer writes without end (with 64 reads, a peer that never read its answers
+/// made a registrar hold 8 MiB of requests per pass and grow to 40 MB).
+const READ_BUDGET: usize = 4;
+/// SCTP messages per readiness event or timer pass and association (see [`READ_BUDGET`]).
+const SCTP_READ_BUDGET: usize = 64;
 
 struct Entry {
     generation: u64,
@@ -737,7 +743,7 @@ impl Assoc {
             return Fate::Keep;
         }
         self.read_pending = false;
-        let mut budget = READ_BUDGET * 4;
+        let mut budget = SCTP_READ_BUDGET;
         loop {
             if budget == 0 {
                 self.read_pending = true;
@@ -914,6 +920,9 @@ pub struct Transports {
     epoch: Instant,
     timers: BinaryHeap<Reverse<(u64, usize, u64)>>,
     buf: Vec<u8>,
+    /// Outgoing SCTP associations of a channel kind leave from a shared listener's endpoint
+    /// ([`Transports::listen_as_source`]): (listener, channel kind, local addresses).
+    sctp_sources: Vec<(SocketId, ChannelKind, Vec<SocketAddr>)>,
 }
 
 impl std::fmt::Debug for Transports {
@@ -948,6 +957,7 @@ impl Transports {
             epoch: Instant::now(),
             timers: BinaryHeap::new(),
             buf: vec![0; RECV_BUF],
+            sctp_sources: Vec::new(),
         })
     }
 
@@ -1183,6 +1193,49 @@ impl Transports {
         Ok(id)
     }
 
+    /// Listens like [`Transports::listen`]; over SCTP, in addition, every later outgoing
+    /// association of channel kind `source_for` leaves from this listener's addresses and
+    /// port (both sockets `SO_REUSEPORT`), until the listener is closed. A pool element
+    /// needs this: registrars record the address and port its ASAP association comes from as
+    /// its ASAP transport, and a registrar taking it over connects there (`asap.md` §5.5;
+    /// RSPLIB uses one one-to-many socket for both). Over TCP it is a plain listener (the TCP
+    /// mapping reaches the PE at its user port instead).
+    pub fn listen_as_source(
+        &mut self,
+        addrs: &[SocketAddr],
+        kind: TransportKind,
+        channels: impl Into<ChannelKinds>,
+        source_for: ChannelKind,
+    ) -> io::Result<SocketId> {
+        if kind == TransportKind::Tcp {
+            return self.listen(addrs, kind, channels);
+        }
+        let sock = SctpSocket::listen_shared(addrs, self.config.listen_backlog, &self.config.sctp)?;
+        let port = sock
+            .local_addrs()?
+            .first()
+            .map(SocketAddr::port)
+            .ok_or_else(|| io::Error::other("SCTP listener without a local address"))?;
+        let local: Vec<SocketAddr> = addrs
+            .iter()
+            .map(|a| SocketAddr::new(a.ip(), port))
+            .collect();
+        let id = SocketId(self.next_id());
+        let idx = self.alloc(Slot::SctpListener {
+            sock,
+            id,
+            kinds: channels.into(),
+        })?;
+        if let Err(e) = self.register_idx(idx) {
+            self.remove(idx, false);
+            return Err(e);
+        }
+        self.sockets.insert(id, idx);
+        self.sctp_sources.retain(|(_, c, _)| *c != source_for);
+        self.sctp_sources.push((id, source_for, local));
+        Ok(id)
+    }
+
     /// Starts an association to one peer with the addresses `addrs` (SCTP: multi-homed
     /// `sctp_connectx`; TCP: tried in order until one connects). Returns at once; `Up` or
     /// `Down { reason: ConnectFailed }` follows. `protocol` is the upper protocol of the
@@ -1245,7 +1298,16 @@ impl Transports {
                 })
             }
             TransportKind::Sctp => AssocIo::Sctp(SctpIo {
-                sock: SctpSocket::connect(addrs, &self.config.sctp)?,
+                sock: match self.sctp_sources.iter().find(|(_, c, _)| *c == channel) {
+                    // If the shared port cannot be used (an association between the same
+                    // two endpoints still closing), connect from an ephemeral port: the
+                    // association works, only a takeover cannot reach it there.
+                    Some((_, _, local)) => {
+                        SctpSocket::connect_from(local, addrs, &self.config.sctp)
+                            .or_else(|_| SctpSocket::connect(addrs, &self.config.sctp))?
+                    }
+                    None => SctpSocket::connect(addrs, &self.config.sctp)?,
+                },
                 connecting: true,
                 out: VecDeque::new(),
                 reasm: BytesMut::new(),
@@ -1426,6 +1488,7 @@ impl Transports {
 
     /// Closes a listener or UDP socket. Associations accepted by a listener live on.
     pub fn close_socket(&mut self, socket: SocketId) -> bool {
+        self.sctp_sources.retain(|(id, _, _)| *id != socket);
         match self.sockets.remove(&socket) {
             Some(idx) => {
                 self.remove(idx, false);
@@ -1711,11 +1774,19 @@ impl Transports {
     /// errors) and appends what happened to `out`.
     pub fn handle_timeout(&mut self, now: Instant, out: &mut Vec<TransportEvent>) {
         let now_us = self.us(now);
+        // Only the timers due when the call starts: an association with more to read
+        // re-arms an immediate timer, which must wait for the next call, or a peer that
+        // writes faster than we read would keep this call (and its caller's turn) reading
+        // without bound, every message held in `out` before the machine saw any.
+        let mut due = Vec::new();
         while let Some(Reverse((d, idx, generation))) = self.timers.peek().copied() {
             if d > now_us {
                 break;
             }
             self.timers.pop();
+            due.push((d, idx, generation));
+        }
+        for (d, idx, generation) in due {
             let Some(Some(entry)) = self.entries.get_mut(idx) else {
                 continue;
             };

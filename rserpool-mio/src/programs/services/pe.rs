@@ -49,7 +49,8 @@ use tracing::{debug, info, warn};
 use super::super::common::{add_udp_or_warn, announce_receiver, os_rng, transport_mode};
 use super::super::daemon;
 use super::super::server::{
-    SHUTDOWN_GRACE, ServerEnd, ServerMachine, ServerStats, listener_config, pe_config,
+    SHUTDOWN_GRACE, ServerEnd, ServerMachine, ServerStats, asap_listener_config, listener_config,
+    pe_config,
 };
 use super::scripting_host::ScriptingEnvironment;
 use super::{host_clock, log_line};
@@ -707,8 +708,9 @@ fn run_once(
     let mode = transport_mode(lib.transport);
     let tkind = mode.resolve();
     let listener = listener_config(opts, tkind);
+    let asap_listener = asap_listener_config(&listener, tkind);
     let dcfg = DriverConfig {
-        listeners: vec![listener],
+        listeners: std::iter::once(listener).chain(asap_listener).collect(),
         mode,
         signals: true,
         shutdown_grace: SHUTDOWN_GRACE,

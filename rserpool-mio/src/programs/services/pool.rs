@@ -10,7 +10,7 @@ use std::process::{Command, Stdio};
 use std::sync::mpsc::{Receiver, channel};
 use std::time::{Duration, Instant};
 
-use super::super::cluster::{Proc, free_ports, wait_for_listener};
+use super::super::cluster::{Proc, Programs, free_ports, wait_for_listener};
 
 /// The options every program of the pool gets: TCP mapping, no announces, errors logged.
 pub const COMMON: [&str; 2] = ["-asapannounce=off", "-transport=tcp"];
@@ -49,7 +49,7 @@ impl ServicePool {
         args.extend(COMMON.iter().map(|s| (*s).to_owned()));
         args.extend(extra.iter().map(|s| (*s).to_owned()));
         let p = Proc::spawn(
-            bin_dir,
+            &Programs::in_dir(bin_dir),
             "rspregistrar",
             &args,
             "registrar",
@@ -96,7 +96,7 @@ impl ServicePool {
         ]);
         let log = self.pe_log(id);
         let p = Proc::spawn(
-            &self.bin_dir,
+            &Programs::in_dir(&self.bin_dir),
             "rspserver",
             &a,
             format!("PE {id:x}"),

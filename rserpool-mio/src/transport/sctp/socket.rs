@@ -99,14 +99,53 @@ impl SctpSocket {
         backlog: i32,
         opts: &SctpOptions,
     ) -> io::Result<SctpSocket> {
+        Self::listen_with(addrs, backlog, opts, false)
+    }
+
+    /// [`SctpSocket::listen`] with `SO_REUSEPORT`, so that associations set up with
+    /// [`SctpSocket::connect_from`] can leave from the listener's port: a pool element's
+    /// ASAP endpoint must accept associations (takeover keep-alives) on the port it
+    /// registered from, as RSPLIB's one-to-many socket does (`asap.md` §5.5). Incoming
+    /// INITs find the listener: the kernel looks up only listening one-to-one sockets.
+    pub fn listen_shared(
+        addrs: &[SocketAddr],
+        backlog: i32,
+        opts: &SctpOptions,
+    ) -> io::Result<SctpSocket> {
+        Self::listen_with(addrs, backlog, opts, true)
+    }
+
+    fn listen_with(
+        addrs: &[SocketAddr],
+        backlog: i32,
+        opts: &SctpOptions,
+        reuse_port: bool,
+    ) -> io::Result<SctpSocket> {
+        if reuse_port && addrs.first().is_some_and(|a| a.port() != 0) {
+            // SO_REUSEPORT would let a second listener of the same user share a fixed port
+            // (two registrars on 9901, silently load-balanced): a plain listener must be
+            // possible there first. (Linux checks listeners against each other at listen(),
+            // not at bind().)
+            drop(Self::listen_with(addrs, 1, opts, false)?);
+        }
+        let s = SctpSocket::new(domain_for(addrs), opts)?;
+        s.sock.set_reuse_address(true)?;
+        if reuse_port {
+            s.sock.set_reuse_port(true)?;
+        }
+        s.bind_all(addrs)?;
+        s.sock.listen(backlog)?;
+        Ok(s)
+    }
+
+    /// Binds to all of `addrs` with the first address's port (`bind` + `sctp_bindx`).
+    fn bind_all(&self, addrs: &[SocketAddr]) -> io::Result<()> {
         let first = *addrs
             .first()
             .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no address"))?;
-        let s = SctpSocket::new(domain_for(addrs), opts)?;
-        s.sock.set_reuse_address(true)?;
-        s.sock.bind(&SockAddr::from(first))?;
+        self.sock.bind(&SockAddr::from(first))?;
         if addrs.len() > 1 {
-            let port = s
+            let port = self
                 .local_addrs()?
                 .first()
                 .map(SocketAddr::port)
@@ -117,10 +156,9 @@ impl SctpSocket {
                 .iter()
                 .map(|a| SocketAddr::new(a.ip(), port))
                 .collect();
-            sys::bindx_add(s.sock.as_fd(), &rest)?;
+            sys::bindx_add(self.sock.as_fd(), &rest)?;
         }
-        s.sock.listen(backlog)?;
-        Ok(s)
+        Ok(())
     }
 
     /// Starts a non-blocking association set-up to `addrs` (one multi-homed peer) with
@@ -131,6 +169,28 @@ impl SctpSocket {
         }
         // A dual-stack (AF_INET6) socket takes IPv4 peers as `sockaddr_in` as they are.
         let s = SctpSocket::new(domain_for(addrs), opts)?;
+        sys::connectx(s.sock.as_fd(), addrs)?;
+        Ok(s)
+    }
+
+    /// [`SctpSocket::connect`] from the local endpoint `local` (all addresses with the first
+    /// one's port, `SO_REUSEPORT`): shares the port of a [`SctpSocket::listen_shared`]
+    /// listener bound to the same addresses.
+    pub fn connect_from(
+        local: &[SocketAddr],
+        addrs: &[SocketAddr],
+        opts: &SctpOptions,
+    ) -> io::Result<SctpSocket> {
+        if addrs.is_empty() || local.is_empty() {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "no address"));
+        }
+        // The socket's family must hold both ends: AF_INET6 (dual-stack) if either is IPv6.
+        let any_v6 = local.iter().chain(addrs).any(SocketAddr::is_ipv6);
+        let domain = if any_v6 { Domain::IPV6 } else { Domain::IPV4 };
+        let s = SctpSocket::new(domain, opts)?;
+        s.sock.set_reuse_address(true)?;
+        s.sock.set_reuse_port(true)?;
+        s.bind_all(local)?;
         sys::connectx(s.sock.as_fd(), addrs)?;
         Ok(s)
     }

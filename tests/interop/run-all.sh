@@ -1,0 +1,103 @@
+#!/usr/bin/env bash
+# run-all.sh [--no-build] [SCENARIO...]: runs the interoperability scenarios on the host.
+#   1. builds our binaries in release (cargo build --release -p rserpool-mio --bins);
+#   2. runs each scenario (default: ours-sctp rsplib-interop) in the SCTP VM
+#      (sctp-vm run --net=ns:5), results under $CARGO_TARGET_DIR/interop (default
+#      target/interop): one directory per scenario with logs, hsdump outputs and the capture;
+#   3. checks each capture on the host with check-pcap.sh (tshark + rspwire pcap);
+#   4. prints a summary; exit 0 if everything passed, 1 otherwise.
+# Without a usable VM (no sctp-vm, not root, `sctp-vm setup` fails) it prints a note and
+# exits 0: the scenarios need kernel SCTP, which only the VM provides here.
+# Environment: SCTP_VM (the sctp-vm command), INTEROP_TIMEOUT (seconds per scenario, 420).
+set -u
+here=$(cd "$(dirname "$0")" && pwd)
+repo=$(cd "$here/../.." && pwd)
+cd "$repo"
+target=${CARGO_TARGET_DIR:-$repo/target}
+case $target in /*) ;; *) target=$repo/$target ;; esac
+
+build=1
+scenarios=()
+for a in "$@"; do
+  case $a in
+    --no-build) build=0 ;;
+    -h | --help)
+      sed -n '2,12p' "$0"
+      exit 0
+      ;;
+    *) scenarios+=("${a%.sh}") ;;
+  esac
+done
+((${#scenarios[@]})) || scenarios=(ours-sctp rsplib-interop)
+
+skip() {
+  echo "interop: skipped: $*"
+  exit 0
+}
+vm=${SCTP_VM:-$(command -v sctp-vm || echo /work/shared/tools/sctp-vm/sctp-vm)}
+[ -x "$vm" ] || skip "no sctp-vm (looked for '$vm'; set SCTP_VM)"
+[ "$(id -u)" = 0 ] || skip "sctp-vm needs root"
+if ! setup_log=$("$vm" setup 2>&1); then
+  printf '%s\n' "$setup_log" | tail -n 5
+  skip "sctp-vm setup failed"
+fi
+command -v tshark >/dev/null || {
+  echo "interop: tshark missing on the host (apt-get install tshark): the capture checks need it"
+  exit 1
+}
+
+t0=$SECONDS
+if ((build)); then
+  echo "interop: building the binaries (release)"
+  cargo build --release -p rserpool-mio --bins || exit 1
+fi
+echo "interop: build took $((SECONDS - t0)) s"
+export RSERPOOL_BIN=$target/release
+work=$target/interop
+case $work in *[[:space:],]*) echo "interop: '$work' has a space or comma (sctp-vm cannot use it)"; exit 1 ;; esac
+mkdir -p "$work"
+export INTEROP_OUT=$work/interop-out
+
+declare -A result decode secs
+failed=0
+for s in "${scenarios[@]}"; do
+  [ -x "$here/$s.sh" ] || {
+    echo "interop: no scenario $s"
+    result[$s]=MISSING
+    failed=1
+    continue
+  }
+  echo
+  echo "interop: === $s (in the VM)"
+  t=$SECONDS
+  (cd "$work" && "$vm" run --net=ns:5 --timeout="${INTEROP_TIMEOUT:-420}" -- "$here/$s.sh")
+  rc=$?
+  secs[$s]=$((SECONDS - t))
+  case $rc in
+    0) result[$s]=PASS ;;
+    124) result[$s]="FAIL (timed out)" ;;
+    125) result[$s]="FAIL (the VM stopped without a result)" ;;
+    *) result[$s]="FAIL (exit $rc)" ;;
+  esac
+  [ "$rc" = 0 ] || failed=1
+  pcap=$INTEROP_OUT/$s/$s.pcap
+  echo "interop: --- capture checks of $s (host)"
+  if "$here/check-pcap.sh" "$pcap" "$RSERPOOL_BIN/rspwire"; then
+    decode[$s]=PASS
+  else
+    decode[$s]=FAIL
+    failed=1
+  fi
+done
+
+echo
+echo "interop: summary (results in $INTEROP_OUT, total $((SECONDS - t0)) s)"
+printf '  %-16s %-34s %-8s %s\n' scenario result capture time
+for s in "${scenarios[@]}"; do
+  printf '  %-16s %-34s %-8s %s\n' "$s" "${result[$s]}" "${decode[$s]:--}" "${secs[$s]:-?} s"
+done
+if ((failed)); then
+  echo "interop: FAIL"
+  exit 1
+fi
+echo "interop: PASS"
