@@ -11,8 +11,12 @@
 //!
 //! ```text
 //! cargo build --release -p rserpool-mio --bins --examples
-//! target/release/examples/failover_time [ROUNDS [TIMEOUT_MS]]     # default 100 200
+//! target/release/examples/failover_time [ROUNDS [TIMEOUT_MS [SCENARIO]]]   # default 100 200 all
 //! ```
+//!
+//! SCENARIO (a prefix selects several): `pingpongclient_kill`, `pingpongclient_stop`,
+//! `rspterminal_kill`, `rspterminal_stop`. `$FAILOVER_TIME_LOGLEVEL` sets the clients'
+//! `-loglevel=` (default 1; their logs are in the scenario's temporary directory).
 //!
 //! Prints `NAME VALUE UNIT` lines (median, p99, max per scenario). The programs are taken
 //! from `$RSERPOOL_BIN_DIR` or next to this example's directory.
@@ -98,6 +102,7 @@ fn pingpong(rounds: usize, timeout_ms: u64, how: Death) -> Vec<Duration> {
     args.extend([
         "-interval=2".to_owned(),
         format!("-responsetimeout={timeout_ms}"),
+        client_log_level(),
     ]);
     let log = s.pool.logs.join("client.log");
     let c = ClientProc::spawn(&s.pool.bin_dir, "pingpongclient", &args, &log).expect("client");
@@ -118,7 +123,14 @@ fn pingpong(rounds: usize, timeout_ms: u64, how: Death) -> Vec<Duration> {
         let next = c
             .wait_for(WAIT, |l| pe_of(l).is_some_and(|pe| pe != current))
             .expect("a pong from another PE");
-        out.push(next.at.saturating_duration_since(t0));
+        let d = next.at.saturating_duration_since(t0);
+        eprintln!(
+            "round: PE {current:#x} {}: {:.2} ms ({})",
+            how.name(),
+            d.as_secs_f64() * 1e3,
+            next.text
+        );
+        out.push(d);
         s.replace(current);
     }
     out
@@ -129,6 +141,7 @@ fn terminal(rounds: usize, timeout_ms: u64, how: Death) -> Vec<Duration> {
     let mut args = s.pool.client_args();
     args.push(format!("-responsetimeout={timeout_ms}"));
     args.push("-poolhandle=EchoPool".into());
+    args.push(client_log_level());
     let mut t = TerminalProc::spawn(
         &rserpool_mio::programs::cluster::Programs::in_dir(&s.pool.bin_dir),
         &args,
@@ -161,6 +174,14 @@ fn terminal(rounds: usize, timeout_ms: u64, how: Death) -> Vec<Duration> {
     out
 }
 
+/// The clients' `-loglevel=` option from `$FAILOVER_TIME_LOGLEVEL` (default 1).
+fn client_log_level() -> String {
+    format!(
+        "-loglevel={}",
+        std::env::var("FAILOVER_TIME_LOGLEVEL").unwrap_or_else(|_| "1".into())
+    )
+}
+
 fn percentile(sorted: &[Duration], p: f64) -> Duration {
     if sorted.is_empty() {
         return Duration::ZERO;
@@ -190,21 +211,22 @@ fn main() {
         "failover_time: {rounds} rounds per scenario, response timeout {timeout_ms} ms, programs in {}",
         dir.display()
     );
+    let only = args.get(2).cloned().unwrap_or_default();
     println!("response_timeout {timeout_ms} ms");
-    report(
-        "pingpongclient_kill",
-        pingpong(rounds, timeout_ms, Death::Kill),
-    );
-    report(
-        "pingpongclient_stop",
-        pingpong(rounds, timeout_ms, Death::Stop),
-    );
-    report(
-        "rspterminal_kill",
-        terminal(rounds, timeout_ms, Death::Kill),
-    );
-    report(
-        "rspterminal_stop",
-        terminal(rounds, timeout_ms, Death::Stop),
-    );
+    for (name, pingpong_client, how) in [
+        ("pingpongclient_kill", true, Death::Kill),
+        ("pingpongclient_stop", true, Death::Stop),
+        ("rspterminal_kill", false, Death::Kill),
+        ("rspterminal_stop", false, Death::Stop),
+    ] {
+        if !name.starts_with(&only) {
+            continue;
+        }
+        let v = if pingpong_client {
+            pingpong(rounds, timeout_ms, how)
+        } else {
+            terminal(rounds, timeout_ms, how)
+        };
+        report(name, v);
+    }
 }
