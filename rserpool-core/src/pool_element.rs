@@ -16,7 +16,7 @@
 //!   association (a takeover; over the TCP mapping a new kind-2 connection), that
 //!   association becomes the registrar channel and the old home association is aborted
 //!   ([`PoolElementEvent::HomeRegistrarChanged`]). A keep-alive on the home association
-//!   teaches the home registrar's identifier if it was unknown.
+//!   teaches (or corrects) the home registrar's identifier.
 //! * **Failures** (RFC 5352 §3.7, RSPLIB `asapinstance.c`): home association lost ⇒
 //!   [`PoolElementEvent::RegistrarLost`], hunt again and re-register at once. No answer in
 //!   time, or an ASAP_ERROR instead of an answer ⇒ abort the home association, hunt, and
@@ -24,7 +24,10 @@
 //!   [`PoolElementEvent::RegistrationFailed`] and try again after the re-registration
 //!   interval (or as soon as a new registrar announces itself). A rejected registration is
 //!   reported with its cause and not retried (the identical request would fail again);
-//!   the PE then stays out of the pool until [`PoolElement::register`] is called again. An
+//!   the PE then stays out of the pool until [`PoolElement::register`] is called again —
+//!   except a rejection for a Non-unique PE Identifier (the registrar still binds our
+//!   identifier to another association, e.g. of our previous process), which is retried
+//!   after the re-registration interval. An
 //!   Operation Error in an *accepting* answer (R = 0) is a warning (RFC 5352 §2.2.3) and the
 //!   registration counts as accepted (RSPLIB would treat it as a failure; RSPLIB registrars
 //!   never send one).
@@ -632,10 +635,22 @@ impl<R: rand_core::Rng> PoolElement<R> {
         }
         self.request = None;
         if m.reject {
+            let non_unique = m.error.as_ref().is_some_and(|e| {
+                e.causes
+                    .iter()
+                    .any(|c| c.code == rserpool_proto::param::cause::NON_UNIQUE_PE_IDENTIFIER)
+            });
             self.registered = false;
             self.dirty = false;
-            self.goal = Goal::Idle;
-            self.reregister_at = None;
+            if non_unique {
+                // Our identifier is still bound to another association at the registrar:
+                // typically our own previous process, whose association it has not yet
+                // found dead. The registrar probes that binding; try again later.
+                self.reregister_at = Some(now + self.config.reregistration_interval);
+            } else {
+                self.goal = Goal::Idle;
+                self.reregister_at = None;
+            }
             self.event(PoolElementEvent::RegistrationFailed {
                 cause: RegistrationFailure::Rejected(m.error),
             });
@@ -697,8 +712,12 @@ impl<R: rand_core::Rng> PoolElement<R> {
         let id = ka.server_id;
         match self.home.as_mut() {
             Some(h) if h.assoc == assoc => {
+                // The registrar at the other end of the home association is the home,
+                // whatever H says: its identifier corrects one learnt from a stale
+                // announce (a registrar restarted with a new identifier at the same
+                // address).
                 let old = h.server_id;
-                if old.is_none() || (ka.home && old != Some(id)) {
+                if old != Some(id) {
                     h.server_id = Some(id);
                     if let Some(old) = old {
                         self.event(PoolElementEvent::HomeRegistrarChanged {

@@ -990,3 +990,29 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn keep_alive_on_the_home_association_corrects_a_stale_registrar_id() {
+    // The id was learnt as PR1 (e.g. from an announce of a registrar that then restarted
+    // with a new identifier at the same address); keep-alives on the home association
+    // come from PR2: the registrar at the other end of the home association is the home.
+    let mut pe = registered(echo_config(&["10.99.0.11:3863"]));
+    assert_eq!(pe.home_registrar().unwrap().server_id, Some(PR1));
+    let other = ServerId(0x2222);
+    pe.handle_message(ms(100), mid(1), 11, keep_alive(other, false, Some(PE)));
+    assert_eq!(
+        drain(&mut pe),
+        vec![
+            Out::Send(mid(1), ack(PE)),
+            Out::Event(Ev::HomeRegistrarChanged {
+                old: Some(PR1),
+                new: other
+            })
+        ]
+    );
+    assert_eq!(pe.home_registrar().unwrap().server_id, Some(other));
+    assert_eq!(pe.home_registrar().unwrap().assoc, mid(1));
+    // The same again changes nothing.
+    pe.handle_message(ms(200), mid(1), 11, keep_alive(other, false, Some(PE)));
+    assert_eq!(drain(&mut pe), vec![Out::Send(mid(1), ack(PE))]);
+}

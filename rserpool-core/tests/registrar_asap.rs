@@ -326,19 +326,22 @@ fn every_rejection_cause() {
         )]
     );
     // 0x4: the same PE identifier from another association while the first is up; the
-    // original entry stays.
+    // original entry stays, and the bound PE is probed with a keep-alive at once.
     r.up(2, &["10.2.0.5:5000"]);
     let outs = r.register(2, "Q", pe(7, "10.2.0.5", 7000));
     assert_eq!(
         sent(&outs),
-        vec![Sent::Asap(
-            to(2),
-            reject(
-                "Q",
-                7,
-                ErrorCause::new(cause::NON_UNIQUE_PE_IDENTIFIER, Bytes::new())
+        vec![
+            Sent::Asap(to(1), keep_alive(US, "Q", 7, false)),
+            Sent::Asap(
+                to(2),
+                reject(
+                    "Q",
+                    7,
+                    ErrorCause::new(cause::NON_UNIQUE_PE_IDENTIFIER, Bytes::new())
+                )
             )
-        )]
+        ]
     );
     let e = r.reg.handlespace().get(&ph("Q"), PeIdentifier(7)).unwrap();
     assert_eq!(e.assoc(), Some(AssocId(1)));

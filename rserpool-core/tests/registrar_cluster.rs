@@ -390,3 +390,113 @@ fn restarted_peer_is_learned_again_and_handlespaces_converge() {
     same_handlespace(&net, b, c);
     let _ = Encode::encoded_len(&ph("x"));
 }
+
+#[test]
+fn pe_taken_over_may_register_over_its_own_association() {
+    // Found by the cluster simulation: after a takeover the PE is bound to the association
+    // the new home opened to it; when the PE (whose hunt found the same registrar) then
+    // registers over its own association, that must be accepted and moved there, not
+    // refused as "another association owns this PE" (the PE would stay out of the pool).
+    let mut net = Net::new();
+    let (ia, ic) = (ip("10.0.0.1"), ip("10.0.0.3"));
+    let a = net.add_registrar("10.0.0.1", net_config(1, ia, &[ic]), 1);
+    let c = net.add_registrar("10.0.0.3", net_config(3, ic, &[ia]), 3);
+    net.run_for(secs(6));
+    let pe_node = net.add_pe("10.9.0.1", 7000);
+    register_pe(&mut net, pe_node, c, "P", 5);
+    net.run_for(secs(1));
+    net.kill(c);
+    net.run_for(secs(6));
+    let taken = net
+        .reg(a)
+        .handlespace()
+        .get(&ph("P"), PeIdentifier(5))
+        .unwrap()
+        .assoc()
+        .expect("bound to the takeover association");
+    let assocs_before = net.reg(a).resource_usage().associations;
+    let answers = |net: &Net, node: usize, on: AssocId| -> Vec<bool> {
+        net.inbox(node)
+            .iter()
+            .filter_map(|(x, m)| match m {
+                AsapMessage::RegistrationResponse(r) if *x == on => Some(r.reject),
+                _ => None,
+            })
+            .collect()
+    };
+    let own = register_pe(&mut net, pe_node, a, "P", 5);
+    assert_eq!(answers(&net, pe_node, own), vec![false]);
+    let e = net
+        .reg(a)
+        .handlespace()
+        .get(&ph("P"), PeIdentifier(5))
+        .unwrap();
+    assert_eq!(e.home_registrar(), ServerId(1));
+    assert!(e.assoc().is_some_and(|x| x != taken));
+    // The takeover association carries nothing any more and is closed.
+    assert_eq!(net.reg(a).resource_usage().associations, assocs_before);
+    // Another host still cannot take the PE away from the association it registered over.
+    let intruder = net.add_pe("10.9.0.2", 7000);
+    let other = register_pe(&mut net, intruder, a, "P", 5);
+    assert_eq!(answers(&net, intruder, other), vec![true]);
+}
+
+#[test]
+fn restarted_pe_registers_over_a_new_association_before_the_old_one_is_gone() {
+    // Found by the cluster simulation: a PE process restarts and registers over a new
+    // association before the registrar learns that the old one is dead (jitter, or a host
+    // that rebooted within the transport's failure detection time). The registration is
+    // refused (Non-unique PE Identifier: a live binding is never taken over by another
+    // association, not even from the same host), the old binding is probed with a
+    // keep-alive at once, and once that goes unanswered the PE's retry gets in.
+    let mut net = Net::new();
+    let ia = ip("10.0.0.1");
+    let a = net.add_registrar("10.0.0.1", net_config(1, ia, &[]), 1);
+    net.run_for(secs(6));
+    let pe_node = net.add_pe("10.9.0.1", 7000);
+    register_pe(&mut net, pe_node, a, "P", 5);
+    let old = net
+        .reg(a)
+        .handlespace()
+        .get(&ph("P"), PeIdentifier(5))
+        .unwrap()
+        .assoc()
+        .unwrap();
+    let answers = |net: &Net, on: AssocId| -> Vec<bool> {
+        net.inbox(pe_node)
+            .iter()
+            .filter_map(|(x, m)| match m {
+                AsapMessage::RegistrationResponse(r) if *x == on => Some(r.reject),
+                _ => None,
+            })
+            .collect()
+    };
+    let keep_alives = |net: &Net| {
+        net.inbox(pe_node)
+            .iter()
+            .filter(|(_, m)| matches!(m, AsapMessage::EndpointKeepAlive(_)))
+            .count()
+    };
+    let before = keep_alives(&net);
+    let fresh = register_pe(&mut net, pe_node, a, "P", 5);
+    assert_eq!(answers(&net, fresh), vec![true]);
+    assert!(keep_alives(&net) > before, "the old binding was not probed");
+    // The old process is gone: its association is found lost (by the transport, or by the
+    // probe's keep-alive timeout), which removes the stale binding ...
+    let now = net.now;
+    let reg = net.reg_mut(a);
+    rserpool_core::Machine::handle_assoc_down(reg, now, old, rserpool_core::AssocDownReason::Lost);
+    while rserpool_core::Machine::poll_output(reg).is_some() {}
+    assert!(!net.reg(a).handlespace().contains(&ph("P"), PeIdentifier(5)));
+    // ... and the restarted PE's retry is accepted.
+    let retry = register_pe(&mut net, pe_node, a, "P", 5);
+    assert_eq!(answers(&net, retry), vec![false]);
+    let now_bound = net
+        .reg(a)
+        .handlespace()
+        .get(&ph("P"), PeIdentifier(5))
+        .unwrap()
+        .assoc()
+        .unwrap();
+    assert_ne!(now_bound, old);
+}

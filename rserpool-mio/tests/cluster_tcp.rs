@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use rserpool_mio::programs::cluster::{
-    CspMonitor, Proc, RegistrarStatus, TerminalProc, free_ports, wait_for_listener,
+    CspMonitor, Proc, Programs, RegistrarStatus, TerminalProc, free_ports, wait_for_listener,
 };
 use rserpool_proto::csp::{ComponentGroup, ComponentId};
 
@@ -19,11 +19,12 @@ const LIMIT: Duration = Duration::from_secs(20);
 /// CSP reports older than this are ignored.
 const FRESH: Duration = Duration::from_millis(600);
 
-fn bin_dir() -> PathBuf {
-    Path::new(env!("CARGO_BIN_EXE_rspregistrar"))
-        .parent()
-        .expect("binary directory")
-        .to_path_buf()
+fn programs() -> Programs {
+    Programs::in_dir(
+        Path::new(env!("CARGO_BIN_EXE_rspregistrar"))
+            .parent()
+            .expect("binary directory"),
+    )
 }
 
 fn log_dir(test: &str) -> PathBuf {
@@ -48,7 +49,7 @@ struct Registrar {
 }
 
 struct Net {
-    dir: PathBuf,
+    dir: Programs,
     logs: PathBuf,
     monitor: CspMonitor,
     regs: Vec<Registrar>,
@@ -68,7 +69,7 @@ impl Net {
             })
             .collect();
         Net {
-            dir: bin_dir(),
+            dir: programs(),
             logs: log_dir(test),
             monitor: CspMonitor::new().expect("CSP monitor"),
             regs,
@@ -310,7 +311,8 @@ fn pool_user_fails_over_to_another_pe_without_losing_a_line() {
         Some(0),
         "rspterminal exits at the end of input once everything is answered"
     );
-    answers.extend(t.answers_now());
+    let (rest, stderr) = t.rest_after_exit(LIMIT);
+    answers.extend(rest);
     assert_all_echoed_once(&answers, sent);
     let after: Vec<u32> = answers
         .iter()
@@ -322,8 +324,7 @@ fn pool_user_fails_over_to_another_pe_without_losing_a_line() {
         after.iter().all(|pe| *pe != serving),
         "the dead PE is never chosen again: {after:x?}"
     );
-    let summary = t
-        .stderr_lines()
+    let summary = stderr
         .into_iter()
         .find(|l| l.starts_with("rspterminal:"))
         .expect("summary line");
@@ -367,7 +368,7 @@ fn killed_registrar_is_taken_over_and_a_restarted_one_downloads_the_handlespace(
     );
     t.close_input();
     assert_eq!(t.proc.wait_timeout(LIMIT), Some(0));
-    answers.extend(t.answers_now());
+    answers.extend(t.rest_after_exit(LIMIT).0);
     assert_all_echoed_once(&answers, sent);
 
     // Restart registrar 0 on the same ports with a new identifier: it finds its peers,
@@ -418,6 +419,8 @@ fn pe_deregisters_on_sigterm_and_the_registrar_announces_itself() {
         format!("-asapannounce={announce}"),
         "-local=127.0.0.1".into(),
         "-transport=tcp".into(),
+        format!("-cspserver={csp}"),
+        "-cspinterval=100".into(),
         "-quiet".into(),
         "-loglevel=3".into(),
     ];
@@ -426,6 +429,46 @@ fn pe_deregisters_on_sigterm_and_the_registrar_announces_itself() {
     net.wait_until("the PE registered through the announce", |s| {
         s[0].is_some_and(|s| s.pes == 1 && s.owned == 1)
     });
+    // CSP: the PE reports its sessions and its registrar association; a pool user its
+    // session to the PE.
+    let pe_id = ComponentId::new(ComponentGroup::PoolElement, 0x31);
+    let reg = net.regs[0].asap;
+    let args: Vec<String> = vec![
+        format!("-registrar={reg}"),
+        "-asapannounce=off".into(),
+        "-transport=tcp".into(),
+        format!("-cspserver={csp}"),
+        "-cspinterval=100".into(),
+        "-cspidentifier=0x77".into(),
+    ];
+    let mut t = TerminalProc::spawn(&net.dir, &args).unwrap();
+    t.send_line("csp").unwrap();
+    assert!(t.next_answer(LIMIT).is_some_and(|a| a.pe == 0x31));
+    let pu_id = ComponentId::new(ComponentGroup::PoolUser, 0x77);
+    let end = Instant::now() + LIMIT;
+    loop {
+        net.monitor.poll(Duration::from_millis(50));
+        let pe_ok = net.monitor.report(pe_id, FRESH).is_some_and(|r| {
+            r.status.to_string_lossy() == "1 Session" && r.associations.iter().any(|a| a.ppid == 11)
+        });
+        let pu_ok = net.monitor.report(pu_id, FRESH).is_some_and(|r| {
+            r.status.to_string_lossy() == "1 Session"
+                && r.associations
+                    .iter()
+                    .any(|a| a.receiver_id == pe_id && a.ppid == 0)
+        });
+        if pe_ok && pu_ok {
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "CSP reports: PE {:?}, PU {:?}",
+            net.monitor.report(pe_id, FRESH),
+            net.monitor.report(pu_id, FRESH)
+        );
+    }
+    t.close_input();
+    assert_eq!(t.proc.wait_timeout(LIMIT), Some(0));
     assert_eq!(pe.stop(LIMIT), Some(0), "rspserver exits 0 after SIGTERM");
     let log = std::fs::read_to_string(&pe_log).unwrap();
     assert!(log.contains("deregistered (acknowledged: true)"), "{log}");
@@ -517,9 +560,9 @@ fn daytime_and_discard_services() {
     }
     t.close_input();
     assert_eq!(t.proc.wait_timeout(LIMIT), Some(0));
-    assert!(t.answers_now().is_empty());
-    let summary = t
-        .stderr_lines()
+    let (answers, stderr) = t.rest_after_exit(LIMIT);
+    assert!(answers.is_empty());
+    let summary = stderr
         .into_iter()
         .find(|l| l.starts_with("rspterminal:"))
         .expect("summary");
@@ -527,4 +570,37 @@ fn daytime_and_discard_services() {
         summary.contains("5 line(s) sent, 0 answer(s), 0 failover(s)"),
         "{summary}"
     );
+    // Character Generator: 1024-byte messages as fast as the pool user reads them.
+    let _chargen = Proc::spawn(
+        &net.dir,
+        "rspserver",
+        &common("-chargen", "0x43"),
+        "chargen",
+        None,
+    )
+    .unwrap();
+    net.wait_until("the chargen PE registered", |s| {
+        s[0].is_some_and(|s| s.pes == 3)
+    });
+    let args: Vec<String> = vec![
+        format!("-registrar={reg}"),
+        "-asapannounce=off".into(),
+        "-transport=tcp".into(),
+        "-poolhandle=CharGenPool".into(),
+    ];
+    let t = TerminalProc::spawn(&net.dir, &args).unwrap();
+    let expected: String = (0..1024u32)
+        .map(|i| 30 + (i % 98) as u8)
+        .map(char::from)
+        .collect();
+    let mut n = 0;
+    let end = Instant::now() + LIMIT;
+    while n < 1000 && Instant::now() < end {
+        if let Some(a) = t.next_answer(Duration::from_millis(200)) {
+            assert_eq!(a.pe, 0x43);
+            assert_eq!(a.text, expected);
+            n += 1;
+        }
+    }
+    assert_eq!(n, 1000, "chargen messages");
 }

@@ -1071,3 +1071,38 @@ fn accepted_associations_are_routed_with_their_channel_kind() {
     );
     assert_eq!(server.machine().messages()[0].0, got[0].0);
 }
+
+#[test]
+fn a_wakeup_that_has_passed_runs_the_callback_again_without_waiting() {
+    // An application that asks to be called again "now" (e.g. to produce more data) must be
+    // called again before anything else happens; a safety timer ends the test otherwise.
+    let mut d = Driver::new(tcp_config(), |_, _| {
+        let mut t = Toy::default();
+        t.timers.push(Instant::ZERO + Duration::from_secs(5));
+        t
+    })
+    .unwrap();
+    let mut calls = 0u32;
+    let ok = d
+        .run(|step| {
+            calls += 1;
+            if calls >= 50 {
+                return ControlFlow::Break(true);
+            }
+            if step
+                .machine
+                .log
+                .iter()
+                .any(|e| matches!(e, Ev::Fired { .. }))
+            {
+                return ControlFlow::Break(false);
+            }
+            *step.wakeup = Some(step.now);
+            ControlFlow::Continue(())
+        })
+        .unwrap();
+    assert!(
+        ok,
+        "the callback waited for the safety timer ({calls} calls)"
+    );
+}

@@ -381,7 +381,7 @@ fn rsphostile_binary_passes_against_our_registrar() {
 /// overflow queue unbounded. Now the association is aborted at the backlog limit.
 #[test]
 fn rspregistrar_drops_a_pool_user_that_never_reads() {
-    use rserpool_mio::programs::cluster::{Proc, free_ports, wait_for_listener};
+    use rserpool_mio::programs::cluster::{Proc, Programs, free_ports, wait_for_listener};
     let ports = free_ports(2).expect("free ports");
     let asap: SocketAddr = SocketAddr::from(([127, 0, 0, 1], ports[0]));
     let dir = std::path::Path::new(env!("CARGO_BIN_EXE_rspregistrar"))
@@ -389,7 +389,7 @@ fn rspregistrar_drops_a_pool_user_that_never_reads() {
         .unwrap()
         .to_path_buf();
     let mut reg = Proc::spawn(
-        &dir,
+        &Programs::in_dir(dir),
         "rspregistrar",
         &[
             format!("-asap={asap}"),

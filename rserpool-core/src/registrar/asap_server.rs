@@ -207,6 +207,22 @@ impl Registrar {
     // ----------------------------------------------------------------------------------
     // registration
 
+    /// True if the two associations share a peer address.
+    fn same_host(&self, a: AssocId, b: AssocId) -> bool {
+        let ours = self.assoc_ips(a);
+        self.assoc_ips(b).iter().any(|ip| ours.contains(ip))
+    }
+
+    /// True if `bound` is an association we opened to reach a PE (takeover or claim
+    /// keep-alives; the PE never registered over it) and `assoc` comes from the same host:
+    /// the PE, having accepted us as its home, registers over its own association.
+    fn is_own_channel_to_same_host(&self, bound: AssocId, assoc: AssocId) -> bool {
+        self.assocs
+            .get(&bound)
+            .is_some_and(|x| x.origin() == Origin::PoolElement)
+            && self.same_host(bound, assoc)
+    }
+
     fn on_registration(
         &mut self,
         now: Instant,
@@ -214,9 +230,22 @@ impl Registrar {
         ph: &PoolHandle,
         pe: &PoolElementParameter,
     ) {
+        let before = self.hs.get(ph, pe.pe_id).and_then(|e| e.assoc());
         match self.register_element(assoc, ph, pe) {
             Err(c) => {
                 self.stats.registration_rejects += 1;
+                if c.code == cause::NON_UNIQUE_PE_IDENTIFIER && before.is_some_and(|b| b != assoc) {
+                    // Someone else claims a PE bound to another association: make sure the
+                    // bound PE is still there. Unanswered, the keep-alive timeout removes it
+                    // and the claimant's next try succeeds; answered, nothing changes.
+                    let key = (ph.clone(), pe.pe_id);
+                    let probing = self.hs.get(ph, pe.pe_id).is_some_and(|e| {
+                        matches!(e.keep_alive(), Some((TimerKind::KeepAliveTimeout, _)))
+                    });
+                    if !probing {
+                        self.send_keep_alive(now, &key, false);
+                    }
+                }
                 self.send_registration_response(assoc, ph, pe.pe_id, Some(c));
             }
             Ok((kind, handle, info)) => {
@@ -226,6 +255,11 @@ impl Registrar {
                 // The PE just proved it is alive and ours: any verification is over.
                 self.end_probe(&key);
                 self.contested.remove(&key);
+                if before != Some(assoc) {
+                    // It moved to another association: if we had opened the previous one
+                    // to reach it, close that once nothing else uses it.
+                    self.close_if_idle(before);
+                }
                 let ka = self.keep_alive_due(now);
                 self.hs
                     .set_timer(&handle, id, TimerKind::KeepAliveTransmission, Some(ka));
@@ -324,11 +358,19 @@ impl Registrar {
             TransportParameter::sctp(a.port, 0, asap_ips)
         };
         // Ownership: a PE belongs to the association it registered over while that
-        // association is up.
+        // association is up. Another association may take it over only when the bound one
+        // is an association we opened to reach the PE and the new one comes from the same
+        // host (the PE registering over its own association after accepting our takeover
+        // keep-alive). Anything else is refused with Non-unique PE Identifier, and the bound
+        // PE is probed at once (see `on_registration`): a restarted PE process whose old
+        // association is not yet known to be dead gets in on its next try once the probe
+        // has gone unanswered, while a stranger never takes a live PE, not even from the
+        // same host.
         let prev = self.hs.get(ph, pe.pe_id).map(|e| e.assoc());
         if let Some(Some(b)) = prev
             && b != assoc
             && self.assocs.contains_key(&b)
+            && !self.is_own_channel_to_same_host(b, assoc)
         {
             self.stats.ownership_refusals += 1;
             self.protocol_error(

@@ -127,6 +127,16 @@ pub fn host_ip(i: u8) -> IpAddr {
     }
 }
 
+/// The addresses an association from host `h` has (see [`Input::AssocUp`]: hosts with bit
+/// 0x10 are multi-homed on the next host's address too).
+fn host_ips(h: u8) -> Vec<IpAddr> {
+    let mut v = vec![host_ip(h)];
+    if h & 0x10 != 0 {
+        v.push(host_ip(h.wrapping_add(1)));
+    }
+    v
+}
+
 /// Server id of harness registrar `i` (hosted at `host_ip(8 + i)`).
 pub fn server(i: u8) -> ServerId {
     ServerId(0x100 + u32::from(i % 4))
@@ -445,11 +455,18 @@ impl Harness {
                         }
                     } else if let Some(b) = assoc
                         && *b != from
-                        && up_before.contains_key(b)
+                        && let Some(bound_host) = up_before.get(b)
                         && (ours || now_entry.is_none())
+                        && !self.up.get(&from).is_some_and(|h| {
+                            // A registration from the same host may move it.
+                            now_entry.is_some_and(|(_, a2, _)| *a2 == Some(from))
+                                && host_ips(*h)
+                                    .iter()
+                                    .any(|ip| host_ips(*bound_host).contains(ip))
+                        })
                     {
                         // Keep-alive ack over the probe association may bind an unbound
-                        // PE, but a bound one belongs to its association.
+                        // PE, but a bound one belongs to its association (or its host).
                         return fail(format!("{k:?} bound to {b:?} changed over {from:?}"));
                     }
                 }

@@ -3,7 +3,9 @@
 //! The rules themselves live where the messages are handled (`asap_server.rs`,
 //! `enrp.rs`, `takeover.rs`); summarised:
 //! * a PE belongs to the association it registered over: while that association is up,
-//!   no other association may re-register or deregister it, and Endpoint Unreachable
+//!   no association from another host may re-register it (one from the same host may: a
+//!   restarted PE process, or the PE moving off the association a registrar opened to
+//!   take it over), no other association may deregister it, and Endpoint Unreachable
 //!   reports cannot remove it while it answers keep-alives;
 //! * the user addresses of a registration must be addresses of the registering
 //!   association (of at least the configured scope);

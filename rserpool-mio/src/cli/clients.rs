@@ -59,6 +59,13 @@ pub struct PingPongClientOptions {
     /// Ping interval, ms (min 1)
     #[arg(long = "interval", value_name = "MS", default_value = "500", value_parser = millis_min::<1>)]
     pub interval: Duration,
+    /// Fail over when a Ping stays unanswered this long, ms (our addition; 0 = never,
+    /// RSPLIB's behaviour; default 5000)
+    #[arg(long = "responsetimeout", value_name = "MS", default_value = "5000", value_parser = millis_min::<0>)]
+    pub response_timeout: Duration,
+    /// Exit after this many Pongs (our addition; 0 = run until SIGINT, RSPLIB's behaviour)
+    #[arg(long = "messages", value_name = "N", default_value = "0", value_parser = count_u32::<0, { u32::MAX }>)]
+    pub messages: u32,
     /// Library options.
     #[command(flatten)]
     pub library: LibraryOptions,
@@ -216,6 +223,16 @@ pub struct FractalPoolUserOptions {
     /// File name prefix for saving each image (RSPLIB accepts it but never saves)
     #[arg(long = "imagestorageprefix", value_name = "PREFIX")]
     pub image_storage_prefix: Option<String>,
+    /// Write each finished image to this PNG file (our addition)
+    #[arg(long = "output", value_name = "FILE")]
+    pub output: Option<PathBuf>,
+    /// Exit after this many images (our addition; 0 = run until SIGINT, RSPLIB's behaviour)
+    #[arg(long = "images", value_name = "N", default_value = "0", value_parser = count_u32::<0, { u32::MAX }>)]
+    pub images: u32,
+    /// Serve a live view (HTML page and the current PNG) on this address, e.g.
+    /// 127.0.0.1:8080 (our addition; off by default)
+    #[arg(long = "http", value_name = "ADDR:PORT")]
+    pub http: Option<std::net::SocketAddr>,
     /// Colour tiles by session/failover (default on)
     #[arg(long = "colormarks", overrides_with = "no_color_marks")]
     pub color_marks: bool,

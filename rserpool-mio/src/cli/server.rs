@@ -189,6 +189,10 @@ pub struct CalcAppOptions {
     /// Probability of a clean shutdown with final cookies (0-1)
     #[arg(id = "capcleanshutdownprobability", long = "capcleanshutdownprobability", value_name = "P", default_value = "1", allow_negative_numbers = true, value_parser = float_clamped::<0, 1000>)]
     pub clean_shutdown_probability: f64,
+    /// Abort a job's session right after its N-th cookie (0 = off; failover test, our
+    /// addition: RSPLIB's CalcApp has no failure tester)
+    #[arg(id = "capfailureafter", long = "capfailureafter", value_name = "N", default_value = "0", value_parser = count_u32::<0, { u32::MAX }>)]
+    pub failure_after: u32,
     /// Statistics object name
     #[arg(
         id = "capobject",

@@ -850,6 +850,11 @@ impl<M: Machine> Driver<M> {
         self.transports.handle_timeout(s, &mut self.tev);
         self.feed_transport_events();
         self.settle(s);
+        // A wake-up time is reached once a poll has returned at or after it (one that had
+        // already passed when the turn began made this poll return at once).
+        if self.wakeup.is_some_and(|w| w <= self.now) {
+            self.wakeup = None;
+        }
         Ok(())
     }
 
@@ -962,9 +967,6 @@ impl<M: Machine> Driver<M> {
             if let Err(e) = c.reporter.report(s, status) {
                 warn!("CSP report to {}: {e}", c.reporter.config().server);
             }
-        }
-        if self.wakeup.is_some_and(|w| w <= self.now) {
-            self.wakeup = None;
         }
     }
 

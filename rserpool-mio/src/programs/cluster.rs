@@ -18,6 +18,9 @@ use std::time::{Duration, Instant};
 
 use rserpool_proto::csp::{ComponentId, CspReport};
 
+/// The programs every cluster process needs.
+pub const PROGRAMS: [&str; 3] = ["rspregistrar", "rspserver", "rspterminal"];
+
 /// Where the programs are: `$RSERPOOL_BIN_DIR`, else the directory of the running executable
 /// (and its parent, for test executables in `target/*/deps`).
 pub fn bin_dir() -> PathBuf {
@@ -32,6 +35,55 @@ pub fn bin_dir() -> PathBuf {
     dir.parent().map(Path::to_path_buf).unwrap_or(dir)
 }
 
+/// How to start a program.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Programs {
+    /// The binaries in this directory.
+    Dir(PathBuf),
+    /// A multi-call executable: `EXE --run-program NAME ARGS…` (what `rserpool-demo` does
+    /// when the separate binaries were not built).
+    MultiCall(PathBuf),
+}
+
+/// The first argument that makes a multi-call executable run one of [`PROGRAMS`].
+pub const RUN_PROGRAM: &str = "--run-program";
+
+impl Programs {
+    /// The binaries in `dir`.
+    pub fn in_dir(dir: impl Into<PathBuf>) -> Programs {
+        Programs::Dir(dir.into())
+    }
+
+    /// True if every one of [`PROGRAMS`] is there.
+    pub fn complete(&self) -> bool {
+        match self {
+            Programs::Dir(d) => PROGRAMS.iter().all(|p| d.join(p).exists()),
+            Programs::MultiCall(exe) => exe.exists(),
+        }
+    }
+
+    /// A command starting `program`.
+    pub fn command(&self, program: &str) -> Command {
+        match self {
+            Programs::Dir(d) => Command::new(d.join(program)),
+            Programs::MultiCall(exe) => {
+                let mut c = Command::new(exe);
+                c.arg(RUN_PROGRAM).arg(program);
+                c
+            }
+        }
+    }
+}
+
+impl std::fmt::Display for Programs {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Programs::Dir(d) => write!(f, "{}", d.display()),
+            Programs::MultiCall(exe) => write!(f, "{} {RUN_PROGRAM} …", exe.display()),
+        }
+    }
+}
+
 /// A child process, killed (SIGKILL) and reaped when dropped.
 #[derive(Debug)]
 pub struct Proc {
@@ -41,10 +93,10 @@ pub struct Proc {
 }
 
 impl Proc {
-    /// Starts `program` from `dir` with `args`; standard input is closed, output goes to
+    /// Starts `program` with `args`; standard input is closed, output goes to
     /// `/dev/null` unless `log` names a file.
     pub fn spawn(
-        dir: &Path,
+        programs: &Programs,
         program: &str,
         args: &[String],
         name: impl Into<String>,
@@ -58,7 +110,8 @@ impl Proc {
             Some(p) => Stdio::from(std::fs::OpenOptions::new().append(true).open(p)?),
             None => Stdio::null(),
         };
-        let child = Command::new(dir.join(program))
+        let child = programs
+            .command(program)
             .args(args)
             .stdin(Stdio::null())
             .stdout(out)
@@ -377,9 +430,10 @@ pub struct TerminalProc {
 }
 
 impl TerminalProc {
-    /// Starts `rspterminal` from `dir` with `args`.
-    pub fn spawn(dir: &Path, args: &[String]) -> io::Result<TerminalProc> {
-        let mut child = Command::new(dir.join("rspterminal"))
+    /// Starts `rspterminal` with `args`.
+    pub fn spawn(programs: &Programs, args: &[String]) -> io::Result<TerminalProc> {
+        let mut child = programs
+            .command("rspterminal")
             .args(args)
             .stdin(Stdio::piped())
             .stdout(Stdio::piped())
@@ -452,6 +506,27 @@ impl TerminalProc {
     /// What it printed on standard error so far.
     pub fn stderr_lines(&self) -> Vec<String> {
         self.stderr.try_iter().collect()
+    }
+
+    /// After the process ended: every answer and standard error line not taken yet, read
+    /// until both streams are closed (at most `limit`).
+    pub fn rest_after_exit(&self, limit: Duration) -> (Vec<Answer>, Vec<String>) {
+        let end = Instant::now() + limit;
+        let mut answers = Vec::new();
+        while let Ok(a) = self
+            .answers
+            .recv_timeout(end.saturating_duration_since(Instant::now()))
+        {
+            answers.push(a);
+        }
+        let mut lines = Vec::new();
+        while let Ok(l) = self
+            .stderr
+            .recv_timeout(end.saturating_duration_since(Instant::now()))
+        {
+            lines.push(l);
+        }
+        (answers, lines)
     }
 }
 

@@ -23,7 +23,10 @@ use std::time::{Duration, Instant};
 use clap::Parser;
 use rserpool_proto::csp::ComponentId;
 
-use super::cluster::{CspMonitor, Proc, TerminalProc, bin_dir, free_ports, wait_for_listener};
+use super::cluster::{
+    CspMonitor, PROGRAMS, Proc, Programs, RUN_PROGRAM, TerminalProc, bin_dir, free_ports,
+    wait_for_listener,
+};
 
 /// Options of `rserpool-demo`.
 #[derive(Parser, Clone, Debug, PartialEq, Eq)]
@@ -51,7 +54,7 @@ const STEP_LIMIT: Duration = Duration::from_secs(5);
 const CSP_AGE: Duration = Duration::from_millis(500);
 
 struct Demo {
-    dir: PathBuf,
+    dir: Programs,
     log_dir: Option<PathBuf>,
     asap: SocketAddr,
     monitor: CspMonitor,
@@ -61,9 +64,10 @@ struct Demo {
     lines_sent: u64,
 }
 
+/// One line of the demo's report (a closed standard output is no reason to stop).
 fn say(text: std::fmt::Arguments<'_>) {
-    println!("{text}");
-    let _ = io::stdout().flush();
+    let mut out = io::stdout().lock();
+    let _ = writeln!(out, "{text}").and_then(|()| out.flush());
 }
 
 impl Demo {
@@ -153,14 +157,22 @@ fn median(sorted: &[f64]) -> f64 {
 }
 
 fn run(opts: &DemoOptions) -> io::Result<bool> {
-    let dir = opts.bin_dir.clone().unwrap_or_else(bin_dir);
-    for p in ["rspregistrar", "rspserver", "rspterminal"] {
-        if !dir.join(p).exists() {
-            return Err(io::Error::other(format!(
-                "{} not found (build the binaries: cargo build -p rserpool-mio --bins; or pass --bin-dir)",
-                dir.join(p).display()
-            )));
+    let dir = match &opts.bin_dir {
+        Some(d) => Programs::in_dir(d),
+        None => {
+            let d = Programs::in_dir(bin_dir());
+            if d.complete() {
+                d
+            } else {
+                // The separate binaries were not built: this executable runs them itself.
+                Programs::MultiCall(std::env::current_exe()?)
+            }
         }
+    };
+    if !dir.complete() {
+        return Err(io::Error::other(format!(
+            "{PROGRAMS:?} not found in {dir} (cargo build -p rserpool-mio --bins)"
+        )));
     }
     if let Some(d) = &opts.log_dir {
         std::fs::create_dir_all(d)?;
@@ -180,8 +192,8 @@ fn run(opts: &DemoOptions) -> io::Result<bool> {
     };
     let start = Instant::now();
     say(format_args!(
-        "rserpool demo on 127.0.0.1 over the TCP mapping (programs from {})",
-        d.dir.display()
+        "rserpool demo on 127.0.0.1 over the TCP mapping (programs: {})",
+        d.dir
     ));
     let reg = d.start_registrar(enrp)?;
     say(format_args!(
@@ -298,8 +310,8 @@ fn run(opts: &DemoOptions) -> io::Result<bool> {
     // The end of input: rspterminal exits once every line is answered.
     term.close_input();
     let code = term.proc.wait_timeout(Duration::from_secs(10));
-    answers.extend(term.answers_now());
-    let stderr = term.stderr_lines();
+    let (rest, stderr) = term.rest_after_exit(Duration::from_secs(2));
+    answers.extend(rest);
     if let Some(f) = d.log_file("rspterminal") {
         std::fs::write(f, stderr.join("\n") + "\n")?;
     }
@@ -358,6 +370,28 @@ fn run(opts: &DemoOptions) -> io::Result<bool> {
         start.elapsed().as_secs_f64()
     ));
     Ok(failed_runs == 0 && lost == 0 && !times.is_empty())
+}
+
+/// `rserpool-demo`: with `--run-program NAME ARGS…` it is that program (so that the demo
+/// works from `cargo run` without the other binaries), else the demo.
+pub fn main() -> ExitCode {
+    let mut args = std::env::args_os();
+    let argv0 = args.next().unwrap_or_default();
+    let mut rest: Vec<std::ffi::OsString> = args.collect();
+    if rest.first().is_some_and(|a| a == RUN_PROGRAM) && rest.len() >= 2 {
+        let name = rest.remove(1);
+        rest.remove(0);
+        let argv = std::iter::once(name.clone()).chain(rest);
+        return match name.to_str() {
+            Some("rspregistrar") => {
+                super::registrar::main_with(crate::cli::parse_from_or_exit(argv))
+            }
+            Some("rspserver") => super::server::main_with(crate::cli::parse_from_or_exit(argv)),
+            Some("rspterminal") => super::terminal::main_with(crate::cli::parse_from_or_exit(argv)),
+            _ => super::common::fail("rserpool-demo", &format!("no program {name:?}")),
+        };
+    }
+    main_with(DemoOptions::parse_from(std::iter::once(argv0).chain(rest)))
 }
 
 /// `rserpool-demo` with parsed options.

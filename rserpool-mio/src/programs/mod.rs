@@ -6,6 +6,8 @@
 //! | `rspregistrar` | [`registrar`] |
 //! | `rspserver` | [`server`] |
 //! | `rspterminal` | [`terminal`] |
+//! | `rspserver -pingpong/-calcapp/-fractal/-scripting` | [`services::pe`] |
+//! | `pingpongclient`, `calcappclient`, `scriptingclient`, `fractalpooluser` | [`services`] |
 //! | `rserpool-demo` | [`demo`] |
 
 pub mod cluster;
@@ -14,5 +16,6 @@ pub mod daemon;
 pub mod demo;
 pub mod registrar;
 pub mod server;
+pub mod services;
 pub mod simple;
 pub mod terminal;

@@ -24,7 +24,7 @@
 //! printed): `-autoclosetimeout=` (idle associations are not closed), the statistics files
 //! (`-actionlogfile=`, `-statsfile=`, `-statsinterval=`, `-scalar=`, `-object=`).
 
-use std::io;
+use std::io::{self, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::process::ExitCode;
 use std::time::Duration;
@@ -369,15 +369,22 @@ fn log_event(e: &RegistrarEvent) {
     }
 }
 
-/// Logs the registrar's events; stops at the end of a failure-test up time.
+/// Logs the registrar's events; stops on SIGINT/SIGTERM (a registrar has nothing to finish:
+/// its PEs and peers notice the closed associations) and at the end of a failure-test up
+/// time.
 struct RegistrarApp {
     stop_at: Option<Instant>,
+    signalled: bool,
 }
 
 impl Application<Registrar> for RegistrarApp {
     fn on_step(&mut self, step: &mut Step<'_, Registrar>) -> AppControl {
         for e in step.events.drain(..) {
             log_event(&e);
+        }
+        if !step.signals.is_empty() {
+            self.signalled = true;
+            return AppControl::Exit;
         }
         match self.stop_at {
             Some(t) if step.now >= t => AppControl::Exit,
@@ -399,6 +406,13 @@ fn describe(l: &crate::driver::BoundListener) -> String {
     format!("{kind} {}", addrs.join(","))
 }
 
+/// `println!` that ignores a closed standard output.
+macro_rules! out {
+    ($($t:tt)*) => {{
+        let _ = writeln!(io::stdout().lock(), $($t)*);
+    }};
+}
+
 fn print_banner(opts: &RegistrarOptions, reg: &Registrar, bound: &Bound, cfgs: &[ListenerConfig]) {
     let list = |c| {
         bound_for(bound, cfgs, c)
@@ -408,26 +422,26 @@ fn print_banner(opts: &RegistrarOptions, reg: &Registrar, bound: &Bound, cfgs: &
             .join("; ")
     };
     let or_off = |a: Option<SocketAddr>| a.map_or_else(|| "off".to_owned(), |a| a.to_string());
-    println!(
+    out!(
         "RSerPool Registrar - rserpool {}",
         env!("CARGO_PKG_VERSION")
     );
-    println!("Server ID             = ${:08x}", reg.server_id().0);
-    println!(
+    out!("Server ID             = ${:08x}", reg.server_id().0);
+    out!(
         "ASAP                  = {}",
         list(ChannelKind::AsapToRegistrar)
     );
-    println!("ENRP                  = {}", list(ChannelKind::Enrp));
-    println!(
+    out!("ENRP                  = {}", list(ChannelKind::Enrp));
+    out!(
         "ASAP Announce         = {}",
         or_off(opts.asap_announce_address())
     );
-    println!(
+    out!(
         "ENRP Announce         = {}",
         or_off(opts.enrp_announce_address())
     );
     let peers: Vec<String> = opts.peers.iter().map(ToString::to_string).collect();
-    println!(
+    out!(
         "Static Peers          = {}",
         if peers.is_empty() {
             "none".to_owned()
@@ -435,8 +449,8 @@ fn print_banner(opts: &RegistrarOptions, reg: &Registrar, bound: &Bound, cfgs: &
             peers.join(" ")
         }
     );
-    println!("Min Address Scope     = {:?}", opts.min_address_scope);
-    let _ = io::Write::flush(&mut io::stdout());
+    out!("Min Address Scope     = {:?}", opts.min_address_scope);
+    let _ = io::stdout().flush();
 }
 
 fn warn_unsupported(opts: &RegistrarOptions) {
@@ -462,8 +476,13 @@ fn warn_unsupported(opts: &RegistrarOptions) {
 /// requests forever and never reads the answers.
 pub const REGISTRAR_MAX_BACKLOG: usize = 16 << 20;
 
-/// One life of the registrar (until a signal, or the end of a failure-test up time).
-fn run_once(opts: &RegistrarOptions, up_time: Option<Duration>, banner: bool) -> io::Result<Exit> {
+/// One life of the registrar (until a signal, or the end of a failure-test up time); true
+/// when a signal ended it.
+fn run_once(
+    opts: &RegistrarOptions,
+    up_time: Option<Duration>,
+    banner: bool,
+) -> io::Result<(Exit, bool)> {
     let mode = transport_mode(opts.transport);
     let listeners = listener_configs(opts, mode);
     let min = address_scope(opts.min_address_scope);
@@ -531,8 +550,10 @@ fn run_once(opts: &RegistrarOptions, up_time: Option<Duration>, banner: bool) ->
     info!("registrar ${:08x} running", driver.machine().server_id().0);
     let mut app = RegistrarApp {
         stop_at: up_time.map(|d| driver.now() + d),
+        signalled: false,
     };
-    driver.run_app(&mut app)
+    let exit = driver.run_app(&mut app)?;
+    Ok((exit, app.signalled))
 }
 
 /// An exponentially distributed duration with mean `mean`.
@@ -556,7 +577,7 @@ pub fn main_with(opts: RegistrarOptions) -> ExitCode {
             info!("failure-test mode: up for {:.3} s", u.as_secs_f64());
         }
         match run_once(&opts, up, banner) {
-            Ok(Exit::Stopped) if up.is_some() => {
+            Ok((_, false)) if up.is_some() => {
                 let down = exponential(&mut rng, opts.downtime);
                 info!("failure-test mode: down for {:.3} s", down.as_secs_f64());
                 std::thread::sleep(down);

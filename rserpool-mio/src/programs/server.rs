@@ -1,10 +1,17 @@
 //! `rspserver`: a pool element ([`PoolElementSessions`]) on the mio [`Driver`] serving one of
 //! RSPLIB's example services.
 //!
-//! * Services: `-echo` (default), `-discard`, `-daytime`, `-chargen` (RSPLIB's own
-//!   `-chargen` cannot start, `services.md` §2.4; this one works, at most
-//!   `-chargenmaxthreads=` sessions). The other services of [`Service`] are refused with an
-//!   error (not available in this program yet).
+//! * Services (the machines of [`rserpool_core::services`], one per session): `-echo`
+//!   (default), `-discard`, `-daytime`, `-chargen` (RSPLIB's own `-chargen` cannot start,
+//!   `services.md` §2.4; this one works), `-pingpong`, `-fractal`; at most
+//!   `-chargenmaxthreads=` / `-pppmaxthreads=` / `-fgpmaxthreads=` sessions (more are accepted
+//!   and closed at once, as RSPLIB's TCP-like server does). `-calcapp` and `-scripting` are
+//!   run by [`super::services::pe`].
+//! * The host gives each session machine its events: `Up` when a pool user connects, the
+//!   data and the cookie echo (at once, not with the next data message as RSPLIB does),
+//!   `Blocked` when a send had to wait in the driver's overflow queue and `Writable` when it
+//!   has drained, `PeerClosed`, and `ServerShutdown` at the end; it runs their timers and
+//!   re-registers with the summed load of adaptive policies when it changed by 1 % or more.
 //! * **Session listener** on `-local=` (default: every address, ephemeral port), over kernel
 //!   SCTP where `-transport=` resolves to it, else the TCP mapping. Over the TCP mapping the
 //!   same port accepts channel kind 4 (sessions from pool users) and kind 2 (a registrar that
@@ -20,16 +27,25 @@
 //! * CSP reports with `-cspserver=`/`-cspinterval=` (`"N Sessions"`).
 
 use std::collections::HashMap;
-use std::io;
+use std::io::{self, Write};
 use std::net::SocketAddr;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use bytes::Bytes;
 use rand_xoshiro::Xoshiro256PlusPlus;
 use rand_xoshiro::rand_core::Rng;
 use rserpool_core::handlespace::Limits;
 use rserpool_core::pool_element::{PoolElementConfig, PoolElementEvent, RegistrationFailure};
 use rserpool_core::registrar::AddressScope;
+use rserpool_core::services::fractal::{FractalServer, FractalServerConfig};
+use rserpool_core::services::pingpong::{PingPongServer, PingPongServerConfig};
+use rserpool_core::services::simple::{
+    CharGenConfig, CharGenServer, DaytimeServer, DiscardServer, EchoServer,
+};
+use rserpool_core::services::{
+    CloseMode, LogLevel, ServiceOutput, ServiceSession, SessionEvent, WallClock,
+};
 use rserpool_core::session::{PeSessionEvent, PoolElementSessions};
 use rserpool_core::{AssocId, ChannelKind, Instant, Protocol};
 use rserpool_proto::csp::{ComponentId, CspProtocol, Workload, session_status_text};
@@ -43,7 +59,6 @@ use super::common::{
 };
 use super::daemon;
 use super::registrar::{advertised_transport, default_wildcard};
-use super::simple::{Action, SimpleKind, SimpleSession, WallClock};
 use crate::cli::{RspServerOptions, Service, process_env};
 use crate::driver::assoc::channel_to_rtf;
 use crate::driver::csp::interface_addresses;
@@ -59,15 +74,160 @@ pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(3);
 /// The pool element machine of `rspserver`.
 pub type ServerMachine = PoolElementSessions<Xoshiro256PlusPlus>;
 
-/// The simple service for a `-service` switch, if this program offers it.
-pub fn simple_kind(s: Service) -> Option<SimpleKind> {
-    match s {
-        Service::Echo => Some(SimpleKind::Echo),
-        Service::Discard => Some(SimpleKind::Discard),
-        Service::Daytime => Some(SimpleKind::Daytime),
-        Service::CharGen => Some(SimpleKind::CharGen),
-        Service::PingPong | Service::Fractal | Service::CalcApp | Service::Scripting => None,
+/// A service session as the host drives it: its events become log text.
+pub type BoxedSession = Box<dyn ServiceSession<Event = String> + Send>;
+
+/// Turns a service machine's events into text for the log.
+struct Logged<S>(S);
+
+impl<S: ServiceSession> ServiceSession for Logged<S>
+where
+    S::Event: std::fmt::Debug,
+{
+    type Event = String;
+
+    fn handle_data(&mut self, now: Instant, ppid: u32, stream: u16, data: Bytes) {
+        self.0.handle_data(now, ppid, stream, data);
     }
+    fn handle_cookie_echo(&mut self, now: Instant, cookie: Bytes) {
+        self.0.handle_cookie_echo(now, cookie);
+    }
+    fn handle_event(&mut self, now: Instant, event: SessionEvent) {
+        self.0.handle_event(now, event);
+    }
+    fn handle_timeout(&mut self, now: Instant) {
+        self.0.handle_timeout(now);
+    }
+    fn poll_output(&mut self) -> Option<ServiceOutput<String>> {
+        Some(match self.0.poll_output()? {
+            ServiceOutput::Send { ppid, stream, data } => {
+                ServiceOutput::Send { ppid, stream, data }
+            }
+            ServiceOutput::SendCookie(c) => ServiceOutput::SendCookie(c),
+            ServiceOutput::Close(m) => ServiceOutput::Close(m),
+            ServiceOutput::Connect => ServiceOutput::Connect,
+            ServiceOutput::Failover { report_unreachable } => {
+                ServiceOutput::Failover { report_unreachable }
+            }
+            ServiceOutput::Load(l) => ServiceOutput::Load(l),
+            ServiceOutput::Log { level, message } => ServiceOutput::Log { level, message },
+            ServiceOutput::Event(e) => ServiceOutput::Event(format!("{e:?}")),
+        })
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.0.poll_timeout()
+    }
+    fn is_finished(&self) -> bool {
+        self.0.is_finished()
+    }
+}
+
+/// Makes the session machines of one service.
+#[derive(Clone, Debug)]
+pub struct ServiceFactory {
+    service: Service,
+    clock: WallClock,
+    chargen: CharGenConfig,
+    pingpong: PingPongServerConfig,
+    fractal: FractalServerConfig,
+}
+
+impl ServiceFactory {
+    /// The factory for `opts`' service, or `None` if this program does not offer it.
+    pub fn new(opts: &RspServerOptions, clock: WallClock) -> Option<ServiceFactory> {
+        let service = opts.service();
+        if matches!(service, Service::CalcApp | Service::Scripting) {
+            return None;
+        }
+        let threads = |n: u32| usize::try_from(n).unwrap_or(usize::MAX).max(1);
+        Some(ServiceFactory {
+            service,
+            clock,
+            chargen: CharGenConfig {
+                max_sessions: threads(opts.chargen.max_threads),
+                ..CharGenConfig::default()
+            },
+            pingpong: PingPongServerConfig {
+                max_sessions: threads(opts.pingpong.max_threads),
+                failure_after: u64::from(opts.pingpong.failure_after),
+            },
+            fractal: FractalServerConfig {
+                max_sessions: threads(opts.fractal.max_threads),
+                transmit_timeout: opts.fractal.transmit_timeout,
+                cookie_max_time: opts.fractal.cookie_max_time,
+                cookie_max_packets: u64::from(opts.fractal.cookie_max_packets),
+                data_max_time: opts.fractal.data_max_time,
+                failure_after: u64::from(opts.fractal.failure_after),
+                test_mode: opts.fractal.test_mode,
+                ..FractalServerConfig::default()
+            },
+        })
+    }
+
+    /// The service.
+    pub fn service(&self) -> Service {
+        self.service
+    }
+
+    /// Most parallel sessions (`None`: unlimited, RSPLIB's UDP-like services).
+    pub fn max_sessions(&self) -> Option<usize> {
+        match self.service {
+            Service::CharGen => Some(self.chargen.max_sessions),
+            Service::PingPong => Some(self.pingpong.max_sessions),
+            Service::Fractal => Some(self.fractal.max_sessions),
+            _ => None,
+        }
+    }
+
+    /// A new session machine.
+    pub fn session(&self) -> BoxedSession {
+        match self.service {
+            Service::Discard => Box::new(Logged(DiscardServer::new())),
+            Service::Daytime => Box::new(Logged(DaytimeServer::new(self.clock))),
+            Service::CharGen => Box::new(Logged(CharGenServer::new(self.chargen))),
+            Service::PingPong => Box::new(Logged(PingPongServer::new(self.pingpong))),
+            Service::Fractal => Box::new(Logged(FractalServer::new(self.fractal))),
+            Service::Echo | Service::CalcApp | Service::Scripting => {
+                Box::new(Logged(EchoServer::new()))
+            }
+        }
+    }
+}
+
+/// This host's wall clock as the session machines take it: the Unix time now (the driver's
+/// start) and the local UTC offset from `date +%z` (UTC when that fails).
+pub fn host_wall_clock() -> WallClock {
+    let unix = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap_or(Duration::ZERO);
+    WallClock {
+        unix_micros_at_zero: u64::try_from(unix.as_micros()).unwrap_or(u64::MAX),
+        utc_offset_secs: local_utc_offset().unwrap_or(0),
+    }
+}
+
+/// The local UTC offset in seconds, from `date +%z` (e.g. `+0130`).
+pub fn local_utc_offset() -> Option<i32> {
+    let out = std::process::Command::new("date")
+        .arg("+%z")
+        .output()
+        .ok()?;
+    parse_utc_offset(std::str::from_utf8(&out.stdout).ok()?.trim())
+}
+
+/// Parses `+hhmm` / `-hhmm`.
+pub fn parse_utc_offset(s: &str) -> Option<i32> {
+    let (sign, digits) = match s.as_bytes().first()? {
+        b'+' => (1, s.get(1..)?),
+        b'-' => (-1, s.get(1..)?),
+        _ => return None,
+    };
+    if digits.len() != 4 || !digits.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let h: i32 = digits.get(..2)?.parse().ok()?;
+    let m: i32 = digits.get(2..)?.parse().ok()?;
+    Some(sign * (h * 3600 + m * 60))
 }
 
 /// The session listener: `-local=` or every address with an ephemeral port; channel kinds
@@ -128,16 +288,18 @@ pub enum ServerEnd {
 }
 
 struct Active {
-    service: SimpleSession,
-    /// The Character Generator waits for the backlog to drain.
+    service: BoxedSession,
+    /// A send had to wait in the driver's overflow queue; `Writable` follows when it drained.
     blocked: bool,
+    /// It sent something in its last turn: it may want to send more (`Writable`).
+    wants_more: bool,
+    /// Its share of the PE's load.
+    load: f64,
 }
 
 /// The `rspserver` application: the service sessions around the pool element.
 pub struct Server {
-    kind: SimpleKind,
-    max_sessions: Option<usize>,
-    clock: WallClock,
+    factory: ServiceFactory,
     daemon: bool,
     stop_at: Option<Instant>,
     started: bool,
@@ -146,22 +308,16 @@ pub struct Server {
     deregistered: bool,
     end: Option<ServerEnd>,
     sessions: HashMap<AssocId, Active>,
+    /// The load last registered (adaptive policies).
+    registered_load: f64,
     stats: ServerStats,
-    actions: Vec<Action>,
 }
 
 impl Server {
-    /// A server of `kind`; `stop_after` ends it (like a signal) after that long.
-    pub fn new(
-        kind: SimpleKind,
-        max_sessions: Option<usize>,
-        daemon: bool,
-        stop_at: Option<Instant>,
-    ) -> Server {
+    /// A server of the factory's service; `stop_at` ends it (like a signal) at that time.
+    pub fn new(factory: ServiceFactory, daemon: bool, stop_at: Option<Instant>) -> Server {
         Server {
-            kind,
-            max_sessions,
-            clock: WallClock::host(),
+            factory,
             daemon,
             stop_at,
             started: false,
@@ -170,8 +326,8 @@ impl Server {
             deregistered: false,
             end: None,
             sessions: HashMap::new(),
+            registered_load: 0.0,
             stats: ServerStats::default(),
-            actions: Vec::new(),
         }
     }
 
@@ -185,26 +341,75 @@ impl Server {
         self.signalled
     }
 
-    fn apply(&mut self, m: &mut ServerMachine, session: AssocId) {
-        for a in std::mem::take(&mut self.actions) {
-            match a {
-                Action::Send { ppid, data } => {
-                    if let Err(e) = m.send(session, ppid, data) {
-                        debug!("{session:?}: send failed: {e}");
-                        if let Some(s) = self.sessions.get_mut(&session) {
-                            s.service.on_send_failed(&mut self.actions);
+    /// Gives `event` to the session and carries out what it asks.
+    fn event_to(&mut self, m: &mut ServerMachine, now: Instant, id: AssocId, event: SessionEvent) {
+        if let Some(s) = self.sessions.get_mut(&id) {
+            s.service.handle_event(now, event);
+        }
+        self.drain(m, now, id);
+    }
+
+    /// Carries out a session's outputs.
+    fn drain(&mut self, m: &mut ServerMachine, now: Instant, id: AssocId) {
+        let mut closed = None;
+        let mut failed = false;
+        if let Some(s) = self.sessions.get_mut(&id) {
+            while let Some(o) = s.service.poll_output() {
+                match o {
+                    ServiceOutput::Send { ppid, data, .. } => match m.send(id, ppid, data) {
+                        Ok(()) => {
+                            self.stats.sent += 1;
+                            s.wants_more = true;
                         }
-                    } else {
-                        self.stats.sent += 1;
+                        Err(e) => {
+                            debug!("{id:?}: send failed: {e}");
+                            failed = true;
+                            break;
+                        }
+                    },
+                    ServiceOutput::SendCookie(c) => {
+                        if m.send_cookie(id, c).is_err() {
+                            failed = true;
+                            break;
+                        }
                     }
+                    ServiceOutput::Close(mode) => {
+                        closed = Some(mode);
+                        break;
+                    }
+                    ServiceOutput::Load(l) => s.load = l.clamp(0.0, 1.0),
+                    ServiceOutput::Log { level, message } => match level {
+                        LogLevel::Error => tracing::error!("{id:?}: {message}"),
+                        LogLevel::Warning => warn!("{id:?}: {message}"),
+                        LogLevel::Info => info!("{id:?}: {message}"),
+                        LogLevel::Debug => debug!("{id:?}: {message}"),
+                    },
+                    ServiceOutput::Event(e) => debug!("{id:?}: {e}"),
+                    // Pool-user outputs: nothing to do on a PE.
+                    ServiceOutput::Connect | ServiceOutput::Failover { .. } => {}
                 }
-                Action::Close { abort } => {
-                    self.sessions.remove(&session);
-                    if abort {
-                        m.abort(session);
-                    } else {
-                        m.close(session);
-                    }
+            }
+        }
+        if failed {
+            self.event_to(m, now, id, SessionEvent::SendFailed);
+            return;
+        }
+        match closed {
+            Some(CloseMode::Abort) => {
+                self.sessions.remove(&id);
+                m.abort(id);
+            }
+            Some(CloseMode::Shutdown) => {
+                self.sessions.remove(&id);
+                m.close(id);
+            }
+            None => {
+                if self
+                    .sessions
+                    .get(&id)
+                    .is_some_and(|s| s.service.is_finished())
+                {
+                    self.sessions.remove(&id);
                 }
             }
         }
@@ -214,7 +419,8 @@ impl Server {
         match e {
             PeSessionEvent::SessionOpened { session } => {
                 if self
-                    .max_sessions
+                    .factory
+                    .max_sessions()
                     .is_some_and(|max| self.sessions.len() >= max)
                 {
                     // RSPLIB's TCP-like server: accept, then close (the PU fails over).
@@ -224,16 +430,16 @@ impl Server {
                 }
                 self.stats.sessions += 1;
                 debug!("{session:?}: new session");
-                let mut s = SimpleSession::new(self.kind, self.clock);
-                s.on_up(now, &mut self.actions);
                 self.sessions.insert(
                     session,
                     Active {
-                        service: s,
+                        service: self.factory.session(),
                         blocked: false,
+                        wants_more: false,
+                        load: 0.0,
                     },
                 );
-                self.apply(m, session);
+                self.event_to(m, now, session, SessionEvent::Up);
             }
             PeSessionEvent::Data {
                 session,
@@ -242,19 +448,29 @@ impl Server {
             } => {
                 self.stats.received += 1;
                 if let Some(s) = self.sessions.get_mut(&session) {
-                    s.service.on_data(ppid, data, &mut self.actions);
-                    self.apply(m, session);
+                    s.service.handle_data(now, ppid, 0, data);
+                    self.drain(m, now, session);
                 }
             }
-            PeSessionEvent::CookieEcho { session, .. } => {
-                debug!("{session:?}: cookie echo ignored (service without cookies)");
+            PeSessionEvent::CookieEcho { session, cookie } => {
+                if let Some(s) = self.sessions.get_mut(&session) {
+                    s.service.handle_cookie_echo(now, cookie);
+                    self.drain(m, now, session);
+                }
             }
             PeSessionEvent::BusinessCard { session, .. } => {
                 debug!("{session:?}: business card ignored");
             }
             PeSessionEvent::SessionClosed { session, reason } => {
                 debug!("{session:?}: session closed: {reason:?}");
-                self.sessions.remove(&session);
+                if let Some(mut s) = self.sessions.remove(&session) {
+                    s.service.handle_event(now, SessionEvent::PeerClosed);
+                    while let Some(o) = s.service.poll_output() {
+                        if let ServiceOutput::Log { message, .. } = o {
+                            debug!("{session:?}: {message}");
+                        }
+                    }
+                }
             }
             PeSessionEvent::Registration(r) => self.on_registration(r),
         }
@@ -280,7 +496,16 @@ impl Server {
                     && !self.daemon
                     && !matches!(cause, RegistrationFailure::Timeout);
                 if fatal && self.end.is_none() {
-                    self.end = Some(ServerEnd::RegistrationFailed(format!("{cause:?}")));
+                    let security = matches!(&cause, RegistrationFailure::Rejected(Some(e))
+                        if e.causes.iter().any(|c| c.code == rserpool_proto::param::cause::REJECTED_SECURITY));
+                    let hint = if security {
+                        " (the registrar takes only addresses of the association of at least \
+                         its -minaddressscope=, site-local by default: a loopback deployment \
+                         needs rspregistrar -minaddressscope=loopback)"
+                    } else {
+                        ""
+                    };
+                    self.end = Some(ServerEnd::RegistrationFailed(format!("{cause:?}{hint}")));
                 }
             }
             PoolElementEvent::Deregistered { acknowledged } => {
@@ -299,37 +524,60 @@ impl Server {
         }
     }
 
-    /// Character Generator: sessions whose backlog drained send their next burst.
-    fn pump_writable(
+    /// Timers, flow control and load of the sessions; the next wake-up they need.
+    fn service_sessions(
         &mut self,
         m: &mut ServerMachine,
         assocs: &AssocTable,
-        wakeup: &mut Option<Instant>,
         now: Instant,
-    ) {
-        if self.kind != SimpleKind::CharGen {
-            return;
-        }
+    ) -> Option<Instant> {
         let ids: Vec<AssocId> = self.sessions.keys().copied().collect();
-        let mut busy = false;
         for id in ids {
             let backlog = assocs.overflow_bytes(id);
             let Some(s) = self.sessions.get_mut(&id) else {
                 continue;
             };
-            if backlog > 0 {
-                s.blocked = true;
-                continue;
+            if s.service.poll_timeout().is_some_and(|t| t <= now) {
+                s.service.handle_timeout(now);
             }
-            s.blocked = false;
-            s.service.on_writable(&mut self.actions);
-            self.apply(m, id);
-            busy = true;
+            let flow = if backlog > 0 {
+                (!s.blocked).then(|| {
+                    s.blocked = true;
+                    SessionEvent::Blocked
+                })
+            } else if s.blocked || std::mem::take(&mut s.wants_more) {
+                s.blocked = false;
+                Some(SessionEvent::Writable)
+            } else {
+                None
+            };
+            if let Some(ev) = flow {
+                s.service.handle_event(now, ev);
+            }
+            self.drain(m, now, id);
         }
-        if busy {
-            // More as soon as the loop comes round (the transport takes what it can).
-            *wakeup = Some(now);
+        // Adaptive policies: re-register when the summed load changed by 1 % or more.
+        if m.element().policy().load().is_some() {
+            let total: f64 = self.sessions.values().map(|s| s.load).sum::<f64>().min(1.0);
+            if (total - self.registered_load).abs() >= 0.01 {
+                self.registered_load = total;
+                let load = (total * f64::from(u32::MAX)) as u32;
+                m.set_load(now, load);
+            }
         }
+        let mut next: Option<Instant> = None;
+        for s in self.sessions.values() {
+            let t = if s.wants_more && !s.blocked {
+                // It produced data and has room for more: come back at once.
+                Some(now)
+            } else {
+                s.service.poll_timeout()
+            };
+            if let Some(t) = t {
+                next = Some(next.map_or(t, |n| n.min(t)));
+            }
+        }
+        next
     }
 }
 
@@ -344,7 +592,9 @@ impl Application<ServerMachine> for Server {
         for e in std::mem::take(step.events) {
             self.on_event(step.machine, now, e);
         }
-        self.pump_writable(step.machine, step.assocs, step.wakeup, now);
+        if let Some(t) = self.service_sessions(step.machine, step.assocs, now) {
+            *step.wakeup = Some(step.wakeup.map_or(t, |w| w.min(t)));
+        }
         if let Some(ServerEnd::RegistrationFailed(_)) = self.end {
             return AppControl::Exit;
         }
@@ -359,8 +609,12 @@ impl Application<ServerMachine> for Server {
 
     fn begin_shutdown(&mut self, machine: &mut ServerMachine, now: Instant) {
         self.stop_at = None;
-        for id in self.sessions.drain().map(|(id, _)| id).collect::<Vec<_>>() {
-            machine.close(id);
+        let ids: Vec<AssocId> = self.sessions.keys().copied().collect();
+        for id in ids {
+            self.event_to(machine, now, id, SessionEvent::ServerShutdown);
+            if self.sessions.remove(&id).is_some() {
+                machine.close(id);
+            }
         }
         if machine.element().is_registered() || machine.element().home_registrar().is_some() {
             machine.deregister(now);
@@ -400,6 +654,13 @@ fn csp_status(m: &ServerMachine, assocs: &AssocTable, now: Instant) -> CspStatus
     }
 }
 
+/// `println!` that ignores a closed standard output.
+macro_rules! out {
+    ($($t:tt)*) => {{
+        let _ = writeln!(io::stdout().lock(), $($t)*);
+    }};
+}
+
 fn print_banner(
     opts: &RspServerOptions,
     pe_id: PeIdentifier,
@@ -407,14 +668,14 @@ fn print_banner(
     kind: TransportKind,
 ) {
     let addrs: Vec<String> = local.iter().map(ToString::to_string).collect();
-    println!("RSerPool Server - rserpool {}", env!("CARGO_PKG_VERSION"));
-    println!("Service               = {:?}", opts.service());
-    println!(
+    out!("RSerPool Server - rserpool {}", env!("CARGO_PKG_VERSION"));
+    out!("Service               = {:?}", opts.service());
+    out!(
         "Pool Handle           = {}",
         String::from_utf8_lossy(opts.pool_handle().as_bytes())
     );
-    println!("PE Identifier         = ${:08x}", pe_id.0);
-    println!(
+    out!("PE Identifier         = ${:08x}", pe_id.0);
+    out!(
         "Local Address         = {} {}",
         match kind {
             TransportKind::Sctp => "sctp",
@@ -422,14 +683,14 @@ fn print_banner(
         },
         addrs.join(",")
     );
-    println!("Policy                = {:?}", opts.policy());
-    let _ = io::Write::flush(&mut io::stdout());
+    out!("Policy                = {:?}", opts.policy());
+    let _ = io::stdout().flush();
 }
 
 /// One life of the server.
 fn run_once(
     opts: &RspServerOptions,
-    kind: SimpleKind,
+    factory: ServiceFactory,
     stop_after: Option<Duration>,
     banner: bool,
 ) -> io::Result<(Exit, Server)> {
@@ -481,12 +742,8 @@ fn run_once(
         ))?;
         driver.enable_csp(reporter, csp_status);
     }
-    let max = opts
-        .max_threads()
-        .filter(|_| kind == SimpleKind::CharGen)
-        .map(|n| usize::try_from(n).unwrap_or(usize::MAX));
     let stop_at = stop_after.map(|d| driver.now() + d);
-    let mut server = Server::new(kind, max, daemon::is_daemon_child(), stop_at);
+    let mut server = Server::new(factory, daemon::is_daemon_child(), stop_at);
     let exit = driver.run_app(&mut server)?;
     Ok((exit, server))
 }
@@ -502,14 +759,9 @@ pub fn main_with(opts: RspServerOptions) -> ExitCode {
         return code;
     }
     init_logging_or_exit("rspserver", &opts.library.log);
-    let Some(kind) = simple_kind(opts.service()) else {
-        return super::common::fail(
-            "rspserver",
-            &format!(
-                "the {:?} service is not available in this program yet",
-                opts.service()
-            ),
-        );
+    let Some(factory) = ServiceFactory::new(&opts, host_wall_clock()) else {
+        // CalcApp and Scripting are run by the services module.
+        return super::services::pe::run_service(&opts);
     };
     let mut rng = os_rng();
     let failure_test = !opts.uptime.is_zero();
@@ -520,7 +772,7 @@ pub fn main_with(opts: RspServerOptions) -> ExitCode {
         } else {
             opts.runtime_limit()
         };
-        match run_once(&opts, kind, up, banner) {
+        match run_once(&opts, factory.clone(), up, banner) {
             Ok((_, server)) => {
                 if let Some(ServerEnd::RegistrationFailed(why)) = &server.end {
                     return super::common::fail(
@@ -543,5 +795,75 @@ pub fn main_with(opts: RspServerOptions) -> ExitCode {
             }
             Err(e) => return super::common::fail("rspserver", &e),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::cli::argv::try_parse_from;
+
+    fn parse(args: &[&str]) -> RspServerOptions {
+        try_parse_from(std::iter::once("rspserver").chain(args.iter().copied())).unwrap()
+    }
+
+    #[test]
+    fn offsets() {
+        assert_eq!(parse_utc_offset("+0130"), Some(5400));
+        assert_eq!(parse_utc_offset("-0800"), Some(-28_800));
+        assert_eq!(parse_utc_offset("0800"), None);
+        assert_eq!(parse_utc_offset("+08"), None);
+        assert_eq!(parse_utc_offset("+08x0"), None);
+    }
+
+    #[test]
+    fn services_and_their_session_limits() {
+        let clock = WallClock::default();
+        let f = ServiceFactory::new(&parse(&[]), clock).unwrap();
+        assert_eq!(f.service(), Service::Echo);
+        assert_eq!(f.max_sessions(), None);
+        let mut s = f.session();
+        s.handle_data(Instant::ZERO, 7, 0, Bytes::from_static(b"x"));
+        assert!(matches!(
+            s.poll_output(),
+            Some(ServiceOutput::Send { ppid: 7, .. })
+        ));
+        let f = ServiceFactory::new(&parse(&["-chargen", "-chargenmaxthreads=2"]), clock).unwrap();
+        assert_eq!(f.max_sessions(), Some(2));
+        let mut s = f.session();
+        s.handle_event(Instant::ZERO, SessionEvent::Up);
+        assert!(matches!(
+            s.poll_output(),
+            Some(ServiceOutput::Send { ppid: 0, .. })
+        ));
+        let f = ServiceFactory::new(&parse(&["-pingpong", "-pppmaxthreads=3"]), clock).unwrap();
+        assert_eq!(f.max_sessions(), Some(3));
+        assert!(ServiceFactory::new(&parse(&["-fractal"]), clock).is_some());
+        assert!(ServiceFactory::new(&parse(&["-calcapp"]), clock).is_none());
+        assert!(ServiceFactory::new(&parse(&["-scripting"]), clock).is_none());
+    }
+
+    #[test]
+    fn the_listener_takes_sessions_and_registrar_channels() {
+        let o = parse(&["-local=127.0.0.1:5000"]);
+        let l = listener_config(&o, TransportKind::Tcp);
+        assert_eq!(l.addrs, vec!["127.0.0.1:5000".parse().unwrap()]);
+        assert!(
+            l.channels
+                .contains(rserpool_proto::rtf::ChannelKind::Session)
+        );
+        assert!(
+            l.channels
+                .contains(rserpool_proto::rtf::ChannelKind::AsapFromRegistrar)
+        );
+        assert!(!l.channels.contains(rserpool_proto::rtf::ChannelKind::Enrp));
+        let c = pe_config(&o, TransportKind::Tcp, &["127.0.0.1:5000".parse().unwrap()]);
+        assert_eq!(c.user_transport.port, 5000);
+        assert_eq!(
+            c.user_transport.protocol,
+            rserpool_proto::transport::TransportProtocol::Tcp
+        );
+        assert!(c.user_transport.has_control_channel());
+        assert_eq!(c.reregistration_interval, Duration::from_secs(30));
     }
 }

@@ -5,7 +5,8 @@
 //!   (RSPLIB sends whatever one `read()` returned, so a pipe may give several lines in one
 //!   message.)
 //! * Every data message received is printed as RSPLIB does: `from PE $xxxxxxxx> text`, with
-//!   trailing control characters cut and other bytes below 30 shown as `.`.
+//!   trailing control characters cut and other bytes below 30 shown as `.`
+//!   ([`rspterminal_line`]).
 //! * **Failover is transparent and loses no line** (`rsplib-measured.md` defect 3): the
 //!   session keeps every line not yet answered ([`ReplayPolicy::UntilAcknowledged`], one
 //!   answer acknowledges one line) and sends it again to the next PE right after the
@@ -27,6 +28,7 @@ use bytes::Bytes;
 use rand_xoshiro::Xoshiro256PlusPlus;
 use rserpool_core::Instant;
 use rserpool_core::pool_user::PoolUserConfig;
+use rserpool_core::services::simple::rspterminal_line;
 use rserpool_core::session::{
     PoolUserSession, PoolUserSessionConfig, ReplayPolicy, SendError, SessionEvent,
 };
@@ -80,13 +82,49 @@ pub fn spawn_line_reader(
     Ok(rx)
 }
 
+/// The longest message one input line becomes (RSPLIB reads at most this much per message);
+/// a longer line is sent as several messages.
+pub const MAX_LINE: usize = 65_536;
+
+/// The next line of `input` (up to and including `\n`), at most [`MAX_LINE`] bytes; an empty
+/// vector at the end of input.
+pub fn read_line(input: &mut impl BufRead) -> io::Result<Vec<u8>> {
+    let mut line = Vec::new();
+    loop {
+        let (done, used) = {
+            let buf = match input.fill_buf() {
+                Ok(b) => b,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            if buf.is_empty() {
+                return Ok(line);
+            }
+            let room = MAX_LINE - line.len();
+            let window = &buf[..buf.len().min(room)];
+            match window.iter().position(|b| *b == b'\n') {
+                Some(i) => {
+                    line.extend_from_slice(&window[..=i]);
+                    (true, i + 1)
+                }
+                None => {
+                    line.extend_from_slice(window);
+                    (line.len() >= MAX_LINE, window.len())
+                }
+            }
+        };
+        input.consume(used);
+        if done {
+            return Ok(line);
+        }
+    }
+}
+
 fn read_lines(mut input: impl BufRead, tx: &SyncSender<Input>, waker: &mio::Waker) {
     loop {
-        let mut line = Vec::new();
-        let item = match input.read_until(b'\n', &mut line) {
-            Ok(0) => Input::Eof,
-            Ok(_) => Input::Line(Bytes::from(line)),
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+        let item = match read_line(&mut input) {
+            Ok(line) if line.is_empty() => Input::Eof,
+            Ok(line) => Input::Line(Bytes::from(line)),
             Err(e) => {
                 warn!("reading standard input: {e}");
                 Input::Eof
@@ -106,17 +144,6 @@ fn read_lines(mut input: impl BufRead, tx: &SyncSender<Input>, waker: &mio::Wake
             return;
         }
     }
-}
-
-/// RSPLIB's rendering of a received message (without the `from PE` prefix): trailing bytes
-/// below 0x20 cut, other bytes below 30 shown as `.`.
-pub fn render(data: &[u8]) -> String {
-    let end = data.iter().rposition(|b| *b >= 0x20).map_or(0, |i| i + 1);
-    let shown: Vec<u8> = data[..end]
-        .iter()
-        .map(|&b| if b < 30 { b'.' } else { b })
-        .collect();
-    String::from_utf8_lossy(&shown).into_owned()
 }
 
 /// Counters of a terminal run.
@@ -197,7 +224,7 @@ impl<W: Write> Terminal<W> {
                 self.last_progress = now;
                 session.acknowledge(1);
                 let pe = self.pe.map_or(0, |p| p.0);
-                let r = writeln!(self.out, "from PE ${pe:08x}> {}", render(&data))
+                let r = writeln!(self.out, "{}", rspterminal_line(pe, &data))
                     .and_then(|()| self.out.flush());
                 if let Err(e) = r {
                     debug!("standard output: {e}");
@@ -430,10 +457,19 @@ mod tests {
     use super::*;
 
     #[test]
-    fn rendering_is_rsplibs() {
-        assert_eq!(render(b"hello\n"), "hello");
-        assert_eq!(render(b"a\x01b\r\n\x00"), "a.b");
-        assert_eq!(render(b"\n"), "");
-        assert_eq!(render(b"\x1d\x1e x"), ".\x1e x");
+    fn lines_are_split_and_bounded() {
+        let mut long = vec![b'x'; MAX_LINE + 10];
+        long.push(b'\n');
+        let mut input: Vec<u8> = b"a\nbc\n".to_vec();
+        input.extend_from_slice(&long);
+        input.extend_from_slice(b"tail");
+        // A tiny buffer: lines span many fill_buf calls.
+        let mut r = io::BufReader::with_capacity(7, &input[..]);
+        assert_eq!(read_line(&mut r).unwrap(), b"a\n");
+        assert_eq!(read_line(&mut r).unwrap(), b"bc\n");
+        assert_eq!(read_line(&mut r).unwrap().len(), MAX_LINE);
+        assert_eq!(read_line(&mut r).unwrap(), b"xxxxxxxxxx\n");
+        assert_eq!(read_line(&mut r).unwrap(), b"tail");
+        assert!(read_line(&mut r).unwrap().is_empty());
     }
 }

@@ -90,6 +90,11 @@ pub struct NodeConfig {
     pub udp: Vec<SocketAddr>,
     /// Multicast groups (group address and port) the node receives.
     pub groups: Vec<SocketAddr>,
+    /// Local port of the associations the node opens (`None`: a fresh ephemeral port per
+    /// association). Models one SCTP one-to-many socket that both listens and connects,
+    /// as RSPLIB's PEs use: a registrar records the port a PE registered from as its ASAP
+    /// transport and connects back there when it takes the PE over.
+    pub source_port: Option<u16>,
     /// Start with no process running: the node is brought up by a
     /// [`Fault::Restart`](super::Fault::Restart). Until then, connections to it are refused.
     pub stopped: bool,
@@ -142,6 +147,12 @@ impl NodeConfig {
     /// Receives datagrams sent to the multicast group `group` (address and port).
     pub fn join(mut self, group: SocketAddr) -> NodeConfig {
         push_unique(&mut self.groups, group);
+        self
+    }
+
+    /// Opens associations from `port` (see [`NodeConfig::source_port`]).
+    pub fn source_port(mut self, port: u16) -> NodeConfig {
+        self.source_port = Some(port);
         self
     }
 

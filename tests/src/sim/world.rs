@@ -1370,7 +1370,10 @@ impl<E: fmt::Debug + 'static> World<E> {
         }
         let key = self.next_key;
         self.next_key += 1;
-        let port = self.nodes[n.0].ephemeral_port();
+        let port = match self.nodes[n.0].cfg.source_port {
+            Some(p) => p,
+            None => self.nodes[n.0].ephemeral_port(),
+        };
         let side0 = Side {
             node: n,
             incarnation: self.nodes[n.0].incarnation,

@@ -1,0 +1,7 @@
+//! `calcappclient`: RSPLIB's client of the same name. See `rserpool_mio::programs::services::calcapp`.
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    rserpool_mio::programs::services::calcapp::main_with(rserpool_mio::cli::parse_or_exit())
+}

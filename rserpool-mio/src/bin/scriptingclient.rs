@@ -1,0 +1,7 @@
+//! `scriptingclient`: RSPLIB's client of the same name. See `rserpool_mio::programs::services::scripting`.
+
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    rserpool_mio::programs::services::scripting::main_with(rserpool_mio::cli::parse_or_exit())
+}

@@ -1,0 +1,850 @@
+//! The pool-element side of `rspserver -pingpong | -fractal | -scripting | -calcapp`: the
+//! service machines of [`rserpool_core::services`] on [`PoolElementSessions`] (one machine
+//! per session; CalcApp: one machine for all sessions), on the mio [`Driver`].
+//!
+//! Mapping (the one `rserpool_core::services` documents): `SessionOpened` →
+//! [`SessionEvent::Up`], `Data` → `handle_data`, `CookieEcho` → `handle_cookie_echo`,
+//! `SessionClosed` → [`SessionEvent::PeerClosed`]; [`ServiceOutput::Send`] → `send`,
+//! [`ServiceOutput::SendCookie`] → `send_cookie`, [`ServiceOutput::Close`] → `close` /
+//! `abort`, [`ServiceOutput::Load`] → summed over the sessions and re-registered when the
+//! total moved by ≥ 0.01 under an adaptive policy (RSPLIB). Flow control: a session whose
+//! messages wait in the driver's overflow queue gets [`SessionEvent::Blocked`], and
+//! [`SessionEvent::Writable`] once the queue has drained. Compute-bound machines (the
+//! fractal generator) ask for "now" in `poll_timeout`; the loop then polls the sockets
+//! without sleeping between their steps, so one thread serves every session.
+//!
+//! Thread-per-session services (Ping Pong, Fractal, Scripting) accept at most their
+//! `-…maxthreads=` sessions; one more is accepted and closed at once (Scripting sends
+//! NOTREADY first), as RSPLIB's TCP-like server does. Shutdown (SIGINT/SIGTERM,
+//! `-runtime=`) tells every session [`SessionEvent::ServerShutdown`] (the fractal generator
+//! flushes its data and sends a last cookie; CalcApp sends final cookies with
+//! `-capcleanshutdownprobability=`), closes the rest and deregisters.
+
+use std::collections::HashMap;
+use std::fs::File;
+use std::io::{self, Write};
+use std::net::SocketAddr;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::Duration;
+
+use rand_xoshiro::Xoshiro256PlusPlus;
+use rserpool_core::pool_element::{PoolElementEvent, RegistrationFailure};
+use rserpool_core::services::calcapp::{
+    CalcAppServer, CalcAppServerConfig, CalcAppServerOutput, CalcAppServerRecord,
+};
+use rserpool_core::services::fractal::{FractalServer, FractalServerConfig};
+use rserpool_core::services::pingpong::{PingPongServer, PingPongServerConfig};
+use rserpool_core::services::scripting::{
+    ScriptingRejectSession, ScriptingServer, ScriptingServerConfig,
+};
+use rserpool_core::services::{
+    CloseMode, PPID_CALCAPP, ServiceOutput, ServiceSession, SessionEvent, WallClock,
+};
+use rserpool_core::session::{PeSessionEvent, PoolElementSessions};
+use rserpool_core::{AssocId, ChannelKind, Instant};
+use rserpool_proto::csp::{ComponentId, CspProtocol, Workload, session_status_text};
+use tracing::{debug, info, warn};
+
+use super::super::common::{add_udp_or_warn, announce_receiver, os_rng, transport_mode};
+use super::super::daemon;
+use super::super::server::{
+    SHUTDOWN_GRACE, ServerEnd, ServerMachine, ServerStats, listener_config, pe_config,
+};
+use super::scripting_host::ScriptingEnvironment;
+use super::{host_clock, log_line};
+use crate::cli::{RspServerOptions, Service, process_env};
+use crate::driver::{
+    AppControl, Application, AssocTable, CspConfig, CspReporter, CspStatus, Driver, DriverConfig,
+    Exit, Step, component_location,
+};
+use crate::transport::TransportKind;
+
+/// A service session with its events rendered as text (for the log).
+pub type DynSession = Box<dyn ServiceSession<Event = String> + Send>;
+
+/// Wraps a service machine so that its events become log text.
+#[derive(Debug)]
+pub struct Described<S>(pub S);
+
+impl<S> ServiceSession for Described<S>
+where
+    S: ServiceSession,
+    S::Event: std::fmt::Debug,
+{
+    type Event = String;
+
+    fn handle_data(&mut self, now: Instant, ppid: u32, stream: u16, data: bytes::Bytes) {
+        self.0.handle_data(now, ppid, stream, data)
+    }
+    fn handle_cookie_echo(&mut self, now: Instant, cookie: bytes::Bytes) {
+        self.0.handle_cookie_echo(now, cookie)
+    }
+    fn handle_event(&mut self, now: Instant, event: SessionEvent) {
+        self.0.handle_event(now, event)
+    }
+    fn handle_timeout(&mut self, now: Instant) {
+        self.0.handle_timeout(now)
+    }
+    fn poll_output(&mut self) -> Option<ServiceOutput<String>> {
+        Some(match self.0.poll_output()? {
+            ServiceOutput::Event(e) => ServiceOutput::Event(format!("{e:?}")),
+            ServiceOutput::Send { ppid, stream, data } => {
+                ServiceOutput::Send { ppid, stream, data }
+            }
+            ServiceOutput::SendCookie(c) => ServiceOutput::SendCookie(c),
+            ServiceOutput::Close(m) => ServiceOutput::Close(m),
+            ServiceOutput::Connect => ServiceOutput::Connect,
+            ServiceOutput::Failover { report_unreachable } => {
+                ServiceOutput::Failover { report_unreachable }
+            }
+            ServiceOutput::Load(l) => ServiceOutput::Load(l),
+            ServiceOutput::Log { level, message } => ServiceOutput::Log { level, message },
+        })
+    }
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.0.poll_timeout()
+    }
+    fn is_finished(&self) -> bool {
+        self.0.is_finished()
+    }
+}
+
+/// Which per-session machine new sessions get.
+pub enum SessionFactory {
+    /// Ping Pong.
+    PingPong(PingPongServerConfig),
+    /// Fractal generator.
+    Fractal(FractalServerConfig),
+    /// Scripting: its configuration and the shared environment (cache, keyring, temp dirs).
+    Scripting(ScriptingServerConfig, Arc<ScriptingEnvironment>),
+}
+
+impl SessionFactory {
+    /// A machine for a new session.
+    pub fn open(&self) -> io::Result<DynSession> {
+        Ok(match self {
+            SessionFactory::PingPong(c) => Box::new(Described(PingPongServer::new(*c))),
+            SessionFactory::Fractal(c) => Box::new(Described(FractalServer::new(*c))),
+            SessionFactory::Scripting(c, env) => {
+                let host = env.new_session()?;
+                let keyring = env.keyring_check();
+                Box::new(Described(ScriptingServer::new(c.clone(), host, keyring)))
+            }
+        })
+    }
+
+    /// The machine for a session over capacity: Scripting says NOTREADY, the others close.
+    pub fn reject(&self) -> Option<DynSession> {
+        match self {
+            SessionFactory::Scripting(c, _) => Some(Box::new(Described(
+                ScriptingRejectSession::new(&c.hostname),
+            ))),
+            _ => None,
+        }
+    }
+}
+
+/// CalcApp's PE machine with its statistics files.
+pub struct CalcAppPe {
+    server: CalcAppServer<AssocId>,
+    object: String,
+    vector: Option<File>,
+    scalar: std::path::PathBuf,
+    clock: WallClock,
+    pe_id: u32,
+    load: f64,
+}
+
+impl CalcAppPe {
+    /// The CalcApp PE started at `now`; creates the vector file (header line) at once.
+    pub fn new(
+        config: CalcAppServerConfig,
+        now: Instant,
+        object: String,
+        vector: &std::path::Path,
+        scalar: std::path::PathBuf,
+        clock: WallClock,
+        pe_id: u32,
+    ) -> CalcAppPe {
+        let vector = match File::create(vector).and_then(|mut f| {
+            writeln!(f, "{}", CalcAppServerRecord::VECTOR_HEADER)?;
+            Ok(f)
+        }) {
+            Ok(f) => Some(f),
+            Err(e) => {
+                warn!("CalcApp: cannot create {}: {e}", vector.display());
+                None
+            }
+        };
+        CalcAppPe {
+            server: CalcAppServer::new(config, now),
+            object,
+            vector,
+            scalar,
+            clock,
+            pe_id,
+            load: 0.0,
+        }
+    }
+
+    /// Writes the scalar file with the totals as of `now`.
+    pub fn write_scalars(&mut self, now: Instant) {
+        let text = self.server.totals(now).scalar_file(&self.object);
+        if let Err(e) = std::fs::write(&self.scalar, text) {
+            warn!("CalcApp: cannot write {}: {e}", self.scalar.display());
+        }
+    }
+}
+
+struct Slot {
+    session: DynSession,
+    blocked: bool,
+    load: f64,
+    /// Counts towards the session limit (a NOTREADY session does not).
+    counted: bool,
+}
+
+/// The `rspserver` application for the stateful services.
+pub struct ServiceServer {
+    factory: Option<SessionFactory>,
+    calcapp: Option<CalcAppPe>,
+    max_sessions: Option<usize>,
+    adaptive: bool,
+    reported_load: f64,
+    daemon: bool,
+    stop_at: Option<Instant>,
+    started: bool,
+    signalled: bool,
+    ever_registered: bool,
+    deregistered: bool,
+    end: Option<ServerEnd>,
+    sessions: HashMap<AssocId, Slot>,
+    stats: ServerStats,
+    rng: Xoshiro256PlusPlus,
+}
+
+impl ServiceServer {
+    /// A server whose sessions come from `factory` (thread-per-session services, at most
+    /// `max_sessions`) or from the one CalcApp machine.
+    pub fn new(
+        factory: Option<SessionFactory>,
+        calcapp: Option<CalcAppPe>,
+        max_sessions: Option<usize>,
+        adaptive: bool,
+        daemon: bool,
+        stop_at: Option<Instant>,
+    ) -> ServiceServer {
+        ServiceServer {
+            factory,
+            calcapp,
+            max_sessions,
+            adaptive,
+            reported_load: 0.0,
+            daemon,
+            stop_at,
+            started: false,
+            signalled: false,
+            ever_registered: false,
+            deregistered: false,
+            end: None,
+            sessions: HashMap::new(),
+            stats: ServerStats::default(),
+            rng: os_rng(),
+        }
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> ServerStats {
+        self.stats
+    }
+
+    /// Sessions open now.
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    fn total_load(&self) -> f64 {
+        let s: f64 = self.sessions.values().map(|s| s.load).sum();
+        (s + self.calcapp.as_ref().map_or(0.0, |c| c.load)).clamp(0.0, 1.0)
+    }
+
+    fn update_load(&mut self, m: &mut ServerMachine, now: Instant) {
+        let total = self.total_load();
+        if self.adaptive && (total - self.reported_load).abs() >= 0.01 {
+            self.reported_load = total;
+            let value = (total * f64::from(u32::MAX)).round() as u32;
+            debug!("load {total:.3}: re-registering");
+            m.set_load(now, value);
+        }
+    }
+
+    /// Moves one session machine's outputs onto the session layer.
+    fn drain(&mut self, m: &mut ServerMachine, now: Instant, id: AssocId) {
+        let mut load_changed = false;
+        let mut closed = false;
+        let Some(slot) = self.sessions.get_mut(&id) else {
+            return;
+        };
+        while let Some(o) = slot.session.poll_output() {
+            match o {
+                ServiceOutput::Send { ppid, data, .. } => {
+                    if m.send(id, ppid, data).is_ok() {
+                        self.stats.sent += 1;
+                    } else {
+                        slot.session.handle_event(now, SessionEvent::SendFailed);
+                    }
+                }
+                ServiceOutput::SendCookie(c) => {
+                    if m.send_cookie(id, c).is_err() {
+                        slot.session.handle_event(now, SessionEvent::SendFailed);
+                    }
+                }
+                ServiceOutput::Close(mode) => {
+                    closed = true;
+                    match mode {
+                        CloseMode::Shutdown => m.close(id),
+                        CloseMode::Abort => m.abort(id),
+                    };
+                }
+                ServiceOutput::Load(l) => {
+                    slot.load = l;
+                    load_changed = true;
+                }
+                ServiceOutput::Log { level, message } => {
+                    log_line(&format!("{id:?}: "), level, &message)
+                }
+                ServiceOutput::Event(e) => info!("{id:?}: {e}"),
+                ServiceOutput::Connect | ServiceOutput::Failover { .. } => {
+                    debug!("{id:?}: pool-user output ignored on a PE")
+                }
+            }
+        }
+        if closed || slot.session.is_finished() {
+            if !closed {
+                // The machine ended without closing (peer closed): nothing to send.
+                debug!("{id:?}: session finished");
+            }
+            self.sessions.remove(&id);
+            load_changed = true;
+        }
+        if load_changed {
+            self.update_load(m, now);
+        }
+    }
+
+    fn drain_calcapp(&mut self, m: &mut ServerMachine, now: Instant) {
+        let Some(c) = self.calcapp.as_mut() else {
+            return;
+        };
+        let mut load_changed = false;
+        while let Some(o) = c.server.poll_output() {
+            match o {
+                CalcAppServerOutput::Send { session, data } => {
+                    if m.send(session, PPID_CALCAPP, data).is_ok() {
+                        self.stats.sent += 1;
+                    } else {
+                        c.server.handle_send_failed(now, session);
+                    }
+                }
+                CalcAppServerOutput::SendCookie { session, cookie } => {
+                    if m.send_cookie(session, cookie).is_err() {
+                        c.server.handle_send_failed(now, session);
+                    }
+                }
+                CalcAppServerOutput::Close { session, mode } => {
+                    match mode {
+                        CloseMode::Shutdown => m.close(session),
+                        CloseMode::Abort => m.abort(session),
+                    };
+                }
+                CalcAppServerOutput::Load(l) => {
+                    c.load = l;
+                    load_changed = true;
+                }
+                CalcAppServerOutput::Log { level, message } => log_line("", level, &message),
+                CalcAppServerOutput::JobCompleted(r) => {
+                    let line = r.vector_line(&c.object, std::process::id(), c.pe_id, &c.clock);
+                    if let Some(f) = c.vector.as_mut()
+                        && let Err(e) = writeln!(f, "{line}")
+                    {
+                        warn!("CalcApp: vector file: {e}");
+                    }
+                }
+            }
+        }
+        if load_changed {
+            self.update_load(m, now);
+        }
+    }
+
+    fn on_event(&mut self, m: &mut ServerMachine, now: Instant, e: PeSessionEvent) {
+        match e {
+            PeSessionEvent::SessionOpened { session } => {
+                self.stats.sessions += 1;
+                let Some(factory) = self.factory.as_ref() else {
+                    debug!("{session:?}: new CalcApp session");
+                    return;
+                };
+                let busy = self.sessions.values().filter(|s| s.counted).count();
+                let (machine, counted) = if self.max_sessions.is_some_and(|max| busy >= max) {
+                    info!("{session:?}: session refused, all {busy} slots busy");
+                    match factory.reject() {
+                        Some(r) => (r, false),
+                        None => {
+                            m.close(session);
+                            return;
+                        }
+                    }
+                } else {
+                    match factory.open() {
+                        Ok(s) => (s, true),
+                        Err(e) => {
+                            warn!("{session:?}: cannot set the session up: {e}");
+                            m.abort(session);
+                            return;
+                        }
+                    }
+                };
+                debug!("{session:?}: new session");
+                self.sessions.insert(
+                    session,
+                    Slot {
+                        session: machine,
+                        blocked: false,
+                        load: 0.0,
+                        counted,
+                    },
+                );
+                if let Some(s) = self.sessions.get_mut(&session) {
+                    s.session.handle_event(now, SessionEvent::Up);
+                }
+                self.drain(m, now, session);
+            }
+            PeSessionEvent::Data {
+                session,
+                ppid,
+                data,
+            } => {
+                self.stats.received += 1;
+                if let Some(c) = self.calcapp.as_mut() {
+                    c.server.handle_data(now, session, &data);
+                    self.drain_calcapp(m, now);
+                } else if let Some(s) = self.sessions.get_mut(&session) {
+                    s.session.handle_data(now, ppid, 0, data);
+                    self.drain(m, now, session);
+                }
+            }
+            PeSessionEvent::CookieEcho { session, cookie } => {
+                if let Some(c) = self.calcapp.as_mut() {
+                    c.server.handle_cookie_echo(now, session, &cookie);
+                    self.drain_calcapp(m, now);
+                } else if let Some(s) = self.sessions.get_mut(&session) {
+                    s.session.handle_cookie_echo(now, cookie);
+                    self.drain(m, now, session);
+                }
+            }
+            PeSessionEvent::BusinessCard { session, .. } => {
+                debug!("{session:?}: business card ignored");
+            }
+            PeSessionEvent::SessionClosed { session, reason } => {
+                debug!("{session:?}: session closed: {reason:?}");
+                if let Some(c) = self.calcapp.as_mut() {
+                    c.server.handle_session_closed(now, session);
+                    self.drain_calcapp(m, now);
+                }
+                if let Some(s) = self.sessions.get_mut(&session) {
+                    s.session.handle_event(now, SessionEvent::PeerClosed);
+                    self.drain(m, now, session);
+                    if self.sessions.remove(&session).is_some() {
+                        self.update_load(m, now);
+                    }
+                }
+            }
+            PeSessionEvent::Registration(r) => self.on_registration(r),
+        }
+    }
+
+    fn on_registration(&mut self, r: PoolElementEvent) {
+        match r {
+            PoolElementEvent::Registered {
+                registrar, pe_id, ..
+            } => {
+                if !self.ever_registered {
+                    info!(
+                        "PE ${:08x} registered (registrar {})",
+                        pe_id.0,
+                        registrar.map_or_else(|| "?".to_owned(), |r| format!("${:08x}", r.0))
+                    );
+                }
+                self.ever_registered = true;
+            }
+            PoolElementEvent::RegistrationFailed { cause } => {
+                warn!("registration failed: {cause:?}");
+                let fatal = !self.ever_registered
+                    && !self.daemon
+                    && !matches!(cause, RegistrationFailure::Timeout);
+                if fatal && self.end.is_none() {
+                    self.end = Some(ServerEnd::RegistrationFailed(format!("{cause:?}")));
+                }
+            }
+            PoolElementEvent::Deregistered { acknowledged } => {
+                info!("deregistered (acknowledged: {acknowledged})");
+                self.deregistered = true;
+            }
+            PoolElementEvent::HomeRegistrarChanged { new, .. } => {
+                info!("home registrar now ${:08x}", new.0)
+            }
+            PoolElementEvent::RegistrarLost { .. } => info!("registrar lost"),
+        }
+    }
+
+    /// Timers due, flow control, and the next wake-up.
+    fn service_timers(
+        &mut self,
+        m: &mut ServerMachine,
+        assocs: &AssocTable,
+        now: Instant,
+    ) -> Option<Instant> {
+        let ids: Vec<AssocId> = self.sessions.keys().copied().collect();
+        for id in ids {
+            let backlog = assocs.overflow_bytes(id);
+            if let Some(s) = self.sessions.get_mut(&id) {
+                if backlog > 0 && !s.blocked {
+                    s.blocked = true;
+                    s.session.handle_event(now, SessionEvent::Blocked);
+                } else if backlog == 0 && s.blocked {
+                    s.blocked = false;
+                    s.session.handle_event(now, SessionEvent::Writable);
+                }
+                if s.session.poll_timeout().is_some_and(|t| t <= now) {
+                    s.session.handle_timeout(now);
+                }
+            }
+            self.drain(m, now, id);
+        }
+        if let Some(c) = self.calcapp.as_mut()
+            && c.server.poll_timeout().is_some_and(|t| t <= now)
+        {
+            c.server.handle_timeout(now);
+            self.drain_calcapp(m, now);
+        }
+        let sessions = self
+            .sessions
+            .values()
+            .filter_map(|s| s.session.poll_timeout());
+        let calcapp = self.calcapp.as_ref().and_then(|c| c.server.poll_timeout());
+        sessions.chain(calcapp).chain(self.stop_at).min()
+    }
+}
+
+impl Application<ServerMachine> for ServiceServer {
+    fn on_step(&mut self, step: &mut Step<'_, ServerMachine>) -> AppControl {
+        let now = step.now;
+        self.signalled |= !step.signals.is_empty();
+        if !self.started {
+            self.started = true;
+            step.machine.register(now);
+        }
+        for e in std::mem::take(step.events) {
+            self.on_event(step.machine, now, e);
+        }
+        if let Some(t) = self.service_timers(step.machine, step.assocs, now) {
+            // A time in the past means "as soon as possible": the loop polls without sleeping.
+            *step.wakeup = Some(step.wakeup.map_or(t, |w| w.min(t)));
+        }
+        if let Some(ServerEnd::RegistrationFailed(_)) = self.end {
+            return AppControl::Exit;
+        }
+        if self.stop_at.is_some_and(|t| now >= t) {
+            return AppControl::Shutdown;
+        }
+        AppControl::Continue
+    }
+
+    fn begin_shutdown(&mut self, machine: &mut ServerMachine, now: Instant) {
+        self.stop_at = None;
+        let ids: Vec<AssocId> = self.sessions.keys().copied().collect();
+        for id in ids {
+            if let Some(s) = self.sessions.get_mut(&id) {
+                s.session.handle_event(now, SessionEvent::ServerShutdown);
+            }
+            self.drain(machine, now, id);
+        }
+        for id in self.sessions.drain().map(|(id, _)| id).collect::<Vec<_>>() {
+            machine.close(id);
+        }
+        if let Some(c) = self.calcapp.as_mut() {
+            c.server.handle_shutdown(now, &mut self.rng);
+            self.drain_calcapp(machine, now);
+            if let Some(c) = self.calcapp.as_mut() {
+                c.write_scalars(now);
+            }
+        }
+        if machine.element().is_registered() || machine.element().home_registrar().is_some() {
+            machine.deregister(now);
+        } else {
+            self.deregistered = true;
+        }
+        if self.end.is_none() {
+            self.end = Some(ServerEnd::Stopped);
+        }
+    }
+
+    fn shutdown_done(&mut self, _machine: &ServerMachine) -> bool {
+        self.deregistered
+    }
+}
+
+fn csp_status(m: &ServerMachine, assocs: &AssocTable, now: Instant) -> CspStatus {
+    let pe = m.element();
+    let mut associations = Vec::new();
+    if let Some(home) = pe.home_registrar()
+        && let Some(info) = assocs.get(home.assoc)
+    {
+        let mut e = info.csp_entry(
+            ComponentId::registrar(home.server_id.unwrap_or_default()),
+            rserpool_core::Protocol::PPID_ASAP,
+            now,
+        );
+        if info.kind == TransportKind::Tcp {
+            e.protocol = CspProtocol::Tcp;
+        }
+        associations.push(e);
+    }
+    CspStatus {
+        status: session_status_text(u32::try_from(m.session_count()).unwrap_or(u32::MAX)),
+        workload: Workload::UNKNOWN,
+        associations,
+    }
+}
+
+/// The configurations of the services from the options.
+pub fn pingpong_config(opts: &RspServerOptions) -> PingPongServerConfig {
+    PingPongServerConfig {
+        max_sessions: opts.pingpong.max_threads as usize,
+        failure_after: u64::from(opts.pingpong.failure_after),
+    }
+}
+
+/// The fractal generator's configuration from the `-fgp…` options.
+pub fn fractal_config(opts: &RspServerOptions) -> FractalServerConfig {
+    let f = &opts.fractal;
+    FractalServerConfig {
+        max_sessions: f.max_threads as usize,
+        transmit_timeout: f.transmit_timeout,
+        cookie_max_time: f.cookie_max_time,
+        cookie_max_packets: u64::from(f.cookie_max_packets),
+        data_max_time: f.data_max_time,
+        failure_after: u64::from(f.failure_after),
+        test_mode: f.test_mode,
+        ..FractalServerConfig::default()
+    }
+}
+
+/// CalcApp's configuration from the `-cap…` options.
+pub fn calcapp_config(opts: &RspServerOptions) -> CalcAppServerConfig {
+    let c = &opts.calcapp;
+    CalcAppServerConfig {
+        capacity: c.capacity,
+        max_jobs: c.max_jobs as usize,
+        keepalive_transmission_interval: c.keep_alive_transmission_interval,
+        keepalive_timeout_interval: c.keep_alive_timeout_interval,
+        cookie_max_time: c.cookie_max_time,
+        cookie_max_calculations: c.cookie_max_calculations,
+        clean_shutdown_probability: c.clean_shutdown_probability,
+        failure_after_cookies: u64::from(c.failure_after),
+    }
+    .clamped()
+}
+
+/// The scripting PE's configuration from the `-ss…` options.
+pub fn scripting_config(opts: &RspServerOptions) -> ScriptingServerConfig {
+    let s = &opts.scripting;
+    ScriptingServerConfig {
+        max_sessions: s.max_threads() as usize,
+        transmit_timeout: s.transmit_timeout,
+        keepalive_interval: s.keep_alive_interval,
+        keepalive_timeout: s.keep_alive_timeout,
+        cache_max_size_kib: u64::from(s.cache_max_size_kib),
+        cache_max_entries: s.cache_max_entries as usize,
+        keep_temp_dirs: s.keep_temp_dirs,
+        verbose: s.verbose,
+        hostname: super::scripting_host::hostname(),
+        ..ScriptingServerConfig::default()
+    }
+}
+
+fn print_banner(opts: &RspServerOptions, pe_id: u32, local: &[SocketAddr], kind: TransportKind) {
+    let addrs: Vec<String> = local.iter().map(ToString::to_string).collect();
+    println!("RSerPool Server - rserpool {}", env!("CARGO_PKG_VERSION"));
+    println!("Service               = {:?}", opts.service());
+    println!(
+        "Pool Handle           = {}",
+        String::from_utf8_lossy(opts.pool_handle().as_bytes())
+    );
+    println!("PE Identifier         = ${pe_id:08x}");
+    println!(
+        "Local Address         = {} {}",
+        match kind {
+            TransportKind::Sctp => "sctp",
+            TransportKind::Tcp => "tcp",
+        },
+        addrs.join(",")
+    );
+    println!("Policy                = {:?}", opts.policy());
+    let _ = io::stdout().flush();
+}
+
+/// One life of the server (the environment of Scripting outlives it).
+fn run_once(
+    opts: &RspServerOptions,
+    scripting: Option<&Arc<ScriptingEnvironment>>,
+    stop_after: Option<Duration>,
+    banner: bool,
+) -> io::Result<(Exit, ServiceServer)> {
+    let lib = &opts.library;
+    let mode = transport_mode(lib.transport);
+    let tkind = mode.resolve();
+    let listener = listener_config(opts, tkind);
+    let dcfg = DriverConfig {
+        listeners: vec![listener],
+        mode,
+        signals: true,
+        shutdown_grace: SHUTDOWN_GRACE,
+        ..DriverConfig::default()
+    };
+    let probe = pe_config(opts, tkind, &[SocketAddr::from(([127, 0, 0, 1], 1))]);
+    PoolElementSessions::new(probe, os_rng())
+        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("{e:?}")))?;
+    let mut local = Vec::new();
+    let mut driver = Driver::new(dcfg, |bound, _| {
+        local = bound
+            .listeners
+            .first()
+            .map(|l| l.local_addrs.clone())
+            .unwrap_or_default();
+        PoolElementSessions::new(pe_config(opts, tkind, &local), os_rng())
+            .expect("validated before the driver was made: only port and addresses differ")
+    })?;
+    driver.route_accepted(|m: &mut ServerMachine, now, id, info| {
+        if info.channel == Some(ChannelKind::AsapToPoolElement) {
+            m.handle_registrar_assoc_up(now, id, &info.peer_addrs);
+        } else {
+            rserpool_core::Machine::handle_assoc_up(m, now, id, &info.peer_addrs);
+        }
+    });
+    if let Some(u) = announce_receiver(lib) {
+        add_udp_or_warn(&mut driver, &u, "registrar announces");
+    }
+    let pe_id = driver.machine().element().pe_id();
+    if banner {
+        print_banner(opts, pe_id.0, &local, tkind);
+    }
+    if let Some(target) = lib.csp.resolve_library(&process_env) {
+        let object = lib.csp_identifier.map_or(u64::from(pe_id.0), u64::from);
+        let reporter = CspReporter::new(CspConfig::from_target(
+            target,
+            ComponentId::new(rserpool_proto::csp::ComponentGroup::PoolElement, object),
+            component_location(&local, true),
+        ))?;
+        driver.enable_csp(reporter, csp_status);
+    }
+    let now = driver.now();
+    let (factory, calcapp) = match opts.service() {
+        Service::PingPong => (Some(SessionFactory::PingPong(pingpong_config(opts))), None),
+        Service::Fractal => (Some(SessionFactory::Fractal(fractal_config(opts))), None),
+        Service::Scripting => {
+            let env = scripting
+                .cloned()
+                .ok_or_else(|| io::Error::other("scripting environment missing"))?;
+            (
+                Some(SessionFactory::Scripting(scripting_config(opts), env)),
+                None,
+            )
+        }
+        Service::CalcApp => {
+            let c = &opts.calcapp;
+            let pe = CalcAppPe::new(
+                calcapp_config(opts),
+                now,
+                c.object_name.clone(),
+                &c.vector_file,
+                c.scalar_file.clone(),
+                host_clock(),
+                pe_id.0,
+            );
+            (None, Some(pe))
+        }
+        other => {
+            return Err(io::Error::other(format!(
+                "{other:?} is not a stateful service"
+            )));
+        }
+    };
+    let max = opts
+        .max_threads()
+        .map(|n| usize::try_from(n).unwrap_or(usize::MAX));
+    let stop_at = stop_after.map(|d| now + d);
+    let mut server = ServiceServer::new(
+        factory,
+        calcapp,
+        max,
+        opts.policy().is_adaptive(),
+        daemon::is_daemon_child(),
+        stop_at,
+    );
+    let exit = driver.run_app(&mut server)?;
+    Ok((exit, server))
+}
+
+/// `rspserver` for Ping Pong, Fractal, Scripting and CalcApp, with logging set up and the
+/// daemon detached (called by [`super::super::server::main_with`]).
+pub fn run_service(opts: &RspServerOptions) -> ExitCode {
+    let scripting = if opts.service() == Service::Scripting {
+        match ScriptingEnvironment::new(&opts.scripting) {
+            Ok(e) => Some(Arc::new(e)),
+            Err(e) => return super::super::common::fail("rspserver", &e),
+        }
+    } else {
+        None
+    };
+    let mut rng = os_rng();
+    let failure_test = !opts.uptime.is_zero();
+    let mut banner = !opts.quiet;
+    loop {
+        let up = if failure_test {
+            Some(exponential(&mut rng, opts.uptime))
+        } else {
+            opts.runtime_limit()
+        };
+        match run_once(opts, scripting.as_ref(), up, banner) {
+            Ok((_, server)) => {
+                if let Some(ServerEnd::RegistrationFailed(why)) = &server.end {
+                    return super::super::common::fail(
+                        "rspserver",
+                        &format!("registration failed: {why}"),
+                    );
+                }
+                let s = server.stats();
+                info!(
+                    "{} session(s), {} message(s) received, {} sent",
+                    s.sessions, s.received, s.sent
+                );
+                if !failure_test || server.signalled {
+                    return ExitCode::SUCCESS;
+                }
+                let down = exponential(&mut rng, opts.downtime);
+                info!("failure-test mode: down for {:.3} s", down.as_secs_f64());
+                std::thread::sleep(down);
+                banner = false;
+            }
+            Err(e) => return super::super::common::fail("rspserver", &e),
+        }
+    }
+}
+
+fn exponential(rng: &mut impl rand_xoshiro::rand_core::Rng, mean: Duration) -> Duration {
+    let u = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+    Duration::from_secs_f64((-mean.as_secs_f64() * (1.0 - u).ln()).clamp(0.0, 1e9))
+}
