@@ -264,6 +264,9 @@ pub struct Case {
     /// for the cases where the RFCs fix them; several alternatives where the RFCs leave a
     /// choice (`None`: anything but a crash will do).
     pub expect: Option<Vec<Vec<Reply>>>,
+    /// Close the sender's association after the case (and probe): shows whether the case
+    /// moved a PE onto that association (closing it deregisters what it owns).
+    pub then_close: bool,
 }
 
 impl Case {
@@ -276,7 +279,14 @@ impl Case {
             ppid: sender.protocol().ppid(),
             data,
             expect: None,
+            then_close: false,
         }
+    }
+
+    /// The same case, closing its sender's association afterwards.
+    pub fn then_close(mut self) -> Case {
+        self.then_close = true;
+        self
     }
 
     /// The same case with an expectation.

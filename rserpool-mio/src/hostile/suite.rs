@@ -1419,6 +1419,20 @@ impl Suite {
                 // Let verifications triggered by the case (keep-alives) finish first.
                 self.settle(Duration::from_millis(50))?;
                 self.probe(&cases[j - 1].name)?;
+                if c.then_close && !self.dead {
+                    let slot = match c.sender {
+                        Sender::Asap => self.attack.take(),
+                        Sender::AsapOther => self.attack2.take(),
+                        Sender::Stranger => self.stranger.take(),
+                        Sender::Announcer => self.announcer.take(),
+                        Sender::Peer => None,
+                    };
+                    if let Some(a) = slot {
+                        self.net.close(a, false);
+                        self.settle(Duration::from_millis(300))?;
+                        self.probe(&format!("{} + its association closed", c.name))?;
+                    }
+                }
             } else {
                 self.maybe_probe(&cases[j - 1].name)?;
             }
