@@ -323,6 +323,14 @@ impl<R: rand_core::Rng> PoolUser<R> {
         true
     }
 
+    /// Clears the suspicion of every PE of `handle`: later answers naming them bring them
+    /// back into the cache. For a caller whose every candidate is suspect and that would
+    /// rather try one of them again than wait (a PE that ended one session may serve the
+    /// next: the registrar, which verifies reported PEs, still names it).
+    pub fn forget_suspects(&mut self, handle: &PoolHandle) {
+        self.suspects.retain(|(h, _), _| h != handle);
+    }
+
     // ------------------------------------------------------------------------------------
     // internals
 

@@ -887,3 +887,55 @@ proptest::proptest! {
         }
     }
 }
+
+#[test]
+fn pes_the_registrar_still_names_after_a_retry_delay_are_tried_again() {
+    // Both PEs end a session (e.g. CalcApp's failure tester): they are reported, but the
+    // registrar verifies them and keeps naming them.
+    let mut s = connected(config(), &[1, 2]);
+    s.handle_assoc_down(ms(30), sess(1), AssocDownReason::Lost);
+    sdrain(&mut s);
+    s.handle_message(ms(31), reg(), 11, answer(POOL, &[1, 2]));
+    assert_eq!(sdrain(&mut s), vec![connect_to(2, 2)]);
+    s.handle_assoc_up(ms(32), sess(2), &[]);
+    sdrain(&mut s);
+    s.handle_assoc_down(ms(40), sess(2), AssocDownReason::Lost);
+    let out = sdrain(&mut s);
+    assert!(out.contains(&eu(2)), "{out:?}");
+    // Right after the failure every PE named is suspect: wait (defect 4).
+    s.handle_message(ms(41), reg(), 11, answer(POOL, &[1, 2]));
+    assert_eq!(sdrain(&mut s), vec![]);
+    assert_eq!(s.state(), SessionState::WaitingToRetry);
+    // One retry delay later the registrar still names both: take one again at once.
+    s.handle_timeout(ms(291));
+    let out = sdrain(&mut s);
+    assert!(matches!(out[..], [O::Asap(..)]), "{out:?}");
+    s.handle_message(ms(292), reg(), 11, answer(POOL, &[1, 2]));
+    let out = sdrain(&mut s);
+    assert!(
+        matches!(out[..], [O::Asap(..)]),
+        "a fresh resolution: {out:?}"
+    );
+    s.handle_message(ms(293), reg(), 11, answer(POOL, &[1, 2]));
+    let out = sdrain(&mut s);
+    assert!(
+        out == vec![connect_to(3, 1)] || out == vec![connect_to(3, 2)],
+        "{out:?}"
+    );
+    let (first, other) = if out == vec![connect_to(3, 1)] {
+        (1, 2)
+    } else {
+        (2, 1)
+    };
+    // If it fails, the other one (not failed since) is next; if that fails too, the
+    // session waits again (no spinning on dead PEs).
+    s.handle_assoc_down(ms(294), sess(3), AssocDownReason::ConnectFailed);
+    assert!(sdrain(&mut s).contains(&eu(first)));
+    s.handle_message(ms(295), reg(), 11, answer(POOL, &[1, 2]));
+    assert_eq!(sdrain(&mut s), vec![connect_to(4, other)]);
+    s.handle_assoc_down(ms(296), sess(4), AssocDownReason::ConnectFailed);
+    assert!(sdrain(&mut s).contains(&eu(other)));
+    s.handle_message(ms(297), reg(), 11, answer(POOL, &[1, 2]));
+    assert_eq!(sdrain(&mut s), vec![]);
+    assert_eq!(s.state(), SessionState::WaitingToRetry);
+}

@@ -699,7 +699,11 @@ impl<R: rand_core::Rng> PoolUserSession<R> {
             PoolUserEvent::ResolutionFailed {
                 request: r, cause, ..
             } if r == request => {
-                self.attempt_failed(now, SessionFailure::Resolution(cause), true);
+                if cause == ResolutionFailure::OnlySuspects && self.last_resort() {
+                    self.resolve(now);
+                } else {
+                    self.attempt_failed(now, SessionFailure::Resolution(cause), true);
+                }
             }
             _ => {}
         }
@@ -708,6 +712,7 @@ impl<R: rand_core::Rng> PoolUserSession<R> {
     /// Picks a PE from a resolution's answer and connects to it.
     fn choose(&mut self, now: Instant, elements: &[ResolvedElement]) {
         let mut unsupported = None;
+        let mut usable = 0usize;
         let mut hard_ok: SmallVec<[&ResolvedElement; 4]> = SmallVec::new();
         for e in elements {
             let t = &e.user_transport;
@@ -718,6 +723,7 @@ impl<R: rand_core::Rng> PoolUserSession<R> {
                 unsupported.get_or_insert(t.protocol);
                 continue;
             }
+            usable += 1;
             if !self.is_avoided(e.pe_id, true) {
                 hard_ok.push(e);
             }
@@ -760,6 +766,10 @@ impl<R: rand_core::Rng> PoolUserSession<R> {
                     deadline: now + self.config.connect_timeout,
                 };
             }
+            None if usable > 0 && self.last_resort() => {
+                // Every usable PE named is one this session found dead: try them again.
+                self.choose(now, elements);
+            }
             None => {
                 let cause = match unsupported {
                     Some(p) if elements.iter().all(|e| e.user_transport.protocol == p) => {
@@ -797,6 +807,29 @@ impl<R: rand_core::Rng> PoolUserSession<R> {
         } else {
             self.resolve(now);
         }
+    }
+
+    /// The last resort when every PE the registrar names is one this session (or its pool
+    /// user) found dead, and still so after one retry delay: forget that, once per run of
+    /// failures, so the next choice may take one of them again rather than wait longer. Right
+    /// after a failure the registrar may still name a PE that just died (rsplib-measured.md
+    /// defect 4), so the first answer only makes the session wait; the registrar verifies
+    /// reported PEs, so one it still names a retry delay later is alive: a PE that ended a
+    /// session on purpose (CalcApp's failure tester), or a pool whose every PE failed once.
+    /// Returns false except on the first retry after a wait; the next failure then waits
+    /// with the usual backoff.
+    fn last_resort(&mut self) -> bool {
+        if self.backoff != 1 {
+            return false;
+        }
+        self.backoff = 2;
+        if let Some(h) = self.handle.as_ref() {
+            self.pu.forget_suspects(h);
+        }
+        for a in &mut self.avoid {
+            a.hard = false;
+        }
+        true
     }
 
     /// Remembers a PE left (and reports it if asked).
