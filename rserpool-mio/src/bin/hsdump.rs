@@ -20,13 +20,13 @@ use rserpool_mio::driver::{
     AppControl, Application, CspConfig, CspReporter, CspStatus, Driver, DriverConfig, Step,
     component_location,
 };
-use rserpool_mio::tools::hsdump::{Dump, HsDump, HsDumpConfig, HsDumpError, HsDumpEvent};
 use rserpool_mio::programs::common::{tls_policy, transport_mode_tls};
+use rserpool_mio::tools::hsdump::{Dump, HsDump, HsDumpConfig, HsDumpError, HsDumpEvent};
 use rserpool_mio::tools::random_nonzero_u32;
 use rserpool_mio::transport::{TransportConfig, TransportKind};
-use rserpool_proto::rtf::ChannelKind;
 use rserpool_proto::csp::ComponentId;
 use rserpool_proto::ids::ServerId;
+use rserpool_proto::rtf::ChannelKind;
 use rserpool_proto::transport::TransportProtocol;
 use std::io::Write;
 use std::process::ExitCode;

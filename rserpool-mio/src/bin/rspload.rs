@@ -16,8 +16,8 @@
 //! figures tell how well), 1 on bad options or when the sockets could not be opened.
 
 use rserpool_mio::cli::{self, RspLoadOptions};
-use rserpool_mio::tools::rspload::{self, LoadConfig};
 use rserpool_mio::programs::common::{library_mode, library_transport};
+use rserpool_mio::tools::rspload::{self, LoadConfig};
 use rserpool_mio::transport::{TransportConfig, raise_nofile_limit};
 use std::io::Write;
 use std::process::ExitCode;

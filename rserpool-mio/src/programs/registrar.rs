@@ -40,8 +40,8 @@ use rserpool_proto::csp::{
     CSP_DURATION_UNKNOWN, ComponentId, CspAssociation, CspProtocol, Workload, registrar_status_text,
 };
 use rserpool_proto::ids::ServerId;
-use rserpool_proto::transport::TransportParameter;
 use rserpool_proto::rtf::{ChannelKind as RtfKind, ChannelKinds};
+use rserpool_proto::transport::TransportParameter;
 use tracing::{debug, info, warn};
 
 use super::common::{

@@ -54,8 +54,8 @@ use rserpool_proto::rtf::ChannelKinds;
 use tracing::{debug, info, warn};
 
 use super::common::{
-    add_udp_or_warn, announce_receiver, init_logging_or_exit, os_rng, registrar_table_config,
-    library_mode, library_transport,
+    add_udp_or_warn, announce_receiver, init_logging_or_exit, library_mode, library_transport,
+    os_rng, registrar_table_config,
 };
 use super::daemon;
 use super::registrar::{advertised_transport, default_wildcard};

@@ -37,8 +37,8 @@ use rserpool_proto::ids::PeIdentifier;
 use tracing::{debug, warn};
 
 use super::common::{
-    add_udp_or_warn, announce_receiver, init_logging_or_exit, os_rng, registrar_table_config,
-    library_mode, library_transport,
+    add_udp_or_warn, announce_receiver, init_logging_or_exit, library_mode, library_transport,
+    os_rng, registrar_table_config,
 };
 use crate::cli::{RspTerminalOptions, process_env};
 use crate::driver::{

@@ -283,9 +283,7 @@ impl TlsLayer {
             Err(e) if e.kind() == io::ErrorKind::Interrupted => return Ok(TlsRead::Progress),
             Err(e) => return Err(TlsReadError::Io(e)),
         };
-        self.conn
-            .process_new_packets()
-            .map_err(TlsReadError::Tls)?;
+        self.conn.process_new_packets().map_err(TlsReadError::Tls)?;
         loop {
             match self.conn.reader().read(buf) {
                 // close_notify received: the peer's stream ends here.
@@ -335,5 +333,153 @@ impl TlsLayer {
             self.conn.send_close_notify();
             self.close_notify_sent = true;
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rcgen::{
+        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
+        KeyPair, KeyUsagePurpose,
+    };
+
+    /// A CA: its PEM and an issuer for leaves.
+    fn ca(name: &str) -> (String, Issuer<'static, KeyPair>) {
+        let key = KeyPair::generate().unwrap();
+        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
+        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
+        p.distinguished_name.push(DnType::CommonName, name);
+        let cert = p.self_signed(&key).unwrap();
+        (cert.pem(), Issuer::new(p, key))
+    }
+
+    /// A leaf certificate (chain PEM, key PEM) with `names` in its subjectAltName, usable as
+    /// TLS server and client.
+    fn leaf(issuer: &Issuer<'static, KeyPair>, names: &[&str]) -> (String, String) {
+        let key = KeyPair::generate().unwrap();
+        let names: Vec<String> = names.iter().map(|s| (*s).to_owned()).collect();
+        let mut p = CertificateParams::new(names).unwrap();
+        p.extended_key_usages = vec![
+            ExtendedKeyUsagePurpose::ServerAuth,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        ];
+        let cert = p.signed_by(&key, issuer).unwrap();
+        (cert.pem(), key.serialize_pem())
+    }
+
+    fn settings(leaf: &(String, String), ca: &str, name: &str) -> TlsSettings {
+        TlsSettings::from_pem(leaf.0.as_bytes(), leaf.1.as_bytes(), ca.as_bytes(), name).unwrap()
+    }
+
+    /// Moves every record `from` has into `to`, collecting the plaintext `to` decrypts.
+    fn transfer(
+        from: &mut TlsLayer,
+        to: &mut TlsLayer,
+        got: &mut Vec<u8>,
+    ) -> Result<(), TlsReadError> {
+        let mut wire = Vec::new();
+        assert!(from.write_records(&mut wire).unwrap());
+        let mut rd: &[u8] = &wire;
+        let mut buf = [0u8; 512];
+        while !rd.is_empty() {
+            to.read_once(&mut rd, &mut buf, &mut |p| got.extend_from_slice(p))?;
+        }
+        Ok(())
+    }
+
+    #[test]
+    fn mutual_authentication_and_bytes_both_ways() {
+        let (ca_pem, issuer) = ca("test CA");
+        let server = settings(&leaf(&issuer, &["rserpool"]), &ca_pem, "rserpool");
+        // A PE's certificate needs no name.
+        let client = settings(&leaf(&issuer, &[]), &ca_pem, DEFAULT_SERVER_NAME);
+        let mut s = server.accept().unwrap();
+        let mut c = client.connect().unwrap();
+        // Taken before the handshake, sent once it is done.
+        let big: Vec<u8> = (0..20_000u32).map(|i| i as u8).collect();
+        assert_eq!(c.write_plain(&big).unwrap(), big.len());
+        let (mut got_s, mut got_c) = (Vec::new(), Vec::new());
+        for _ in 0..6 {
+            transfer(&mut c, &mut s, &mut got_s).unwrap();
+            transfer(&mut s, &mut c, &mut got_c).unwrap();
+        }
+        assert!(!c.is_handshaking() && !s.is_handshaking());
+        assert_eq!(got_s, big);
+        assert_eq!(s.write_plain(b"answer").unwrap(), 6);
+        transfer(&mut s, &mut c, &mut got_c).unwrap();
+        assert_eq!(got_c, b"answer");
+        // close_notify ends the stream cleanly.
+        c.close_notify();
+        let mut wire = Vec::new();
+        assert!(c.write_records(&mut wire).unwrap());
+        let mut rd: &[u8] = &wire;
+        let r = s.read_once(&mut rd, &mut [0u8; 64], &mut |_| panic!("no more data"));
+        assert_eq!(r.unwrap(), TlsRead::Eof);
+    }
+
+    #[test]
+    fn a_client_of_another_ca_is_refused_before_any_byte_passes() {
+        let (ca_pem, issuer) = ca("test CA");
+        let (_, other) = ca("stranger CA");
+        let server = settings(&leaf(&issuer, &["rserpool"]), &ca_pem, "rserpool");
+        // The stranger trusts our CA (it can check the server) but its own key is foreign.
+        let stranger = settings(&leaf(&other, &["rserpool"]), &ca_pem, "rserpool");
+        let mut s = server.accept().unwrap();
+        let mut c = stranger.connect().unwrap();
+        c.write_plain(b"HELLO").unwrap();
+        let (mut got_s, mut got_c) = (Vec::new(), Vec::new());
+        transfer(&mut c, &mut s, &mut got_s).unwrap();
+        transfer(&mut s, &mut c, &mut got_c).unwrap();
+        let err = transfer(&mut c, &mut s, &mut got_s).unwrap_err();
+        assert!(matches!(err, TlsReadError::Tls(_)), "{err:?}");
+        assert!(got_s.is_empty(), "plaintext of an unauthenticated client");
+        // The server's alert makes the client fail too.
+        let err = transfer(&mut s, &mut c, &mut got_c).unwrap_err();
+        assert!(matches!(err, TlsReadError::Tls(_)), "{err:?}");
+        assert!(got_c.is_empty());
+    }
+
+    #[test]
+    fn a_server_of_another_ca_or_name_is_refused() {
+        let (ca_pem, issuer) = ca("test CA");
+        let (_, other) = ca("stranger CA");
+        let client = settings(&leaf(&issuer, &[]), &ca_pem, "rserpool");
+        for (server_leaf, why) in [
+            (leaf(&other, &["rserpool"]), "foreign CA"),
+            (leaf(&issuer, &["elsewhere"]), "wrong name"),
+        ] {
+            let server = settings(&server_leaf, &ca_pem, "rserpool");
+            let mut s = server.accept().unwrap();
+            let mut c = client.connect().unwrap();
+            let (mut got_s, mut got_c) = (Vec::new(), Vec::new());
+            transfer(&mut c, &mut s, &mut got_s).unwrap();
+            let err = transfer(&mut s, &mut c, &mut got_c).unwrap_err();
+            assert!(matches!(err, TlsReadError::Tls(_)), "{why}: {err:?}");
+        }
+    }
+
+    #[test]
+    fn bad_pem_is_reported() {
+        let (ca_pem, issuer) = ca("test CA");
+        let (cert, key) = leaf(&issuer, &["rserpool"]);
+        let e = TlsSettings::from_pem(b"", key.as_bytes(), ca_pem.as_bytes(), "rserpool");
+        assert!(e.unwrap_err().to_string().contains("certificate"));
+        let e = TlsSettings::from_pem(cert.as_bytes(), b"junk", ca_pem.as_bytes(), "rserpool");
+        assert!(e.unwrap_err().to_string().contains("key"));
+        let e = TlsSettings::from_pem(cert.as_bytes(), key.as_bytes(), b"", "rserpool");
+        assert!(e.unwrap_err().to_string().contains("CA"));
+        // A key that does not belong to the certificate.
+        let (_, other_key) = leaf(&issuer, &["rserpool"]);
+        let e = TlsSettings::from_pem(
+            cert.as_bytes(),
+            other_key.as_bytes(),
+            ca_pem.as_bytes(),
+            "rserpool",
+        );
+        assert!(e.is_err());
+        let e = TlsSettings::from_pem(cert.as_bytes(), key.as_bytes(), ca_pem.as_bytes(), "");
+        assert!(e.unwrap_err().to_string().contains("server name"));
     }
 }

@@ -28,7 +28,8 @@ use rserpool_proto::ids::{PeIdentifier, PoolHandle};
 use tracing::debug;
 
 use super::super::common::{
-    add_udp_or_warn, announce_receiver, os_rng, registrar_table_config, library_mode, library_transport,
+    add_udp_or_warn, announce_receiver, library_mode, library_transport, os_rng,
+    registrar_table_config,
 };
 use super::log_line;
 use crate::cli::{LibraryOptions, process_env};
