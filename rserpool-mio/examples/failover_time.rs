@@ -143,7 +143,7 @@ fn terminal(rounds: usize, timeout_ms: u64, how: Death) -> Vec<Duration> {
     args.push("-poolhandle=EchoPool".into());
     args.push(client_log_level());
     let mut t = TerminalProc::spawn(
-        &rserpool_mio::programs::cluster::Programs::in_dir(&s.pool.bin_dir),
+        rserpool_mio::programs::cluster::Programs::in_dir(&s.pool.bin_dir),
         &args,
     )
     .expect("rspterminal");

@@ -389,7 +389,7 @@ fn rspregistrar_drops_a_pool_user_that_never_reads() {
         .unwrap()
         .to_path_buf();
     let mut reg = Proc::spawn(
-        &Programs::in_dir(dir),
+        Programs::in_dir(dir),
         "rspregistrar",
         &[
             format!("-asap={asap}"),
