@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! hsdump ADDRESS[:PORT] [-transport=auto|sctp|tcp] [-timeout=MS] [-handlespaceonly]
+//!        [-tls-cert=FILE -tls-key=FILE -tls-ca=FILE [-tls-name=NAME]]
 //!        [-loglevel=N ...] [-cspserver=... -cspinterval=...]
 //! ```
 //!
@@ -19,11 +20,13 @@ use rserpool_mio::driver::{
     AppControl, Application, CspConfig, CspReporter, CspStatus, Driver, DriverConfig, Step,
     component_location,
 };
+use rserpool_mio::programs::common::{tls_policy, transport_mode_tls};
 use rserpool_mio::tools::hsdump::{Dump, HsDump, HsDumpConfig, HsDumpError, HsDumpEvent};
-use rserpool_mio::tools::{random_nonzero_u32, transport_mode};
-use rserpool_mio::transport::TransportKind;
+use rserpool_mio::tools::random_nonzero_u32;
+use rserpool_mio::transport::{TransportConfig, TransportKind};
 use rserpool_proto::csp::ComponentId;
 use rserpool_proto::ids::ServerId;
+use rserpool_proto::rtf::ChannelKind;
 use rserpool_proto::transport::TransportProtocol;
 use std::io::Write;
 use std::process::ExitCode;
@@ -80,14 +83,27 @@ fn main() -> ExitCode {
         return ExitCode::FAILURE;
     }
     let server_id = ServerId(random_nonzero_u32());
+    // With the TLS options, ENRP to the registrar runs over TLS (TCP mapping only).
+    let tls = match tls_policy(opts.transport, &opts.tls, ChannelKind::Enrp) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("hsdump: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let tcp = opts.transport == TransportChoice::Tcp || tls.is_some();
     let config = DriverConfig {
-        mode: transport_mode(opts.transport),
+        mode: transport_mode_tls(opts.transport, &opts.tls),
+        transport: TransportConfig {
+            tls,
+            ..TransportConfig::default()
+        },
         signals: true,
         ..DriverConfig::default()
     };
     let hs_config = HsDumpConfig {
         registrar: opts.registrar.addrs().to_vec(),
-        transport: if opts.transport == TransportChoice::Tcp {
+        transport: if tcp {
             TransportProtocol::Tcp
         } else {
             TransportProtocol::Sctp

@@ -5,16 +5,20 @@
 //! rspload -registrar=ADDR[:PORT] [-transport=auto|sctp|tcp] [-pes=N] [-assocs=C]
 //!         [-outstanding=W] [-poolhandle=NAME] [-policy=NAME[:ARGS]] [-duration=S]
 //!         [-mode=resolve|keepalive-only] [-regrate=R] [-regwindow=N] [-registrarpid=PID]
+//!         [-tls-cert=FILE -tls-key=FILE -tls-ca=FILE [-tls-name=NAME]]
 //! ```
+//!
+//! With the TLS options every association to the registrar runs over TLS (TCP mapping only):
+//! the registrar must run with the same CA and `-tls-asap`.
 //!
 //! Prints one figure per line, `NAME VALUE UNIT` (e.g. `resolutions_per_s 5345.0 1/s`),
 //! then a summary in lines starting with `# `. Exit status 0 when the run completed (the
 //! figures tell how well), 1 on bad options or when the sockets could not be opened.
 
 use rserpool_mio::cli::{self, RspLoadOptions};
+use rserpool_mio::programs::common::{library_mode, library_transport};
 use rserpool_mio::tools::rspload::{self, LoadConfig};
-use rserpool_mio::tools::transport_mode;
-use rserpool_mio::transport::raise_nofile_limit;
+use rserpool_mio::transport::{TransportConfig, raise_nofile_limit};
 use std::io::Write;
 use std::process::ExitCode;
 use tracing::warn;
@@ -43,8 +47,18 @@ fn main() -> ExitCode {
     }
     let mut cfg = LoadConfig::new(
         registrar.addrs().to_vec(),
-        transport_mode(opts.library.transport).resolve(),
+        library_mode(&opts.library).resolve(),
     );
+    cfg.transport = match library_transport(&opts.library) {
+        Ok(t) => TransportConfig {
+            tls: t.tls,
+            ..cfg.transport
+        },
+        Err(e) => {
+            eprintln!("rspload: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
     cfg.mode = opts.mode;
     cfg.pes = opts.pes;
     cfg.assocs = opts.assocs;

@@ -222,6 +222,54 @@ fn count_or_default<const DEFAULT: u32>(s: &str) -> Result<u32, String> {
     Ok(if v == 0 { DEFAULT } else { v })
 }
 
+/// Mutually authenticated TLS over the TCP mapping (our addition, off by default:
+/// RSPLIB has no TLS). Given all three files, the program's ASAP associations to registrars
+/// (a registrar: its ENRP associations, and ASAP with `-tls-asap`) run inside TLS 1.3, each
+/// side presenting a certificate issued by the CA; `docs/security.md` tells how to make
+/// them. Refused with `-transport=sctp`; `-transport=auto` means the TCP mapping then.
+#[derive(Args, Clone, Debug, Default, PartialEq, Eq)]
+#[command(next_help_heading = "TLS options (TCP mapping only)")]
+pub struct TlsOptions {
+    /// Our certificate chain, PEM (leaf first); turns TLS on together with -tls-key and -tls-ca
+    #[arg(long = "tls-cert", value_name = "FILE")]
+    pub cert: Option<PathBuf>,
+    /// The private key of -tls-cert, PEM (PKCS#8, PKCS#1 or SEC1)
+    #[arg(long = "tls-key", value_name = "FILE")]
+    pub key: Option<PathBuf>,
+    /// The CA certificate(s) every peer's certificate must be issued by, PEM
+    #[arg(long = "tls-ca", value_name = "FILE")]
+    pub ca: Option<PathBuf>,
+    /// The DNS name (subjectAltName) every registrar certificate carries (default rserpool)
+    #[arg(long = "tls-name", value_name = "NAME")]
+    pub name: Option<String>,
+}
+
+impl TlsOptions {
+    /// True when any TLS option is given.
+    pub fn requested(&self) -> bool {
+        self.cert.is_some() || self.key.is_some() || self.ca.is_some() || self.name.is_some()
+    }
+
+    /// Loads the certificates: `None` without TLS options; an error when some of the three
+    /// files are missing or do not load.
+    pub fn load(&self) -> std::io::Result<Option<crate::transport::TlsSettings>> {
+        if !self.requested() {
+            return Ok(None);
+        }
+        let (Some(cert), Some(key), Some(ca)) = (&self.cert, &self.key, &self.ca) else {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::InvalidInput,
+                "TLS needs all of -tls-cert=, -tls-key= and -tls-ca=",
+            ));
+        };
+        let name = self
+            .name
+            .as_deref()
+            .unwrap_or(crate::transport::tls::DEFAULT_SERVER_NAME);
+        crate::transport::TlsSettings::from_pem_files(cert, key, ca, name).map(Some)
+    }
+}
+
 /// The RSerPool library options every pool element and pool user accepts
 /// (RSPLIB `rsp_initarg`): static registrars, registrar hunt timers, announce listening,
 /// CSP, logging, and our `-transport=`.
@@ -269,6 +317,9 @@ pub struct LibraryOptions {
         value_enum
     )]
     pub transport: TransportChoice,
+    /// TLS to registrars.
+    #[command(flatten)]
+    pub tls: TlsOptions,
 }
 
 impl Default for LibraryOptions {
@@ -286,6 +337,7 @@ impl Default for LibraryOptions {
             csp_identifier: None,
             log: LogOptions::default(),
             transport: TransportChoice::Auto,
+            tls: TlsOptions::default(),
         }
     }
 }

@@ -56,7 +56,7 @@ pub use clients::{
 };
 pub use common::{
     AddressScope, CspOptions, CspTarget, LibraryOptions, LogColor, LogOptions, LogOutput,
-    TransportChoice, process_env,
+    TlsOptions, TransportChoice, process_env,
 };
 pub use logging::{LogInitError, build_subscriber, init_logging};
 pub use policy::{PolicyParseError, TestRegistratorPolicy, parse_policy};

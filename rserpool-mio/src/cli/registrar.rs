@@ -12,7 +12,7 @@ use super::addr::{
     ASAP_ANNOUNCE_DEFAULT, ASAP_PORT, AddressList, AnnounceSpec, BindSpec, ENRP_ANNOUNCE_DEFAULT,
     ENRP_PORT, IpNetwork, address_list, announce_spec, bind_spec,
 };
-use super::common::{AddressScope, CspOptions, LogOptions, TransportChoice};
+use super::common::{AddressScope, CspOptions, LogOptions, TlsOptions, TransportChoice};
 use super::values::{RateLimit, count_u32, identifier, millis, millis_min, seconds_min};
 
 /// Who may become an ENRP peer (`-peerpolicy=`, our addition).
@@ -219,6 +219,12 @@ pub struct RegistrarOptions {
         value_enum
     )]
     pub transport: TransportChoice,
+    /// TLS for ENRP (and ASAP with -tls-asap).
+    #[command(flatten)]
+    pub tls: TlsOptions,
+    /// With the TLS options: ASAP (PEs and PUs) over TLS too, not only ENRP (our addition)
+    #[arg(long = "tls-asap")]
+    pub tls_asap: bool,
     /// Who may become an ENRP peer: static, any, or NET/PREFIX[,NET/PREFIX...]
     #[arg(long = "peerpolicy", value_name = "static|any|CIDR[,CIDR...]", default_value = "any", value_parser = peer_policy)]
     pub peer_policy: PeerPolicy,

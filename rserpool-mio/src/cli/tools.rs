@@ -11,7 +11,7 @@ use rserpool_proto::ids::PoolHandle;
 use rserpool_proto::policy::Policy;
 
 use super::addr::{AddressList, CSP_PORT, ENRP_PORT, address_list, socket_addr};
-use super::common::{CspOptions, LibraryOptions, LogOptions, TransportChoice};
+use super::common::{CspOptions, LibraryOptions, LogOptions, TlsOptions, TransportChoice};
 use super::policy::{TestRegistratorPolicy, policy_value};
 use super::values::{
     RateLimit, count, count_u32, float_clamped, millis, millis_min, pool_handle, seconds_min,
@@ -36,6 +36,9 @@ pub struct HsDumpOptions {
         value_enum
     )]
     pub transport: TransportChoice,
+    /// TLS to the registrar's ENRP endpoint.
+    #[command(flatten)]
+    pub tls: TlsOptions,
     /// Give up when the registrar has not answered for this long, ms (connect included;
     /// our addition)
     #[arg(long = "timeout", value_name = "MS", default_value = "5000", value_parser = millis_min::<1>)]

@@ -15,9 +15,13 @@ use rserpool_proto::transport::TransportProtocol;
 use smallvec::SmallVec;
 use tracing::warn;
 
-use crate::cli::{LibraryOptions, LogOptions, TransportChoice, init_logging};
+use crate::cli::{LibraryOptions, LogOptions, TlsOptions, TransportChoice, init_logging};
 use crate::driver::{Driver, MulticastJoin, UdpConfig};
-use crate::transport::{TransportKind, TransportMode, UdpOptions, sctp_available};
+use crate::transport::{
+    TlsPolicy, TransportConfig, TransportKind, TransportMode, UdpOptions, sctp_available,
+};
+use rserpool_proto::rtf::ChannelKinds;
+use std::sync::Arc;
 
 /// A fast, seedable RNG for the machines, seeded from the operating system
 /// (`/dev/urandom`; if that cannot be read, from the clock and the process id).
@@ -46,6 +50,55 @@ pub fn transport_mode(choice: TransportChoice) -> TransportMode {
         TransportChoice::Tcp => TransportMode::Tcp,
         TransportChoice::Auto => TransportMode::Auto,
     }
+}
+
+/// The transport mode for `-transport=` and the TLS options: with TLS the TCP mapping
+/// (`auto` turns into `tcp`; there is no DTLS, `sctp` is refused by [`tls_policy`]).
+pub fn transport_mode_tls(choice: TransportChoice, tls: &TlsOptions) -> TransportMode {
+    if tls.requested() {
+        TransportMode::Tcp
+    } else {
+        transport_mode(choice)
+    }
+}
+
+/// The TLS policy of the TLS options for the RTF channel kinds `channels` (`None` without
+/// TLS options). Errors: incomplete options, files that do not load, TLS with
+/// `-transport=sctp`.
+pub fn tls_policy(
+    choice: TransportChoice,
+    tls: &TlsOptions,
+    channels: impl Into<ChannelKinds>,
+) -> io::Result<Option<TlsPolicy>> {
+    let Some(settings) = tls.load()? else {
+        return Ok(None);
+    };
+    if choice == TransportChoice::Sctp {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "TLS is available only over the TCP mapping (no DTLS over SCTP): \
+             use -transport=tcp or leave out the -tls-* options",
+        ));
+    }
+    Ok(Some(TlsPolicy::new(Arc::new(settings), channels)))
+}
+
+/// The transport mode of a pool element or pool user ([`transport_mode_tls`]).
+pub fn library_mode(lib: &LibraryOptions) -> TransportMode {
+    transport_mode_tls(lib.transport, &lib.tls)
+}
+
+/// The transport settings of a pool element or pool user: TLS for its ASAP associations
+/// to registrars when the TLS options are given ([`tls_policy`]).
+pub fn library_transport(lib: &LibraryOptions) -> io::Result<TransportConfig> {
+    Ok(TransportConfig {
+        tls: tls_policy(
+            lib.transport,
+            &lib.tls,
+            rserpool_proto::rtf::ChannelKind::AsapToRegistrar,
+        )?,
+        ..TransportConfig::default()
+    })
 }
 
 /// The transports a program listens on in `mode`: `Auto` means both where the kernel has

@@ -40,10 +40,13 @@ use rserpool_proto::csp::{
     CSP_DURATION_UNKNOWN, ComponentId, CspAssociation, CspProtocol, Workload, registrar_status_text,
 };
 use rserpool_proto::ids::ServerId;
+use rserpool_proto::rtf::{ChannelKind as RtfKind, ChannelKinds};
 use rserpool_proto::transport::TransportParameter;
 use tracing::{debug, info, warn};
 
-use super::common::{add_udp_or_warn, listen_kinds, os_rng, receiver_for, transport_mode};
+use super::common::{
+    add_udp_or_warn, listen_kinds, os_rng, receiver_for, tls_policy, transport_mode_tls,
+};
 use super::daemon;
 use crate::cli::{self, BindSpec, RegistrarOptions, process_env};
 use crate::driver::csp::interface_addresses;
@@ -477,6 +480,23 @@ fn warn_unsupported(opts: &RegistrarOptions) {
     }
 }
 
+/// The registrar's TLS policy: ENRP (both directions) over TLS when the TLS options are
+/// given, and ASAP from PEs and PUs too with `-tls-asap`. Registrar-initiated ASAP
+/// (channel kind 2, to a PE's own listener) stays plain.
+pub fn registrar_tls(opts: &RegistrarOptions) -> io::Result<Option<crate::transport::TlsPolicy>> {
+    if opts.tls_asap && !opts.tls.requested() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "-tls-asap needs -tls-cert=, -tls-key= and -tls-ca=",
+        ));
+    }
+    let mut channels = ChannelKinds::from(RtfKind::Enrp);
+    if opts.tls_asap {
+        channels = channels.with(RtfKind::AsapToRegistrar);
+    }
+    tls_policy(opts.transport, &opts.tls, channels)
+}
+
 /// Bytes held for one association beyond the transport's own queue (4 MiB) before the
 /// registrar gives up on a peer that does not read: room for the Handle Updates of a burst
 /// of ~180,000 registrations to a slow peer registrar, but not for a pool user that sends
@@ -490,7 +510,8 @@ fn run_once(
     up_time: Option<Duration>,
     banner: bool,
 ) -> io::Result<(Exit, bool)> {
-    let mode = transport_mode(opts.transport);
+    let mode = transport_mode_tls(opts.transport, &opts.tls);
+    let tls = registrar_tls(opts)?;
     let listeners = listener_configs(opts, mode);
     let min = address_scope(opts.min_address_scope);
     let mut config = registrar_config(opts);
@@ -503,6 +524,7 @@ fn run_once(
         transport: TransportConfig {
             // ASAP and ENRP messages are at most 65,535 bytes (16-bit length field).
             max_message_len: 65_536,
+            tls,
             ..TransportConfig::default()
         },
         // A peer that never reads its answers is dropped once this much waits for it,

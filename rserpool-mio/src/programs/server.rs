@@ -54,8 +54,8 @@ use rserpool_proto::rtf::ChannelKinds;
 use tracing::{debug, info, warn};
 
 use super::common::{
-    add_udp_or_warn, announce_receiver, init_logging_or_exit, os_rng, registrar_table_config,
-    transport_mode,
+    add_udp_or_warn, announce_receiver, init_logging_or_exit, library_mode, library_transport,
+    os_rng, registrar_table_config,
 };
 use super::daemon;
 use super::registrar::{advertised_transport, default_wildcard};
@@ -283,7 +283,7 @@ pub fn pe_config(
         asap_transport: None,
         reregistration_interval: opts.rereg_interval,
         registration_life: None,
-        registrar_table: registrar_table_config(lib, transport_mode(lib.transport)),
+        registrar_table: registrar_table_config(lib, library_mode(lib)),
         request_timeout: lib.registrar_response_timeout,
         request_max_trials: lib.registrar_request_max_trials,
     }
@@ -717,13 +717,14 @@ fn run_once(
     banner: bool,
 ) -> io::Result<(Exit, Server)> {
     let lib = &opts.library;
-    let mode = transport_mode(lib.transport);
+    let mode = library_mode(lib);
     let tkind = mode.resolve();
     let listener = listener_config(opts, tkind);
     let asap_listener = asap_listener_config(&listener, tkind);
     let dcfg = DriverConfig {
         listeners: std::iter::once(listener).chain(asap_listener).collect(),
         mode,
+        transport: library_transport(lib)?,
         signals: true,
         shutdown_grace: SHUTDOWN_GRACE,
         ..DriverConfig::default()

@@ -37,8 +37,8 @@ use rserpool_proto::ids::PeIdentifier;
 use tracing::{debug, warn};
 
 use super::common::{
-    add_udp_or_warn, announce_receiver, init_logging_or_exit, os_rng, registrar_table_config,
-    transport_mode,
+    add_udp_or_warn, announce_receiver, init_logging_or_exit, library_mode, library_transport,
+    os_rng, registrar_table_config,
 };
 use crate::cli::{RspTerminalOptions, process_env};
 use crate::driver::{
@@ -388,7 +388,7 @@ pub fn main_with(opts: RspTerminalOptions) -> ExitCode {
 /// The session configuration of `rspterminal`.
 pub fn session_config(opts: &RspTerminalOptions) -> PoolUserSessionConfig {
     let lib = &opts.library;
-    let mode = transport_mode(lib.transport);
+    let mode = library_mode(lib);
     PoolUserSessionConfig {
         pool_user: PoolUserConfig {
             registrar_table: registrar_table_config(lib, mode),
@@ -410,7 +410,8 @@ fn run(opts: &RspTerminalOptions) -> io::Result<TerminalStats> {
     let config = session_config(opts);
     let expect_answers = config.response_timeout.is_some();
     let dcfg = DriverConfig {
-        mode: transport_mode(lib.transport),
+        mode: library_mode(lib),
+        transport: library_transport(lib)?,
         signals: true,
         shutdown_grace: Duration::from_secs(2),
         ..DriverConfig::default()

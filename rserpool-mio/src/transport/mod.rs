@@ -46,6 +46,7 @@
 //! --test-threads=1`.
 
 pub mod sctp;
+pub mod tls;
 
 use bytes::{Bytes, BytesMut};
 use mio::net::{TcpListener, TcpStream, UdpSocket};
@@ -60,10 +61,13 @@ use std::collections::{BinaryHeap, HashMap, VecDeque};
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::ops::Range;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
+use tls::{TlsLayer, TlsRead, TlsReadError};
 
 pub use sctp::socket::sctp_available;
 pub use sctp::sys::raise_nofile_limit;
+pub use tls::{TlsPolicy, TlsSettings};
 
 /// The concrete transport of an association or listener.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -225,6 +229,10 @@ pub struct TransportConfig {
     pub listen_backlog: i32,
     /// SCTP socket settings.
     pub sctp: SctpOptions,
+    /// Mutually authenticated TLS for the TCP associations of some channel kinds
+    /// ([`tls`]); `None` (the default) = plain RTF, as RSPLIB speaks it. Listeners and
+    /// associations over SCTP that the policy covers are refused.
+    pub tls: Option<TlsPolicy>,
 }
 
 impl Default for TransportConfig {
@@ -240,11 +248,28 @@ impl Default for TransportConfig {
             close_linger: Duration::from_secs(5),
             listen_backlog: 4096,
             sctp: SctpOptions::default(),
+            tls: None,
         }
     }
 }
 
 impl TransportConfig {
+    /// TLS settings when the policy covers `channel` (outgoing associations).
+    fn tls_for(&self, channel: ChannelKind) -> Option<&Arc<TlsSettings>> {
+        self.tls
+            .as_ref()
+            .filter(|p| p.covers(channel))
+            .map(|p| &p.settings)
+    }
+
+    /// TLS settings when the policy covers any of `kinds` (listeners).
+    fn tls_for_any(&self, kinds: ChannelKinds) -> Option<&Arc<TlsSettings>> {
+        self.tls
+            .as_ref()
+            .filter(|p| p.covers_any(kinds))
+            .map(|p| &p.settings)
+    }
+
     fn rtf(&self) -> RtfConfig {
         RtfConfig {
             heartbeat_interval_ms: u32::try_from(self.rtf_heartbeat_interval.as_millis())
@@ -291,6 +316,8 @@ const COALESCE_MAX: usize = 2048;
 /// even when a peer writes without end (with 64 reads, a peer that never read its answers
 /// made a registrar hold 8 MiB of requests per pass and grow to 40 MB).
 const READ_BUDGET: usize = 4;
+/// TLS reads per pass (rustls reads at most 4 KiB at a time: the same 256 KiB per pass).
+const TLS_READ_BUDGET: usize = READ_BUDGET * RECV_BUF / 4096;
 /// SCTP messages per readiness event or timer pass and association (see [`READ_BUDGET`]).
 const SCTP_READ_BUDGET: usize = 64;
 
@@ -304,6 +331,8 @@ enum Slot {
         listener: TcpListener,
         id: SocketId,
         kinds: ChannelKinds,
+        /// Accepted connections are TLS servers requiring a client certificate.
+        tls: Option<Arc<TlsSettings>>,
     },
     SctpListener {
         sock: SctpSocket,
@@ -366,6 +395,8 @@ struct TcpIo {
     tail: BytesMut,
     write_shut: bool,
     peer_eof: bool,
+    /// TLS between the socket and RTF ([`tls`]); `None` = plain RTF.
+    tls: Option<Box<TlsLayer>>,
 }
 
 impl TcpIo {
@@ -380,6 +411,57 @@ impl TcpIo {
             tail: BytesMut::new(),
             write_shut: false,
             peer_eof: false,
+            tls: None,
+        }
+    }
+
+    /// Nothing waits to be written: no RTF output and no TLS record.
+    fn all_written(&self) -> bool {
+        self.out.is_empty() && self.tls.as_ref().is_none_or(|l| !l.wants_write())
+    }
+
+    /// TLS: moves the output into the TLS layer as plaintext (as far as it takes it) and
+    /// its records to the socket, until everything is out or the socket is full.
+    /// `queued` is decreased by the plaintext handed over.
+    fn flush_tls(&mut self, queued: &mut usize) -> io::Result<()> {
+        let Some(tls) = self.tls.as_mut() else {
+            return Ok(());
+        };
+        loop {
+            let mut moved = 0;
+            while let Some(front) = self.out.front() {
+                let chunk = front.get(self.front_off..).unwrap_or_default();
+                let n = if chunk.is_empty() {
+                    0
+                } else {
+                    tls.write_plain(chunk)?
+                };
+                moved += n;
+                if n >= chunk.len() {
+                    self.out.pop_front();
+                    self.front_off = 0;
+                } else {
+                    self.front_off += n;
+                    break;
+                }
+            }
+            if self.out.is_empty() && !self.tail.is_empty() {
+                let n = tls.write_plain(&self.tail)?;
+                moved += n;
+                let n = n.min(self.tail.len());
+                bytes::Buf::advance(&mut self.tail, n);
+                if self.tail.is_empty() {
+                    self.tail.clear();
+                }
+            }
+            *queued = queued.saturating_sub(moved);
+            if !tls.write_records(&mut self.stream)? {
+                return Ok(());
+            }
+            if moved == 0 || (self.out.is_empty() && self.tail.is_empty()) {
+                // Everything is out, or the layer takes no plaintext yet (handshake).
+                return Ok(());
+            }
         }
     }
 
@@ -598,6 +680,27 @@ impl Assoc {
                 if t.connecting || t.write_shut {
                     return;
                 }
+                if t.tls.is_some() {
+                    if let Err(e) = t.flush_tls(&mut self.queued) {
+                        self.write_error = Some(e);
+                        return;
+                    }
+                    if t.output_empty() && self.linger_until.is_some() {
+                        // Graceful close: close_notify after the last frame, then FIN.
+                        if let Some(l) = t.tls.as_mut() {
+                            l.close_notify();
+                        }
+                        match t.flush_tls(&mut self.queued) {
+                            Err(e) => self.write_error = Some(e),
+                            Ok(()) if t.all_written() => {
+                                let _ = t.stream.shutdown(std::net::Shutdown::Write);
+                                t.write_shut = true;
+                            }
+                            Ok(()) => {}
+                        }
+                    }
+                    return;
+                }
                 while !t.output_empty() {
                     let mut slices = [IoSlice::new(&[]); MAX_IOV];
                     let mut n = 0;
@@ -789,7 +892,40 @@ impl Assoc {
         }
         let mut eof = false;
         let mut read_err = None;
-        if do_read && !t.peer_eof {
+        let mut tls_err = None;
+        if do_read
+            && !t.peer_eof
+            && let Some(tls) = t.tls.as_mut()
+        {
+            self.read_pending = false;
+            let mut budget = TLS_READ_BUDGET;
+            let (rtf, events, now_us) = (&mut t.rtf, &mut *ctx.rtf_events, ctx.now_us);
+            let mut sink = |p: &[u8]| rtf.handle_input_into(now_us, p, events);
+            loop {
+                if budget == 0 {
+                    self.read_pending = true;
+                    break;
+                }
+                budget -= 1;
+                match tls.read_once(&mut t.stream, ctx.buf, &mut sink) {
+                    Ok(TlsRead::Progress) => {}
+                    Ok(TlsRead::WouldBlock) => break,
+                    Ok(TlsRead::Eof) => {
+                        eof = true;
+                        t.peer_eof = true;
+                        break;
+                    }
+                    Err(TlsReadError::Io(e)) => {
+                        read_err = Some(e);
+                        break;
+                    }
+                    Err(TlsReadError::Tls(e)) => {
+                        tls_err = Some(e);
+                        break;
+                    }
+                }
+            }
+        } else if do_read && !t.peer_eof {
             self.read_pending = false;
             let mut budget = READ_BUDGET;
             loop {
@@ -823,6 +959,18 @@ impl Assoc {
                 }
             }
         }
+        if let Some(e) = tls_err {
+            // Failed handshake (no or untrusted certificate, wrong name) or a bad record:
+            // nothing more reaches RTF. Send the alert rustls queued, then close.
+            let peer = t.stream.peer_addr().ok();
+            tracing::warn!(?peer, "TLS failed: {e}; connection closed");
+            if let Some(l) = t.tls.as_mut() {
+                let _ = l.write_records(&mut t.stream);
+            }
+            ctx.rtf_events.clear();
+            self.down(DownReason::ProtocolError, ctx.out);
+            return Fate::Remove { abort: false };
+        }
         if eof {
             t.rtf.handle_eof(ctx.now_us);
         }
@@ -847,7 +995,7 @@ impl Assoc {
             // queue is out.
             self.flush(ctx.now_us);
             if let AssocIo::Tcp(t) = &self.io
-                && t.out.is_empty()
+                && t.all_written()
             {
                 return Fate::Remove { abort: false };
             }
@@ -1454,7 +1602,11 @@ impl Transports {
                     listener: TcpListener::from_std(sock.into()),
                     id,
                     kinds,
+                    tls: self.config.tls_for_any(kinds).cloned(),
                 }
+            }
+            TransportKind::Sctp if self.config.tls_for_any(kinds).is_some() => {
+                return Err(tls_over_sctp());
             }
             TransportKind::Sctp => Slot::SctpListener {
                 sock: SctpSocket::listen(addrs, self.config.listen_backlog, &self.config.sctp)?,
@@ -1485,8 +1637,12 @@ impl Transports {
         channels: impl Into<ChannelKinds>,
         source_for: ChannelKind,
     ) -> io::Result<SocketId> {
+        let channels = channels.into();
         if kind == TransportKind::Tcp {
             return self.listen(addrs, kind, channels);
+        }
+        if self.config.tls_for_any(channels).is_some() {
+            return Err(tls_over_sctp());
         }
         let sock = SctpSocket::listen_shared(addrs, self.config.listen_backlog, &self.config.sctp)?;
         let port = sock
@@ -1502,7 +1658,7 @@ impl Transports {
         let idx = self.alloc(Slot::SctpListener {
             sock,
             id,
-            kinds: channels.into(),
+            kinds: channels,
         })?;
         if let Err(e) = self.register_idx(idx) {
             self.remove(idx, false);
@@ -1542,6 +1698,11 @@ impl Transports {
         if addrs.is_empty() {
             return Err(io::Error::new(io::ErrorKind::InvalidInput, "no address"));
         }
+        let tls = self.config.tls_for(channel);
+        if tls.is_some() && kind == TransportKind::Sctp {
+            return Err(tls_over_sctp());
+        }
+        let tls = tls.map(|t| t.connect()).transpose()?.map(Box::new);
         let now_us = self.us(Instant::now());
         let id = AssocId(self.next_id());
         let io = match kind {
@@ -1566,6 +1727,7 @@ impl Transports {
                 };
                 AssocIo::Tcp(Box::new(TcpIo {
                     next_addrs: rest,
+                    tls,
                     ..TcpIo::new(
                         stream,
                         RtfConnection::connector(channel, self.config.rtf(), now_us),
@@ -1982,16 +2144,24 @@ impl Transports {
                     listener,
                     id,
                     kinds,
-                    ..
+                    tls,
                 } => match listener.accept() {
                     Ok((stream, _)) => {
                         let _ = stream.set_nodelay(true);
+                        let tls = match tls.as_ref().map(|t| t.accept()).transpose() {
+                            Ok(t) => t.map(Box::new),
+                            // rustls could not make a connection: drop this one.
+                            Err(_) => continue,
+                        };
                         (
-                            AssocIo::Tcp(Box::new(TcpIo::new(
-                                stream,
-                                RtfConnection::acceptor(*kinds, self.config.rtf(), now_us),
-                                false,
-                            ))),
+                            AssocIo::Tcp(Box::new(TcpIo {
+                                tls,
+                                ..TcpIo::new(
+                                    stream,
+                                    RtfConnection::acceptor(*kinds, self.config.rtf(), now_us),
+                                    false,
+                                )
+                            })),
                             *id,
                             *kinds,
                         )
@@ -2122,6 +2292,13 @@ impl Transports {
         }
         self.due = due;
     }
+}
+
+fn tls_over_sctp() -> io::Error {
+    io::Error::new(
+        io::ErrorKind::Unsupported,
+        "TLS is available only over the TCP mapping (no DTLS over SCTP)",
+    )
 }
 
 fn connect_tcp(addr: SocketAddr) -> io::Result<TcpStream> {

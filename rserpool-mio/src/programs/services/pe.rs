@@ -46,7 +46,9 @@ use rserpool_core::{AssocId, ChannelKind, Instant};
 use rserpool_proto::csp::{ComponentId, CspProtocol, Workload, session_status_text};
 use tracing::{debug, info, warn};
 
-use super::super::common::{add_udp_or_warn, announce_receiver, os_rng, transport_mode};
+use super::super::common::{
+    add_udp_or_warn, announce_receiver, library_mode, library_transport, os_rng,
+};
 use super::super::daemon;
 use super::super::server::{
     SHUTDOWN_GRACE, ServerEnd, ServerMachine, ServerStats, asap_listener_config, listener_config,
@@ -705,13 +707,14 @@ fn run_once(
     banner: bool,
 ) -> io::Result<(Exit, ServiceServer)> {
     let lib = &opts.library;
-    let mode = transport_mode(lib.transport);
+    let mode = library_mode(lib);
     let tkind = mode.resolve();
     let listener = listener_config(opts, tkind);
     let asap_listener = asap_listener_config(&listener, tkind);
     let dcfg = DriverConfig {
         listeners: std::iter::once(listener).chain(asap_listener).collect(),
         mode,
+        transport: library_transport(lib)?,
         signals: true,
         shutdown_grace: SHUTDOWN_GRACE,
         ..DriverConfig::default()

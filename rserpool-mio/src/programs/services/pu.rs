@@ -28,7 +28,8 @@ use rserpool_proto::ids::{PeIdentifier, PoolHandle};
 use tracing::debug;
 
 use super::super::common::{
-    add_udp_or_warn, announce_receiver, os_rng, registrar_table_config, transport_mode,
+    add_udp_or_warn, announce_receiver, library_mode, library_transport, os_rng,
+    registrar_table_config,
 };
 use super::log_line;
 use crate::cli::{LibraryOptions, process_env};
@@ -68,7 +69,7 @@ pub fn client_session_config(
     lib: &LibraryOptions,
     response_timeout: Option<Duration>,
 ) -> PoolUserSessionConfig {
-    let mode = transport_mode(lib.transport);
+    let mode = library_mode(lib);
     PoolUserSessionConfig {
         pool_user: PoolUserConfig {
             registrar_table: registrar_table_config(lib, mode),
@@ -302,7 +303,8 @@ pub fn client_driver(
     csp_object: Option<u64>,
 ) -> io::Result<Driver<ClientSession>> {
     let dcfg = DriverConfig {
-        mode: transport_mode(lib.transport),
+        mode: library_mode(lib),
+        transport: library_transport(lib)?,
         signals,
         shutdown_grace: Duration::from_secs(2),
         ..DriverConfig::default()
