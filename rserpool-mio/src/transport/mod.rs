@@ -2335,3 +2335,61 @@ fn recv_udp(u: &mut Udp, buf: &mut [u8], out: &mut Vec<TransportEvent>) {
         }
     }
 }
+
+#[cfg(test)]
+mod nodelay_tests {
+    use super::*;
+    use mio::{Events, Poll};
+
+    /// `rsplib-measured.md` defect 2: RSPLIB leaves Nagle on for session sockets (every
+    /// reply one interval late). Ours: `TCP_NODELAY` on connected and accepted sockets.
+    #[test]
+    fn every_tcp_association_has_nodelay_on_both_ends() {
+        let mut poll = Poll::new().expect("poll");
+        let mut t = Transports::new(poll.registry(), 0..100, TransportConfig::default())
+            .expect("transports");
+        let l = t
+            .listen(
+                &["127.0.0.1:0".parse().expect("addr")],
+                TransportKind::Tcp,
+                ChannelKind::Session,
+            )
+            .expect("listen");
+        let addr = t.socket_local_addrs(l).expect("local")[0];
+        t.connect(&[addr], TransportKind::Tcp, ChannelKind::Session, Protocol::Asap)
+            .expect("connect");
+        let mut events = Events::with_capacity(64);
+        let mut out = Vec::new();
+        let start = Instant::now();
+        let tcp_streams = |t: &Transports| -> Vec<bool> {
+            t.entries
+                .iter()
+                .flatten()
+                .filter_map(|e| match &e.slot {
+                    Slot::Assoc(a) => match &a.io {
+                        AssocIo::Tcp(io) => Some(io.stream.nodelay().unwrap_or(false)),
+                        _ => None,
+                    },
+                    _ => None,
+                })
+                .collect()
+        };
+        while out
+            .iter()
+            .filter(|e| matches!(e, TransportEvent::Up { .. }))
+            .count()
+            < 2
+        {
+            assert!(start.elapsed() < Duration::from_secs(10), "no Up: {out:?}");
+            poll.poll(&mut events, Some(Duration::from_millis(10)))
+                .expect("poll");
+            let now = Instant::now();
+            for ev in events.iter() {
+                t.handle_event(ev, now, &mut out);
+            }
+            t.handle_timeout(now, &mut out);
+        }
+        let flags = tcp_streams(&t);
+        assert_eq!(flags, vec![true, true], "connected and accepted socket");
+    }
+}
