@@ -101,3 +101,38 @@ fn killed_pe_is_replaced_and_reply_numbers_continue() {
     let survivor = if serving == 0x21 { 0x22 } else { 0x21 };
     assert_eq!(pes, vec![serving, survivor], "{rest:#?}");
 }
+
+/// `rsplib-measured.md` defect 7: RSPLIB's pingpongclient never leaves a hung PE (no
+/// application keep-alive). Ours: the session layer's response timeout fails over, and the
+/// reply numbers continue on the other PE from the cookie.
+#[test]
+fn hung_pe_is_left_and_reply_numbers_continue() {
+    let mut pool = ServicePool::start(&bin_dir(), &logs("pp-stop"), &[]).expect("registrar");
+    for id in [0x31, 0x32] {
+        pool.start_pe_registered(id, &["-pingpong"]).expect("PE");
+    }
+    let c = client(
+        &pool,
+        &["-interval=50", "-messages=30", "-responsetimeout=300"],
+    );
+    let tenth = c
+        .wait_for(LIMIT, |l| parse_ack(l).is_some_and(|(_, _, r)| r == 10))
+        .expect("ten pongs");
+    let (_, serving, _) = parse_ack(&tenth.text).expect("ack");
+    std::thread::sleep(Duration::from_millis(10));
+    let pe = pool.pe(serving).expect("serving PE");
+    pe.signal("STOP").expect("SIGSTOP");
+    let (rest, code) = c.finish(LIMIT);
+    if let Some(pe) = pool.pe(serving) {
+        let _ = pe.signal("CONT");
+    }
+    let rest: Vec<String> = rest.into_iter().map(|l| l.text).collect();
+    assert_eq!(code, Some(0), "client exit: {rest:#?}");
+    let mut all: Vec<String> = (1..=10)
+        .map(|r| format!("Ack #{r} from PE ${serving:08x} (reply #{r})"))
+        .collect();
+    all.extend(rest.iter().cloned());
+    let pes = check_acks(&all, 30);
+    let survivor = if serving == 0x31 { 0x32 } else { 0x31 };
+    assert_eq!(pes, vec![serving, survivor], "{rest:#?}");
+}

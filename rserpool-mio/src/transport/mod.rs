@@ -2356,8 +2356,13 @@ mod nodelay_tests {
             )
             .expect("listen");
         let addr = t.socket_local_addrs(l).expect("local")[0];
-        t.connect(&[addr], TransportKind::Tcp, ChannelKind::Session, Protocol::Asap)
-            .expect("connect");
+        t.connect(
+            &[addr],
+            TransportKind::Tcp,
+            ChannelKind::Session,
+            Protocol::Asap,
+        )
+        .expect("connect");
         let mut events = Events::with_capacity(64);
         let mut out = Vec::new();
         let start = Instant::now();
