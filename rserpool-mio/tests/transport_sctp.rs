@@ -466,3 +466,18 @@ fn sctp_registrars_connect_from_their_enrp_port() {
             .then_some(())
     });
 }
+
+/// A pool user's session sockets acknowledge every packet at once (`SCTP_DELAYED_SACK`
+/// with `sack_freq` 1; RSPLIB defect 1: a dying PE's SHUTDOWN waited for a delayed SACK).
+#[test]
+fn sctp_session_sockets_can_disable_delayed_sack() {
+    if !sctp_or_skip("sctp_session_sockets_can_disable_delayed_sack") {
+        return;
+    }
+    use rserpool_mio::transport::sctp::socket::{SctpOptions, SctpSocket};
+    let opts = SctpOptions::default();
+    let l = SctpSocket::listen(&[lo(0)], 8, &opts).expect("listen");
+    let port = l.local_addrs().expect("local")[0].port();
+    let c = SctpSocket::connect(&[lo(port)], &opts).expect("connect");
+    c.sack_every_packet().expect("SCTP_DELAYED_SACK sack_freq=1");
+}

@@ -196,6 +196,13 @@ impl SctpSocket {
         Ok(s)
     }
 
+    /// Acknowledges every DATA packet at once (no delayed SACK): for session associations,
+    /// so that a PE that dies is seen without waiting for a delayed acknowledgement
+    /// ([`sys::set_sack_every_packet`]).
+    pub fn sack_every_packet(&self) -> io::Result<()> {
+        sys::set_sack_every_packet(self.sock.as_fd())
+    }
+
     /// Accepts one pending association, `Ok(None)` when there is none. One system call:
     /// `accept4` makes the socket non-blocking and close-on-exec, and the kernel copies the
     /// listener's SCTP options (`sctp_sock_migrate`: no delay, event subscriptions, receive

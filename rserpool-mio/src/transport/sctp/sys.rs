@@ -201,6 +201,31 @@ pub fn set_nodelay(fd: BorrowedFd<'_>) -> io::Result<()> {
     set_int(fd, SOL_SCTP, libc::SCTP_NODELAY, 1)
 }
 
+/// `SCTP_DELAYED_SACK` (RFC 6458 §8.1.19; Linux `SCTP_DELAYED_ACK_TIME`).
+pub const SCTP_DELAYED_SACK: libc::c_int = 16;
+
+/// `struct sctp_sack_info`.
+#[repr(C)]
+#[derive(Clone, Copy)]
+struct SctpSackInfo {
+    sack_assoc_id: i32,
+    sack_delay: u32,
+    sack_freq: u32,
+}
+
+/// Acknowledges every DATA packet at once (`SCTP_DELAYED_SACK` with `sack_freq` 1; the
+/// delay is left as it is). A peer that closes waits for the acknowledgement of its last
+/// data before it sends SHUTDOWN: with delayed SACKs a pool user learnt of a killed PE up
+/// to 200 ms late (`rsplib-measured.md` defect 1).
+pub fn set_sack_every_packet(fd: BorrowedFd<'_>) -> io::Result<()> {
+    let info = SctpSackInfo {
+        sack_assoc_id: 0,
+        sack_delay: 0,
+        sack_freq: 1,
+    };
+    setsockopt(fd, SOL_SCTP, SCTP_DELAYED_SACK, &info)
+}
+
 /// `SCTP_RECVRCVINFO` on: every user message comes with an `SCTP_RCVINFO` cmsg.
 pub fn set_recvrcvinfo(fd: BorrowedFd<'_>) -> io::Result<()> {
     set_int(fd, SOL_SCTP, libc::SCTP_RECVRCVINFO, 1)
