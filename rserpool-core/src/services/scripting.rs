@@ -233,12 +233,6 @@ pub struct ScriptingServerConfig {
     pub poll_interval: Duration,
     /// Info sent in READY / NOTREADY: the host name (at most 63 bytes are sent, as RSPLIB).
     pub hostname: String,
-    /// After the final (empty) DOWNLOAD, how long the PE waits for the PU to close the
-    /// association before it shuts it down itself (5 s). RSPLIB's PE shuts down at once,
-    /// and RSPLIB's `scriptingclient` then often fails over with the result still unread in
-    /// its receive buffer (`tests/interop/README.md`); the PU closes as soon as it has read
-    /// the end of the output, so waiting for it costs nothing.
-    pub close_linger: Duration,
 }
 
 impl Default for ScriptingServerConfig {
@@ -254,7 +248,6 @@ impl Default for ScriptingServerConfig {
             verbose: false,
             poll_interval: Duration::from_secs(1),
             hostname: String::new(),
-            close_linger: Duration::from_secs(5),
         }
     }
 }
@@ -295,8 +288,6 @@ enum ServerState {
     Upload(UploadTarget),
     Working,
     Download,
-    /// The output is sent: waiting until this time for the PU to close.
-    Linger(Instant),
     Finished,
 }
 
@@ -321,8 +312,6 @@ pub struct ScriptingServer<H: ScriptingHost, K: KeyringCheck> {
     blocked_since: Option<Instant>,
     first_read: bool,
     cleaned_up: bool,
-    /// The time of the latest input (the download runs from `poll_output`).
-    last_now: Instant,
     out: Outbox<ScriptingServerEvent>,
 }
 
@@ -348,7 +337,6 @@ impl<H: ScriptingHost, K: KeyringCheck> ScriptingServer<H, K> {
             blocked_since: None,
             first_read: true,
             cleaned_up: false,
-            last_now: Instant::ZERO,
             out: Outbox::default(),
         }
     }
@@ -508,9 +496,7 @@ impl<H: ScriptingHost, K: KeyringCheck> ScriptingServer<H, K> {
                     self.out.event(ScriptingServerEvent::DownloadComplete {
                         output_size: self.output_size,
                     });
-                    // The PU closes once it has read everything; shut down only if not.
-                    self.state = ServerState::Linger(self.last_now + self.config.close_linger);
-                    self.release();
+                    self.end(CloseMode::Shutdown);
                 }
             }
             Err(e) if self.first_read => self.abort(format!("there are no results: {e}")),
@@ -523,7 +509,6 @@ impl<H: ScriptingHost, K: KeyringCheck> ServiceSession for ScriptingServer<H, K>
     type Event = ScriptingServerEvent;
 
     fn handle_data(&mut self, now: Instant, _ppid: u32, _stream: u16, data: Bytes) {
-        self.last_now = self.last_now.max(now);
         if matches!(self.state, ServerState::Finished) {
             return;
         }
@@ -544,7 +529,7 @@ impl<H: ScriptingHost, K: KeyringCheck> ServiceSession for ScriptingServer<H, K>
                 other => self.abort(format!("unexpected message {other:?} while working")),
             },
             // RSPLIB does not read while it downloads; acknowledgements are harmless.
-            ServerState::Download | ServerState::Linger(_) => {}
+            ServerState::Download => {}
             ServerState::Idle | ServerState::Finished => {
                 self.abort(format!("unexpected message {m:?}"))
             }
@@ -556,7 +541,6 @@ impl<H: ScriptingHost, K: KeyringCheck> ServiceSession for ScriptingServer<H, K>
     }
 
     fn handle_event(&mut self, now: Instant, event: SessionEvent) {
-        self.last_now = self.last_now.max(now);
         if self.state == ServerState::Finished {
             return;
         }
@@ -586,7 +570,6 @@ impl<H: ScriptingHost, K: KeyringCheck> ServiceSession for ScriptingServer<H, K>
     }
 
     fn handle_timeout(&mut self, now: Instant) {
-        self.last_now = self.last_now.max(now);
         if let Some(since) = self.blocked_since
             && now >= since + self.config.transmit_timeout
         {
@@ -598,7 +581,6 @@ impl<H: ScriptingHost, K: KeyringCheck> ServiceSession for ScriptingServer<H, K>
                 self.abort("reception timeout during upload".into());
             }
             ServerState::Working if self.next_poll.is_some_and(|t| now >= t) => self.poll_work(now),
-            ServerState::Linger(until) if now >= until => self.end(CloseMode::Shutdown),
             _ => {}
         }
     }
@@ -625,7 +607,6 @@ impl<H: ScriptingHost, K: KeyringCheck> ServiceSession for ScriptingServer<H, K>
                 };
                 [self.next_poll, ka].into_iter().flatten().min()
             }
-            ServerState::Linger(until) => Some(until),
             _ => None,
         };
         [blocked, state].into_iter().flatten().min()
@@ -1428,62 +1409,11 @@ mod tests {
             ]
         );
         assert_eq!(outs.last(), Some(&ServiceOutput::Load(0.0)));
-        // The PE waits for the PU to close (RSPLIB's client loses unread data otherwise).
-        assert!(!outs.contains(&ServiceOutput::Close(CloseMode::Shutdown)));
-        assert!(!s.is_finished());
+        assert!(outs.contains(&ServiceOutput::Close(CloseMode::Shutdown)));
+        assert!(s.is_finished());
         assert_eq!(store.borrow().cleanups, 1);
-        assert_eq!(s.poll_timeout(), Some(now + Duration::from_secs(5)));
         s.handle_event(now, SessionEvent::PeerClosed);
-        assert!(s.is_finished());
-        assert!(
-            drain(&mut s).is_empty(),
-            "the PU closed: nothing left to do"
-        );
         assert_eq!(store.borrow().cleanups, 1, "cleanup runs once");
-    }
-
-    #[test]
-    fn server_shuts_down_after_linger_when_the_pu_stays() {
-        let store = Rc::new(RefCell::new(Store::default()));
-        let mut s =
-            ScriptingServer::new(config(), MemHost::new(&store, reverse_work, 0), NoKeyring);
-        let mut now = Instant::ZERO;
-        s.handle_event(now, SessionEvent::Up);
-        s.handle_data(
-            now,
-            35,
-            0,
-            up(ScriptingMessage::Upload(Bytes::from_static(b"xy"))),
-        );
-        s.handle_data(now, 35, 0, up(ScriptingMessage::Upload(Bytes::new())));
-        drain(&mut s);
-        now = Instant::from_millis(3000);
-        s.handle_timeout(now);
-        let outs = drain(&mut s);
-        assert_eq!(
-            sent(&outs).last(),
-            Some(&ScriptingMessage::Download(Bytes::new()))
-        );
-        assert!(!outs.iter().any(|o| matches!(o, ServiceOutput::Close(_))));
-        // The PU's acknowledgements meanwhile are ignored; nothing before the linger ends.
-        s.handle_data(
-            now,
-            35,
-            0,
-            up(ScriptingMessage::KeepAliveAck { status: None }),
-        );
-        let until = now + Duration::from_secs(5);
-        assert_eq!(s.poll_timeout(), Some(until));
-        s.handle_timeout(until - Duration::from_millis(1));
-        assert!(drain(&mut s).is_empty());
-        s.handle_timeout(until);
-        assert_eq!(
-            drain(&mut s),
-            vec![ServiceOutput::Close(CloseMode::Shutdown)]
-        );
-        assert!(s.is_finished());
-        assert_eq!(s.poll_timeout(), None);
-        assert_eq!(store.borrow().cleanups, 1);
     }
 
     #[test]
