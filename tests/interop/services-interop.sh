@@ -195,6 +195,20 @@ rsplib_job_running() {
   strip "$1" | awk '/^Job #[0-9]* accepted/ { j = $2 } /^Job #[0-9]* completed/ { if ($2 == j) j = "" }
     END { if (j == "") exit 1; sub(/^#/, "", j); print j }'
 }
+# rsplib_calcapp_busy PHASE: the host of RSPLIB's CalcApp PE PHASE-h3/-h4 with a job running
+# by its own output ("Job added" last, not "Job removed"): `ss` does not list the
+# associations of its one-to-many socket.
+rsplib_calcapp_busy() {
+  local h
+  for h in h3 h4; do
+    if grep -E 'Job (added|removed)' "$OUT/$1-$h.log" 2>/dev/null | tail -n 1 | grep -q 'Job added'; then
+      echo "$h"
+      return 0
+    fi
+  done
+  return 1
+}
+
 # kill_mid_job CLIENT-LOG PHASE RUNNING-FUNC: waits for a job under way at one of the PEs
 # PHASE-h3 / PHASE-h4 (client association present, job accepted), SIGKILLs that PE; KILLED_JOB
 # is the job's number, VICTIM the PE.
@@ -203,7 +217,7 @@ kill_mid_job() {
   local logf=$1 phase=$2 fn=$3 end=$((SECONDS + 40)) h j
   KILLED_JOB= VICTIM=
   while ((SECONDS < end)); do
-    if j=$("$fn" "$logf") && h=$(serving_host h3 h4); then
+    if j=$("$fn" "$logf") && h=$(serving_host h3 h4 || rsplib_calcapp_busy "$phase"); then
       KILLED_JOB=$j VICTIM=$phase-$h
       kill9 "$VICTIM"
       log "job #$j was under way at $VICTIM"
