@@ -89,6 +89,13 @@ setup() {
   mkdir -p "$OUT"
   trap cleanup EXIT
   log "$SCENARIO: output in $OUT, our binaries from $BIN"
+  # No segmentation offload: bulk transfers (scripting) would otherwise reach the capture
+  # as GSO super-packets, larger than the MTU and with SCTP checksum 0 (the wire never
+  # sees them; tshark does not mind, `rspwire pcap` reports bad checksums).
+  for h in h1 h2 h3 h4 h5; do
+    ip netns exec "$h" ethtool -K eth0 gso off >/dev/null 2>&1
+    ip netns exec "$h" ethtool -K eth0 tx-sctp-segmentation off >/dev/null 2>&1
+  done
   dumpcap -q -i br0 -w "$PCAP" >"$OUT/dumpcap.log" 2>&1 &
   DUMPCAP_PID=$!
   wait_for 20 test -s "$PCAP" || {
