@@ -49,7 +49,7 @@ impl ServicePool {
         args.extend(COMMON.iter().map(|s| (*s).to_owned()));
         args.extend(extra.iter().map(|s| (*s).to_owned()));
         let p = Proc::spawn(
-            &Programs::in_dir(bin_dir),
+            Programs::in_dir(bin_dir),
             "rspregistrar",
             &args,
             "registrar",
@@ -96,7 +96,7 @@ impl ServicePool {
         ]);
         let log = self.pe_log(id);
         let p = Proc::spawn(
-            &Programs::in_dir(&self.bin_dir),
+            Programs::in_dir(&self.bin_dir),
             "rspserver",
             &a,
             format!("PE {id:x}"),
