@@ -2,7 +2,7 @@
 //!
 //! ```text
 //! cargo run -p rserpool-async-std --example echo_pe -- [--registrar 127.0.0.1:3863]...
-//!     [--pool EchoPool] [--listen 127.0.0.1:0] [--tcp]
+//!     [--pool EchoPool] [--listen 127.0.0.1:0] [--identifier HEX] [--tcp]
 //! ```
 //! Registers in the pool, then echoes every message of every session. Each session first
 //! gets a state cookie ("echo PE <id>, message <n>", renewed with every message): a client
@@ -10,7 +10,9 @@
 //! handed. Kill it (Ctrl-C, or `kill -9`) while `echo_client` runs to watch the failover.
 
 use futures_lite::StreamExt;
-use rserpool_async_std::{PoolElement, PoolElementConfig, ServerEvent, Spawner, TransportMode};
+use rserpool_async_std::{
+    PeIdentifier, PoolElement, PoolElementConfig, ServerEvent, Spawner, TransportMode,
+};
 use std::net::SocketAddr;
 
 fn main() -> Result<(), Box<dyn std::error::Error>> {
@@ -25,6 +27,11 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
             }
             "--pool" => config.pool_handle = args.next().ok_or("--pool NAME")?.as_str().into(),
             "--listen" => config.listen = args.next().ok_or("--listen ADDR")?.parse()?,
+            "--identifier" => {
+                let hex = args.next().ok_or("--identifier HEX")?;
+                let hex = hex.trim_start_matches("0x");
+                config.pe_id = Some(PeIdentifier(u32::from_str_radix(hex, 16)?));
+            }
             "--tcp" => config.mode = TransportMode::Tcp,
             other => return Err(format!("unknown argument {other}").into()),
         }

@@ -65,16 +65,40 @@ pub struct Listen {
     /// `Tcp` / `Sctp`: that transport; `Auto`: every transport this host has (kernel SCTP
     /// when available, and RTF over TCP), as a registrar does (tcp-mapping.md §3.8).
     pub mode: TransportMode,
+    /// Over SCTP: outgoing associations of this channel kind leave from this listener's
+    /// addresses and port ([`Transports::listen_as_source`]); ignored over TCP. `None`
+    /// (default): a plain listener.
+    pub source_for: Option<rtf::ChannelKind>,
 }
 
 impl Listen {
+    /// A listener on `addrs` for `channels` over the transport(s) of `mode`.
+    pub fn new(
+        addrs: Vec<SocketAddr>,
+        channels: impl Into<ChannelKinds>,
+        mode: TransportMode,
+    ) -> Listen {
+        Listen {
+            addrs,
+            channels: channels.into(),
+            mode,
+            source_for: None,
+        }
+    }
+
     /// An RTF/TCP listener on `addr` for `channels`.
     pub fn tcp(addr: SocketAddr, channels: impl Into<ChannelKinds>) -> Listen {
-        Listen {
-            addrs: vec![addr],
-            channels: channels.into(),
-            mode: TransportMode::Tcp,
-        }
+        Listen::new(vec![addr], channels, TransportMode::Tcp)
+    }
+
+    /// Over SCTP, outgoing associations of channel kind `channel` leave from this
+    /// listener's endpoint. A pool element's ASAP listener uses it for
+    /// [`rtf::ChannelKind::AsapToRegistrar`], so that a registrar taking it over can reach
+    /// it at the address and port its registration came from (as the mio driver's
+    /// `ListenerConfig::source_for`).
+    pub fn source_for(mut self, channel: rtf::ChannelKind) -> Listen {
+        self.source_for = Some(channel);
+        self
     }
 }
 
@@ -515,12 +539,16 @@ fn open_listener(
                     .collect()
             })
         });
+        let mut listen = |addrs: &[SocketAddr]| match l.source_for {
+            Some(channel) => transports.listen_as_source(addrs, kind, l.channels, channel),
+            None => transports.listen(addrs, kind, l.channels),
+        };
         let socket = match same_port {
-            Some(addrs) => match transports.listen(&addrs, kind, l.channels) {
+            Some(addrs) => match listen(&addrs) {
                 Ok(s) => s,
-                Err(_) => transports.listen(&l.addrs, kind, l.channels)?,
+                Err(_) => listen(&l.addrs)?,
             },
-            None => transports.listen(&l.addrs, kind, l.channels)?,
+            None => listen(&l.addrs)?,
         };
         let addrs = transports.socket_local_addrs(socket)?;
         out.push(BoundListener {

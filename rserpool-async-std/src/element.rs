@@ -6,7 +6,10 @@
 //! # Life of a pool element
 //! 1. [`PoolElement::register`] opens the session listener (its bound port and addresses are
 //!    what gets registered), starts the driver and returns once the home registrar accepted
-//!    the registration — or with [`Error::Registration`].
+//!    the registration — or with [`Error::Registration`]. Over SCTP it also opens the PE's
+//!    ASAP endpoint ([`PoolElement::asap_addrs`]): its associations to registrars leave from
+//!    that port, and a registrar taking the PE over reaches it there (`asap.md` §5.5); over
+//!    the TCP mapping registrars reach the PE at its session port.
 //! 2. Re-registration, keep-alive answers, registrar failover and takeover are the core's;
 //!    [`PoolElement::events`] reports them.
 //! 3. Sessions arrive on [`PoolElement::incoming`] the moment their association is up. A
@@ -342,6 +345,7 @@ pub struct PoolElement {
     pe_id: PeIdentifier,
     pool_handle: PoolHandle,
     local_addrs: Vec<SocketAddr>,
+    asap_addrs: Vec<SocketAddr>,
     closed: bool,
 }
 
@@ -386,16 +390,31 @@ impl PoolElement {
             TransportKind::Sctp => TransportMode::Sctp,
             TransportKind::Tcp => TransportMode::Tcp,
         };
+        // Pool users' sessions, and over the TCP mapping registrars taking this PE over
+        // (tcp-mapping §3.7: they reach it at its user port).
+        let mut listen = vec![Listen::new(
+            vec![config.listen],
+            ChannelKinds::from(rtf::ChannelKind::Session).with(rtf::ChannelKind::AsapFromRegistrar),
+            mode,
+        )];
+        if kind == TransportKind::Sctp {
+            // Over SCTP the PE's ASAP endpoint: registrars record the source of its
+            // registration association as its ASAP transport, and one taking it over
+            // connects there (ENRP takeover, keep-alive with the H bit; asap.md §5.5).
+            // The associations to registrars leave from this listener's port.
+            listen.push(
+                Listen::new(
+                    vec![SocketAddr::new(config.listen.ip(), 0)],
+                    rtf::ChannelKind::AsapFromRegistrar,
+                    mode,
+                )
+                .source_for(rtf::ChannelKind::AsapToRegistrar),
+            );
+        }
         let driver_config = DriverConfig {
             transport: config.transport.clone(),
             mode,
-            listen: vec![Listen {
-                addrs: vec![config.listen],
-                // Pool users' sessions, and registrars taking this PE over (tcp-mapping §3.7).
-                channels: ChannelKinds::from(rtf::ChannelKind::Session)
-                    .with(rtf::ChannelKind::AsapFromRegistrar),
-                mode,
-            }],
+            listen,
             udp: config
                 .announce
                 .map(|g| multicast_receiver(g, rserpool_core::Protocol::PPID_ASAP))
@@ -408,7 +427,8 @@ impl PoolElement {
         let state = Watch::new(ElementState::default());
         let mut driver = Driver::try_build(driver_config, |listeners, _now| {
             let bound = listeners
-                .first()
+                .iter()
+                .find(|l| l.index == 0)
                 .and_then(|l| l.addrs.first().copied())
                 .unwrap_or(config.listen);
             let mut core = rserpool_core::pool_element::PoolElementConfig::new(
@@ -447,6 +467,13 @@ impl PoolElement {
         let local_addrs = driver
             .listeners()
             .iter()
+            .filter(|l| l.index == 0)
+            .flat_map(|l| l.addrs.iter().copied())
+            .collect();
+        let asap_addrs = driver
+            .listeners()
+            .iter()
+            .filter(|l| l.index == 1)
             .flat_map(|l| l.addrs.iter().copied())
             .collect();
         let handle = driver.handle();
@@ -465,6 +492,7 @@ impl PoolElement {
             pe_id,
             pool_handle: config.pool_handle.clone(),
             local_addrs,
+            asap_addrs,
             closed: false,
         };
         pe.handle.call(|m, now| m.pe.register(now)).await?;
@@ -500,6 +528,12 @@ impl PoolElement {
     /// The session listener's addresses (ephemeral port resolved).
     pub fn local_addrs(&self) -> &[SocketAddr] {
         &self.local_addrs
+    }
+
+    /// Over SCTP, the PE's ASAP endpoint: registrars taking it over connect here, and its
+    /// associations to registrars leave from this port. Empty over the TCP mapping.
+    pub fn asap_addrs(&self) -> &[SocketAddr] {
+        &self.asap_addrs
     }
 
     /// True until the driver task has ended (after [`PoolElement::shutdown`], or when its

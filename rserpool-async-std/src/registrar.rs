@@ -195,16 +195,21 @@ impl Registrar {
         if config.mode == TransportMode::Sctp && !sctp_available() {
             return Err(ConfigError::Transport("this host has no kernel SCTP").into());
         }
-        let asap = Listen {
-            addrs: vec![config.asap_listen],
-            channels: rtf::ChannelKind::AsapToRegistrar.into(),
-            mode: config.mode,
-        };
-        let enrp = Listen {
-            addrs: vec![config.enrp_listen],
-            channels: rtf::ChannelKind::Enrp.into(),
-            mode: config.mode,
-        };
+        let asap = Listen::new(
+            vec![config.asap_listen],
+            rtf::ChannelKind::AsapToRegistrar,
+            config.mode,
+        );
+        // ENRP associations to peers leave from the ENRP endpoint over SCTP: RSPLIB drops a
+        // Presence whose Server Information (our ENRP addresses and port) does not match the
+        // association's source addresses *and port*, as its one-to-many socket sends from
+        // its ENRP port (the mio registrar does the same).
+        let enrp = Listen::new(
+            vec![config.enrp_listen],
+            rtf::ChannelKind::Enrp,
+            config.mode,
+        )
+        .source_for(rtf::ChannelKind::Enrp);
         let driver_config = DriverConfig {
             transport: config.transport.clone(),
             mode: config.mode,

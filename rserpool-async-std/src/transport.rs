@@ -940,6 +940,9 @@ pub struct Transports {
     buf: Vec<u8>,
     /// Association sockets, closing ones included.
     assoc_slots: usize,
+    /// SCTP listeners outgoing associations of a channel kind leave from
+    /// ([`Transports::listen_as_source`]): (listener, channel kind, local addresses).
+    sctp_sources: Vec<(SocketId, ChannelKind, Vec<SocketAddr>)>,
 }
 
 impl std::fmt::Debug for Transports {
@@ -971,6 +974,7 @@ impl Transports {
             events: VecDeque::new(),
             buf: vec![0; RECV_BUF],
             assoc_slots: 0,
+            sctp_sources: Vec::new(),
         }
     }
 
@@ -1197,6 +1201,56 @@ impl Transports {
         Ok(id)
     }
 
+    /// Listens like [`Transports::listen`]; over SCTP, in addition, every later outgoing
+    /// association of channel kind `source_for` leaves from this listener's addresses and
+    /// port (both sockets `SO_REUSEPORT`: `SctpSocket::listen_shared` /
+    /// `SctpSocket::connect_from`), until the listener is closed. A pool element needs this:
+    /// registrars record the address and port its ASAP association comes from as its ASAP
+    /// transport, and a registrar taking it over connects there (`asap.md` §5.5; RSPLIB uses
+    /// one one-to-many socket for both). Over TCP it is a plain listener (the TCP mapping
+    /// reaches the PE at its user port instead). The mio driver's
+    /// `Transports::listen_as_source` does the same.
+    pub fn listen_as_source(
+        &mut self,
+        addrs: &[SocketAddr],
+        kind: TransportKind,
+        channels: impl Into<ChannelKinds>,
+        source_for: ChannelKind,
+    ) -> io::Result<SocketId> {
+        if kind == TransportKind::Tcp {
+            return self.listen(addrs, kind, channels);
+        }
+        let sock = SctpSocket::listen_shared(addrs, self.config.listen_backlog, &self.config.sctp)?;
+        let port = sock
+            .local_addrs()?
+            .first()
+            .map(SocketAddr::port)
+            .ok_or_else(|| io::Error::other("SCTP listener without a local address"))?;
+        let local: Vec<SocketAddr> = addrs
+            .iter()
+            .map(|a| SocketAddr::new(a.ip(), port))
+            .collect();
+        let id = SocketId(self.next_id());
+        let idx = self.alloc(Slot::SctpListener {
+            sock: Async::new_nonblocking(sock)?,
+            id,
+            kinds: channels.into(),
+        });
+        self.sockets.insert(id, idx);
+        self.sctp_sources.retain(|(_, c, _)| *c != source_for);
+        self.sctp_sources.push((id, source_for, local));
+        Ok(id)
+    }
+
+    /// The local endpoint outgoing SCTP associations of channel kind `channel` leave from
+    /// ([`Transports::listen_as_source`]), if any.
+    pub fn sctp_source(&self, channel: ChannelKind) -> Option<&[SocketAddr]> {
+        self.sctp_sources
+            .iter()
+            .find(|(_, c, _)| *c == channel)
+            .map(|(_, _, local)| local.as_slice())
+    }
+
     /// Starts an association to one peer with the addresses `addrs` (SCTP: multi-homed
     /// `sctp_connectx`; TCP: tried in order until one connects) and returns its new id at
     /// once; `Up` or `Down { reason: ConnectFailed }` follows.
@@ -1275,7 +1329,14 @@ impl Transports {
                 })
             }
             TransportKind::Sctp => AssocIo::Sctp(SctpIo {
-                sock: Async::new_nonblocking(SctpSocket::connect(addrs, &self.config.sctp)?)?,
+                sock: Async::new_nonblocking(match self.sctp_source(channel) {
+                    // If the shared port cannot be used (an association between the same
+                    // two endpoints still closing), connect from an ephemeral port: the
+                    // association works, only a takeover cannot reach it there.
+                    Some(local) => SctpSocket::connect_from(local, addrs, &self.config.sctp)
+                        .or_else(|_| SctpSocket::connect(addrs, &self.config.sctp))?,
+                    None => SctpSocket::connect(addrs, &self.config.sctp)?,
+                })?,
                 connecting: true,
                 out: VecDeque::new(),
                 reasm: BytesMut::new(),
@@ -1417,6 +1478,7 @@ impl Transports {
 
     /// Closes a listener or UDP socket. Associations accepted by a listener live on.
     pub fn close_socket(&mut self, socket: SocketId) -> bool {
+        self.sctp_sources.retain(|(id, _, _)| *id != socket);
         match self.sockets.remove(&socket) {
             Some(idx) => {
                 self.remove(idx, false);

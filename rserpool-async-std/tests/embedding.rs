@@ -224,6 +224,98 @@ async fn failover_over_sctp() {
 }
 on_both!(failover_over_sctp);
 
+/// A registrar with fast ENRP and keep-alive timers (takeover within about a second),
+/// statically peered with the registrars at `peers` (ENRP addresses).
+async fn fast_registrar(mode: TransportMode, peers: &[SocketAddr]) -> Registrar {
+    let mut c = RegistrarConfig {
+        mode,
+        ..RegistrarConfig::local(LOCALHOST)
+    };
+    for p in peers {
+        c = c.peer(*p);
+    }
+    let t = &mut c.core.timers;
+    t.keep_alive_transmission_interval = Duration::from_millis(200);
+    t.keep_alive_timeout_interval = Duration::from_millis(300);
+    t.peer_heartbeat_cycle = Duration::from_millis(200);
+    t.peer_max_time_last_heard = Duration::from_millis(500);
+    t.peer_max_time_no_response = Duration::from_millis(300);
+    t.mentor_discovery_timeout = Duration::from_millis(200);
+    t.takeover_expiry_interval = Duration::from_millis(500);
+    Registrar::start(c).await.unwrap()
+}
+
+/// ENRP takeover of an async PE over kernel SCTP: the PE's association to its registrar
+/// leaves from its ASAP endpoint, so the ASAP transport the registrars record for it is
+/// that listening port; when the home registrar dies, the survivor takes the PE over and
+/// reaches it there (keep-alive with the H bit), and the PE adopts the new home. Runs in
+/// `shared/tools/sctp-vm`, skipped on hosts without SCTP.
+async fn takeover_over_sctp() {
+    if !rserpool_async_std::transport::sctp_available() {
+        eprintln!("no kernel SCTP here: skipped");
+        return;
+    }
+    let r1 = fast_registrar(TransportMode::Sctp, &[]).await;
+    let r2 = fast_registrar(TransportMode::Sctp, &[r1.enrp_addr()]).await;
+    let pe = echo_pe_in(
+        "TakePool",
+        r1.asap_addr(),
+        Echoes::default(),
+        TransportMode::Sctp,
+    )
+    .await;
+    let asap = pe.asap_addrs().to_vec();
+    assert_eq!(asap.len(), 1, "one ASAP endpoint over SCTP: {asap:?}");
+    assert_ne!(asap[0].port(), 0);
+    assert_ne!(asap[0].port(), pe.local_addrs()[0].port());
+    let id = pe.pe_id();
+    let recorded = r1
+        .inspect(move |r| {
+            r.handlespace()
+                .pool(&"TakePool".into())
+                .and_then(|p| p.elements().find(|e| e.pe_id() == id))
+                .and_then(|e| e.asap_transport())
+        })
+        .await
+        .unwrap()
+        .expect("the registrar records the PE's ASAP transport");
+    assert_eq!(
+        recorded.port,
+        asap[0].port(),
+        "the registration came from the ASAP endpoint's port"
+    );
+    // Both registrars list the PE, homed at r1.
+    loop {
+        let l2 = r2.pool_elements("TakePool").await.unwrap();
+        if l2.len() == 1 && l2[0].home == r1.server_id() {
+            break;
+        }
+        async_io::Timer::after(Duration::from_millis(50)).await;
+    }
+    let (r1_id, r2_id) = (r1.server_id(), r2.server_id());
+    assert_eq!(pe.wait_home(None).await, r1_id);
+    let killed = std::time::Instant::now();
+    r1.kill().await;
+    assert_eq!(pe.wait_home(Some(r1_id)).await, r2_id);
+    eprintln!("SCTP takeover: kill -> PE re-homed {:?}", killed.elapsed());
+    let l2 = r2.pool_elements("TakePool").await.unwrap();
+    assert_eq!(l2.len(), 1);
+    assert_eq!((l2[0].pe_id, l2[0].home), (id, r2_id));
+    // Still served through the new home.
+    let mut session = PoolUser::connect(
+        "TakePool",
+        pu_config_in(r2.asap_addr(), TransportMode::Sctp),
+    )
+    .await
+    .unwrap();
+    session.send_msg(PPID, "taken over").await.unwrap();
+    assert_eq!(&session.recv_msg().await.unwrap().data[..], b"taken over");
+    session.close().await.unwrap();
+    pe.shutdown().await.unwrap();
+    r2.shutdown().await;
+}
+on_both!(takeover_over_sctp);
+
 async fn failover_in(mode: TransportMode) {
     let r = registrar_in(TransportMode::Auto).await;
     let echoes = Echoes::default();

@@ -31,14 +31,14 @@ fn sctp_or_skip(test: &str) -> bool {
 fn sctp_server() -> DriverConfig {
     DriverConfig {
         mode: TransportMode::Sctp,
-        listen: vec![Listen {
-            addrs: vec![
+        listen: vec![Listen::new(
+            vec![
                 "127.0.0.1:0".parse().unwrap(),
                 "127.0.0.2:0".parse().unwrap(),
             ],
-            channels: ChannelKinds::from(ChannelKind::Session),
-            mode: TransportMode::Sctp,
-        }],
+            ChannelKinds::from(ChannelKind::Session),
+            TransportMode::Sctp,
+        )],
         ..DriverConfig::default()
     }
 }

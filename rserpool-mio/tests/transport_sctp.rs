@@ -479,5 +479,6 @@ fn sctp_session_sockets_can_disable_delayed_sack() {
     let l = SctpSocket::listen(&[lo(0)], 8, &opts).expect("listen");
     let port = l.local_addrs().expect("local")[0].port();
     let c = SctpSocket::connect(&[lo(port)], &opts).expect("connect");
-    c.sack_every_packet().expect("SCTP_DELAYED_SACK sack_freq=1");
+    c.sack_every_packet()
+        .expect("SCTP_DELAYED_SACK sack_freq=1");
 }

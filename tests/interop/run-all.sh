@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # run-all.sh [--no-build] [SCENARIO...]: runs the interoperability scenarios on the host.
-#   1. builds our binaries in release (cargo build --release -p rserpool-mio --bins);
-#   2. runs each scenario (default: ours-sctp rsplib-interop services-interop) in the SCTP VM
+#   1. builds our binaries in release (cargo build --release -p rserpool-mio --bins, and the
+#      async driver's examples: -p rserpool-async-std --examples);
+#   2. runs each scenario (default: ours-sctp rsplib-interop services-interop async-mixed) in the SCTP VM
 #      (sctp-vm run --net=ns:5), results under $CARGO_TARGET_DIR/interop (default
 #      target/interop): one directory per scenario with logs, hsdump outputs and the capture;
 #   3. checks each capture on the host with check-pcap.sh (tshark + rspwire pcap);
@@ -22,13 +23,13 @@ for a in "$@"; do
   case $a in
     --no-build) build=0 ;;
     -h | --help)
-      sed -n '2,12p' "$0"
+      sed -n '2,13p' "$0"
       exit 0
       ;;
     *) scenarios+=("${a%.sh}") ;;
   esac
 done
-((${#scenarios[@]})) || scenarios=(ours-sctp rsplib-interop services-interop)
+((${#scenarios[@]})) || scenarios=(ours-sctp rsplib-interop services-interop async-mixed)
 
 skip() {
   echo "interop: skipped: $*"
@@ -50,6 +51,7 @@ t0=$SECONDS
 if ((build)); then
   echo "interop: building the binaries (release)"
   cargo build --release -p rserpool-mio --bins || exit 1
+  cargo build --release -p rserpool-async-std --examples || exit 1
 fi
 echo "interop: build took $((SECONDS - t0)) s"
 export RSERPOOL_BIN=$target/release

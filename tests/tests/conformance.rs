@@ -406,4 +406,12 @@ mod mixed {
         super::rehoming([&Mio, &Async], &Async, &Mio);
         super::takeover([&Async, &Mio, &Async], &Mio, &Async);
     }
+
+    /// An async PE homed at a mio registrar that dies, taken over by a registrar of either
+    /// driver (over the TCP mapping the taker reaches the PE at its user port, channel
+    /// kind 2); clients of the mio driver are served afterwards.
+    #[test]
+    fn async_pe_taken_over_in_a_mixed_cluster() {
+        super::takeover([&Mio, &Async, &Mio], &Async, &Mio);
+    }
 }
