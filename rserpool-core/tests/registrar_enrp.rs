@@ -923,3 +923,87 @@ fn peer_association_follows_the_one_the_peer_set_up() {
     let v: Vec<_> = r.reg.peers().map(|p| (p.server_id, p.state)).collect();
     assert_eq!(v, vec![(ServerId(P), PeerState::Alive)]);
 }
+
+#[test]
+fn resync_after_an_interrupted_walk_imports_but_does_not_purge() {
+    let mut r = Rig::new(cfg());
+    r.add_peer(100, P, "10.0.0.2", 0xffff);
+    r.enrp(100, add(P, "A", replica(11, P, "10.2.0.1")));
+    r.enrp(100, add(P, "A", replica(12, P, "10.2.0.1")));
+    let a = ph("A");
+    let cs = checksum_of([(&a, PeIdentifier(11)), (&a, PeIdentifier(13))]);
+    let response = |more: bool, reject: bool, ids: &[u32]| HandleTableResponse {
+        sender: ServerId(P),
+        receiver: ServerId(US),
+        more,
+        reject,
+        entries: if ids.is_empty() {
+            Vec::new()
+        } else {
+            vec![HandleTableEntry {
+                pool_handle: ph("A"),
+                pool_elements: ids.iter().map(|&i| replica(i, P, "10.2.0.1")).collect(),
+            }]
+        },
+        ..Default::default()
+    };
+    // A re-synchronisation is interrupted after its first response (M=1): P refuses the
+    // next request, but (an RSPLIB server) keeps the cursor of that walk.
+    r.enrp(100, presence(P, US, "10.0.0.2", cs, false));
+    r.enrp(100, response(true, false, &[11]));
+    r.enrp(100, response(false, true, &[]));
+    // The next one may receive only the rest of the old walk: it imports, purges nothing.
+    let outs = r.enrp(100, presence(P, US, "10.0.0.2", cs, false));
+    assert_eq!(enrp_sent(&outs).len(), 1, "a new W=1 request");
+    let outs = r.enrp(100, response(false, false, &[13]));
+    assert!(main_events(&outs).is_empty(), "{:?}", main_events(&outs));
+    let hs = r.reg.handlespace();
+    assert!(
+        hs.contains(&a, PeIdentifier(12)),
+        "not purged after a partial walk"
+    );
+    assert!(hs.contains(&a, PeIdentifier(13)));
+    // That walk ended (M=0): the next re-synchronisation sees the table from its start and
+    // purges what P no longer has.
+    r.enrp(100, presence(P, US, "10.0.0.2", cs, false));
+    let outs = r.enrp(100, response(false, false, &[11, 13]));
+    assert_eq!(
+        main_events(&outs),
+        vec![RegistrarEvent::PeRemoved {
+            pool_handle: a.clone(),
+            pe_id: PeIdentifier(12),
+            home: ServerId(P),
+            reason: RemovalReason::Resynchronised
+        }]
+    );
+}
+
+#[test]
+fn a_registrar_restarted_with_a_new_id_answers_our_probe_and_becomes_a_peer() {
+    let mut r = Rig::new(quiet_config(US));
+    r.add_peer(100, P, "10.0.0.2", 0xffff);
+    // P's association is lost; we probe its address at once.
+    let outs = r.down(100, AssocDownReason::Lost);
+    let probe = outs
+        .iter()
+        .find_map(|o| match o {
+            Output::Connect { assoc, .. } => Some(*assoc),
+            _ => None,
+        })
+        .expect("probe");
+    r.reg.handle_assoc_up(r.now, probe, &[sa("10.0.0.2:9901")]);
+    r.drain();
+    // A new registrar (id Q) runs there now and answers on our probe.
+    r.enrp_on(probe, presence(Q, US, "10.0.0.2", 0xffff, true));
+    assert!(
+        r.reg
+            .peers()
+            .any(|p| p.server_id == ServerId(Q) && p.state == PeerState::Alive),
+        "Q is a peer"
+    );
+    // Its table request over that association is served, not refused.
+    let outs = r.enrp_on(probe, table_request(Q, false));
+    let t = table(&outs);
+    assert!(!t.reject, "served");
+    assert_eq!(t.receiver, ServerId(Q));
+}

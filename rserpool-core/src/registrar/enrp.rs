@@ -98,6 +98,10 @@ pub(super) struct Peer {
     pub sync: Option<Sync>,
     /// Continuation of the table walk we serve it: (W flag, cursor).
     pub serve: Option<(bool, WalkCursor)>,
+    /// Its last Handle Table Response to us said "more" (M=1) and no later one ended the
+    /// walk: an RSPLIB server continues that walk at our next request whatever its W flag,
+    /// so a re-synchronisation started now would not see the table from its start.
+    pub walk_open: bool,
     /// Registrars we acknowledged (or will acknowledge) as taking this one over.
     pub takers: SmallVec<[ServerId; 2]>,
     /// Initiators whose Init Takeover Ack waits until we find this peer dead ourselves.
@@ -124,6 +128,7 @@ impl Peer {
             mentor: false,
             sync: None,
             serve: None,
+            walk_open: false,
             takers: SmallVec::new(),
             deferred: SmallVec::new(),
         }
@@ -294,6 +299,7 @@ impl Registrar {
             p.listsync = false;
             p.sync = None;
             p.serve = None;
+            p.walk_open = false;
             p.takers.clear();
             p.deferred.clear();
             // A new key, so that associations bound to the old incarnation are not
@@ -392,6 +398,22 @@ impl Registrar {
             let p = &self.peers[i];
             if p.id == sender {
                 return Ok((i, false));
+            }
+            let ours = self
+                .assocs
+                .get(&a)
+                .is_some_and(|x| x.origin() == Origin::EnrpPeer);
+            if p.id != ServerId::NONE && ours {
+                // We opened it to that entry's address (a probe after its association was
+                // lost) and another server answers there: the registrar at that address was
+                // restarted with a new id. The association is no longer the old entry's (it
+                // times out as usual, its PEs are taken over by the rules); the new server
+                // is resolved below like any other sender.
+                if let Some(e) = self.peers.get_mut(i) {
+                    e.assoc = None;
+                }
+                self.assoc_peers.remove(&a);
+                return self.resolve_peer(sender, ips, port, None);
             }
             if p.id != ServerId::NONE {
                 return Err(ProtocolErrorKind::NotAPeer { sender });
@@ -872,10 +894,15 @@ impl Registrar {
     /// Checksum mismatch: re-synchronise the peer's PEs (W=1), marking ours and purging
     /// what its table no longer has.
     fn start_resync(&mut self, i: usize) {
-        let seen = MarkSet::with_hasher(foldhash::fast::FixedState::with_seed(self.rng.next_u64()));
+        // Purge only after a walk seen from its start: if the peer's server may still hold
+        // the cursor of an interrupted walk, import what it sends but remove nothing (the
+        // next audit re-synchronises again if the checksums still differ).
+        let seen = (!self.peers[i].walk_open).then(|| {
+            MarkSet::with_hasher(foldhash::fast::FixedState::with_seed(self.rng.next_u64()))
+        });
         self.peers[i].sync = Some(Sync {
             own_children: true,
-            seen: Some(seen),
+            seen,
             imported: 0,
         });
         self.send_table_request(i, true);
@@ -892,7 +919,10 @@ impl Registrar {
 
     fn on_table_request(&mut self, assoc: AssocId, i: usize, r: &HandleTableRequest) {
         let receiver = self.peers[i].id;
-        // RSPLIB: a walk that ended with M=1 continues whatever the new W flag says.
+        // RSPLIB: a walk that ended with M=1 continues whatever the new W flag says (its
+        // requester switches from W=0 to W=1 when its mentor phase ends mid-walk). A
+        // requester of ours never purges after a walk it did not see from the start
+        // (`Peer::walk_open`).
         let (own, cursor) = match self.peers[i].serve.take() {
             Some((w, c)) => (w, Some(c)),
             None => (r.own_children_only, None),
@@ -929,9 +959,17 @@ impl Registrar {
         };
         let sender = self.peers[i].id;
         if r.reject {
+            // (`walk_open` stays: the peer may still hold the cursor of the walk.)
             self.peers[i].sync = None;
+            if self.mentor == Some(self.peers[i].key) && !self.startup_done {
+                // Refused (it did not know us yet): the next registrar heard from during
+                // the start-up phase becomes the mentor, rather than waiting out the phase.
+                self.peers[i].mentor = false;
+                self.mentor = None;
+            }
             return;
         }
+        self.peers[i].walk_open = r.more;
         let key = self.peers[i].key;
         for entry in &r.entries {
             for pe in &entry.pool_elements {
