@@ -42,8 +42,13 @@
 //! A PE this session lost, timed out on, could not connect to or reported is **not chosen**
 //! for [`PoolUserSessionConfig::avoid_time`]; on top of that the pool user does not return a
 //! reported PE while it is suspect (RSPLIB went back to dead PEs:
-//! `shared/design/rsplib-measured.md` defects 4, 5). A PE left by a forced failover without
-//! a report is only avoided while another one is available. To have alternatives at hand,
+//! `shared/design/rsplib-measured.md` defects 4, 5). The one exception is the last resort:
+//! when, one retry delay after a failure, every usable PE the registrar names is still one
+//! of those, the session forgets that once and takes one of them (the registrar verifies
+//! reported PEs, so one it still names is alive: a PE that ended a session on purpose, or a
+//! pool whose every PE failed once); if that fails too, it waits with the usual backoff.
+//! A PE left by a forced failover without a report is only avoided while another one is
+//! available. To have alternatives at hand,
 //! the resolution asks for one PE plus one per avoided PE plus the business card's PEs (at
 //! most 16). Among the usable PEs of the answer (user transport protocol in
 //! [`PoolUserSessionConfig::transports`], with a port and an address), the first one named
