@@ -236,10 +236,17 @@ stop_all() { # stop_all PID...: SIGKILL (a graceful end takes RSPLIB's PEs up to
     for p in "$@"; do wait "$p" 2>/dev/null; done
 }
 
-feed() { # feed N: one line every 100 ms (no program start per line)
-    local i
+feed() { # feed N [K SIG PID RECORD]: one line every 100 ms (no program start per line);
+    # right after line K, send SIG to PID (the line is then in flight) and append
+    # "RECORD <time>" to signals.txt
+    local i t
     for ((i = 1; i <= $1; i++)); do
         echo "line $i" || return
+        if [ "$i" = "${2:-}" ]; then
+            t=$EPOCHREALTIME
+            kill -s "$3" "$4"
+            echo "$5 $t" >>"$OUT/signals.txt"
+        fi
         nap 0.1
     done
 }
@@ -266,7 +273,9 @@ pe_scenario() { # pe_scenario IMPL SCEN RUN
     *-term)
         rm -f /tmp/fo-in
         mkfifo /tmp/fo-in
-        feed $(((5 + wait) * 10)) >/tmp/fo-in &
+        # The feeder itself signals PE 1 right after line 35 (~3.5 s: PE 2 has registered),
+        # so that line is in flight: RSPLIB's rspterminal loses it.
+        feed $(((5 + wait) * 10)) 35 "$sig" $P1 "$impl $scen $TIMERS $run" >/tmp/fo-in &
         F=$!
         client "$impl" rspterminal $(ours_resp "$impl") </tmp/fo-in >"$OUT/$tag.term" 2>"$OUT/$tag.client" &
         ;;
@@ -279,9 +288,11 @@ pe_scenario() { # pe_scenario IMPL SCEN RUN
     pe "$impl" h4 "${svc[@]}" >"$OUT/$tag.pe2" 2>&1 &
     local P2=$!
     nap 2
-    local t=$EPOCHREALTIME
-    kill -s "$sig" $P1
-    echo "$impl $scen $TIMERS $run $t" >>"$OUT/signals.txt"
+    if [ -z "$F" ]; then
+        local t=$EPOCHREALTIME
+        kill -s "$sig" $P1
+        echo "$impl $scen $TIMERS $run $t" >>"$OUT/signals.txt"
+    fi
     nap "$wait"
     nap 0.5
     # RSPLIB's rspterminal does not exit at the end of its input.

@@ -39,6 +39,16 @@ pub fn os_rng() -> Xoshiro256PlusPlus {
     Xoshiro256PlusPlus::from_seed(seed)
 }
 
+/// The transport settings of a pool user: SCTP acknowledges every packet at once
+/// ([`SctpOptions::sack_immediately`](crate::transport::sctp::socket::SctpOptions)), so the
+/// kernel of a PE whose process dies can send its SHUTDOWN at once instead of waiting up to
+/// 200 ms for the delayed SACK of its last reply (`rsplib-measured.md` defect 1).
+pub fn pool_user_transport() -> crate::transport::TransportConfig {
+    let mut t = crate::transport::TransportConfig::default();
+    t.sctp.sack_immediately = true;
+    t
+}
+
 /// The driver's transport mode for `-transport=`.
 pub fn transport_mode(choice: TransportChoice) -> TransportMode {
     match choice {
@@ -175,6 +185,21 @@ mod tests {
     use super::*;
     use crate::cli::RspTerminalOptions;
     use crate::cli::argv::try_parse_from;
+
+    #[test]
+    fn pool_users_acknowledge_every_packet_at_once() {
+        // Only the pool users' sockets: registrars and PEs keep the kernel's delayed SACK.
+        assert!(pool_user_transport().sctp.sack_immediately);
+        assert!(
+            !crate::transport::TransportConfig::default()
+                .sctp
+                .sack_immediately
+        );
+        assert_eq!(
+            pool_user_transport().sctp.ostreams,
+            crate::transport::TransportConfig::default().sctp.ostreams
+        );
+    }
 
     #[test]
     fn seeds_differ() {

@@ -37,8 +37,8 @@ use rserpool_proto::ids::PeIdentifier;
 use tracing::{debug, warn};
 
 use super::common::{
-    add_udp_or_warn, announce_receiver, init_logging_or_exit, os_rng, registrar_table_config,
-    transport_mode,
+    add_udp_or_warn, announce_receiver, init_logging_or_exit, os_rng, pool_user_transport,
+    registrar_table_config, transport_mode,
 };
 use crate::cli::{RspTerminalOptions, process_env};
 use crate::driver::{
@@ -413,6 +413,7 @@ fn run(opts: &RspTerminalOptions) -> io::Result<TerminalStats> {
         mode: transport_mode(lib.transport),
         signals: true,
         shutdown_grace: Duration::from_secs(2),
+        transport: pool_user_transport(),
         ..DriverConfig::default()
     };
     let mut driver = Driver::new(dcfg, |_, _| PoolUserSession::new(config, os_rng()))?;

@@ -28,7 +28,8 @@ use rserpool_proto::ids::{PeIdentifier, PoolHandle};
 use tracing::debug;
 
 use super::super::common::{
-    add_udp_or_warn, announce_receiver, os_rng, registrar_table_config, transport_mode,
+    add_udp_or_warn, announce_receiver, os_rng, pool_user_transport, registrar_table_config,
+    transport_mode,
 };
 use super::log_line;
 use crate::cli::{LibraryOptions, process_env};
@@ -305,6 +306,7 @@ pub fn client_driver(
         mode: transport_mode(lib.transport),
         signals,
         shutdown_grace: Duration::from_secs(2),
+        transport: pool_user_transport(),
         ..DriverConfig::default()
     };
     let mut driver = Driver::new(dcfg, |_, _| PoolUserSession::new(config, os_rng()))?;
