@@ -31,6 +31,8 @@
 #             (pe-stop: RSPLIB's PE answers only with the next keep-alive)
 #   lost      rspterminal: input lines never echoed up to the last echoed line
 #   takeover  signal -> first ENRP Init Takeover from a surviving registrar (reg-*)
+#   heard-takeover  the last ENRP message from A to B or C before the signal -> that Init
+#             Takeover (the timers' bound is max-time-last-heard + max-time-no-response)
 #
 # Timers (TIMERS=fast|stock, the same for both implementations):
 #   fast   registrars: the options of vectors/rsplib-captures/README.md; calcappclient
@@ -66,7 +68,7 @@ analyse() { # analyse OUT: values.tsv and summary.txt from the captures (host, t
             continue
         fi
         # One pass over the SCTP packets after the signal; awk computes every figure.
-        tshark -r "$pcap" -Y "sctp && frame.time_epoch >= $t" -T fields -E separator=/t \
+        tshark -r "$pcap" -Y "sctp && frame.time_epoch >= $t - 5" -T fields -E separator=/t \
             -e frame.time_epoch -e ip.src -e ip.dst -e sctp.chunk_type \
             -e sctp.data_payload_proto_id -e asap.message_type -e enrp.message_type \
             2>/dev/null |
@@ -77,6 +79,10 @@ analyse() { # analyse OUT: values.tsv and summary.txt from the captures (host, t
             function ms(a, b) { return sprintf("%.1f", (a - b) * 1000) }
             {
                 at = $1; src = $2; dst = $3
+                if (at < t) {
+                    if (src == "10.99.0.11" && (dst == "10.99.0.12" || dst == "10.99.0.13") && $7 != "") heard = at
+                    next
+                }
                 pe1pu = (src == "10.99.0.13" && dst == "10.99.0.15") || (src == "10.99.0.15" && dst == "10.99.0.13")
                 if (loss == "" && pe1pu && (has($4, 6) || has($4, 7))) loss = at
                 if (up == "" && src == "10.99.0.14" && dst == "10.99.0.15" && has($4, 11)) up = at
@@ -99,6 +105,7 @@ analyse() { # analyse OUT: values.tsv and summary.txt from the captures (host, t
                 }
                 if (scen ~ /^reg-/) {
                     out("takeover", takeover == "" ? "never" : ms(takeover, t))
+                    if (heard != "" && takeover != "") out("heard-takeover", ms(takeover, heard))
                 }
             }' >>"$values"
         if [ "$scen" = pe-kill-term ] || [ "$scen" = pe-stop-term ]; then
@@ -237,16 +244,16 @@ stop_all() { # stop_all PID...: SIGKILL (a graceful end takes RSPLIB's PEs up to
 }
 
 feed() { # feed N [K SIG PID RECORD]: one line every 100 ms (no program start per line);
-    # right after line K, send SIG to PID (the line is then in flight) and append
-    # "RECORD <time>" to signals.txt
+    # right before line K, send SIG to PID and append "RECORD <time>" to signals.txt: line
+    # K is then in flight (sent to PE 1 before the pool user sees the loss, or to PE 2)
     local i t
     for ((i = 1; i <= $1; i++)); do
-        echo "line $i" || return
         if [ "$i" = "${2:-}" ]; then
             t=$EPOCHREALTIME
             kill -s "$3" "$4"
             echo "$5 $t" >>"$OUT/signals.txt"
         fi
+        echo "line $i" || return
         nap 0.1
     done
 }
@@ -273,8 +280,8 @@ pe_scenario() { # pe_scenario IMPL SCEN RUN
     *-term)
         rm -f /tmp/fo-in
         mkfifo /tmp/fo-in
-        # The feeder itself signals PE 1 right after line 35 (~3.5 s: PE 2 has registered),
-        # so that line is in flight: RSPLIB's rspterminal loses it.
+        # The feeder itself signals PE 1 right before line 35 (~3.5 s: PE 2 has
+        # registered), so that line is in flight: RSPLIB's rspterminal loses it.
         feed $(((5 + wait) * 10)) 35 "$sig" $P1 "$impl $scen $TIMERS $run" >/tmp/fo-in &
         F=$!
         client "$impl" rspterminal $(ours_resp "$impl") </tmp/fo-in >"$OUT/$tag.term" 2>"$OUT/$tag.client" &
