@@ -267,7 +267,7 @@ pe_scenario() { # pe_scenario IMPL SCEN RUN
     case $scen in
     *-term) svc=(-echo) ;;
     *-ping) svc=(-pingpong) ;;
-    *-calc) svc=(-calcapp -capcookiemaxtime=0.5 "${CAP_OPTS[@]}") ;;
+    *-calc) svc=(-calcapp -capcookiemaxtime=0.5 -capvector=/tmp/fo-pe.vec -capscalar=/tmp/fo-pe.sca "${CAP_OPTS[@]}") ;;
     esac
     reg "$impl" h1 $A >"$OUT/$tag.rega" 2>&1 &
     local RA=$!
