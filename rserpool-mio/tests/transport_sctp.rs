@@ -467,8 +467,9 @@ fn sctp_registrars_connect_from_their_enrp_port() {
     });
 }
 
-/// A pool user's session sockets acknowledge every packet at once (`SCTP_DELAYED_SACK`
-/// with `sack_freq` 1; RSPLIB defect 1: a dying PE's SHUTDOWN waited for a delayed SACK).
+/// A pool user's sockets acknowledge every packet at once (`SctpOptions::sack_immediately`:
+/// `SCTP_DELAYED_SACK` with `sack_freq` 1; RSPLIB defect 1: a dying PE's SHUTDOWN waited for
+/// a delayed SACK). The kernel takes the option (a refused option fails the connect).
 #[test]
 fn sctp_session_sockets_can_disable_delayed_sack() {
     if !sctp_or_skip("sctp_session_sockets_can_disable_delayed_sack") {
@@ -478,7 +479,9 @@ fn sctp_session_sockets_can_disable_delayed_sack() {
     let opts = SctpOptions::default();
     let l = SctpSocket::listen(&[lo(0)], 8, &opts).expect("listen");
     let port = l.local_addrs().expect("local")[0].port();
-    let c = SctpSocket::connect(&[lo(port)], &opts).expect("connect");
-    c.sack_every_packet()
-        .expect("SCTP_DELAYED_SACK sack_freq=1");
+    let pu = SctpOptions {
+        sack_immediately: true,
+        ..SctpOptions::default()
+    };
+    SctpSocket::connect(&[lo(port)], &pu).expect("connect with SCTP_DELAYED_SACK sack_freq=1");
 }

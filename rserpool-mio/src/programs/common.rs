@@ -43,6 +43,17 @@ pub fn os_rng() -> Xoshiro256PlusPlus {
     Xoshiro256PlusPlus::from_seed(seed)
 }
 
+/// `t` with the settings of a pool user: SCTP acknowledges every packet at once
+/// ([`SctpOptions::sack_immediately`](crate::transport::sctp::socket::SctpOptions)), so the
+/// kernel of a PE whose process dies can send its SHUTDOWN at once instead of waiting up to
+/// 200 ms for the delayed SACK of its last reply (`rsplib-measured.md` defect 1).
+pub fn pool_user_transport(
+    mut t: crate::transport::TransportConfig,
+) -> crate::transport::TransportConfig {
+    t.sctp.sack_immediately = true;
+    t
+}
+
 /// The driver's transport mode for `-transport=`.
 pub fn transport_mode(choice: TransportChoice) -> TransportMode {
     match choice {
@@ -228,6 +239,22 @@ mod tests {
     use super::*;
     use crate::cli::RspTerminalOptions;
     use crate::cli::argv::try_parse_from;
+
+    #[test]
+    fn pool_users_acknowledge_every_packet_at_once() {
+        // Only the pool users' sockets: registrars and PEs keep the kernel's delayed SACK.
+        let default = crate::transport::TransportConfig::default;
+        assert!(pool_user_transport(default()).sctp.sack_immediately);
+        assert!(
+            !crate::transport::TransportConfig::default()
+                .sctp
+                .sack_immediately
+        );
+        assert_eq!(
+            pool_user_transport(default()).sctp.ostreams,
+            crate::transport::TransportConfig::default().sctp.ostreams
+        );
+    }
 
     #[test]
     fn seeds_differ() {

@@ -38,7 +38,7 @@ use tracing::{debug, warn};
 
 use super::common::{
     add_udp_or_warn, announce_receiver, init_logging_or_exit, library_mode, library_transport,
-    os_rng, registrar_table_config,
+    os_rng, pool_user_transport, registrar_table_config,
 };
 use crate::cli::{RspTerminalOptions, process_env};
 use crate::driver::{
@@ -411,7 +411,7 @@ fn run(opts: &RspTerminalOptions) -> io::Result<TerminalStats> {
     let expect_answers = config.response_timeout.is_some();
     let dcfg = DriverConfig {
         mode: library_mode(lib),
-        transport: library_transport(lib)?,
+        transport: pool_user_transport(library_transport(lib)?),
         signals: true,
         shutdown_grace: Duration::from_secs(2),
         ..DriverConfig::default()

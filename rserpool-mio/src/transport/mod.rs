@@ -1736,23 +1736,15 @@ impl Transports {
                 }))
             }
             TransportKind::Sctp => AssocIo::Sctp(SctpIo {
-                sock: {
-                    let sock = match self.sctp_sources.iter().find(|(_, c, _)| *c == channel) {
-                        // If the shared port cannot be used (an association between the
-                        // same two endpoints still closing), connect from an ephemeral
-                        // port: the association works, only a takeover cannot reach it.
-                        Some((_, _, local)) => {
-                            SctpSocket::connect_from(local, addrs, &self.config.sctp)
-                                .or_else(|_| SctpSocket::connect(addrs, &self.config.sctp))?
-                        }
-                        None => SctpSocket::connect(addrs, &self.config.sctp)?,
-                    };
-                    if channel == ChannelKind::Session {
-                        // A pool user's session: see a dying PE's SHUTDOWN at once. Best
-                        // effort: an older kernel without the option keeps delayed SACKs.
-                        let _ = sock.sack_every_packet();
+                sock: match self.sctp_sources.iter().find(|(_, c, _)| *c == channel) {
+                    // If the shared port cannot be used (an association between the same
+                    // two endpoints still closing), connect from an ephemeral port: the
+                    // association works, only a takeover cannot reach it there.
+                    Some((_, _, local)) => {
+                        SctpSocket::connect_from(local, addrs, &self.config.sctp)
+                            .or_else(|_| SctpSocket::connect(addrs, &self.config.sctp))?
                     }
-                    sock
+                    None => SctpSocket::connect(addrs, &self.config.sctp)?,
                 },
                 connecting: true,
                 out: OutQueue::default(),

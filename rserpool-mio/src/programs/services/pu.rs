@@ -29,7 +29,7 @@ use tracing::debug;
 
 use super::super::common::{
     add_udp_or_warn, announce_receiver, library_mode, library_transport, os_rng,
-    registrar_table_config,
+    pool_user_transport, registrar_table_config,
 };
 use super::log_line;
 use crate::cli::{LibraryOptions, process_env};
@@ -304,7 +304,7 @@ pub fn client_driver(
 ) -> io::Result<Driver<ClientSession>> {
     let dcfg = DriverConfig {
         mode: library_mode(lib),
-        transport: library_transport(lib)?,
+        transport: pool_user_transport(library_transport(lib)?),
         signals,
         shutdown_grace: Duration::from_secs(2),
         ..DriverConfig::default()

@@ -21,6 +21,12 @@ pub struct SctpOptions {
     pub max_init_attempts: u16,
     /// Largest INIT retransmission timeout in ms (0 = kernel default).
     pub max_init_timeo_ms: u16,
+    /// Acknowledge every DATA packet at once (`SCTP_DELAYED_SACK`, `sack_freq` 1) instead
+    /// of after up to 200 ms. The pool users set it: the kernel of a PE whose process was
+    /// killed sends its SHUTDOWN only once its last reply was acknowledged, so a delayed
+    /// SACK delays the failover by up to 200 ms (`rsplib-measured.md` defect 1). Costs one
+    /// SACK packet per message received that no reply carries.
+    pub sack_immediately: bool,
 }
 
 impl Default for SctpOptions {
@@ -32,6 +38,7 @@ impl Default for SctpOptions {
             instreams: 16,
             max_init_attempts: 4,
             max_init_timeo_ms: 5000,
+            sack_immediately: false,
         }
     }
 }
@@ -59,9 +66,9 @@ fn domain_for(addrs: &[SocketAddr]) -> Domain {
 
 impl SctpSocket {
     fn new(domain: Domain, opts: &SctpOptions) -> io::Result<SctpSocket> {
-        let sock = Socket::new(domain, Type::STREAM, Some(Protocol::SCTP))?;
-        sock.set_nonblocking(true)?;
-        sock.set_cloexec(true)?;
+        // Non-blocking and close-on-exec in the one `socket()` call (socket2 adds
+        // SOCK_CLOEXEC): no `fcntl` round trips on the failover path.
+        let sock = Socket::new(domain, Type::STREAM.nonblocking(), Some(Protocol::SCTP))?;
         if domain == Domain::IPV6 {
             sock.set_only_v6(false)?;
         }
@@ -83,6 +90,9 @@ impl SctpSocket {
             opts.max_init_attempts,
             opts.max_init_timeo_ms,
         )?;
+        if opts.sack_immediately {
+            sys::set_sack_immediately(fd)?;
+        }
         for t in [
             sys::SCTP_ASSOC_CHANGE,
             sys::SCTP_SHUTDOWN_EVENT,
@@ -194,13 +204,6 @@ impl SctpSocket {
         s.bind_all(local)?;
         sys::connectx(s.sock.as_fd(), addrs)?;
         Ok(s)
-    }
-
-    /// Acknowledges every DATA packet at once (no delayed SACK): for session associations,
-    /// so that a PE that dies is seen without waiting for a delayed acknowledgement
-    /// ([`sys::set_sack_every_packet`]).
-    pub fn sack_every_packet(&self) -> io::Result<()> {
-        sys::set_sack_every_packet(self.sock.as_fd())
     }
 
     /// Accepts one pending association, `Ok(None)` when there is none. One system call:
