@@ -9,7 +9,8 @@
 #   4. prints a summary; exit 0 if everything passed, 1 otherwise.
 # Without a usable VM (no sctp-vm, not root, `sctp-vm setup` fails) it prints a note and
 # exits 0: the scenarios need kernel SCTP, which only the VM provides here.
-# Environment: SCTP_VM (the sctp-vm command), INTEROP_TIMEOUT (seconds per scenario, 420).
+# Environment: SCTP_VM (the sctp-vm command), INTEROP_TIMEOUT (seconds per scenario, 420),
+# INTEROP_PROFILE (release, default, or debug).
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
 repo=$(cd "$here/../.." && pwd)
@@ -47,14 +48,24 @@ command -v tshark >/dev/null || {
   exit 1
 }
 
+# INTEROP_PROFILE=debug uses (and builds) the debug binaries instead: after `cargo test
+# --workspace` they are already built (48 s instead of minutes). Only for quick checks: with
+# debug binaries the CalcApp PEs compute so slowly that a services-interop check (a job under
+# way completes at the other PE within the client's run time) failed once in one try.
+profile=${INTEROP_PROFILE:-release}
+case $profile in
+  release) profile_flag=(--release) ;;
+  debug) profile_flag=() ;;
+  *) echo "interop: INTEROP_PROFILE must be release or debug"; exit 1 ;;
+esac
 t0=$SECONDS
 if ((build)); then
-  echo "interop: building the binaries (release)"
-  cargo build --release -p rserpool-mio --bins || exit 1
-  cargo build --release -p rserpool-async-std --examples || exit 1
+  echo "interop: building the binaries ($profile)"
+  cargo build "${profile_flag[@]}" -p rserpool-mio --bins || exit 1
+  cargo build "${profile_flag[@]}" -p rserpool-async-std --examples || exit 1
 fi
 echo "interop: build took $((SECONDS - t0)) s"
-export RSERPOOL_BIN=$target/release
+export RSERPOOL_BIN=$target/$profile
 work=$target/interop
 case $work in *[[:space:],]*) echo "interop: '$work' has a space or comma (sctp-vm cannot use it)"; exit 1 ;; esac
 mkdir -p "$work"
