@@ -32,7 +32,7 @@ use rserpool_core::services::simple::rspterminal_line;
 use rserpool_core::session::{
     PoolUserSession, PoolUserSessionConfig, ReplayPolicy, SendError, SessionEvent,
 };
-use rserpool_proto::csp::{ComponentId, CspProtocol, Workload, session_status_text};
+use rserpool_proto::csp::{ComponentId, Workload, session_status_text};
 use rserpool_proto::ids::PeIdentifier;
 use tracing::{debug, warn};
 
@@ -45,7 +45,6 @@ use crate::driver::{
     AppControl, Application, CspConfig, CspReporter, CspStatus, Driver, DriverConfig, Step,
     component_location,
 };
-use crate::transport::TransportKind;
 
 /// After the end of input: how long to wait for outstanding answers without any progress.
 pub const EOF_LINGER: Duration = Duration::from_secs(5);
@@ -341,27 +340,11 @@ impl<W: Write> Application<TerminalSession> for Terminal<W> {
 }
 
 fn csp_status(s: &TerminalSession, assocs: &crate::driver::AssocTable, now: Instant) -> CspStatus {
-    let connected = s
-        .pe_id()
-        .filter(|_| s.state() == rserpool_core::session::SessionState::Connected);
-    let mut associations = Vec::new();
-    if let (Some(pe), Some(a)) = (connected, s.association())
-        && let Some(info) = assocs.get(a)
-    {
-        let mut e = info.csp_entry(
-            ComponentId::pool_element(pe),
-            info.last_ppid.unwrap_or(0),
-            now,
-        );
-        if info.kind == TransportKind::Tcp {
-            e.protocol = CspProtocol::Tcp;
-        }
-        associations.push(e);
-    }
+    let (connected, associations) = super::services::pu::session_csp_associations(s, assocs, now);
     let status = if s.pool_user().registrar_table().is_hunting() {
         rserpool_proto::csp::StatusText::from("Looking for Registrar ...")
     } else {
-        session_status_text(u32::from(connected.is_some()))
+        session_status_text(u32::from(connected))
     };
     CspStatus {
         status,

@@ -23,7 +23,9 @@ use rserpool_core::services::{ServiceOutput, ServiceSession, SessionEvent};
 use rserpool_core::session::{
     PoolUserSession, PoolUserSessionConfig, ReplayPolicy, SessionEvent as PuEvent, SessionState,
 };
-use rserpool_proto::csp::{ComponentId, CspProtocol, Workload, session_status_text};
+use rserpool_proto::csp::{
+    ComponentId, CspAssociation, CspProtocol, Workload, session_status_text,
+};
 use rserpool_proto::ids::{PeIdentifier, PoolHandle};
 use tracing::debug;
 
@@ -269,7 +271,13 @@ impl<S: ServiceSession, H: ClientHooks<S::Event>> Application<ClientSession> for
     }
 }
 
-fn csp_status(s: &ClientSession, assocs: &AssocTable, now: Instant) -> CspStatus {
+/// Whether a pool user session is connected to a PE, and its CSP association entries: the
+/// association to that PE, if the driver knows it (none while it is between PEs).
+pub fn session_csp_associations(
+    s: &ClientSession,
+    assocs: &AssocTable,
+    now: Instant,
+) -> (bool, Vec<CspAssociation>) {
     let connected = s.pe_id().filter(|_| s.state() == SessionState::Connected);
     let mut associations = Vec::new();
     if let (Some(pe), Some(a)) = (connected, s.association())
@@ -285,8 +293,13 @@ fn csp_status(s: &ClientSession, assocs: &AssocTable, now: Instant) -> CspStatus
         }
         associations.push(e);
     }
+    (connected.is_some(), associations)
+}
+
+fn csp_status(s: &ClientSession, assocs: &AssocTable, now: Instant) -> CspStatus {
+    let (connected, associations) = session_csp_associations(s, assocs, now);
     CspStatus {
-        status: session_status_text(u32::from(connected.is_some())),
+        status: session_status_text(u32::from(connected)),
         workload: Workload::UNKNOWN,
         associations,
     }
