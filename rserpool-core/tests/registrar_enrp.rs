@@ -885,23 +885,30 @@ fn takeover_suggestion_sends_and_claims() {
     );
 }
 
-#[test]
-fn peer_association_follows_the_one_the_peer_set_up() {
-    // Our association to P (re-made after a loss) and P's own to us: P speaks on its own, as
-    // RSPLIB does (one ENRP socket; it drops Presences arriving from another port than its
-    // peer's ENRP port). We follow it, and never swap back to ours.
+/// A rig with peer P (10.0.0.2) whose association was lost: the association we opened to
+/// P's address at once (the probe), up.
+fn peer_lost_and_probed() -> (Rig, AssocId) {
     let mut r = Rig::new(quiet_config(US));
     r.add_peer(100, P, "10.0.0.2", 0xffff);
     let outs = r.down(100, AssocDownReason::Lost);
-    let ours = outs
+    let probe = outs
         .iter()
         .find_map(|o| match o {
             Output::Connect { assoc, .. } => Some(*assoc),
             _ => None,
         })
-        .expect("reconnect");
-    r.reg.handle_assoc_up(r.now, ours, &[sa("10.0.0.2:9901")]);
+        .expect("probe");
+    r.reg.handle_assoc_up(r.now, probe, &[sa("10.0.0.2:9901")]);
     r.drain();
+    (r, probe)
+}
+
+#[test]
+fn peer_association_follows_the_one_the_peer_set_up() {
+    // Our association to P (re-made after a loss) and P's own to us: P speaks on its own, as
+    // RSPLIB does (one ENRP socket; it drops Presences arriving from another port than its
+    // peer's ENRP port). We follow it, and never swap back to ours.
+    let (mut r, ours) = peer_lost_and_probed();
     // Where the heartbeats of the next 4 s went (one or two of them).
     let heartbeat_dest = |r: &mut Rig| -> Vec<Destination> {
         let mut d: Vec<Destination> = enrp_sent(&r.advance(secs(4)))
@@ -980,19 +987,8 @@ fn resync_after_an_interrupted_walk_imports_but_does_not_purge() {
 
 #[test]
 fn a_registrar_restarted_with_a_new_id_answers_our_probe_and_becomes_a_peer() {
-    let mut r = Rig::new(quiet_config(US));
-    r.add_peer(100, P, "10.0.0.2", 0xffff);
     // P's association is lost; we probe its address at once.
-    let outs = r.down(100, AssocDownReason::Lost);
-    let probe = outs
-        .iter()
-        .find_map(|o| match o {
-            Output::Connect { assoc, .. } => Some(*assoc),
-            _ => None,
-        })
-        .expect("probe");
-    r.reg.handle_assoc_up(r.now, probe, &[sa("10.0.0.2:9901")]);
-    r.drain();
+    let (mut r, probe) = peer_lost_and_probed();
     // A new registrar (id Q) runs there now and answers on our probe.
     r.enrp_on(probe, presence(Q, US, "10.0.0.2", 0xffff, true));
     assert!(
