@@ -1645,15 +1645,7 @@ impl Transports {
             return Err(tls_over_sctp());
         }
         let sock = SctpSocket::listen_shared(addrs, self.config.listen_backlog, &self.config.sctp)?;
-        let port = sock
-            .local_addrs()?
-            .first()
-            .map(SocketAddr::port)
-            .ok_or_else(|| io::Error::other("SCTP listener without a local address"))?;
-        let local: Vec<SocketAddr> = addrs
-            .iter()
-            .map(|a| SocketAddr::new(a.ip(), port))
-            .collect();
+        let local = sock.endpoint_of(addrs)?;
         let id = SocketId(self.next_id());
         let idx = self.alloc(Slot::SctpListener {
             sock,

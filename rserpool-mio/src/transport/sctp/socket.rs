@@ -126,6 +126,20 @@ impl SctpSocket {
         Self::listen_with(addrs, backlog, opts, true)
     }
 
+    /// `addrs` with the port this socket is bound to (the local endpoint of a listener bound
+    /// with port 0): what associations set up with [`SctpSocket::connect_from`] leave from.
+    pub fn endpoint_of(&self, addrs: &[SocketAddr]) -> io::Result<Vec<SocketAddr>> {
+        let port = self
+            .local_addrs()?
+            .first()
+            .map(SocketAddr::port)
+            .ok_or_else(|| io::Error::other("SCTP listener without a local address"))?;
+        Ok(addrs
+            .iter()
+            .map(|a| SocketAddr::new(a.ip(), port))
+            .collect())
+    }
+
     fn listen_with(
         addrs: &[SocketAddr],
         backlog: i32,
