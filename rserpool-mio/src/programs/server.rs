@@ -709,13 +709,13 @@ fn print_banner(
     let _ = io::stdout().flush();
 }
 
-/// One life of the server.
-fn run_once(
+/// The driver of a pool element with `rspserver`'s options: its session listener (and, over
+/// SCTP, its ASAP endpoint for registrars), the PE machine, registrar associations routed to
+/// it, registrar announces. Returns the driver, the session listener's local addresses and the
+/// transport kind in use. The PE configuration is validated before any socket opens.
+pub fn pe_driver(
     opts: &RspServerOptions,
-    factory: ServiceFactory,
-    stop_after: Option<Duration>,
-    banner: bool,
-) -> io::Result<(Exit, Server)> {
+) -> io::Result<(Driver<ServerMachine>, Vec<SocketAddr>, TransportKind)> {
     let lib = &opts.library;
     let mode = library_mode(lib);
     let tkind = mode.resolve();
@@ -753,6 +753,18 @@ fn run_once(
     if let Some(u) = announce_receiver(lib) {
         add_udp_or_warn(&mut driver, &u, "registrar announces");
     }
+    Ok((driver, local, tkind))
+}
+
+/// One life of the server.
+fn run_once(
+    opts: &RspServerOptions,
+    factory: ServiceFactory,
+    stop_after: Option<Duration>,
+    banner: bool,
+) -> io::Result<(Exit, Server)> {
+    let lib = &opts.library;
+    let (mut driver, local, tkind) = pe_driver(opts)?;
     let pe_id = driver.machine().element().pe_id();
     if banner {
         print_banner(opts, pe_id, &local, tkind);

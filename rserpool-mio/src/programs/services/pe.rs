@@ -41,25 +41,20 @@ use rserpool_core::services::scripting::{
 use rserpool_core::services::{
     CloseMode, PPID_CALCAPP, ServiceOutput, ServiceSession, SessionEvent, WallClock,
 };
-use rserpool_core::session::{PeSessionEvent, PoolElementSessions};
-use rserpool_core::{AssocId, ChannelKind, Instant};
+use rserpool_core::session::PeSessionEvent;
+use rserpool_core::{AssocId, Instant};
 use rserpool_proto::csp::{ComponentId, CspProtocol, Workload, session_status_text};
 use tracing::{debug, info, warn};
 
-use super::super::common::{
-    add_udp_or_warn, announce_receiver, library_mode, library_transport, os_rng,
-};
+use super::super::common::os_rng;
 use super::super::daemon;
-use super::super::server::{
-    SHUTDOWN_GRACE, ServerEnd, ServerMachine, ServerStats, asap_listener_config, listener_config,
-    pe_config,
-};
+use super::super::server::{ServerEnd, ServerMachine, ServerStats, pe_driver};
 use super::scripting_host::ScriptingEnvironment;
 use super::{host_clock, log_line};
 use crate::cli::{RspServerOptions, Service, process_env};
 use crate::driver::{
-    AppControl, Application, AssocTable, CspConfig, CspReporter, CspStatus, Driver, DriverConfig,
-    Exit, Step, component_location,
+    AppControl, Application, AssocTable, CspConfig, CspReporter, CspStatus, Exit, Step,
+    component_location,
 };
 use crate::transport::TransportKind;
 
@@ -707,41 +702,7 @@ fn run_once(
     banner: bool,
 ) -> io::Result<(Exit, ServiceServer)> {
     let lib = &opts.library;
-    let mode = library_mode(lib);
-    let tkind = mode.resolve();
-    let listener = listener_config(opts, tkind);
-    let asap_listener = asap_listener_config(&listener, tkind);
-    let dcfg = DriverConfig {
-        listeners: std::iter::once(listener).chain(asap_listener).collect(),
-        mode,
-        transport: library_transport(lib)?,
-        signals: true,
-        shutdown_grace: SHUTDOWN_GRACE,
-        ..DriverConfig::default()
-    };
-    let probe = pe_config(opts, tkind, &[SocketAddr::from(([127, 0, 0, 1], 1))]);
-    PoolElementSessions::new(probe, os_rng())
-        .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, format!("{e:?}")))?;
-    let mut local = Vec::new();
-    let mut driver = Driver::new(dcfg, |bound, _| {
-        local = bound
-            .listeners
-            .first()
-            .map(|l| l.local_addrs.clone())
-            .unwrap_or_default();
-        PoolElementSessions::new(pe_config(opts, tkind, &local), os_rng())
-            .expect("validated before the driver was made: only port and addresses differ")
-    })?;
-    driver.route_accepted(|m: &mut ServerMachine, now, id, info| {
-        if info.channel == Some(ChannelKind::AsapToPoolElement) {
-            m.handle_registrar_assoc_up(now, id, &info.peer_addrs);
-        } else {
-            rserpool_core::Machine::handle_assoc_up(m, now, id, &info.peer_addrs);
-        }
-    });
-    if let Some(u) = announce_receiver(lib) {
-        add_udp_or_warn(&mut driver, &u, "registrar announces");
-    }
+    let (mut driver, local, tkind) = pe_driver(opts)?;
     let pe_id = driver.machine().element().pe_id();
     if banner {
         print_banner(opts, pe_id.0, &local, tkind);
