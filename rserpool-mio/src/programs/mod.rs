@@ -17,5 +17,4 @@ pub mod demo;
 pub mod registrar;
 pub mod server;
 pub mod services;
-pub mod simple;
 pub mod terminal;

@@ -194,42 +194,6 @@ impl ServiceFactory {
     }
 }
 
-/// This host's wall clock as the session machines take it: the Unix time now (the driver's
-/// start) and the local UTC offset from `date +%z` (UTC when that fails).
-pub fn host_wall_clock() -> WallClock {
-    let unix = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap_or(Duration::ZERO);
-    WallClock {
-        unix_micros_at_zero: u64::try_from(unix.as_micros()).unwrap_or(u64::MAX),
-        utc_offset_secs: local_utc_offset().unwrap_or(0),
-    }
-}
-
-/// The local UTC offset in seconds, from `date +%z` (e.g. `+0130`).
-pub fn local_utc_offset() -> Option<i32> {
-    let out = std::process::Command::new("date")
-        .arg("+%z")
-        .output()
-        .ok()?;
-    parse_utc_offset(std::str::from_utf8(&out.stdout).ok()?.trim())
-}
-
-/// Parses `+hhmm` / `-hhmm`.
-pub fn parse_utc_offset(s: &str) -> Option<i32> {
-    let (sign, digits) = match s.as_bytes().first()? {
-        b'+' => (1, s.get(1..)?),
-        b'-' => (-1, s.get(1..)?),
-        _ => return None,
-    };
-    if digits.len() != 4 || !digits.bytes().all(|b| b.is_ascii_digit()) {
-        return None;
-    }
-    let h: i32 = digits.get(..2)?.parse().ok()?;
-    let m: i32 = digits.get(2..)?.parse().ok()?;
-    Some(sign * (h * 3600 + m * 60))
-}
-
 /// The session listener: `-local=` or every address with an ephemeral port; channel kinds
 /// Session and registrar-to-PE.
 pub fn listener_config(opts: &RspServerOptions, kind: TransportKind) -> ListenerConfig {
@@ -795,7 +759,7 @@ pub fn main_with(opts: RspServerOptions) -> ExitCode {
         return code;
     }
     init_logging_or_exit("rspserver", &opts.library.log);
-    let Some(factory) = ServiceFactory::new(&opts, host_wall_clock()) else {
+    let Some(factory) = ServiceFactory::new(&opts, super::services::host_clock()) else {
         // CalcApp and Scripting are run by the services module.
         return super::services::pe::run_service(&opts);
     };
@@ -841,15 +805,6 @@ mod tests {
 
     fn parse(args: &[&str]) -> RspServerOptions {
         try_parse_from(std::iter::once("rspserver").chain(args.iter().copied())).unwrap()
-    }
-
-    #[test]
-    fn offsets() {
-        assert_eq!(parse_utc_offset("+0130"), Some(5400));
-        assert_eq!(parse_utc_offset("-0800"), Some(-28_800));
-        assert_eq!(parse_utc_offset("0800"), None);
-        assert_eq!(parse_utc_offset("+08"), None);
-        assert_eq!(parse_utc_offset("+08x0"), None);
     }
 
     #[test]
