@@ -188,7 +188,27 @@ fn images_survive_failure_tester_and_killed_pe() {
     let killed = pool.logs.join("killed.png");
     let lines = render(&mut pool, &killed, (w2, h2), 2, |p| {
         std::thread::sleep(Duration::from_millis(200));
-        assert!(p.kill_pe(0x31));
+        // Kill a PE that serves a session of this image: the one with more open sockets
+        // (listener and registrar association plus its sessions). Both sessions may have
+        // landed on one PE (the registrar's round robin, the pool user's cache).
+        let sockets = |p: &mut ServicePool, id: u32| -> usize {
+            p.pe(id).map_or(0, |pe| {
+                std::fs::read_dir(format!("/proc/{}/fd", pe.pid())).map_or(0, |d| {
+                    d.flatten()
+                        .filter(|e| {
+                            std::fs::read_link(e.path())
+                                .is_ok_and(|l| l.to_string_lossy().starts_with("socket:"))
+                        })
+                        .count()
+                })
+            })
+        };
+        let victim = if sockets(p, 0x32) > sockets(p, 0x31) {
+            0x32
+        } else {
+            0x31
+        };
+        assert!(p.kill_pe(victim));
     });
     assert!(
         failovers(&lines) >= 1,
