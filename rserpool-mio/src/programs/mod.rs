@@ -4,9 +4,9 @@
 //! | program | module |
 //! |---|---|
 //! | `rspregistrar` | [`registrar`] |
-//! | `rspserver` | [`server`] |
+//! | `rspserver` (driver, options, main loop) | [`server`] |
+//! | `rspserver`'s application: every service's sessions | [`services::pe`] |
 //! | `rspterminal` | [`terminal`] |
-//! | `rspserver -pingpong/-calcapp/-fractal/-scripting` | [`services::pe`] |
 //! | `pingpongclient`, `calcappclient`, `scriptingclient`, `fractalpooluser` | [`services`] |
 //! | `rserpool-demo` | [`demo`] |
 

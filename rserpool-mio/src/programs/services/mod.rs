@@ -1,7 +1,6 @@
-//! RSPLIB's stateful example services on the mio driver: the pool-element side of
-//! `rspserver -pingpong | -calcapp | -fractal | -scripting` ([`pe`]) and the clients
-//! `pingpongclient`, `calcappclient`, `scriptingclient`, `fractalpooluser` ([`pu`] and one
-//! module per client).
+//! RSPLIB's example services on the mio driver: the pool-element application of `rspserver`
+//! for every service ([`pe`]) and the clients `pingpongclient`, `calcappclient`,
+//! `scriptingclient`, `fractalpooluser` ([`pu`] and one module per client).
 //!
 //! The services themselves are the sans-IO machines of [`rserpool_core::services`]; this
 //! module moves their outputs onto the session layer ([`rserpool_core::session`]) as the

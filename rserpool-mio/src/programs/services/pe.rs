@@ -1,6 +1,7 @@
-//! The pool-element side of `rspserver -pingpong | -fractal | -scripting | -calcapp`: the
-//! service machines of [`rserpool_core::services`] on [`PoolElementSessions`] (one machine
-//! per session; CalcApp: one machine for all sessions), on the mio [`Driver`].
+//! The pool-element application of `rspserver`, for every service: the service machines of
+//! [`rserpool_core::services`] on [`PoolElementSessions`] (one machine per session; CalcApp:
+//! one machine for all sessions), on the mio [`Driver`] ([`super::super::server`] sets the
+//! driver up and runs this application).
 //!
 //! Mapping (the one `rserpool_core::services` documents): `SessionOpened` →
 //! [`SessionEvent::Up`], `Data` → `handle_data`, `CookieEcho` → `handle_cookie_echo`,
@@ -9,24 +10,26 @@
 //! `abort`, [`ServiceOutput::Load`] → summed over the sessions and re-registered when the
 //! total moved by ≥ 0.01 under an adaptive policy (RSPLIB). Flow control: a session whose
 //! messages wait in the driver's overflow queue gets [`SessionEvent::Blocked`], and
-//! [`SessionEvent::Writable`] once the queue has drained. Compute-bound machines (the
-//! fractal generator) ask for "now" in `poll_timeout`; the loop then polls the sockets
+//! [`SessionEvent::Writable`] once the queue has drained, or on the next pass after it sent
+//! something (so that a generator such as chargen goes on producing). Compute-bound machines
+//! (the fractal generator) ask for "now" in `poll_timeout`; the loop then polls the sockets
 //! without sleeping between their steps, so one thread serves every session.
 //!
-//! Thread-per-session services (Ping Pong, Fractal, Scripting) accept at most their
-//! `-…maxthreads=` sessions; one more is accepted and closed at once (Scripting sends
-//! NOTREADY first), as RSPLIB's TCP-like server does. Shutdown (SIGINT/SIGTERM,
-//! `-runtime=`) tells every session [`SessionEvent::ServerShutdown`] (the fractal generator
-//! flushes its data and sends a last cookie; CalcApp sends final cookies with
-//! `-capcleanshutdownprobability=`), closes the rest and deregisters.
+//! Thread-per-session services (Character Generator, Ping Pong, Fractal, Scripting) accept at
+//! most their `-…maxthreads=` sessions; one more is accepted and closed at once (Scripting
+//! sends NOTREADY first), as RSPLIB's TCP-like server does; Echo, Discard and Daytime have no
+//! limit. Shutdown (SIGINT/SIGTERM, `-runtime=`) tells every session
+//! [`SessionEvent::ServerShutdown`] (the fractal generator flushes its data and sends a last
+//! cookie; CalcApp sends final cookies with `-capcleanshutdownprobability=`), closes the rest
+//! and deregisters.
+//!
+//! [`PoolElementSessions`]: rserpool_core::session::PoolElementSessions
+//! [`Driver`]: crate::driver::Driver
 
 use std::collections::HashMap;
 use std::fs::File;
 use std::io::{self, Write};
-use std::net::SocketAddr;
-use std::process::ExitCode;
 use std::sync::Arc;
-use std::time::Duration;
 
 use rand_xoshiro::Xoshiro256PlusPlus;
 use rserpool_core::pool_element::{PoolElementEvent, RegistrationFailure};
@@ -38,25 +41,22 @@ use rserpool_core::services::pingpong::{PingPongServer, PingPongServerConfig};
 use rserpool_core::services::scripting::{
     ScriptingRejectSession, ScriptingServer, ScriptingServerConfig,
 };
+use rserpool_core::services::simple::{
+    CharGenConfig, CharGenServer, DaytimeServer, DiscardServer, EchoServer,
+};
 use rserpool_core::services::{
     CloseMode, PPID_CALCAPP, ServiceOutput, ServiceSession, SessionEvent, WallClock,
 };
 use rserpool_core::session::PeSessionEvent;
 use rserpool_core::{AssocId, Instant};
-use rserpool_proto::csp::{ComponentId, CspProtocol, Workload, session_status_text};
 use tracing::{debug, info, warn};
 
 use super::super::common::os_rng;
-use super::super::daemon;
-use super::super::server::{ServerEnd, ServerMachine, ServerStats, pe_driver};
+use super::super::server::{ServerEnd, ServerMachine, ServerStats};
+use super::log_line;
 use super::scripting_host::ScriptingEnvironment;
-use super::{host_clock, log_line};
-use crate::cli::{RspServerOptions, Service, process_env};
-use crate::driver::{
-    AppControl, Application, AssocTable, CspConfig, CspReporter, CspStatus, Exit, Step,
-    component_location,
-};
-use crate::transport::TransportKind;
+use crate::cli::{RspServerOptions, Service};
+use crate::driver::{AppControl, Application, AssocTable, Step};
 
 /// A service session with its events rendered as text (for the log).
 pub type DynSession = Box<dyn ServiceSession<Event = String> + Send>;
@@ -108,8 +108,17 @@ where
     }
 }
 
-/// Which per-session machine new sessions get.
+/// Which per-session machine new sessions get (every service but CalcApp, whose one machine
+/// serves all sessions: [`CalcAppPe`]).
 pub enum SessionFactory {
+    /// Echo: every message back.
+    Echo,
+    /// Discard: nothing back.
+    Discard,
+    /// Daytime: the time of day, then close.
+    Daytime(WallClock),
+    /// Character generator.
+    CharGen(CharGenConfig),
     /// Ping Pong.
     PingPong(PingPongServerConfig),
     /// Fractal generator.
@@ -119,9 +128,52 @@ pub enum SessionFactory {
 }
 
 impl SessionFactory {
+    /// The factory for `opts`' service (`clock` for Daytime; `scripting`, the environment
+    /// that outlives one server life, for Scripting). CalcApp has none: an error.
+    pub fn new(
+        opts: &RspServerOptions,
+        clock: WallClock,
+        scripting: Option<&Arc<ScriptingEnvironment>>,
+    ) -> io::Result<SessionFactory> {
+        Ok(match opts.service() {
+            Service::Echo => SessionFactory::Echo,
+            Service::Discard => SessionFactory::Discard,
+            Service::Daytime => SessionFactory::Daytime(clock),
+            Service::CharGen => SessionFactory::CharGen(chargen_config(opts)),
+            Service::PingPong => SessionFactory::PingPong(pingpong_config(opts)),
+            Service::Fractal => SessionFactory::Fractal(fractal_config(opts)),
+            Service::Scripting => {
+                let env = scripting
+                    .cloned()
+                    .ok_or_else(|| io::Error::other("scripting environment missing"))?;
+                SessionFactory::Scripting(scripting_config(opts), env)
+            }
+            Service::CalcApp => {
+                return Err(io::Error::other(
+                    "CalcApp serves all sessions in one machine",
+                ));
+            }
+        })
+    }
+
+    /// Most parallel sessions (`None`: unlimited, RSPLIB's UDP-like services).
+    pub fn max_sessions(&self) -> Option<usize> {
+        match self {
+            SessionFactory::Echo | SessionFactory::Discard | SessionFactory::Daytime(_) => None,
+            SessionFactory::CharGen(c) => Some(c.max_sessions),
+            SessionFactory::PingPong(c) => Some(c.max_sessions),
+            SessionFactory::Fractal(c) => Some(c.max_sessions),
+            SessionFactory::Scripting(c, _) => Some(c.max_sessions),
+        }
+    }
+
     /// A machine for a new session.
     pub fn open(&self) -> io::Result<DynSession> {
         Ok(match self {
+            SessionFactory::Echo => Box::new(Described(EchoServer::new())),
+            SessionFactory::Discard => Box::new(Described(DiscardServer::new())),
+            SessionFactory::Daytime(clock) => Box::new(Described(DaytimeServer::new(*clock))),
+            SessionFactory::CharGen(c) => Box::new(Described(CharGenServer::new(*c))),
             SessionFactory::PingPong(c) => Box::new(Described(PingPongServer::new(*c))),
             SessionFactory::Fractal(c) => Box::new(Described(FractalServer::new(*c))),
             SessionFactory::Scripting(c, env) => {
@@ -197,17 +249,20 @@ impl CalcAppPe {
 
 struct Slot {
     session: DynSession,
+    /// A send had to wait in the driver's overflow queue; `Writable` follows when it drained.
     blocked: bool,
+    /// It sent something in its last turn: it may want to send more (`Writable`).
+    wants_more: bool,
+    /// Its share of the PE's load (0-1).
     load: f64,
     /// Counts towards the session limit (a NOTREADY session does not).
     counted: bool,
 }
 
-/// The `rspserver` application for the stateful services.
+/// The `rspserver` application: the service sessions around the pool element.
 pub struct ServiceServer {
     factory: Option<SessionFactory>,
     calcapp: Option<CalcAppPe>,
-    max_sessions: Option<usize>,
     adaptive: bool,
     reported_load: f64,
     daemon: bool,
@@ -223,12 +278,13 @@ pub struct ServiceServer {
 }
 
 impl ServiceServer {
-    /// A server whose sessions come from `factory` (thread-per-session services, at most
-    /// `max_sessions`) or from the one CalcApp machine.
+    /// A server whose sessions come from `factory` (at most its
+    /// [`SessionFactory::max_sessions`] at a time) or from the one CalcApp machine; `adaptive`:
+    /// the pool policy takes the load; `daemon`: a failed first registration is not fatal;
+    /// `stop_at` ends it (like a signal) at that time.
     pub fn new(
         factory: Option<SessionFactory>,
         calcapp: Option<CalcAppPe>,
-        max_sessions: Option<usize>,
         adaptive: bool,
         daemon: bool,
         stop_at: Option<Instant>,
@@ -236,7 +292,6 @@ impl ServiceServer {
         ServiceServer {
             factory,
             calcapp,
-            max_sessions,
             adaptive,
             reported_load: 0.0,
             daemon,
@@ -260,6 +315,16 @@ impl ServiceServer {
     /// Sessions open now.
     pub fn session_count(&self) -> usize {
         self.sessions.len()
+    }
+
+    /// True once SIGINT/SIGTERM arrived.
+    pub fn signalled(&self) -> bool {
+        self.signalled
+    }
+
+    /// How the run ended (`None` while it runs).
+    pub fn end(&self) -> Option<&ServerEnd> {
+        self.end.as_ref()
     }
 
     fn total_load(&self) -> f64 {
@@ -289,6 +354,7 @@ impl ServiceServer {
                 ServiceOutput::Send { ppid, data, .. } => {
                     if m.send(id, ppid, data).is_ok() {
                         self.stats.sent += 1;
+                        slot.wants_more = true;
                     } else {
                         slot.session.handle_event(now, SessionEvent::SendFailed);
                     }
@@ -306,7 +372,7 @@ impl ServiceServer {
                     };
                 }
                 ServiceOutput::Load(l) => {
-                    slot.load = l;
+                    slot.load = l.clamp(0.0, 1.0);
                     load_changed = true;
                 }
                 ServiceOutput::Log { level, message } => {
@@ -385,7 +451,7 @@ impl ServiceServer {
                     return;
                 };
                 let busy = self.sessions.values().filter(|s| s.counted).count();
-                let (machine, counted) = if self.max_sessions.is_some_and(|max| busy >= max) {
+                let (machine, counted) = if factory.max_sessions().is_some_and(|max| busy >= max) {
                     info!("{session:?}: session refused, all {busy} slots busy");
                     match factory.reject() {
                         Some(r) => (r, false),
@@ -410,6 +476,7 @@ impl ServiceServer {
                     Slot {
                         session: machine,
                         blocked: false,
+                        wants_more: false,
                         load: 0.0,
                         counted,
                     },
@@ -483,17 +550,31 @@ impl ServiceServer {
                     && !self.daemon
                     && !matches!(cause, RegistrationFailure::Timeout);
                 if fatal && self.end.is_none() {
-                    self.end = Some(ServerEnd::RegistrationFailed(format!("{cause:?}")));
+                    let security = matches!(&cause, RegistrationFailure::Rejected(Some(e))
+                        if e.causes.iter().any(|c| c.code == rserpool_proto::param::cause::REJECTED_SECURITY));
+                    let hint = if security {
+                        " (the registrar takes only addresses of the association of at least \
+                         its -minaddressscope=, site-local by default: a loopback deployment \
+                         needs rspregistrar -minaddressscope=loopback)"
+                    } else {
+                        ""
+                    };
+                    self.end = Some(ServerEnd::RegistrationFailed(format!("{cause:?}{hint}")));
                 }
             }
             PoolElementEvent::Deregistered { acknowledged } => {
                 info!("deregistered (acknowledged: {acknowledged})");
                 self.deregistered = true;
             }
-            PoolElementEvent::HomeRegistrarChanged { new, .. } => {
-                info!("home registrar now ${:08x}", new.0)
-            }
-            PoolElementEvent::RegistrarLost { .. } => info!("registrar lost"),
+            PoolElementEvent::HomeRegistrarChanged { old, new } => info!(
+                "home registrar changed: {} -> ${:08x}",
+                old.map_or_else(|| "?".to_owned(), |r| format!("${:08x}", r.0)),
+                new.0
+            ),
+            PoolElementEvent::RegistrarLost { registrar } => info!(
+                "registrar {} lost",
+                registrar.map_or_else(|| "?".to_owned(), |r| format!("${:08x}", r.0))
+            ),
         }
     }
 
@@ -508,10 +589,12 @@ impl ServiceServer {
         for id in ids {
             let backlog = assocs.overflow_bytes(id);
             if let Some(s) = self.sessions.get_mut(&id) {
-                if backlog > 0 && !s.blocked {
-                    s.blocked = true;
-                    s.session.handle_event(now, SessionEvent::Blocked);
-                } else if backlog == 0 && s.blocked {
+                if backlog > 0 {
+                    if !s.blocked {
+                        s.blocked = true;
+                        s.session.handle_event(now, SessionEvent::Blocked);
+                    }
+                } else if s.blocked || std::mem::take(&mut s.wants_more) {
                     s.blocked = false;
                     s.session.handle_event(now, SessionEvent::Writable);
                 }
@@ -527,10 +610,14 @@ impl ServiceServer {
             c.server.handle_timeout(now);
             self.drain_calcapp(m, now);
         }
-        let sessions = self
-            .sessions
-            .values()
-            .filter_map(|s| s.session.poll_timeout());
+        // A session that sent and has room for more comes back at once.
+        let sessions = self.sessions.values().filter_map(|s| {
+            if s.wants_more && !s.blocked {
+                Some(now)
+            } else {
+                s.session.poll_timeout()
+            }
+        });
         let calcapp = self.calcapp.as_ref().and_then(|c| c.server.poll_timeout());
         sessions.chain(calcapp).chain(self.stop_at).min()
     }
@@ -594,33 +681,23 @@ impl Application<ServerMachine> for ServiceServer {
     }
 }
 
-fn csp_status(m: &ServerMachine, assocs: &AssocTable, now: Instant) -> CspStatus {
-    let pe = m.element();
-    let mut associations = Vec::new();
-    if let Some(home) = pe.home_registrar()
-        && let Some(info) = assocs.get(home.assoc)
-    {
-        let mut e = info.csp_entry(
-            ComponentId::registrar(home.server_id.unwrap_or_default()),
-            rserpool_core::Protocol::PPID_ASAP,
-            now,
-        );
-        if info.kind == TransportKind::Tcp {
-            e.protocol = CspProtocol::Tcp;
-        }
-        associations.push(e);
-    }
-    CspStatus {
-        status: session_status_text(u32::try_from(m.session_count()).unwrap_or(u32::MAX)),
-        workload: Workload::UNKNOWN,
-        associations,
+/// Thread count option → session limit (at least one).
+fn threads(n: u32) -> usize {
+    usize::try_from(n).unwrap_or(usize::MAX).max(1)
+}
+
+/// The character generator's configuration from `-chargenmaxthreads=`.
+pub fn chargen_config(opts: &RspServerOptions) -> CharGenConfig {
+    CharGenConfig {
+        max_sessions: threads(opts.chargen.max_threads),
+        ..CharGenConfig::default()
     }
 }
 
-/// The configurations of the services from the options.
+/// Ping Pong's configuration from the `-ppp…` options.
 pub fn pingpong_config(opts: &RspServerOptions) -> PingPongServerConfig {
     PingPongServerConfig {
-        max_sessions: opts.pingpong.max_threads as usize,
+        max_sessions: threads(opts.pingpong.max_threads),
         failure_after: u64::from(opts.pingpong.failure_after),
     }
 }
@@ -629,7 +706,7 @@ pub fn pingpong_config(opts: &RspServerOptions) -> PingPongServerConfig {
 pub fn fractal_config(opts: &RspServerOptions) -> FractalServerConfig {
     let f = &opts.fractal;
     FractalServerConfig {
-        max_sessions: f.max_threads as usize,
+        max_sessions: threads(f.max_threads),
         transmit_timeout: f.transmit_timeout,
         cookie_max_time: f.cookie_max_time,
         cookie_max_packets: u64::from(f.cookie_max_packets),
@@ -671,146 +748,4 @@ pub fn scripting_config(opts: &RspServerOptions) -> ScriptingServerConfig {
         hostname: super::scripting_host::hostname(),
         ..ScriptingServerConfig::default()
     }
-}
-
-fn print_banner(opts: &RspServerOptions, pe_id: u32, local: &[SocketAddr], kind: TransportKind) {
-    let addrs: Vec<String> = local.iter().map(ToString::to_string).collect();
-    println!("RSerPool Server - rserpool {}", env!("CARGO_PKG_VERSION"));
-    println!("Service               = {:?}", opts.service());
-    println!(
-        "Pool Handle           = {}",
-        String::from_utf8_lossy(opts.pool_handle().as_bytes())
-    );
-    println!("PE Identifier         = ${pe_id:08x}");
-    println!(
-        "Local Address         = {} {}",
-        match kind {
-            TransportKind::Sctp => "sctp",
-            TransportKind::Tcp => "tcp",
-        },
-        addrs.join(",")
-    );
-    println!("Policy                = {:?}", opts.policy());
-    let _ = io::stdout().flush();
-}
-
-/// One life of the server (the environment of Scripting outlives it).
-fn run_once(
-    opts: &RspServerOptions,
-    scripting: Option<&Arc<ScriptingEnvironment>>,
-    stop_after: Option<Duration>,
-    banner: bool,
-) -> io::Result<(Exit, ServiceServer)> {
-    let lib = &opts.library;
-    let (mut driver, local, tkind) = pe_driver(opts)?;
-    let pe_id = driver.machine().element().pe_id();
-    if banner {
-        print_banner(opts, pe_id.0, &local, tkind);
-    }
-    if let Some(target) = lib.csp.resolve_library(&process_env) {
-        let object = lib.csp_identifier.map_or(u64::from(pe_id.0), u64::from);
-        let reporter = CspReporter::new(CspConfig::from_target(
-            target,
-            ComponentId::new(rserpool_proto::csp::ComponentGroup::PoolElement, object),
-            component_location(&local, true),
-        ))?;
-        driver.enable_csp(reporter, csp_status);
-    }
-    let now = driver.now();
-    let (factory, calcapp) = match opts.service() {
-        Service::PingPong => (Some(SessionFactory::PingPong(pingpong_config(opts))), None),
-        Service::Fractal => (Some(SessionFactory::Fractal(fractal_config(opts))), None),
-        Service::Scripting => {
-            let env = scripting
-                .cloned()
-                .ok_or_else(|| io::Error::other("scripting environment missing"))?;
-            (
-                Some(SessionFactory::Scripting(scripting_config(opts), env)),
-                None,
-            )
-        }
-        Service::CalcApp => {
-            let c = &opts.calcapp;
-            let pe = CalcAppPe::new(
-                calcapp_config(opts),
-                now,
-                c.object_name.clone(),
-                &c.vector_file,
-                c.scalar_file.clone(),
-                host_clock(),
-                pe_id.0,
-            );
-            (None, Some(pe))
-        }
-        other => {
-            return Err(io::Error::other(format!(
-                "{other:?} is not a stateful service"
-            )));
-        }
-    };
-    let max = opts
-        .max_threads()
-        .map(|n| usize::try_from(n).unwrap_or(usize::MAX));
-    let stop_at = stop_after.map(|d| now + d);
-    let mut server = ServiceServer::new(
-        factory,
-        calcapp,
-        max,
-        opts.policy().is_adaptive(),
-        daemon::is_daemon_child(),
-        stop_at,
-    );
-    let exit = driver.run_app(&mut server)?;
-    Ok((exit, server))
-}
-
-/// `rspserver` for Ping Pong, Fractal, Scripting and CalcApp, with logging set up and the
-/// daemon detached (called by [`super::super::server::main_with`]).
-pub fn run_service(opts: &RspServerOptions) -> ExitCode {
-    let scripting = if opts.service() == Service::Scripting {
-        match ScriptingEnvironment::new(&opts.scripting) {
-            Ok(e) => Some(Arc::new(e)),
-            Err(e) => return super::super::common::fail("rspserver", &e),
-        }
-    } else {
-        None
-    };
-    let mut rng = os_rng();
-    let failure_test = !opts.uptime.is_zero();
-    let mut banner = !opts.quiet;
-    loop {
-        let up = if failure_test {
-            Some(exponential(&mut rng, opts.uptime))
-        } else {
-            opts.runtime_limit()
-        };
-        match run_once(opts, scripting.as_ref(), up, banner) {
-            Ok((_, server)) => {
-                if let Some(ServerEnd::RegistrationFailed(why)) = &server.end {
-                    return super::super::common::fail(
-                        "rspserver",
-                        &format!("registration failed: {why}"),
-                    );
-                }
-                let s = server.stats();
-                info!(
-                    "{} session(s), {} message(s) received, {} sent",
-                    s.sessions, s.received, s.sent
-                );
-                if !failure_test || server.signalled {
-                    return ExitCode::SUCCESS;
-                }
-                let down = exponential(&mut rng, opts.downtime);
-                info!("failure-test mode: down for {:.3} s", down.as_secs_f64());
-                std::thread::sleep(down);
-                banner = false;
-            }
-            Err(e) => return super::super::common::fail("rspserver", &e),
-        }
-    }
-}
-
-fn exponential(rng: &mut impl rand_xoshiro::rand_core::Rng, mean: Duration) -> Duration {
-    let u = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
-    Duration::from_secs_f64((-mean.as_secs_f64() * (1.0 - u).ln()).clamp(0.0, 1e9))
 }
