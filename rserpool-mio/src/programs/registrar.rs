@@ -20,9 +20,18 @@
 //! `-cspserver=`/`-cspinterval=` (CSP reports with RSPLIB's status text), `-quiet`, logging,
 //! `-disable-ipv6`, `-uptime=`/`-downtime=` (failure-test mode: the registrar stops after an
 //! exponentially distributed up time, stays down, restarts), `-daemonpidfile=` (the program
-//! restarts itself in the background and writes the child's PID). Not supported (a warning is
-//! printed): `-autoclosetimeout=` (idle associations are not closed), the statistics files
-//! (`-actionlogfile=`, `-statsfile=`, `-statsinterval=`, `-scalar=`, `-object=`).
+//! restarts itself in the background and writes the child's PID), and RSPLIB's statistics
+//! files in its formats ([`super::registrar_stats`], from the machine's
+//! [`Registrar::statistics`] and [`Registrar::poll_action`]): `-statsfile=` with
+//! `-statsinterval=` (a line at start and every interval; 1 s when `-statsinterval=` is
+//! missing, where RSPLIB writes nothing), `-actionlogfile=`, `-scalar=` with `-object=`
+//! (written at the end of every life); names ending in `.bz2` are bzip2-compressed (the
+//! scalar file excepted, as in RSPLIB). In failure-test mode the files stay open and the
+//! counters carry over from life to life, as in RSPLIB (the averages of the scalar file
+//! cover the last life only). `-autoclosetimeout=` maps onto the machine's
+//! `autoclose_timeout` (accepted ASAP associations without PEs that carried no message for
+//! that long are closed; RSPLIB's kernel SCTP autoclose is set before the option is read,
+//! so RSPLIB always uses 300 s).
 
 use std::io::{self, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
