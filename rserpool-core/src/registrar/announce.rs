@@ -21,6 +21,18 @@ impl Registrar {
             server_information: None,
             skipped: Vec::new(),
         }));
+        let (now, me) = (self.clock, self.id);
+        self.action(|| {
+            let mut r = super::ActionRecord::new(
+                now,
+                super::ActionDirection::Send,
+                "MulticastASAP",
+                "Announce",
+                "",
+            );
+            r.sender = me;
+            r
+        });
         self.transmit_udp(group, Protocol::Asap, b);
     }
 }

@@ -22,12 +22,15 @@ use crate::handlespace::{
     TransportRole,
 };
 use crate::{AssocId, Instant, Protocol};
+use core::time::Duration;
 
 use super::assoc::{Buckets, Origin};
 use super::config::MAX_MESSAGE_SIZE;
 use super::encode::{begin, element_param, finish, tlv_unpadded};
 use super::events::{ProtocolErrorKind, RegistrarEvent, RemovalReason, type_slot};
 use super::security::{TokenBucket, canonical, ip_in, scope_ok};
+use super::statistics::ActionDirection::{Recv, Send};
+use super::statistics::ActionRecord;
 use super::{PeKey, Probe, ProbeKind, Registrar};
 
 /// Finds `(type, value, rest)` of the TLV at the start of `b` (no validation beyond
@@ -231,6 +234,14 @@ impl Registrar {
         pe: &PoolElementParameter,
     ) {
         let before = self.hs.get(ph, pe.pe_id).and_then(|e| e.assoc());
+        let me = self.id;
+        self.action(|| {
+            let mut r = ActionRecord::new(now, Recv, "ASAP", "Registration", "Requested");
+            r.pool_handle = Some(ph.clone());
+            r.pe_id = pe.pe_id.0;
+            r.sender = me;
+            r
+        });
         match self.register_element(assoc, ph, pe) {
             Err(c) => {
                 self.stats.registration_rejects += 1;
@@ -250,6 +261,9 @@ impl Registrar {
             }
             Ok((kind, handle, info)) => {
                 self.stats.registrations += 1;
+                if kind == Registered::Updated {
+                    self.stats.reregistrations += 1;
+                }
                 let id = info.pe_id;
                 let key = (handle.clone(), id);
                 // The PE just proved it is alive and ours: any verification is over.
@@ -469,6 +483,17 @@ impl Registrar {
         pe_id: PeIdentifier,
         error: Option<ErrorCause>,
     ) {
+        let (now, me) = (self.clock, self.id);
+        let code = error.as_ref().map_or(0, |c| c.code);
+        // RSPLIB logs its Registration Response as "Recv".
+        self.action(|| {
+            let mut r = ActionRecord::new(now, Recv, "ASAP", "RegistrationResponse", "Requested");
+            r.pool_handle = Some(ph.clone());
+            r.pe_id = pe_id.0;
+            r.sender = me;
+            r.error_code = code;
+            r
+        });
         let b = self.encode(&AsapMessage::RegistrationResponse(RegistrationResponse {
             reject: error.is_some(),
             reserved_flags: 0,
@@ -490,6 +515,15 @@ impl Registrar {
         ph: &PoolHandle,
         pe_id: PeIdentifier,
     ) {
+        let me = self.id;
+        // RSPLIB logs an incoming Deregistration as "Send".
+        self.action(|| {
+            let mut r = ActionRecord::new(now, Send, "ASAP", "Deregistration", "Requested");
+            r.pool_handle = Some(ph.clone());
+            r.pe_id = pe_id.0;
+            r.sender = me;
+            r
+        });
         let max = self.cfg.limits.handlespace.max_pool_handle_len;
         let error = if ph.is_empty() || ph.len() > max {
             Some(invalid(tlv_unpadded(ph)))
@@ -504,7 +538,9 @@ impl Registrar {
                     };
                     let handle = e.pool_handle().clone();
                     if allowed {
-                        self.remove_element(now, &handle, pe_id, RemovalReason::Deregistered);
+                        if self.remove_element(now, &handle, pe_id, RemovalReason::Deregistered) {
+                            self.stats.deregistrations += 1;
+                        }
                         None
                     } else {
                         self.stats.ownership_refusals += 1;
@@ -523,6 +559,15 @@ impl Registrar {
                 }
             }
         };
+        let code = error.as_ref().map_or(0, |c| c.code);
+        self.action(|| {
+            let mut r = ActionRecord::new(now, Send, "ASAP", "DeregistrationResponse", "Requested");
+            r.pool_handle = Some(ph.clone());
+            r.pe_id = pe_id.0;
+            r.sender = me;
+            r.error_code = code;
+            r
+        });
         let b = self.encode(&AsapMessage::DeregistrationResponse(
             DeregistrationResponse {
                 reserved_flags: 0,
@@ -576,6 +621,28 @@ impl Registrar {
         self.verified.remove(&key);
         self.sync_forget(&key);
         let home = r.info.home_registrar;
+        let logged = match reason {
+            RemovalReason::KeepAliveTimeout => Some((
+                "KeepAliveTimeoutTimer",
+                self.cfg.timers.keep_alive_timeout_interval,
+            )),
+            RemovalReason::Expired => {
+                Some(("ExpiryTimer", self.cfg.timers.takeover_expiry_interval))
+            }
+            RemovalReason::AssociationLost => Some(("Disconnect", Duration::ZERO)),
+            _ => None,
+        };
+        if let Some((why, time)) = logged {
+            let (now, me) = (self.clock, self.id);
+            self.action(|| {
+                let mut a = ActionRecord::new(now, Send, "ASAP", "Deregistration", why);
+                a.time = time;
+                a.pool_handle = Some(r.pool_handle.clone());
+                a.pe_id = r.info.pe_id.0;
+                a.sender = me;
+                a
+            });
+        }
         if home == self.id {
             self.send_handle_update(UpdateAction::DEL_PE, &r.pool_handle, &r.info);
         }
@@ -611,6 +678,7 @@ impl Registrar {
     }
 
     fn hr_error(&mut self, assoc: AssocId, ph: &PoolHandle, c: ErrorCause) {
+        self.hr_response_action(ph, 0, 0, c.code);
         let b = self.encode(&AsapMessage::HandleResolutionResponse(
             HandleResolutionResponse {
                 pool_handle: ph.clone(),
@@ -621,9 +689,32 @@ impl Registrar {
         self.transmit(assoc, Protocol::Asap, b);
     }
 
+    fn hr_response_action(&mut self, ph: &PoolHandle, n: u64, first: u32, code: u16) {
+        let now = self.clock;
+        self.action(|| {
+            let mut r =
+                ActionRecord::new(now, Send, "ASAP", "HandleResolutionResponse", "Requested");
+            r.counter = n;
+            r.pool_handle = Some(ph.clone());
+            r.pe_id = first;
+            r.error_code = code;
+            r
+        });
+    }
+
     fn on_handle_resolution(&mut self, now: Instant, assoc: AssocId, h: &HandleResolution) {
         self.stats.handle_resolutions += 1;
         let ph = &h.pool_handle;
+        let asked = match h.option.map(|o| o.items) {
+            None | Some(0) => self.cfg.max_handle_resolution_items,
+            Some(n) => n,
+        };
+        self.action(|| {
+            let mut r = ActionRecord::new(now, Recv, "ASAP", "HandleResolution", "Requested");
+            r.counter = u64::from(asked);
+            r.pool_handle = Some(ph.clone());
+            r
+        });
         if let Some(rate) = self.cfg.max_hr_rate
             && !self.take_token(assoc, now, rate, true)
         {
@@ -654,6 +745,8 @@ impl Registrar {
             cfg,
             ..
         } = self;
+        let mut first = 0u32;
+        let mut given = 0u64;
         let answer = match hs.select_elements(ph, want, cfg.max_increment, &mut **rng) {
             Err(_) => None,
             Ok(sel) => {
@@ -677,13 +770,20 @@ impl Registrar {
                         break;
                     }
                     p.encode(buf);
+                    if n == 0 {
+                        first = e.pe_id().0;
+                    }
                     n += 1;
                 }
+                given = n as u64;
                 Some(finish(buf))
             }
         };
         match answer {
-            Some(b) => self.transmit(assoc, Protocol::Asap, b),
+            Some(b) => {
+                self.hr_response_action(ph, given, first, 0);
+                self.transmit(assoc, Protocol::Asap, b)
+            }
             None => self.hr_error(assoc, ph, bare(cause::UNKNOWN_POOL_HANDLE)),
         }
     }
@@ -754,10 +854,29 @@ impl Registrar {
     ) {
         let Some(e) = self.hs.get(ph, pe_id) else {
             self.stats.ignored += 1;
+            self.action(|| {
+                let mut r = ActionRecord::new(
+                    now,
+                    Recv,
+                    "ASAP",
+                    "EndpointKeepAliveAck",
+                    "TooLateAlreadyRemoved",
+                );
+                r.pool_handle = Some(ph.clone());
+                r.pe_id = pe_id.0;
+                r
+            });
             return;
         };
         let handle = e.pool_handle().clone();
         let home = e.home_registrar();
+        let round_trip = match e.keep_alive() {
+            Some((TimerKind::KeepAliveTimeout, deadline)) => {
+                let sent = deadline - self.cfg.timers.keep_alive_timeout_interval;
+                now.saturating_duration_since(sent)
+            }
+            _ => Duration::ZERO,
+        };
         let bound = e.assoc();
         let key = (handle.clone(), pe_id);
         let (probe_assoc, claim) = self
@@ -796,6 +915,13 @@ impl Registrar {
                 }
             }
         }
+        self.action(|| {
+            let mut r = ActionRecord::new(now, Recv, "ASAP", "EndpointKeepAliveAck", "InTime");
+            r.time = round_trip;
+            r.pool_handle = Some(handle.clone());
+            r.pe_id = pe_id.0;
+            r
+        });
         let verification = self
             .probes
             .get(&key)
@@ -845,6 +971,23 @@ impl Registrar {
                 }
             }
             TimerKind::KeepAliveTransmission => {
+                if mine {
+                    let (me, t) = (self.id, self.cfg.timers.keep_alive_timeout_interval);
+                    self.action(|| {
+                        let mut r = ActionRecord::new(
+                            now,
+                            Send,
+                            "ASAP",
+                            "EndpointKeepAlive",
+                            "KeepAliveTransmissionTimer",
+                        );
+                        r.time = t;
+                        r.pool_handle = Some(handle.clone());
+                        r.pe_id = d.pe_id.0;
+                        r.sender = me;
+                        r
+                    });
+                }
                 if mine && !self.send_keep_alive(now, &key, false) {
                     self.remove_element(now, &handle, d.pe_id, RemovalReason::TakeoverFailed);
                 }
@@ -995,6 +1138,15 @@ impl Registrar {
             );
             return;
         }
+        let reports = self.stats.failure_reports;
+        self.stats.failure_reports += 1;
+        self.action(|| {
+            let mut r = ActionRecord::new(now, Recv, "ASAP", "EndpointUnreachable", "");
+            r.counter = reports;
+            r.pool_handle = Some(ph.clone());
+            r.pe_id = pe_id.0;
+            r
+        });
         let Some(e) = self.hs.get(ph, pe_id) else {
             return;
         };

@@ -34,6 +34,8 @@ pub(crate) enum Origin {
 
 const HAS_ADDR: u8 = 0x10;
 const MULTI: u8 = 0x20;
+/// Autoclose sweeps without a message (0..=3), in the two top bits.
+const IDLE_SHIFT: u8 = 6;
 
 /// One association.
 #[derive(Clone, Debug)]
@@ -76,6 +78,23 @@ impl Assoc {
     /// True if the peer's addresses are kept in the side table (several, or IPv6).
     pub(crate) fn is_multi(&self) -> bool {
         self.bits & MULTI != 0
+    }
+
+    /// A message arrived (or the association came up): restarts the idle count.
+    pub(crate) fn mark_active(&mut self) {
+        self.bits &= !(3 << IDLE_SHIFT);
+    }
+
+    /// Counts one autoclose sweep; true when three full sweep periods passed without a
+    /// message before this one (the first sweep after a message covers only part of a
+    /// period).
+    pub(crate) fn idle_sweep(&mut self) -> bool {
+        let n = self.bits >> IDLE_SHIFT;
+        if n == 3 {
+            return true;
+        }
+        self.bits = (self.bits & !(3 << IDLE_SHIFT)) | ((n + 1) << IDLE_SHIFT);
+        false
     }
 
     pub(crate) fn role(&self) -> Role {

@@ -283,6 +283,16 @@ pub struct RegistrarConfig {
     /// Emit [`RegistrarEvent::ProtocolError`](super::RegistrarEvent::ProtocolError) for
     /// malformed or refused input (counters are kept either way).
     pub protocol_error_events: bool,
+    /// Queue an [`ActionRecord`](super::ActionRecord) for every action RSPLIB writes to
+    /// its action log (`-actionlogfile=`), read with
+    /// [`Registrar::poll_action`](super::Registrar::poll_action) (off: nothing is queued).
+    pub action_log: bool,
+    /// Close accepted ASAP associations (and accepted ones that never carried a message)
+    /// that received no message for this long and have no PE registered over them
+    /// (RSPLIB `-autoclosetimeout=`, its SCTP autoclose, 300 s; `None`: never). Checked
+    /// every third of the timeout: an idle association is closed after between 1 and 4/3
+    /// timeouts.
+    pub autoclose_timeout: Option<Duration>,
 }
 
 impl Default for RegistrarConfig {
@@ -309,6 +319,8 @@ impl Default for RegistrarConfig {
             expire_owned_elements: false,
             takeover_suggestion: false,
             protocol_error_events: true,
+            action_log: false,
+            autoclose_timeout: None,
         }
     }
 }

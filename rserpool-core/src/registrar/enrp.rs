@@ -731,6 +731,12 @@ impl Registrar {
         };
         let ty = msg.message_type();
         self.stats.enrp_received[type_slot(ty)] += 1;
+        self.enrp_action(
+            now,
+            super::ActionDirection::Recv,
+            matches!(src, Source::Udp(_)),
+            data,
+        );
         let sender = msg.sender();
         let assoc = match src {
             Source::Assoc(a) => a,
@@ -755,6 +761,9 @@ impl Registrar {
         if sender == self.id {
             self.stats.ignored += 1;
             return;
+        }
+        if ty == rserpool_proto::enrp::msg_type::HANDLE_UPDATE {
+            self.stats.handle_updates += 1;
         }
         if let EnrpMessage::Presence(p) = &msg {
             self.on_presence(now, src, p);

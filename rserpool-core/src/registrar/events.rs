@@ -201,6 +201,16 @@ pub struct RegistrarStats {
     pub ignored: u64,
     /// Registrations accepted (new PEs and re-registrations).
     pub registrations: u64,
+    /// Re-registrations of a PE already registered (also counted in `registrations`).
+    pub reregistrations: u64,
+    /// PEs removed by an ASAP Deregistration.
+    pub deregistrations: u64,
+    /// ASAP Endpoint Unreachables accepted (past the rate limit).
+    pub failure_reports: u64,
+    /// ENRP Handle Updates received from other registrars (over associations).
+    pub handle_updates: u64,
+    /// Associations closed by the autoclose timeout.
+    pub autoclosed: u64,
     /// Registrations rejected.
     pub registration_rejects: u64,
     /// Handle resolutions answered.

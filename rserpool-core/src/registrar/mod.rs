@@ -52,6 +52,7 @@ mod enrp;
 pub mod events;
 pub mod fuzzing;
 mod security;
+pub mod statistics;
 mod takeover;
 
 use bytes::{Bytes, BytesMut};
@@ -77,6 +78,9 @@ pub use enrp::{PeerState, PeerView};
 use events::type_slot;
 pub use events::{
     PeerDownReason, ProtocolErrorKind, RegistrarEvent, RegistrarStats, RemovalReason, TypeCounters,
+};
+pub use statistics::{
+    ActionDirection, ActionRecord, RegistrarStatistics, StatisticsAverages, WeightedAverage,
 };
 use takeover::Takeover;
 
@@ -178,6 +182,14 @@ pub struct Registrar {
     out: VecDeque<Output<RegistrarEvent>>,
     buf: BytesMut,
     stats: RegistrarStats,
+    /// Action log records (only with `cfg.action_log`).
+    actions: VecDeque<ActionRecord>,
+    /// Time-weighted sizes: pools, PEs, own PEs, peers.
+    weighted: [WeightedAverage; 4],
+    /// Next autoclose sweep.
+    autoclose_at: Option<Instant>,
+    /// The time of the input being handled (for records made deep inside helpers).
+    clock: Instant,
     /// Start-up actions not yet done (run at the first timeout).
     start_at: Option<Instant>,
     /// End of the start-up (mentor discovery) phase, while it lasts.
@@ -258,6 +270,10 @@ impl Registrar {
             out: VecDeque::new(),
             buf: BytesMut::new(),
             stats: RegistrarStats::default(),
+            actions: VecDeque::new(),
+            weighted: [WeightedAverage::new(now); 4],
+            autoclose_at: None,
+            clock: now,
             start_at: Some(now),
             startup_until: None,
             startup_done: false,
@@ -269,6 +285,7 @@ impl Registrar {
             scratch_due: Vec::new(),
             scratch_removed: Vec::new(),
         };
+        reg.autoclose_at = reg.autoclose_period().map(|p| now + p);
         let statics = reg.cfg.static_peers.clone();
         for addrs in statics {
             reg.add_static_peer(addrs);
@@ -302,6 +319,48 @@ impl Registrar {
     /// Counters.
     pub fn stats(&self) -> &RegistrarStats {
         &self.stats
+    }
+
+    /// RSPLIB's statistics counters and the current sizes (its statistics file's columns).
+    pub fn statistics(&self) -> RegistrarStatistics {
+        let s = &self.stats;
+        let u = |v: usize| v as u64;
+        RegistrarStatistics {
+            peers: u(self.peers.len()),
+            pools: u(self.hs.pool_count()),
+            pool_elements: u(self.hs.element_count()),
+            owned_pool_elements: u(self.hs.owner_element_count(self.id)),
+            registrations: s.registrations,
+            reregistrations: s.reregistrations,
+            deregistrations: s.deregistrations,
+            handle_resolutions: s.handle_resolutions,
+            failure_reports: s.failure_reports,
+            synchronizations: s.enrp_received
+                [type_slot(rserpool_proto::enrp::msg_type::HANDLE_TABLE_REQUEST)],
+            handle_updates: s.handle_updates,
+            endpoint_keep_alives: s.asap_sent
+                [type_slot(rserpool_proto::asap::msg_type::ENDPOINT_KEEP_ALIVE)],
+        }
+    }
+
+    /// Time-weighted averages of the sizes from the registrar's start until `now` (RSPLIB's
+    /// scalar file). The sizes are sampled after every input, as RSPLIB does after every
+    /// message.
+    pub fn statistics_averages(&self, now: Instant) -> StatisticsAverages {
+        let [pools, pool_elements, owned_pool_elements, peers] =
+            self.weighted.map(|w| w.average(now));
+        StatisticsAverages {
+            pools,
+            pool_elements,
+            owned_pool_elements,
+            peers,
+        }
+    }
+
+    /// The next action log record, oldest first (only with
+    /// [`RegistrarConfig::action_log`]; drain it after every input, or it grows).
+    pub fn poll_action(&mut self) -> Option<ActionRecord> {
+        self.actions.pop_front()
     }
 
     /// True once the start-up phase (mentor discovery and download) is over.
@@ -355,6 +414,102 @@ impl Registrar {
     }
 
     // ----------------------------------------------------------------------------------
+    // statistics
+
+    /// Queues an action log record (if the action log is on).
+    fn action(&mut self, make: impl FnOnce() -> ActionRecord) {
+        if self.cfg.action_log {
+            self.actions.push_back(make());
+        }
+    }
+
+    /// Samples the sizes for the time-weighted averages.
+    fn sample_sizes(&mut self, now: Instant) {
+        let v = [
+            self.hs.pool_count(),
+            self.hs.element_count(),
+            self.hs.owner_element_count(self.id),
+            self.peers.len(),
+        ];
+        for (w, v) in self.weighted.iter_mut().zip(v) {
+            let v = v as f64;
+            if w.value() != v {
+                w.update(now, v);
+            }
+        }
+    }
+
+    /// Action log record of an ENRP message we send or received (RSPLIB words: the
+    /// message name, `AddPE`/`DelPE` for Handle Updates, the target of takeover messages).
+    fn enrp_action(&mut self, now: Instant, dir: ActionDirection, multicast: bool, data: &[u8]) {
+        if !self.cfg.action_log {
+            return;
+        }
+        let Ok(m) = rserpool_proto::EnrpMessage::decode(data) else {
+            return;
+        };
+        let protocol = if multicast { "MulticastENRP" } else { "ENRP" };
+        let mut r = ActionRecord::new(
+            now,
+            dir,
+            protocol,
+            statistics::enrp_action_name(m.message_type()),
+            "",
+        );
+        r.flags = u32::from(m.flags());
+        r.sender = m.sender();
+        r.receiver = m.receiver();
+        match &m {
+            rserpool_proto::EnrpMessage::HandleUpdate(u) => {
+                r.reason = if u.action == rserpool_proto::enrp::UpdateAction::DEL_PE {
+                    "DelPE"
+                } else {
+                    "AddPE"
+                };
+                r.pool_handle = Some(u.pool_handle.clone());
+                r.pe_id = u.pool_element.pe_id.0;
+            }
+            rserpool_proto::EnrpMessage::HandleTableResponse(t) => {
+                r.counter = t.entries.iter().map(|e| e.pool_elements.len() as u64).sum();
+            }
+            rserpool_proto::EnrpMessage::InitTakeover(t) => r.target = t.target,
+            rserpool_proto::EnrpMessage::InitTakeoverAck(t) => r.target = t.target,
+            rserpool_proto::EnrpMessage::TakeoverServer(t) => r.target = t.target,
+            _ => {}
+        }
+        self.actions.push_back(r);
+    }
+
+    fn autoclose_period(&self) -> Option<Duration> {
+        self.cfg
+            .autoclose_timeout
+            .map(|t| (t / 3).max(Duration::from_millis(1)))
+    }
+
+    /// Closes accepted ASAP (or still unused) associations without PEs that received no
+    /// message for three whole sweep periods (one timeout; at most four periods).
+    fn autoclose_sweep(&mut self, now: Instant) {
+        let Some(period) = self.autoclose_period() else {
+            return;
+        };
+        self.autoclose_at = Some(now + period);
+        let mut idle: Vec<AssocId> = Vec::new();
+        for (&id, a) in self.assocs.iter_mut() {
+            if a.origin() != Origin::Accepted || a.role() == Role::Enrp || a.elements > 0 {
+                continue;
+            }
+            if a.idle_sweep() {
+                idle.push(id);
+            }
+        }
+        for id in idle {
+            self.stats.autoclosed += 1;
+            self.assoc_lost(now, id, AssocDownReason::Closed);
+            self.close(id, false);
+        }
+    }
+
+    // ----------------------------------------------------------------------------------
     // output helpers
 
     fn event(&mut self, e: RegistrarEvent) {
@@ -390,12 +545,18 @@ impl Registrar {
 
     fn transmit(&mut self, assoc: AssocId, protocol: Protocol, payload: Bytes) {
         self.count_sent(protocol, &payload);
+        if protocol == Protocol::Enrp {
+            self.enrp_action(self.clock, ActionDirection::Send, false, &payload);
+        }
         self.out
             .push_back(Output::Transmit(Transmit::assoc(assoc, protocol, payload)));
     }
 
     fn transmit_udp(&mut self, to: SocketAddr, protocol: Protocol, payload: Bytes) {
         self.count_sent(protocol, &payload);
+        if protocol == Protocol::Enrp {
+            self.enrp_action(self.clock, ActionDirection::Send, true, &payload);
+        }
         self.out
             .push_back(Output::Transmit(Transmit::udp(to, protocol, payload)));
     }
@@ -505,6 +666,9 @@ impl Registrar {
         if self.hide_next.is_some_and(|t| t <= now) {
             self.unhide_expired(now);
         }
+        if self.autoclose_at.is_some_and(|t| t <= now) {
+            self.autoclose_sweep(now);
+        }
     }
 
     fn next_deadline(&self) -> Option<Instant> {
@@ -519,6 +683,7 @@ impl Registrar {
         take(self.announce_at);
         take(self.heartbeat_at);
         take(self.hide_next);
+        take(self.autoclose_at);
         take(self.hs.next_deadline());
         for p in &self.peers {
             take(p.deadline());
@@ -591,6 +756,7 @@ impl Registrar {
             return;
         };
         let entry = self.assoc_entry(assoc);
+        entry.mark_active();
         match (entry.role(), protocol) {
             (Role::Unknown, Protocol::Asap) => entry.set_role(Role::Asap),
             (Role::Unknown, Protocol::Enrp) => entry.set_role(Role::Enrp),
@@ -641,8 +807,9 @@ impl Machine for Registrar {
     type Event = RegistrarEvent;
 
     fn handle_assoc_up(&mut self, now: Instant, assoc: AssocId, peer_addrs: &[SocketAddr]) {
-        let _ = now;
+        self.clock = now;
         let a = self.assoc_entry(assoc);
+        a.mark_active();
         match a.set_peer_addrs(peer_addrs, assoc::MAX_ASSOC_ADDRS) {
             Some(list) => {
                 self.multi.insert(assoc, list);
@@ -654,14 +821,40 @@ impl Machine for Registrar {
     }
 
     fn handle_assoc_down(&mut self, now: Instant, assoc: AssocId, reason: AssocDownReason) {
+        self.clock = now;
         self.assoc_lost(now, assoc, reason);
+        self.sample_sizes(now);
     }
 
     fn handle_message(&mut self, now: Instant, assoc: AssocId, ppid: u32, data: Bytes) {
+        self.clock = now;
         self.dispatch_message(now, assoc, ppid, data);
+        self.sample_sizes(now);
     }
 
     fn handle_datagram(&mut self, now: Instant, from: SocketAddr, ppid: u32, data: Bytes) {
+        self.clock = now;
+        self.handle_datagram_inner(now, from, ppid, data);
+        self.sample_sizes(now);
+    }
+
+    fn handle_timeout(&mut self, now: Instant) {
+        self.clock = now;
+        self.process_timers(now);
+        self.sample_sizes(now);
+    }
+
+    fn poll_output(&mut self) -> Option<Output<RegistrarEvent>> {
+        self.out.pop_front()
+    }
+
+    fn poll_timeout(&self) -> Option<Instant> {
+        self.next_deadline()
+    }
+}
+
+impl Registrar {
+    fn handle_datagram_inner(&mut self, now: Instant, from: SocketAddr, ppid: u32, data: Bytes) {
         match Protocol::from_ppid(ppid) {
             Some(Protocol::Enrp) => self.handle_enrp(now, enrp::Source::Udp(from), &data),
             Some(Protocol::Asap) => {
@@ -681,17 +874,5 @@ impl Machine for Registrar {
                 );
             }
         }
-    }
-
-    fn handle_timeout(&mut self, now: Instant) {
-        self.process_timers(now);
-    }
-
-    fn poll_output(&mut self) -> Option<Output<RegistrarEvent>> {
-        self.out.pop_front()
-    }
-
-    fn poll_timeout(&self) -> Option<Instant> {
-        self.next_deadline()
     }
 }

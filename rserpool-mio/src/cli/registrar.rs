@@ -102,7 +102,7 @@ pub struct RegistrarOptions {
     /// Multicast TTL of announces (1-255)
     #[arg(long = "announcettl", value_name = "N", default_value = "30", value_parser = ttl)]
     pub announce_ttl: u8,
-    /// SCTP autoclose of idle ASAP/ENRP associations, seconds (min 5)
+    /// Close ASAP associations without PEs after this many seconds without a message (min 5; RSPLIB's SCTP autoclose)
     #[arg(long = "autoclosetimeout", value_name = "S", default_value = "300", value_parser = seconds_min::<5000>)]
     pub autoclose_timeout: Duration,
     /// ASAP Server Announce interval, ms (100-60000; +-12.5 % jitter)
@@ -196,16 +196,16 @@ pub struct RegistrarOptions {
     /// Failure-test mode: mean (exponential) down time, seconds
     #[arg(long = "downtime", value_name = "S", default_value = "0", value_parser = seconds_min::<0>)]
     pub downtime: Duration,
-    /// Statistics: action log file (.bz2 not supported)
+    /// Statistics: RSPLIB action log, one line per action (.bz2: bzip2-compressed)
     #[arg(long = "actionlogfile", value_name = "FILE")]
     pub action_log_file: Option<PathBuf>,
-    /// Statistics: periodic statistics file
+    /// Statistics: RSPLIB statistics file, a line at start and every -statsinterval (.bz2: bzip2-compressed)
     #[arg(long = "statsfile", value_name = "FILE")]
     pub stats_file: Option<PathBuf>,
-    /// Statistics interval, ms (10-3600000)
+    /// Statistics interval, ms (default 1000; clamped to 10-3600000, where RSPLIB turns values above 3600000 into 36000000)
     #[arg(long = "statsinterval", value_name = "MS", value_parser = millis::<10, 3_600_000>)]
     pub stats_interval: Option<Duration>,
-    /// Statistics: scalar file written at exit
+    /// Statistics: OMNeT++ scalar file written at exit (plain text, as RSPLIB)
     #[arg(long = "scalar", value_name = "FILE")]
     pub scalar_file: Option<PathBuf>,
     /// Statistics: object name in the scalar file

@@ -15,6 +15,7 @@ pub mod common;
 pub mod daemon;
 pub mod demo;
 pub mod registrar;
+pub mod registrar_stats;
 pub mod server;
 pub mod services;
 pub mod terminal;

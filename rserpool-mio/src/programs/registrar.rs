@@ -20,12 +20,22 @@
 //! `-cspserver=`/`-cspinterval=` (CSP reports with RSPLIB's status text), `-quiet`, logging,
 //! `-disable-ipv6`, `-uptime=`/`-downtime=` (failure-test mode: the registrar stops after an
 //! exponentially distributed up time, stays down, restarts), `-daemonpidfile=` (the program
-//! restarts itself in the background and writes the child's PID). Not supported (a warning is
-//! printed): `-autoclosetimeout=` (idle associations are not closed), the statistics files
-//! (`-actionlogfile=`, `-statsfile=`, `-statsinterval=`, `-scalar=`, `-object=`).
+//! restarts itself in the background and writes the child's PID), and RSPLIB's statistics
+//! files in its formats ([`super::registrar_stats`], from the machine's
+//! [`Registrar::statistics`] and [`Registrar::poll_action`]): `-statsfile=` with
+//! `-statsinterval=` (a line at start and every interval; 1 s when `-statsinterval=` is
+//! missing, where RSPLIB writes nothing), `-actionlogfile=`, `-scalar=` with `-object=`
+//! (written at the end of every life); names ending in `.bz2` are bzip2-compressed (the
+//! scalar file excepted, as in RSPLIB). In failure-test mode the files stay open and the
+//! counters carry over from life to life, as in RSPLIB (the averages of the scalar file
+//! cover the last life only). `-autoclosetimeout=` maps onto the machine's
+//! `autoclose_timeout` (accepted ASAP associations without PEs that carried no message for
+//! that long are closed; RSPLIB's kernel SCTP autoclose is set before the option is read,
+//! so RSPLIB always uses 300 s).
 
 use std::io::{self, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
+use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
@@ -33,7 +43,7 @@ use rand_xoshiro::rand_core::Rng;
 use rserpool_core::handlespace::Limits;
 use rserpool_core::registrar::{
     AddressScope, IpNetwork, PeerPolicy, PeerState, Registrar, RegistrarConfig, RegistrarEvent,
-    RegistrarLimits, RegistrarTimers,
+    RegistrarLimits, RegistrarStatistics, RegistrarTimers,
 };
 use rserpool_core::{ChannelKind, Instant, Protocol};
 use rserpool_proto::csp::{
@@ -48,6 +58,9 @@ use super::common::{
     add_udp_or_warn, listen_kinds, os_rng, receiver_for, tls_policy, transport_mode_tls,
 };
 use super::daemon;
+use super::registrar_stats::{
+    self, ACTION_LOG_HEADER, DEFAULT_STATS_INTERVAL, OutFile, STATS_HEADER, StatsLine, WallClock,
+};
 use crate::cli::{self, BindSpec, RegistrarOptions, process_env};
 use crate::driver::csp::interface_addresses;
 use crate::driver::{
@@ -141,6 +154,7 @@ pub fn registrar_config(opts: &RegistrarOptions) -> RegistrarConfig {
         },
         peer_policy: peer_policy(&opts.peer_policy),
         takeover_suggestion: opts.support_takeover_suggestion,
+        autoclose_timeout: Some(opts.autoclose_timeout),
         ..defaults
     }
 }
@@ -379,18 +393,148 @@ fn log_event(e: &RegistrarEvent) {
     }
 }
 
-/// Logs the registrar's events; stops on SIGINT/SIGTERM (a registrar has nothing to finish:
-/// its PEs and peers notice the closed associations) and at the end of a failure-test up
-/// time.
-struct RegistrarApp {
-    stop_at: Option<Instant>,
-    signalled: bool,
+/// The statistics outputs of a registrar process (`-statsfile=`, `-actionlogfile=`,
+/// `-scalar=`), kept over the lives of the failure-test mode as RSPLIB keeps its files and
+/// counters.
+#[derive(Debug)]
+pub struct StatsOutputs {
+    stats: Option<OutFile>,
+    interval: Duration,
+    stats_lines: u64,
+    /// Wall-clock seconds of the first statistics line (RelTime 0).
+    stats_start: Option<f64>,
+    action: Option<OutFile>,
+    action_lines: u64,
+    scalar: Option<(PathBuf, String)>,
+    /// Counters of the earlier lives.
+    carried: RegistrarStatistics,
+    process_start: std::time::Instant,
 }
 
-impl Application<Registrar> for RegistrarApp {
+impl StatsOutputs {
+    /// Opens the files the options name (`.bz2`: compressed).
+    pub fn open(opts: &RegistrarOptions) -> io::Result<StatsOutputs> {
+        let open = |p: &Option<PathBuf>, what: &str| -> io::Result<Option<OutFile>> {
+            p.as_deref()
+                .map(|p| {
+                    OutFile::create(p).map_err(|e| {
+                        io::Error::new(
+                            e.kind(),
+                            format!("cannot create {what} file {}: {e}", p.display()),
+                        )
+                    })
+                })
+                .transpose()
+        };
+        let mut stats = open(&opts.stats_file, "statistics")?;
+        let mut action = open(&opts.action_log_file, "action log")?;
+        if let Some(f) = stats.as_mut() {
+            f.write(STATS_HEADER.as_bytes())?;
+        }
+        if let Some(f) = action.as_mut() {
+            f.write(ACTION_LOG_HEADER.as_bytes())?;
+        }
+        Ok(StatsOutputs {
+            stats,
+            interval: opts.stats_interval.unwrap_or(DEFAULT_STATS_INTERVAL),
+            stats_lines: 0,
+            stats_start: None,
+            action,
+            action_lines: 0,
+            scalar: opts
+                .scalar_file
+                .clone()
+                .map(|p| (p, opts.object_name.clone())),
+            carried: RegistrarStatistics::default(),
+            process_start: std::time::Instant::now(),
+        })
+    }
+
+    fn write_stats_line(&mut self, reg: &Registrar) {
+        let Some(f) = self.stats.as_mut() else {
+            return;
+        };
+        let abs = registrar_stats::unix_now();
+        let start = *self.stats_start.get_or_insert(abs);
+        self.stats_lines += 1;
+        let (user_time, system_time) = registrar_stats::process_cpu_times();
+        let line = StatsLine {
+            number: self.stats_lines,
+            abs_time: abs,
+            rel_time: (abs - start).max(0.0),
+            runtime: self.process_start.elapsed(),
+            user_time,
+            system_time,
+            stats: registrar_stats::accumulate(&self.carried, &reg.statistics()),
+        };
+        if let Err(e) = f.write(line.format().as_bytes()) {
+            warn!("statistics file: {e}; no more statistics lines");
+            self.stats = None;
+        }
+    }
+
+    fn write_actions(&mut self, reg: &mut Registrar, clock: &WallClock, start: Instant) {
+        while let Some(a) = reg.poll_action() {
+            let Some(f) = self.action.as_mut() else {
+                continue;
+            };
+            self.action_lines += 1;
+            let line = registrar_stats::action_line(self.action_lines, &a, clock, start);
+            if let Err(e) = f.write(&line) {
+                warn!("action log file: {e}; no more action log lines");
+                self.action = None;
+            }
+        }
+    }
+
+    /// The end of one life: the scalar file (rewritten at the end of every life, as RSPLIB
+    /// does), counters carried over to the next life.
+    fn end_of_life(&mut self, reg: &Registrar, now: Instant) {
+        let total = registrar_stats::accumulate(&self.carried, &reg.statistics());
+        if let Some((path, object)) = &self.scalar {
+            let text = registrar_stats::scalar_file(object, &total, &reg.statistics_averages(now));
+            if let Err(e) = std::fs::write(path, text) {
+                warn!("cannot write scalar file {}: {e}", path.display());
+            }
+        }
+        self.carried = total;
+    }
+
+    /// Completes the files (bzip2 trailers).
+    pub fn finish(self) -> io::Result<()> {
+        for f in [self.stats, self.action].into_iter().flatten() {
+            f.finish()?;
+        }
+        Ok(())
+    }
+}
+
+/// Logs the registrar's events and writes its statistics files; stops on SIGINT/SIGTERM (a
+/// registrar has nothing to finish: its PEs and peers notice the closed associations) and
+/// at the end of a failure-test up time.
+struct RegistrarApp<'a> {
+    stop_at: Option<Instant>,
+    signalled: bool,
+    outputs: &'a mut StatsOutputs,
+    clock: WallClock,
+    start: Instant,
+    next_stats: Option<Instant>,
+}
+
+impl Application<Registrar> for RegistrarApp<'_> {
     fn on_step(&mut self, step: &mut Step<'_, Registrar>) -> AppControl {
         for e in step.events.drain(..) {
             log_event(&e);
+        }
+        self.outputs
+            .write_actions(step.machine, &self.clock, self.start);
+        if let Some(t) = self.next_stats {
+            if step.now >= t {
+                self.outputs.write_stats_line(step.machine);
+                self.next_stats = Some(step.now + self.outputs.interval);
+            }
+            let t = self.next_stats.unwrap_or(t);
+            *step.wakeup = Some(step.wakeup.map_or(t, |w| w.min(t)));
         }
         if !step.signals.is_empty() {
             self.signalled = true;
@@ -463,20 +607,13 @@ fn print_banner(opts: &RegistrarOptions, reg: &Registrar, bound: &Bound, cfgs: &
     let _ = io::stdout().flush();
 }
 
+/// Warns about option combinations that do nothing.
 fn warn_unsupported(opts: &RegistrarOptions) {
-    let unsupported = [
-        ("-actionlogfile", opts.action_log_file.is_some()),
-        ("-statsfile", opts.stats_file.is_some()),
-        ("-statsinterval", opts.stats_interval.is_some()),
-        ("-scalar", opts.scalar_file.is_some()),
-    ];
-    for (name, given) in unsupported {
-        if given {
-            warn!("{name}= is not supported by this registrar and is ignored");
-        }
+    if opts.stats_interval.is_some() && opts.stats_file.is_none() {
+        warn!("-statsinterval= without -statsfile= does nothing");
     }
-    if opts.autoclose_timeout != Duration::from_secs(300) {
-        warn!("-autoclosetimeout= is not supported: idle associations stay open");
+    if opts.object_name != "registrar" && opts.scalar_file.is_none() {
+        warn!("-object= without -scalar= does nothing");
     }
 }
 
@@ -509,12 +646,14 @@ fn run_once(
     opts: &RegistrarOptions,
     up_time: Option<Duration>,
     banner: bool,
+    outputs: &mut StatsOutputs,
 ) -> io::Result<(Exit, bool)> {
     let mode = transport_mode_tls(opts.transport, &opts.tls);
     let tls = registrar_tls(opts)?;
     let listeners = listener_configs(opts, mode);
     let min = address_scope(opts.min_address_scope);
     let mut config = registrar_config(opts);
+    config.action_log = outputs.action.is_some();
     let dcfg = DriverConfig {
         listeners: listeners.clone(),
         mode,
@@ -578,12 +717,21 @@ fn run_once(
         driver.enable_csp(reporter, |reg, _, _| csp_status(reg));
     }
     info!("registrar ${:08x} running", driver.machine().server_id().0);
+    let start = driver.now();
     let mut app = RegistrarApp {
-        stop_at: up_time.map(|d| driver.now() + d),
+        stop_at: up_time.map(|d| start + d),
         signalled: false,
+        clock: WallClock::new(start, std::time::SystemTime::now()),
+        start,
+        next_stats: outputs.stats.is_some().then_some(start),
+        outputs,
     };
-    let exit = driver.run_app(&mut app)?;
-    Ok((exit, app.signalled))
+    let exit = driver.run_app(&mut app);
+    let (clock, signalled) = (app.clock, app.signalled);
+    let now = driver.now();
+    outputs.write_actions(driver.machine_mut(), &clock, start);
+    outputs.end_of_life(driver.machine(), now);
+    Ok((exit?, signalled))
 }
 
 /// An exponentially distributed duration with mean `mean`.
@@ -604,6 +752,19 @@ pub fn main_with(opts: RegistrarOptions) -> ExitCode {
         Ok(n) => debug!("open file limit {n}"),
         Err(e) => warn!("cannot raise the open file limit: {e}"),
     }
+    let mut outputs = match StatsOutputs::open(&opts) {
+        Ok(o) => o,
+        Err(e) => return super::common::fail("rspregistrar", &e),
+    };
+    let code = run_lives(&opts, &mut outputs);
+    if let Err(e) = outputs.finish() {
+        warn!("statistics files: {e}");
+    }
+    code
+}
+
+/// Runs the registrar until a signal (several lives in failure-test mode).
+fn run_lives(opts: &RegistrarOptions, outputs: &mut StatsOutputs) -> ExitCode {
     let mut rng = os_rng();
     let mut banner = !opts.quiet;
     loop {
@@ -611,7 +772,7 @@ pub fn main_with(opts: RegistrarOptions) -> ExitCode {
         if let Some(u) = up {
             info!("failure-test mode: up for {:.3} s", u.as_secs_f64());
         }
-        match run_once(&opts, up, banner) {
+        match run_once(opts, up, banner, outputs) {
             Ok((_, false)) if up.is_some() => {
                 let down = exponential(&mut rng, opts.downtime);
                 info!("failure-test mode: down for {:.3} s", down.as_secs_f64());

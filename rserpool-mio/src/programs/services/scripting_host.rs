@@ -18,7 +18,8 @@
 //!   deleted.
 //! * **check-environment**: [`super::keyring`] (OpenPGP, `-sskeyring=`).
 //!
-//! bzip2-compressed work packages (RSPLIB's `tar xjf`) are not supported.
+//! Work packages may be plain, gzip- or bzip2-compressed tar archives (RSPLIB unpacks with
+//! `tar xzf`/`tar xjf`); the compression is recognised by its magic bytes.
 
 use std::fs::{self, File, OpenOptions};
 use std::io::{self, Read, Write};
@@ -164,17 +165,15 @@ fn host_err(what: &str, e: impl std::fmt::Display) -> HostError {
     HostError(format!("{what}: {e}"))
 }
 
-/// Unpacks a plain or gzip-compressed tar archive into `dir`.
+/// Unpacks a plain, gzip- or bzip2-compressed tar archive into `dir` (by its magic bytes).
 pub fn unpack_work_package(archive: &Path, dir: &Path) -> io::Result<()> {
     let mut head = [0u8; 3];
     let n = File::open(archive)?.read(&mut head)?;
     let file = File::open(archive)?;
     match head.get(..n) {
         Some([0x1f, 0x8b, ..]) => tar::Archive::new(flate2::read::GzDecoder::new(file)).unpack(dir),
-        Some(b"BZh") => Err(io::Error::new(
-            io::ErrorKind::Unsupported,
-            "bzip2-compressed work packages are not supported",
-        )),
+        // `tar xjf` reads concatenated bzip2 streams (pbzip2 output) too.
+        Some(b"BZh") => tar::Archive::new(bzip2::read::MultiBzDecoder::new(file)).unpack(dir),
         _ => tar::Archive::new(file).unpack(dir),
     }
 }
@@ -519,6 +518,41 @@ mod tests {
         let mut host = env.new_session().unwrap();
         host.write_input(b"this is not a tar archive at all")
             .unwrap();
+        assert!(host.start_work(false).is_err());
+        host.cleanup();
+        let _ = fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn bzip2_work_package_runs() {
+        let d = temp("bz2");
+        // The gzip package re-compressed with bzip2 (as `tar cjf` makes it), in two
+        // concatenated streams (as pbzip2 makes it).
+        let gz = package(&d, "sort sub/in.txt > \"$1\"\n");
+        let mut tar = Vec::new();
+        flate2::read::GzDecoder::new(&gz[..])
+            .read_to_end(&mut tar)
+            .unwrap();
+        let half = tar.len() / 2;
+        let mut bz = Vec::new();
+        for part in [&tar[..half], &tar[half..]] {
+            let mut z = bzip2::write::BzEncoder::new(Vec::new(), bzip2::Compression::best());
+            z.write_all(part).unwrap();
+            bz.extend_from_slice(&z.finish().unwrap());
+        }
+        assert_eq!(&bz[..3], b"BZh");
+        let env = environment(&d.join("cache"));
+        let mut host = env.new_session().unwrap();
+        host.write_input(&bz).unwrap();
+        host.start_work(false).unwrap();
+        assert_eq!(run_to_end(&mut host), 0);
+        let mut buf = [0u8; 64];
+        let n = host.read_output(&mut buf).unwrap();
+        assert_eq!(&buf[..n], b"a\nb\n");
+        host.cleanup();
+        // A damaged bzip2 stream: the work does not start.
+        let mut host = env.new_session().unwrap();
+        host.write_input(b"BZh91AY&SYgarbage garbage").unwrap();
         assert!(host.start_work(false).is_err());
         host.cleanup();
         let _ = fs::remove_dir_all(&d);
