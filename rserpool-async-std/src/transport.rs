@@ -61,7 +61,7 @@ use bytes::{Bytes, BytesMut};
 use rserpool_core::AssocId;
 use rserpool_core::io::AssocIdAllocator;
 use rserpool_mio::transport::sctp::socket::SctpSocket;
-use rserpool_mio::transport::sctp::sys;
+use rserpool_mio::transport::{SctpNotice, UdpQueue};
 use rserpool_proto::rtf::{ChannelKind, ChannelKinds, RtfConfig, RtfConnection, RtfEvent};
 use socket2::{Domain, SockRef, Socket, Type};
 use std::cmp::Reverse;
@@ -169,8 +169,7 @@ enum Slot {
 struct Udp {
     sock: Async<UdpSocket>,
     id: SocketId,
-    queue: VecDeque<(SocketAddr, Bytes)>,
-    queued: usize,
+    queue: UdpQueue,
 }
 
 struct Assoc {
@@ -800,38 +799,20 @@ impl Assoc {
         let AssocIo::Sctp(s) = &mut self.io else {
             return Fate::Keep;
         };
-        match sys::parse_notification(data) {
-            Some(sys::Notification::AssocChange {
-                state, with_abort, ..
-            }) => match state {
-                sys::SCTP_COMM_UP if !self.announced => {
-                    s.connecting = false;
-                    let peer = s.sock.get_ref().peer_addrs().unwrap_or_default();
-                    let local = s.sock.get_ref().local_addrs().unwrap_or_default();
-                    self.up_event(peer, local, ctx.out);
-                    self.flush(cx, ctx.now_us);
-                    Fate::Keep
-                }
-                sys::SCTP_COMM_LOST => {
-                    let reason = if with_abort {
-                        DownReason::Abort
-                    } else {
-                        DownReason::Lost
-                    };
-                    self.down(reason, ctx.out);
-                    Fate::Remove { abort: false }
-                }
-                sys::SCTP_SHUTDOWN_COMP => {
-                    self.down(DownReason::Shutdown, ctx.out);
-                    Fate::Remove { abort: false }
-                }
-                sys::SCTP_CANT_STR_ASSOC => {
-                    self.down(DownReason::ConnectFailed, ctx.out);
-                    Fate::Remove { abort: false }
-                }
-                _ => Fate::Keep,
-            },
-            Some(sys::Notification::Shutdown) => {
+        match SctpNotice::of(data) {
+            Some(SctpNotice::Up) if !self.announced => {
+                s.connecting = false;
+                let peer = s.sock.get_ref().peer_addrs().unwrap_or_default();
+                let local = s.sock.get_ref().local_addrs().unwrap_or_default();
+                self.up_event(peer, local, ctx.out);
+                self.flush(cx, ctx.now_us);
+                Fate::Keep
+            }
+            Some(SctpNotice::Down(reason)) => {
+                self.down(reason, ctx.out);
+                Fate::Remove { abort: false }
+            }
+            Some(SctpNotice::PeerShutdown) => {
                 // The peer shuts down: no more sends are possible. Keep reading until the
                 // shutdown completes (EOF / SHUTDOWN_COMP) so that closing does not ABORT.
                 self.down(DownReason::Shutdown, ctx.out);
@@ -869,21 +850,14 @@ impl Assoc {
 }
 
 fn flush_udp(u: &mut Udp, cx: &mut Context<'_>) {
-    while let Some((to, data)) = u.queue.front() {
-        match u.sock.get_ref().send_to(data, *to) {
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => match u.sock.poll_writable(cx) {
-                Poll::Ready(Ok(())) => continue,
-                // Socket error: the datagram is dropped below, as UDP would.
-                Poll::Ready(Err(_)) => {}
-                Poll::Pending => return,
-            },
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            // Unreachable destination, too large, ...: a datagram is dropped, as UDP would.
-            Err(_) => {}
+    let sock = &u.sock;
+    while !u.queue.flush(|data, to| sock.get_ref().send_to(data, to)) {
+        match sock.poll_writable(cx) {
+            Poll::Ready(Ok(())) => {}
+            // Socket error: the datagram is dropped, as UDP would.
+            Poll::Ready(Err(_)) => u.queue.drop_front(),
+            Poll::Pending => return,
         }
-        u.queued = u.queued.saturating_sub(data.len());
-        u.queue.pop_front();
     }
 }
 
@@ -1484,42 +1458,12 @@ impl Transports {
 
     /// Binds a UDP socket (unicast or multicast receive/send).
     pub fn udp_bind(&mut self, addr: SocketAddr, opts: &UdpOptions) -> io::Result<SocketId> {
-        let sock = Socket::new(Domain::for_address(addr), Type::DGRAM, None)?;
-        sock.set_nonblocking(true)?;
-        sock.set_cloexec(true)?;
-        if opts.reuse_addr {
-            sock.set_reuse_address(true)?;
-        }
-        if opts.reuse_port {
-            sock.set_reuse_port(true)?;
-        }
-        if let Some(ttl) = opts.multicast_ttl {
-            if addr.is_ipv4() {
-                sock.set_multicast_ttl_v4(ttl)?;
-            } else {
-                sock.set_multicast_hops_v6(ttl)?;
-            }
-        }
-        if let Some(l) = opts.multicast_loop {
-            if addr.is_ipv4() {
-                sock.set_multicast_loop_v4(l)?;
-            } else {
-                sock.set_multicast_loop_v6(l)?;
-            }
-        }
-        if let Some(ifa) = opts.multicast_if_v4 {
-            sock.set_multicast_if_v4(&ifa)?;
-        }
-        if let Some(ifi) = opts.multicast_if_v6 {
-            sock.set_multicast_if_v6(ifi)?;
-        }
-        sock.bind(&addr.into())?;
+        let sock = opts.bind(addr)?;
         let id = SocketId(self.next_id());
         let udp = Udp {
-            sock: Async::new_nonblocking(UdpSocket::from(sock))?,
+            sock: Async::new_nonblocking(sock)?,
             id,
-            queue: VecDeque::new(),
-            queued: 0,
+            queue: UdpQueue::default(),
         };
         let idx = self.alloc(Slot::Udp(Box::new(udp)));
         self.sockets.insert(id, idx);
@@ -1573,14 +1517,7 @@ impl Transports {
         else {
             return Err(SendError::UnknownAssoc);
         };
-        if u.queued > 0 && u.queued + data.len() > cap {
-            return Err(SendError::QueueFull {
-                queued: u.queued,
-                cap,
-            });
-        }
-        u.queued += data.len();
-        u.queue.push_back((to, data));
+        u.queue.push(cap, to, data)?;
         self.mark_dirty(idx);
         Ok(())
     }

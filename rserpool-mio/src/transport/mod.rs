@@ -47,6 +47,7 @@
 
 pub mod sctp;
 pub mod tls;
+pub mod udp;
 
 use bytes::{Bytes, BytesMut};
 use mio::net::{TcpListener, TcpStream, UdpSocket};
@@ -68,6 +69,7 @@ use tls::{TlsLayer, TlsRead, TlsReadError};
 pub use sctp::socket::sctp_available;
 pub use sctp::sys::raise_nofile_limit;
 pub use tls::{TlsPolicy, TlsSettings};
+pub use udp::UdpQueue;
 
 /// The concrete transport of an association or listener.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -119,6 +121,42 @@ pub enum DownReason {
     ConnectFailed,
     /// The peer violated RTF; we aborted the connection (RST).
     ProtocolError,
+}
+
+/// What an SCTP notification means for its association (shared by both drivers).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum SctpNotice {
+    /// `SCTP_COMM_UP`: the association is up.
+    Up,
+    /// The association is gone (`SCTP_COMM_LOST`, `SCTP_SHUTDOWN_COMP`,
+    /// `SCTP_CANT_STR_ASSOC`).
+    Down(DownReason),
+    /// `SCTP_SHUTDOWN_EVENT`: the peer shuts down; nothing more can be sent, and reading goes
+    /// on until the shutdown completes (so that closing does not ABORT).
+    PeerShutdown,
+}
+
+impl SctpNotice {
+    /// What the notification `data` means, or `None` when there is nothing to act on.
+    pub fn of(data: &[u8]) -> Option<SctpNotice> {
+        match sys::parse_notification(data)? {
+            sys::Notification::AssocChange {
+                state, with_abort, ..
+            } => match state {
+                sys::SCTP_COMM_UP => Some(SctpNotice::Up),
+                sys::SCTP_COMM_LOST => Some(SctpNotice::Down(if with_abort {
+                    DownReason::Abort
+                } else {
+                    DownReason::Lost
+                })),
+                sys::SCTP_SHUTDOWN_COMP => Some(SctpNotice::Down(DownReason::Shutdown)),
+                sys::SCTP_CANT_STR_ASSOC => Some(SctpNotice::Down(DownReason::ConnectFailed)),
+                _ => None,
+            },
+            sys::Notification::Shutdown => Some(SctpNotice::PeerShutdown),
+            _ => None,
+        }
+    }
 }
 
 /// What happened on the transports.
@@ -346,8 +384,7 @@ enum Slot {
 struct Udp {
     sock: UdpSocket,
     id: SocketId,
-    queue: VecDeque<(SocketAddr, Bytes)>,
-    queued: usize,
+    queue: UdpQueue,
 }
 
 struct Assoc {
@@ -1188,38 +1225,20 @@ impl Assoc {
         let AssocIo::Sctp(s) = &mut self.io else {
             return Fate::Keep;
         };
-        match sys::parse_notification(data) {
-            Some(sys::Notification::AssocChange {
-                state, with_abort, ..
-            }) => match state {
-                sys::SCTP_COMM_UP if !self.announced => {
-                    s.connecting = false;
-                    let peer = s.sock.peer_addrs().unwrap_or_default();
-                    let local = s.sock.local_addrs().unwrap_or_default();
-                    self.up_event(peer, local, ctx.out);
-                    self.flush(ctx.now_us);
-                    Fate::Keep
-                }
-                sys::SCTP_COMM_LOST => {
-                    let reason = if with_abort {
-                        DownReason::Abort
-                    } else {
-                        DownReason::Lost
-                    };
-                    self.down(reason, ctx.out);
-                    Fate::Remove { abort: false }
-                }
-                sys::SCTP_SHUTDOWN_COMP => {
-                    self.down(DownReason::Shutdown, ctx.out);
-                    Fate::Remove { abort: false }
-                }
-                sys::SCTP_CANT_STR_ASSOC => {
-                    self.down(DownReason::ConnectFailed, ctx.out);
-                    Fate::Remove { abort: false }
-                }
-                _ => Fate::Keep,
-            },
-            Some(sys::Notification::Shutdown) => {
+        match SctpNotice::of(data) {
+            Some(SctpNotice::Up) if !self.announced => {
+                s.connecting = false;
+                let peer = s.sock.peer_addrs().unwrap_or_default();
+                let local = s.sock.local_addrs().unwrap_or_default();
+                self.up_event(peer, local, ctx.out);
+                self.flush(ctx.now_us);
+                Fate::Keep
+            }
+            Some(SctpNotice::Down(reason)) => {
+                self.down(reason, ctx.out);
+                Fate::Remove { abort: false }
+            }
+            Some(SctpNotice::PeerShutdown) => {
                 // The peer shuts down: no more sends are possible. Keep reading until the
                 // shutdown completes (EOF / SHUTDOWN_COMP) so that close() does not ABORT.
                 self.down(DownReason::Shutdown, ctx.out);
@@ -1961,41 +1980,12 @@ impl Transports {
 
     /// Binds a UDP socket (unicast or multicast receive/send).
     pub fn udp_bind(&mut self, addr: SocketAddr, opts: &UdpOptions) -> io::Result<SocketId> {
-        let sock = Socket::new(Domain::for_address(addr), Type::DGRAM, None)?;
-        sock.set_nonblocking(true)?;
-        if opts.reuse_addr {
-            sock.set_reuse_address(true)?;
-        }
-        if opts.reuse_port {
-            sock.set_reuse_port(true)?;
-        }
-        if let Some(ttl) = opts.multicast_ttl {
-            if addr.is_ipv4() {
-                sock.set_multicast_ttl_v4(ttl)?;
-            } else {
-                sock.set_multicast_hops_v6(ttl)?;
-            }
-        }
-        if let Some(l) = opts.multicast_loop {
-            if addr.is_ipv4() {
-                sock.set_multicast_loop_v4(l)?;
-            } else {
-                sock.set_multicast_loop_v6(l)?;
-            }
-        }
-        if let Some(ifa) = opts.multicast_if_v4 {
-            sock.set_multicast_if_v4(&ifa)?;
-        }
-        if let Some(ifi) = opts.multicast_if_v6 {
-            sock.set_multicast_if_v6(ifi)?;
-        }
-        sock.bind(&addr.into())?;
+        let sock = opts.bind(addr)?;
         let id = SocketId(self.next_id());
         let udp = Udp {
-            sock: UdpSocket::from_std(sock.into()),
+            sock: UdpSocket::from_std(sock),
             id,
-            queue: VecDeque::new(),
-            queued: 0,
+            queue: UdpQueue::default(),
         };
         let idx = self.alloc(Slot::Udp(Box::new(udp)))?;
         if let Err(e) = self.register_idx(idx) {
@@ -2052,14 +2042,7 @@ impl Transports {
         else {
             return Err(SendError::UnknownAssoc);
         };
-        if u.queued > 0 && u.queued + data.len() > cap {
-            return Err(SendError::QueueFull {
-                queued: u.queued,
-                cap,
-            });
-        }
-        u.queued += data.len();
-        u.queue.push_back((to, data));
+        u.queue.push(cap, to, data)?;
         flush_udp(u);
         Ok(())
     }
@@ -2300,17 +2283,8 @@ fn connect_tcp(addr: SocketAddr) -> io::Result<TcpStream> {
 }
 
 fn flush_udp(u: &mut Udp) {
-    while let Some((to, data)) = u.queue.front() {
-        match u.sock.send_to(data, *to) {
-            Ok(_) => {}
-            Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-            // Unreachable destination, too large, ...: a datagram is dropped, as UDP would.
-            Err(_) => {}
-        }
-        u.queued = u.queued.saturating_sub(data.len());
-        u.queue.pop_front();
-    }
+    // On `WouldBlock` the rest waits for `WRITABLE`.
+    u.queue.flush(|data, to| u.sock.send_to(data, to));
 }
 
 fn recv_udp(u: &mut Udp, buf: &mut [u8], out: &mut Vec<TransportEvent>) {
