@@ -113,8 +113,8 @@ const FORM_SPILLED: u8 = 0x80;
 /// and longer lists are kept out of line in the slab's [`AddrLists`].
 #[derive(Debug, Clone)]
 pub(crate) struct PeRecord {
-    /// Inline form: the IPv4 addresses (user first, then ASAP); spilled form: `addr[0]`
-    /// is the index of the address list in [`AddrLists`].
+    /// Inline form: the IPv4 addresses (user first, then ASAP); spilled form: the index of
+    /// the address list in [`AddrLists`] and the number of user addresses in it.
     pub addr: [u32; 2],
     /// Registration-life expiry deadline (µs), [`NO_DEADLINE`] if none.
     pub expiry: u64,
@@ -148,77 +148,51 @@ pub(crate) struct PeRecord {
     pub bits: u8,
 }
 
-/// Addresses of one PE kept out of line: user transport addresses, then ASAP transport
-/// addresses.
-#[derive(Debug, Default)]
-struct Spilled {
-    /// Number of user addresses at the front of `addrs`; in a free entry, the next free
-    /// entry ([`NIL`] = none).
-    user: u32,
-    addrs: Box<[IpAddr]>,
-}
-
 /// The out-of-line address lists of PEs whose addresses do not fit inline (IPv6
-/// addresses, or more than two addresses), with a free list.
-#[derive(Debug)]
+/// addresses, or more than two addresses): per list, the user transport addresses, then
+/// the ASAP transport addresses (the record keeps the number of user addresses). Freed
+/// lists are empty and reused.
+#[derive(Debug, Default)]
 pub(crate) struct AddrLists {
-    lists: Vec<Spilled>,
-    free_head: u32,
-}
-
-impl Default for AddrLists {
-    fn default() -> Self {
-        AddrLists {
-            lists: Vec::new(),
-            free_head: NIL,
-        }
-    }
+    lists: Vec<Box<[IpAddr]>>,
+    free: Vec<u32>,
 }
 
 impl AddrLists {
-    fn alloc(&mut self, user: usize, addrs: Box<[IpAddr]>) -> u32 {
-        let entry = Spilled {
-            user: u32::try_from(user).unwrap_or(u32::MAX),
-            addrs,
-        };
-        if let Some(e) = self.lists.get_mut(self.free_head as usize) {
-            let i = self.free_head;
-            self.free_head = e.user;
-            *e = entry;
+    fn alloc(&mut self, addrs: Box<[IpAddr]>) -> u32 {
+        if let Some(i) = self.free.pop()
+            && let Some(e) = self.lists.get_mut(i as usize)
+        {
+            *e = addrs;
             return i;
         }
-        self.lists.push(entry);
+        self.lists.push(addrs);
         (self.lists.len() - 1) as u32
     }
 
     fn release(&mut self, i: u32) {
         if let Some(e) = self.lists.get_mut(i as usize) {
-            *e = Spilled {
-                user: self.free_head,
-                addrs: Box::default(),
-            };
-            self.free_head = i;
+            *e = Box::default();
+            self.free.push(i);
         }
     }
 
-    /// `(user addresses, ASAP addresses)` of list `i`.
-    fn split(&self, i: u32) -> (&[IpAddr], &[IpAddr]) {
+    /// `(user addresses, ASAP addresses)` of list `i` with `user` user addresses.
+    fn split(&self, i: u32, user: u32) -> (&[IpAddr], &[IpAddr]) {
         match self.lists.get(i as usize) {
-            Some(e) => e
-                .addrs
-                .split_at_checked(e.user as usize)
-                .unwrap_or((&e.addrs, &[])),
+            Some(e) => e.split_at_checked(user as usize).unwrap_or((e, &[])),
             None => (&[], &[]),
         }
     }
 
     /// Heap bytes allocated (the table and its lists).
     pub(crate) fn allocated_bytes(&self) -> usize {
-        self.lists.capacity() * core::mem::size_of::<Spilled>()
+        self.lists.capacity() * core::mem::size_of::<Box<[IpAddr]>>()
+            + self.free.capacity() * 4
             + self
                 .lists
                 .iter()
-                .map(|e| e.addrs.len() * core::mem::size_of::<IpAddr>())
+                .map(|e| e.len() * core::mem::size_of::<IpAddr>())
                 .sum::<usize>()
     }
 }
@@ -280,7 +254,8 @@ impl PeRecord {
             self.addr_form = (ua.len() | aa.len() << 2) as u8;
         } else {
             let all: Box<[IpAddr]> = ua.iter().chain(aa).copied().collect();
-            self.addr = [lists.alloc(ua.len(), all), 0];
+            let user = u32::try_from(ua.len()).unwrap_or(u32::MAX);
+            self.addr = [lists.alloc(all), user];
             self.addr_form = FORM_SPILLED;
         }
         self.user_port = user.port;
@@ -317,7 +292,7 @@ impl PeRecord {
     /// The user (`asap` false) or ASAP transport addresses.
     fn addresses(&self, lists: &AddrLists, asap: bool) -> AddressList {
         if self.addr_form == FORM_SPILLED {
-            let (u, a) = lists.split(self.addr[0]);
+            let (u, a) = lists.split(self.addr[0], self.addr[1]);
             return AddressList::from_slice(if asap { a } else { u });
         }
         let nu = usize::from(self.addr_form & 3);
@@ -607,7 +582,7 @@ mod tests {
         assert_eq!(lists.lists.len(), used);
         assert_eq!(r.user_transport(&lists, None), user);
         r.release_addrs(&mut lists);
-        assert!(lists.lists.iter().all(|e| e.addrs.is_empty()));
+        assert!(lists.lists.iter().all(|e| e.is_empty()));
         let mut op = TransportParameter::with(TransportProtocol::Opaque, 0, 0, []);
         op.opaque = Bytes::from_static(b"hello");
         let ex = Extras::from_transports(&op, None);
