@@ -499,16 +499,31 @@ fn register_op(types: [u32; 3]) -> BoxedStrategy<Op> {
                 prop_oneof![20 => 1u16..3, 1 => Just(0u16)],
                 proptest::option::of(1u64..=3),
                 1u32..100_000,
+                // IPv6 user addresses (stored out of line), ASAP addresses (0 = none).
+                (prop_oneof![4 => Just(false), 1 => Just(true)], 0u32..=2),
             )
         })
         .prop_map(
-            |(pool, pe, policy, home, proto, tuse, naddr, port, assoc, life)| {
+            |(pool, pe, policy, home, proto, tuse, naddr, port, assoc, life, (v6, nasap))| {
                 let user = TransportParameter::with(
                     proto,
                     port,
                     tuse,
-                    (0..naddr as u32).map(|i| addr((pe & 0xff) * 10 + i)),
+                    (0..naddr as u32).map(|i| {
+                        let a = addr((pe & 0xff) * 10 + i);
+                        match a {
+                            IpAddr::V4(v4) if v6 => IpAddr::V6(v4.to_ipv6_mapped()),
+                            _ => a,
+                        }
+                    }),
                 );
+                let asap = (nasap > 0).then(|| {
+                    TransportParameter::sctp(
+                        3863,
+                        0,
+                        (0..nasap).map(|i| addr(200 + (pe & 0xff) + i)),
+                    )
+                });
                 Op::Register {
                     pool,
                     info: Box::new(PoolElementInfo {
@@ -517,11 +532,7 @@ fn register_op(types: [u32; 3]) -> BoxedStrategy<Op> {
                         registration_life: life,
                         policy,
                         user_transport: user,
-                        asap_transport: Some(TransportParameter::sctp(
-                            3863,
-                            0,
-                            [addr(200 + (pe & 0xff))],
-                        )),
+                        asap_transport: asap,
                     }),
                     assoc,
                 }

@@ -441,7 +441,10 @@ fn reregistration_updates_addresses_and_policy() {
         .unwrap();
     assert_eq!(e.policy(), Policy::WeightedRoundRobin { weight: 9 });
     assert_eq!(e.user_port(), 6001);
-    assert_eq!(e.user_addresses(), &[ip("10.1.0.5"), ip("10.1.0.6")]);
+    assert_eq!(
+        e.user_addresses().as_slice(),
+        &[ip("10.1.0.5"), ip("10.1.0.6")]
+    );
     assert_eq!(r.reg.handlespace().element_count(), 1);
 }
 

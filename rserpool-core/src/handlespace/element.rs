@@ -2,11 +2,10 @@
 //! internal record and its chunked slab.
 
 use bytes::Bytes;
-use core::net::IpAddr;
+use core::net::{IpAddr, Ipv4Addr};
 use rserpool_proto::ids::{PeIdentifier, ServerId};
 use rserpool_proto::policy::Policy;
 use rserpool_proto::transport::{AddressList, TransportParameter, TransportProtocol};
-use smallvec::SmallVec;
 
 /// A pool element as registered (ASAP) or announced (ENRP): everything the Pool Element
 /// parameter carries.
@@ -106,12 +105,17 @@ impl Extras {
     }
 }
 
-/// The compact internal record of one PE (128 bytes). Both transports share one small
-/// address vector (inline for two addresses: one user + one ASAP address, the usual case).
+/// `PeRecord::addr_form` of a record whose addresses are kept in [`AddrLists`].
+const FORM_SPILLED: u8 = 0x80;
+
+/// The compact internal record of one PE (88 bytes). Up to two IPv4 addresses (one user +
+/// one ASAP address, the usual case) are stored inline as 4 bytes each; IPv6 addresses
+/// and longer lists are kept out of line in the slab's [`AddrLists`].
 #[derive(Debug, Clone)]
 pub(crate) struct PeRecord {
-    /// User transport addresses, then ASAP transport addresses.
-    pub addrs: SmallVec<[IpAddr; 2]>,
+    /// Inline form: the IPv4 addresses (user first, then ASAP); spilled form: the index of
+    /// the address list in [`AddrLists`] and the number of user addresses in it.
+    pub addr: [u32; 2],
     /// Registration-life expiry deadline (µs), [`NO_DEADLINE`] if none.
     pub expiry: u64,
     /// Keep-alive deadline (µs), [`NO_DEADLINE`] if none.
@@ -136,17 +140,67 @@ pub(crate) struct PeRecord {
     pub asap_use: u16,
     /// Endpoint-unreachable reports (saturating).
     pub reports: u16,
-    /// Number of user transport addresses at the front of `addrs`.
-    pub user_addrs: u8,
+    /// [`FORM_SPILLED`], or the inline form: the number of user addresses in bits 0-1,
+    /// of ASAP addresses in bits 2-3.
+    pub addr_form: u8,
     /// bits 0-2 user protocol, 3-5 ASAP protocol (7 = none), 6 has assoc, 7 keep-alive
     /// timer is a timeout.
     pub bits: u8,
 }
 
+/// The out-of-line address lists of PEs whose addresses do not fit inline (IPv6
+/// addresses, or more than two addresses): per list, the user transport addresses, then
+/// the ASAP transport addresses (the record keeps the number of user addresses). Freed
+/// lists are empty and reused.
+#[derive(Debug, Default)]
+pub(crate) struct AddrLists {
+    lists: Vec<Box<[IpAddr]>>,
+    free: Vec<u32>,
+}
+
+impl AddrLists {
+    fn alloc(&mut self, addrs: Box<[IpAddr]>) -> u32 {
+        if let Some(i) = self.free.pop()
+            && let Some(e) = self.lists.get_mut(i as usize)
+        {
+            *e = addrs;
+            return i;
+        }
+        self.lists.push(addrs);
+        (self.lists.len() - 1) as u32
+    }
+
+    fn release(&mut self, i: u32) {
+        if let Some(e) = self.lists.get_mut(i as usize) {
+            *e = Box::default();
+            self.free.push(i);
+        }
+    }
+
+    /// `(user addresses, ASAP addresses)` of list `i` with `user` user addresses.
+    fn split(&self, i: u32, user: u32) -> (&[IpAddr], &[IpAddr]) {
+        match self.lists.get(i as usize) {
+            Some(e) => e.split_at_checked(user as usize).unwrap_or((e, &[])),
+            None => (&[], &[]),
+        }
+    }
+
+    /// Heap bytes allocated (the table and its lists).
+    pub(crate) fn allocated_bytes(&self) -> usize {
+        self.lists.capacity() * core::mem::size_of::<Box<[IpAddr]>>()
+            + self.free.capacity() * 4
+            + self
+                .lists
+                .iter()
+                .map(|e| e.len() * core::mem::size_of::<IpAddr>())
+                .sum::<usize>()
+    }
+}
+
 impl PeRecord {
     pub(crate) fn free() -> PeRecord {
         PeRecord {
-            addrs: SmallVec::new(),
+            addr: [0; 2],
             expiry: NO_DEADLINE,
             keep_alive: NO_DEADLINE,
             assoc: 0,
@@ -163,26 +217,52 @@ impl PeRecord {
             asap_port: 0,
             asap_use: 0,
             reports: 0,
-            user_addrs: 0,
+            addr_form: 0,
             bits: PROTO_NONE << 3,
         }
     }
 
-    /// Stores the transports (not the extras).
+    /// Releases an out-of-line address list (the record then has no addresses).
+    pub(crate) fn release_addrs(&mut self, lists: &mut AddrLists) {
+        if self.addr_form == FORM_SPILLED {
+            lists.release(self.addr[0]);
+        }
+        self.addr_form = 0;
+        self.addr = [0; 2];
+    }
+
+    /// Stores the transports (not the extras), releasing the previous addresses.
     pub(crate) fn set_transports(
         &mut self,
+        lists: &mut AddrLists,
         user: &TransportParameter,
         asap: Option<&TransportParameter>,
     ) {
-        self.addrs.clear();
-        self.addrs.extend(user.addresses.iter().copied());
-        self.user_addrs = user.addresses.len().min(255) as u8;
+        self.release_addrs(lists);
+        let ua = user.addresses.as_slice();
+        let aa = asap.map_or(&[][..], |a| a.addresses.as_slice());
+        let mut inline = [0u32; 2];
+        let mut fits = ua.len() + aa.len() <= 2;
+        for (a, o) in ua.iter().chain(aa).zip(inline.iter_mut()) {
+            match a {
+                IpAddr::V4(v) => *o = u32::from(*v),
+                IpAddr::V6(_) => fits = false,
+            }
+        }
+        if fits {
+            self.addr = inline;
+            self.addr_form = (ua.len() | aa.len() << 2) as u8;
+        } else {
+            let all: Box<[IpAddr]> = ua.iter().chain(aa).copied().collect();
+            let user = u32::try_from(ua.len()).unwrap_or(u32::MAX);
+            self.addr = [lists.alloc(all), user];
+            self.addr_form = FORM_SPILLED;
+        }
         self.user_port = user.port;
         self.user_use = user.transport_use;
         let mut bits = (self.bits & (BIT_ASSOC | BIT_KA_TIMEOUT)) | proto_code(user.protocol);
         match asap {
             Some(a) => {
-                self.addrs.extend(a.addresses.iter().copied());
                 self.asap_port = a.port;
                 self.asap_use = a.transport_use;
                 bits |= proto_code(a.protocol) << 3;
@@ -194,9 +274,6 @@ impl PeRecord {
             }
         }
         self.bits = bits;
-        if self.addrs.spilled() {
-            self.addrs.shrink_to_fit();
-        }
     }
 
     pub(crate) fn user_protocol(&self) -> TransportProtocol {
@@ -212,12 +289,25 @@ impl PeRecord {
         needs_extra(self.user_protocol()) || self.asap_protocol().is_some_and(needs_extra)
     }
 
-    pub(crate) fn user_addresses(&self) -> &[IpAddr] {
-        self.addrs.get(..self.user_addrs as usize).unwrap_or(&[])
+    /// The user (`asap` false) or ASAP transport addresses.
+    fn addresses(&self, lists: &AddrLists, asap: bool) -> AddressList {
+        if self.addr_form == FORM_SPILLED {
+            let (u, a) = lists.split(self.addr[0], self.addr[1]);
+            return AddressList::from_slice(if asap { a } else { u });
+        }
+        let nu = usize::from(self.addr_form & 3);
+        let na = usize::from((self.addr_form >> 2) & 3);
+        let range = if asap { nu..nu + na } else { 0..nu };
+        self.addr
+            .get(range)
+            .unwrap_or(&[])
+            .iter()
+            .map(|&a| IpAddr::V4(Ipv4Addr::from(a)))
+            .collect()
     }
 
-    pub(crate) fn asap_addresses(&self) -> &[IpAddr] {
-        self.addrs.get(self.user_addrs as usize..).unwrap_or(&[])
+    pub(crate) fn user_addresses(&self, lists: &AddrLists) -> AddressList {
+        self.addresses(lists, false)
     }
 
     pub(crate) fn assoc(&self) -> Option<u64> {
@@ -249,26 +339,34 @@ impl PeRecord {
         self.expiry.min(self.keep_alive)
     }
 
-    pub(crate) fn user_transport(&self, extras: Option<&Extras>) -> TransportParameter {
+    pub(crate) fn user_transport(
+        &self,
+        lists: &AddrLists,
+        extras: Option<&Extras>,
+    ) -> TransportParameter {
         let protocol = self.user_protocol();
         let e = extras.map(|e| &e.user);
         build(
             protocol,
             self.user_port,
             self.user_use,
-            self.user_addresses(),
+            self.addresses(lists, false),
             e,
         )
     }
 
-    pub(crate) fn asap_transport(&self, extras: Option<&Extras>) -> Option<TransportParameter> {
+    pub(crate) fn asap_transport(
+        &self,
+        lists: &AddrLists,
+        extras: Option<&Extras>,
+    ) -> Option<TransportParameter> {
         let protocol = self.asap_protocol()?;
         let e = extras.map(|e| &e.asap);
         Some(build(
             protocol,
             self.asap_port,
             self.asap_use,
-            self.asap_addresses(),
+            self.addresses(lists, true),
             e,
         ))
     }
@@ -278,7 +376,7 @@ fn build(
     protocol: TransportProtocol,
     port: u16,
     transport_use: u16,
-    addrs: &[IpAddr],
+    addresses: AddressList,
     extra: Option<&ExtraFields>,
 ) -> TransportParameter {
     TransportParameter {
@@ -286,7 +384,7 @@ fn build(
         port,
         transport_use,
         dccp_service_code: extra.map_or(0, |e| e.dccp_service_code),
-        addresses: AddressList::from_slice(addrs),
+        addresses,
         opaque: extra.map_or_else(Bytes::new, |e| e.opaque.clone()),
     }
 }
@@ -312,10 +410,12 @@ const CHUNK: usize = 1 << CHUNK_BITS;
 
 /// Records in fixed-size chunks (no doubling slack), with a free list, plus two dense
 /// per-slot arrays for the index back-pointers (written on every heap move, so they are
-/// kept out of the records to stay cache-resident).
+/// kept out of the records to stay cache-resident), and the out-of-line address lists.
 #[derive(Debug, Default)]
 pub(crate) struct Slab {
     chunks: Vec<Vec<PeRecord>>,
+    /// Addresses that do not fit inline in their record.
+    lists: AddrLists,
     /// Position of each slot in its pool's selection structure.
     sel_pos: Vec<u32>,
     /// Position of each slot in the timer heap, [`NIL`] if it has no timer.
@@ -328,6 +428,7 @@ impl Slab {
     pub(crate) fn new() -> Slab {
         Slab {
             chunks: Vec::new(),
+            lists: AddrLists::default(),
             sel_pos: Vec::new(),
             timer_pos: Vec::new(),
             free_head: NIL,
@@ -343,6 +444,24 @@ impl Slab {
     #[inline]
     pub(crate) fn get_mut(&mut self, slot: u32) -> &mut PeRecord {
         &mut self.chunks[(slot >> CHUNK_BITS) as usize][slot as usize & (CHUNK - 1)]
+    }
+
+    /// The record of `slot` with the address lists (to change its transports).
+    #[inline]
+    pub(crate) fn get_mut_with_lists(&mut self, slot: u32) -> (&mut PeRecord, &mut AddrLists) {
+        let r = &mut self.chunks[(slot >> CHUNK_BITS) as usize][slot as usize & (CHUNK - 1)];
+        (r, &mut self.lists)
+    }
+
+    /// The out-of-line address lists.
+    #[inline]
+    pub(crate) fn lists(&self) -> &AddrLists {
+        &self.lists
+    }
+
+    /// The out-of-line address lists, to fill a record before [`Slab::alloc`].
+    pub(crate) fn lists_mut(&mut self) -> &mut AddrLists {
+        &mut self.lists
     }
 
     #[inline]
@@ -391,20 +510,23 @@ impl Slab {
         slot
     }
 
-    /// Frees `slot` and returns its former record.
-    pub(crate) fn free(&mut self, slot: u32) -> PeRecord {
+    /// Frees `slot` (and its out-of-line addresses).
+    pub(crate) fn free(&mut self, slot: u32) {
         self.used -= 1;
         let mut f = PeRecord::free();
         f.assoc_next = self.free_head;
         self.free_head = slot;
         self.sel_pos[slot as usize] = NIL;
         self.timer_pos[slot as usize] = NIL;
-        core::mem::replace(self.get_mut(slot), f)
+        let (r, lists) = self.get_mut_with_lists(slot);
+        r.release_addrs(lists);
+        *r = f;
     }
 
-    /// Bytes allocated by the slab itself (chunks, not the spilled address vectors).
+    /// Bytes allocated by the slab (chunks, index arrays, out-of-line addresses).
     pub(crate) fn allocated_bytes(&self) -> usize {
-        (self.sel_pos.capacity() + self.timer_pos.capacity()) * 4
+        self.lists.allocated_bytes()
+            + (self.sel_pos.capacity() + self.timer_pos.capacity()) * 4
             + self.chunks.capacity() * core::mem::size_of::<Vec<PeRecord>>()
             + self
                 .chunks
@@ -424,27 +546,49 @@ mod tests {
 
     #[test]
     fn record_is_compact() {
-        assert_eq!(core::mem::size_of::<PeRecord>(), 128);
+        assert_eq!(core::mem::size_of::<PeRecord>(), 88);
     }
 
     #[test]
     fn transports_round_trip() {
         let v4: IpAddr = "10.0.0.1".parse().unwrap_or(IpAddr::from([0, 0, 0, 0]));
+        let v4b: IpAddr = "10.0.0.2".parse().unwrap_or(IpAddr::from([0, 0, 0, 0]));
         let v6: IpAddr = "::1".parse().unwrap_or(IpAddr::from([0u16; 8]));
-        let user = TransportParameter::sctp(5000, 1, [v4, v6]);
-        let asap = TransportParameter::sctp(6000, 0, [v4]);
+        let mut lists = AddrLists::default();
         let mut r = PeRecord::free();
-        r.set_transports(&user, Some(&asap));
-        assert_eq!(r.user_transport(None), user);
-        assert_eq!(r.asap_transport(None), Some(asap));
-        r.set_transports(&user, None);
-        assert_eq!(r.asap_transport(None), None);
+        let cases = [
+            (vec![v4], Some(vec![v4b]), false),
+            (vec![v4, v4b], None, false),
+            (vec![v4b], Some(vec![]), false),
+            (vec![v4, v6], Some(vec![v4]), true),
+            (vec![v6], None, true),
+            (vec![v4], Some(vec![v6]), true),
+            (vec![v4, v4b], Some(vec![v4]), true),
+            (vec![v4], Some(vec![v4b, v4]), true),
+        ];
+        for (u, a, spilled) in cases {
+            let user = TransportParameter::sctp(5000, 1, u.clone());
+            let asap = a.map(|a| TransportParameter::sctp(6000, 0, a));
+            r.set_transports(&mut lists, &user, asap.as_ref());
+            assert_eq!(r.addr_form == FORM_SPILLED, spilled, "{u:?}");
+            assert_eq!(r.user_transport(&lists, None), user);
+            assert_eq!(r.asap_transport(&lists, None), asap);
+            assert_eq!(r.user_addresses(&lists).as_slice(), &u[..]);
+        }
+        // Re-registration replaces (and frees) the previous out-of-line list.
+        let used = lists.lists.len();
+        let user = TransportParameter::sctp(5000, 1, [v6, v4]);
+        r.set_transports(&mut lists, &user, None);
+        assert_eq!(lists.lists.len(), used);
+        assert_eq!(r.user_transport(&lists, None), user);
+        r.release_addrs(&mut lists);
+        assert!(lists.lists.iter().all(|e| e.is_empty()));
         let mut op = TransportParameter::with(TransportProtocol::Opaque, 0, 0, []);
         op.opaque = Bytes::from_static(b"hello");
         let ex = Extras::from_transports(&op, None);
-        r.set_transports(&op, None);
+        r.set_transports(&mut lists, &op, None);
         assert!(r.has_extras());
-        assert_eq!(r.user_transport(ex.as_ref()), op);
+        assert_eq!(r.user_transport(&lists, ex.as_ref()), op);
     }
 
     #[test]

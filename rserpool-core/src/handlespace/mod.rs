@@ -41,9 +41,10 @@
 //!   RFC registrar does — both are possible).
 //!
 //! # Memory
-//! A PE costs one 128-byte record (addresses inline for one user + one ASAP address)
-//! plus its share of the indices: about 175–195 bytes in total in large pools with every
-//! index in use (`examples/hsbench.rs` measures it with a counting allocator).
+//! A PE costs one 88-byte record (up to two IPv4 addresses inline, e.g. one user + one
+//! ASAP address; IPv6 addresses and longer lists out of line) plus its share of the
+//! indices: about 135–155 bytes in total in large pools with every index in use
+//! (`examples/hsbench.rs` measures it with a counting allocator).
 
 pub mod checksum;
 pub(crate) mod element;
@@ -65,7 +66,7 @@ use rserpool_proto::policy::Policy;
 use rserpool_proto::transport::TransportParameter;
 
 use crate::{AssocId, Instant};
-use element::{Extras, NIL, NO_DEADLINE, PeRecord, Slab, policy_values, record_policy};
+use element::{AddrLists, Extras, NIL, NO_DEADLINE, PeRecord, Slab, policy_values, record_policy};
 use heap::{HeapItem, IndexedHeap};
 use policy::{Scratch, Selector, default_max_increment};
 use pool::Pool;
@@ -222,6 +223,10 @@ impl Handlespace {
 
     pub(crate) fn record(&self, slot: u32) -> &PeRecord {
         self.slab.get(slot)
+    }
+
+    pub(crate) fn addr_lists(&self) -> &AddrLists {
+        self.slab.lists()
     }
 
     pub(crate) fn extras_of(&self, slot: u32) -> Option<&Extras> {
@@ -395,7 +400,11 @@ impl Handlespace {
         rec.home = info.home_registrar.0;
         rec.life = info.registration_life;
         rec.values = policy_values(&info.policy);
-        rec.set_transports(&info.user_transport, info.asap_transport.as_ref());
+        rec.set_transports(
+            self.slab.lists_mut(),
+            &info.user_transport,
+            info.asap_transport.as_ref(),
+        );
         let slot = self.slab.alloc(rec);
         if let Some(e) = Extras::from_transports(&info.user_transport, info.asap_transport.as_ref())
         {
@@ -439,9 +448,9 @@ impl Handlespace {
             }
         }
         {
-            let r = self.slab.get_mut(slot);
+            let (r, lists) = self.slab.get_mut_with_lists(slot);
             r.life = info.registration_life;
-            r.set_transports(&info.user_transport, info.asap_transport.as_ref());
+            r.set_transports(lists, &info.user_transport, info.asap_transport.as_ref());
         }
         match Extras::from_transports(&info.user_transport, info.asap_transport.as_ref()) {
             Some(e) => {
@@ -603,8 +612,8 @@ impl Handlespace {
             home_registrar: ServerId(r.home),
             registration_life: r.life,
             policy: record_policy(ptype, &r.values),
-            user_transport: r.user_transport(ex),
-            asap_transport: r.asap_transport(ex),
+            user_transport: r.user_transport(self.slab.lists(), ex),
+            asap_transport: r.asap_transport(self.slab.lists(), ex),
         }
     }
 

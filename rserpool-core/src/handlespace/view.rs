@@ -1,12 +1,11 @@
 //! Read-only views into the handlespace: PEs, pools, selections and ordered walks.
 
-use core::net::IpAddr;
 use core::ops::Bound;
 use std::collections::{btree_map, btree_set};
 
 use rserpool_proto::ids::{PeIdentifier, PoolHandle, ServerId};
 use rserpool_proto::policy::Policy;
-use rserpool_proto::transport::{TransportParameter, TransportProtocol};
+use rserpool_proto::transport::{AddressList, TransportParameter, TransportProtocol};
 use smallvec::SmallVec;
 
 use super::element::{NO_DEADLINE, record_policy};
@@ -81,20 +80,23 @@ impl<'a> ElementRef<'a> {
         self.rec().user_port
     }
 
-    /// The user transport's addresses.
-    pub fn user_addresses(&self) -> &'a [IpAddr] {
-        self.rec().user_addresses()
+    /// The user transport's addresses (rebuilt from the compact record; no heap
+    /// allocation for up to two addresses).
+    pub fn user_addresses(&self) -> AddressList {
+        self.rec().user_addresses(self.hs.addr_lists())
     }
 
     /// The user transport (rebuilt from the compact record; no heap allocation for up to
     /// two addresses).
     pub fn user_transport(&self) -> TransportParameter {
-        self.rec().user_transport(self.hs.extras_of(self.slot))
+        self.rec()
+            .user_transport(self.hs.addr_lists(), self.hs.extras_of(self.slot))
     }
 
     /// The ASAP transport, if known.
     pub fn asap_transport(&self) -> Option<TransportParameter> {
-        self.rec().asap_transport(self.hs.extras_of(self.slot))
+        self.rec()
+            .asap_transport(self.hs.addr_lists(), self.hs.extras_of(self.slot))
     }
 
     /// The association the PE was registered over.

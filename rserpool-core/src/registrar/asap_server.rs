@@ -584,9 +584,10 @@ impl Registrar {
     /// address of the PE's ASAP or user transport (for PEs not bound to an association).
     fn assoc_reaches(&self, assoc: AssocId, e: &crate::handlespace::ElementRef<'_>) -> bool {
         let asap = e.asap_transport();
-        self.assoc_ips(assoc).iter().any(|&ip| {
-            ip_in(ip, e.user_addresses()) || asap.as_ref().is_some_and(|t| ip_in(ip, &t.addresses))
-        })
+        let user = e.user_addresses();
+        self.assoc_ips(assoc)
+            .iter()
+            .any(|&ip| ip_in(ip, &user) || asap.as_ref().is_some_and(|t| ip_in(ip, &t.addresses)))
     }
 
     /// Removes a PE: handlespace, association count, verification state; DEL_PE to the

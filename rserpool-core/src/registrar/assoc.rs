@@ -1,6 +1,6 @@
 //! The registrar's association table.
 //!
-//! One entry per association, kept to 12 bytes (24 with its key) because PEs usually have
+//! One entry per association, kept to 12 bytes (20 with its key) because PEs usually have
 //! an association each: a single IPv4 peer address inline; the addresses of IPv6 and
 //! multi-homed peers, the ENRP peer binding and the pending-request counters in side
 //! tables (few associations have them).
@@ -160,7 +160,83 @@ pub(crate) struct Buckets {
 /// Cap on the peer addresses stored per association.
 pub(crate) const MAX_ASSOC_ADDRS: usize = 64;
 
-pub(crate) type AssocMap = hashbrown::HashMap<AssocId, Assoc, foldhash::fast::FixedState>;
+/// An association id stored as two 4-byte halves, so that a table entry (key + [`Assoc`])
+/// takes 20 bytes instead of 24. It hashes exactly as the `u64` it holds (the table's
+/// layout and iteration order are those of a map keyed by [`AssocId`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Key([u32; 2]);
+
+impl Key {
+    fn new(a: AssocId) -> Key {
+        Key([a.0 as u32, (a.0 >> 32) as u32])
+    }
+
+    fn id(self) -> AssocId {
+        AssocId(u64::from(self.0[0]) | u64::from(self.0[1]) << 32)
+    }
+}
+
+impl core::hash::Hash for Key {
+    fn hash<H: core::hash::Hasher>(&self, state: &mut H) {
+        self.id().0.hash(state);
+    }
+}
+
+/// The association table: [`AssocId`] → [`Assoc`] in 20-byte entries.
+#[derive(Clone, Debug)]
+pub(crate) struct AssocMap {
+    map: hashbrown::HashMap<Key, Assoc, foldhash::fast::FixedState>,
+}
+
+impl AssocMap {
+    pub(crate) fn with_hasher(hasher: foldhash::fast::FixedState) -> AssocMap {
+        AssocMap {
+            map: hashbrown::HashMap::with_hasher(hasher),
+        }
+    }
+
+    pub(crate) fn get(&self, a: &AssocId) -> Option<&Assoc> {
+        self.map.get(&Key::new(*a))
+    }
+
+    pub(crate) fn get_mut(&mut self, a: &AssocId) -> Option<&mut Assoc> {
+        self.map.get_mut(&Key::new(*a))
+    }
+
+    pub(crate) fn contains_key(&self, a: &AssocId) -> bool {
+        self.map.contains_key(&Key::new(*a))
+    }
+
+    pub(crate) fn insert(&mut self, a: AssocId, v: Assoc) -> Option<Assoc> {
+        self.map.insert(Key::new(a), v)
+    }
+
+    pub(crate) fn remove(&mut self, a: &AssocId) -> Option<Assoc> {
+        self.map.remove(&Key::new(*a))
+    }
+
+    /// The entry of `a`, inserted with `f` if missing.
+    pub(crate) fn get_or_insert_with(
+        &mut self,
+        a: AssocId,
+        f: impl FnOnce() -> Assoc,
+    ) -> &mut Assoc {
+        self.map.entry(Key::new(a)).or_insert_with(f)
+    }
+
+    /// All entries, in the table's (deterministic, seeded) order.
+    pub(crate) fn iter_mut(&mut self) -> impl Iterator<Item = (AssocId, &mut Assoc)> {
+        self.map.iter_mut().map(|(k, v)| (k.id(), v))
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub(crate) fn allocation_size(&self) -> usize {
+        self.map.allocation_size()
+    }
+}
 pub(crate) type BucketMap = hashbrown::HashMap<AssocId, Buckets, foldhash::fast::FixedState>;
 /// Association → peer key (ENRP associations) or pending-request count.
 pub(crate) type SideMap<V> = hashbrown::HashMap<AssocId, V, foldhash::fast::FixedState>;
@@ -172,7 +248,13 @@ mod tests {
     #[test]
     fn compact() {
         assert!(core::mem::size_of::<Assoc>() <= 12);
-        assert!(core::mem::size_of::<(AssocId, Assoc)>() <= 24);
+        assert!(core::mem::size_of::<(Key, Assoc)>() <= 20);
+        for id in [0, 1, u64::from(u32::MAX) + 7, u64::MAX, 1 << 63 | 5] {
+            assert_eq!(Key::new(AssocId(id)).id(), AssocId(id));
+            use core::hash::BuildHasher;
+            let h = foldhash::fast::FixedState::with_seed(42);
+            assert_eq!(h.hash_one(Key::new(AssocId(id))), h.hash_one(AssocId(id)));
+        }
         let mut a = Assoc::new(Origin::PoolElement, Role::Unknown);
         assert_eq!(a.single(), None);
         a.set_role(Role::Asap);

@@ -494,7 +494,7 @@ impl Registrar {
         };
         self.autoclose_at = Some(now + period);
         let mut idle: Vec<AssocId> = Vec::new();
-        for (&id, a) in self.assocs.iter_mut() {
+        for (id, a) in self.assocs.iter_mut() {
             if a.origin() != Origin::Accepted || a.role() == Role::Enrp || a.elements > 0 {
                 continue;
             }
@@ -699,8 +699,7 @@ impl Registrar {
 
     fn assoc_entry(&mut self, assoc: AssocId) -> &mut Assoc {
         self.assocs
-            .entry(assoc)
-            .or_insert_with(|| Assoc::new(Origin::Accepted, Role::Unknown))
+            .get_or_insert_with(assoc, || Assoc::new(Origin::Accepted, Role::Unknown))
     }
 
     /// Opens an association (machine-chosen id) and records it.
