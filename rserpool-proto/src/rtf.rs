@@ -416,7 +416,8 @@ fn complete_frames_len(data: &[u8], max_frame_len: usize) -> usize {
 /// Incremental RTF decoder: feed arbitrary chunks, get whole frames.
 ///
 /// Memory is bounded: at most one frame in progress is buffered, and a frame longer than
-/// the maximum is rejected from its header alone. Extension payloads are skipped without
+/// the maximum is rejected from its header alone. At a frame boundary the decoder holds no
+/// buffer. Extension payloads are skipped without
 /// being buffered. After an error the decoder stays failed and returns the same error.
 #[derive(Debug)]
 pub struct FrameDecoder {
@@ -506,6 +507,12 @@ impl FrameDecoder {
             let want = self.expected.unwrap_or(HEADER_LEN);
             if self.buf.len() < want {
                 if data.is_empty() {
+                    if self.buf.is_empty() && self.buf.capacity() > 0 {
+                        // At a frame boundary: keep no memory between frames (the frames
+                        // split off share this buffer's allocation; an idle connection
+                        // would keep it alive).
+                        self.buf = BytesMut::new();
+                    }
                     return Ok(());
                 }
                 let n = (want - self.buf.len()).min(data.len());
@@ -1232,6 +1239,24 @@ mod tests {
             encode_data_header(true, 7, 12, 4),
             [1, 1, 0, 7, 0, 0, 0, 16, 0, 0, 0, 12]
         );
+    }
+
+    #[test]
+    fn decoder_keeps_no_buffer_between_frames() {
+        let ping = hex(PING_HEX);
+        let mut d = FrameDecoder::default();
+        let mut frames = Vec::new();
+        // Two whole frames and the first bytes of a third, then the rest of it.
+        let mut stream = ping.clone();
+        stream.extend_from_slice(&ping);
+        stream.extend_from_slice(&ping[..5]);
+        d.decode_into(&stream, &mut frames).unwrap();
+        assert_eq!(frames.len(), 2);
+        assert!(d.buf.capacity() > 0, "a partial frame is buffered");
+        d.decode_into(&ping[5..], &mut frames).unwrap();
+        assert_eq!(frames.len(), 3);
+        assert!(d.is_at_boundary());
+        assert_eq!(d.buf.capacity(), 0, "nothing held at a frame boundary");
     }
 
     #[test]

@@ -46,6 +46,7 @@
 //! --test-threads=1`.
 
 pub mod sctp;
+mod timers;
 pub mod tls;
 
 use bytes::{Bytes, BytesMut};
@@ -56,13 +57,13 @@ use rserpool_proto::rtf::{ChannelKind, ChannelKinds, RtfConfig, RtfConnection, R
 use sctp::socket::{SctpOptions, SctpSocket};
 use sctp::sys;
 use socket2::{Domain, SockRef, Socket, Type};
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use timers::Timers;
 use tls::{TlsLayer, TlsRead, TlsReadError};
 
 pub use sctp::socket::sctp_available;
@@ -365,8 +366,6 @@ struct Assoc {
     linger_until: Option<u64>,
     /// A write failed; handled at the next timeout (scheduled immediately).
     write_error: Option<io::Error>,
-    /// Timer entry in the heap.
-    scheduled: Option<u64>,
     /// The read budget of one event ran out with data left: read again at once (timer 0).
     read_pending: bool,
     /// Listed in [`Transports::dirty`]: written out by [`Transports::flush_pending`].
@@ -390,8 +389,8 @@ struct TcpIo {
     out: VecDeque<Bytes>,
     /// Bytes of the front chunk already written.
     front_off: usize,
-    /// Small frames, copied after `out` (one buffer for many frames; its memory is reused
-    /// once written).
+    /// Small frames, copied after `out` (one buffer for many frames; released once
+    /// written).
     tail: BytesMut,
     write_shut: bool,
     peer_eof: bool,
@@ -440,6 +439,9 @@ impl TcpIo {
                 if n >= chunk.len() {
                     self.out.pop_front();
                     self.front_off = 0;
+                    if self.out.is_empty() {
+                        self.out = VecDeque::new();
+                    }
                 } else {
                     self.front_off += n;
                     break;
@@ -451,7 +453,8 @@ impl TcpIo {
                 let n = n.min(self.tail.len());
                 bytes::Buf::advance(&mut self.tail, n);
                 if self.tail.is_empty() {
-                    self.tail.clear();
+                    // Written out: an idle association keeps no output buffer.
+                    self.tail = BytesMut::new();
                 }
             }
             *queued = queued.saturating_sub(moved);
@@ -517,6 +520,10 @@ impl OutQueue {
     fn pop_front(&mut self) -> Option<OutMsg> {
         let m = self.first.take()?;
         self.first = self.rest.pop_front();
+        if self.rest.is_empty() && self.rest.capacity() > 0 {
+            // Drained: an idle association keeps no queue memory.
+            self.rest = VecDeque::new();
+        }
         Some(m)
     }
 
@@ -530,7 +537,7 @@ impl OutQueue {
 
     fn clear(&mut self) {
         self.first = None;
-        self.rest.clear();
+        self.rest = VecDeque::new();
     }
 }
 
@@ -742,6 +749,9 @@ impl Assoc {
                                     written -= left;
                                     t.out.pop_front();
                                     t.front_off = 0;
+                                    if t.out.is_empty() {
+                                        t.out = VecDeque::new();
+                                    }
                                 } else {
                                     t.front_off += written;
                                     written = 0;
@@ -751,9 +761,9 @@ impl Assoc {
                                 let k = written.min(t.tail.len());
                                 bytes::Buf::advance(&mut t.tail, k);
                                 if t.tail.is_empty() {
-                                    // Written out: the next frames start at the buffer's
-                                    // beginning again (no new allocation).
-                                    t.tail.clear();
+                                    // Written out: an idle association keeps no output
+                                    // buffer (the next frames get a new one).
+                                    t.tail = BytesMut::new();
                                 }
                             }
                         }
@@ -887,6 +897,8 @@ impl Assoc {
                 return Fate::Remove { abort: false };
             }
             t.connecting = false;
+            // Connected: the peer's other addresses are not needed any more.
+            t.next_addrs = VecDeque::new();
             do_read = true;
             let _ = t.stream.set_nodelay(true);
         }
@@ -1167,7 +1179,8 @@ impl Assoc {
                     block.split().freeze()
                 } else {
                     s.reasm.extend_from_slice(data);
-                    s.reasm.split().freeze()
+                    // The whole buffer goes with the message: nothing kept between messages.
+                    std::mem::take(&mut s.reasm).freeze()
                 };
                 if self.attached && self.announced {
                     ctx.out.push(TransportEvent::Message {
@@ -1278,7 +1291,8 @@ pub struct Transports {
     next_gen: u64,
     config: TransportConfig,
     epoch: Instant,
-    timers: BinaryHeap<Reverse<(u64, usize, u64)>>,
+    /// Deadline of each association slot with a timer (at most one each).
+    timers: Timers,
     buf: Vec<u8>,
     /// Outgoing SCTP associations of a channel kind leave from a shared listener's endpoint
     /// ([`Transports::listen_as_source`]): (listener, channel kind, local addresses).
@@ -1291,8 +1305,8 @@ pub struct Transports {
     last_us: u64,
     /// RTF events being handled (shared by all TCP associations).
     rtf_events: VecDeque<RtfEvent>,
-    /// Timers being run by `handle_timeout` (kept for its memory).
-    due: Vec<(u64, usize, u64)>,
+    /// Timers being run by `handle_timeout`: (slot, generation) (kept for its memory).
+    due: Vec<(usize, u64)>,
 }
 
 impl std::fmt::Debug for Transports {
@@ -1325,7 +1339,7 @@ impl Transports {
             next_gen: 1,
             config,
             epoch: Instant::now(),
-            timers: BinaryHeap::new(),
+            timers: Timers::default(),
             buf: vec![0; RECV_BUF],
             sctp_sources: Vec::new(),
             batching: false,
@@ -1461,6 +1475,7 @@ impl Transports {
         let Some(entry) = self.entries.get_mut(idx).and_then(Option::take) else {
             return;
         };
+        self.timers.remove(idx);
         match entry.slot {
             Slot::TcpListener {
                 mut listener, id, ..
@@ -1511,18 +1526,17 @@ impl Transports {
 
     /// Re-arms the timer of association `idx` if its deadline moved earlier.
     fn schedule(&mut self, idx: usize) {
-        let Some(Some(entry)) = self.entries.get_mut(idx) else {
-            return;
-        };
-        let generation = entry.generation;
-        let Slot::Assoc(a) = &mut entry.slot else {
+        let Some(Some(Entry {
+            slot: Slot::Assoc(a),
+            ..
+        })) = self.entries.get(idx)
+        else {
             return;
         };
         if let Some(d) = a.next_deadline()
-            && a.scheduled.is_none_or(|s| d < s)
+            && self.timers.get(idx).is_none_or(|s| d < s)
         {
-            a.scheduled = Some(d);
-            self.timers.push(Reverse((d, idx, generation)));
+            self.timers.set(idx, d);
         }
     }
 
@@ -1756,7 +1770,6 @@ impl Transports {
             queued: 0,
             linger_until: None,
             write_error: None,
-            scheduled: None,
             read_pending: false,
             dirty: false,
             io,
@@ -2194,8 +2207,7 @@ impl Transports {
                 queued: 0,
                 linger_until: None,
                 write_error: None,
-                scheduled: None,
-                read_pending: false,
+                    read_pending: false,
                 dirty: false,
                 io,
             };
@@ -2228,17 +2240,9 @@ impl Transports {
 
     /// When [`Transports::handle_timeout`] must run next.
     pub fn poll_timeout(&mut self) -> Option<Instant> {
-        while let Some(Reverse((d, idx, generation))) = self.timers.peek().copied() {
-            let live = matches!(
-                self.entries.get(idx),
-                Some(Some(Entry { generation: g, slot: Slot::Assoc(a) })) if *g == generation && a.scheduled == Some(d)
-            );
-            if live {
-                return Some(self.epoch + Duration::from_micros(d));
-            }
-            self.timers.pop();
-        }
-        None
+        self.timers
+            .peek()
+            .map(|(d, _)| self.epoch + Duration::from_micros(d))
     }
 
     /// Runs every timer due at `now` (RTF heartbeats and dead peers, close lingering, write
@@ -2251,14 +2255,16 @@ impl Transports {
         // writes faster than we read would keep this call (and its caller's turn) reading
         // without bound, every message held in `out` before the machine saw any.
         let mut due = std::mem::take(&mut self.due);
-        while let Some(Reverse((d, idx, generation))) = self.timers.peek().copied() {
+        while let Some((d, idx)) = self.timers.peek() {
             if d > now_us {
                 break;
             }
             self.timers.pop();
-            due.push((d, idx, generation));
+            if let Some(Some(entry)) = self.entries.get(idx) {
+                due.push((idx, entry.generation));
+            }
         }
-        for (d, idx, generation) in due.drain(..) {
+        for (idx, generation) in due.drain(..) {
             let Some(Some(entry)) = self.entries.get_mut(idx) else {
                 continue;
             };
@@ -2268,10 +2274,6 @@ impl Transports {
             let Slot::Assoc(a) = &mut entry.slot else {
                 continue;
             };
-            if a.scheduled != Some(d) {
-                continue;
-            }
-            a.scheduled = None;
             let mut ctx = Ctx {
                 now_us,
                 buf: &mut self.buf,
