@@ -8,8 +8,13 @@ use rserpool_core::io::AssocIdAllocator;
 use rserpool_core::{AssocId, ChannelKind, Instant};
 use rserpool_proto::csp::{CSP_DURATION_UNKNOWN, ComponentId, CspAssociation, CspProtocol};
 use rserpool_proto::rtf;
+use smallvec::SmallVec;
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
+
+/// The addresses of one end of an association: one is kept inline (a single-homed
+/// association, the usual case, needs no heap memory for them).
+pub type AddrList = SmallVec<[SocketAddr; 1]>;
 
 /// The core's channel kind of a transport (RTF) channel kind.
 pub fn channel_from_rtf(kind: rtf::ChannelKind) -> ChannelKind {
@@ -45,9 +50,9 @@ pub struct AssocInfo {
     /// When `handle_assoc_up` was reported (`None` while connecting).
     pub up_since: Option<Instant>,
     /// The peer's addresses (empty while connecting).
-    pub peer_addrs: Vec<SocketAddr>,
+    pub peer_addrs: AddrList,
     /// Our addresses of the association (empty while connecting).
-    pub local_addrs: Vec<SocketAddr>,
+    pub local_addrs: AddrList,
     /// PPID of the last message the machine sent on it.
     pub last_ppid: Option<u32>,
 }
@@ -98,12 +103,17 @@ pub(crate) struct Link {
 }
 
 /// The associations of one driver, by machine-visible id.
+///
+/// An accepted association is known to the machine under its transport id whenever that
+/// id is free (transport ids have the top bit clear, like driver-chosen ids): only the
+/// others — the machine's own connects — need an entry in `by_transport`.
 #[derive(Debug, Default)]
 pub struct AssocTable {
     /// Boxed: the table's buckets stay small (a hash table keeps up to half its buckets
     /// empty; with 10,000s of associations, buckets of a whole `Link` cost more than the
     /// links themselves).
     links: HashMap<AssocId, Box<Link>>,
+    /// Transport id → machine-visible id, where they differ.
     by_transport: HashMap<AssocId, AssocId>,
     next_local: u64,
 }
@@ -147,7 +157,14 @@ impl AssocTable {
 
     /// The machine-visible id of a transport id.
     pub fn machine_id(&self, transport: AssocId) -> Option<AssocId> {
-        self.by_transport.get(&transport).copied()
+        match self.by_transport.get(&transport) {
+            Some(id) => Some(*id),
+            None => self
+                .links
+                .get(&transport)
+                .filter(|l| l.transport == transport)
+                .map(|_| transport),
+        }
     }
 
     pub(crate) fn contains(&self, assoc: AssocId) -> bool {
@@ -159,13 +176,15 @@ impl AssocTable {
     }
 
     pub(crate) fn link_by_transport(&mut self, transport: AssocId) -> Option<(AssocId, &mut Link)> {
-        let id = *self.by_transport.get(&transport)?;
+        let id = self.machine_id(transport)?;
         self.links.get_mut(&id).map(|l| (id, &mut **l))
     }
 
     /// Records an association the machine asked for under its own id.
     pub(crate) fn insert(&mut self, assoc: AssocId, transport: AssocId, info: AssocInfo) {
-        self.by_transport.insert(transport, assoc);
+        if assoc != transport {
+            self.by_transport.insert(transport, assoc);
+        }
         self.links.insert(
             assoc,
             Box::new(Link {
@@ -178,8 +197,16 @@ impl AssocTable {
         );
     }
 
-    /// Records an accepted association under a fresh driver-chosen id (top bit clear).
+    /// Records an accepted association under a fresh driver-chosen id (top bit clear): its
+    /// transport id when that is free.
     pub(crate) fn insert_accepted(&mut self, transport: AssocId, info: AssocInfo) -> AssocId {
+        if transport.0 != 0
+            && !AssocIdAllocator::is_machine_chosen(transport)
+            && !self.links.contains_key(&transport)
+        {
+            self.insert(transport, transport, info);
+            return transport;
+        }
         let id = loop {
             self.next_local = (self.next_local + 1) & !AssocIdAllocator::MACHINE_BIT;
             let id = AssocId(self.next_local);
@@ -200,7 +227,8 @@ impl AssocTable {
     }
 
     pub(crate) fn remove_by_transport(&mut self, transport: AssocId) -> Option<(AssocId, Link)> {
-        let id = self.by_transport.remove(&transport)?;
+        let id = self.machine_id(transport)?;
+        self.by_transport.remove(&transport);
         self.links.remove(&id).map(|l| (id, *l))
     }
 
@@ -225,8 +253,8 @@ mod tests {
             outbound: false,
             created: Instant::ZERO,
             up_since: None,
-            peer_addrs: Vec::new(),
-            local_addrs: Vec::new(),
+            peer_addrs: AddrList::new(),
+            local_addrs: AddrList::new(),
             last_ppid: None,
         }
     }
@@ -242,12 +270,30 @@ mod tests {
         t.insert(m, AssocId(8), info());
         assert_eq!(t.machine_id(AssocId(8)), Some(m));
         assert_eq!(t.transport_id(a), Some(AssocId(7)));
+        assert_eq!(t.machine_id(AssocId(7)), Some(a));
         assert_eq!(t.len(), 3);
+        assert_eq!(t.machine_id(AssocId(1234)), None);
+        // A transport id that cannot serve as the machine-visible id (top bit set), then one
+        // that is already taken as such: other ids are chosen, mapped both ways.
+        let odd = AssocId(AssocIdAllocator::MACHINE_BIT | 5);
+        let c = t.insert_accepted(odd, info());
+        assert!(!AssocIdAllocator::is_machine_chosen(c));
+        let d = t.insert_accepted(c, info());
+        assert_ne!(d, c);
+        assert_eq!(t.machine_id(odd), Some(c));
+        assert_eq!(t.machine_id(c), Some(d));
+        assert_eq!(t.transport_id(d), Some(c));
+        let (id, _) = t.remove_by_transport(c).unwrap();
+        assert_eq!(id, d);
+        assert_eq!(t.machine_id(odd), Some(c));
+        assert!(t.remove(c).is_some());
+        assert_eq!(t.machine_id(odd), None);
+        assert!(t.remove(a).is_some());
         let (id, _) = t.remove_by_transport(AssocId(9)).unwrap();
         assert_eq!(id, b);
         assert!(t.remove(m).is_some());
         assert_eq!(t.machine_id(AssocId(8)), None);
-        assert_eq!(t.len(), 1);
+        assert_eq!(t.len(), 0);
     }
 
     #[test]

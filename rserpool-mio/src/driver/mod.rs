@@ -131,7 +131,7 @@
 pub mod assoc;
 pub mod csp;
 
-pub use assoc::{AssocInfo, AssocTable};
+pub use assoc::{AddrList, AssocInfo, AssocTable};
 pub use csp::{CspConfig, CspReporter, CspStatus, component_location};
 
 use crate::cli::{TerminationSignal, TerminationSignals};
@@ -1139,6 +1139,8 @@ impl<M: Machine> Driver<M> {
                 link.overflow_bytes = 0;
             }
             if link.overflow.is_empty() {
+                // Handed over: keep no queue memory.
+                link.overflow = VecDeque::new();
                 self.overflowing.remove(&assoc);
                 if link.closing {
                     let t = link.transport;
@@ -1219,8 +1221,8 @@ impl<M: Machine> Driver<M> {
                     outbound: true,
                     created: self.now,
                     up_since: None,
-                    peer_addrs: Vec::new(),
-                    local_addrs: Vec::new(),
+                    peer_addrs: AddrList::new(),
+                    local_addrs: AddrList::new(),
                     last_ppid: None,
                 },
             ),
@@ -1281,8 +1283,8 @@ impl<M: Machine> Driver<M> {
                             return;
                         }
                         link.info.up_since = Some(now);
-                        link.info.peer_addrs.clone_from(&peer_addrs);
-                        link.info.local_addrs = local_addrs;
+                        link.info.peer_addrs = AddrList::from_slice(&peer_addrs);
+                        link.info.local_addrs = AddrList::from_slice(&local_addrs);
                         if channel.is_some() {
                             link.info.channel = channel;
                         }
@@ -1295,8 +1297,8 @@ impl<M: Machine> Driver<M> {
                             outbound: false,
                             created: now,
                             up_since: Some(now),
-                            peer_addrs,
-                            local_addrs,
+                            peer_addrs: AddrList::from_slice(&peer_addrs),
+                            local_addrs: AddrList::from_slice(&local_addrs),
                             last_ppid: None,
                         };
                         match self.accept.as_mut() {
@@ -1305,7 +1307,6 @@ impl<M: Machine> Driver<M> {
                                 route(&mut self.machine, now, id, &info);
                             }
                             None => {
-                                let peer_addrs = info.peer_addrs.clone();
                                 let id = self.assocs.insert_accepted(t, info);
                                 self.machine.handle_assoc_up(now, id, &peer_addrs);
                             }
