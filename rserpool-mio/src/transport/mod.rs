@@ -352,9 +352,13 @@ struct Udp {
 }
 
 struct Assoc {
+    /// Its id: slot index and generation ([`Transports::assoc_id`]).
     id: AssocId,
     /// The user holds the id (false after `close` or `Down`).
     attached: bool,
+    /// The id finds it ([`Transports::listed`]): attached, until the transports noticed it
+    /// no longer is (right after the call that detached it).
+    listed: bool,
     /// `Up` was reported.
     announced: bool,
     outbound: bool,
@@ -1285,7 +1289,10 @@ pub struct Transports {
     entries: Vec<Option<Entry>>,
     free: Vec<usize>,
     capacity: usize,
-    assocs: HashMap<AssocId, usize>,
+    /// Bits of an [`AssocId`] holding the slot index (the rest: the slot's generation).
+    idx_bits: u32,
+    /// Associations the user can see (`listed`).
+    listed_count: usize,
     sockets: HashMap<SocketId, usize>,
     next_id: u64,
     next_gen: u64,
@@ -1312,7 +1319,7 @@ pub struct Transports {
 impl std::fmt::Debug for Transports {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Transports")
-            .field("associations", &self.assocs.len())
+            .field("associations", &self.listed_count)
             .field("sockets", &self.sockets.len())
             .finish_non_exhaustive()
     }
@@ -1327,13 +1334,19 @@ impl Transports {
         tokens: Range<usize>,
         config: TransportConfig,
     ) -> io::Result<Self> {
+        // At most 2^32 slots: an association id is the slot index in the low `idx_bits`
+        // bits and the slot's generation above (top bit clear), so an id is never reused
+        // while fewer than 2^(63 - idx_bits) associations were made.
+        let capacity = tokens.end.saturating_sub(tokens.start).min(1 << 32);
+        let idx_bits = usize::BITS - capacity.saturating_sub(1).leading_zeros();
         Ok(Transports {
             registry: registry.try_clone()?,
             token_base: tokens.start,
             entries: Vec::new(),
             free: Vec::new(),
-            capacity: tokens.end.saturating_sub(tokens.start),
-            assocs: HashMap::new(),
+            capacity,
+            idx_bits,
+            listed_count: 0,
             sockets: HashMap::new(),
             next_id: 1,
             next_gen: 1,
@@ -1413,7 +1426,42 @@ impl Transports {
 
     /// Number of live associations (the ones the user can see).
     pub fn association_count(&self) -> usize {
-        self.assocs.len()
+        self.listed_count
+    }
+
+    /// The id of the association in slot `idx` (from the slot's generation).
+    fn assoc_id(&self, idx: usize) -> AssocId {
+        let generation = match self.entries.get(idx) {
+            Some(Some(e)) => e.generation,
+            _ => 0,
+        };
+        let gen_mask = u64::MAX >> (self.idx_bits + 1);
+        AssocId(((generation & gen_mask) << self.idx_bits) | idx as u64)
+    }
+
+    /// The slot of a listed association (one the user holds the id of).
+    fn listed(&self, assoc: AssocId) -> Option<usize> {
+        let mask = (1u64 << self.idx_bits) - 1;
+        let idx = usize::try_from(assoc.0 & mask).ok()?;
+        match self.entries.get(idx) {
+            Some(Some(Entry {
+                slot: Slot::Assoc(a),
+                ..
+            })) if a.id == assoc && a.listed => Some(idx),
+            _ => None,
+        }
+    }
+
+    /// Makes the association in slot `idx` known under its id.
+    fn list(&mut self, idx: usize) {
+        let id = self.assoc_id(idx);
+        if let Some(a) = self.assoc_mut(idx)
+            && !a.listed
+        {
+            a.id = id;
+            a.listed = true;
+            self.listed_count += 1;
+        }
     }
 
     fn us(&self, t: Instant) -> u64 {
@@ -1492,8 +1540,8 @@ impl Transports {
                 self.sockets.remove(&u.id);
             }
             Slot::Assoc(mut a) => {
-                if self.assocs.get(&a.id) == Some(&idx) {
-                    self.assocs.remove(&a.id);
+                if a.listed {
+                    self.listed_count -= 1;
                 }
                 match &mut a.io {
                     AssocIo::Tcp(t) => {
@@ -1550,7 +1598,6 @@ impl Transports {
         else {
             return;
         };
-        let id = a.id;
         if let Fate::Remove { abort } = fate {
             // An outgoing TCP connection that failed before it was up tries the peer's next
             // address (tcp-mapping.md §3.6), keeping its queue (HELLO and data) intact.
@@ -1580,8 +1627,9 @@ impl Transports {
             self.remove(idx, abort);
             return;
         }
-        if !a.attached && self.assocs.get(&id) == Some(&idx) {
-            self.assocs.remove(&id);
+        if !a.attached && a.listed {
+            a.listed = false;
+            self.listed_count -= 1;
         }
         self.schedule(idx);
     }
@@ -1710,7 +1758,6 @@ impl Transports {
         }
         let tls = tls.map(|t| t.connect()).transpose()?.map(Box::new);
         let now_us = self.us(Instant::now());
-        let id = AssocId(self.next_id());
         let io = match kind {
             TransportKind::Tcp => {
                 let mut rest: VecDeque<SocketAddr> = addrs.iter().copied().collect();
@@ -1761,8 +1808,9 @@ impl Transports {
             }),
         };
         let assoc = Assoc {
-            id,
+            id: AssocId(0),
             attached: true,
+            listed: false,
             announced: false,
             outbound: true,
             listener: None,
@@ -1779,7 +1827,8 @@ impl Transports {
             self.remove(idx, true);
             return Err(e);
         }
-        self.assocs.insert(id, idx);
+        self.list(idx);
+        let id = self.assoc_id(idx);
         if let Some(a) = self.assoc_mut(idx) {
             a.flush(now_us);
         }
@@ -1806,7 +1855,7 @@ impl Transports {
         } else {
             self.us(Instant::now())
         };
-        let idx = *self.assocs.get(&assoc).ok_or(SendError::UnknownAssoc)?;
+        let idx = self.listed(assoc).ok_or(SendError::UnknownAssoc)?;
         let generation = match self.entries.get(idx) {
             Some(Some(e)) => e.generation,
             _ => return Err(SendError::UnknownAssoc),
@@ -1854,7 +1903,7 @@ impl Transports {
 
     /// Bytes queued on `assoc` and not yet accepted by its socket (RTF framing included).
     pub fn queued_bytes(&self, assoc: AssocId) -> Option<usize> {
-        let idx = *self.assocs.get(&assoc)?;
+        let idx = self.listed(assoc)?;
         match self.entries.get(idx) {
             Some(Some(Entry {
                 slot: Slot::Assoc(a),
@@ -1870,14 +1919,20 @@ impl Transports {
     /// queued data discarded. Either way the id is released at once and no event names it
     /// again. Returns false for an unknown id.
     pub fn close(&mut self, assoc: AssocId, abort: bool) -> bool {
-        let Some(idx) = self.assocs.remove(&assoc) else {
+        let Some(idx) = self.listed(assoc) else {
             return false;
         };
         let now_us = self.us(Instant::now());
         let linger = self.config.close_linger;
-        let Some(a) = self.assoc_mut(idx) else {
+        let Some(Some(Entry {
+            slot: Slot::Assoc(a),
+            ..
+        })) = self.entries.get_mut(idx)
+        else {
             return false;
         };
+        a.listed = false;
+        self.listed_count -= 1;
         let connecting = match &a.io {
             AssocIo::Tcp(t) => t.connecting,
             AssocIo::Sctp(s) => s.connecting,
@@ -1926,10 +1981,9 @@ impl Transports {
 
     fn assoc_ref(&self, assoc: AssocId) -> io::Result<&Assoc> {
         let idx = self
-            .assocs
-            .get(&assoc)
+            .listed(assoc)
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "unknown association"))?;
-        match self.entries.get(*idx) {
+        match self.entries.get(idx) {
             Some(Some(Entry {
                 slot: Slot::Assoc(a),
                 ..
@@ -2198,8 +2252,9 @@ impl Transports {
                 _ => return,
             };
             let assoc = Assoc {
-                id: AssocId(self.next_id()),
+                id: AssocId(0),
                 attached: true,
+                listed: false,
                 announced: false,
                 outbound: false,
                 listener: Some(listener),
@@ -2211,7 +2266,6 @@ impl Transports {
                 dirty: false,
                 io,
             };
-            let id = assoc.id;
             let Ok(new_idx) = self.alloc(Slot::Assoc(Box::new(assoc))) else {
                 // No token left: the connection is closed (dropped) at once.
                 continue;
@@ -2220,7 +2274,7 @@ impl Transports {
                 self.remove(new_idx, true);
                 continue;
             }
-            self.assocs.insert(id, new_idx);
+            self.list(new_idx);
             if let Some(a) = self.assoc_mut(new_idx)
                 && let AssocIo::Sctp(s) = &a.io
             {
