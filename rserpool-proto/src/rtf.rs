@@ -507,10 +507,10 @@ impl FrameDecoder {
             let want = self.expected.unwrap_or(HEADER_LEN);
             if self.buf.len() < want {
                 if data.is_empty() {
-                    if self.buf.is_empty() && self.buf.capacity() > 0 {
-                        // At a frame boundary: keep no memory between frames (the frames
-                        // split off share this buffer's allocation; an idle connection
-                        // would keep it alive).
+                    if self.buf.is_empty() {
+                        // At a frame boundary: keep no memory between frames. The frames
+                        // split off share this buffer's allocation (even when no capacity
+                        // is left): an idle connection would keep the last read alive.
                         self.buf = BytesMut::new();
                     }
                     return Ok(());
@@ -1257,6 +1257,17 @@ mod tests {
         assert_eq!(frames.len(), 3);
         assert!(d.is_at_boundary());
         assert_eq!(d.buf.capacity(), 0, "nothing held at a frame boundary");
+        // The last frame's memory is its own: the decoder holds no share of it.
+        let Some(Frame::Data { payload, .. }) = frames.pop() else {
+            panic!("DATA frame expected");
+        };
+        assert!(payload.is_unique());
+        // Whole frames only: all of them split off one buffer the decoder lets go of.
+        d.decode_into(&ping, &mut frames).unwrap();
+        let Some(Frame::Data { payload, .. }) = frames.pop() else {
+            panic!("DATA frame expected");
+        };
+        assert!(payload.is_unique());
     }
 
     #[test]

@@ -327,21 +327,27 @@ struct Entry {
     slot: Slot,
 }
 
+/// One slot of [`Transports`]; every variant is one pointer (the slot table of 100,000s of
+/// associations stays small).
 enum Slot {
-    TcpListener {
+    Listener(Box<Listener>),
+    Assoc(Box<Assoc>),
+    Udp(Box<Udp>),
+}
+
+enum Listener {
+    Tcp {
         listener: TcpListener,
         id: SocketId,
         kinds: ChannelKinds,
         /// Accepted connections are TLS servers requiring a client certificate.
         tls: Option<Arc<TlsSettings>>,
     },
-    SctpListener {
+    Sctp {
         sock: SctpSocket,
         id: SocketId,
         kinds: ChannelKinds,
     },
-    Assoc(Box<Assoc>),
-    Udp(Box<Udp>),
 }
 
 struct Udp {
@@ -1504,12 +1510,14 @@ impl Transports {
             return Ok(());
         };
         match &mut e.slot {
-            Slot::TcpListener { listener, .. } => {
-                self.registry.register(listener, token, Interest::READABLE)
-            }
-            Slot::SctpListener { sock, .. } => {
-                self.registry.register(sock, token, Interest::READABLE)
-            }
+            Slot::Listener(l) => match &mut **l {
+                Listener::Tcp { listener, .. } => {
+                    self.registry.register(listener, token, Interest::READABLE)
+                }
+                Listener::Sctp { sock, .. } => {
+                    self.registry.register(sock, token, Interest::READABLE)
+                }
+            },
             Slot::Udp(u) => self.registry.register(&mut u.sock, token, interest),
             Slot::Assoc(a) => match &mut a.io {
                 AssocIo::Tcp(t) => self.registry.register(&mut t.stream, token, interest),
@@ -1525,16 +1533,18 @@ impl Transports {
         };
         self.timers.remove(idx);
         match entry.slot {
-            Slot::TcpListener {
-                mut listener, id, ..
-            } => {
-                let _ = self.registry.deregister(&mut listener);
-                self.sockets.remove(&id);
-            }
-            Slot::SctpListener { mut sock, id, .. } => {
-                let _ = self.registry.deregister(&mut sock);
-                self.sockets.remove(&id);
-            }
+            Slot::Listener(l) => match *l {
+                Listener::Tcp {
+                    mut listener, id, ..
+                } => {
+                    let _ = self.registry.deregister(&mut listener);
+                    self.sockets.remove(&id);
+                }
+                Listener::Sctp { mut sock, id, .. } => {
+                    let _ = self.registry.deregister(&mut sock);
+                    self.sockets.remove(&id);
+                }
+            },
             Slot::Udp(mut u) => {
                 let _ = self.registry.deregister(&mut u.sock);
                 self.sockets.remove(&u.id);
@@ -1660,7 +1670,7 @@ impl Transports {
                 sock.set_nonblocking(true)?;
                 sock.bind(&addr.into())?;
                 sock.listen(self.config.listen_backlog)?;
-                Slot::TcpListener {
+                Listener::Tcp {
                     listener: TcpListener::from_std(sock.into()),
                     id,
                     kinds,
@@ -1670,13 +1680,13 @@ impl Transports {
             TransportKind::Sctp if self.config.tls_for_any(kinds).is_some() => {
                 return Err(tls_over_sctp());
             }
-            TransportKind::Sctp => Slot::SctpListener {
+            TransportKind::Sctp => Listener::Sctp {
                 sock: SctpSocket::listen(addrs, self.config.listen_backlog, &self.config.sctp)?,
                 id,
                 kinds,
             },
         };
-        let idx = self.alloc(slot)?;
+        let idx = self.alloc(Slot::Listener(Box::new(slot)))?;
         if let Err(e) = self.register_idx(idx) {
             self.remove(idx, false);
             return Err(e);
@@ -1709,11 +1719,11 @@ impl Transports {
         let sock = SctpSocket::listen_shared(addrs, self.config.listen_backlog, &self.config.sctp)?;
         let local = sock.endpoint_of(addrs)?;
         let id = SocketId(self.next_id());
-        let idx = self.alloc(Slot::SctpListener {
+        let idx = self.alloc(Slot::Listener(Box::new(Listener::Sctp {
             sock,
             id,
             kinds: channels,
-        })?;
+        })))?;
         if let Err(e) = self.register_idx(idx) {
             self.remove(idx, false);
             return Err(e);
@@ -2003,8 +2013,10 @@ impl Transports {
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "unknown socket"))?;
         match self.entries.get(*idx) {
             Some(Some(e)) => match &e.slot {
-                Slot::TcpListener { listener, .. } => Ok(vec![listener.local_addr()?]),
-                Slot::SctpListener { sock, .. } => sock.local_addrs(),
+                Slot::Listener(l) => match &**l {
+                    Listener::Tcp { listener, .. } => Ok(vec![listener.local_addr()?]),
+                    Listener::Sctp { sock, .. } => sock.local_addrs(),
+                },
                 Slot::Udp(u) => Ok(vec![u.sock.local_addr()?]),
                 Slot::Assoc(_) => Err(io::ErrorKind::NotFound.into()),
             },
@@ -2166,7 +2178,7 @@ impl Transports {
             return;
         };
         match &mut entry.slot {
-            Slot::TcpListener { .. } | Slot::SctpListener { .. } => {
+            Slot::Listener(_) => {
                 if readable {
                     self.accept_all(idx, now_us, out);
                 }
@@ -2198,8 +2210,11 @@ impl Transports {
             let Some(Some(entry)) = self.entries.get_mut(idx) else {
                 return;
             };
-            let (io, listener, kinds) = match &mut entry.slot {
-                Slot::TcpListener {
+            let Slot::Listener(l) = &mut entry.slot else {
+                return;
+            };
+            let (io, listener, kinds) = match &mut **l {
+                Listener::Tcp {
                     listener,
                     id,
                     kinds,
@@ -2231,7 +2246,7 @@ impl Transports {
                     // EMFILE, ENOBUFS, ...: stop; pending connections wait for the next one.
                     Err(_) => return,
                 },
-                Slot::SctpListener { sock, id, kinds } => match sock.accept(&self.config.sctp) {
+                Listener::Sctp { sock, id, kinds } => match sock.accept(&self.config.sctp) {
                     Ok(Some(s)) => (
                         AssocIo::Sctp(SctpIo {
                             sock: s,
@@ -2249,7 +2264,6 @@ impl Transports {
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     Err(_) => return,
                 },
-                _ => return,
             };
             let assoc = Assoc {
                 id: AssocId(0),
