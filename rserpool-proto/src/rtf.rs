@@ -421,16 +421,17 @@ fn complete_frames_len(data: &[u8], max_frame_len: usize) -> usize {
 /// being buffered. After an error the decoder stays failed and returns the same error.
 #[derive(Debug)]
 pub struct FrameDecoder {
-    max_frame_len: usize,
+    max_frame_len: u32,
     /// Header bytes, then (for buffered frames) the whole frame.
     buf: BytesMut,
     /// Total length of the frame in progress, once its header is complete.
-    expected: Option<usize>,
+    expected: Option<u32>,
     /// Extension payload bytes still to skip.
-    skip: usize,
+    skip: u32,
     /// Header of the extension frame being skipped.
     skipping: Option<(u8, u32)>,
-    failed: Option<RtfError>,
+    /// Boxed: a decoder that never failed (all of them, nearly) keeps a pointer only.
+    failed: Option<Box<RtfError>>,
 }
 
 impl Default for FrameDecoder {
@@ -444,9 +445,8 @@ impl FrameDecoder {
     /// at least 12 + 65,536 so that every conformant payload is accepted.
     pub fn new(max_frame_len: usize) -> Self {
         FrameDecoder {
-            max_frame_len: max_frame_len
-                .max(HEADER_LEN + MIN_ACCEPTED_PAYLOAD)
-                .min(u32::MAX as usize),
+            max_frame_len: u32::try_from(max_frame_len.max(HEADER_LEN + MIN_ACCEPTED_PAYLOAD))
+                .unwrap_or(u32::MAX),
             buf: BytesMut::new(),
             expected: None,
             skip: 0,
@@ -457,7 +457,7 @@ impl FrameDecoder {
 
     /// The maximum frame length (header included) in force.
     pub fn max_frame_len(&self) -> usize {
-        self.max_frame_len
+        self.max_frame_len as usize
     }
 
     /// True when no frame is in progress (the stream may end here).
@@ -473,14 +473,14 @@ impl FrameDecoder {
     /// Call at end of stream: an error if the stream ended inside a frame.
     pub fn finish(&self) -> Result<(), RtfError> {
         if let Some(e) = &self.failed {
-            return Err(e.clone());
+            return Err((**e).clone());
         }
         if self.is_at_boundary() {
             return Ok(());
         }
         let missing = match self.expected {
-            Some(total) => total.saturating_sub(self.buf.len()),
-            None if self.skipping.is_some() => self.skip,
+            Some(total) => (total as usize).saturating_sub(self.buf.len()),
+            None if self.skipping.is_some() => self.skip as usize,
             None => HEADER_LEN - self.buf.len(),
         };
         Err(RtfError::Truncated { missing })
@@ -490,12 +490,12 @@ impl FrameDecoder {
     /// a frame in progress. Stops at the first error (frames before it were delivered).
     pub fn decode(&mut self, mut data: &[u8], mut out: impl FnMut(Frame)) -> Result<(), RtfError> {
         if let Some(e) = &self.failed {
-            return Err(e.clone());
+            return Err((**e).clone());
         }
         loop {
             if let Some((frame_type, length)) = self.skipping {
-                let n = self.skip.min(data.len());
-                self.skip -= n;
+                let n = (self.skip as usize).min(data.len());
+                self.skip -= n as u32;
                 data = data.get(n..).unwrap_or_default();
                 if self.skip > 0 {
                     return Ok(());
@@ -504,7 +504,7 @@ impl FrameDecoder {
                 out(Frame::Extension { frame_type, length });
                 continue;
             }
-            let want = self.expected.unwrap_or(HEADER_LEN);
+            let want = self.expected.map_or(HEADER_LEN, |e| e as usize);
             if self.buf.len() < want {
                 if data.is_empty() {
                     if self.buf.is_empty() {
@@ -522,7 +522,7 @@ impl FrameDecoder {
                     // of them (each frame is then split off it: one allocation per read,
                     // not one for each header and another for each frame's rest).
                     let whole = if self.expected.is_none() && self.buf.is_empty() {
-                        complete_frames_len(data, self.max_frame_len)
+                        complete_frames_len(data, self.max_frame_len as usize)
                     } else {
                         0
                     };
@@ -537,13 +537,13 @@ impl FrameDecoder {
             }
             let result = match self.expected.take() {
                 None => self.parse_header().map(|()| None),
-                Some(total) => parse_frame(self.buf.split_to(total).freeze()).map(Some),
+                Some(total) => parse_frame(self.buf.split_to(total as usize).freeze()).map(Some),
             };
             match result {
                 Ok(Some(frame)) => out(frame),
                 Ok(None) => {}
                 Err(e) => {
-                    self.failed = Some(e.clone());
+                    self.failed = Some(Box::new(e.clone()));
                     return Err(e);
                 }
             }
@@ -571,10 +571,10 @@ impl FrameDecoder {
         if (length as usize) < HEADER_LEN {
             return Err(RtfError::FrameTooShort { length });
         }
-        if length as usize > self.max_frame_len {
+        if length > self.max_frame_len {
             return Err(RtfError::FrameTooLong {
                 length,
-                max: self.max_frame_len,
+                max: self.max_frame_len as usize,
             });
         }
         match frame_type {
@@ -598,12 +598,12 @@ impl FrameDecoder {
                 // Reserve for small frames only: a bare header must not make us allocate
                 // a large frame's worth of memory before its bytes arrive.
                 self.buf.reserve(payload.min(PREALLOCATE_MAX));
-                self.expected = Some(length as usize);
+                self.expected = Some(length);
                 Ok(())
             }
             t if t >= frame_type::FIRST_EXTENSION => {
                 self.buf.clear();
-                self.skip = length as usize - HEADER_LEN;
+                self.skip = length.saturating_sub(HEADER_LEN as u32);
                 self.skipping = Some((t, length));
                 Ok(())
             }

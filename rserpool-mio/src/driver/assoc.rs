@@ -89,13 +89,58 @@ pub(crate) struct Held {
     pub data: Bytes,
 }
 
+/// An overflow queue and the bytes it holds, out of line: an association that has nothing
+/// held (nearly all of them) keeps one null pointer.
+#[derive(Debug, Default)]
+pub(crate) struct Overflow(Option<Box<(VecDeque<Held>, usize)>>);
+
+impl Overflow {
+    pub fn is_empty(&self) -> bool {
+        self.0.is_none()
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, |q| q.0.len())
+    }
+
+    /// Payload bytes held.
+    pub fn bytes(&self) -> usize {
+        self.0.as_ref().map_or(0, |q| q.1)
+    }
+
+    pub fn push_back(&mut self, h: Held) {
+        let q = self.0.get_or_insert_with(Box::default);
+        q.1 += h.data.len();
+        q.0.push_back(h);
+    }
+
+    pub fn front(&self) -> Option<&Held> {
+        self.0.as_ref().and_then(|q| q.0.front())
+    }
+
+    pub fn pop_front(&mut self) -> Option<Held> {
+        let q = self.0.as_mut()?;
+        let h = q.0.pop_front();
+        if let Some(h) = &h {
+            q.1 -= h.data.len();
+        }
+        if q.0.is_empty() {
+            self.0 = None;
+        }
+        h
+    }
+
+    pub fn clear(&mut self) {
+        self.0 = None;
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct Link {
     pub transport: AssocId,
     pub info: AssocInfo,
     /// Messages refused with `QueueFull`, in order; sent before anything newer.
-    pub overflow: VecDeque<Held>,
-    pub overflow_bytes: usize,
+    pub overflow: Overflow,
     /// The machine closed it gracefully while the overflow still held messages: the
     /// transport close follows once they are handed over. The machine has already been told
     /// `Down(Closed)`; nothing more is reported for it.
@@ -147,7 +192,7 @@ impl AssocTable {
 
     /// Bytes the driver holds for `assoc` in its overflow queue (0 for unknown ids).
     pub fn overflow_bytes(&self, assoc: AssocId) -> usize {
-        self.links.get(&assoc).map_or(0, |l| l.overflow_bytes)
+        self.links.get(&assoc).map_or(0, |l| l.overflow.bytes())
     }
 
     /// The transport's id of a machine-visible id.
@@ -190,8 +235,7 @@ impl AssocTable {
             Box::new(Link {
                 transport,
                 info,
-                overflow: VecDeque::new(),
-                overflow_bytes: 0,
+                overflow: Overflow::default(),
                 closing: false,
             }),
         );
@@ -234,7 +278,7 @@ impl AssocTable {
 
     /// Every link (closing ones included), for the overflow pump.
     pub(crate) fn total_overflow_bytes(&self) -> usize {
-        self.links.values().map(|l| l.overflow_bytes).sum()
+        self.links.values().map(|l| l.overflow.bytes()).sum()
     }
 
     pub(crate) fn transport_ids(&self) -> impl Iterator<Item = AssocId> + '_ {

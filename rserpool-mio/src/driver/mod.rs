@@ -1077,17 +1077,16 @@ impl<M: Machine> Driver<M> {
         let Some(link) = self.assocs.link_mut(assoc) else {
             return;
         };
-        link.overflow_bytes += held.data.len();
         link.overflow.push_back(held);
         self.stats.overflowed += 1;
-        self.stats.overflow_peak_bytes = self.stats.overflow_peak_bytes.max(link.overflow_bytes);
+        self.stats.overflow_peak_bytes = self.stats.overflow_peak_bytes.max(link.overflow.bytes());
         self.overflowing.insert(assoc);
         if let Some(cap) = self.max_overflow
-            && link.overflow_bytes > cap
+            && link.overflow.bytes() > cap
         {
             warn!(
                 "{assoc:?}: {} bytes held for a peer that does not read (limit {cap}): aborting",
-                link.overflow_bytes
+                link.overflow.bytes()
             );
             self.abort_lost(assoc);
         }
@@ -1129,18 +1128,13 @@ impl<M: Machine> Driver<M> {
                         break;
                     }
                 }
-                if let Some(h) = link.overflow.pop_front() {
-                    link.overflow_bytes -= h.data.len();
-                }
+                link.overflow.pop_front();
             }
             if gone {
                 self.stats.dropped += link.overflow.len() as u64;
                 link.overflow.clear();
-                link.overflow_bytes = 0;
             }
             if link.overflow.is_empty() {
-                // Handed over: keep no queue memory.
-                link.overflow = VecDeque::new();
                 self.overflowing.remove(&assoc);
                 if link.closing {
                     let t = link.transport;
