@@ -759,8 +759,8 @@ pub struct RtfConnection {
     state: State,
     hello_sent: bool,
     peer: Option<Hello>,
-    transmit: VecDeque<Bytes>,
-    events: VecDeque<RtfEvent>,
+    transmit: Queue<Bytes>,
+    events: Queue<RtfEvent>,
     created_us: u64,
     last_sent_us: u64,
     last_received_us: u64,
@@ -770,6 +770,40 @@ pub struct RtfConnection {
 /// DATA payloads up to this size are copied behind their header into one chunk; longer ones
 /// are handed out as a separate chunk, without copying.
 const COALESCE_MAX: usize = 4096;
+
+/// A FIFO queue out of line while it holds anything, released when drained: an idle
+/// connection keeps one null pointer for it.
+#[derive(Debug)]
+struct Queue<T>(Option<Box<VecDeque<T>>>);
+
+impl<T> Default for Queue<T> {
+    fn default() -> Self {
+        Queue(None)
+    }
+}
+
+impl<T> Queue<T> {
+    fn push_back(&mut self, x: T) {
+        self.0.get_or_insert_with(Box::default).push_back(x);
+    }
+
+    fn pop_front(&mut self) -> Option<T> {
+        let q = self.0.as_mut()?;
+        let x = q.pop_front();
+        if q.is_empty() {
+            self.0 = None;
+        }
+        x
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_none()
+    }
+
+    fn clear(&mut self) {
+        self.0 = None;
+    }
+}
 
 impl RtfConnection {
     /// The connecting side: sends HELLO with `channel_kind` at once and expects the acceptor
@@ -802,8 +836,8 @@ impl RtfConnection {
             state: State::AwaitHello,
             hello_sent: false,
             peer: None,
-            transmit: VecDeque::new(),
-            events: VecDeque::new(),
+            transmit: Queue::default(),
+            events: Queue::default(),
             created_us: now_us,
             last_sent_us: now_us,
             last_received_us: now_us,
@@ -923,22 +957,36 @@ impl RtfConnection {
         if self.state == State::Closed || data.is_empty() {
             return;
         }
+        let mut events = self.events.0.take().unwrap_or_default();
+        self.input(now_us, data, &mut events);
+        if !events.is_empty() {
+            self.events.0 = Some(events);
+        }
+    }
+
+    /// Decodes `data`; the events go to `events`.
+    fn input(&mut self, now_us: u64, data: &[u8], events: &mut VecDeque<RtfEvent>) {
+        if self.state == State::Closed || data.is_empty() {
+            return;
+        }
         self.last_received_us = self.last_received_us.max(now_us);
         // Frames are handled as they are decoded (the decoder is moved out meanwhile; the
         // stand-in allocates nothing): no per-connection frame list to keep.
         let mut decoder = core::mem::replace(&mut self.decoder, FrameDecoder::new(0));
         let result = decoder.decode(data, |frame| {
-            if self.state != State::Closed
-                && let Err(e) = self.handle_frame(now_us, frame)
-            {
-                self.fail(e);
+            if self.state != State::Closed {
+                match self.handle_frame(now_us, frame) {
+                    Ok(Some(ev)) => events.push_back(ev),
+                    Ok(None) => {}
+                    Err(e) => events.push_back(self.fail(e)),
+                }
             }
         });
         self.decoder = decoder;
         if let Err(e) = result
             && self.state != State::Closed
         {
-            self.fail(e);
+            events.push_back(self.fail(e));
         }
     }
 
@@ -948,10 +996,10 @@ impl RtfConnection {
     /// connections keep no event memory. [`poll_event`](Self::poll_event) still returns
     /// events from the other inputs (`handle_eof`, `handle_timeout`).
     pub fn handle_input_into(&mut self, now_us: u64, data: &[u8], events: &mut VecDeque<RtfEvent>) {
-        events.extend(self.events.drain(..));
-        core::mem::swap(&mut self.events, events);
-        self.handle_input(now_us, data);
-        core::mem::swap(&mut self.events, events);
+        if let Some(own) = self.events.0.take() {
+            events.extend(*own);
+        }
+        self.input(now_us, data, events);
     }
 
     /// The peer ended its byte stream (read returned 0). At a frame boundary this is a
@@ -966,20 +1014,28 @@ impl RtfConnection {
                 self.state = State::Closed;
                 self.events.push_back(RtfEvent::PeerShutdown);
             }
-            Ok(()) => self.fail(RtfError::Truncated {
-                missing: HEADER_LEN + HELLO_PAYLOAD_LEN,
-            }),
-            Err(e) => self.fail(e),
+            Ok(()) => {
+                let ev = self.fail(RtfError::Truncated {
+                    missing: HEADER_LEN + HELLO_PAYLOAD_LEN,
+                });
+                self.events.push_back(ev);
+            }
+            Err(e) => {
+                let ev = self.fail(e);
+                self.events.push_back(ev);
+            }
         }
     }
 
-    fn fail(&mut self, e: RtfError) {
+    /// Closes the connection after a protocol violation; returns the event reporting it.
+    fn fail(&mut self, e: RtfError) -> RtfEvent {
         self.state = State::Closed;
         self.transmit.clear();
-        self.events.push_back(RtfEvent::ProtocolError(e));
+        RtfEvent::ProtocolError(e)
     }
 
-    fn handle_frame(&mut self, now_us: u64, frame: Frame) -> Result<(), RtfError> {
+    /// Handles one frame; returns the event it makes, if any.
+    fn handle_frame(&mut self, now_us: u64, frame: Frame) -> Result<Option<RtfEvent>, RtfError> {
         match (self.state, frame) {
             (State::AwaitHello, Frame::Hello(hello)) => {
                 let accepted = match self.role {
@@ -996,11 +1052,10 @@ impl RtfConnection {
                 }
                 self.peer = Some(hello);
                 self.state = State::Up;
-                self.events.push_back(RtfEvent::Up {
+                Ok(Some(RtfEvent::Up {
                     channel_kind: hello.channel_kind,
                     peer_heartbeat_interval_ms: hello.heartbeat_interval_ms,
-                });
-                Ok(())
+                }))
             }
             (State::AwaitHello, other) => Err(RtfError::HelloExpected {
                 frame_type: match other {
@@ -1020,41 +1075,35 @@ impl RtfConnection {
                     ppid,
                     payload,
                 },
-            ) => {
-                self.events.push_back(RtfEvent::Data {
-                    ppid,
-                    stream,
-                    unordered,
-                    payload,
-                });
-                Ok(())
-            }
+            ) => Ok(Some(RtfEvent::Data {
+                ppid,
+                stream,
+                unordered,
+                payload,
+            })),
             (State::Up, Frame::Heartbeat(b)) => {
                 self.transmit.push_back(Frame::HeartbeatAck(b).to_bytes());
-                Ok(())
+                Ok(None)
             }
             (State::Up, Frame::HeartbeatAck(b)) => {
                 let sent = u64::from_be_bytes(b);
                 if sent <= now_us {
                     self.last_rtt_us = Some(now_us - sent);
                 }
-                Ok(())
+                Ok(None)
             }
-            (State::Up, Frame::Extension { .. }) => Ok(()),
-            (State::Closed, _) => Ok(()),
+            (State::Up, Frame::Extension { .. }) => Ok(None),
+            (State::Closed, _) => Ok(None),
         }
     }
 
     /// The next chunk of bytes to write to the TCP connection, in order. Chunks handed out
     /// at `now_us` count as "sent" for the idle-heartbeat timer.
     pub fn poll_transmit(&mut self, now_us: u64) -> Option<Bytes> {
+        // Only HELLO, heartbeats and callers of `send` use this queue; an idle connection
+        // keeps no memory for it (released when drained).
         let chunk = self.transmit.pop_front()?;
         self.last_sent_us = self.last_sent_us.max(now_us);
-        if self.transmit.is_empty() {
-            // Only HELLO, heartbeats and callers of `send` use this queue; an idle
-            // connection keeps no memory for it.
-            self.transmit = VecDeque::new();
-        }
         Some(chunk)
     }
 

@@ -394,9 +394,10 @@ struct TcpIo {
     stream: TcpStream,
     rtf: RtfConnection,
     connecting: bool,
-    next_addrs: VecDeque<SocketAddr>,
+    /// The peer's addresses still to try while connecting.
+    next_addrs: Spill<SocketAddr>,
     /// Output chunks, written in order, then `tail`.
-    out: VecDeque<Bytes>,
+    out: Spill<Bytes>,
     /// Bytes of the front chunk already written.
     front_off: usize,
     /// Small frames, copied after `out` (one buffer for many frames; released once
@@ -414,8 +415,8 @@ impl TcpIo {
             stream,
             rtf,
             connecting,
-            next_addrs: VecDeque::new(),
-            out: VecDeque::new(),
+            next_addrs: Spill::default(),
+            out: Spill::default(),
             front_off: 0,
             tail: BytesMut::new(),
             write_shut: false,
@@ -449,9 +450,6 @@ impl TcpIo {
                 if n >= chunk.len() {
                     self.out.pop_front();
                     self.front_off = 0;
-                    if self.out.is_empty() {
-                        self.out = VecDeque::new();
-                    }
                 } else {
                     self.front_off += n;
                     break;
@@ -509,13 +507,59 @@ impl TcpIo {
 /// One queued SCTP message: PPID, stream, payload.
 type OutMsg = (u32, u16, Bytes);
 
+/// A FIFO queue kept out of line while it holds anything and released when drained: an
+/// idle association keeps one null pointer for it.
+#[derive(Debug)]
+struct Spill<T>(Option<Box<VecDeque<T>>>);
+
+impl<T> Default for Spill<T> {
+    fn default() -> Self {
+        Spill(None)
+    }
+}
+
+impl<T> Spill<T> {
+    fn push_back(&mut self, x: T) {
+        self.0.get_or_insert_with(Box::default).push_back(x);
+    }
+
+    fn pop_front(&mut self) -> Option<T> {
+        let q = self.0.as_mut()?;
+        let x = q.pop_front();
+        if q.is_empty() {
+            self.0 = None;
+        }
+        x
+    }
+
+    fn front(&self) -> Option<&T> {
+        self.0.as_ref().and_then(|q| q.front())
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_none()
+    }
+
+    fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, |q| q.len())
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &T> {
+        self.0.iter().flat_map(|q| q.iter())
+    }
+
+    fn clear(&mut self) {
+        self.0 = None;
+    }
+}
+
 /// An SCTP send queue holding its first message inline: an association that has one
 /// message at a time to send (a PE's keep-alive) needs no heap memory for its queue.
 #[derive(Debug, Default)]
 struct OutQueue {
     first: Option<OutMsg>,
     /// The rest, in order (empty whenever `first` is).
-    rest: VecDeque<OutMsg>,
+    rest: Spill<OutMsg>,
 }
 
 impl OutQueue {
@@ -530,10 +574,6 @@ impl OutQueue {
     fn pop_front(&mut self) -> Option<OutMsg> {
         let m = self.first.take()?;
         self.first = self.rest.pop_front();
-        if self.rest.is_empty() && self.rest.capacity() > 0 {
-            // Drained: an idle association keeps no queue memory.
-            self.rest = VecDeque::new();
-        }
         Some(m)
     }
 
@@ -547,7 +587,7 @@ impl OutQueue {
 
     fn clear(&mut self) {
         self.first = None;
-        self.rest = VecDeque::new();
+        self.rest.clear();
     }
 }
 
@@ -555,7 +595,8 @@ struct SctpIo {
     sock: SctpSocket,
     connecting: bool,
     out: OutQueue,
-    reasm: BytesMut,
+    /// The first pieces of a message arriving in several (out of line, only meanwhile).
+    reasm: Option<Box<Vec<u8>>>,
     /// Skipping the rest of an over-long message or notification until MSG_EOR.
     discard: bool,
     /// `SO_SNDBUF` as last read: the largest message one `sendmsg` may carry.
@@ -759,9 +800,6 @@ impl Assoc {
                                     written -= left;
                                     t.out.pop_front();
                                     t.front_off = 0;
-                                    if t.out.is_empty() {
-                                        t.out = VecDeque::new();
-                                    }
                                 } else {
                                     t.front_off += written;
                                     written = 0;
@@ -908,7 +946,7 @@ impl Assoc {
             }
             t.connecting = false;
             // Connected: the peer's other addresses are not needed any more.
-            t.next_addrs = VecDeque::new();
+            t.next_addrs.clear();
             do_read = true;
             let _ = t.stream.set_nodelay(true);
         }
@@ -1174,23 +1212,29 @@ impl Assoc {
                     s.discard = !r.end_of_record;
                     continue;
                 }
-                if s.reasm.len() + data.len() > ctx.cfg.max_message_len {
+                if s.reasm.as_ref().map_or(0, |r| r.len()) + data.len() > ctx.cfg.max_message_len {
                     // Never buffer beyond the limit: abort the association.
                     self.down(DownReason::ProtocolError, ctx.out);
                     return Fate::Remove { abort: true };
                 }
                 let info = r.info.unwrap_or_default();
                 if !r.end_of_record {
-                    s.reasm.extend_from_slice(data);
+                    s.reasm
+                        .get_or_insert_with(Box::default)
+                        .extend_from_slice(data);
                     continue;
                 }
-                let msg = if s.reasm.is_empty() {
-                    block.extend_from_slice(data);
-                    block.split().freeze()
-                } else {
-                    s.reasm.extend_from_slice(data);
-                    // The whole buffer goes with the message: nothing kept between messages.
-                    std::mem::take(&mut s.reasm).freeze()
+                let msg = match s.reasm.take() {
+                    None => {
+                        block.extend_from_slice(data);
+                        block.split().freeze()
+                    }
+                    Some(mut r) => {
+                        // The whole buffer goes with the message: nothing kept between
+                        // messages.
+                        r.extend_from_slice(data);
+                        Bytes::from(*r)
+                    }
                 };
                 if self.attached && self.announced {
                     ctx.out.push(TransportEvent::Message {
@@ -1789,7 +1833,7 @@ impl Transports {
                     }
                 };
                 AssocIo::Tcp(Box::new(TcpIo {
-                    next_addrs: rest,
+                    next_addrs: Spill((!rest.is_empty()).then(|| Box::new(rest))),
                     tls,
                     ..TcpIo::new(
                         stream,
@@ -1811,7 +1855,7 @@ impl Transports {
                 },
                 connecting: true,
                 out: OutQueue::default(),
-                reasm: BytesMut::new(),
+                reasm: None,
                 discard: false,
                 sndbuf: 0,
                 write_shut: false,
@@ -2252,7 +2296,7 @@ impl Transports {
                             sock: s,
                             connecting: false,
                             out: OutQueue::default(),
-                            reasm: BytesMut::new(),
+                            reasm: None,
                             discard: false,
                             sndbuf: 0,
                             write_shut: false,
