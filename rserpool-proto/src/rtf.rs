@@ -774,6 +774,7 @@ const COALESCE_MAX: usize = 4096;
 /// A FIFO queue out of line while it holds anything, released when drained: an idle
 /// connection keeps one null pointer for it.
 #[derive(Debug)]
+#[allow(clippy::box_collection)] // on purpose: one pointer inline instead of four words
 struct Queue<T>(Option<Box<VecDeque<T>>>);
 
 impl<T> Default for Queue<T> {

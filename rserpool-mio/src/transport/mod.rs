@@ -510,6 +510,7 @@ type OutMsg = (u32, u16, Bytes);
 /// A FIFO queue kept out of line while it holds anything and released when drained: an
 /// idle association keeps one null pointer for it.
 #[derive(Debug)]
+#[allow(clippy::box_collection)] // on purpose: one pointer inline instead of four words
 struct Spill<T>(Option<Box<VecDeque<T>>>);
 
 impl<T> Default for Spill<T> {
@@ -591,6 +592,7 @@ impl OutQueue {
     }
 }
 
+#[allow(clippy::box_collection)] // `reasm`: one pointer inline instead of three words
 struct SctpIo {
     sock: SctpSocket,
     connecting: bool,
@@ -2320,7 +2322,7 @@ impl Transports {
                 queued: 0,
                 linger_until: None,
                 write_error: None,
-                    read_pending: false,
+                read_pending: false,
                 dirty: false,
                 io,
             };

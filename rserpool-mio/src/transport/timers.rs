@@ -88,10 +88,10 @@ impl Timers {
             return;
         }
         self.heap.swap(p, last);
-        if let Some((_, s)) = self.heap.pop() {
-            if let Some(e) = self.pos.get_mut(s as usize) {
-                *e = NONE;
-            }
+        if let Some((_, s)) = self.heap.pop()
+            && let Some(e) = self.pos.get_mut(s as usize)
+        {
+            *e = NONE;
         }
         if p < self.heap.len() {
             if let Some(&(_, s)) = self.heap.get(p) {
