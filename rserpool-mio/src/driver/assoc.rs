@@ -89,49 +89,64 @@ pub(crate) struct Held {
     pub data: Bytes,
 }
 
-/// An overflow queue and the bytes it holds, out of line: an association that has nothing
-/// held (nearly all of them) keeps one null pointer.
+/// An overflow queue, the bytes it holds and the `closing` mark, out of line: an
+/// association that has nothing held (nearly all of them) keeps one null pointer.
 #[derive(Debug, Default)]
-pub(crate) struct Overflow(Option<Box<(VecDeque<Held>, usize)>>);
+pub(crate) struct Overflow(Option<Box<OverflowQueue>>);
+
+#[derive(Debug, Default)]
+pub(crate) struct OverflowQueue {
+    queue: VecDeque<Held>,
+    bytes: usize,
+    /// See [`Link::closing`].
+    closing: bool,
+}
 
 impl Overflow {
     pub fn is_empty(&self) -> bool {
-        self.0.is_none()
+        self.0.as_ref().is_none_or(|q| q.queue.is_empty())
     }
 
     pub fn len(&self) -> usize {
-        self.0.as_ref().map_or(0, |q| q.0.len())
+        self.0.as_ref().map_or(0, |q| q.queue.len())
     }
 
     /// Payload bytes held.
     pub fn bytes(&self) -> usize {
-        self.0.as_ref().map_or(0, |q| q.1)
+        self.0.as_ref().map_or(0, |q| q.bytes)
     }
 
     pub fn push_back(&mut self, h: Held) {
         let q = self.0.get_or_insert_with(Box::default);
-        q.1 += h.data.len();
-        q.0.push_back(h);
+        q.bytes += h.data.len();
+        q.queue.push_back(h);
     }
 
     pub fn front(&self) -> Option<&Held> {
-        self.0.as_ref().and_then(|q| q.0.front())
+        self.0.as_ref().and_then(|q| q.queue.front())
     }
 
     pub fn pop_front(&mut self) -> Option<Held> {
         let q = self.0.as_mut()?;
-        let h = q.0.pop_front();
+        let h = q.queue.pop_front();
         if let Some(h) = &h {
-            q.1 -= h.data.len();
+            q.bytes -= h.data.len();
         }
-        if q.0.is_empty() {
+        if q.queue.is_empty() && !q.closing {
             self.0 = None;
         }
         h
     }
 
+    /// Drops every message held (the `closing` mark stays).
     pub fn clear(&mut self) {
-        self.0 = None;
+        match self.0.as_mut() {
+            Some(q) if q.closing => {
+                q.queue = VecDeque::new();
+                q.bytes = 0;
+            }
+            _ => self.0 = None,
+        }
     }
 }
 
@@ -141,10 +156,20 @@ pub(crate) struct Link {
     pub info: AssocInfo,
     /// Messages refused with `QueueFull`, in order; sent before anything newer.
     pub overflow: Overflow,
+}
+
+impl Link {
     /// The machine closed it gracefully while the overflow still held messages: the
     /// transport close follows once they are handed over. The machine has already been told
     /// `Down(Closed)`; nothing more is reported for it.
-    pub closing: bool,
+    pub fn closing(&self) -> bool {
+        self.overflow.0.as_ref().is_some_and(|q| q.closing)
+    }
+
+    /// Marks it [`closing`](Self::closing).
+    pub fn set_closing(&mut self) {
+        self.overflow.0.get_or_insert_with(Box::default).closing = true;
+    }
 }
 
 /// The associations of one driver, by machine-visible id.
@@ -168,7 +193,7 @@ impl AssocTable {
     pub fn get(&self, assoc: AssocId) -> Option<&AssocInfo> {
         self.links
             .get(&assoc)
-            .filter(|l| !l.closing)
+            .filter(|l| !l.closing())
             .map(|l| &l.info)
     }
 
@@ -176,13 +201,13 @@ impl AssocTable {
     pub fn iter(&self) -> impl Iterator<Item = (AssocId, &AssocInfo)> + '_ {
         self.links
             .iter()
-            .filter(|(_, l)| !l.closing)
+            .filter(|(_, l)| !l.closing())
             .map(|(id, l)| (*id, &l.info))
     }
 
     /// Number of live associations.
     pub fn len(&self) -> usize {
-        self.links.values().filter(|l| !l.closing).count()
+        self.links.values().filter(|l| !l.closing()).count()
     }
 
     /// True when there is no live association.
@@ -236,7 +261,6 @@ impl AssocTable {
                 transport,
                 info,
                 overflow: Overflow::default(),
-                closing: false,
             }),
         );
     }

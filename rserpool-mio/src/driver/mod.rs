@@ -1045,7 +1045,7 @@ impl<M: Machine> Driver<M> {
             self.stats.dropped += 1;
             return;
         };
-        if link.closing {
+        if link.closing() {
             self.stats.dropped += 1;
             return;
         }
@@ -1097,7 +1097,7 @@ impl<M: Machine> Driver<M> {
             self.stats.dropped += link.overflow.len() as u64;
             self.overflowing.remove(&assoc);
             self.transports.close(link.transport, true);
-            if !link.closing {
+            if !link.closing() {
                 self.deferred.push_back((assoc, AssocDownReason::Lost));
             }
         }
@@ -1136,7 +1136,7 @@ impl<M: Machine> Driver<M> {
             }
             if link.overflow.is_empty() {
                 self.overflowing.remove(&assoc);
-                if link.closing {
+                if link.closing() {
                     let t = link.transport;
                     self.assocs.remove(assoc);
                     self.transports.close(t, false);
@@ -1234,12 +1234,12 @@ impl<M: Machine> Driver<M> {
             debug!("{assoc:?}: Close of an unknown association ignored");
             return;
         };
-        if link.closing {
+        if link.closing() {
             return;
         }
         if !abort && !link.overflow.is_empty() {
             // Closed once the overflow is in the transport (pump_overflow).
-            link.closing = true;
+            link.set_closing();
             self.deferred.push_back((assoc, AssocDownReason::Closed));
             return;
         }
@@ -1273,7 +1273,7 @@ impl<M: Machine> Driver<M> {
                 let channel = channel.map(channel_from_rtf);
                 match self.assocs.link_by_transport(t) {
                     Some((id, link)) => {
-                        if link.closing {
+                        if link.closing() {
                             return;
                         }
                         link.info.up_since = Some(now);
@@ -1317,7 +1317,7 @@ impl<M: Machine> Driver<M> {
                 let Some((id, link)) = self.assocs.link_by_transport(t) else {
                     return;
                 };
-                if link.closing {
+                if link.closing() {
                     return;
                 }
                 self.stats.messages_received += 1;
@@ -1329,7 +1329,7 @@ impl<M: Machine> Driver<M> {
                 };
                 self.overflowing.remove(&id);
                 self.stats.dropped += link.overflow.len() as u64;
-                if link.closing {
+                if link.closing() {
                     return;
                 }
                 self.machine.handle_assoc_down(now, id, down_reason(reason));

@@ -60,6 +60,7 @@ use socket2::{Domain, SockRef, Socket, Type};
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::num::NonZeroU64;
 use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -368,12 +369,13 @@ struct Assoc {
     /// `Up` was reported.
     announced: bool,
     outbound: bool,
-    listener: Option<SocketId>,
+    /// The listener that accepted it (a [`SocketId`]; ids start at 1).
+    listener: Option<NonZeroU64>,
     channel: Option<ChannelKind>,
     /// Bytes waiting in `io`'s queue.
     queued: usize,
-    /// Graceful close in progress: abort at this deadline (µs).
-    linger_until: Option<u64>,
+    /// Graceful close in progress: abort at this deadline (µs, at least 1).
+    linger_until: Option<NonZeroU64>,
     /// A write failed; handled at the next timeout (scheduled immediately).
     write_error: Option<io::Error>,
     /// The read budget of one event ran out with data left: read again at once (timer 0).
@@ -666,7 +668,7 @@ impl Assoc {
             AssocIo::Tcp(t) => t.rtf.poll_timeout(),
             AssocIo::Sctp(_) => None,
         };
-        match (rtf, self.linger_until) {
+        match (rtf, self.linger_until.map(NonZeroU64::get)) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
@@ -675,7 +677,8 @@ impl Assoc {
     fn begin_close(&mut self, now_us: u64, linger: Duration) {
         self.attached = false;
         if self.linger_until.is_none() {
-            self.linger_until = Some(now_us.saturating_add(linger.as_micros() as u64));
+            self.linger_until =
+                NonZeroU64::new(now_us.saturating_add(linger.as_micros() as u64).max(1));
         }
     }
 
@@ -893,7 +896,7 @@ impl Assoc {
             out.push(TransportEvent::Up {
                 assoc: self.id,
                 kind: self.kind(),
-                listener: self.listener,
+                listener: self.listener.map(|l| SocketId(l.get())),
                 channel: self.channel,
                 peer_addrs,
                 local_addrs,
@@ -1315,7 +1318,7 @@ impl Assoc {
             self.down(reason, ctx.out);
             return Fate::Remove { abort: true };
         }
-        if self.linger_until.is_some_and(|t| ctx.now_us >= t) {
+        if self.linger_until.is_some_and(|t| ctx.now_us >= t.get()) {
             return Fate::Remove { abort: true };
         }
         if self.read_pending {
@@ -2317,7 +2320,7 @@ impl Transports {
                 listed: false,
                 announced: false,
                 outbound: false,
-                listener: Some(listener),
+                listener: NonZeroU64::new(listener.0),
                 channel: kinds.single(),
                 queued: 0,
                 linger_until: None,
