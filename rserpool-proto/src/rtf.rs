@@ -416,20 +416,22 @@ fn complete_frames_len(data: &[u8], max_frame_len: usize) -> usize {
 /// Incremental RTF decoder: feed arbitrary chunks, get whole frames.
 ///
 /// Memory is bounded: at most one frame in progress is buffered, and a frame longer than
-/// the maximum is rejected from its header alone. Extension payloads are skipped without
+/// the maximum is rejected from its header alone. At a frame boundary the decoder holds no
+/// buffer. Extension payloads are skipped without
 /// being buffered. After an error the decoder stays failed and returns the same error.
 #[derive(Debug)]
 pub struct FrameDecoder {
-    max_frame_len: usize,
+    max_frame_len: u32,
     /// Header bytes, then (for buffered frames) the whole frame.
     buf: BytesMut,
     /// Total length of the frame in progress, once its header is complete.
-    expected: Option<usize>,
+    expected: Option<u32>,
     /// Extension payload bytes still to skip.
-    skip: usize,
+    skip: u32,
     /// Header of the extension frame being skipped.
     skipping: Option<(u8, u32)>,
-    failed: Option<RtfError>,
+    /// Boxed: a decoder that never failed (all of them, nearly) keeps a pointer only.
+    failed: Option<Box<RtfError>>,
 }
 
 impl Default for FrameDecoder {
@@ -443,9 +445,8 @@ impl FrameDecoder {
     /// at least 12 + 65,536 so that every conformant payload is accepted.
     pub fn new(max_frame_len: usize) -> Self {
         FrameDecoder {
-            max_frame_len: max_frame_len
-                .max(HEADER_LEN + MIN_ACCEPTED_PAYLOAD)
-                .min(u32::MAX as usize),
+            max_frame_len: u32::try_from(max_frame_len.max(HEADER_LEN + MIN_ACCEPTED_PAYLOAD))
+                .unwrap_or(u32::MAX),
             buf: BytesMut::new(),
             expected: None,
             skip: 0,
@@ -456,7 +457,7 @@ impl FrameDecoder {
 
     /// The maximum frame length (header included) in force.
     pub fn max_frame_len(&self) -> usize {
-        self.max_frame_len
+        self.max_frame_len as usize
     }
 
     /// True when no frame is in progress (the stream may end here).
@@ -472,14 +473,14 @@ impl FrameDecoder {
     /// Call at end of stream: an error if the stream ended inside a frame.
     pub fn finish(&self) -> Result<(), RtfError> {
         if let Some(e) = &self.failed {
-            return Err(e.clone());
+            return Err((**e).clone());
         }
         if self.is_at_boundary() {
             return Ok(());
         }
         let missing = match self.expected {
-            Some(total) => total.saturating_sub(self.buf.len()),
-            None if self.skipping.is_some() => self.skip,
+            Some(total) => (total as usize).saturating_sub(self.buf.len()),
+            None if self.skipping.is_some() => self.skip as usize,
             None => HEADER_LEN - self.buf.len(),
         };
         Err(RtfError::Truncated { missing })
@@ -489,12 +490,12 @@ impl FrameDecoder {
     /// a frame in progress. Stops at the first error (frames before it were delivered).
     pub fn decode(&mut self, mut data: &[u8], mut out: impl FnMut(Frame)) -> Result<(), RtfError> {
         if let Some(e) = &self.failed {
-            return Err(e.clone());
+            return Err((**e).clone());
         }
         loop {
             if let Some((frame_type, length)) = self.skipping {
-                let n = self.skip.min(data.len());
-                self.skip -= n;
+                let n = (self.skip as usize).min(data.len());
+                self.skip -= n as u32;
                 data = data.get(n..).unwrap_or_default();
                 if self.skip > 0 {
                     return Ok(());
@@ -503,9 +504,15 @@ impl FrameDecoder {
                 out(Frame::Extension { frame_type, length });
                 continue;
             }
-            let want = self.expected.unwrap_or(HEADER_LEN);
+            let want = self.expected.map_or(HEADER_LEN, |e| e as usize);
             if self.buf.len() < want {
                 if data.is_empty() {
+                    if self.buf.is_empty() {
+                        // At a frame boundary: keep no memory between frames. The frames
+                        // split off share this buffer's allocation (even when no capacity
+                        // is left): an idle connection would keep the last read alive.
+                        self.buf = BytesMut::new();
+                    }
                     return Ok(());
                 }
                 let n = (want - self.buf.len()).min(data.len());
@@ -515,7 +522,7 @@ impl FrameDecoder {
                     // of them (each frame is then split off it: one allocation per read,
                     // not one for each header and another for each frame's rest).
                     let whole = if self.expected.is_none() && self.buf.is_empty() {
-                        complete_frames_len(data, self.max_frame_len)
+                        complete_frames_len(data, self.max_frame_len as usize)
                     } else {
                         0
                     };
@@ -530,13 +537,13 @@ impl FrameDecoder {
             }
             let result = match self.expected.take() {
                 None => self.parse_header().map(|()| None),
-                Some(total) => parse_frame(self.buf.split_to(total).freeze()).map(Some),
+                Some(total) => parse_frame(self.buf.split_to(total as usize).freeze()).map(Some),
             };
             match result {
                 Ok(Some(frame)) => out(frame),
                 Ok(None) => {}
                 Err(e) => {
-                    self.failed = Some(e.clone());
+                    self.failed = Some(Box::new(e.clone()));
                     return Err(e);
                 }
             }
@@ -564,10 +571,10 @@ impl FrameDecoder {
         if (length as usize) < HEADER_LEN {
             return Err(RtfError::FrameTooShort { length });
         }
-        if length as usize > self.max_frame_len {
+        if length > self.max_frame_len {
             return Err(RtfError::FrameTooLong {
                 length,
-                max: self.max_frame_len,
+                max: self.max_frame_len as usize,
             });
         }
         match frame_type {
@@ -591,12 +598,12 @@ impl FrameDecoder {
                 // Reserve for small frames only: a bare header must not make us allocate
                 // a large frame's worth of memory before its bytes arrive.
                 self.buf.reserve(payload.min(PREALLOCATE_MAX));
-                self.expected = Some(length as usize);
+                self.expected = Some(length);
                 Ok(())
             }
             t if t >= frame_type::FIRST_EXTENSION => {
                 self.buf.clear();
-                self.skip = length as usize - HEADER_LEN;
+                self.skip = length.saturating_sub(HEADER_LEN as u32);
                 self.skipping = Some((t, length));
                 Ok(())
             }
@@ -752,8 +759,8 @@ pub struct RtfConnection {
     state: State,
     hello_sent: bool,
     peer: Option<Hello>,
-    transmit: VecDeque<Bytes>,
-    events: VecDeque<RtfEvent>,
+    transmit: Queue<Bytes>,
+    events: Queue<RtfEvent>,
     created_us: u64,
     last_sent_us: u64,
     last_received_us: u64,
@@ -763,6 +770,41 @@ pub struct RtfConnection {
 /// DATA payloads up to this size are copied behind their header into one chunk; longer ones
 /// are handed out as a separate chunk, without copying.
 const COALESCE_MAX: usize = 4096;
+
+/// A FIFO queue out of line while it holds anything, released when drained: an idle
+/// connection keeps one null pointer for it.
+#[derive(Debug)]
+#[allow(clippy::box_collection)] // on purpose: one pointer inline instead of four words
+struct Queue<T>(Option<Box<VecDeque<T>>>);
+
+impl<T> Default for Queue<T> {
+    fn default() -> Self {
+        Queue(None)
+    }
+}
+
+impl<T> Queue<T> {
+    fn push_back(&mut self, x: T) {
+        self.0.get_or_insert_with(Box::default).push_back(x);
+    }
+
+    fn pop_front(&mut self) -> Option<T> {
+        let q = self.0.as_mut()?;
+        let x = q.pop_front();
+        if q.is_empty() {
+            self.0 = None;
+        }
+        x
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_none()
+    }
+
+    fn clear(&mut self) {
+        self.0 = None;
+    }
+}
 
 impl RtfConnection {
     /// The connecting side: sends HELLO with `channel_kind` at once and expects the acceptor
@@ -795,8 +837,8 @@ impl RtfConnection {
             state: State::AwaitHello,
             hello_sent: false,
             peer: None,
-            transmit: VecDeque::new(),
-            events: VecDeque::new(),
+            transmit: Queue::default(),
+            events: Queue::default(),
             created_us: now_us,
             last_sent_us: now_us,
             last_received_us: now_us,
@@ -916,22 +958,36 @@ impl RtfConnection {
         if self.state == State::Closed || data.is_empty() {
             return;
         }
+        let mut events = self.events.0.take().unwrap_or_default();
+        self.input(now_us, data, &mut events);
+        if !events.is_empty() {
+            self.events.0 = Some(events);
+        }
+    }
+
+    /// Decodes `data`; the events go to `events`.
+    fn input(&mut self, now_us: u64, data: &[u8], events: &mut VecDeque<RtfEvent>) {
+        if self.state == State::Closed || data.is_empty() {
+            return;
+        }
         self.last_received_us = self.last_received_us.max(now_us);
         // Frames are handled as they are decoded (the decoder is moved out meanwhile; the
         // stand-in allocates nothing): no per-connection frame list to keep.
         let mut decoder = core::mem::replace(&mut self.decoder, FrameDecoder::new(0));
         let result = decoder.decode(data, |frame| {
-            if self.state != State::Closed
-                && let Err(e) = self.handle_frame(now_us, frame)
-            {
-                self.fail(e);
+            if self.state != State::Closed {
+                match self.handle_frame(now_us, frame) {
+                    Ok(Some(ev)) => events.push_back(ev),
+                    Ok(None) => {}
+                    Err(e) => events.push_back(self.fail(e)),
+                }
             }
         });
         self.decoder = decoder;
         if let Err(e) = result
             && self.state != State::Closed
         {
-            self.fail(e);
+            events.push_back(self.fail(e));
         }
     }
 
@@ -941,10 +997,10 @@ impl RtfConnection {
     /// connections keep no event memory. [`poll_event`](Self::poll_event) still returns
     /// events from the other inputs (`handle_eof`, `handle_timeout`).
     pub fn handle_input_into(&mut self, now_us: u64, data: &[u8], events: &mut VecDeque<RtfEvent>) {
-        events.extend(self.events.drain(..));
-        core::mem::swap(&mut self.events, events);
-        self.handle_input(now_us, data);
-        core::mem::swap(&mut self.events, events);
+        if let Some(own) = self.events.0.take() {
+            events.extend(*own);
+        }
+        self.input(now_us, data, events);
     }
 
     /// The peer ended its byte stream (read returned 0). At a frame boundary this is a
@@ -959,20 +1015,28 @@ impl RtfConnection {
                 self.state = State::Closed;
                 self.events.push_back(RtfEvent::PeerShutdown);
             }
-            Ok(()) => self.fail(RtfError::Truncated {
-                missing: HEADER_LEN + HELLO_PAYLOAD_LEN,
-            }),
-            Err(e) => self.fail(e),
+            Ok(()) => {
+                let ev = self.fail(RtfError::Truncated {
+                    missing: HEADER_LEN + HELLO_PAYLOAD_LEN,
+                });
+                self.events.push_back(ev);
+            }
+            Err(e) => {
+                let ev = self.fail(e);
+                self.events.push_back(ev);
+            }
         }
     }
 
-    fn fail(&mut self, e: RtfError) {
+    /// Closes the connection after a protocol violation; returns the event reporting it.
+    fn fail(&mut self, e: RtfError) -> RtfEvent {
         self.state = State::Closed;
         self.transmit.clear();
-        self.events.push_back(RtfEvent::ProtocolError(e));
+        RtfEvent::ProtocolError(e)
     }
 
-    fn handle_frame(&mut self, now_us: u64, frame: Frame) -> Result<(), RtfError> {
+    /// Handles one frame; returns the event it makes, if any.
+    fn handle_frame(&mut self, now_us: u64, frame: Frame) -> Result<Option<RtfEvent>, RtfError> {
         match (self.state, frame) {
             (State::AwaitHello, Frame::Hello(hello)) => {
                 let accepted = match self.role {
@@ -989,11 +1053,10 @@ impl RtfConnection {
                 }
                 self.peer = Some(hello);
                 self.state = State::Up;
-                self.events.push_back(RtfEvent::Up {
+                Ok(Some(RtfEvent::Up {
                     channel_kind: hello.channel_kind,
                     peer_heartbeat_interval_ms: hello.heartbeat_interval_ms,
-                });
-                Ok(())
+                }))
             }
             (State::AwaitHello, other) => Err(RtfError::HelloExpected {
                 frame_type: match other {
@@ -1013,41 +1076,35 @@ impl RtfConnection {
                     ppid,
                     payload,
                 },
-            ) => {
-                self.events.push_back(RtfEvent::Data {
-                    ppid,
-                    stream,
-                    unordered,
-                    payload,
-                });
-                Ok(())
-            }
+            ) => Ok(Some(RtfEvent::Data {
+                ppid,
+                stream,
+                unordered,
+                payload,
+            })),
             (State::Up, Frame::Heartbeat(b)) => {
                 self.transmit.push_back(Frame::HeartbeatAck(b).to_bytes());
-                Ok(())
+                Ok(None)
             }
             (State::Up, Frame::HeartbeatAck(b)) => {
                 let sent = u64::from_be_bytes(b);
                 if sent <= now_us {
                     self.last_rtt_us = Some(now_us - sent);
                 }
-                Ok(())
+                Ok(None)
             }
-            (State::Up, Frame::Extension { .. }) => Ok(()),
-            (State::Closed, _) => Ok(()),
+            (State::Up, Frame::Extension { .. }) => Ok(None),
+            (State::Closed, _) => Ok(None),
         }
     }
 
     /// The next chunk of bytes to write to the TCP connection, in order. Chunks handed out
     /// at `now_us` count as "sent" for the idle-heartbeat timer.
     pub fn poll_transmit(&mut self, now_us: u64) -> Option<Bytes> {
+        // Only HELLO, heartbeats and callers of `send` use this queue; an idle connection
+        // keeps no memory for it (released when drained).
         let chunk = self.transmit.pop_front()?;
         self.last_sent_us = self.last_sent_us.max(now_us);
-        if self.transmit.is_empty() {
-            // Only HELLO, heartbeats and callers of `send` use this queue; an idle
-            // connection keeps no memory for it.
-            self.transmit = VecDeque::new();
-        }
         Some(chunk)
     }
 
@@ -1232,6 +1289,35 @@ mod tests {
             encode_data_header(true, 7, 12, 4),
             [1, 1, 0, 7, 0, 0, 0, 16, 0, 0, 0, 12]
         );
+    }
+
+    #[test]
+    fn decoder_keeps_no_buffer_between_frames() {
+        let ping = hex(PING_HEX);
+        let mut d = FrameDecoder::default();
+        let mut frames = Vec::new();
+        // Two whole frames and the first bytes of a third, then the rest of it.
+        let mut stream = ping.clone();
+        stream.extend_from_slice(&ping);
+        stream.extend_from_slice(&ping[..5]);
+        d.decode_into(&stream, &mut frames).unwrap();
+        assert_eq!(frames.len(), 2);
+        assert!(d.buf.capacity() > 0, "a partial frame is buffered");
+        d.decode_into(&ping[5..], &mut frames).unwrap();
+        assert_eq!(frames.len(), 3);
+        assert!(d.is_at_boundary());
+        assert_eq!(d.buf.capacity(), 0, "nothing held at a frame boundary");
+        // The last frame's memory is its own: the decoder holds no share of it.
+        let Some(Frame::Data { payload, .. }) = frames.pop() else {
+            panic!("DATA frame expected");
+        };
+        assert!(payload.is_unique());
+        // Whole frames only: all of them split off one buffer the decoder lets go of.
+        d.decode_into(&ping, &mut frames).unwrap();
+        let Some(Frame::Data { payload, .. }) = frames.pop() else {
+            panic!("DATA frame expected");
+        };
+        assert!(payload.is_unique());
     }
 
     #[test]

@@ -47,7 +47,7 @@ impl Application<HsDump> for App {
                         .assocs
                         .get(assoc)
                         .map(|i| (i.local_addrs.clone(), i.kind))
-                        .unwrap_or((Vec::new(), TransportKind::Tcp));
+                        .unwrap_or((Default::default(), TransportKind::Tcp));
                     let protocol = match kind {
                         TransportKind::Sctp => TransportProtocol::Sctp,
                         TransportKind::Tcp => TransportProtocol::Tcp,

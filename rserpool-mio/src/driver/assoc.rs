@@ -8,8 +8,13 @@ use rserpool_core::io::AssocIdAllocator;
 use rserpool_core::{AssocId, ChannelKind, Instant};
 use rserpool_proto::csp::{CSP_DURATION_UNKNOWN, ComponentId, CspAssociation, CspProtocol};
 use rserpool_proto::rtf;
+use smallvec::SmallVec;
 use std::collections::{HashMap, VecDeque};
 use std::net::SocketAddr;
+
+/// The addresses of one end of an association: one is kept inline (a single-homed
+/// association, the usual case, needs no heap memory for them).
+pub type AddrList = SmallVec<[SocketAddr; 1]>;
 
 /// The core's channel kind of a transport (RTF) channel kind.
 pub fn channel_from_rtf(kind: rtf::ChannelKind) -> ChannelKind {
@@ -45,9 +50,9 @@ pub struct AssocInfo {
     /// When `handle_assoc_up` was reported (`None` while connecting).
     pub up_since: Option<Instant>,
     /// The peer's addresses (empty while connecting).
-    pub peer_addrs: Vec<SocketAddr>,
+    pub peer_addrs: AddrList,
     /// Our addresses of the association (empty while connecting).
-    pub local_addrs: Vec<SocketAddr>,
+    pub local_addrs: AddrList,
     /// PPID of the last message the machine sent on it.
     pub last_ppid: Option<u32>,
 }
@@ -84,26 +89,101 @@ pub(crate) struct Held {
     pub data: Bytes,
 }
 
+/// An overflow queue, the bytes it holds and the `closing` mark, out of line: an
+/// association that has nothing held (nearly all of them) keeps one null pointer.
+#[derive(Debug, Default)]
+pub(crate) struct Overflow(Option<Box<OverflowQueue>>);
+
+#[derive(Debug, Default)]
+pub(crate) struct OverflowQueue {
+    queue: VecDeque<Held>,
+    bytes: usize,
+    /// See [`Link::closing`].
+    closing: bool,
+}
+
+impl Overflow {
+    pub fn is_empty(&self) -> bool {
+        self.0.as_ref().is_none_or(|q| q.queue.is_empty())
+    }
+
+    pub fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, |q| q.queue.len())
+    }
+
+    /// Payload bytes held.
+    pub fn bytes(&self) -> usize {
+        self.0.as_ref().map_or(0, |q| q.bytes)
+    }
+
+    pub fn push_back(&mut self, h: Held) {
+        let q = self.0.get_or_insert_with(Box::default);
+        q.bytes += h.data.len();
+        q.queue.push_back(h);
+    }
+
+    pub fn front(&self) -> Option<&Held> {
+        self.0.as_ref().and_then(|q| q.queue.front())
+    }
+
+    pub fn pop_front(&mut self) -> Option<Held> {
+        let q = self.0.as_mut()?;
+        let h = q.queue.pop_front();
+        if let Some(h) = &h {
+            q.bytes -= h.data.len();
+        }
+        if q.queue.is_empty() && !q.closing {
+            self.0 = None;
+        }
+        h
+    }
+
+    /// Drops every message held (the `closing` mark stays).
+    pub fn clear(&mut self) {
+        match self.0.as_mut() {
+            Some(q) if q.closing => {
+                q.queue = VecDeque::new();
+                q.bytes = 0;
+            }
+            _ => self.0 = None,
+        }
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct Link {
     pub transport: AssocId,
     pub info: AssocInfo,
     /// Messages refused with `QueueFull`, in order; sent before anything newer.
-    pub overflow: VecDeque<Held>,
-    pub overflow_bytes: usize,
+    pub overflow: Overflow,
+}
+
+impl Link {
     /// The machine closed it gracefully while the overflow still held messages: the
     /// transport close follows once they are handed over. The machine has already been told
     /// `Down(Closed)`; nothing more is reported for it.
-    pub closing: bool,
+    pub fn closing(&self) -> bool {
+        self.overflow.0.as_ref().is_some_and(|q| q.closing)
+    }
+
+    /// Marks it [`closing`](Self::closing).
+    pub fn set_closing(&mut self) {
+        self.overflow.0.get_or_insert_with(Box::default).closing = true;
+    }
 }
 
 /// The associations of one driver, by machine-visible id.
+///
+/// An accepted association is known to the machine under its transport id whenever that
+/// id is free (transport ids have the top bit clear, like driver-chosen ids): only the
+/// others — the machine's own connects — need an entry in `by_transport`.
 #[derive(Debug, Default)]
 pub struct AssocTable {
     /// Boxed: the table's buckets stay small (a hash table keeps up to half its buckets
     /// empty; with 10,000s of associations, buckets of a whole `Link` cost more than the
     /// links themselves).
     links: HashMap<AssocId, Box<Link>>,
+    /// Transport id → machine-visible id, where they differ.
     by_transport: HashMap<AssocId, AssocId>,
     next_local: u64,
 }
@@ -113,7 +193,7 @@ impl AssocTable {
     pub fn get(&self, assoc: AssocId) -> Option<&AssocInfo> {
         self.links
             .get(&assoc)
-            .filter(|l| !l.closing)
+            .filter(|l| !l.closing())
             .map(|l| &l.info)
     }
 
@@ -121,13 +201,13 @@ impl AssocTable {
     pub fn iter(&self) -> impl Iterator<Item = (AssocId, &AssocInfo)> + '_ {
         self.links
             .iter()
-            .filter(|(_, l)| !l.closing)
+            .filter(|(_, l)| !l.closing())
             .map(|(id, l)| (*id, &l.info))
     }
 
     /// Number of live associations.
     pub fn len(&self) -> usize {
-        self.links.values().filter(|l| !l.closing).count()
+        self.links.values().filter(|l| !l.closing()).count()
     }
 
     /// True when there is no live association.
@@ -137,7 +217,7 @@ impl AssocTable {
 
     /// Bytes the driver holds for `assoc` in its overflow queue (0 for unknown ids).
     pub fn overflow_bytes(&self, assoc: AssocId) -> usize {
-        self.links.get(&assoc).map_or(0, |l| l.overflow_bytes)
+        self.links.get(&assoc).map_or(0, |l| l.overflow.bytes())
     }
 
     /// The transport's id of a machine-visible id.
@@ -147,7 +227,14 @@ impl AssocTable {
 
     /// The machine-visible id of a transport id.
     pub fn machine_id(&self, transport: AssocId) -> Option<AssocId> {
-        self.by_transport.get(&transport).copied()
+        match self.by_transport.get(&transport) {
+            Some(id) => Some(*id),
+            None => self
+                .links
+                .get(&transport)
+                .filter(|l| l.transport == transport)
+                .map(|_| transport),
+        }
     }
 
     pub(crate) fn contains(&self, assoc: AssocId) -> bool {
@@ -159,27 +246,35 @@ impl AssocTable {
     }
 
     pub(crate) fn link_by_transport(&mut self, transport: AssocId) -> Option<(AssocId, &mut Link)> {
-        let id = *self.by_transport.get(&transport)?;
+        let id = self.machine_id(transport)?;
         self.links.get_mut(&id).map(|l| (id, &mut **l))
     }
 
     /// Records an association the machine asked for under its own id.
     pub(crate) fn insert(&mut self, assoc: AssocId, transport: AssocId, info: AssocInfo) {
-        self.by_transport.insert(transport, assoc);
+        if assoc != transport {
+            self.by_transport.insert(transport, assoc);
+        }
         self.links.insert(
             assoc,
             Box::new(Link {
                 transport,
                 info,
-                overflow: VecDeque::new(),
-                overflow_bytes: 0,
-                closing: false,
+                overflow: Overflow::default(),
             }),
         );
     }
 
-    /// Records an accepted association under a fresh driver-chosen id (top bit clear).
+    /// Records an accepted association under a fresh driver-chosen id (top bit clear): its
+    /// transport id when that is free.
     pub(crate) fn insert_accepted(&mut self, transport: AssocId, info: AssocInfo) -> AssocId {
+        if transport.0 != 0
+            && !AssocIdAllocator::is_machine_chosen(transport)
+            && !self.links.contains_key(&transport)
+        {
+            self.insert(transport, transport, info);
+            return transport;
+        }
         let id = loop {
             self.next_local = (self.next_local + 1) & !AssocIdAllocator::MACHINE_BIT;
             let id = AssocId(self.next_local);
@@ -200,13 +295,14 @@ impl AssocTable {
     }
 
     pub(crate) fn remove_by_transport(&mut self, transport: AssocId) -> Option<(AssocId, Link)> {
-        let id = self.by_transport.remove(&transport)?;
+        let id = self.machine_id(transport)?;
+        self.by_transport.remove(&transport);
         self.links.remove(&id).map(|l| (id, *l))
     }
 
     /// Every link (closing ones included), for the overflow pump.
     pub(crate) fn total_overflow_bytes(&self) -> usize {
-        self.links.values().map(|l| l.overflow_bytes).sum()
+        self.links.values().map(|l| l.overflow.bytes()).sum()
     }
 
     pub(crate) fn transport_ids(&self) -> impl Iterator<Item = AssocId> + '_ {
@@ -225,8 +321,8 @@ mod tests {
             outbound: false,
             created: Instant::ZERO,
             up_since: None,
-            peer_addrs: Vec::new(),
-            local_addrs: Vec::new(),
+            peer_addrs: AddrList::new(),
+            local_addrs: AddrList::new(),
             last_ppid: None,
         }
     }
@@ -242,12 +338,30 @@ mod tests {
         t.insert(m, AssocId(8), info());
         assert_eq!(t.machine_id(AssocId(8)), Some(m));
         assert_eq!(t.transport_id(a), Some(AssocId(7)));
+        assert_eq!(t.machine_id(AssocId(7)), Some(a));
         assert_eq!(t.len(), 3);
+        assert_eq!(t.machine_id(AssocId(1234)), None);
+        // A transport id that cannot serve as the machine-visible id (top bit set), then one
+        // that is already taken as such: other ids are chosen, mapped both ways.
+        let odd = AssocId(AssocIdAllocator::MACHINE_BIT | 5);
+        let c = t.insert_accepted(odd, info());
+        assert!(!AssocIdAllocator::is_machine_chosen(c));
+        let d = t.insert_accepted(c, info());
+        assert_ne!(d, c);
+        assert_eq!(t.machine_id(odd), Some(c));
+        assert_eq!(t.machine_id(c), Some(d));
+        assert_eq!(t.transport_id(d), Some(c));
+        let (id, _) = t.remove_by_transport(c).unwrap();
+        assert_eq!(id, d);
+        assert_eq!(t.machine_id(odd), Some(c));
+        assert!(t.remove(c).is_some());
+        assert_eq!(t.machine_id(odd), None);
+        assert!(t.remove(a).is_some());
         let (id, _) = t.remove_by_transport(AssocId(9)).unwrap();
         assert_eq!(id, b);
         assert!(t.remove(m).is_some());
         assert_eq!(t.machine_id(AssocId(8)), None);
-        assert_eq!(t.len(), 1);
+        assert_eq!(t.len(), 0);
     }
 
     #[test]

@@ -131,7 +131,7 @@
 pub mod assoc;
 pub mod csp;
 
-pub use assoc::{AssocInfo, AssocTable};
+pub use assoc::{AddrList, AssocInfo, AssocTable};
 pub use csp::{CspConfig, CspReporter, CspStatus, component_location};
 
 use crate::cli::{TerminationSignal, TerminationSignals};
@@ -1045,7 +1045,7 @@ impl<M: Machine> Driver<M> {
             self.stats.dropped += 1;
             return;
         };
-        if link.closing {
+        if link.closing() {
             self.stats.dropped += 1;
             return;
         }
@@ -1077,17 +1077,16 @@ impl<M: Machine> Driver<M> {
         let Some(link) = self.assocs.link_mut(assoc) else {
             return;
         };
-        link.overflow_bytes += held.data.len();
         link.overflow.push_back(held);
         self.stats.overflowed += 1;
-        self.stats.overflow_peak_bytes = self.stats.overflow_peak_bytes.max(link.overflow_bytes);
+        self.stats.overflow_peak_bytes = self.stats.overflow_peak_bytes.max(link.overflow.bytes());
         self.overflowing.insert(assoc);
         if let Some(cap) = self.max_overflow
-            && link.overflow_bytes > cap
+            && link.overflow.bytes() > cap
         {
             warn!(
                 "{assoc:?}: {} bytes held for a peer that does not read (limit {cap}): aborting",
-                link.overflow_bytes
+                link.overflow.bytes()
             );
             self.abort_lost(assoc);
         }
@@ -1098,7 +1097,7 @@ impl<M: Machine> Driver<M> {
             self.stats.dropped += link.overflow.len() as u64;
             self.overflowing.remove(&assoc);
             self.transports.close(link.transport, true);
-            if !link.closing {
+            if !link.closing() {
                 self.deferred.push_back((assoc, AssocDownReason::Lost));
             }
         }
@@ -1129,18 +1128,15 @@ impl<M: Machine> Driver<M> {
                         break;
                     }
                 }
-                if let Some(h) = link.overflow.pop_front() {
-                    link.overflow_bytes -= h.data.len();
-                }
+                link.overflow.pop_front();
             }
             if gone {
                 self.stats.dropped += link.overflow.len() as u64;
                 link.overflow.clear();
-                link.overflow_bytes = 0;
             }
             if link.overflow.is_empty() {
                 self.overflowing.remove(&assoc);
-                if link.closing {
+                if link.closing() {
                     let t = link.transport;
                     self.assocs.remove(assoc);
                     self.transports.close(t, false);
@@ -1219,8 +1215,8 @@ impl<M: Machine> Driver<M> {
                     outbound: true,
                     created: self.now,
                     up_since: None,
-                    peer_addrs: Vec::new(),
-                    local_addrs: Vec::new(),
+                    peer_addrs: AddrList::new(),
+                    local_addrs: AddrList::new(),
                     last_ppid: None,
                 },
             ),
@@ -1238,12 +1234,12 @@ impl<M: Machine> Driver<M> {
             debug!("{assoc:?}: Close of an unknown association ignored");
             return;
         };
-        if link.closing {
+        if link.closing() {
             return;
         }
         if !abort && !link.overflow.is_empty() {
             // Closed once the overflow is in the transport (pump_overflow).
-            link.closing = true;
+            link.set_closing();
             self.deferred.push_back((assoc, AssocDownReason::Closed));
             return;
         }
@@ -1277,12 +1273,12 @@ impl<M: Machine> Driver<M> {
                 let channel = channel.map(channel_from_rtf);
                 match self.assocs.link_by_transport(t) {
                     Some((id, link)) => {
-                        if link.closing {
+                        if link.closing() {
                             return;
                         }
                         link.info.up_since = Some(now);
-                        link.info.peer_addrs.clone_from(&peer_addrs);
-                        link.info.local_addrs = local_addrs;
+                        link.info.peer_addrs = AddrList::from_slice(&peer_addrs);
+                        link.info.local_addrs = AddrList::from_slice(&local_addrs);
                         if channel.is_some() {
                             link.info.channel = channel;
                         }
@@ -1295,8 +1291,8 @@ impl<M: Machine> Driver<M> {
                             outbound: false,
                             created: now,
                             up_since: Some(now),
-                            peer_addrs,
-                            local_addrs,
+                            peer_addrs: AddrList::from_slice(&peer_addrs),
+                            local_addrs: AddrList::from_slice(&local_addrs),
                             last_ppid: None,
                         };
                         match self.accept.as_mut() {
@@ -1305,7 +1301,6 @@ impl<M: Machine> Driver<M> {
                                 route(&mut self.machine, now, id, &info);
                             }
                             None => {
-                                let peer_addrs = info.peer_addrs.clone();
                                 let id = self.assocs.insert_accepted(t, info);
                                 self.machine.handle_assoc_up(now, id, &peer_addrs);
                             }
@@ -1322,7 +1317,7 @@ impl<M: Machine> Driver<M> {
                 let Some((id, link)) = self.assocs.link_by_transport(t) else {
                     return;
                 };
-                if link.closing {
+                if link.closing() {
                     return;
                 }
                 self.stats.messages_received += 1;
@@ -1334,7 +1329,7 @@ impl<M: Machine> Driver<M> {
                 };
                 self.overflowing.remove(&id);
                 self.stats.dropped += link.overflow.len() as u64;
-                if link.closing {
+                if link.closing() {
                     return;
                 }
                 self.machine.handle_assoc_down(now, id, down_reason(reason));

@@ -46,6 +46,7 @@
 //! --test-threads=1`.
 
 pub mod sctp;
+mod timers;
 pub mod tls;
 pub mod udp;
 
@@ -57,13 +58,14 @@ use rserpool_proto::rtf::{ChannelKind, ChannelKinds, RtfConfig, RtfConnection, R
 use sctp::socket::{SctpOptions, SctpSocket};
 use sctp::sys;
 use socket2::{Domain, SockRef, Socket, Type};
-use std::cmp::Reverse;
-use std::collections::{BinaryHeap, HashMap, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+use std::num::NonZeroU64;
 use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use timers::Timers;
 use tls::{TlsLayer, TlsRead, TlsReadError};
 
 pub use sctp::socket::sctp_available;
@@ -364,21 +366,27 @@ struct Entry {
     slot: Slot,
 }
 
+/// One slot of [`Transports`]; every variant is one pointer (the slot table of 100,000s of
+/// associations stays small).
 enum Slot {
-    TcpListener {
+    Listener(Box<Listener>),
+    Assoc(Box<Assoc>),
+    Udp(Box<Udp>),
+}
+
+enum Listener {
+    Tcp {
         listener: TcpListener,
         id: SocketId,
         kinds: ChannelKinds,
         /// Accepted connections are TLS servers requiring a client certificate.
         tls: Option<Arc<TlsSettings>>,
     },
-    SctpListener {
+    Sctp {
         sock: SctpSocket,
         id: SocketId,
         kinds: ChannelKinds,
     },
-    Assoc(Box<Assoc>),
-    Udp(Box<Udp>),
 }
 
 struct Udp {
@@ -388,22 +396,25 @@ struct Udp {
 }
 
 struct Assoc {
+    /// Its id: slot index and generation ([`Transports::assoc_id`]).
     id: AssocId,
     /// The user holds the id (false after `close` or `Down`).
     attached: bool,
+    /// The id finds it ([`Transports::listed`]): attached, until the transports noticed it
+    /// no longer is (right after the call that detached it).
+    listed: bool,
     /// `Up` was reported.
     announced: bool,
     outbound: bool,
-    listener: Option<SocketId>,
+    /// The listener that accepted it (a [`SocketId`]; ids start at 1).
+    listener: Option<NonZeroU64>,
     channel: Option<ChannelKind>,
     /// Bytes waiting in `io`'s queue.
     queued: usize,
-    /// Graceful close in progress: abort at this deadline (µs).
-    linger_until: Option<u64>,
+    /// Graceful close in progress: abort at this deadline (µs, at least 1).
+    linger_until: Option<NonZeroU64>,
     /// A write failed; handled at the next timeout (scheduled immediately).
     write_error: Option<io::Error>,
-    /// Timer entry in the heap.
-    scheduled: Option<u64>,
     /// The read budget of one event ran out with data left: read again at once (timer 0).
     read_pending: bool,
     /// Listed in [`Transports::dirty`]: written out by [`Transports::flush_pending`].
@@ -422,13 +433,14 @@ struct TcpIo {
     stream: TcpStream,
     rtf: RtfConnection,
     connecting: bool,
-    next_addrs: VecDeque<SocketAddr>,
+    /// The peer's addresses still to try while connecting.
+    next_addrs: Spill<SocketAddr>,
     /// Output chunks, written in order, then `tail`.
-    out: VecDeque<Bytes>,
+    out: Spill<Bytes>,
     /// Bytes of the front chunk already written.
     front_off: usize,
-    /// Small frames, copied after `out` (one buffer for many frames; its memory is reused
-    /// once written).
+    /// Small frames, copied after `out` (one buffer for many frames; released once
+    /// written).
     tail: BytesMut,
     write_shut: bool,
     peer_eof: bool,
@@ -442,8 +454,8 @@ impl TcpIo {
             stream,
             rtf,
             connecting,
-            next_addrs: VecDeque::new(),
-            out: VecDeque::new(),
+            next_addrs: Spill::default(),
+            out: Spill::default(),
             front_off: 0,
             tail: BytesMut::new(),
             write_shut: false,
@@ -488,7 +500,8 @@ impl TcpIo {
                 let n = n.min(self.tail.len());
                 bytes::Buf::advance(&mut self.tail, n);
                 if self.tail.is_empty() {
-                    self.tail.clear();
+                    // Written out: an idle association keeps no output buffer.
+                    self.tail = BytesMut::new();
                 }
             }
             *queued = queued.saturating_sub(moved);
@@ -533,13 +546,60 @@ impl TcpIo {
 /// One queued SCTP message: PPID, stream, payload.
 type OutMsg = (u32, u16, Bytes);
 
+/// A FIFO queue kept out of line while it holds anything and released when drained: an
+/// idle association keeps one null pointer for it.
+#[derive(Debug)]
+#[allow(clippy::box_collection)] // on purpose: one pointer inline instead of four words
+struct Spill<T>(Option<Box<VecDeque<T>>>);
+
+impl<T> Default for Spill<T> {
+    fn default() -> Self {
+        Spill(None)
+    }
+}
+
+impl<T> Spill<T> {
+    fn push_back(&mut self, x: T) {
+        self.0.get_or_insert_with(Box::default).push_back(x);
+    }
+
+    fn pop_front(&mut self) -> Option<T> {
+        let q = self.0.as_mut()?;
+        let x = q.pop_front();
+        if q.is_empty() {
+            self.0 = None;
+        }
+        x
+    }
+
+    fn front(&self) -> Option<&T> {
+        self.0.as_ref().and_then(|q| q.front())
+    }
+
+    fn is_empty(&self) -> bool {
+        self.0.is_none()
+    }
+
+    fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, |q| q.len())
+    }
+
+    fn iter(&self) -> impl Iterator<Item = &T> {
+        self.0.iter().flat_map(|q| q.iter())
+    }
+
+    fn clear(&mut self) {
+        self.0 = None;
+    }
+}
+
 /// An SCTP send queue holding its first message inline: an association that has one
 /// message at a time to send (a PE's keep-alive) needs no heap memory for its queue.
 #[derive(Debug, Default)]
 struct OutQueue {
     first: Option<OutMsg>,
     /// The rest, in order (empty whenever `first` is).
-    rest: VecDeque<OutMsg>,
+    rest: Spill<OutMsg>,
 }
 
 impl OutQueue {
@@ -571,11 +631,13 @@ impl OutQueue {
     }
 }
 
+#[allow(clippy::box_collection)] // `reasm`: one pointer inline instead of three words
 struct SctpIo {
     sock: SctpSocket,
     connecting: bool,
     out: OutQueue,
-    reasm: BytesMut,
+    /// The first pieces of a message arriving in several (out of line, only meanwhile).
+    reasm: Option<Box<Vec<u8>>>,
     /// Skipping the rest of an over-long message or notification until MSG_EOR.
     discard: bool,
     /// `SO_SNDBUF` as last read: the largest message one `sendmsg` may carry.
@@ -643,7 +705,7 @@ impl Assoc {
             AssocIo::Tcp(t) => t.rtf.poll_timeout(),
             AssocIo::Sctp(_) => None,
         };
-        match (rtf, self.linger_until) {
+        match (rtf, self.linger_until.map(NonZeroU64::get)) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
@@ -652,7 +714,8 @@ impl Assoc {
     fn begin_close(&mut self, now_us: u64, linger: Duration) {
         self.attached = false;
         if self.linger_until.is_none() {
-            self.linger_until = Some(now_us.saturating_add(linger.as_micros() as u64));
+            self.linger_until =
+                NonZeroU64::new(now_us.saturating_add(linger.as_micros() as u64).max(1));
         }
     }
 
@@ -788,9 +851,9 @@ impl Assoc {
                                 let k = written.min(t.tail.len());
                                 bytes::Buf::advance(&mut t.tail, k);
                                 if t.tail.is_empty() {
-                                    // Written out: the next frames start at the buffer's
-                                    // beginning again (no new allocation).
-                                    t.tail.clear();
+                                    // Written out: an idle association keeps no output
+                                    // buffer (the next frames get a new one).
+                                    t.tail = BytesMut::new();
                                 }
                             }
                         }
@@ -870,7 +933,7 @@ impl Assoc {
             out.push(TransportEvent::Up {
                 assoc: self.id,
                 kind: self.kind(),
-                listener: self.listener,
+                listener: self.listener.map(|l| SocketId(l.get())),
                 channel: self.channel,
                 peer_addrs,
                 local_addrs,
@@ -924,6 +987,8 @@ impl Assoc {
                 return Fate::Remove { abort: false };
             }
             t.connecting = false;
+            // Connected: the peer's other addresses are not needed any more.
+            t.next_addrs.clear();
             do_read = true;
             let _ = t.stream.set_nodelay(true);
         }
@@ -1189,22 +1254,29 @@ impl Assoc {
                     s.discard = !r.end_of_record;
                     continue;
                 }
-                if s.reasm.len() + data.len() > ctx.cfg.max_message_len {
+                if s.reasm.as_ref().map_or(0, |r| r.len()) + data.len() > ctx.cfg.max_message_len {
                     // Never buffer beyond the limit: abort the association.
                     self.down(DownReason::ProtocolError, ctx.out);
                     return Fate::Remove { abort: true };
                 }
                 let info = r.info.unwrap_or_default();
                 if !r.end_of_record {
-                    s.reasm.extend_from_slice(data);
+                    s.reasm
+                        .get_or_insert_with(Box::default)
+                        .extend_from_slice(data);
                     continue;
                 }
-                let msg = if s.reasm.is_empty() {
-                    block.extend_from_slice(data);
-                    block.split().freeze()
-                } else {
-                    s.reasm.extend_from_slice(data);
-                    s.reasm.split().freeze()
+                let msg = match s.reasm.take() {
+                    None => {
+                        block.extend_from_slice(data);
+                        block.split().freeze()
+                    }
+                    Some(mut r) => {
+                        // The whole buffer goes with the message: nothing kept between
+                        // messages.
+                        r.extend_from_slice(data);
+                        Bytes::from(*r)
+                    }
                 };
                 if self.attached && self.announced {
                     ctx.out.push(TransportEvent::Message {
@@ -1265,7 +1337,7 @@ impl Assoc {
             self.down(reason, ctx.out);
             return Fate::Remove { abort: true };
         }
-        if self.linger_until.is_some_and(|t| ctx.now_us >= t) {
+        if self.linger_until.is_some_and(|t| ctx.now_us >= t.get()) {
             return Fate::Remove { abort: true };
         }
         if self.read_pending {
@@ -1291,13 +1363,17 @@ pub struct Transports {
     entries: Vec<Option<Entry>>,
     free: Vec<usize>,
     capacity: usize,
-    assocs: HashMap<AssocId, usize>,
+    /// Bits of an [`AssocId`] holding the slot index (the rest: the slot's generation).
+    idx_bits: u32,
+    /// Associations the user can see (`listed`).
+    listed_count: usize,
     sockets: HashMap<SocketId, usize>,
     next_id: u64,
     next_gen: u64,
     config: TransportConfig,
     epoch: Instant,
-    timers: BinaryHeap<Reverse<(u64, usize, u64)>>,
+    /// Deadline of each association slot with a timer (at most one each).
+    timers: Timers,
     buf: Vec<u8>,
     /// Outgoing SCTP associations of a channel kind leave from a shared listener's endpoint
     /// ([`Transports::listen_as_source`]): (listener, channel kind, local addresses).
@@ -1310,14 +1386,14 @@ pub struct Transports {
     last_us: u64,
     /// RTF events being handled (shared by all TCP associations).
     rtf_events: VecDeque<RtfEvent>,
-    /// Timers being run by `handle_timeout` (kept for its memory).
-    due: Vec<(u64, usize, u64)>,
+    /// Timers being run by `handle_timeout`: (slot, generation) (kept for its memory).
+    due: Vec<(usize, u64)>,
 }
 
 impl std::fmt::Debug for Transports {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Transports")
-            .field("associations", &self.assocs.len())
+            .field("associations", &self.listed_count)
             .field("sockets", &self.sockets.len())
             .finish_non_exhaustive()
     }
@@ -1332,19 +1408,25 @@ impl Transports {
         tokens: Range<usize>,
         config: TransportConfig,
     ) -> io::Result<Self> {
+        // At most 2^32 slots: an association id is the slot index in the low `idx_bits`
+        // bits and the slot's generation above (top bit clear), so an id is never reused
+        // while fewer than 2^(63 - idx_bits) associations were made.
+        let capacity = tokens.end.saturating_sub(tokens.start).min(1 << 32);
+        let idx_bits = usize::BITS - capacity.saturating_sub(1).leading_zeros();
         Ok(Transports {
             registry: registry.try_clone()?,
             token_base: tokens.start,
             entries: Vec::new(),
             free: Vec::new(),
-            capacity: tokens.end.saturating_sub(tokens.start),
-            assocs: HashMap::new(),
+            capacity,
+            idx_bits,
+            listed_count: 0,
             sockets: HashMap::new(),
             next_id: 1,
             next_gen: 1,
             config,
             epoch: Instant::now(),
-            timers: BinaryHeap::new(),
+            timers: Timers::default(),
             buf: vec![0; RECV_BUF],
             sctp_sources: Vec::new(),
             batching: false,
@@ -1418,7 +1500,42 @@ impl Transports {
 
     /// Number of live associations (the ones the user can see).
     pub fn association_count(&self) -> usize {
-        self.assocs.len()
+        self.listed_count
+    }
+
+    /// The id of the association in slot `idx` (from the slot's generation).
+    fn assoc_id(&self, idx: usize) -> AssocId {
+        let generation = match self.entries.get(idx) {
+            Some(Some(e)) => e.generation,
+            _ => 0,
+        };
+        let gen_mask = u64::MAX >> (self.idx_bits + 1);
+        AssocId(((generation & gen_mask) << self.idx_bits) | idx as u64)
+    }
+
+    /// The slot of a listed association (one the user holds the id of).
+    fn listed(&self, assoc: AssocId) -> Option<usize> {
+        let mask = (1u64 << self.idx_bits) - 1;
+        let idx = usize::try_from(assoc.0 & mask).ok()?;
+        match self.entries.get(idx) {
+            Some(Some(Entry {
+                slot: Slot::Assoc(a),
+                ..
+            })) if a.id == assoc && a.listed => Some(idx),
+            _ => None,
+        }
+    }
+
+    /// Makes the association in slot `idx` known under its id.
+    fn list(&mut self, idx: usize) {
+        let id = self.assoc_id(idx);
+        if let Some(a) = self.assoc_mut(idx)
+            && !a.listed
+        {
+            a.id = id;
+            a.listed = true;
+            self.listed_count += 1;
+        }
     }
 
     fn us(&self, t: Instant) -> u64 {
@@ -1461,12 +1578,14 @@ impl Transports {
             return Ok(());
         };
         match &mut e.slot {
-            Slot::TcpListener { listener, .. } => {
-                self.registry.register(listener, token, Interest::READABLE)
-            }
-            Slot::SctpListener { sock, .. } => {
-                self.registry.register(sock, token, Interest::READABLE)
-            }
+            Slot::Listener(l) => match &mut **l {
+                Listener::Tcp { listener, .. } => {
+                    self.registry.register(listener, token, Interest::READABLE)
+                }
+                Listener::Sctp { sock, .. } => {
+                    self.registry.register(sock, token, Interest::READABLE)
+                }
+            },
             Slot::Udp(u) => self.registry.register(&mut u.sock, token, interest),
             Slot::Assoc(a) => match &mut a.io {
                 AssocIo::Tcp(t) => self.registry.register(&mut t.stream, token, interest),
@@ -1480,24 +1599,27 @@ impl Transports {
         let Some(entry) = self.entries.get_mut(idx).and_then(Option::take) else {
             return;
         };
+        self.timers.remove(idx);
         match entry.slot {
-            Slot::TcpListener {
-                mut listener, id, ..
-            } => {
-                let _ = self.registry.deregister(&mut listener);
-                self.sockets.remove(&id);
-            }
-            Slot::SctpListener { mut sock, id, .. } => {
-                let _ = self.registry.deregister(&mut sock);
-                self.sockets.remove(&id);
-            }
+            Slot::Listener(l) => match *l {
+                Listener::Tcp {
+                    mut listener, id, ..
+                } => {
+                    let _ = self.registry.deregister(&mut listener);
+                    self.sockets.remove(&id);
+                }
+                Listener::Sctp { mut sock, id, .. } => {
+                    let _ = self.registry.deregister(&mut sock);
+                    self.sockets.remove(&id);
+                }
+            },
             Slot::Udp(mut u) => {
                 let _ = self.registry.deregister(&mut u.sock);
                 self.sockets.remove(&u.id);
             }
             Slot::Assoc(mut a) => {
-                if self.assocs.get(&a.id) == Some(&idx) {
-                    self.assocs.remove(&a.id);
+                if a.listed {
+                    self.listed_count -= 1;
                 }
                 match &mut a.io {
                     AssocIo::Tcp(t) => {
@@ -1530,18 +1652,17 @@ impl Transports {
 
     /// Re-arms the timer of association `idx` if its deadline moved earlier.
     fn schedule(&mut self, idx: usize) {
-        let Some(Some(entry)) = self.entries.get_mut(idx) else {
-            return;
-        };
-        let generation = entry.generation;
-        let Slot::Assoc(a) = &mut entry.slot else {
+        let Some(Some(Entry {
+            slot: Slot::Assoc(a),
+            ..
+        })) = self.entries.get(idx)
+        else {
             return;
         };
         if let Some(d) = a.next_deadline()
-            && a.scheduled.is_none_or(|s| d < s)
+            && self.timers.get(idx).is_none_or(|s| d < s)
         {
-            a.scheduled = Some(d);
-            self.timers.push(Reverse((d, idx, generation)));
+            self.timers.set(idx, d);
         }
     }
 
@@ -1555,7 +1676,6 @@ impl Transports {
         else {
             return;
         };
-        let id = a.id;
         if let Fate::Remove { abort } = fate {
             // An outgoing TCP connection that failed before it was up tries the peer's next
             // address (tcp-mapping.md §3.6), keeping its queue (HELLO and data) intact.
@@ -1585,8 +1705,9 @@ impl Transports {
             self.remove(idx, abort);
             return;
         }
-        if !a.attached && self.assocs.get(&id) == Some(&idx) {
-            self.assocs.remove(&id);
+        if !a.attached && a.listed {
+            a.listed = false;
+            self.listed_count -= 1;
         }
         self.schedule(idx);
     }
@@ -1617,7 +1738,7 @@ impl Transports {
                 sock.set_nonblocking(true)?;
                 sock.bind(&addr.into())?;
                 sock.listen(self.config.listen_backlog)?;
-                Slot::TcpListener {
+                Listener::Tcp {
                     listener: TcpListener::from_std(sock.into()),
                     id,
                     kinds,
@@ -1627,13 +1748,13 @@ impl Transports {
             TransportKind::Sctp if self.config.tls_for_any(kinds).is_some() => {
                 return Err(tls_over_sctp());
             }
-            TransportKind::Sctp => Slot::SctpListener {
+            TransportKind::Sctp => Listener::Sctp {
                 sock: SctpSocket::listen(addrs, self.config.listen_backlog, &self.config.sctp)?,
                 id,
                 kinds,
             },
         };
-        let idx = self.alloc(slot)?;
+        let idx = self.alloc(Slot::Listener(Box::new(slot)))?;
         if let Err(e) = self.register_idx(idx) {
             self.remove(idx, false);
             return Err(e);
@@ -1666,11 +1787,11 @@ impl Transports {
         let sock = SctpSocket::listen_shared(addrs, self.config.listen_backlog, &self.config.sctp)?;
         let local = sock.endpoint_of(addrs)?;
         let id = SocketId(self.next_id());
-        let idx = self.alloc(Slot::SctpListener {
+        let idx = self.alloc(Slot::Listener(Box::new(Listener::Sctp {
             sock,
             id,
             kinds: channels,
-        })?;
+        })))?;
         if let Err(e) = self.register_idx(idx) {
             self.remove(idx, false);
             return Err(e);
@@ -1715,7 +1836,6 @@ impl Transports {
         }
         let tls = tls.map(|t| t.connect()).transpose()?.map(Box::new);
         let now_us = self.us(Instant::now());
-        let id = AssocId(self.next_id());
         let io = match kind {
             TransportKind::Tcp => {
                 let mut rest: VecDeque<SocketAddr> = addrs.iter().copied().collect();
@@ -1737,7 +1857,7 @@ impl Transports {
                     }
                 };
                 AssocIo::Tcp(Box::new(TcpIo {
-                    next_addrs: rest,
+                    next_addrs: Spill((!rest.is_empty()).then(|| Box::new(rest))),
                     tls,
                     ..TcpIo::new(
                         stream,
@@ -1759,15 +1879,16 @@ impl Transports {
                 },
                 connecting: true,
                 out: OutQueue::default(),
-                reasm: BytesMut::new(),
+                reasm: None,
                 discard: false,
                 sndbuf: 0,
                 write_shut: false,
             }),
         };
         let assoc = Assoc {
-            id,
+            id: AssocId(0),
             attached: true,
+            listed: false,
             announced: false,
             outbound: true,
             listener: None,
@@ -1775,7 +1896,6 @@ impl Transports {
             queued: 0,
             linger_until: None,
             write_error: None,
-            scheduled: None,
             read_pending: false,
             dirty: false,
             io,
@@ -1785,7 +1905,8 @@ impl Transports {
             self.remove(idx, true);
             return Err(e);
         }
-        self.assocs.insert(id, idx);
+        self.list(idx);
+        let id = self.assoc_id(idx);
         if let Some(a) = self.assoc_mut(idx) {
             a.flush(now_us);
         }
@@ -1812,7 +1933,7 @@ impl Transports {
         } else {
             self.us(Instant::now())
         };
-        let idx = *self.assocs.get(&assoc).ok_or(SendError::UnknownAssoc)?;
+        let idx = self.listed(assoc).ok_or(SendError::UnknownAssoc)?;
         let generation = match self.entries.get(idx) {
             Some(Some(e)) => e.generation,
             _ => return Err(SendError::UnknownAssoc),
@@ -1860,7 +1981,7 @@ impl Transports {
 
     /// Bytes queued on `assoc` and not yet accepted by its socket (RTF framing included).
     pub fn queued_bytes(&self, assoc: AssocId) -> Option<usize> {
-        let idx = *self.assocs.get(&assoc)?;
+        let idx = self.listed(assoc)?;
         match self.entries.get(idx) {
             Some(Some(Entry {
                 slot: Slot::Assoc(a),
@@ -1876,14 +1997,20 @@ impl Transports {
     /// queued data discarded. Either way the id is released at once and no event names it
     /// again. Returns false for an unknown id.
     pub fn close(&mut self, assoc: AssocId, abort: bool) -> bool {
-        let Some(idx) = self.assocs.remove(&assoc) else {
+        let Some(idx) = self.listed(assoc) else {
             return false;
         };
         let now_us = self.us(Instant::now());
         let linger = self.config.close_linger;
-        let Some(a) = self.assoc_mut(idx) else {
+        let Some(Some(Entry {
+            slot: Slot::Assoc(a),
+            ..
+        })) = self.entries.get_mut(idx)
+        else {
             return false;
         };
+        a.listed = false;
+        self.listed_count -= 1;
         let connecting = match &a.io {
             AssocIo::Tcp(t) => t.connecting,
             AssocIo::Sctp(s) => s.connecting,
@@ -1932,10 +2059,9 @@ impl Transports {
 
     fn assoc_ref(&self, assoc: AssocId) -> io::Result<&Assoc> {
         let idx = self
-            .assocs
-            .get(&assoc)
+            .listed(assoc)
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "unknown association"))?;
-        match self.entries.get(*idx) {
+        match self.entries.get(idx) {
             Some(Some(Entry {
                 slot: Slot::Assoc(a),
                 ..
@@ -1955,8 +2081,10 @@ impl Transports {
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "unknown socket"))?;
         match self.entries.get(*idx) {
             Some(Some(e)) => match &e.slot {
-                Slot::TcpListener { listener, .. } => Ok(vec![listener.local_addr()?]),
-                Slot::SctpListener { sock, .. } => sock.local_addrs(),
+                Slot::Listener(l) => match &**l {
+                    Listener::Tcp { listener, .. } => Ok(vec![listener.local_addr()?]),
+                    Listener::Sctp { sock, .. } => sock.local_addrs(),
+                },
                 Slot::Udp(u) => Ok(vec![u.sock.local_addr()?]),
                 Slot::Assoc(_) => Err(io::ErrorKind::NotFound.into()),
             },
@@ -2082,7 +2210,7 @@ impl Transports {
             return;
         };
         match &mut entry.slot {
-            Slot::TcpListener { .. } | Slot::SctpListener { .. } => {
+            Slot::Listener(_) => {
                 if readable {
                     self.accept_all(idx, now_us, out);
                 }
@@ -2114,8 +2242,11 @@ impl Transports {
             let Some(Some(entry)) = self.entries.get_mut(idx) else {
                 return;
             };
-            let (io, listener, kinds) = match &mut entry.slot {
-                Slot::TcpListener {
+            let Slot::Listener(l) = &mut entry.slot else {
+                return;
+            };
+            let (io, listener, kinds) = match &mut **l {
+                Listener::Tcp {
                     listener,
                     id,
                     kinds,
@@ -2147,13 +2278,13 @@ impl Transports {
                     // EMFILE, ENOBUFS, ...: stop; pending connections wait for the next one.
                     Err(_) => return,
                 },
-                Slot::SctpListener { sock, id, kinds } => match sock.accept(&self.config.sctp) {
+                Listener::Sctp { sock, id, kinds } => match sock.accept(&self.config.sctp) {
                     Ok(Some(s)) => (
                         AssocIo::Sctp(SctpIo {
                             sock: s,
                             connecting: false,
                             out: OutQueue::default(),
-                            reasm: BytesMut::new(),
+                            reasm: None,
                             discard: false,
                             sndbuf: 0,
                             write_shut: false,
@@ -2165,24 +2296,22 @@ impl Transports {
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     Err(_) => return,
                 },
-                _ => return,
             };
             let assoc = Assoc {
-                id: AssocId(self.next_id()),
+                id: AssocId(0),
                 attached: true,
+                listed: false,
                 announced: false,
                 outbound: false,
-                listener: Some(listener),
+                listener: NonZeroU64::new(listener.0),
                 channel: kinds.single(),
                 queued: 0,
                 linger_until: None,
                 write_error: None,
-                scheduled: None,
                 read_pending: false,
                 dirty: false,
                 io,
             };
-            let id = assoc.id;
             let Ok(new_idx) = self.alloc(Slot::Assoc(Box::new(assoc))) else {
                 // No token left: the connection is closed (dropped) at once.
                 continue;
@@ -2191,7 +2320,7 @@ impl Transports {
                 self.remove(new_idx, true);
                 continue;
             }
-            self.assocs.insert(id, new_idx);
+            self.list(new_idx);
             if let Some(a) = self.assoc_mut(new_idx)
                 && let AssocIo::Sctp(s) = &a.io
             {
@@ -2211,17 +2340,9 @@ impl Transports {
 
     /// When [`Transports::handle_timeout`] must run next.
     pub fn poll_timeout(&mut self) -> Option<Instant> {
-        while let Some(Reverse((d, idx, generation))) = self.timers.peek().copied() {
-            let live = matches!(
-                self.entries.get(idx),
-                Some(Some(Entry { generation: g, slot: Slot::Assoc(a) })) if *g == generation && a.scheduled == Some(d)
-            );
-            if live {
-                return Some(self.epoch + Duration::from_micros(d));
-            }
-            self.timers.pop();
-        }
-        None
+        self.timers
+            .peek()
+            .map(|(d, _)| self.epoch + Duration::from_micros(d))
     }
 
     /// Runs every timer due at `now` (RTF heartbeats and dead peers, close lingering, write
@@ -2234,14 +2355,16 @@ impl Transports {
         // writes faster than we read would keep this call (and its caller's turn) reading
         // without bound, every message held in `out` before the machine saw any.
         let mut due = std::mem::take(&mut self.due);
-        while let Some(Reverse((d, idx, generation))) = self.timers.peek().copied() {
+        while let Some((d, idx)) = self.timers.peek() {
             if d > now_us {
                 break;
             }
             self.timers.pop();
-            due.push((d, idx, generation));
+            if let Some(Some(entry)) = self.entries.get(idx) {
+                due.push((idx, entry.generation));
+            }
         }
-        for (d, idx, generation) in due.drain(..) {
+        for (idx, generation) in due.drain(..) {
             let Some(Some(entry)) = self.entries.get_mut(idx) else {
                 continue;
             };
@@ -2251,10 +2374,6 @@ impl Transports {
             let Slot::Assoc(a) = &mut entry.slot else {
                 continue;
             };
-            if a.scheduled != Some(d) {
-                continue;
-            }
-            a.scheduled = None;
             let mut ctx = Ctx {
                 now_us,
                 buf: &mut self.buf,
