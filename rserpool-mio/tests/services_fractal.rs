@@ -186,27 +186,25 @@ fn images_survive_failure_tester_and_killed_pe() {
         "pool image = local rendering",
     );
     let killed = pool.logs.join("killed.png");
+    // Kill a PE that serves a session of this image: the first that logs the start of a
+    // new image session, as soon as it does, so the kill lands mid-image however fast the
+    // machine renders it.
+    let started = |p: &ServicePool, id: u32| -> usize {
+        std::fs::read_to_string(p.logs.join(format!("pe-{id:x}.log")))
+            .map_or(0, |l| l.matches("ImageStarted").count())
+    };
+    let before = [0x31, 0x32].map(|id| started(&pool, id));
     let lines = render(&mut pool, &killed, (w2, h2), 2, |p| {
-        std::thread::sleep(Duration::from_millis(200));
-        // Kill a PE that serves a session of this image: the one with more open sockets
-        // (listener and registrar association plus its sessions). Both sessions may have
-        // landed on one PE (the registrar's round robin, the pool user's cache).
-        let sockets = |p: &mut ServicePool, id: u32| -> usize {
-            p.pe(id).map_or(0, |pe| {
-                std::fs::read_dir(format!("/proc/{}/fd", pe.pid())).map_or(0, |d| {
-                    d.flatten()
-                        .filter(|e| {
-                            std::fs::read_link(e.path())
-                                .is_ok_and(|l| l.to_string_lossy().starts_with("socket:"))
-                        })
-                        .count()
-                })
-            })
-        };
-        let victim = if sockets(p, 0x32) > sockets(p, 0x31) {
-            0x32
-        } else {
-            0x31
+        let deadline = std::time::Instant::now() + Duration::from_secs(10);
+        let victim = loop {
+            if let Some(i) = (0..2).find(|&i| started(p, 0x31 + i as u32) > before[i]) {
+                break 0x31 + i as u32;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "no PE started a session"
+            );
+            std::thread::sleep(Duration::from_millis(1));
         };
         assert!(p.kill_pe(victim));
     });
