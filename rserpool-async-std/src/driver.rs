@@ -597,7 +597,7 @@ impl<M: Machine> Driver<M> {
         clock: Clock,
         make: impl FnOnce(&[BoundListener], rserpool_core::Instant) -> Result<M, E>,
     ) -> Result<Driver<M>, E> {
-        let mut transports = Transports::new(config.transport.clone());
+        let mut transports = Transports::new(config.transport.clone())?;
         let mut listeners = Vec::new();
         for (index, l) in config.listen.iter().enumerate() {
             listeners.extend(open_listener(&mut transports, index, l)?);

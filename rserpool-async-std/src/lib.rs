@@ -34,8 +34,9 @@
 //! `examples/echo_client.rs` (survives killing the PE serving it), `examples/registrar.rs`.
 //!
 //! # Underneath
-//! * [`transport`]: RTF over TCP, kernel SCTP (through `rserpool-mio`'s FFI module) and UDP
-//!   on `async_io::Async`, polled from one task, with the mio driver's behaviour and types.
+//! * [`transport`]: RTF over TCP, kernel SCTP (through `rserpool-mio`'s FFI module) and UDP:
+//!   the mio driver's transport layer on a private `mio::Poll` whose descriptor waits in
+//!   async-io's reactor, polled from one task.
 //! * [`driver`]: [`Driver`] / [`run_machine`], the task that owns a
 //!   [`Machine`](rserpool_core::Machine), with a command channel ([`Handle`]) and an event
 //!   stream ([`Events`]); for custom machines and drivers.

@@ -1,6 +1,7 @@
-//! The async transports and the mio transports (`rserpool_mio::transport::Transports`) speak
-//! the same RTF: an async echo machine serves a mio client, and an async client machine
-//! uses a mio echo server. The mio side runs in its own thread; both executors are used.
+//! The async driver and a bare mio transport layer (`rserpool_mio::transport::Transports` in
+//! a plain mio loop) work together: an async echo machine serves a mio client, and an async
+//! client machine uses a mio echo server. The mio side runs in its own thread; both
+//! executors are used.
 
 mod common;
 

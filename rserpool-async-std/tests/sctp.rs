@@ -217,7 +217,7 @@ fn sctp_interop_with_mio_both_executors() {
 async fn sctp_empty_message_refused() {
     use bytes::Bytes;
     use rserpool_async_std::transport::{SendError, TransportEvent, Transports};
-    let mut t = Transports::new(Default::default());
+    let mut t = Transports::new(Default::default()).expect("poller");
     let l = t
         .listen(
             &["127.0.0.1:0".parse().unwrap()],

@@ -91,7 +91,8 @@ async fn backpressure_queues_and_never_drops() {
     let mut t = Transports::new(TransportConfig {
         max_queued_bytes: cap,
         ..TransportConfig::default()
-    });
+    })
+    .expect("poller");
     let a = t.connect(&[addr], TCP, ChannelKind::Session).unwrap();
     let (accepted, _) = while_pumping(&mut t, listener.accept()).await;
     let (mut peer, _) = accepted.unwrap();
@@ -157,7 +158,7 @@ on_both!(backpressure_queues_and_never_drops);
 /// Not RTF at all (HTTP): no `Up`, the connection is reset. RTF HELLO then a reserved frame
 /// type: `Up`, then `Down(ProtocolError)` and a reset.
 async fn protocol_errors_abort() {
-    let mut t = Transports::new(TransportConfig::default());
+    let mut t = Transports::new(TransportConfig::default()).expect("poller");
     let l = t.listen(&[any_port()], TCP, ChannelKind::Session).unwrap();
     let addr = t.socket_local_addrs(l).unwrap()[0];
     let http = async {
@@ -225,7 +226,7 @@ on_both!(protocol_errors_abort);
 /// An acceptor serving two kinds echoes the connector's kind; a kind it does not serve is
 /// refused (the connector sees `ConnectFailed`).
 async fn channel_kinds() {
-    let mut t = Transports::new(TransportConfig::default());
+    let mut t = Transports::new(TransportConfig::default()).expect("poller");
     let kinds = ChannelKinds::from(ChannelKind::AsapToRegistrar).with(ChannelKind::Enrp);
     let l = t.listen(&[any_port()], TCP, kinds).unwrap();
     let addr = t.socket_local_addrs(l).unwrap()[0];
@@ -266,7 +267,8 @@ async fn limits_and_ids() {
     let mut t = Transports::new(TransportConfig {
         max_message_len: 100_000,
         ..TransportConfig::default()
-    });
+    })
+    .expect("poller");
     let l = t.listen(&[any_port()], TCP, ChannelKind::Session).unwrap();
     let addr = t.socket_local_addrs(l).unwrap()[0];
     let mine = AssocId(1 << 63 | 42);

@@ -1802,6 +1802,15 @@ impl Transports {
         Ok(id)
     }
 
+    /// The local addresses outgoing SCTP associations of `channel` leave from (set by
+    /// [`Transports::listen_as_source`]).
+    pub fn sctp_source(&self, channel: ChannelKind) -> Option<&[SocketAddr]> {
+        self.sctp_sources
+            .iter()
+            .find(|(_, c, _)| *c == channel)
+            .map(|(_, _, l)| l.as_slice())
+    }
+
     /// Starts an association to one peer with the addresses `addrs` (SCTP: multi-homed
     /// `sctp_connectx`; TCP: tried in order until one connects). Returns at once; `Up` or
     /// `Down { reason: ConnectFailed }` follows. `protocol` is the upper protocol of the
@@ -2031,6 +2040,32 @@ impl Transports {
             self.schedule(idx);
         }
         true
+    }
+
+    /// Closes every association the user holds (see [`Transports::close`]).
+    pub fn close_all(&mut self, abort: bool) {
+        let ids: Vec<AssocId> = self
+            .entries
+            .iter()
+            .flatten()
+            .filter_map(|e| match &e.slot {
+                Slot::Assoc(a) if a.listed => Some(a.id),
+                _ => None,
+            })
+            .collect();
+        for id in ids {
+            self.close(id, abort);
+        }
+    }
+
+    /// True when no association socket is left, not even one still closing (a graceful
+    /// stop after [`Transports::close_all`] waits for this).
+    pub fn is_quiet(&self) -> bool {
+        !self
+            .entries
+            .iter()
+            .flatten()
+            .any(|e| matches!(e.slot, Slot::Assoc(_)))
     }
 
     /// The peer's addresses of `assoc` (SCTP: the current `sctp_getpaddrs` list). For the

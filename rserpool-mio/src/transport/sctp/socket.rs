@@ -299,8 +299,8 @@ impl SctpSocket {
     }
 }
 
-/// The socket's fd, for other reactors (e.g. `async_io::Async<SctpSocket>` in
-/// rserpool-async-std). Still owned by the `SctpSocket`.
+/// The socket's fd, for other reactors (e.g. `async_io::Async<SctpSocket>`). Still owned
+/// by the `SctpSocket`.
 impl AsFd for SctpSocket {
     fn as_fd(&self) -> BorrowedFd<'_> {
         self.sock.as_fd()
