@@ -13,6 +13,7 @@
 //! Wire format (all big-endian), 12-byte header then payload, no padding between frames:
 //! `type u8 | flags u8 | stream u16 | length u32 (header + payload) | ppid u32`.
 
+use crate::spill::SpillQueue;
 use bytes::{Bytes, BytesMut};
 use core::fmt;
 use std::collections::VecDeque;
@@ -759,8 +760,8 @@ pub struct RtfConnection {
     state: State,
     hello_sent: bool,
     peer: Option<Hello>,
-    transmit: Queue<Bytes>,
-    events: Queue<RtfEvent>,
+    transmit: SpillQueue<Bytes>,
+    events: SpillQueue<RtfEvent>,
     created_us: u64,
     last_sent_us: u64,
     last_received_us: u64,
@@ -770,41 +771,6 @@ pub struct RtfConnection {
 /// DATA payloads up to this size are copied behind their header into one chunk; longer ones
 /// are handed out as a separate chunk, without copying.
 const COALESCE_MAX: usize = 4096;
-
-/// A FIFO queue out of line while it holds anything, released when drained: an idle
-/// connection keeps one null pointer for it.
-#[derive(Debug)]
-#[allow(clippy::box_collection)] // on purpose: one pointer inline instead of four words
-struct Queue<T>(Option<Box<VecDeque<T>>>);
-
-impl<T> Default for Queue<T> {
-    fn default() -> Self {
-        Queue(None)
-    }
-}
-
-impl<T> Queue<T> {
-    fn push_back(&mut self, x: T) {
-        self.0.get_or_insert_with(Box::default).push_back(x);
-    }
-
-    fn pop_front(&mut self) -> Option<T> {
-        let q = self.0.as_mut()?;
-        let x = q.pop_front();
-        if q.is_empty() {
-            self.0 = None;
-        }
-        x
-    }
-
-    fn is_empty(&self) -> bool {
-        self.0.is_none()
-    }
-
-    fn clear(&mut self) {
-        self.0 = None;
-    }
-}
 
 impl RtfConnection {
     /// The connecting side: sends HELLO with `channel_kind` at once and expects the acceptor
@@ -837,8 +803,8 @@ impl RtfConnection {
             state: State::AwaitHello,
             hello_sent: false,
             peer: None,
-            transmit: Queue::default(),
-            events: Queue::default(),
+            transmit: SpillQueue::default(),
+            events: SpillQueue::default(),
             created_us: now_us,
             last_sent_us: now_us,
             last_received_us: now_us,
@@ -958,11 +924,9 @@ impl RtfConnection {
         if self.state == State::Closed || data.is_empty() {
             return;
         }
-        let mut events = self.events.0.take().unwrap_or_default();
+        let mut events = self.events.take();
         self.input(now_us, data, &mut events);
-        if !events.is_empty() {
-            self.events.0 = Some(events);
-        }
+        self.events = SpillQueue::from(events);
     }
 
     /// Decodes `data`; the events go to `events`.
@@ -997,9 +961,7 @@ impl RtfConnection {
     /// connections keep no event memory. [`poll_event`](Self::poll_event) still returns
     /// events from the other inputs (`handle_eof`, `handle_timeout`).
     pub fn handle_input_into(&mut self, now_us: u64, data: &[u8], events: &mut VecDeque<RtfEvent>) {
-        if let Some(own) = self.events.0.take() {
-            events.extend(*own);
-        }
+        events.extend(self.events.take());
         self.input(now_us, data, events);
     }
 

@@ -55,6 +55,7 @@ use mio::net::{TcpListener, TcpStream, UdpSocket};
 use mio::{Interest, Registry, Token};
 use rserpool_core::{AssocId, Protocol};
 use rserpool_proto::rtf::{ChannelKind, ChannelKinds, RtfConfig, RtfConnection, RtfEvent};
+use rserpool_proto::spill::SpillQueue;
 use sctp::socket::{SctpOptions, SctpSocket};
 use sctp::sys;
 use socket2::{Domain, SockRef, Socket, Type};
@@ -434,9 +435,9 @@ struct TcpIo {
     rtf: RtfConnection,
     connecting: bool,
     /// The peer's addresses still to try while connecting.
-    next_addrs: Spill<SocketAddr>,
+    next_addrs: SpillQueue<SocketAddr>,
     /// Output chunks, written in order, then `tail`.
-    out: Spill<Bytes>,
+    out: SpillQueue<Bytes>,
     /// Bytes of the front chunk already written.
     front_off: usize,
     /// Small frames, copied after `out` (one buffer for many frames; released once
@@ -454,8 +455,8 @@ impl TcpIo {
             stream,
             rtf,
             connecting,
-            next_addrs: Spill::default(),
-            out: Spill::default(),
+            next_addrs: SpillQueue::default(),
+            out: SpillQueue::default(),
             front_off: 0,
             tail: BytesMut::new(),
             write_shut: false,
@@ -546,60 +547,13 @@ impl TcpIo {
 /// One queued SCTP message: PPID, stream, payload.
 type OutMsg = (u32, u16, Bytes);
 
-/// A FIFO queue kept out of line while it holds anything and released when drained: an
-/// idle association keeps one null pointer for it.
-#[derive(Debug)]
-#[allow(clippy::box_collection)] // on purpose: one pointer inline instead of four words
-struct Spill<T>(Option<Box<VecDeque<T>>>);
-
-impl<T> Default for Spill<T> {
-    fn default() -> Self {
-        Spill(None)
-    }
-}
-
-impl<T> Spill<T> {
-    fn push_back(&mut self, x: T) {
-        self.0.get_or_insert_with(Box::default).push_back(x);
-    }
-
-    fn pop_front(&mut self) -> Option<T> {
-        let q = self.0.as_mut()?;
-        let x = q.pop_front();
-        if q.is_empty() {
-            self.0 = None;
-        }
-        x
-    }
-
-    fn front(&self) -> Option<&T> {
-        self.0.as_ref().and_then(|q| q.front())
-    }
-
-    fn is_empty(&self) -> bool {
-        self.0.is_none()
-    }
-
-    fn len(&self) -> usize {
-        self.0.as_ref().map_or(0, |q| q.len())
-    }
-
-    fn iter(&self) -> impl Iterator<Item = &T> {
-        self.0.iter().flat_map(|q| q.iter())
-    }
-
-    fn clear(&mut self) {
-        self.0 = None;
-    }
-}
-
 /// An SCTP send queue holding its first message inline: an association that has one
 /// message at a time to send (a PE's keep-alive) needs no heap memory for its queue.
 #[derive(Debug, Default)]
 struct OutQueue {
     first: Option<OutMsg>,
     /// The rest, in order (empty whenever `first` is).
-    rest: Spill<OutMsg>,
+    rest: SpillQueue<OutMsg>,
 }
 
 impl OutQueue {
@@ -1866,7 +1820,7 @@ impl Transports {
                     }
                 };
                 AssocIo::Tcp(Box::new(TcpIo {
-                    next_addrs: Spill((!rest.is_empty()).then(|| Box::new(rest))),
+                    next_addrs: SpillQueue::from(rest),
                     tls,
                     ..TcpIo::new(
                         stream,
