@@ -1830,14 +1830,12 @@ impl Transports {
                 }))
             }
             TransportKind::Sctp => AssocIo::Sctp(SctpIo {
-                sock: match self.sctp_sources.iter().find(|(_, c, _)| *c == channel) {
+                sock: match self.sctp_source(channel) {
                     // If the shared port cannot be used (an association between the same
                     // two endpoints still closing), connect from an ephemeral port: the
                     // association works, only a takeover cannot reach it there.
-                    Some((_, _, local)) => {
-                        SctpSocket::connect_from(local, addrs, &self.config.sctp)
-                            .or_else(|_| SctpSocket::connect(addrs, &self.config.sctp))?
-                    }
+                    Some(local) => SctpSocket::connect_from(local, addrs, &self.config.sctp)
+                        .or_else(|_| SctpSocket::connect(addrs, &self.config.sctp))?,
                     None => SctpSocket::connect(addrs, &self.config.sctp)?,
                 },
                 connecting: true,
