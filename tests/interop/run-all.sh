@@ -7,8 +7,9 @@
 #      target/interop): one directory per scenario with logs, hsdump outputs and the capture;
 #   3. checks each capture on the host with check-pcap.sh (tshark + rspwire pcap);
 #   4. prints a summary; exit 0 if everything passed, 1 otherwise.
-# Without a usable VM (no sctp-vm, not root, `sctp-vm setup` fails) it prints a note and
-# exits 0: the scenarios need kernel SCTP, which only the VM provides here.
+# Without a usable VM (no sctp-vm, not root, `sctp-vm setup` fails, or the VM does not boot
+# on this host) it prints a note and exits 3 (skipped): the scenarios need kernel SCTP, which
+# only the VM provides here.
 # Environment: SCTP_VM (the sctp-vm command), INTEROP_TIMEOUT (seconds per scenario, 420),
 # INTEROP_PROFILE (release, default, or debug).
 set -u
@@ -34,7 +35,7 @@ done
 
 skip() {
   echo "interop: skipped: $*"
-  exit 0
+  exit 3
 }
 vm=${SCTP_VM:-$(command -v sctp-vm || echo /work/shared/tools/sctp-vm/sctp-vm)}
 [ -x "$vm" ] || skip "no sctp-vm (looked for '$vm'; set SCTP_VM)"
@@ -42,6 +43,12 @@ vm=${SCTP_VM:-$(command -v sctp-vm || echo /work/shared/tools/sctp-vm/sctp-vm)}
 if ! setup_log=$("$vm" setup 2>&1); then
   printf '%s\n' "$setup_log" | tail -n 5
   skip "sctp-vm setup failed"
+fi
+# Does the VM boot here? (UML cannot run on some hosts: e.g. kernel 6.18 with an AMX CPU,
+# where it panics with "ptrace set fp regs failed, errno = 14".)
+if ! boot_log=$("$vm" run --net=lo --timeout=60 -- true 2>&1); then
+  printf '%s\n' "$boot_log" | grep -v '^ [0-9a-f]' | tail -n 6
+  skip "the SCTP VM does not boot on this host"
 fi
 command -v tshark >/dev/null || {
   echo "interop: tshark missing on the host (apt-get install tshark): the capture checks need it"
