@@ -3,10 +3,11 @@
 //! through a callback so that the owner can store the item's position (for O(log n)
 //! removal and re-keying of arbitrary items).
 //!
-//! Used for the sorting policies (selection order) and for the timer index.
+//! Used for the sorting policies (selection order) and for the timer index, and by the
+//! drivers for their transport timers (one deadline per association).
 
 /// An item of an [`IndexedHeap`].
-pub(crate) trait HeapItem: Copy {
+pub trait HeapItem: Copy {
     /// Strict "comes before" order (a total order over distinct items).
     fn before(&self, other: &Self) -> bool;
     /// The element slot this item belongs to.
@@ -21,7 +22,7 @@ const SMALL_N: usize = 8;
 
 /// Indexed 4-ary min-heap.
 #[derive(Debug, Clone, Default)]
-pub(crate) struct IndexedHeap<T> {
+pub struct IndexedHeap<T> {
     items: Vec<T>,
 }
 
@@ -35,18 +36,33 @@ pub(crate) fn reserve_small<T>(v: &mut Vec<T>) {
 
 impl<T: HeapItem> IndexedHeap<T> {
     /// An empty heap.
-    pub(crate) fn new() -> Self {
+    pub fn new() -> Self {
         IndexedHeap { items: Vec::new() }
     }
 
     /// The item at position `i`.
-    pub(crate) fn get(&self, i: u32) -> Option<&T> {
+    pub fn get(&self, i: u32) -> Option<&T> {
         self.items.get(i as usize)
     }
 
     /// The smallest item.
-    pub(crate) fn peek(&self) -> Option<&T> {
+    pub fn peek(&self) -> Option<&T> {
         self.items.first()
+    }
+
+    /// Number of items.
+    pub fn len(&self) -> usize {
+        self.items.len()
+    }
+
+    /// True when the heap holds no item.
+    pub fn is_empty(&self) -> bool {
+        self.items.is_empty()
+    }
+
+    /// Items the heap has memory for.
+    pub fn capacity(&self) -> usize {
+        self.items.capacity()
     }
 
     /// All items in heap order (not sorted).
@@ -60,8 +76,10 @@ impl<T: HeapItem> IndexedHeap<T> {
         self.items.capacity() * core::mem::size_of::<T>()
     }
 
-    /// Inserts `item`.
-    pub(crate) fn push(&mut self, item: T, pos: &mut impl FnMut(u32, u32)) {
+    /// Inserts `item`. `pos(slot, position)` is called for every item that takes a new
+    /// position (the new one included); [`remove`](Self::remove) and
+    /// [`replace`](Self::replace) report moves the same way.
+    pub fn push(&mut self, item: T, pos: &mut impl FnMut(u32, u32)) {
         reserve_small(&mut self.items);
         let i = self.items.len();
         self.items.push(item);
@@ -69,7 +87,7 @@ impl<T: HeapItem> IndexedHeap<T> {
     }
 
     /// Removes the item at position `i` and returns it.
-    pub(crate) fn remove(&mut self, i: u32, pos: &mut impl FnMut(u32, u32)) -> Option<T> {
+    pub fn remove(&mut self, i: u32, pos: &mut impl FnMut(u32, u32)) -> Option<T> {
         let i = i as usize;
         if i >= self.items.len() {
             return None;
@@ -86,7 +104,7 @@ impl<T: HeapItem> IndexedHeap<T> {
     }
 
     /// Replaces the item at position `i` (same slot, new key) and restores the heap order.
-    pub(crate) fn replace(&mut self, i: u32, item: T, pos: &mut impl FnMut(u32, u32)) {
+    pub fn replace(&mut self, i: u32, item: T, pos: &mut impl FnMut(u32, u32)) {
         let i = i as usize;
         if let Some(x) = self.items.get_mut(i) {
             *x = item;

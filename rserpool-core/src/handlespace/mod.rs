@@ -49,7 +49,7 @@
 pub mod checksum;
 pub(crate) mod element;
 pub(crate) mod fenwick;
-pub(crate) mod heap;
+pub mod heap;
 pub mod limits;
 pub mod policy;
 pub(crate) mod pool;

@@ -1,15 +1,34 @@
-//! The associations' timers: a binary min-heap of deadlines holding at most one entry per
-//! transport slot, with each slot's position in the heap kept alongside (an indexed heap).
-//! A deadline moves in place (no stale entries piling up) and leaves with its association.
+//! The associations' timers: an indexed min-heap of deadlines (the core's
+//! [`IndexedHeap`]) holding at most one entry per transport slot, with each slot's position
+//! in the heap kept alongside. A deadline moves in place (no stale entries piling up) and
+//! leaves with its association.
+
+use rserpool_core::handlespace::heap::{HeapItem, IndexedHeap};
 
 /// No entry for this slot.
 const NONE: u32 = u32::MAX;
 
+/// One deadline (µs) of one slot.
+#[derive(Clone, Copy, Debug, Default)]
+struct Deadline {
+    at: u64,
+    slot: u32,
+}
+
+impl HeapItem for Deadline {
+    fn before(&self, other: &Self) -> bool {
+        (self.at, self.slot) < (other.at, other.slot)
+    }
+
+    fn slot(&self) -> u32 {
+        self.slot
+    }
+}
+
 /// Deadlines (µs) by slot index.
 #[derive(Debug, Default)]
 pub(super) struct Timers {
-    /// (deadline, slot), a min-heap on the deadline.
-    heap: Vec<(u64, u32)>,
+    heap: IndexedHeap<Deadline>,
     /// `pos[slot]`: the slot's index in `heap`, or [`NONE`].
     pos: Vec<u32>,
 }
@@ -18,7 +37,7 @@ impl Timers {
     /// The deadline of `slot`, if it has one.
     pub(super) fn get(&self, slot: usize) -> Option<u64> {
         let p = *self.pos.get(slot)?;
-        self.heap.get(p as usize).map(|&(d, _)| d)
+        self.heap.get(p).map(|d| d.at)
     }
 
     /// Sets (or moves) the deadline of `slot`.
@@ -32,24 +51,21 @@ impl Timers {
         if self.pos.len() <= slot {
             self.pos.resize(slot + 1, NONE);
         }
-        match self.get(slot) {
-            Some(old) => {
-                let p = self.pos.get(slot).map_or(0, |&p| p as usize);
-                if let Some(e) = self.heap.get_mut(p) {
-                    e.0 = deadline;
-                }
-                if deadline < old {
-                    self.sift_up(p);
-                } else {
-                    self.sift_down(p);
-                }
+        let item = Deadline {
+            at: deadline,
+            slot: s,
+        };
+        let at = self.pos.get(slot).copied().unwrap_or(NONE);
+        let pos = &mut self.pos;
+        let mut moved = |s: u32, p: u32| {
+            if let Some(e) = pos.get_mut(s as usize) {
+                *e = p;
             }
-            None => {
-                let p = self.heap.len();
-                self.heap.push((deadline, s));
-                self.set_pos(s, p);
-                self.sift_up(p);
-            }
+        };
+        if at == NONE {
+            self.heap.push(item, &mut moved);
+        } else {
+            self.heap.replace(at, item, &mut moved);
         }
     }
 
@@ -61,95 +77,31 @@ impl Timers {
         if p == NONE {
             return;
         }
-        self.remove_at(p as usize);
+        let pos = &mut self.pos;
+        self.heap.remove(p, &mut |s, p| {
+            if let Some(e) = pos.get_mut(s as usize) {
+                *e = p;
+            }
+        });
+        if let Some(e) = self.pos.get_mut(slot) {
+            *e = NONE;
+        }
+        if self.heap.is_empty() {
+            // Keep no memory once no association waits.
+            self.heap = IndexedHeap::new();
+        }
     }
 
     /// The earliest deadline and its slot.
     pub(super) fn peek(&self) -> Option<(u64, usize)> {
-        self.heap.first().map(|&(d, s)| (d, s as usize))
+        self.heap.peek().map(|d| (d.at, d.slot as usize))
     }
 
     /// Removes and returns the earliest deadline and its slot.
     pub(super) fn pop(&mut self) -> Option<(u64, usize)> {
         let first = self.peek()?;
-        self.remove_at(0);
+        self.remove(first.1);
         Some(first)
-    }
-
-    fn set_pos(&mut self, slot: u32, p: usize) {
-        if let Some(e) = self.pos.get_mut(slot as usize) {
-            *e = p as u32;
-        }
-    }
-
-    fn remove_at(&mut self, p: usize) {
-        let last = self.heap.len().saturating_sub(1);
-        if p > last || self.heap.is_empty() {
-            return;
-        }
-        self.heap.swap(p, last);
-        if let Some((_, s)) = self.heap.pop()
-            && let Some(e) = self.pos.get_mut(s as usize)
-        {
-            *e = NONE;
-        }
-        if p < self.heap.len() {
-            if let Some(&(_, s)) = self.heap.get(p) {
-                self.set_pos(s, p);
-            }
-            self.sift_down(p);
-            self.sift_up(p);
-        }
-        if self.heap.is_empty() {
-            // Keep no memory once no association waits (and shrink after a crowd left).
-            self.heap = Vec::new();
-        } else if self.heap.capacity() > 64 && self.heap.len() < self.heap.capacity() / 4 {
-            self.heap.shrink_to(self.heap.len() * 2);
-        }
-    }
-
-    fn swap(&mut self, a: usize, b: usize) {
-        self.heap.swap(a, b);
-        if let Some(&(_, s)) = self.heap.get(a) {
-            self.set_pos(s, a);
-        }
-        if let Some(&(_, s)) = self.heap.get(b) {
-            self.set_pos(s, b);
-        }
-    }
-
-    fn key(&self, p: usize) -> u64 {
-        self.heap.get(p).map_or(u64::MAX, |&(d, _)| d)
-    }
-
-    fn sift_up(&mut self, mut p: usize) {
-        while p > 0 {
-            let parent = (p - 1) / 2;
-            if self.key(p) >= self.key(parent) {
-                break;
-            }
-            self.swap(p, parent);
-            p = parent;
-        }
-    }
-
-    fn sift_down(&mut self, mut p: usize) {
-        let n = self.heap.len();
-        loop {
-            let (l, r) = (2 * p + 1, 2 * p + 2);
-            let mut min = p;
-            if l < n && self.key(l) < self.key(min) {
-                min = l;
-            }
-            if r < n && self.key(r) < self.key(min) {
-                min = r;
-            }
-            if min == p {
-                return;
-            }
-            self.swap(p, min);
-            p = min;
-        }
     }
 }
 
