@@ -921,9 +921,6 @@ impl RtfConnection {
     /// Bytes received from the peer, at time `now_us`. Frames become events; a protocol
     /// violation closes the connection with [`RtfEvent::ProtocolError`].
     pub fn handle_input(&mut self, now_us: u64, data: &[u8]) {
-        if self.state == State::Closed || data.is_empty() {
-            return;
-        }
         let mut events = self.events.take();
         self.input(now_us, data, &mut events);
         self.events = SpillQueue::from(events);
@@ -972,22 +969,20 @@ impl RtfConnection {
         if self.state == State::Closed {
             return;
         }
-        match self.decoder.finish() {
+        let e = match self.decoder.finish() {
             Ok(()) if self.state == State::Up => {
                 self.state = State::Closed;
                 self.events.push_back(RtfEvent::PeerShutdown);
+                return;
             }
-            Ok(()) => {
-                let ev = self.fail(RtfError::Truncated {
-                    missing: HEADER_LEN + HELLO_PAYLOAD_LEN,
-                });
-                self.events.push_back(ev);
-            }
-            Err(e) => {
-                let ev = self.fail(e);
-                self.events.push_back(ev);
-            }
-        }
+            // The stream ended before the peer's HELLO.
+            Ok(()) => RtfError::Truncated {
+                missing: HEADER_LEN + HELLO_PAYLOAD_LEN,
+            },
+            Err(e) => e,
+        };
+        let ev = self.fail(e);
+        self.events.push_back(ev);
     }
 
     /// Closes the connection after a protocol violation; returns the event reporting it.
