@@ -72,7 +72,7 @@ use tls::{TlsLayer, TlsRead, TlsReadError};
 pub use sctp::socket::sctp_available;
 pub use sctp::sys::raise_nofile_limit;
 pub use tls::{TlsPolicy, TlsSettings};
-pub use udp::UdpQueue;
+use udp::UdpQueue;
 
 /// The concrete transport of an association or listener.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
@@ -126,9 +126,9 @@ pub enum DownReason {
     ProtocolError,
 }
 
-/// What an SCTP notification means for its association (shared by both drivers).
+/// What an SCTP notification means for its association.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum SctpNotice {
+enum SctpNotice {
     /// `SCTP_COMM_UP`: the association is up.
     Up,
     /// The association is gone (`SCTP_COMM_LOST`, `SCTP_SHUTDOWN_COMP`,
@@ -141,7 +141,7 @@ pub enum SctpNotice {
 
 impl SctpNotice {
     /// What the notification `data` means, or `None` when there is nothing to act on.
-    pub fn of(data: &[u8]) -> Option<SctpNotice> {
+    fn of(data: &[u8]) -> Option<SctpNotice> {
         match sys::parse_notification(data)? {
             sys::Notification::AssocChange {
                 state, with_abort, ..
@@ -1480,8 +1480,8 @@ impl Transports {
         }
     }
 
-    /// Makes the association in slot `idx` known under its id.
-    fn list(&mut self, idx: usize) {
+    /// Makes the association in slot `idx` known under its id, and returns the id.
+    fn list(&mut self, idx: usize) -> AssocId {
         let id = self.assoc_id(idx);
         if let Some(a) = self.assoc_mut(idx)
             && !a.listed
@@ -1490,6 +1490,7 @@ impl Transports {
             a.listed = true;
             self.listed_count += 1;
         }
+        id
     }
 
     fn us(&self, t: Instant) -> u64 {
@@ -1866,8 +1867,7 @@ impl Transports {
             self.remove(idx, true);
             return Err(e);
         }
-        self.list(idx);
-        let id = self.assoc_id(idx);
+        let id = self.list(idx);
         if let Some(a) = self.assoc_mut(idx) {
             a.flush(now_us);
         }

@@ -1,6 +1,5 @@
-//! What both drivers (this crate's and `rserpool-async-std`'s) share about UDP sockets:
-//! opening one with [`UdpOptions`], and the queue of datagrams that waits while the socket
-//! buffer is full.
+//! UDP sockets of the transports: opening one with [`UdpOptions`], and the queue of
+//! datagrams that waits while the socket buffer is full.
 
 use super::{SendError, UdpOptions};
 use bytes::Bytes;
@@ -48,7 +47,7 @@ impl UdpOptions {
 
 /// Datagrams waiting for room in a UDP socket's buffer, in order, with their byte count.
 #[derive(Debug, Default)]
-pub struct UdpQueue {
+pub(crate) struct UdpQueue {
     queue: VecDeque<(SocketAddr, Bytes)>,
     queued: usize,
 }
@@ -56,7 +55,12 @@ pub struct UdpQueue {
 impl UdpQueue {
     /// Queues a datagram to `to`, unless `cap` bytes would be exceeded (one datagram is
     /// always taken into an empty queue).
-    pub fn push(&mut self, cap: usize, to: SocketAddr, data: Bytes) -> Result<(), SendError> {
+    pub(crate) fn push(
+        &mut self,
+        cap: usize,
+        to: SocketAddr,
+        data: Bytes,
+    ) -> Result<(), SendError> {
         if self.queued > 0 && self.queued + data.len() > cap {
             return Err(SendError::QueueFull {
                 queued: self.queued,
@@ -71,7 +75,7 @@ impl UdpQueue {
     /// Sends the queued datagrams in order with `send_to` until the queue is empty (true) or
     /// the socket would block (false). A datagram the socket refuses for any other reason
     /// (unreachable destination, too large, ...) is dropped, as UDP would.
-    pub fn flush(
+    pub(crate) fn flush(
         &mut self,
         mut send_to: impl FnMut(&[u8], SocketAddr) -> io::Result<usize>,
     ) -> bool {
@@ -87,8 +91,8 @@ impl UdpQueue {
         true
     }
 
-    /// Drops the first datagram (a socket error while it waited).
-    pub fn drop_front(&mut self) {
+    /// Drops the first datagram (sent, or refused by the socket).
+    fn drop_front(&mut self) {
         if let Some((_, data)) = self.queue.pop_front() {
             self.queued = self.queued.saturating_sub(data.len());
         }
