@@ -52,7 +52,7 @@ use super::common::{
 use super::daemon;
 use super::registrar::{advertised_transport, default_wildcard};
 use super::services::host_clock;
-use super::services::pe::{CalcAppPe, ServiceServer, SessionFactory, calcapp_config};
+use super::services::pe::{CalcAppPe, ServiceServer, SessionFactory, Sessions, calcapp_config};
 use super::services::scripting_host::ScriptingEnvironment;
 use crate::cli::{RspServerOptions, Service, process_env};
 use crate::driver::assoc::channel_to_rtf;
@@ -274,7 +274,7 @@ fn run_once(
         driver.enable_csp(reporter, csp_status);
     }
     let now = driver.now();
-    let (factory, calcapp) = if opts.service() == Service::CalcApp {
+    let sessions_of = if opts.service() == Service::CalcApp {
         let c = &opts.calcapp;
         let pe = CalcAppPe::new(
             calcapp_config(opts),
@@ -285,17 +285,13 @@ fn run_once(
             host_clock(),
             pe_id.0,
         );
-        (None, Some(pe))
+        Sessions::CalcApp(Box::new(pe))
     } else {
-        (
-            Some(SessionFactory::new(opts, host_clock(), scripting)?),
-            None,
-        )
+        Sessions::PerSession(SessionFactory::new(opts, host_clock(), scripting)?)
     };
     let stop_at = stop_after.map(|d| now + d);
     let mut server = ServiceServer::new(
-        factory,
-        calcapp,
+        sessions_of,
         opts.policy().is_adaptive(),
         daemon::is_daemon_child(),
         stop_at,

@@ -259,10 +259,18 @@ struct Slot {
     counted: bool,
 }
 
+/// Where the sessions of a [`ServiceServer`] are served.
+pub enum Sessions {
+    /// One machine per session, from the factory (at most its
+    /// [`SessionFactory::max_sessions`] at a time).
+    PerSession(SessionFactory),
+    /// The one CalcApp machine for all sessions.
+    CalcApp(Box<CalcAppPe>),
+}
+
 /// The `rspserver` application: the service sessions around the pool element.
 pub struct ServiceServer {
-    factory: Option<SessionFactory>,
-    calcapp: Option<CalcAppPe>,
+    sessions_of: Sessions,
     adaptive: bool,
     reported_load: f64,
     daemon: bool,
@@ -278,20 +286,17 @@ pub struct ServiceServer {
 }
 
 impl ServiceServer {
-    /// A server whose sessions come from `factory` (at most its
-    /// [`SessionFactory::max_sessions`] at a time) or from the one CalcApp machine; `adaptive`:
-    /// the pool policy takes the load; `daemon`: a failed first registration is not fatal;
-    /// `stop_at` ends it (like a signal) at that time.
+    /// A server whose sessions are served as `sessions_of` says; `adaptive`: the pool policy
+    /// takes the load; `daemon`: a failed first registration is not fatal; `stop_at` ends it
+    /// (like a signal) at that time.
     pub fn new(
-        factory: Option<SessionFactory>,
-        calcapp: Option<CalcAppPe>,
+        sessions_of: Sessions,
         adaptive: bool,
         daemon: bool,
         stop_at: Option<Instant>,
     ) -> ServiceServer {
         ServiceServer {
-            factory,
-            calcapp,
+            sessions_of,
             adaptive,
             reported_load: 0.0,
             daemon,
@@ -317,6 +322,21 @@ impl ServiceServer {
         self.sessions.len()
     }
 
+    /// The CalcApp machine, when it serves the sessions.
+    fn calcapp(&self) -> Option<&CalcAppPe> {
+        match &self.sessions_of {
+            Sessions::CalcApp(c) => Some(c),
+            Sessions::PerSession(_) => None,
+        }
+    }
+
+    fn calcapp_mut(&mut self) -> Option<&mut CalcAppPe> {
+        match &mut self.sessions_of {
+            Sessions::CalcApp(c) => Some(c),
+            Sessions::PerSession(_) => None,
+        }
+    }
+
     /// True once SIGINT/SIGTERM arrived.
     pub fn signalled(&self) -> bool {
         self.signalled
@@ -329,7 +349,7 @@ impl ServiceServer {
 
     fn total_load(&self) -> f64 {
         let s: f64 = self.sessions.values().map(|s| s.load).sum();
-        (s + self.calcapp.as_ref().map_or(0.0, |c| c.load)).clamp(0.0, 1.0)
+        (s + self.calcapp().map_or(0.0, |c| c.load)).clamp(0.0, 1.0)
     }
 
     fn update_load(&mut self, m: &mut ServerMachine, now: Instant) {
@@ -398,7 +418,7 @@ impl ServiceServer {
     }
 
     fn drain_calcapp(&mut self, m: &mut ServerMachine, now: Instant) {
-        let Some(c) = self.calcapp.as_mut() else {
+        let Sessions::CalcApp(c) = &mut self.sessions_of else {
             return;
         };
         let mut load_changed = false;
@@ -446,7 +466,7 @@ impl ServiceServer {
         match e {
             PeSessionEvent::SessionOpened { session } => {
                 self.stats.sessions += 1;
-                let Some(factory) = self.factory.as_ref() else {
+                let Sessions::PerSession(factory) = &self.sessions_of else {
                     debug!("{session:?}: new CalcApp session");
                     return;
                 };
@@ -492,7 +512,7 @@ impl ServiceServer {
                 data,
             } => {
                 self.stats.received += 1;
-                if let Some(c) = self.calcapp.as_mut() {
+                if let Some(c) = self.calcapp_mut() {
                     c.server.handle_data(now, session, &data);
                     self.drain_calcapp(m, now);
                 } else if let Some(s) = self.sessions.get_mut(&session) {
@@ -501,7 +521,7 @@ impl ServiceServer {
                 }
             }
             PeSessionEvent::CookieEcho { session, cookie } => {
-                if let Some(c) = self.calcapp.as_mut() {
+                if let Some(c) = self.calcapp_mut() {
                     c.server.handle_cookie_echo(now, session, &cookie);
                     self.drain_calcapp(m, now);
                 } else if let Some(s) = self.sessions.get_mut(&session) {
@@ -514,7 +534,7 @@ impl ServiceServer {
             }
             PeSessionEvent::SessionClosed { session, reason } => {
                 debug!("{session:?}: session closed: {reason:?}");
-                if let Some(c) = self.calcapp.as_mut() {
+                if let Some(c) = self.calcapp_mut() {
                     c.server.handle_session_closed(now, session);
                     self.drain_calcapp(m, now);
                 }
@@ -539,7 +559,7 @@ impl ServiceServer {
                     info!(
                         "PE ${:08x} registered (registrar {})",
                         pe_id.0,
-                        registrar.map_or_else(|| "?".to_owned(), |r| format!("${:08x}", r.0))
+                        registrar_name(registrar)
                     );
                 }
                 self.ever_registered = true;
@@ -566,15 +586,12 @@ impl ServiceServer {
                 info!("deregistered (acknowledged: {acknowledged})");
                 self.deregistered = true;
             }
-            PoolElementEvent::HomeRegistrarChanged { old, new } => info!(
-                "home registrar changed: {} -> ${:08x}",
-                old.map_or_else(|| "?".to_owned(), |r| format!("${:08x}", r.0)),
-                new.0
-            ),
-            PoolElementEvent::RegistrarLost { registrar } => info!(
-                "registrar {} lost",
-                registrar.map_or_else(|| "?".to_owned(), |r| format!("${:08x}", r.0))
-            ),
+            PoolElementEvent::HomeRegistrarChanged { old, new } => {
+                info!("home registrar changed: {} -> {new}", registrar_name(old))
+            }
+            PoolElementEvent::RegistrarLost { registrar } => {
+                info!("registrar {} lost", registrar_name(registrar))
+            }
         }
     }
 
@@ -604,7 +621,7 @@ impl ServiceServer {
             }
             self.drain(m, now, id);
         }
-        if let Some(c) = self.calcapp.as_mut()
+        if let Some(c) = self.calcapp_mut()
             && c.server.poll_timeout().is_some_and(|t| t <= now)
         {
             c.server.handle_timeout(now);
@@ -618,7 +635,7 @@ impl ServiceServer {
                 s.session.poll_timeout()
             }
         });
-        let calcapp = self.calcapp.as_ref().and_then(|c| c.server.poll_timeout());
+        let calcapp = self.calcapp().and_then(|c| c.server.poll_timeout());
         sessions.chain(calcapp).chain(self.stop_at).min()
     }
 }
@@ -659,10 +676,10 @@ impl Application<ServerMachine> for ServiceServer {
         for id in self.sessions.drain().map(|(id, _)| id).collect::<Vec<_>>() {
             machine.close(id);
         }
-        if let Some(c) = self.calcapp.as_mut() {
+        if let Sessions::CalcApp(c) = &mut self.sessions_of {
             c.server.handle_shutdown(now, &mut self.rng);
             self.drain_calcapp(machine, now);
-            if let Some(c) = self.calcapp.as_mut() {
+            if let Some(c) = self.calcapp_mut() {
                 c.write_scalars(now);
             }
         }
@@ -679,6 +696,11 @@ impl Application<ServerMachine> for ServiceServer {
     fn shutdown_done(&mut self, _machine: &ServerMachine) -> bool {
         self.deregistered
     }
+}
+
+/// A registrar's identifier as RSPLIB prints it (`$0000abcd`), `?` when unknown.
+fn registrar_name(r: Option<rserpool_proto::ids::ServerId>) -> String {
+    r.map_or_else(|| "?".to_owned(), |r| r.to_string())
 }
 
 /// Thread count option → session limit (at least one).
