@@ -93,10 +93,58 @@ pub struct Transports {
     turn: Vec<TransportEvent>,
     timer: Timer,
     timer_armed: Option<Instant>,
-    /// Caller-chosen ids ([`Transports::connect_as`]) → the inner transports' ids.
-    chosen: HashMap<AssocId, AssocId>,
-    /// The inner ids of caller-chosen associations → the caller's ids.
-    chosen_rev: HashMap<AssocId, AssocId>,
+    /// Caller-chosen ids ([`Transports::connect_as`]).
+    chosen: ChosenIds,
+}
+
+/// Caller-chosen association ids ([`Transports::connect_as`]) and the inner transports'
+/// ids of the same associations, both ways.
+#[derive(Debug, Default)]
+struct ChosenIds {
+    inner_of: HashMap<AssocId, AssocId>,
+    user_of: HashMap<AssocId, AssocId>,
+}
+
+impl ChosenIds {
+    /// The inner id of `assoc` (ids not chosen by the caller are the inner ones).
+    fn inner(&self, assoc: AssocId) -> AssocId {
+        self.inner_of.get(&assoc).copied().unwrap_or(assoc)
+    }
+
+    fn insert(&mut self, user: AssocId, inner: AssocId) {
+        self.inner_of.insert(user, inner);
+        self.user_of.insert(inner, user);
+    }
+
+    /// Forgets the caller's id of an inner id (its association is closed or down).
+    fn forget(&mut self, inner: AssocId) -> Option<AssocId> {
+        let user = self.user_of.remove(&inner)?;
+        self.inner_of.remove(&user);
+        Some(user)
+    }
+
+    fn clear(&mut self) {
+        self.inner_of.clear();
+        self.user_of.clear();
+    }
+
+    /// Puts the caller's id into an event of the inner transports (after `Down`, the id
+    /// is forgotten).
+    fn rename_for_user(&mut self, ev: &mut TransportEvent) {
+        match ev {
+            TransportEvent::Up { assoc, .. } | TransportEvent::Message { assoc, .. } => {
+                if let Some(user) = self.user_of.get(assoc) {
+                    *assoc = *user;
+                }
+            }
+            TransportEvent::Down { assoc, .. } => {
+                if let Some(user) = self.forget(*assoc) {
+                    *assoc = user;
+                }
+            }
+            TransportEvent::Datagram { .. } => {}
+        }
+    }
 }
 
 impl std::fmt::Debug for Transports {
@@ -133,8 +181,7 @@ impl Transports {
             turn: Vec::new(),
             timer: Timer::never(),
             timer_armed: None,
-            chosen: HashMap::new(),
-            chosen_rev: HashMap::new(),
+            chosen: ChosenIds::default(),
         };
         // Sends only queue; each poll writes them, one system call per association.
         t.inner.set_write_batching(true);
@@ -169,18 +216,6 @@ impl Transports {
             }
         }
         Poll::Ready(())
-    }
-
-    /// The inner id of `assoc` (a caller-chosen id maps to the one the transports gave).
-    fn inner_id(&self, assoc: AssocId) -> AssocId {
-        self.chosen.get(&assoc).copied().unwrap_or(assoc)
-    }
-
-    /// Forgets a caller-chosen id (its association is closed or down).
-    fn forget(&mut self, inner_id: AssocId) -> Option<AssocId> {
-        let user = self.chosen_rev.remove(&inner_id)?;
-        self.chosen.remove(&user);
-        Some(user)
     }
 
     // --- listen / connect ----------------------------------------------------------------
@@ -244,7 +279,7 @@ impl Transports {
                 "caller-chosen association ids need the top bit set",
             ));
         }
-        if self.chosen.contains_key(&assoc) {
+        if self.chosen.inner_of.contains_key(&assoc) {
             return Err(io::Error::new(
                 io::ErrorKind::AlreadyExists,
                 "association id in use",
@@ -252,7 +287,6 @@ impl Transports {
         }
         let id = self.connect(addrs, kind, channel)?;
         self.chosen.insert(assoc, id);
-        self.chosen_rev.insert(id, assoc);
         Ok(())
     }
 
@@ -267,13 +301,13 @@ impl Transports {
         stream: u16,
         payload: Bytes,
     ) -> Result<(), SendError> {
-        let id = self.inner_id(assoc);
+        let id = self.chosen.inner(assoc);
         self.inner.send(id, ppid, stream, payload)
     }
 
     /// Bytes queued on `assoc` and not yet accepted by its socket (RTF framing included).
     pub fn queued_bytes(&self, assoc: AssocId) -> Option<usize> {
-        self.inner.queued_bytes(self.inner_id(assoc))
+        self.inner.queued_bytes(self.chosen.inner(assoc))
     }
 
     /// Closes `assoc`. Graceful: the queued messages are still written, then SCTP SHUTDOWN /
@@ -282,10 +316,10 @@ impl Transports {
     /// queued data discarded. Either way the id is released at once and no event names it
     /// again. Returns false for an unknown id.
     pub fn close(&mut self, assoc: AssocId, abort: bool) -> bool {
-        let id = self.inner_id(assoc);
+        let id = self.chosen.inner(assoc);
         let closed = self.inner.close(id, abort);
         if closed {
-            self.forget(id);
+            self.chosen.forget(id);
         }
         closed
     }
@@ -294,22 +328,21 @@ impl Transports {
     pub fn close_all(&mut self, abort: bool) {
         self.inner.close_all(abort);
         self.chosen.clear();
-        self.chosen_rev.clear();
     }
 
     /// The peer's addresses of `assoc` (SCTP: the current `sctp_getpaddrs` list).
     pub fn peer_addrs(&self, assoc: AssocId) -> io::Result<Vec<SocketAddr>> {
-        self.inner.peer_addrs(self.inner_id(assoc))
+        self.inner.peer_addrs(self.chosen.inner(assoc))
     }
 
     /// Our addresses of `assoc`.
     pub fn local_addrs(&self, assoc: AssocId) -> io::Result<Vec<SocketAddr>> {
-        self.inner.local_addrs(self.inner_id(assoc))
+        self.inner.local_addrs(self.chosen.inner(assoc))
     }
 
     /// The transport of `assoc`.
     pub fn kind(&self, assoc: AssocId) -> Option<TransportKind> {
-        self.inner.kind(self.inner_id(assoc))
+        self.inner.kind(self.chosen.inner(assoc))
     }
 
     /// The bound addresses of a listener or UDP socket (to learn an ephemeral port).
@@ -372,21 +405,7 @@ impl Transports {
         self.inner.handle_timeout(now, &mut self.turn);
         self.inner.flush_pending();
         for mut ev in self.turn.drain(..) {
-            match &mut ev {
-                TransportEvent::Up { assoc, .. } | TransportEvent::Message { assoc, .. } => {
-                    if let Some(user) = self.chosen_rev.get(assoc) {
-                        *assoc = *user;
-                    }
-                }
-                TransportEvent::Down { assoc, .. } => {
-                    let inner_id = *assoc;
-                    if let Some(user) = self.chosen_rev.remove(&inner_id) {
-                        self.chosen.remove(&user);
-                        *assoc = user;
-                    }
-                }
-                TransportEvent::Datagram { .. } => {}
-            }
+            self.chosen.rename_for_user(&mut ev);
             self.out.push_back(ev);
         }
         Ok(())
