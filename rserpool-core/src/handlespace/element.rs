@@ -436,21 +436,28 @@ impl Slab {
         }
     }
 
+    /// The chunk and the index in it of `slot`.
+    #[inline]
+    fn place(slot: u32) -> (usize, usize) {
+        ((slot >> CHUNK_BITS) as usize, slot as usize & (CHUNK - 1))
+    }
+
     #[inline]
     pub(crate) fn get(&self, slot: u32) -> &PeRecord {
-        &self.chunks[(slot >> CHUNK_BITS) as usize][slot as usize & (CHUNK - 1)]
+        let (c, i) = Self::place(slot);
+        &self.chunks[c][i]
     }
 
     #[inline]
     pub(crate) fn get_mut(&mut self, slot: u32) -> &mut PeRecord {
-        &mut self.chunks[(slot >> CHUNK_BITS) as usize][slot as usize & (CHUNK - 1)]
+        self.get_mut_with_lists(slot).0
     }
 
     /// The record of `slot` with the address lists (to change its transports).
     #[inline]
     pub(crate) fn get_mut_with_lists(&mut self, slot: u32) -> (&mut PeRecord, &mut AddrLists) {
-        let r = &mut self.chunks[(slot >> CHUNK_BITS) as usize][slot as usize & (CHUNK - 1)];
-        (r, &mut self.lists)
+        let (c, i) = Self::place(slot);
+        (&mut self.chunks[c][i], &mut self.lists)
     }
 
     /// The out-of-line address lists.
