@@ -2,7 +2,8 @@
 //! running the example work package (`examples/scripting`, packed with
 //! `pack_work_package`) for `scriptingclient`. The downloaded output must be exactly the
 //! script's output, also when the PE running it is killed (the client starts again on
-//! another PE). With `-sskeyring=` only OpenPGP-signed environments are accepted.
+//! another PE). With `-sskeyring=` only OpenPGP-signed environments and work packages are
+//! accepted.
 
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
@@ -137,19 +138,27 @@ fn work_runs_and_survives_a_killed_pe() {
 }
 
 #[test]
-fn keyring_accepts_only_signed_environments() {
+fn keyring_accepts_only_signed_environments_and_work_packages() {
     let mut pool = ServicePool::start(&bin_dir(), &logs("ss-keyring"), &[]).expect("registrar");
-    let quick = package(&pool.logs, "quick.tar.gz", "0");
-    let keyring = format!("-sskeyring={}", test_data("keyring.gpg").display());
+    // The environments' signer (public key) and the work packages' signer (secret key: it
+    // also decrypts) in one keyring file.
+    let keyring_file = pool.logs.join("keyring.gpg");
+    let mut keys = std::fs::read(test_data("keyring.gpg")).unwrap();
+    keys.extend(std::fs::read(test_data("work-signer-secret.gpg")).unwrap());
+    std::fs::write(&keyring_file, keys).unwrap();
+    let keyring = format!("-sskeyring={}", keyring_file.display());
     let mut args = PE.to_vec();
     args.push(&keyring);
     pool.start_pe_registered(0x61, &args).expect("PE");
 
+    // The example package (delay 0), signed and encrypted with gpg, and a signed
+    // environment.
+    let work = test_data("work.tar.gz.enc.gpg");
     let signed = test_data("environment.txt.gpg");
     let (c, out) = client(
         &pool,
         "signed",
-        &quick,
+        &work,
         &[format!("-environment={}", signed.display())],
     );
     let (lines, code) = c.finish(LIMIT);
@@ -157,12 +166,12 @@ fn keyring_accepts_only_signed_environments() {
     let size = std::fs::metadata(&signed).unwrap().len() as usize;
     assert_eq!(std::fs::read_to_string(&out).unwrap(), expected(Some(size)));
 
-    // Unsigned: the PE refuses the environment and aborts; the client keeps retrying.
+    // Unsigned environment: the PE refuses it and aborts; the client keeps retrying.
     let plain = test_data("environment.txt");
     let (c, out) = client(
         &pool,
-        "unsigned",
-        &quick,
+        "unsigned-environment",
+        &work,
         &[format!("-environment={}", plain.display())],
     );
     let (lines, code) = c.finish(Duration::from_secs(3));
@@ -170,4 +179,12 @@ fn keyring_accepts_only_signed_environments() {
     assert!(!out.exists(), "no output");
     let log = std::fs::read_to_string(pool.pe_log(0x61)).unwrap();
     assert!(log.contains("invalid environment"), "{log}");
+
+    // Unsigned work package (the same archive, as packed): refused, nothing runs.
+    let (c, out) = client(&pool, "unsigned-input", &test_data("work.tar.gz"), &[]);
+    let (lines, code) = c.finish(Duration::from_secs(3));
+    assert_eq!(code, None, "still retrying after 3 s: {lines:?}");
+    assert!(!out.exists(), "no output");
+    let log = std::fs::read_to_string(pool.pe_log(0x61)).unwrap();
+    assert!(log.contains("invalid input"), "{log}");
 }

@@ -244,10 +244,11 @@ pub struct ScriptingOptions {
     /// Environment cache entries (min 1)
     #[arg(id = "sscachemaxentries", long = "sscachemaxentries", value_name = "N", default_value = "16", value_parser = count_u32::<1, { u32::MAX }>)]
     pub cache_max_entries: u32,
-    /// GnuPG keyring for verifying/decrypting work packages
+    /// OpenPGP keyring verifying environments and work packages (its secret keys decrypt
+    /// work packages)
     #[arg(id = "sskeyring", long = "sskeyring", value_name = "FILE")]
     pub keyring: Option<PathBuf>,
-    /// GnuPG trust database
+    /// GnuPG trust database (handed to ssrun; every keyring key is trusted)
     #[arg(id = "sstrustdb", long = "sstrustdb", value_name = "FILE")]
     pub trust_db: Option<PathBuf>,
     /// Keep session directories

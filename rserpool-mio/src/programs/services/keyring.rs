@@ -1,28 +1,48 @@
-//! The scripting PE's environment check with OpenPGP (`-sskeyring=`), RSPLIB's
-//! `scriptingcontrol check-environment` (`gpg --verify environment.data` against the
-//! keyring) done in-process with the `pgp` crate.
+//! The scripting PE's OpenPGP checks (`-sskeyring=`), done in-process with the `pgp` crate:
+//! RSPLIB's `scriptingcontrol check-environment` (`gpg --verify environment.data`) and the
+//! input step of `scriptingcontrol run` (`gpg --decrypt --output input.data.decrypt
+//! input.data`, which unwraps a signed and/or encrypted work package).
 //!
-//! * The keyring is a file of OpenPGP public keys, binary (`gpg --export > keyring.gpg`) or
-//!   ASCII-armoured (`gpg --armor --export`). GnuPG's own `pubring.kbx` keybox format is
-//!   not read. `-sstrustdb=` is accepted but not used: a key in the keyring is trusted.
+//! * The keyring is a file of OpenPGP keys, binary (`gpg --export > keyring.gpg`) or
+//!   ASCII-armoured (`gpg --armor --export`); several files may be concatenated (binary with
+//!   binary). Secret keys in it (`gpg --export-secret-keys`, without a passphrase) decrypt
+//!   encrypted work packages, and their public parts verify signatures like the public keys.
+//!   GnuPG's own `pubring.kbx` keybox format is not read.
+//! * `-sstrustdb=` is accepted and handed to `ssrun`, but trusts nothing by itself: every key
+//!   of the keyring is trusted. (RSPLIB's `gpg --verify` and `gpg --decrypt` also succeed
+//!   for any key of the keyring, whatever its owner trust; the trust DB only changes gpg's
+//!   warnings. RSPLIB checks nothing unless both files are given; ours checks whenever a
+//!   keyring is given.)
 //! * An environment is accepted if it is an OpenPGP **signed message** (`gpg --sign`,
 //!   binary or armoured, compressed or not; or `gpg --clearsign`) with a valid signature by
 //!   a key (primary or subkey) of the keyring. Anything else is refused and the PE aborts
 //!   the session, as with RSPLIB's failing `gpg --verify`.
+//! * A work package (the input) is accepted if it is a signed message as above, optionally
+//!   encrypted to a secret key of the keyring (`gpg --sign [--encrypt -r KEY]`, what
+//!   RSPLIB's `scriptingserviceexample` sends with a keyring); the signed content is what
+//!   is unpacked. Deliberately stricter than RSPLIB's `gpg --decrypt`, which also runs an
+//!   *unsigned* message encrypted to the PE: the work package is code the PE runs, and anyone
+//!   may encrypt to a public key, so only a signature says who made it.
 //! * Without a keyring nothing is verified (RSPLIB prints "Skipping verification").
 
 use std::io;
 use std::path::Path;
 use std::sync::Arc;
 
-use pgp::composed::{CleartextSignedMessage, Message, PublicOrSecret, SignedPublicKey};
-use pgp::types::VerifyingKey;
+use pgp::composed::{
+    CleartextSignedMessage, Message, PublicOrSecret, SignedPublicKey, SignedSecretKey,
+};
+use pgp::types::{Password, VerifyingKey};
 use rserpool_core::services::scripting::{HostError, KeyringCheck};
 
-/// Public keys to verify environments with.
+/// Public keys to verify environments and work packages with, and secret keys to decrypt
+/// work packages with.
 #[derive(Debug)]
 pub struct Keyring {
+    /// Every key's public part (also the secret keys').
     keys: Vec<SignedPublicKey>,
+    /// Secret keys (without a passphrase).
+    secret: Vec<SignedSecretKey>,
 }
 
 /// Most bytes of an environment kept for verification (larger ones are refused).
@@ -40,27 +60,36 @@ impl Keyring {
         })
     }
 
-    /// Parses public keys (secret keys in the data are skipped).
+    /// Parses public and secret keys; at least one is required.
     pub fn from_bytes(data: &[u8]) -> Result<Keyring, String> {
         let (iter, _) = PublicOrSecret::from_reader_many(io::Cursor::new(data.to_vec()))
             .map_err(|e| e.to_string())?;
         let mut keys = Vec::new();
+        let mut secret = Vec::new();
         for k in iter {
             match k {
                 Ok(PublicOrSecret::Public(k)) => keys.push(k),
-                Ok(PublicOrSecret::Secret(_)) => {}
+                Ok(PublicOrSecret::Secret(k)) => {
+                    keys.push(k.to_public_key());
+                    secret.push(k);
+                }
                 Err(e) => return Err(format!("bad key: {e}")),
             }
         }
         if keys.is_empty() {
-            return Err("no public key in the keyring".into());
+            return Err("no key in the keyring".into());
         }
-        Ok(Keyring { keys })
+        Ok(Keyring { keys, secret })
     }
 
-    /// Number of keys (primary keys).
+    /// Number of keys (primary keys, public and secret).
     pub fn len(&self) -> usize {
         self.keys.len()
+    }
+
+    /// Number of secret keys (those that decrypt).
+    pub fn secret_len(&self) -> usize {
+        self.secret.len()
     }
 
     /// True without keys (never for a loaded keyring).
@@ -96,6 +125,32 @@ impl Keyring {
         }
         let (msg, _) =
             Message::from_reader(io::Cursor::new(data.to_vec())).map_err(|e| e.to_string())?;
+        Self::verify_message(msg, &keys)
+    }
+
+    /// Opens a work package (RSPLIB's `gpg --decrypt` of `input.data`): a signed message,
+    /// optionally encrypted to a secret key of the keyring; returns the signed content.
+    /// Unsigned messages are refused, encrypted or not (see the module documentation).
+    pub fn open_work_package(&self, data: &[u8]) -> Result<Vec<u8>, String> {
+        let (mut msg, _) =
+            Message::from_reader(io::Cursor::new(data.to_vec())).map_err(|e| e.to_string())?;
+        if msg.is_encrypted() {
+            if self.secret.is_empty() {
+                return Err("encrypted, and the keyring holds no secret key".into());
+            }
+            let empty = Password::empty();
+            msg = msg
+                .decrypt_with_keys(
+                    self.secret.iter().map(|_| &empty).collect(),
+                    self.secret.iter().collect(),
+                )
+                .map_err(|e| format!("cannot decrypt: {e}"))?;
+        }
+        Self::verify_message(msg, &self.verifying_keys())
+    }
+
+    /// Reads a (decrypted) message to its end and checks its signature against `keys`.
+    fn verify_message(msg: Message<'_>, keys: &[&dyn VerifyingKey]) -> Result<Vec<u8>, String> {
         let mut msg = msg.decompress().map_err(|e| e.to_string())?;
         if !msg.is_signed() {
             return Err("not a signed message".into());
@@ -243,5 +298,68 @@ mod tests {
         none.begin();
         none.update(b"anything");
         assert!(none.finish().is_ok());
+    }
+
+    #[test]
+    fn work_packages_must_be_signed_and_may_be_encrypted() {
+        let package = data("work.tar.gz");
+        // The signer's public key alone verifies; its secret key also decrypts.
+        let public = Keyring::from_bytes(&data("work-signer.gpg")).unwrap();
+        assert_eq!((public.len(), public.secret_len()), (1, 0));
+        let secret = Keyring::from_bytes(&data("work-signer-secret.gpg")).unwrap();
+        assert_eq!((secret.len(), secret.secret_len()), (1, 1));
+        for k in [&public, &secret] {
+            // `gpg --sign`, binary and armoured (RSPLIB's scriptingserviceexample).
+            assert_eq!(
+                k.open_work_package(&data("work.tar.gz.gpg")).unwrap(),
+                package
+            );
+            assert_eq!(
+                k.open_work_package(&data("work.tar.gz.asc")).unwrap(),
+                package
+            );
+            // Not OpenPGP at all.
+            assert!(k.open_work_package(&package).is_err());
+        }
+        // `gpg --sign --encrypt`: only with the secret key.
+        assert_eq!(
+            secret
+                .open_work_package(&data("work.tar.gz.enc.gpg"))
+                .unwrap(),
+            package
+        );
+        let e = public
+            .open_work_package(&data("work.tar.gz.enc.gpg"))
+            .unwrap_err();
+        assert!(e.contains("no secret key"), "{e}");
+        // Encrypted to us but unsigned: anyone could have made it.
+        let e = secret
+            .open_work_package(&data("work.tar.gz.enc-unsigned.gpg"))
+            .unwrap_err();
+        assert!(e.contains("not a signed message"), "{e}");
+        // Signed by another key, or tampered with.
+        let other = Keyring::from_bytes(&data("keyring.gpg")).unwrap();
+        assert!(other.open_work_package(&data("work.tar.gz.gpg")).is_err());
+        let mut tampered = data("work.tar.gz.gpg");
+        let last = tampered.len() - 1;
+        tampered[last] ^= 1;
+        assert!(secret.open_work_package(&tampered).is_err());
+        let mut tampered = data("work.tar.gz.enc.gpg");
+        tampered[300] ^= 1;
+        assert!(secret.open_work_package(&tampered).is_err());
+        // Keyrings concatenate: both signers' messages verify with the combined file.
+        let mut both = data("keyring.gpg");
+        both.extend(data("work-signer-secret.gpg"));
+        let both = Keyring::from_bytes(&both).unwrap();
+        assert_eq!((both.len(), both.secret_len()), (2, 1));
+        assert!(
+            both.verify_signed_message(&data("environment.txt.gpg"))
+                .is_ok()
+        );
+        assert_eq!(
+            both.open_work_package(&data("work.tar.gz.enc.gpg"))
+                .unwrap(),
+            package
+        );
     }
 }

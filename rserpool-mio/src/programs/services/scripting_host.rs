@@ -17,6 +17,9 @@
 //!   and entry limits, LRU eviction); a hit is re-verified by its SHA-1 and a damaged entry
 //!   deleted.
 //! * **check-environment**: [`super::keyring`] (OpenPGP, `-sskeyring=`).
+//! * **input check** (run, with `-sskeyring=`): `input.data` must be an OpenPGP-signed work
+//!   package, maybe encrypted to a secret key of the keyring; it is replaced by the signed
+//!   content before unpacking ([`super::keyring`]). Refused → the session is aborted.
 //!
 //! Work packages may be plain, gzip- or bzip2-compressed tar archives (RSPLIB unpacks with
 //! `tar xzf`/`tar xjf`); the compression is recognised by its magic bytes.
@@ -35,7 +38,7 @@ use rserpool_core::services::scripting::{
 use rserpool_core::services::sha1::{Sha1, to_hex};
 use tracing::{debug, warn};
 
-use super::keyring::{EnvironmentCheck, Keyring};
+use super::keyring::{EnvironmentCheck, Keyring, MAX_VERIFIED_SIZE};
 use crate::cli::ScriptingOptions;
 
 /// The host name RSPLIB sends in READY/NOTREADY (`uname -n`).
@@ -163,6 +166,24 @@ pub struct FsHost {
 
 fn host_err(what: &str, e: impl std::fmt::Display) -> HostError {
     HostError(format!("{what}: {e}"))
+}
+
+/// Replaces the signed (and maybe encrypted) work package at `path` by its verified
+/// content (`scriptingcontrol run`'s `gpg --decrypt`; [`Keyring::open_work_package`]).
+fn open_signed_input(keyring: &Keyring, path: &Path) -> Result<(), HostError> {
+    let size = fs::metadata(path)
+        .map_err(|e| host_err("input.data", e))?
+        .len();
+    if size > MAX_VERIFIED_SIZE as u64 {
+        return Err(HostError(format!(
+            "input.data: {size} bytes, too large to verify"
+        )));
+    }
+    let data = fs::read(path).map_err(|e| host_err("input.data", e))?;
+    let content = keyring
+        .open_work_package(&data)
+        .map_err(|e| host_err("invalid input (OpenPGP check)", e))?;
+    fs::write(path, content).map_err(|e| host_err("input.data", e))
 }
 
 /// Unpacks a plain, gzip- or bzip2-compressed tar archive into `dir` (by its magic bytes).
@@ -330,6 +351,10 @@ impl ScriptingHost for FsHost {
         let input = self.dir.join("input.data");
         if !input.exists() {
             File::create(&input).map_err(|e| host_err("input.data", e))?;
+        }
+        match &self.env.keyring {
+            Some(keyring) => open_signed_input(keyring, &input)?,
+            None => warn!("Skipping verification of the input: no keyring configured"),
         }
         unpack_work_package(&input, &self.dir).map_err(|e| host_err("unpacking the input", e))?;
         let script = self.dir.join("ssrun");
@@ -520,6 +545,48 @@ mod tests {
             .unwrap();
         assert!(host.start_work(false).is_err());
         host.cleanup();
+        let _ = fs::remove_dir_all(&d);
+    }
+
+    #[test]
+    fn with_a_keyring_only_signed_work_packages_run() {
+        let d = temp("signed");
+        let fixture = |n: &str| {
+            Path::new(env!("CARGO_MANIFEST_DIR"))
+                .join("tests/data")
+                .join(n)
+        };
+        let o: RspServerOptions = try_parse_from([
+            "rspserver".to_owned(),
+            "-scripting".into(),
+            format!("-sscachedirectory={}", d.join("cache").display()),
+            format!("-sskeyring={}", fixture("work-signer-secret.gpg").display()),
+        ])
+        .unwrap();
+        let env = Arc::new(ScriptingEnvironment::new(&o.scripting).unwrap());
+        let run = |input: &str| -> Result<Vec<u8>, HostError> {
+            let mut host = env.new_session().unwrap();
+            for chunk in fs::read(fixture(input)).unwrap().chunks(100) {
+                host.write_input(chunk).unwrap();
+            }
+            let started = host.start_work(false);
+            let out = started.map(|()| {
+                assert_eq!(run_to_end(&mut host), 0);
+                fs::read(host.dir().join("output.data")).unwrap()
+            });
+            host.cleanup();
+            out
+        };
+        let expected = "rserpool scripting example\nlines: 5\napple\nbanana\ncherry\nfig\npear\n";
+        // Signed (gpg --sign), signed and encrypted (gpg --sign --encrypt).
+        for input in ["work.tar.gz.gpg", "work.tar.gz.enc.gpg"] {
+            assert_eq!(run(input).unwrap(), expected.as_bytes(), "{input}");
+        }
+        // The same package unsigned, or encrypted but unsigned: refused.
+        for input in ["work.tar.gz", "work.tar.gz.enc-unsigned.gpg"] {
+            let e = run(input).unwrap_err();
+            assert!(e.0.contains("invalid input"), "{input}: {e:?}");
+        }
         let _ = fs::remove_dir_all(&d);
     }
 
