@@ -6,12 +6,16 @@ mod reg_common;
 use reg_common::*;
 use rserpool_core::registrar::{ActionDirection, ActionRecord, RegistrarStatistics};
 use rserpool_core::{AssocDownReason, AssocId, Output};
+use rserpool_proto::EnrpMessage;
 use rserpool_proto::asap::{
     Deregistration, EndpointKeepAliveAck, EndpointUnreachable, HandleResolution,
 };
-use rserpool_proto::enrp::{HandleTableRequest, HandleUpdate, UpdateAction};
+use rserpool_proto::enrp::{
+    HandleTableRequest, HandleUpdate, ListRequest, ListResponse, UpdateAction,
+};
 use rserpool_proto::ids::{PeIdentifier, ServerId};
-use rserpool_proto::param::{PoolElementParameter, cause};
+use rserpool_proto::param::{PoolElementParameter, ServerInformation, cause};
+use rserpool_proto::transport::TransportParameter;
 
 const US: u32 = 0x0000_000a;
 const PEER: u32 = 0x0000_2222;
@@ -239,6 +243,51 @@ fn action_log_records_enrp_both_ways_and_is_off_by_default() {
     assert_eq!(words(&v), vec![("Recv", "ENRP", "Update", "DelPE")]);
     assert_eq!((v[0].sender, v[0].receiver), (ServerId(PEER), ServerId(US)));
     assert_eq!(v[0].pe_id, 0x21);
+    // A List Request is answered with our peer list; the Counter of both List Responses
+    // (sent and received) is the number of peers named, as in RSPLIB.
+    let outs = r.enrp(
+        100,
+        ListRequest {
+            sender: ServerId(PEER),
+            receiver: ServerId(US),
+            ..Default::default()
+        },
+    );
+    let named = enrp_sent(&outs)
+        .iter()
+        .find_map(|(_, m)| match m {
+            EnrpMessage::ListResponse(l) => Some(l.servers.len() as u64),
+            _ => None,
+        })
+        .expect("a List Response");
+    assert!(named >= 1, "the peer at least");
+    let v = actions(&mut r);
+    assert_eq!(
+        words(&v),
+        vec![
+            ("Recv", "ENRP", "ListRequest", ""),
+            ("Send", "ENRP", "ListResponse", "")
+        ]
+    );
+    assert_eq!((v[0].counter, v[1].counter), (0, named));
+    let si = |id: u32, host: &str| ServerInformation {
+        server_id: ServerId(id),
+        transport: TransportParameter::sctp(9901, 0, [ip(host)]),
+    };
+    let three = ListResponse {
+        sender: ServerId(PEER),
+        receiver: ServerId(US),
+        servers: vec![
+            si(PEER, "10.0.0.2"),
+            si(0x3333, "10.0.0.3"),
+            si(0x4444, "10.0.0.4"),
+        ],
+        ..Default::default()
+    };
+    r.enrp(100, three);
+    let v = actions(&mut r);
+    assert_eq!(words(&v)[0], ("Recv", "ENRP", "ListResponse", ""));
+    assert_eq!(v[0].counter, 3);
     // Our own registration goes out as an ADD_PE Handle Update.
     r.up(1, &["10.1.0.5:5000"]);
     r.register(1, "P", pe(0x11, "10.1.0.5", 6000));

@@ -440,7 +440,8 @@ impl Registrar {
     }
 
     /// Action log record of an ENRP message we send or received (RSPLIB words: the
-    /// message name, `AddPE`/`DelPE` for Handle Updates, the target of takeover messages).
+    /// message name, `AddPE`/`DelPE` for Handle Updates, the target of takeover messages;
+    /// Counter: the PEs of a Handle Table Response, the peers of a List Response).
     fn enrp_action(&mut self, now: Instant, dir: ActionDirection, multicast: bool, data: &[u8]) {
         if !self.cfg.action_log {
             return;
@@ -472,6 +473,8 @@ impl Registrar {
             rserpool_proto::EnrpMessage::HandleTableResponse(t) => {
                 r.counter = t.entries.iter().map(|e| e.pool_elements.len() as u64).sum();
             }
+            // RSPLIB counts the peers of a List Response (sent: its peer list).
+            rserpool_proto::EnrpMessage::ListResponse(l) => r.counter = l.servers.len() as u64,
             rserpool_proto::EnrpMessage::InitTakeover(t) => r.target = t.target,
             rserpool_proto::EnrpMessage::InitTakeoverAck(t) => r.target = t.target,
             rserpool_proto::EnrpMessage::TakeoverServer(t) => r.target = t.target,

@@ -149,7 +149,8 @@ pub struct ActionRecord {
     /// Message flags.
     pub flags: u32,
     /// A count: items asked for / PEs returned by a handle resolution, failure reports so
-    /// far for an Endpoint Unreachable.
+    /// far for an Endpoint Unreachable, PEs of a Handle Table Response, peers of a List
+    /// Response.
     pub counter: u64,
     /// A time: keep-alive timeout interval, round trip of a keep-alive, expiry interval.
     pub time: Duration,
