@@ -203,3 +203,73 @@ fn idle_association_is_autoclosed() {
     assert_eq!(pool.registrar_proc().stop(Duration::from_secs(10)), Some(0));
     let _ = std::fs::remove_dir_all(&dir);
 }
+
+/// A scalar line's value.
+fn scalar_value(sca: &str, name: &str) -> Option<f64> {
+    let line = sca.lines().find(|l| l.contains(&format!("\"{name}\"")))?;
+    line.rsplit(' ').next()?.parse().ok()
+}
+
+#[test]
+fn failure_test_mode_statistics_cover_every_life() {
+    let dir = logs("regstats-lives");
+    std::fs::create_dir_all(&dir).unwrap();
+    let stats = dir.join("stats.txt");
+    let scalar = dir.join("scalar.sca");
+    // Up for 1 s on average, down for 0.1 s (both exponentially distributed).
+    let mut pool = ServicePool::start(
+        &bin_dir(),
+        &dir,
+        &[
+            &format!("-statsfile={}", stats.display()),
+            "-statsinterval=50",
+            &format!("-scalar={}", scalar.display()),
+            "-uptime=1",
+            "-downtime=0.1",
+        ],
+    )
+    .expect("registrar");
+    // The PE registers again in every life it finds the registrar up.
+    pool.start_pe(0x21, &["-pingpong"]).expect("PE");
+    let log = dir.join("registrar.log");
+    let sca = wait_for(Duration::from_secs(60), || {
+        let lives = std::fs::read_to_string(&log)
+            .ok()?
+            .matches("failure-test mode: down for")
+            .count();
+        let sca = std::fs::read_to_string(&scalar).ok()?;
+        let registrations = scalar_value(&sca, "Registrar Total Registrations")?;
+        (lives >= 2 && registrations >= 2.0).then_some(sca)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "two lives with a registration each: {}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        )
+    });
+    // Averages over every life so far: the PE was registered for part of the time.
+    let pes = scalar_value(&sca, "Registrar Average Number Of Pool Elements").unwrap();
+    assert!(pes > 0.0 && pes < 1.0, "{sca}");
+    assert_eq!(
+        scalar_value(&sca, "Registrar Average Number Of Pools").unwrap(),
+        pes,
+        "one pool, present exactly while its PE is: {sca}"
+    );
+    let code = pool.registrar_proc().stop(Duration::from_secs(10));
+    assert_eq!(code, Some(0));
+
+    // One statistics file for the whole process: one header, lines numbered on across
+    // the lives, the registration counter never going back.
+    let text = std::fs::read_to_string(&stats).unwrap();
+    assert_eq!(text.matches(STATS_HEADER.trim_end()).count(), 1, "{text}");
+    let mut last_registrations = 0;
+    for (i, l) in text.lines().skip(1).enumerate() {
+        assert!(l.starts_with(&format!("{:06} ", i + 1)), "{l}");
+        let cols: Vec<&str> = l.split_whitespace().collect();
+        let registrations: u64 = cols[10].parse().unwrap();
+        assert!(registrations >= last_registrations, "{l}");
+        last_registrations = registrations;
+    }
+    assert!(last_registrations >= 2, "{text}");
+    let _ = std::fs::remove_dir_all(&dir);
+}

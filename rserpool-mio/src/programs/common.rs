@@ -23,6 +23,51 @@ use crate::transport::{
 use rserpool_proto::rtf::ChannelKinds;
 use std::sync::Arc;
 
+/// An exponentially distributed duration with mean `mean` (the up and down times of the
+/// failure-test mode, `-uptime=`/`-downtime=`, as RSPLIB draws them).
+pub fn exponential(rng: &mut impl rand_xoshiro::rand_core::Rng, mean: Duration) -> Duration {
+    let u = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
+    Duration::from_secs_f64((-mean.as_secs_f64() * (1.0 - u).ln()).clamp(0.0, 1e9))
+}
+
+/// SIGINT/SIGTERM seen by the whole process, for the failure-test mode. Each life has a
+/// driver that catches the signals, but between two lives (the down time, the set-up of the
+/// next driver) nothing did: a signal there was lost and the program went on living. (RSPLIB's
+/// break detector stays installed over all lives.)
+#[derive(Clone, Debug)]
+pub struct TerminationFlag(Arc<std::sync::atomic::AtomicBool>);
+
+impl TerminationFlag {
+    /// Sets the flag on SIGINT and SIGTERM from now on (besides whatever else handles them).
+    pub fn install() -> io::Result<TerminationFlag> {
+        let flag = Arc::new(std::sync::atomic::AtomicBool::new(false));
+        for sig in [signal_hook::consts::SIGINT, signal_hook::consts::SIGTERM] {
+            signal_hook::flag::register(sig, Arc::clone(&flag))?;
+        }
+        Ok(TerminationFlag(flag))
+    }
+
+    /// True once a signal arrived.
+    pub fn is_set(&self) -> bool {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+
+    /// Sleeps for `d`, or until a signal arrives (looked at every 10 ms); true if one did.
+    pub fn sleep(&self, d: Duration) -> bool {
+        let end = std::time::Instant::now() + d;
+        loop {
+            if self.is_set() {
+                return true;
+            }
+            let left = end.saturating_duration_since(std::time::Instant::now());
+            if left.is_zero() {
+                return false;
+            }
+            std::thread::sleep(left.min(Duration::from_millis(10)));
+        }
+    }
+}
+
 /// A fast, seedable RNG for the machines, seeded from the operating system
 /// (`/dev/urandom`; if that cannot be read, from the clock and the process id).
 ///

@@ -27,8 +27,11 @@
 //! missing, where RSPLIB writes nothing), `-actionlogfile=`, `-scalar=` with `-object=`
 //! (written at the end of every life); names ending in `.bz2` are bzip2-compressed (the
 //! scalar file excepted, as in RSPLIB). In failure-test mode the files stay open and the
-//! counters carry over from life to life, as in RSPLIB (the averages of the scalar file
-//! cover the last life only). `-autoclosetimeout=` maps onto the machine's
+//! statistics cover the whole process: one header, line numbers and counters carry over
+//! from life to life, and the scalar file (rewritten at the end of every life) holds the
+//! totals of all lives and averages weighted over all up times. RSPLIB instead starts a new
+//! registrar for every life: it appends another header to its files, counts lines and
+//! messages from zero again, and its scalar file holds the last life only. `-autoclosetimeout=` maps onto the machine's
 //! `autoclose_timeout` (accepted ASAP associations without PEs that carried no message for
 //! that long are closed; RSPLIB's kernel SCTP autoclose is set before the option is read,
 //! so RSPLIB always uses 300 s).
@@ -39,7 +42,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use rand_xoshiro::rand_core::Rng;
 use rserpool_core::handlespace::Limits;
 use rserpool_core::registrar::{
     AddressScope, IpNetwork, PeerPolicy, PeerState, Registrar, RegistrarConfig, RegistrarEvent,
@@ -55,7 +57,8 @@ use rserpool_proto::transport::TransportParameter;
 use tracing::{debug, info, warn};
 
 use super::common::{
-    add_udp_or_warn, listen_kinds, os_rng, receiver_for, tls_policy, transport_mode_tls,
+    TerminationFlag, add_udp_or_warn, exponential, listen_kinds, os_rng, receiver_for, tls_policy,
+    transport_mode_tls,
 };
 use super::daemon;
 use super::registrar_stats::{
@@ -408,6 +411,8 @@ pub struct StatsOutputs {
     scalar: Option<(PathBuf, String)>,
     /// Counters of the earlier lives.
     carried: RegistrarStatistics,
+    /// Averages of the earlier lives.
+    carried_averages: registrar_stats::LifeAverages,
     process_start: std::time::Instant,
 }
 
@@ -446,6 +451,7 @@ impl StatsOutputs {
                 .clone()
                 .map(|p| (p, opts.object_name.clone())),
             carried: RegistrarStatistics::default(),
+            carried_averages: registrar_stats::LifeAverages::default(),
             process_start: std::time::Instant::now(),
         })
     }
@@ -487,12 +493,17 @@ impl StatsOutputs {
         }
     }
 
-    /// The end of one life: the scalar file (rewritten at the end of every life, as RSPLIB
-    /// does), counters carried over to the next life.
-    fn end_of_life(&mut self, reg: &Registrar, now: Instant) {
+    /// The end of one life that began at `start`: the scalar file (rewritten at the end of
+    /// every life, as RSPLIB does) with the totals and averages of all lives so far,
+    /// counters carried over to the next life.
+    fn end_of_life(&mut self, reg: &Registrar, start: Instant, now: Instant) {
         let total = registrar_stats::accumulate(&self.carried, &reg.statistics());
+        let averages = self.carried_averages.add_life(
+            &reg.statistics_averages(now),
+            now.saturating_duration_since(start),
+        );
         if let Some((path, object)) = &self.scalar {
-            let text = registrar_stats::scalar_file(object, &total, &reg.statistics_averages(now));
+            let text = registrar_stats::scalar_file(object, &total, &averages);
             if let Err(e) = std::fs::write(path, text) {
                 warn!("cannot write scalar file {}: {e}", path.display());
             }
@@ -647,6 +658,7 @@ fn run_once(
     up_time: Option<Duration>,
     banner: bool,
     outputs: &mut StatsOutputs,
+    term: Option<&TerminationFlag>,
 ) -> io::Result<(Exit, bool)> {
     let mode = transport_mode_tls(opts.transport, &opts.tls);
     let tls = registrar_tls(opts)?;
@@ -726,18 +738,18 @@ fn run_once(
         next_stats: outputs.stats.is_some().then_some(start),
         outputs,
     };
-    let exit = driver.run_app(&mut app);
+    // A signal that came before the driver caught signals ends this life before it starts.
+    let exit = if term.is_some_and(TerminationFlag::is_set) {
+        app.signalled = true;
+        Ok(Exit::Stopped)
+    } else {
+        driver.run_app(&mut app)
+    };
     let (clock, signalled) = (app.clock, app.signalled);
     let now = driver.now();
     outputs.write_actions(driver.machine_mut(), &clock, start);
-    outputs.end_of_life(driver.machine(), now);
+    outputs.end_of_life(driver.machine(), start, now);
     Ok((exit?, signalled))
-}
-
-/// An exponentially distributed duration with mean `mean`.
-fn exponential(rng: &mut impl Rng, mean: Duration) -> Duration {
-    let u = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
-    Duration::from_secs_f64((-mean.as_secs_f64() * (1.0 - u).ln()).clamp(0.0, 1e9))
 }
 
 /// `rspregistrar` with parsed options.
@@ -767,16 +779,27 @@ pub fn main_with(opts: RegistrarOptions) -> ExitCode {
 fn run_lives(opts: &RegistrarOptions, outputs: &mut StatsOutputs) -> ExitCode {
     let mut rng = os_rng();
     let mut banner = !opts.quiet;
+    // Failure-test mode: signals between two lives must end the program too.
+    let term = match opts.failure_test_uptime() {
+        Some(_) => match TerminationFlag::install() {
+            Ok(t) => Some(t),
+            Err(e) => return super::common::fail("rspregistrar", &e),
+        },
+        None => None,
+    };
     loop {
         let up = opts.failure_test_uptime().map(|m| exponential(&mut rng, m));
         if let Some(u) = up {
             info!("failure-test mode: up for {:.3} s", u.as_secs_f64());
         }
-        match run_once(opts, up, banner, outputs) {
+        match run_once(opts, up, banner, outputs, term.as_ref()) {
             Ok((_, false)) if up.is_some() => {
                 let down = exponential(&mut rng, opts.downtime);
                 info!("failure-test mode: down for {:.3} s", down.as_secs_f64());
-                std::thread::sleep(down);
+                if term.as_ref().is_some_and(|t| t.sleep(down)) {
+                    info!("failure-test mode: terminated while down");
+                    return ExitCode::SUCCESS;
+                }
                 banner = false;
             }
             Ok(_) => return ExitCode::SUCCESS,

@@ -307,9 +307,81 @@ pub fn accumulate(a: &RegistrarStatistics, b: &RegistrarStatistics) -> Registrar
     }
 }
 
+/// The time-weighted averages of several registrar lives (failure-test mode) combined:
+/// each life's averages weighted by its length, so the scalar file's averages cover the
+/// whole time the registrar was up, as its totals ([`accumulate`]) do.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct LifeAverages {
+    /// Σ average × life length (s) of the earlier lives: pools, PEs, own PEs, peers.
+    weighted: [f64; 4],
+    /// Σ life length (s) of the earlier lives.
+    seconds: f64,
+}
+
+impl LifeAverages {
+    /// The averages over the earlier lives and one more of `life` with `averages`; that
+    /// life is counted in from now on.
+    pub fn add_life(
+        &mut self,
+        averages: &StatisticsAverages,
+        life: Duration,
+    ) -> StatisticsAverages {
+        let v = [
+            averages.pools,
+            averages.pool_elements,
+            averages.owned_pool_elements,
+            averages.peers,
+        ];
+        let t = life.as_secs_f64();
+        for (w, v) in self.weighted.iter_mut().zip(v) {
+            *w += v * t;
+        }
+        self.seconds += t;
+        let combined = if self.seconds > 0.0 {
+            self.weighted.map(|w| w / self.seconds)
+        } else {
+            // No time has passed at all: the current values.
+            v
+        };
+        StatisticsAverages {
+            pools: combined[0],
+            pool_elements: combined[1],
+            owned_pool_elements: combined[2],
+            peers: combined[3],
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn averages_of_lives_are_weighted_by_their_lengths() {
+        let avg = |pools: f64, pes: f64| StatisticsAverages {
+            pools,
+            pool_elements: pes,
+            owned_pool_elements: pes / 2.0,
+            peers: 1.0,
+        };
+        let mut l = LifeAverages::default();
+        // One life: its own averages.
+        let a = l.add_life(&avg(2.0, 10.0), Duration::from_secs(10));
+        assert_eq!(a, avg(2.0, 10.0));
+        // A life three times as long with other averages: 1/4 : 3/4.
+        let a = l.add_life(&avg(6.0, 30.0), Duration::from_secs(30));
+        assert_eq!(a, avg(5.0, 25.0));
+        // A life of no length changes nothing; nothing at all: the values given.
+        assert_eq!(
+            l.add_life(&avg(100.0, 100.0), Duration::ZERO),
+            avg(5.0, 25.0)
+        );
+        let mut empty = LifeAverages::default();
+        assert_eq!(
+            empty.add_life(&avg(3.0, 4.0), Duration::ZERO),
+            avg(3.0, 4.0)
+        );
+    }
     use rserpool_core::registrar::ActionDirection;
     use rserpool_proto::ids::ServerId;
 

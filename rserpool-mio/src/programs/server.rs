@@ -34,7 +34,6 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use rand_xoshiro::Xoshiro256PlusPlus;
-use rand_xoshiro::rand_core::Rng;
 use rserpool_core::handlespace::Limits;
 use rserpool_core::pool_element::PoolElementConfig;
 use rserpool_core::registrar::AddressScope;
@@ -46,8 +45,8 @@ use rserpool_proto::rtf::ChannelKinds;
 use tracing::info;
 
 use super::common::{
-    add_udp_or_warn, announce_receiver, init_logging_or_exit, library_mode, library_transport,
-    os_rng, registrar_table_config,
+    TerminationFlag, add_udp_or_warn, announce_receiver, exponential, init_logging_or_exit,
+    library_mode, library_transport, os_rng, registrar_table_config,
 };
 use super::daemon;
 use super::registrar::{advertised_transport, default_wildcard};
@@ -257,6 +256,7 @@ fn run_once(
     scripting: Option<&Arc<ScriptingEnvironment>>,
     stop_after: Option<Duration>,
     banner: bool,
+    term: Option<&TerminationFlag>,
 ) -> io::Result<(Exit, ServiceServer)> {
     let lib = &opts.library;
     let (mut driver, local, tkind) = pe_driver(opts)?;
@@ -296,13 +296,13 @@ fn run_once(
         daemon::is_daemon_child(),
         stop_at,
     );
+    // A signal that came before the driver caught signals: this life does not start (no
+    // PE registered yet, nothing to deregister).
+    if term.is_some_and(TerminationFlag::is_set) {
+        return Ok((Exit::Stopped, server));
+    }
     let exit = driver.run_app(&mut server)?;
     Ok((exit, server))
-}
-
-fn exponential(rng: &mut impl Rng, mean: Duration) -> Duration {
-    let u = (rng.next_u64() >> 11) as f64 / (1u64 << 53) as f64;
-    Duration::from_secs_f64((-mean.as_secs_f64() * (1.0 - u).ln()).clamp(0.0, 1e9))
 }
 
 /// `rspserver` with parsed options.
@@ -322,13 +322,22 @@ pub fn main_with(opts: RspServerOptions) -> ExitCode {
     let mut rng = os_rng();
     let failure_test = !opts.uptime.is_zero();
     let mut banner = !opts.quiet;
+    // Failure-test mode: signals between two lives must end the program too.
+    let term = if failure_test {
+        match TerminationFlag::install() {
+            Ok(t) => Some(t),
+            Err(e) => return super::common::fail("rspserver", &e),
+        }
+    } else {
+        None
+    };
     loop {
         let up = if failure_test {
             Some(exponential(&mut rng, opts.uptime))
         } else {
             opts.runtime_limit()
         };
-        match run_once(&opts, scripting.as_ref(), up, banner) {
+        match run_once(&opts, scripting.as_ref(), up, banner, term.as_ref()) {
             Ok((_, server)) => {
                 if let Some(ServerEnd::RegistrationFailed(why)) = server.end() {
                     return super::common::fail(
@@ -341,12 +350,16 @@ pub fn main_with(opts: RspServerOptions) -> ExitCode {
                     "{} session(s), {} message(s) received, {} sent",
                     s.sessions, s.received, s.sent
                 );
-                if !failure_test || server.signalled() {
+                if !failure_test || server.signalled() || term.as_ref().is_some_and(|t| t.is_set())
+                {
                     return ExitCode::SUCCESS;
                 }
                 let down = exponential(&mut rng, opts.downtime);
                 info!("failure-test mode: down for {:.3} s", down.as_secs_f64());
-                std::thread::sleep(down);
+                if term.as_ref().is_some_and(|t| t.sleep(down)) {
+                    info!("failure-test mode: terminated while down");
+                    return ExitCode::SUCCESS;
+                }
                 banner = false;
             }
             Err(e) => return super::common::fail("rspserver", &e),
