@@ -156,5 +156,7 @@ pub use rserpool_core::pool_user::ResolvedElement;
 pub use rserpool_proto::ids::{PeIdentifier, PoolHandle, ServerId};
 pub use rserpool_proto::policy::Policy;
 pub use runtime::{BoxTask, Spawner};
-pub use transport::{TransportConfig, TransportKind, TransportMode, Transports};
+pub use transport::{
+    TlsPolicy, TlsSettings, TransportConfig, TransportKind, TransportMode, Transports,
+};
 pub use user::{Notification, PoolUser, PoolUserConfig, Session, resolve};

@@ -70,6 +70,7 @@ use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
 
 pub use rserpool_mio::transport::sctp::socket::SctpOptions;
+pub use rserpool_mio::transport::tls::{TlsPolicy, TlsSettings};
 pub use rserpool_mio::transport::{
     DownReason, SendError, SocketId, TransportConfig, TransportEvent, TransportKind, TransportMode,
     UdpOptions, sctp_available,
