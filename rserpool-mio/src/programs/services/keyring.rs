@@ -25,7 +25,7 @@
 //!   may encrypt to a public key, so only a signature says who made it.
 //! * Without a keyring nothing is verified (RSPLIB prints "Skipping verification").
 
-use std::io;
+use std::io::{self, Read};
 use std::path::Path;
 use std::sync::Arc;
 
@@ -111,6 +111,10 @@ impl Keyring {
     /// Verifies a signed message (binary, armoured or cleartext-signed); returns the signed
     /// content.
     pub fn verify_signed_message(&self, data: &[u8]) -> Result<Vec<u8>, String> {
+        guarded(|| self.verify_signed_message_inner(data, MAX_VERIFIED_SIZE))
+    }
+
+    fn verify_signed_message_inner(&self, data: &[u8], limit: usize) -> Result<Vec<u8>, String> {
         let keys = self.verifying_keys();
         if data.starts_with(b"-----BEGIN PGP SIGNED MESSAGE-----") {
             let text = std::str::from_utf8(data).map_err(|e| e.to_string())?;
@@ -125,13 +129,17 @@ impl Keyring {
         }
         let (msg, _) =
             Message::from_reader(io::Cursor::new(data.to_vec())).map_err(|e| e.to_string())?;
-        Self::verify_message(msg, &keys)
+        Self::verify_message(msg, &keys, limit)
     }
 
     /// Opens a work package (RSPLIB's `gpg --decrypt` of `input.data`): a signed message,
     /// optionally encrypted to a secret key of the keyring; returns the signed content.
     /// Unsigned messages are refused, encrypted or not (see the module documentation).
     pub fn open_work_package(&self, data: &[u8]) -> Result<Vec<u8>, String> {
+        guarded(|| self.open_work_package_inner(data, MAX_VERIFIED_SIZE))
+    }
+
+    fn open_work_package_inner(&self, data: &[u8], limit: usize) -> Result<Vec<u8>, String> {
         let (mut msg, _) =
             Message::from_reader(io::Cursor::new(data.to_vec())).map_err(|e| e.to_string())?;
         if msg.is_encrypted() {
@@ -146,22 +154,42 @@ impl Keyring {
                 )
                 .map_err(|e| format!("cannot decrypt: {e}"))?;
         }
-        Self::verify_message(msg, &self.verifying_keys())
+        Self::verify_message(msg, &self.verifying_keys(), limit)
     }
 
-    /// Reads a (decrypted) message to its end and checks its signature against `keys`.
-    fn verify_message(msg: Message<'_>, keys: &[&dyn VerifyingKey]) -> Result<Vec<u8>, String> {
+    /// Reads a (decrypted) message to its end and checks its signature against `keys`. At
+    /// most `limit` bytes of content are read: a small compressed message may stand for
+    /// gigabytes (a compression bomb), and the signature is only checked at the end.
+    fn verify_message(
+        msg: Message<'_>,
+        keys: &[&dyn VerifyingKey],
+        limit: usize,
+    ) -> Result<Vec<u8>, String> {
         let mut msg = msg.decompress().map_err(|e| e.to_string())?;
         if !msg.is_signed() {
             return Err("not a signed message".into());
         }
-        let content = msg.as_data_vec().map_err(|e| e.to_string())?;
+        let mut content = Vec::new();
+        io::Read::by_ref(&mut msg)
+            .take(limit as u64 + 1)
+            .read_to_end(&mut content)
+            .map_err(|e| e.to_string())?;
+        if content.len() > limit {
+            return Err(format!("signed content larger than {limit} bytes"));
+        }
         if keys.iter().any(|k| msg.verify(*k).is_ok()) {
             Ok(content)
         } else {
             Err("no valid signature by a key of the keyring".into())
         }
     }
+}
+
+/// Runs an OpenPGP operation on uploaded (anyone's) bytes: a panic in the OpenPGP library
+/// becomes an error of this one check instead of ending the PE with all its sessions.
+fn guarded(f: impl FnOnce() -> Result<Vec<u8>, String>) -> Result<Vec<u8>, String> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(f))
+        .unwrap_or_else(|_| Err("the OpenPGP library failed on this input".into()))
 }
 
 /// The environment check of one session: none (no keyring) or OpenPGP.
@@ -347,6 +375,21 @@ mod tests {
         let mut tampered = data("work.tar.gz.enc.gpg");
         tampered[300] ^= 1;
         assert!(secret.open_work_package(&tampered).is_err());
+        // Content beyond the limit (a compression bomb) is refused before it is all read.
+        let e = secret
+            .open_work_package_inner(&data("work.tar.gz.bz2.gpg"), package.len() - 1)
+            .unwrap_err();
+        assert!(e.contains("larger than"), "{e}");
+        assert_eq!(
+            secret
+                .open_work_package_inner(&data("work.tar.gz.bz2.gpg"), package.len())
+                .unwrap(),
+            package
+        );
+        let e = other
+            .verify_signed_message_inner(&data("environment.txt.gpg"), 10)
+            .unwrap_err();
+        assert!(e.contains("larger than"), "{e}");
         // Keyrings concatenate: both signers' messages verify with the combined file.
         let mut both = data("keyring.gpg");
         both.extend(data("work-signer-secret.gpg"));
@@ -361,5 +404,61 @@ mod tests {
                 .unwrap(),
             package
         );
+    }
+
+    proptest::proptest! {
+        #![proptest_config(proptest::prelude::ProptestConfig::with_cases(256))]
+
+        /// Uploaded environments and work packages are anyone's bytes: damaged OpenPGP data
+        /// (truncated, bytes changed) is refused with an error, never a panic, and never
+        /// accepted as signed unless the damage left the signed message intact.
+        #[test]
+        fn damaged_messages_are_refused_without_panicking(
+            which in 0usize..6,
+            cut in proptest::prelude::any::<proptest::sample::Index>(),
+            flips in proptest::collection::vec(
+                (proptest::prelude::any::<proptest::sample::Index>(), 1u8..=255),
+                0..4,
+            ),
+        ) {
+            let name = [
+                "work.tar.gz.gpg",
+                "work.tar.gz.asc",
+                "work.tar.gz.bz2.gpg",
+                "work.tar.gz.enc.gpg",
+                "environment.txt.gpg",
+                "environment.txt.asc",
+            ][which];
+            let original = data(name);
+            let mut m = original.clone();
+            m.truncate(cut.index(m.len() + 1));
+            for (at, x) in &flips {
+                if !m.is_empty() {
+                    let i = at.index(m.len());
+                    m[i] ^= x;
+                }
+            }
+            let mut keys = data("keyring.gpg");
+            keys.extend(data("work-signer-secret.gpg"));
+            let k = Keyring::from_bytes(&keys).unwrap();
+            let opened = k.open_work_package(&m);
+            let verified = k.verify_signed_message(&m);
+            if m != original {
+                // What comes out of a damaged message is at most the original content.
+                for content in [opened.ok(), verified.ok()].into_iter().flatten() {
+                    let plain = if name.starts_with("work") {
+                        data("work.tar.gz")
+                    } else {
+                        data("environment.txt")
+                    };
+                    proptest::prop_assert_eq!(
+                        content.trim_ascii_end(),
+                        plain.trim_ascii_end()
+                    );
+                }
+            }
+            // Damaged key material: an error or a keyring, no panic.
+            let _ = Keyring::from_bytes(&m);
+        }
     }
 }
