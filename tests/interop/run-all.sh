@@ -7,9 +7,9 @@
 #      target/interop): one directory per scenario with logs, hsdump outputs and the capture;
 #   3. checks each capture on the host with check-pcap.sh (tshark + rspwire pcap);
 #   4. prints a summary; exit 0 if everything passed, 1 otherwise.
-# Without a usable VM (no sctp-vm, not root, `sctp-vm setup` fails, or the VM does not boot
-# on this host) it prints a note and exits 3 (skipped): the scenarios need kernel SCTP, which
-# only the VM provides here.
+# Without a usable VM (no sctp-vm, not root, `sctp-vm setup` fails, or neither the default
+# UML nor a newer one (newer-uml.sh) boots on this host) it prints a note and exits 3
+# (skipped): the scenarios need kernel SCTP, which only the VM provides here.
 # Environment: SCTP_VM (the sctp-vm command), INTEROP_TIMEOUT (seconds per scenario, 420),
 # INTEROP_PROFILE (release, default, or debug).
 set -u
@@ -44,11 +44,18 @@ if ! setup_log=$("$vm" setup 2>&1); then
   printf '%s\n' "$setup_log" | tail -n 5
   skip "sctp-vm setup failed"
 fi
-# Does the VM boot here? (UML cannot run on some hosts: e.g. kernel 6.18 with an AMX CPU,
-# where it panics with "ptrace set fp regs failed, errno = 14".)
+# Does the VM boot here? Debian 12's UML 6.1 does not on some hosts (kernel 6.18 with an AMX
+# CPU: "ptrace set fp regs failed, errno = 14"); then a newer UML from Debian sid is tried
+# (newer-uml.sh; RSERPOOL_NEWER_UML=0 skips that).
 if ! boot_log=$("$vm" run --net=lo --timeout=60 -- true 2>&1); then
   printf '%s\n' "$boot_log" | grep -v '^ [0-9a-f]' | tail -n 6
-  skip "the SCTP VM does not boot on this host"
+  if [ "${RSERPOOL_NEWER_UML:-1}" = 1 ] && uml_bin=$("$here/newer-uml.sh") &&
+    PATH="$uml_bin:$PATH" "$vm" run --net=lo --timeout=60 -- true >/dev/null 2>&1; then
+    export PATH="$uml_bin:$PATH"
+    echo "interop: the default UML does not boot here; using $uml_bin/linux.uml (newer-uml.sh)"
+  else
+    skip "the SCTP VM does not boot on this host"
+  fi
 fi
 command -v tshark >/dev/null || {
   echo "interop: tshark missing on the host (apt-get install tshark): the capture checks need it"

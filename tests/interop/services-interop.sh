@@ -209,15 +209,22 @@ rsplib_calcapp_busy() {
   return 1
 }
 
-# kill_mid_job CLIENT-LOG PHASE RUNNING-FUNC: waits for a job under way at one of the PEs
-# PHASE-h3 / PHASE-h4 (client association present, job accepted), SIGKILLs that PE; KILLED_JOB
-# is the job's number, VICTIM the PE.
+# kill_mid_job CLIENT-LOG PHASE RUNNING-FUNC [MIN-AGE-MS]: waits for a job under way at one of
+# the PEs PHASE-h3 / PHASE-h4 (client association present, job accepted) for at least
+# MIN-AGE-MS (default 0: at once; more lets the PE send its first cookie for the job first),
+# SIGKILLs that PE; KILLED_JOB is the job's number, VICTIM the PE.
 KILLED_JOB= VICTIM=
 kill_mid_job() {
-  local logf=$1 phase=$2 fn=$3 end=$((SECONDS + 40)) h j
+  local logf=$1 phase=$2 fn=$3 min_age=${4:-0} end=$((SECONDS + 40)) h j seen= since=0
   KILLED_JOB= VICTIM=
   while ((SECONDS < end)); do
-    if j=$("$fn" "$logf") && h=$(serving_host h3 h4 || rsplib_calcapp_busy "$phase"); then
+    if ! j=$("$fn" "$logf"); then
+      seen=
+    elif [ "$j" != "$seen" ]; then
+      seen=$j since=$(date +%s%3N)
+    fi
+    if [ -n "$seen" ] && (($(date +%s%3N) - since >= min_age)) && j=$("$fn" "$logf") &&
+      [ "$j" = "$seen" ] && h=$(serving_host h3 h4 || rsplib_calcapp_busy "$phase"); then
       KILLED_JOB=$j VICTIM=$phase-$h
       kill9 "$VICTIM"
       log "job #$j was under way at $VICTIM"
@@ -240,8 +247,10 @@ start ca1-client "$CLIENT_HOST" stdbuf -oL calcappclient -registrar="$H1:3863" -
 wait_for 30 eval "((\$(jobs_completed '$OUT/ca1-client.log') >= 1))"
 check "(a) calcapp: RSPLIB's client completed jobs at our PEs via our registrar" \
   eval "(($(jobs_completed "$OUT/ca1-client.log") >= 1))"
-check "(c) calcapp: a job under way at one of our PEs, that PE SIGKILLed" \
-  kill_mid_job "$OUT/ca1-client.log" ca1 rsplib_job_running
+# Our PEs send a cookie at most every 0.5 s (-capcookiemaxtime): kill once one has gone out
+# for the job, so that the failover carries it.
+check "(c) calcapp: a job under way at one of our PEs for 0.8 s, that PE SIGKILLed" \
+  kill_mid_job "$OUT/ca1-client.log" ca1 rsplib_job_running 800
 wait_exit ca1-client 60
 completed=$(jobs_completed "$OUT/ca1-client.log")
 check "(c) calcapp: RSPLIB's client failed over with the PE's cookie and completed job #${KILLED_JOB:-?} (under way at the killed PE) at the other one" \
