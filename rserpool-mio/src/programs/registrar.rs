@@ -31,10 +31,11 @@
 //! from life to life, and the scalar file (rewritten at the end of every life) holds the
 //! totals of all lives and averages weighted over all up times. RSPLIB instead starts a new
 //! registrar for every life: it appends another header to its files, counts lines and
-//! messages from zero again, and its scalar file holds the last life only. `-autoclosetimeout=` maps onto the machine's
-//! `autoclose_timeout` (accepted ASAP associations without PEs that carried no message for
-//! that long are closed; RSPLIB's kernel SCTP autoclose is set before the option is read,
-//! so RSPLIB always uses 300 s).
+//! messages from zero again, and its scalar file holds the last life only. SIGINT/SIGTERM
+//! end the program also while it is down between two lives. `-autoclosetimeout=` maps onto
+//! the machine's `autoclose_timeout` (accepted ASAP associations without PEs that carried
+//! no message for that long are closed; RSPLIB's kernel SCTP autoclose is set before the
+//! option is read, so RSPLIB always uses 300 s).
 
 use std::io::{self, Write};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
