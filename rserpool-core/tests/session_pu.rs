@@ -939,3 +939,98 @@ fn pes_the_registrar_still_names_after_a_retry_delay_are_tried_again() {
     assert_eq!(sdrain(&mut s), vec![]);
     assert_eq!(s.state(), SessionState::WaitingToRetry);
 }
+
+fn standby_config() -> PoolUserSessionConfig {
+    let mut c = config();
+    c.standby_refresh = Some(Duration::from_secs(1));
+    c
+}
+
+/// Connected to PE 1 at 20 ms; the first refresh goes out at once and is answered with
+/// `ids` at 25 ms.
+fn with_standby(ids: &[u32]) -> Pus {
+    let mut s = connected(standby_config(), &[1]);
+    assert_eq!(s.poll_timeout(), Some(ms(20)));
+    s.handle_timeout(ms(20));
+    // The serving PE and one more.
+    assert_eq!(sdrain(&mut s), vec![hr(Some(2))]);
+    s.handle_message(ms(25), reg(), 11, answer(POOL, ids));
+    assert!(
+        sdrain(&mut s).is_empty(),
+        "a refresh answer changes nothing"
+    );
+    // The next refresh one interval later.
+    assert_eq!(s.poll_timeout(), Some(ms(1020)));
+    s
+}
+
+#[test]
+fn a_standby_list_lets_the_failover_connect_without_a_resolution() {
+    // PE 2 registered after the session resolved: only the refresh knows it.
+    let mut s = with_standby(&[1, 2]);
+    s.handle_assoc_down(ms(500), sess(1), AssocDownReason::Lost);
+    // All in one call, without a Handle Resolution: event, report, connect to PE 2.
+    assert_eq!(
+        sdrain(&mut s),
+        vec![
+            ev(Ev::FailoverStarted {
+                pe_id: id(1),
+                reason: FailoverReason::AssociationLost
+            }),
+            eu(1),
+            connect_to(2, 2),
+        ]
+    );
+    s.handle_assoc_up(ms(501), sess(2), &[]);
+    assert_eq!(
+        sdrain(&mut s),
+        vec![ev(Ev::FailoverComplete {
+            pe_id: id(2),
+            has_cookie: false,
+            replayed: 0
+        })]
+    );
+    // Refreshed again right after the new association is up (PE 1 avoided: one more item).
+    s.handle_timeout(ms(501));
+    assert_eq!(sdrain(&mut s), vec![hr(Some(3))]);
+}
+
+#[test]
+fn a_stale_or_useless_standby_list_is_not_used() {
+    // Older than twice the refresh interval: the failover resolves.
+    let mut s = with_standby(&[1, 2]);
+    s.handle_assoc_down(ms(2100), sess(1), AssocDownReason::Lost);
+    let out = sdrain(&mut s);
+    assert_eq!(out.last(), Some(&hr(Some(2))), "{out:?}");
+    // A list naming only the lost PE: the failover resolves too.
+    let mut s = with_standby(&[1]);
+    s.handle_assoc_down(ms(500), sess(1), AssocDownReason::Lost);
+    let out = sdrain(&mut s);
+    assert_eq!(out.last(), Some(&hr(Some(2))), "{out:?}");
+    // Without the option nothing is refreshed: no timer while connected and idle.
+    let s = connected(config(), &[1]);
+    assert_eq!(s.poll_timeout(), None);
+}
+
+#[test]
+fn a_refresh_on_its_way_becomes_the_failovers_resolution() {
+    let mut s = connected(standby_config(), &[1]);
+    s.handle_timeout(ms(20));
+    assert_eq!(sdrain(&mut s), vec![hr(Some(2))]);
+    // Lost before the refresh is answered: no second Handle Resolution ...
+    s.handle_assoc_down(ms(22), sess(1), AssocDownReason::Lost);
+    assert_eq!(
+        sdrain(&mut s),
+        vec![
+            ev(Ev::FailoverStarted {
+                pe_id: id(1),
+                reason: FailoverReason::AssociationLost
+            }),
+            eu(1),
+        ]
+    );
+    assert_eq!(s.state(), SessionState::Resolving);
+    // ... the refresh's answer picks the next PE.
+    s.handle_message(ms(25), reg(), 11, answer(POOL, &[1, 2]));
+    assert_eq!(sdrain(&mut s), vec![connect_to(2, 2)]);
+}

@@ -49,6 +49,7 @@
 #   RUNS=3 TIMERS=fast (default)  IMPLS="rsplib ours"
 #   SCENARIOS="pe-kill-term pe-kill-ping pe-stop-calc pe-stop-ping pe-stop-term reg-kill reg-stop"
 #   KILL_WAIT=3 STOP_WAIT=6 (fast; stock: 20) REG_WAIT=8 (s after the signal)
+#   STANDBY=<ms>: our pingpongclient and rspterminal with -standbyrefresh=<ms> (default: off)
 #   BIN=<our release binaries> (default $CARGO_TARGET_DIR/release or target/release)
 #   OUT=<dir> (default tests/interop/out/failover-<date>)  VM_TIMEOUT=900  VM_CPU=1
 #   ANALYSE=<dir of an earlier run>: only the host analysis of that directory
@@ -228,7 +229,8 @@ client() { # client IMPL PROGRAM [options]: a pool user on h5
 }
 
 ours_resp() { # ours_resp IMPL: our -responsetimeout= (RSPLIB's clients have no such timer)
-    [ "$1" = ours ] && echo "${RESP_OPTS[@]}"
+    # and, with STANDBY=MS, our -standbyrefresh= (the standby list; RSPLIB has none either)
+    [ "$1" = ours ] && echo "${RESP_OPTS[@]}" ${STANDBY:+-standbyrefresh=$STANDBY}
 }
 
 capture() { # capture TAG: dumpcap on br0 in the background

@@ -54,6 +54,16 @@
 //! [`PoolUserSessionConfig::transports`], with a port and an address), the first one named
 //! by the business card wins, else the first in policy order.
 //!
+//! # Standby list
+//! With [`PoolUserSessionConfig::standby_refresh`] set, a connected session asks the
+//! registrar for the pool's PEs right after it is up and then every that long, and keeps the
+//! answer: a failover then connects to the next PE of that list at once, in the same call,
+//! without waiting for a resolution (RSPLIB's tools resolve at every failover; so does this
+//! machine by default). The list is used while it is at most twice the refresh interval old
+//! and names a PE this session does not avoid; a PE on it that has gone meanwhile shows as a
+//! failed connect, after which the session resolves as usual. A refresh still outstanding
+//! when the failover starts becomes the failover's resolution.
+//!
 //! # Association ids
 //! Session associations carry machine-chosen ids with bit 62 set as well (the pool user's
 //! registrar hunt allocates from the same machine range without bit 62), so events are routed
@@ -169,6 +179,10 @@ pub struct PoolUserSessionConfig {
     /// available — for services whose PEs end sessions themselves (Daytime: one line per
     /// session; RSPLIB's `rspterminal` never reports a PE).
     pub report_shutdown: bool,
+    /// While connected, refresh the standby list every this long (see *Standby list* in the
+    /// module documentation): a failover needs no resolution round trip. `None` (default,
+    /// RSPLIB's behaviour): every failover asks the registrar (or the cache).
+    pub standby_refresh: Option<Duration>,
 }
 
 impl Default for PoolUserSessionConfig {
@@ -185,6 +199,7 @@ impl Default for PoolUserSessionConfig {
             avoid_time: Duration::from_secs(10),
             transports: SmallVec::from_slice(&[TransportProtocol::Sctp, TransportProtocol::Tcp]),
             report_shutdown: true,
+            standby_refresh: None,
         }
     }
 }
@@ -360,7 +375,20 @@ pub struct PoolUserSession<R> {
     ever_connected: bool,
     failed_attempts: u32,
     backoff: u32,
+    standby: Standby,
     out: VecDeque<Output<SessionEvent>>,
+}
+
+/// The standby list: the last answer of a refresh while connected.
+#[derive(Debug, Default)]
+struct Standby {
+    elements: Vec<ResolvedElement>,
+    /// When it was answered.
+    at: Option<Instant>,
+    /// A refresh on its way.
+    request: Option<RequestId>,
+    /// The next refresh (while connected).
+    next: Option<Instant>,
 }
 
 impl<R> core::fmt::Debug for PoolUserSession<R> {
@@ -397,6 +425,7 @@ impl<R: rand_core::Rng> PoolUserSession<R> {
             ever_connected: false,
             failed_attempts: 0,
             backoff: 0,
+            standby: Standby::default(),
             out: VecDeque::new(),
         }
     }
@@ -595,6 +624,7 @@ impl<R: rand_core::Rng> PoolUserSession<R> {
         self.ever_connected = false;
         self.failed_attempts = 0;
         self.backoff = 0;
+        self.standby = Standby::default();
     }
 
     /// Closes the current association (abort while connecting).
@@ -683,6 +713,12 @@ impl<R: rand_core::Rng> PoolUserSession<R> {
             return;
         };
         self.purge_avoid(now);
+        self.standby.next = None;
+        if let Some(request) = self.standby.request.take() {
+            // A refresh is on its way: its answer is this resolution's.
+            self.state = State::Resolving { request };
+            return;
+        }
         let items = (1 + self.avoid.len() + self.card.len()).min(MAX_RESOLVE_ITEMS);
         let request = self
             .pu
@@ -691,7 +727,68 @@ impl<R: rand_core::Rng> PoolUserSession<R> {
         self.pump(now);
     }
 
+    /// Asks for the standby list (connected, refresh due).
+    fn refresh_standby(&mut self, now: Instant, every: Duration) {
+        self.standby.next = Some(now + every);
+        if self.standby.request.is_some() {
+            return;
+        }
+        let Some(handle) = self.handle.clone() else {
+            return;
+        };
+        self.purge_avoid(now);
+        // The serving PE, one more, and room for the avoided and business-card PEs.
+        let items = (2 + self.avoid.len() + self.card.len()).min(MAX_RESOLVE_ITEMS);
+        let request = self
+            .pu
+            .resolve(now, handle, u32::try_from(items).unwrap_or(2));
+        self.standby.request = Some(request);
+        self.pump(now);
+    }
+
+    /// A failover with a fresh standby list naming a PE not avoided: connects to it now.
+    fn fail_over_from_standby(&mut self, now: Instant) -> bool {
+        let (Some(every), Some(at)) = (self.config.standby_refresh, self.standby.at) else {
+            return false;
+        };
+        if now.saturating_duration_since(at) > every * 2 {
+            return false;
+        }
+        self.purge_avoid(now);
+        let any = self.standby.elements.iter().any(|e| {
+            let t = &e.user_transport;
+            self.config.transports.contains(&t.protocol)
+                && t.port != 0
+                && !t.addresses.is_empty()
+                && !self.is_avoided(e.pe_id, false)
+        });
+        if !any {
+            return false;
+        }
+        let elements = core::mem::take(&mut self.standby.elements);
+        self.standby.at = None;
+        self.choose(now, &elements);
+        true
+    }
+
     fn on_resolution(&mut self, now: Instant, e: PoolUserEvent) {
+        if let Some(refresh) = self.standby.request {
+            match &e {
+                PoolUserEvent::Resolved {
+                    request, elements, ..
+                } if *request == refresh => {
+                    self.standby.request = None;
+                    self.standby.elements = elements.clone();
+                    self.standby.at = Some(now);
+                    return;
+                }
+                PoolUserEvent::ResolutionFailed { request, .. } if *request == refresh => {
+                    self.standby.request = None;
+                    return;
+                }
+                _ => {}
+            }
+        }
         let State::Resolving { request } = self.state else {
             return;
         };
@@ -870,7 +967,9 @@ impl<R: rand_core::Rng> PoolUserSession<R> {
         }
         self.unanswered_since = None;
         self.left_pe(now, pe, report);
-        self.resolve(now);
+        if !self.fail_over_from_standby(now) {
+            self.resolve(now);
+        }
     }
 
     /// A connection attempt failed or timed out: report the PE, try the next one.
@@ -881,6 +980,10 @@ impl<R: rand_core::Rng> PoolUserSession<R> {
 
     fn on_up(&mut self, now: Instant, assoc: AssocId, pe: PeIdentifier) {
         self.state = State::Connected { assoc, pe };
+        if self.config.standby_refresh.is_some() {
+            // The first refresh right away: the list is current soon after every connect.
+            self.standby.next = Some(now);
+        }
         self.last_rx = now;
         self.unanswered_since = None;
         self.failed_attempts = 0;
@@ -1022,6 +1125,13 @@ impl<R: rand_core::Rng> Machine for PoolUserSession<R> {
             {
                 self.fail_over(now, assoc, pe, FailoverReason::ResponseTimeout, true, true);
             }
+            State::Connected { .. } => {
+                if let (Some(every), Some(next)) = (self.config.standby_refresh, self.standby.next)
+                    && next <= now
+                {
+                    self.refresh_standby(now, every);
+                }
+            }
             _ => {}
         }
     }
@@ -1034,7 +1144,10 @@ impl<R: rand_core::Rng> Machine for PoolUserSession<R> {
         let own = match self.state {
             State::Waiting { until } => Some(until),
             State::Connecting { deadline, .. } => Some(deadline),
-            State::Connected { .. } => self.response_deadline(),
+            State::Connected { .. } => match (self.response_deadline(), self.standby.next) {
+                (Some(a), Some(b)) => Some(a.min(b)),
+                (a, b) => a.or(b),
+            },
             _ => None,
         };
         match (own, self.pu.poll_timeout()) {

@@ -314,6 +314,14 @@ mod tests {
         assert_eq!(o.effective_response_timeout(), Some(ms(700)));
         let o: RspTerminalOptions = parse("rspterminal", &["-responsetimeout=0"]).unwrap();
         assert_eq!(o.effective_response_timeout(), None);
+        // The standby list: off by default (RSPLIB resolves at every failover).
+        assert_eq!(o.library.standby_refresh(), None);
+        let o: RspTerminalOptions = parse("rspterminal", &["-standbyrefresh=1000"]).unwrap();
+        assert_eq!(o.library.standby_refresh(), Some(ms(1000)));
+        assert_eq!(
+            crate::programs::terminal::session_config(&o).standby_refresh,
+            Some(ms(1000))
+        );
     }
 
     #[test]

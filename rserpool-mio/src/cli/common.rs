@@ -320,6 +320,11 @@ pub struct LibraryOptions {
     /// TLS to registrars.
     #[command(flatten)]
     pub tls: TlsOptions,
+    /// Pool users: while connected, ask the registrar for the pool's PEs every this long, ms,
+    /// so that a failover connects to the next PE at once (our addition; 0 = off, RSPLIB's
+    /// behaviour: every failover resolves)
+    #[arg(long = "standbyrefresh", value_name = "MS", default_value = "0", value_parser = millis_min::<0>)]
+    pub standby_refresh: Duration,
 }
 
 impl Default for LibraryOptions {
@@ -338,11 +343,17 @@ impl Default for LibraryOptions {
             log: LogOptions::default(),
             transport: TransportChoice::Auto,
             tls: TlsOptions::default(),
+            standby_refresh: Duration::ZERO,
         }
     }
 }
 
 impl LibraryOptions {
+    /// `-standbyrefresh=` for [`PoolUserSessionConfig::standby_refresh`](rserpool_core::session::PoolUserSessionConfig::standby_refresh) (`None` for 0).
+    pub fn standby_refresh(&self) -> Option<Duration> {
+        (!self.standby_refresh.is_zero()).then_some(self.standby_refresh)
+    }
+
     /// The announce group to listen on, or `None` with `-asapannounce=off`.
     pub fn asap_announce_address(&self) -> Option<SocketAddr> {
         self.asap_announce.resolve(ASAP_ANNOUNCE_DEFAULT)

@@ -84,6 +84,7 @@ pub fn client_session_config(
         avoid_time: CLIENT_AVOID_TIME,
         replay: ReplayPolicy::None,
         report_shutdown: false,
+        standby_refresh: lib.standby_refresh(),
         ..PoolUserSessionConfig::default()
     }
 }
