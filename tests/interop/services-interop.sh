@@ -190,10 +190,18 @@ jobs_completed() { strip "$1" | grep -c '^Job #[0-9]* completed'; }
 job_done() { strip "$1" | grep -q "^Job #$2 completed"; }
 # scalar FILE NAME: a value of a CalcApp scalar file.
 scalar() { sed -n "s/^scalar \"[^\"]*\" \"CalcAppPU $2\" *//p" "$1" 2>/dev/null; }
-# job_running FILE: the number of the job RSPLIB's client has accepted and not completed.
+# Jobs are drawn with exponentially distributed sizes (mean 600,000 calculations), and the
+# job under way is more likely a long one. The PEs of phases 1 and 3 compute 400,000
+# calculations/s, and a job is a candidate for the kill only up to this size (7.5 s of work):
+# the killed job must be able to finish at the other PE within the client's 24 s run.
+KILL_MAX_JOB_SIZE=3000000
+# job_running FILE: the number of the job RSPLIB's client has accepted and not completed (if
+# it is at most KILL_MAX_JOB_SIZE).
 rsplib_job_running() {
-  strip "$1" | awk '/^Job #[0-9]* accepted/ { j = $2 } /^Job #[0-9]* completed/ { if ($2 == j) j = "" }
-    END { if (j == "") exit 1; sub(/^#/, "", j); print j }'
+  strip "$1" | awk -v max=$KILL_MAX_JOB_SIZE '
+    /^Request for job #[0-9]+ \(job size/ { size = $NF; sub(/\)$/, "", size) }
+    /^Job #[0-9]* accepted/ { j = $2; js = size } /^Job #[0-9]* completed/ { if ($2 == j) j = "" }
+    END { if (j == "" || js + 0 > max) exit 1; sub(/^#/, "", j); print j }'
 }
 # rsplib_calcapp_busy PHASE: the host of RSPLIB's CalcApp PE PHASE-h3/-h4 with a job running
 # by its own output ("Job added" last, not "Job removed"): `ss` does not list the
@@ -237,7 +245,7 @@ kill_mid_job() {
 
 log "--- calcapp 1: RSPLIB's calcappclient, our PEs \$51/\$61 at our registrar A; PE SIGKILLed mid-job"
 for h in 3 4; do
-  our_pe "ca1-h$h" "h$h" "$((h + 2))1" A CA1 -calcapp -capcapacity=100000 -capcookiemaxtime=0.5 \
+  our_pe "ca1-h$h" "h$h" "$((h + 2))1" A CA1 -calcapp -capcapacity=400000 -capcookiemaxtime=0.5 \
     -capvector="$OUT/ca1-h$h.vec" -capscalar="$OUT/ca1-h$h.sca"
 done
 wait_registered "(a) calcapp: our PEs \$51, \$61 registered at our registrar" A CA1 51 61
@@ -260,8 +268,11 @@ check "(c) calcapp: RSPLIB's client ended by itself; its scalar file counts $com
 stop_all_pes ca1
 
 log "--- calcapp 2: RSPLIB's calcappclient, our PEs \$52/\$62 with -capfailureafter=2 at RSPLIB's registrar B"
+# Each PE session ends after two cookies (0.3 s of work, then ~0.3 s to fail over): at
+# 1,000,000 calculations/s the client's 16 s move a job by ~8,000,000 calculations, so even a
+# large first job (exponential sizes, mean 800,000) completes.
 for h in 3 4; do
-  our_pe "ca2-h$h" "h$h" "$((h + 2))2" B CA2 -calcapp -capcapacity=250000 -capcookiemaxtime=0.3 \
+  our_pe "ca2-h$h" "h$h" "$((h + 2))2" B CA2 -calcapp -capcapacity=1000000 -capcookiemaxtime=0.3 \
     -capfailureafter=2 -capvector="$OUT/ca2-h$h.vec" -capscalar="$OUT/ca2-h$h.sca"
 done
 wait_registered "(a) calcapp: our PEs \$52, \$62 registered at RSPLIB's registrar" B CA2 52 62
@@ -277,7 +288,7 @@ stop_all_pes ca2
 
 log "--- calcapp 3: our calcappclient, RSPLIB's PEs \$53/\$63 at RSPLIB's registrar B; PE SIGKILLed mid-job"
 for h in 3 4; do
-  rsplib_pe "ca3-h$h" "h$h" "$((h + 2))3" B CA3 -calcapp -capcapacity=100000 -capcookiemaxtime=0.5 \
+  rsplib_pe "ca3-h$h" "h$h" "$((h + 2))3" B CA3 -calcapp -capcapacity=400000 -capcookiemaxtime=0.5 \
     -capvector="$OUT/ca3-h$h.vec" -capscalar="$OUT/ca3-h$h.sca"
 done
 wait_registered "(b) calcapp: RSPLIB's PEs \$53, \$63 registered at RSPLIB's registrar" B CA3 53 63
@@ -287,9 +298,11 @@ start ca3-client "$CLIENT_HOST" "$BIN/calcappclient" -registrar="$H2:3863" -pool
 # Our client logs "CalcApp: request for job #N" and "Job #N completed": the job under way
 # is the last one requested if it is not completed (one job at a time).
 our_job_running() {
-  strip "$1" | awk '/CalcApp: request for job #[0-9]+/ { for (i = 1; i <= NF; i++) if ($i ~ /^#[0-9]+$/) j = substr($i, 2) }
+  strip "$1" | awk -v max=$KILL_MAX_JOB_SIZE '
+    /CalcApp: request for job #[0-9]+/ { for (i = 1; i <= NF; i++) if ($i ~ /^#[0-9]+$/) j = substr($i, 2)
+      js = $NF; sub(/\)$/, "", js) }
     /^Job #[0-9]* completed/ { if (substr($2, 2) == j) j = "" }
-    END { if (j == "") exit 1; print j }'
+    END { if (j == "" || js + 0 > max) exit 1; print j }'
 }
 wait_for 30 eval "((\$(jobs_completed '$OUT/ca3-client.log') >= 1))"
 check "(b) calcapp: our client completed jobs at RSPLIB's PEs" \
