@@ -3,17 +3,14 @@
 //! arrives while the program is down between two lives, where no driver catches signals.
 //! (Before the fix such a signal was lost and the program lived on.)
 
+mod common;
+
+use common::bin_dir;
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use rserpool_mio::programs::cluster::{Proc, Programs, free_ports};
-
-fn bin_dir() -> PathBuf {
-    Path::new(env!("CARGO_BIN_EXE_rspregistrar"))
-        .parent()
-        .expect("binary directory")
-        .to_path_buf()
-}
 
 fn log_file(test: &str) -> PathBuf {
     std::env::temp_dir().join(format!("rserpool-{test}-{}.log", std::process::id()))

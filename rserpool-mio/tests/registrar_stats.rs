@@ -6,22 +6,15 @@
 mod common;
 
 use std::io::Read;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-use common::Net;
+use common::{Net, bin_dir};
 use rserpool_core::Protocol;
 use rserpool_mio::programs::registrar_stats::{ACTION_LOG_HEADER, STATS_HEADER};
 use rserpool_mio::programs::services::pool::ServicePool;
 use rserpool_mio::transport::{TransportConfig, TransportEvent, TransportKind};
 use rserpool_proto::rtf::ChannelKind;
-
-fn bin_dir() -> PathBuf {
-    Path::new(env!("CARGO_BIN_EXE_rspserver"))
-        .parent()
-        .expect("binary directory")
-        .to_path_buf()
-}
 
 fn logs(test: &str) -> PathBuf {
     std::env::temp_dir().join(format!("rserpool-{test}-{}", std::process::id()))

@@ -3,19 +3,16 @@
 //! (`-capfailureafter=`) and by SIGKILL of the PE processing a job. Jobs must complete with
 //! their full size, and the files must agree with each other.
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use common::bin_dir;
+
+use std::path::PathBuf;
 use std::time::Duration;
 
 use rserpool_mio::programs::services::pool::{ClientProc, ServicePool};
 
 const LIMIT: Duration = Duration::from_secs(40);
-
-fn bin_dir() -> PathBuf {
-    Path::new(env!("CARGO_BIN_EXE_rspserver"))
-        .parent()
-        .expect("binary directory")
-        .to_path_buf()
-}
 
 fn logs(test: &str) -> PathBuf {
     std::env::temp_dir().join(format!("rserpool-{test}-{}", std::process::id()))

@@ -3,6 +3,10 @@
 //! failure tester, SIGKILL of a PE mid-image) must be pixel-identical to one computed
 //! without failure, and to the image rendered locally with the same algorithm.
 
+mod common;
+
+use common::bin_dir;
+
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
@@ -15,13 +19,6 @@ use rserpool_proto::services::fractal::FgpParameter;
 const LIMIT: Duration = Duration::from_secs(60);
 const W: u32 = 160;
 const H: u32 = 100;
-
-fn bin_dir() -> PathBuf {
-    Path::new(env!("CARGO_BIN_EXE_rspserver"))
-        .parent()
-        .expect("binary directory")
-        .to_path_buf()
-}
 
 fn logs(test: &str) -> PathBuf {
     std::env::temp_dir().join(format!("rserpool-{test}-{}", std::process::id()))

@@ -2,19 +2,16 @@
 //! `pingpongclient`; failover by the PE's failure tester and by SIGKILL. The ReplyNo
 //! sequence must continue without a gap across PEs (the cookie carries it).
 
-use std::path::{Path, PathBuf};
+mod common;
+
+use common::bin_dir;
+
+use std::path::PathBuf;
 use std::time::Duration;
 
 use rserpool_mio::programs::services::pool::{ClientProc, ServicePool, parse_ack};
 
 const LIMIT: Duration = Duration::from_secs(40);
-
-fn bin_dir() -> PathBuf {
-    Path::new(env!("CARGO_BIN_EXE_rspserver"))
-        .parent()
-        .expect("binary directory")
-        .to_path_buf()
-}
 
 fn logs(test: &str) -> PathBuf {
     std::env::temp_dir().join(format!("rserpool-{test}-{}", std::process::id()))

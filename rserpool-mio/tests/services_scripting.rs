@@ -5,6 +5,10 @@
 //! another PE). With `-sskeyring=` only OpenPGP-signed environments and work packages are
 //! accepted.
 
+mod common;
+
+use common::bin_dir;
+
 use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
@@ -12,13 +16,6 @@ use rserpool_mio::programs::services::pool::{ClientProc, ServicePool};
 use rserpool_mio::programs::services::scripting_host::pack_work_package;
 
 const LIMIT: Duration = Duration::from_secs(40);
-
-fn bin_dir() -> PathBuf {
-    Path::new(env!("CARGO_BIN_EXE_rspserver"))
-        .parent()
-        .expect("binary directory")
-        .to_path_buf()
-}
 
 fn logs(test: &str) -> PathBuf {
     std::env::temp_dir().join(format!("rserpool-{test}-{}", std::process::id()))

@@ -4,7 +4,16 @@
 use mio::{Events, Poll};
 use rserpool_core::AssocId;
 use rserpool_mio::transport::{TransportConfig, TransportEvent, Transports};
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
+
+/// The directory of the workspace's program binaries (those of this test's build).
+pub fn bin_dir() -> PathBuf {
+    Path::new(env!("CARGO_BIN_EXE_rspserver"))
+        .parent()
+        .expect("binary directory")
+        .to_path_buf()
+}
 
 pub struct Net {
     pub poll: Poll,
