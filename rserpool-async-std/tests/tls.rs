@@ -7,13 +7,13 @@
 //! `futures_lite::future::block_on`, bounded in time.
 
 mod common;
+#[path = "../../rserpool-mio/tests/pki/mod.rs"]
+mod pki;
 
 use async_io::Timer;
 use futures_lite::StreamExt;
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
-};
+use pki::{leaf, new_ca};
+use rcgen::{Issuer, KeyPair};
 use rserpool_async_std::{
     PoolElement, PoolElementConfig, PoolUser, PoolUserConfig, Registrar, RegistrarConfig,
     ServerEvent, TlsPolicy, TlsSettings, TransportConfig, TransportMode, resolve,
@@ -25,30 +25,13 @@ use std::time::Duration;
 
 const LOCALHOST: IpAddr = IpAddr::V4(Ipv4Addr::LOCALHOST);
 
-fn new_ca(name: &str) -> (String, Issuer<'static, KeyPair>) {
-    let key = KeyPair::generate().unwrap();
-    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    p.distinguished_name.push(DnType::CommonName, name);
-    let cert = p.self_signed(&key).unwrap();
-    (cert.pem(), Issuer::new(p, key))
-}
-
 /// TLS settings of a party with a certificate by `issuer`, trusting `ca_pem`.
 fn party(name: &str, issuer: &Issuer<'static, KeyPair>, ca_pem: &str) -> Arc<TlsSettings> {
-    let key = KeyPair::generate().unwrap();
-    let mut p = CertificateParams::new(vec!["rserpool".to_owned()]).unwrap();
-    p.distinguished_name.push(DnType::CommonName, name);
-    p.extended_key_usages = vec![
-        ExtendedKeyUsagePurpose::ServerAuth,
-        ExtendedKeyUsagePurpose::ClientAuth,
-    ];
-    let cert = p.signed_by(&key, issuer).unwrap();
+    let (cert, key) = leaf(name, issuer);
     Arc::new(
         TlsSettings::from_pem(
-            cert.pem().as_bytes(),
-            key.serialize_pem().as_bytes(),
+            cert.as_bytes(),
+            key.as_bytes(),
             ca_pem.as_bytes(),
             "rserpool",
         )

@@ -5,12 +5,11 @@
 //! Every wait ends by itself.
 
 mod common;
+mod pki;
 
 use common::*;
-use rcgen::{
-    BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer, KeyPair,
-    KeyUsagePurpose,
-};
+use pki::{leaf, new_ca};
+use rcgen::{Issuer, KeyPair};
 use rserpool_core::Protocol;
 use rserpool_mio::programs::cluster::{
     Proc, Programs, TerminalProc, free_ports, wait_for_listener,
@@ -59,16 +58,6 @@ struct Pki {
     stranger: Party,
 }
 
-fn new_ca(name: &str) -> (String, Issuer<'static, KeyPair>) {
-    let key = KeyPair::generate().unwrap();
-    let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-    p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-    p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-    p.distinguished_name.push(DnType::CommonName, name);
-    let cert = p.self_signed(&key).unwrap();
-    (cert.pem(), Issuer::new(p, key))
-}
-
 impl Pki {
     fn new(test: &str) -> Pki {
         let dir = std::env::temp_dir().join(format!("rserpool-tls-{test}-{}", std::process::id()));
@@ -78,20 +67,13 @@ impl Pki {
         let ca_path = dir.join("ca.pem");
         std::fs::write(&ca_path, ca_pem).unwrap();
         let party = |name: &str, issuer: &Issuer<'static, KeyPair>| {
-            let key = KeyPair::generate().unwrap();
-            let mut p = CertificateParams::new(vec!["rserpool".to_owned()]).unwrap();
-            p.distinguished_name.push(DnType::CommonName, name);
-            p.extended_key_usages = vec![
-                ExtendedKeyUsagePurpose::ServerAuth,
-                ExtendedKeyUsagePurpose::ClientAuth,
-            ];
-            let cert = p.signed_by(&key, issuer).unwrap();
+            let (cert, key) = leaf(name, issuer);
             let (c, k) = (
                 dir.join(format!("{name}.pem")),
                 dir.join(format!("{name}.key")),
             );
-            std::fs::write(&c, cert.pem()).unwrap();
-            std::fs::write(&k, key.serialize_pem()).unwrap();
+            std::fs::write(&c, cert).unwrap();
+            std::fs::write(&k, key).unwrap();
             Party {
                 cert: c,
                 key: k,
