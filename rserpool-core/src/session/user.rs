@@ -702,6 +702,13 @@ impl<R: rand_core::Rng> PoolUserSession<R> {
         self.avoid.retain(|a| a.until > now);
     }
 
+    /// The session can connect to `e`: a user transport it speaks, with a port and an
+    /// address.
+    fn is_usable(&self, e: &ResolvedElement) -> bool {
+        let t = &e.user_transport;
+        self.config.transports.contains(&t.protocol) && t.port != 0 && !t.addresses.is_empty()
+    }
+
     fn is_avoided(&self, pe: PeIdentifier, hard: bool) -> bool {
         self.avoid.iter().any(|a| a.pe == pe && (a.hard || !hard))
     }
@@ -755,13 +762,11 @@ impl<R: rand_core::Rng> PoolUserSession<R> {
             return false;
         }
         self.purge_avoid(now);
-        let any = self.standby.elements.iter().any(|e| {
-            let t = &e.user_transport;
-            self.config.transports.contains(&t.protocol)
-                && t.port != 0
-                && !t.addresses.is_empty()
-                && !self.is_avoided(e.pe_id, false)
-        });
+        let any = self
+            .standby
+            .elements
+            .iter()
+            .any(|e| self.is_usable(e) && !self.is_avoided(e.pe_id, false));
         if !any {
             return false;
         }
@@ -817,12 +822,8 @@ impl<R: rand_core::Rng> PoolUserSession<R> {
         let mut usable = 0usize;
         let mut hard_ok: SmallVec<[&ResolvedElement; 4]> = SmallVec::new();
         for e in elements {
-            let t = &e.user_transport;
-            if !self.config.transports.contains(&t.protocol)
-                || t.port == 0
-                || t.addresses.is_empty()
-            {
-                unsupported.get_or_insert(t.protocol);
+            if !self.is_usable(e) {
+                unsupported.get_or_insert(e.user_transport.protocol);
                 continue;
             }
             usable += 1;
