@@ -80,6 +80,13 @@ fn ev(e: SessionEvent) -> O {
     O::Event(e)
 }
 
+fn started(pe: u32, reason: FailoverReason) -> O {
+    ev(Ev::FailoverStarted {
+        pe_id: id(pe),
+        reason,
+    })
+}
+
 /// A session opened at t = 0 whose registrar comes up at 5 ms and answers `ids` at 10 ms;
 /// the association to the first of them is up at 20 ms.
 fn connected(c: PoolUserSessionConfig, ids: &[u32]) -> Pus {
@@ -198,10 +205,7 @@ fn newest_cookie_is_kept_and_echoed_first_on_failover() {
     assert_eq!(
         sdrain(&mut s),
         vec![
-            ev(Ev::FailoverStarted {
-                pe_id: id(1),
-                reason: FailoverReason::AssociationLost
-            }),
+            started(1, FailoverReason::AssociationLost),
             eu(1),
             hr(Some(2)),
         ]
@@ -266,14 +270,7 @@ fn unanswered_data_is_replayed_after_the_cookie_echo_then_new_data() {
     s.handle_assoc_down(ms(250), sess(1), AssocDownReason::Shutdown);
     assert_eq!(
         sdrain(&mut s),
-        vec![
-            ev(Ev::FailoverStarted {
-                pe_id: id(1),
-                reason: FailoverReason::Shutdown
-            }),
-            eu(1),
-            hr(Some(2)),
-        ]
+        vec![started(1, FailoverReason::Shutdown), eu(1), hr(Some(2)),]
     );
     // Sent during the failover: queued.
     s.send(ms(251), 0, b("line4")).unwrap();
@@ -343,10 +340,7 @@ fn a_hung_pe_is_left_after_the_response_timeout() {
     assert_eq!(
         sdrain(&mut s),
         vec![
-            ev(Ev::FailoverStarted {
-                pe_id: id(1),
-                reason: FailoverReason::ResponseTimeout
-            }),
+            started(1, FailoverReason::ResponseTimeout),
             O::Close(sess(1), true),
             eu(1),
             hr(Some(2)),
@@ -520,10 +514,7 @@ fn with_a_cache_the_failover_needs_no_registrar_round_trip() {
     assert_eq!(
         sdrain(&mut s),
         vec![
-            ev(Ev::FailoverStarted {
-                pe_id: id(first),
-                reason: FailoverReason::AssociationLost
-            }),
+            started(first, FailoverReason::AssociationLost),
             eu(first),
             connect_to(2, other),
         ]
@@ -538,13 +529,7 @@ fn shutdown_without_report_avoids_the_pe_only_while_another_is_available() {
     s.handle_assoc_down(ms(100), sess(1), AssocDownReason::Shutdown);
     assert_eq!(
         sdrain(&mut s),
-        vec![
-            ev(Ev::FailoverStarted {
-                pe_id: id(1),
-                reason: FailoverReason::Shutdown
-            }),
-            hr(Some(2)),
-        ]
+        vec![started(1, FailoverReason::Shutdown), hr(Some(2)),]
     );
     // Another PE is preferred ...
     s.handle_message(ms(101), reg(), 11, answer(POOL, &[1, 2]));
@@ -571,10 +556,7 @@ fn forced_failover_reports_only_when_asked() {
     assert_eq!(
         sdrain(&mut s),
         vec![
-            ev(Ev::FailoverStarted {
-                pe_id: id(1),
-                reason: FailoverReason::Forced
-            }),
+            started(1, FailoverReason::Forced),
             O::Close(sess(1), true),
             hr(Some(2)),
         ]
@@ -593,10 +575,7 @@ fn forced_failover_reports_only_when_asked() {
     assert_eq!(
         sdrain(&mut s),
         vec![
-            ev(Ev::FailoverStarted {
-                pe_id: id(2),
-                reason: FailoverReason::Forced
-            }),
+            started(2, FailoverReason::Forced),
             O::Close(sess(2), true),
             eu(2),
             hr(Some(3)),
@@ -973,10 +952,7 @@ fn a_standby_list_lets_the_failover_connect_without_a_resolution() {
     assert_eq!(
         sdrain(&mut s),
         vec![
-            ev(Ev::FailoverStarted {
-                pe_id: id(1),
-                reason: FailoverReason::AssociationLost
-            }),
+            started(1, FailoverReason::AssociationLost),
             eu(1),
             connect_to(2, 2),
         ]
@@ -1021,13 +997,7 @@ fn a_refresh_on_its_way_becomes_the_failovers_resolution() {
     s.handle_assoc_down(ms(22), sess(1), AssocDownReason::Lost);
     assert_eq!(
         sdrain(&mut s),
-        vec![
-            ev(Ev::FailoverStarted {
-                pe_id: id(1),
-                reason: FailoverReason::AssociationLost
-            }),
-            eu(1),
-        ]
+        vec![started(1, FailoverReason::AssociationLost), eu(1),]
     );
     assert_eq!(s.state(), SessionState::Resolving);
     // ... the refresh's answer picks the next PE.
