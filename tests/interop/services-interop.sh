@@ -223,16 +223,17 @@ rsplib_calcapp_busy() {
 # SIGKILLs that PE; KILLED_JOB is the job's number, VICTIM the PE.
 KILLED_JOB= VICTIM=
 kill_mid_job() {
-  local logf=$1 phase=$2 fn=$3 min_age=${4:-0} end=$((SECONDS + 40)) h j seen= since=0
+  local logf=$1 phase=$2 fn=$3 min_age=${4:-0} end=$((SECONDS + 40)) h j seen= since=0 now
   KILLED_JOB= VICTIM=
   while ((SECONDS < end)); do
+    now=$((${EPOCHREALTIME/./} / 1000))
     if ! j=$("$fn" "$logf"); then
       seen=
     elif [ "$j" != "$seen" ]; then
-      seen=$j since=$(date +%s%3N)
+      seen=$j since=$now
     fi
-    if [ -n "$seen" ] && (($(date +%s%3N) - since >= min_age)) && j=$("$fn" "$logf") &&
-      [ "$j" = "$seen" ] && h=$(serving_host h3 h4 || rsplib_calcapp_busy "$phase"); then
+    if [ -n "$seen" ] && ((now - since >= min_age)) &&
+      h=$(serving_host h3 h4 || rsplib_calcapp_busy "$phase"); then
       KILLED_JOB=$j VICTIM=$phase-$h
       kill9 "$VICTIM"
       log "job #$j was under way at $VICTIM"
