@@ -2,7 +2,7 @@
 # run-all.sh [--no-build] [SCENARIO...]: runs the interoperability scenarios on the host.
 #   1. builds our binaries in release (cargo build --release -p rserpool-mio --bins, and the
 #      async driver's examples: -p rserpool-async-std --examples);
-#   2. runs each scenario (default: ours-sctp rsplib-interop services-interop async-mixed) in the SCTP VM
+#   2. runs each scenario (default: ours-sctp rsplib-interop services-interop fractal-interop async-mixed) in the SCTP VM
 #      (sctp-vm run --net=ns:5), results under $CARGO_TARGET_DIR/interop (default
 #      target/interop): one directory per scenario with logs, hsdump outputs and the capture;
 #   3. checks each capture on the host with check-pcap.sh (tshark + rspwire pcap);
@@ -31,7 +31,7 @@ for a in "$@"; do
     *) scenarios+=("${a%.sh}") ;;
   esac
 done
-((${#scenarios[@]})) || scenarios=(ours-sctp rsplib-interop services-interop async-mixed)
+((${#scenarios[@]})) || scenarios=(ours-sctp rsplib-interop services-interop fractal-interop async-mixed)
 
 skip() {
   echo "interop: skipped: $*"

@@ -11,7 +11,7 @@
 #       the other PE: Ping Pong keeps counting (reply numbers without gap), the CalcApp job
 #       under way completes (from the PE's cookie) and the completed-job counts agree,
 #       the Scripting result is byte-identical to a run without failure.
-# The fractal service is not covered: RSPLIB's `fractalpooluser` is a Qt GUI program.
+# The fractal service: fractal-interop.sh.
 source "$(dirname "$0")/lib.sh"
 
 RSPLIB_LOG=(-loglevel=3 -logcolor=off)
