@@ -1030,10 +1030,10 @@ fn accepted_associations_are_routed_with_their_channel_kind() {
     type Routed = Vec<(AssocId, Option<ChannelKind>)>;
     let routed: Arc<std::sync::Mutex<Routed>> = Arc::default();
     let r2 = Arc::clone(&routed);
-    server.route_accepted(move |m: &mut Toy, now, id, info| {
+    server.route_accepted(move |m: &mut Toy, now, id, info, peer_addrs| {
         r2.lock().unwrap().push((id, info.channel));
         if info.channel == Some(ChannelKind::Session) {
-            m.handle_assoc_up(now, id, &info.peer_addrs);
+            m.handle_assoc_up(now, id, peer_addrs);
         }
     });
     let to = listen_addr(&server);

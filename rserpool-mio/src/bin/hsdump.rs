@@ -43,11 +43,11 @@ impl Application<HsDump> for App {
         for e in events {
             match e {
                 HsDumpEvent::Connected(assoc) => {
-                    let (local, kind) = step
+                    let local = step.local_addrs(assoc);
+                    let kind = step
                         .assocs
                         .get(assoc)
-                        .map(|i| (i.local_addrs.clone(), i.kind))
-                        .unwrap_or((Default::default(), TransportKind::Tcp));
+                        .map_or(TransportKind::Tcp, |i| i.kind);
                     let protocol = match kind {
                         TransportKind::Sctp => TransportProtocol::Sctp,
                         TransportKind::Tcp => TransportProtocol::Tcp,

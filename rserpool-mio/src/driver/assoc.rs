@@ -8,13 +8,7 @@ use rserpool_core::io::AssocIdAllocator;
 use rserpool_core::{AssocId, ChannelKind, Instant};
 use rserpool_proto::csp::{CSP_DURATION_UNKNOWN, ComponentId, CspAssociation, CspProtocol};
 use rserpool_proto::rtf;
-use smallvec::SmallVec;
 use std::collections::{HashMap, VecDeque};
-use std::net::SocketAddr;
-
-/// The addresses of one end of an association: one is kept inline (a single-homed
-/// association, the usual case, needs no heap memory for them).
-pub type AddrList = SmallVec<[SocketAddr; 1]>;
 
 /// The core's channel kind of a transport (RTF) channel kind.
 pub fn channel_from_rtf(kind: rtf::ChannelKind) -> ChannelKind {
@@ -37,7 +31,12 @@ pub fn channel_to_rtf(kind: ChannelKind) -> rtf::ChannelKind {
 }
 
 /// What the driver knows about one association the machine can see.
-#[derive(Clone, Debug, PartialEq, Eq)]
+///
+/// Its addresses are not kept here (every association would pay for them): the
+/// accept router ([`Driver::route_accepted`](super::Driver::route_accepted)) gets the peer's
+/// addresses, and [`Driver::peer_addrs`](super::Driver::peer_addrs) /
+/// [`Step::local_addrs`](super::Step::local_addrs) ask the socket.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct AssocInfo {
     /// The transport carrying it.
     pub kind: TransportKind,
@@ -49,10 +48,6 @@ pub struct AssocInfo {
     pub created: Instant,
     /// When `handle_assoc_up` was reported (`None` while connecting).
     pub up_since: Option<Instant>,
-    /// The peer's addresses (empty while connecting).
-    pub peer_addrs: AddrList,
-    /// Our addresses of the association (empty while connecting).
-    pub local_addrs: AddrList,
     /// PPID of the last message the machine sent on it.
     pub last_ppid: Option<u32>,
 }
@@ -321,8 +316,6 @@ mod tests {
             outbound: false,
             created: Instant::ZERO,
             up_since: None,
-            peer_addrs: AddrList::new(),
-            local_addrs: AddrList::new(),
             last_ppid: None,
         }
     }

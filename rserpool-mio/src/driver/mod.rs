@@ -131,7 +131,7 @@
 pub mod assoc;
 pub mod csp;
 
-pub use assoc::{AddrList, AssocInfo, AssocTable};
+pub use assoc::{AssocInfo, AssocTable};
 pub use csp::{CspConfig, CspReporter, CspStatus, component_location};
 
 use crate::cli::{TerminationSignal, TerminationSignals};
@@ -416,6 +416,35 @@ pub struct Step<'a, M: Machine> {
     pub registry: &'a Registry,
     /// The driver's associations.
     pub assocs: &'a AssocTable,
+    /// The transports, for [`Step::local_addrs`] and [`Step::peer_addrs`].
+    transports: &'a Transports,
+}
+
+impl<M: Machine> Step<'_, M> {
+    /// Our addresses of `assoc` (a machine-visible id), asked of its socket; empty for an
+    /// unknown or closed association.
+    pub fn local_addrs(&self, assoc: AssocId) -> Vec<SocketAddr> {
+        socket_addrs(self.assocs, assoc, |t| self.transports.local_addrs(t))
+    }
+
+    /// The peer's addresses of `assoc` (SCTP: the current list), asked of its socket; empty
+    /// for an unknown or closed association.
+    pub fn peer_addrs(&self, assoc: AssocId) -> Vec<SocketAddr> {
+        socket_addrs(self.assocs, assoc, |t| self.transports.peer_addrs(t))
+    }
+}
+
+/// The addresses `ask` gives for the transport of `assoc`, empty when there are none.
+fn socket_addrs(
+    assocs: &AssocTable,
+    assoc: AssocId,
+    ask: impl FnOnce(AssocId) -> io::Result<Vec<SocketAddr>>,
+) -> Vec<SocketAddr> {
+    assocs
+        .get(assoc)
+        .and(assocs.transport_id(assoc))
+        .and_then(|t| ask(t).ok())
+        .unwrap_or_default()
 }
 
 /// What [`Application::on_step`] wants next.
@@ -466,7 +495,7 @@ pub enum Exit {
 type CspStatusFn<M> = Box<dyn FnMut(&M, &AssocTable, Instant) -> CspStatus + Send>;
 
 /// What [`Driver::route_accepted`] calls for every association the driver accepts.
-type AcceptFn<M> = Box<dyn FnMut(&mut M, Instant, AssocId, &AssocInfo) + Send>;
+type AcceptFn<M> = Box<dyn FnMut(&mut M, Instant, AssocId, &AssocInfo, &[SocketAddr]) + Send>;
 
 struct Csp<M> {
     reporter: CspReporter,
@@ -676,6 +705,18 @@ impl<M: Machine> Driver<M> {
         &self.assocs
     }
 
+    /// Our addresses of `assoc` (a machine-visible id), asked of its socket; empty for an
+    /// unknown or closed association.
+    pub fn local_addrs(&self, assoc: AssocId) -> Vec<SocketAddr> {
+        socket_addrs(&self.assocs, assoc, |t| self.transports.local_addrs(t))
+    }
+
+    /// The peer's addresses of `assoc` (SCTP: the current list), asked of its socket; empty
+    /// for an unknown or closed association.
+    pub fn peer_addrs(&self, assoc: AssocId) -> Vec<SocketAddr> {
+        socket_addrs(&self.assocs, assoc, |t| self.transports.peer_addrs(t))
+    }
+
     /// The transports (read-only: queries such as [`Transports::queued_bytes`]).
     pub fn transports(&self) -> &Transports {
         &self.transports
@@ -760,14 +801,15 @@ impl<M: Machine> Driver<M> {
 
     /// Reports every association the driver **accepts** through `route` instead of
     /// [`Machine::handle_assoc_up`]. `route` sees the association's [`AssocInfo`] — above all
-    /// its channel kind (RTF HELLO; for SCTP the listener's single kind) — and calls the
+    /// its channel kind (RTF HELLO; for SCTP the listener's single kind) — and the peer's
+    /// addresses, and calls the
     /// machine method that fits, e.g. a pool element hands channel kind
     /// [`ChannelKind::AsapToPoolElement`] (a registrar taking the PE over) to
     /// `PoolElementSessions::handle_registrar_assoc_up` and everything else to
     /// `handle_assoc_up`. Associations the machine opened itself are not routed.
     pub fn route_accepted(
         &mut self,
-        route: impl FnMut(&mut M, Instant, AssocId, &AssocInfo) + Send + 'static,
+        route: impl FnMut(&mut M, Instant, AssocId, &AssocInfo, &[SocketAddr]) + Send + 'static,
     ) {
         self.accept = Some(Box::new(route));
     }
@@ -914,6 +956,7 @@ impl<M: Machine> Driver<M> {
                     wakeup: &mut self.wakeup,
                     registry: self.poll.registry(),
                     assocs: &self.assocs,
+                    transports: &self.transports,
                 };
                 f(&mut step)
             };
@@ -1215,8 +1258,6 @@ impl<M: Machine> Driver<M> {
                     outbound: true,
                     created: self.now,
                     up_since: None,
-                    peer_addrs: AddrList::new(),
-                    local_addrs: AddrList::new(),
                     last_ppid: None,
                 },
             ),
@@ -1267,7 +1308,6 @@ impl<M: Machine> Driver<M> {
                 kind,
                 channel,
                 peer_addrs,
-                local_addrs,
                 ..
             } => {
                 let channel = channel.map(channel_from_rtf);
@@ -1277,8 +1317,6 @@ impl<M: Machine> Driver<M> {
                             return;
                         }
                         link.info.up_since = Some(now);
-                        link.info.peer_addrs = AddrList::from_slice(&peer_addrs);
-                        link.info.local_addrs = AddrList::from_slice(&local_addrs);
                         if channel.is_some() {
                             link.info.channel = channel;
                         }
@@ -1291,14 +1329,12 @@ impl<M: Machine> Driver<M> {
                             outbound: false,
                             created: now,
                             up_since: Some(now),
-                            peer_addrs: AddrList::from_slice(&peer_addrs),
-                            local_addrs: AddrList::from_slice(&local_addrs),
                             last_ppid: None,
                         };
                         match self.accept.as_mut() {
                             Some(route) => {
-                                let id = self.assocs.insert_accepted(t, info.clone());
-                                route(&mut self.machine, now, id, &info);
+                                let id = self.assocs.insert_accepted(t, info);
+                                route(&mut self.machine, now, id, &info, &peer_addrs);
                             }
                             None => {
                                 let id = self.assocs.insert_accepted(t, info);

@@ -237,11 +237,11 @@ pub fn pe_driver(
         PoolElementSessions::new(pe_config(opts, tkind, &local), os_rng())
             .expect("validated before the driver was made: only port and addresses differ")
     })?;
-    driver.route_accepted(|m: &mut ServerMachine, now, id, info| {
+    driver.route_accepted(|m: &mut ServerMachine, now, id, info, peer_addrs| {
         if info.channel == Some(ChannelKind::AsapToPoolElement) {
-            m.handle_registrar_assoc_up(now, id, &info.peer_addrs);
+            m.handle_registrar_assoc_up(now, id, peer_addrs);
         } else {
-            rserpool_core::Machine::handle_assoc_up(m, now, id, &info.peer_addrs);
+            rserpool_core::Machine::handle_assoc_up(m, now, id, peer_addrs);
         }
     });
     if let Some(u) = announce_receiver(lib) {
