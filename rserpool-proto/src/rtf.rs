@@ -16,6 +16,7 @@
 use crate::spill::SpillQueue;
 use bytes::{Bytes, BytesMut};
 use core::fmt;
+use core::num::NonZeroU32;
 use std::collections::VecDeque;
 
 /// Magic number at the start of a HELLO payload: `"RSPT"`.
@@ -426,11 +427,12 @@ pub struct FrameDecoder {
     /// Header bytes, then (for buffered frames) the whole frame.
     buf: BytesMut,
     /// Total length of the frame in progress, once its header is complete.
-    expected: Option<u32>,
+    /// (Non-zero: a frame is at least a header long; the niche keeps the field 4 bytes.)
+    expected: Option<NonZeroU32>,
     /// Extension payload bytes still to skip.
     skip: u32,
     /// Header of the extension frame being skipped.
-    skipping: Option<(u8, u32)>,
+    skipping: Option<(u8, NonZeroU32)>,
     /// Boxed: a decoder that never failed (all of them, nearly) keeps a pointer only.
     failed: Option<Box<RtfError>>,
 }
@@ -480,7 +482,7 @@ impl FrameDecoder {
             return Ok(());
         }
         let missing = match self.expected {
-            Some(total) => (total as usize).saturating_sub(self.buf.len()),
+            Some(total) => (total.get() as usize).saturating_sub(self.buf.len()),
             None if self.skipping.is_some() => self.skip as usize,
             None => HEADER_LEN - self.buf.len(),
         };
@@ -502,10 +504,13 @@ impl FrameDecoder {
                     return Ok(());
                 }
                 self.skipping = None;
-                out(Frame::Extension { frame_type, length });
+                out(Frame::Extension {
+                    frame_type,
+                    length: length.get(),
+                });
                 continue;
             }
-            let want = self.expected.map_or(HEADER_LEN, |e| e as usize);
+            let want = self.expected.map_or(HEADER_LEN, |e| e.get() as usize);
             if self.buf.len() < want {
                 if data.is_empty() {
                     if self.buf.is_empty() {
@@ -538,7 +543,9 @@ impl FrameDecoder {
             }
             let result = match self.expected.take() {
                 None => self.parse_header().map(|()| None),
-                Some(total) => parse_frame(self.buf.split_to(total as usize).freeze()).map(Some),
+                Some(total) => {
+                    parse_frame(self.buf.split_to(total.get() as usize).freeze()).map(Some)
+                }
             };
             match result {
                 Ok(Some(frame)) => out(frame),
@@ -599,13 +606,13 @@ impl FrameDecoder {
                 // Reserve for small frames only: a bare header must not make us allocate
                 // a large frame's worth of memory before its bytes arrive.
                 self.buf.reserve(payload.min(PREALLOCATE_MAX));
-                self.expected = Some(length);
+                self.expected = NonZeroU32::new(length);
                 Ok(())
             }
             t if t >= frame_type::FIRST_EXTENSION => {
                 self.buf.clear();
                 self.skip = length.saturating_sub(HEADER_LEN as u32);
-                self.skipping = Some((t, length));
+                self.skipping = NonZeroU32::new(length).map(|l| (t, l));
                 Ok(())
             }
             t => Err(RtfError::ReservedFrameType(t)),
@@ -754,18 +761,22 @@ enum State {
 /// [`poll_event`](Self::poll_event)s, and arm a timer for [`poll_timeout`](Self::poll_timeout).
 #[derive(Debug)]
 pub struct RtfConnection {
-    config: RtfConfig,
+    /// Our heartbeat interval (ms, at least 1); the frame limit is the decoder's.
+    heartbeat_interval_ms: u32,
+    /// Round-trip time of the last answered HEARTBEAT plus one (µs, saturated; 0 = none):
+    /// four bytes instead of an `Option<u64>`'s sixteen, in every connection.
+    rtt_us_plus_one: u32,
     role: Role,
-    decoder: FrameDecoder,
     state: State,
     hello_sent: bool,
     peer: Option<Hello>,
+    decoder: FrameDecoder,
     transmit: SpillQueue<Bytes>,
     events: SpillQueue<RtfEvent>,
-    created_us: u64,
-    last_sent_us: u64,
+    /// Before the peer's HELLO: when the connection was made; from the HELLO on: when
+    /// something last arrived (the dead-peer timer's base either way).
     last_received_us: u64,
-    last_rtt_us: Option<u64>,
+    last_sent_us: u64,
 }
 
 /// DATA payloads up to this size are copied behind their header into one chunk; longer ones
@@ -792,23 +803,19 @@ impl RtfConnection {
         c
     }
 
-    fn new(role: Role, mut config: RtfConfig, now_us: u64) -> Self {
-        config.heartbeat_interval_ms = config.heartbeat_interval_ms.max(1);
-        let decoder = FrameDecoder::new(config.max_frame_len);
-        config.max_frame_len = decoder.max_frame_len();
+    fn new(role: Role, config: RtfConfig, now_us: u64) -> Self {
         RtfConnection {
-            config,
+            heartbeat_interval_ms: config.heartbeat_interval_ms.max(1),
+            rtt_us_plus_one: 0,
             role,
-            decoder,
             state: State::AwaitHello,
             hello_sent: false,
             peer: None,
+            decoder: FrameDecoder::new(config.max_frame_len),
             transmit: SpillQueue::default(),
             events: SpillQueue::default(),
-            created_us: now_us,
-            last_sent_us: now_us,
             last_received_us: now_us,
-            last_rtt_us: None,
+            last_sent_us: now_us,
         }
     }
 
@@ -816,7 +823,7 @@ impl RtfConnection {
         self.transmit.push_back(
             Frame::Hello(Hello {
                 channel_kind,
-                heartbeat_interval_ms: self.config.heartbeat_interval_ms,
+                heartbeat_interval_ms: self.heartbeat_interval_ms,
             })
             .to_bytes(),
         );
@@ -824,8 +831,11 @@ impl RtfConnection {
     }
 
     /// The configuration in force (interval at least 1 ms, frame limit at least 65,548).
-    pub fn config(&self) -> &RtfConfig {
-        &self.config
+    pub fn config(&self) -> RtfConfig {
+        RtfConfig {
+            heartbeat_interval_ms: self.heartbeat_interval_ms,
+            max_frame_len: self.decoder.max_frame_len(),
+        }
     }
 
     /// True after the peer's HELLO was accepted and before the connection closed.
@@ -845,12 +855,12 @@ impl RtfConnection {
 
     /// Round-trip time measured by the last answered HEARTBEAT, in microseconds.
     pub fn last_rtt_us(&self) -> Option<u64> {
-        self.last_rtt_us
+        self.rtt_us_plus_one.checked_sub(1).map(u64::from)
     }
 
     /// Largest payload [`send`](Self::send) accepts.
     pub fn max_payload_len(&self) -> usize {
-        self.config.max_frame_len - HEADER_LEN
+        self.decoder.max_frame_len() - HEADER_LEN
     }
 
     /// Queues one user message as a DATA frame. Allowed before the peer's HELLO (it then
@@ -931,7 +941,6 @@ impl RtfConnection {
         if self.state == State::Closed || data.is_empty() {
             return;
         }
-        self.last_received_us = self.last_received_us.max(now_us);
         // Frames are handled as they are decoded (the decoder is moved out meanwhile; the
         // stand-in allocates nothing): no per-connection frame list to keep.
         let mut decoder = core::mem::replace(&mut self.decoder, FrameDecoder::new(0));
@@ -945,6 +954,11 @@ impl RtfConnection {
             }
         });
         self.decoder = decoder;
+        if self.state == State::Up {
+            // Up (the peer's HELLO may have been in this input): the dead-peer timer runs
+            // from now; before that it runs from the connection's creation.
+            self.last_received_us = self.last_received_us.max(now_us);
+        }
         if let Err(e) = result
             && self.state != State::Closed
         {
@@ -1046,7 +1060,8 @@ impl RtfConnection {
             (State::Up, Frame::HeartbeatAck(b)) => {
                 let sent = u64::from_be_bytes(b);
                 if sent <= now_us {
-                    self.last_rtt_us = Some(now_us - sent);
+                    let rtt = u32::try_from(now_us - sent).unwrap_or(u32::MAX - 1);
+                    self.rtt_us_plus_one = rtt.saturating_add(1);
                 }
                 Ok(None)
             }
@@ -1080,8 +1095,8 @@ impl RtfConnection {
             Some(h) => self
                 .last_received_us
                 .saturating_add(DEAD_AFTER_INTERVALS * u64::from(h.heartbeat_interval_ms) * 1000),
-            None => self.created_us.saturating_add(
-                DEAD_AFTER_INTERVALS * u64::from(self.config.heartbeat_interval_ms) * 1000,
+            None => self.last_received_us.saturating_add(
+                DEAD_AFTER_INTERVALS * u64::from(self.heartbeat_interval_ms) * 1000,
             ),
         }
     }
@@ -1089,7 +1104,7 @@ impl RtfConnection {
     fn heartbeat_deadline(&self) -> Option<u64> {
         (self.hello_sent && self.state == State::Up).then(|| {
             self.last_sent_us
-                .saturating_add(u64::from(self.config.heartbeat_interval_ms) * 1000)
+                .saturating_add(u64::from(self.heartbeat_interval_ms) * 1000)
         })
     }
 
@@ -1154,7 +1169,8 @@ pub fn fuzz_rtf_stream(data: &[u8]) {
         now += 3_000;
         conn.handle_input(now, chunk);
         if let Some(t) = conn.poll_timeout() {
-            assert!(t >= conn.created_us);
+            // Created at 0: no deadline can lie before that.
+            assert!(t >= u64::from(conn.heartbeat_interval_ms) * 1000);
             conn.handle_timeout(now);
         }
         while conn.poll_transmit(now).is_some() {}
@@ -1726,6 +1742,25 @@ mod tests {
         assert_eq!(a.poll_timeout(), Some(1_000 + 150 * MS));
         a.handle_timeout(1_000 + 150 * MS);
         assert_eq!(events(&mut a), vec![RtfEvent::Dead]);
+        // Part of a HELLO does not move that deadline (a peer cannot hold a connection open
+        // by dribbling bytes); the whole HELLO starts the peer's dead timer from its arrival.
+        let mut a = RtfConnection::acceptor(ChannelKind::Session.into(), cfg(50), 1_000);
+        let hello = Frame::Hello(Hello {
+            channel_kind: ChannelKind::Session,
+            heartbeat_interval_ms: 200,
+        })
+        .to_bytes();
+        a.handle_input(100 * MS, &hello[..5]);
+        assert_eq!(a.poll_timeout(), Some(1_000 + 150 * MS));
+        a.handle_input(120 * MS, &hello[5..]);
+        while a.poll_transmit(120 * MS).is_some() {}
+        assert!(a.is_up());
+        assert_eq!(a.poll_timeout(), Some(120 * MS + 50 * MS));
+        a.handle_timeout(120 * MS + 50 * MS);
+        while a.poll_transmit(170 * MS).is_some() {}
+        assert_eq!(a.poll_timeout(), Some(170 * MS + 50 * MS));
+        a.handle_timeout(120 * MS + 600 * MS);
+        assert_eq!(events(&mut a).last(), Some(&RtfEvent::Dead));
         // EOF at a boundary after Up = graceful shutdown; inside a frame = error.
         let mut a = RtfConnection::connector(ChannelKind::Session, cfg(50), 0);
         let mut b = RtfConnection::acceptor(ChannelKind::Session.into(), cfg(50), 0);

@@ -423,26 +423,33 @@ struct Assoc {
     io: AssocIo,
 }
 
-#[allow(clippy::large_enum_variant)] // stored inside `Box<Assoc>`; one allocation per association either way
+/// The I/O state of an association, inline in its [`Assoc`]: the variants have about the
+/// same size (the TCP mapping's larger state is out of line in [`TcpFraming`]), so an SCTP
+/// association does not pay for TCP's and a TCP association needs two allocations.
 enum AssocIo {
-    /// Boxed: an SCTP association does not pay for the TCP mapping's larger state.
-    Tcp(Box<TcpIo>),
+    Tcp(TcpIo),
     Sctp(SctpIo),
+}
+
+/// The TCP mapping's RTF state and output buffer (out of line: see [`AssocIo`]).
+struct TcpFraming {
+    rtf: RtfConnection,
+    /// Small frames, copied after `out` (one buffer for many frames; released once
+    /// written).
+    tail: BytesMut,
 }
 
 struct TcpIo {
     stream: TcpStream,
-    rtf: RtfConnection,
+    f: Box<TcpFraming>,
     connecting: bool,
     /// The peer's addresses still to try while connecting.
     next_addrs: SpillQueue<SocketAddr>,
     /// Output chunks, written in order, then `tail`.
     out: SpillQueue<Bytes>,
     /// Bytes of the front chunk already written.
-    front_off: usize,
-    /// Small frames, copied after `out` (one buffer for many frames; released once
-    /// written).
-    tail: BytesMut,
+    /// (A chunk is at most one RTF frame, whose length is a `u32`.)
+    front_off: u32,
     write_shut: bool,
     peer_eof: bool,
     /// TLS between the socket and RTF ([`tls`]); `None` = plain RTF.
@@ -453,12 +460,14 @@ impl TcpIo {
     fn new(stream: TcpStream, rtf: RtfConnection, connecting: bool) -> Self {
         TcpIo {
             stream,
-            rtf,
+            f: Box::new(TcpFraming {
+                rtf,
+                tail: BytesMut::new(),
+            }),
             connecting,
             next_addrs: SpillQueue::default(),
             out: SpillQueue::default(),
             front_off: 0,
-            tail: BytesMut::new(),
             write_shut: false,
             peer_eof: false,
             tls: None,
@@ -480,7 +489,7 @@ impl TcpIo {
         loop {
             let mut moved = 0;
             while let Some(front) = self.out.front() {
-                let chunk = front.get(self.front_off..).unwrap_or_default();
+                let chunk = front.get(self.front_off as usize..).unwrap_or_default();
                 let n = if chunk.is_empty() {
                     0
                 } else {
@@ -491,25 +500,25 @@ impl TcpIo {
                     self.out.pop_front();
                     self.front_off = 0;
                 } else {
-                    self.front_off += n;
+                    self.front_off += u32::try_from(n).unwrap_or(u32::MAX);
                     break;
                 }
             }
-            if self.out.is_empty() && !self.tail.is_empty() {
-                let n = tls.write_plain(&self.tail)?;
+            if self.out.is_empty() && !self.f.tail.is_empty() {
+                let n = tls.write_plain(&self.f.tail)?;
                 moved += n;
-                let n = n.min(self.tail.len());
-                bytes::Buf::advance(&mut self.tail, n);
-                if self.tail.is_empty() {
+                let n = n.min(self.f.tail.len());
+                bytes::Buf::advance(&mut self.f.tail, n);
+                if self.f.tail.is_empty() {
                     // Written out: an idle association keeps no output buffer.
-                    self.tail = BytesMut::new();
+                    self.f.tail = BytesMut::new();
                 }
             }
             *queued = queued.saturating_sub(moved);
             if !tls.write_records(&mut self.stream)? {
                 return Ok(());
             }
-            if moved == 0 || (self.out.is_empty() && self.tail.is_empty()) {
+            if moved == 0 || (self.out.is_empty() && self.f.tail.is_empty()) {
                 // Everything is out, or the layer takes no plaintext yet (handshake).
                 return Ok(());
             }
@@ -519,10 +528,10 @@ impl TcpIo {
     /// Appends one chunk of the RTF byte stream to the output.
     fn push_chunk(&mut self, c: Bytes) {
         if c.len() <= COALESCE_MAX {
-            self.tail.extend_from_slice(&c);
+            self.f.tail.extend_from_slice(&c);
         } else {
-            if !self.tail.is_empty() {
-                self.out.push_back(self.tail.split().freeze());
+            if !self.f.tail.is_empty() {
+                self.out.push_back(self.f.tail.split().freeze());
             }
             self.out.push_back(c);
         }
@@ -532,7 +541,7 @@ impl TcpIo {
     /// the bytes moved.
     fn take_rtf_transmit(&mut self, now_us: u64) -> usize {
         let mut n = 0;
-        while let Some(c) = self.rtf.poll_transmit(now_us) {
+        while let Some(c) = self.f.rtf.poll_transmit(now_us) {
             n += c.len();
             self.push_chunk(c);
         }
@@ -540,7 +549,7 @@ impl TcpIo {
     }
 
     fn output_empty(&self) -> bool {
-        self.out.is_empty() && self.tail.is_empty()
+        self.out.is_empty() && self.f.tail.is_empty()
     }
 }
 
@@ -656,7 +665,7 @@ impl Assoc {
             return Some(0);
         }
         let rtf = match &self.io {
-            AssocIo::Tcp(t) => t.rtf.poll_timeout(),
+            AssocIo::Tcp(t) => t.f.rtf.poll_timeout(),
             AssocIo::Sctp(_) => None,
         };
         match (rtf, self.linger_until.map(NonZeroU64::get)) {
@@ -684,7 +693,7 @@ impl Assoc {
     ) -> Result<(), SendError> {
         match &mut self.io {
             AssocIo::Tcp(t) => {
-                let max = t.rtf.max_payload_len();
+                let max = t.f.rtf.max_payload_len();
                 let map = |e| match e {
                     rserpool_proto::rtf::RtfError::MessageTooLong { length, .. } => {
                         SendError::TooLarge { len: length, max }
@@ -693,13 +702,13 @@ impl Assoc {
                 };
                 self.queued += t.take_rtf_transmit(now_us);
                 if data.len() <= COALESCE_MAX {
-                    let before = t.tail.len();
-                    t.rtf
-                        .send_into(now_us, ppid, stream, false, &data, &mut t.tail)
+                    let before = t.f.tail.len();
+                    t.f.rtf
+                        .send_into(now_us, ppid, stream, false, &data, &mut t.f.tail)
                         .map_err(map)?;
-                    self.queued += t.tail.len() - before;
+                    self.queued += t.f.tail.len() - before;
                 } else {
-                    t.rtf.send(ppid, stream, false, data).map_err(map)?;
+                    t.f.rtf.send(ppid, stream, false, data).map_err(map)?;
                 }
                 self.queued += t.take_rtf_transmit(now_us);
             }
@@ -760,7 +769,7 @@ impl Assoc {
                     let mut n = 0;
                     for (i, c) in t.out.iter().take(MAX_IOV).enumerate() {
                         let c = if i == 0 {
-                            c.get(t.front_off..).unwrap_or_default()
+                            c.get(t.front_off as usize..).unwrap_or_default()
                         } else {
                             c.as_ref()
                         };
@@ -770,10 +779,10 @@ impl Assoc {
                         }
                     }
                     if n == t.out.len()
-                        && !t.tail.is_empty()
+                        && !t.f.tail.is_empty()
                         && let Some(s) = slices.get_mut(n)
                     {
-                        *s = IoSlice::new(&t.tail);
+                        *s = IoSlice::new(&t.f.tail);
                         n += 1;
                     }
                     let r = if n == 1 {
@@ -791,23 +800,23 @@ impl Assoc {
                             self.queued = self.queued.saturating_sub(written);
                             while written > 0 {
                                 let Some(front) = t.out.front() else { break };
-                                let left = front.len() - t.front_off;
+                                let left = front.len() - t.front_off as usize;
                                 if written >= left {
                                     written -= left;
                                     t.out.pop_front();
                                     t.front_off = 0;
                                 } else {
-                                    t.front_off += written;
+                                    t.front_off += u32::try_from(written).unwrap_or(u32::MAX);
                                     written = 0;
                                 }
                             }
                             if written > 0 {
-                                let k = written.min(t.tail.len());
-                                bytes::Buf::advance(&mut t.tail, k);
-                                if t.tail.is_empty() {
+                                let k = written.min(t.f.tail.len());
+                                bytes::Buf::advance(&mut t.f.tail, k);
+                                if t.f.tail.is_empty() {
                                     // Written out: an idle association keeps no output
                                     // buffer (the next frames get a new one).
-                                    t.tail = BytesMut::new();
+                                    t.f.tail = BytesMut::new();
                                 }
                             }
                         }
@@ -955,7 +964,7 @@ impl Assoc {
         {
             self.read_pending = false;
             let mut budget = TLS_READ_BUDGET;
-            let (rtf, events, now_us) = (&mut t.rtf, &mut *ctx.rtf_events, ctx.now_us);
+            let (rtf, events, now_us) = (&mut t.f.rtf, &mut *ctx.rtf_events, ctx.now_us);
             let mut sink = |p: &[u8]| rtf.handle_input_into(now_us, p, events);
             loop {
                 if budget == 0 {
@@ -997,7 +1006,7 @@ impl Assoc {
                         break;
                     }
                     Ok(n) => {
-                        t.rtf.handle_input_into(
+                        t.f.rtf.handle_input_into(
                             ctx.now_us,
                             ctx.buf.get(..n).unwrap_or_default(),
                             ctx.rtf_events,
@@ -1028,7 +1037,7 @@ impl Assoc {
             return Fate::Remove { abort: false };
         }
         if eof {
-            t.rtf.handle_eof(ctx.now_us);
+            t.f.rtf.handle_eof(ctx.now_us);
         }
         let fate = self.rtf_events(ctx);
         if fate != Fate::Keep {
@@ -1067,7 +1076,7 @@ impl Assoc {
             };
             // Events of the inputs just read (shared buffer) come before those of EOF and
             // timers (the connection's own queue).
-            let Some(ev) = ctx.rtf_events.pop_front().or_else(|| t.rtf.poll_event()) else {
+            let Some(ev) = ctx.rtf_events.pop_front().or_else(|| t.f.rtf.poll_event()) else {
                 break;
             };
             match ev {
@@ -1298,7 +1307,7 @@ impl Assoc {
             return self.drive(true, false, true, ctx);
         }
         if let AssocIo::Tcp(t) = &mut self.io {
-            t.rtf.handle_timeout(ctx.now_us);
+            t.f.rtf.handle_timeout(ctx.now_us);
             let fate = self.rtf_events(ctx);
             if fate != Fate::Keep {
                 return fate;
@@ -1820,7 +1829,7 @@ impl Transports {
                         return Err(last_err.unwrap_or_else(|| io::ErrorKind::InvalidInput.into()));
                     }
                 };
-                AssocIo::Tcp(Box::new(TcpIo {
+                AssocIo::Tcp(TcpIo {
                     next_addrs: SpillQueue::from(rest),
                     tls,
                     ..TcpIo::new(
@@ -1828,7 +1837,7 @@ impl Transports {
                         RtfConnection::connector(channel, self.config.rtf(), now_us),
                         true,
                     )
-                }))
+                })
             }
             TransportKind::Sctp => AssocIo::Sctp(SctpIo {
                 sock: match self.sctp_source(channel) {
@@ -2247,14 +2256,14 @@ impl Transports {
                             Err(_) => continue,
                         };
                         (
-                            AssocIo::Tcp(Box::new(TcpIo {
+                            AssocIo::Tcp(TcpIo {
                                 tls,
                                 ..TcpIo::new(
                                     stream,
                                     RtfConnection::acceptor(*kinds, self.config.rtf(), now_us),
                                     false,
                                 )
-                            })),
+                            }),
                             *id,
                             *kinds,
                         )

@@ -254,11 +254,11 @@ impl Runtime for Mio {
             },
             |driver| {
                 // Registrars taking the PE over come in on channel kind 2.
-                driver.route_accepted(|pe, now, assoc, info| {
+                driver.route_accepted(|pe, now, assoc, info, peer_addrs| {
                     if info.channel == Some(rserpool_core::ChannelKind::AsapToPoolElement) {
-                        pe.handle_registrar_assoc_up(now, assoc, &info.peer_addrs);
+                        pe.handle_registrar_assoc_up(now, assoc, peer_addrs);
                     } else {
-                        pe.handle_assoc_up(now, assoc, &info.peer_addrs);
+                        pe.handle_assoc_up(now, assoc, peer_addrs);
                     }
                 });
             },
