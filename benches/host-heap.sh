@@ -29,7 +29,7 @@ kill -TERM "$rp"
 wait
 grep -E "^(registrations|pes_lost|registrar_rss_per_pe) " "$OUT/rspload.txt"
 heaptrack_print -f "$OUT/registrar.zst" --print-peaks 1 --print-allocators 0 --print-leaks 0 \
-    --print-temporary 0 --print-histogram 0 -n 200 2>/dev/null >"$OUT/peaks.txt"
+    --print-temporary 0 -n 200 2>/dev/null >"$OUT/peaks.txt"
 # The peak total, then per allocation site: bytes per PE and the first frame of ours.
 awk -v pes="$PES" -v top="$TOP" '
     function bytes(s) {
