@@ -232,8 +232,12 @@ kill_mid_job() {
     elif [ "$j" != "$seen" ]; then
       seen=$j since=$now
     fi
+    # The client's job is read again after the PE was found: had the job just completed and
+    # the next one started at the other PE meanwhile (seen once: the kill then hit a job of
+    # 50 ms without a cookie), the client's log now names another job.
     if [ -n "$seen" ] && ((now - since >= min_age)) &&
-      h=$(serving_host h3 h4 || rsplib_calcapp_busy "$phase"); then
+      h=$(serving_host h3 h4 || rsplib_calcapp_busy "$phase") &&
+      [ "$("$fn" "$logf")" = "$j" ]; then
       KILLED_JOB=$j VICTIM=$phase-$h
       kill9 "$VICTIM"
       log "job #$j was under way at $VICTIM"
@@ -269,11 +273,13 @@ check "(c) calcapp: RSPLIB's client ended by itself; its scalar file counts $com
 stop_all_pes ca1
 
 log "--- calcapp 2: RSPLIB's calcappclient, our PEs \$52/\$62 with -capfailureafter=2 at RSPLIB's registrar B"
-# Each PE session ends after two cookies (0.3 s of work, then ~0.3 s to fail over): at
-# 1,000,000 calculations/s the client's 16 s move a job by ~8,000,000 calculations, so even a
-# large first job (exponential sizes, mean 800,000) completes.
+# Each PE session ends after two cookies (0.2 s of work, then ~0.3 s to fail over): at
+# 1,000,000 calculations/s the client's 16 s move a job by ~6,000,000 calculations, so even a
+# large first job (exponential sizes, mean 800,000) completes. A job of more than 200,000
+# calculations (78 % of them) meets the failure tester; with cookies every 0.3 s it took jobs
+# of 600,000 (47 %), and once none of the 7 jobs of a run was that large.
 for h in 3 4; do
-  our_pe "ca2-h$h" "h$h" "$((h + 2))2" B CA2 -calcapp -capcapacity=1000000 -capcookiemaxtime=0.3 \
+  our_pe "ca2-h$h" "h$h" "$((h + 2))2" B CA2 -calcapp -capcapacity=1000000 -capcookiemaxtime=0.1 \
     -capfailureafter=2 -capvector="$OUT/ca2-h$h.vec" -capscalar="$OUT/ca2-h$h.sca"
 done
 wait_registered "(a) calcapp: our PEs \$52, \$62 registered at RSPLIB's registrar" B CA2 52 62
