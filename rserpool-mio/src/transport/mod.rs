@@ -441,7 +441,7 @@ struct TcpFraming {
 
 struct TcpIo {
     stream: TcpStream,
-    f: Box<TcpFraming>,
+    framing: Box<TcpFraming>,
     connecting: bool,
     /// The peer's addresses still to try while connecting.
     next_addrs: SpillQueue<SocketAddr>,
@@ -460,7 +460,7 @@ impl TcpIo {
     fn new(stream: TcpStream, rtf: RtfConnection, connecting: bool) -> Self {
         TcpIo {
             stream,
-            f: Box::new(TcpFraming {
+            framing: Box::new(TcpFraming {
                 rtf,
                 tail: BytesMut::new(),
             }),
@@ -504,21 +504,21 @@ impl TcpIo {
                     break;
                 }
             }
-            if self.out.is_empty() && !self.f.tail.is_empty() {
-                let n = tls.write_plain(&self.f.tail)?;
+            if self.out.is_empty() && !self.framing.tail.is_empty() {
+                let n = tls.write_plain(&self.framing.tail)?;
                 moved += n;
-                let n = n.min(self.f.tail.len());
-                bytes::Buf::advance(&mut self.f.tail, n);
-                if self.f.tail.is_empty() {
+                let n = n.min(self.framing.tail.len());
+                bytes::Buf::advance(&mut self.framing.tail, n);
+                if self.framing.tail.is_empty() {
                     // Written out: an idle association keeps no output buffer.
-                    self.f.tail = BytesMut::new();
+                    self.framing.tail = BytesMut::new();
                 }
             }
             *queued = queued.saturating_sub(moved);
             if !tls.write_records(&mut self.stream)? {
                 return Ok(());
             }
-            if moved == 0 || (self.out.is_empty() && self.f.tail.is_empty()) {
+            if moved == 0 || (self.out.is_empty() && self.framing.tail.is_empty()) {
                 // Everything is out, or the layer takes no plaintext yet (handshake).
                 return Ok(());
             }
@@ -528,10 +528,10 @@ impl TcpIo {
     /// Appends one chunk of the RTF byte stream to the output.
     fn push_chunk(&mut self, c: Bytes) {
         if c.len() <= COALESCE_MAX {
-            self.f.tail.extend_from_slice(&c);
+            self.framing.tail.extend_from_slice(&c);
         } else {
-            if !self.f.tail.is_empty() {
-                self.out.push_back(self.f.tail.split().freeze());
+            if !self.framing.tail.is_empty() {
+                self.out.push_back(self.framing.tail.split().freeze());
             }
             self.out.push_back(c);
         }
@@ -541,7 +541,7 @@ impl TcpIo {
     /// the bytes moved.
     fn take_rtf_transmit(&mut self, now_us: u64) -> usize {
         let mut n = 0;
-        while let Some(c) = self.f.rtf.poll_transmit(now_us) {
+        while let Some(c) = self.framing.rtf.poll_transmit(now_us) {
             n += c.len();
             self.push_chunk(c);
         }
@@ -549,7 +549,7 @@ impl TcpIo {
     }
 
     fn output_empty(&self) -> bool {
-        self.out.is_empty() && self.f.tail.is_empty()
+        self.out.is_empty() && self.framing.tail.is_empty()
     }
 }
 
@@ -665,7 +665,7 @@ impl Assoc {
             return Some(0);
         }
         let rtf = match &self.io {
-            AssocIo::Tcp(t) => t.f.rtf.poll_timeout(),
+            AssocIo::Tcp(t) => t.framing.rtf.poll_timeout(),
             AssocIo::Sctp(_) => None,
         };
         match (rtf, self.linger_until.map(NonZeroU64::get)) {
@@ -693,7 +693,7 @@ impl Assoc {
     ) -> Result<(), SendError> {
         match &mut self.io {
             AssocIo::Tcp(t) => {
-                let max = t.f.rtf.max_payload_len();
+                let max = t.framing.rtf.max_payload_len();
                 let map = |e| match e {
                     rserpool_proto::rtf::RtfError::MessageTooLong { length, .. } => {
                         SendError::TooLarge { len: length, max }
@@ -702,13 +702,14 @@ impl Assoc {
                 };
                 self.queued += t.take_rtf_transmit(now_us);
                 if data.len() <= COALESCE_MAX {
-                    let before = t.f.tail.len();
-                    t.f.rtf
-                        .send_into(now_us, ppid, stream, false, &data, &mut t.f.tail)
+                    let before = t.framing.tail.len();
+                    t.framing
+                        .rtf
+                        .send_into(now_us, ppid, stream, false, &data, &mut t.framing.tail)
                         .map_err(map)?;
-                    self.queued += t.f.tail.len() - before;
+                    self.queued += t.framing.tail.len() - before;
                 } else {
-                    t.f.rtf.send(ppid, stream, false, data).map_err(map)?;
+                    t.framing.rtf.send(ppid, stream, false, data).map_err(map)?;
                 }
                 self.queued += t.take_rtf_transmit(now_us);
             }
@@ -779,10 +780,10 @@ impl Assoc {
                         }
                     }
                     if n == t.out.len()
-                        && !t.f.tail.is_empty()
+                        && !t.framing.tail.is_empty()
                         && let Some(s) = slices.get_mut(n)
                     {
-                        *s = IoSlice::new(&t.f.tail);
+                        *s = IoSlice::new(&t.framing.tail);
                         n += 1;
                     }
                     let r = if n == 1 {
@@ -811,12 +812,12 @@ impl Assoc {
                                 }
                             }
                             if written > 0 {
-                                let k = written.min(t.f.tail.len());
-                                bytes::Buf::advance(&mut t.f.tail, k);
-                                if t.f.tail.is_empty() {
+                                let k = written.min(t.framing.tail.len());
+                                bytes::Buf::advance(&mut t.framing.tail, k);
+                                if t.framing.tail.is_empty() {
                                     // Written out: an idle association keeps no output
                                     // buffer (the next frames get a new one).
-                                    t.f.tail = BytesMut::new();
+                                    t.framing.tail = BytesMut::new();
                                 }
                             }
                         }
@@ -964,7 +965,7 @@ impl Assoc {
         {
             self.read_pending = false;
             let mut budget = TLS_READ_BUDGET;
-            let (rtf, events, now_us) = (&mut t.f.rtf, &mut *ctx.rtf_events, ctx.now_us);
+            let (rtf, events, now_us) = (&mut t.framing.rtf, &mut *ctx.rtf_events, ctx.now_us);
             let mut sink = |p: &[u8]| rtf.handle_input_into(now_us, p, events);
             loop {
                 if budget == 0 {
@@ -1006,7 +1007,7 @@ impl Assoc {
                         break;
                     }
                     Ok(n) => {
-                        t.f.rtf.handle_input_into(
+                        t.framing.rtf.handle_input_into(
                             ctx.now_us,
                             ctx.buf.get(..n).unwrap_or_default(),
                             ctx.rtf_events,
@@ -1037,7 +1038,7 @@ impl Assoc {
             return Fate::Remove { abort: false };
         }
         if eof {
-            t.f.rtf.handle_eof(ctx.now_us);
+            t.framing.rtf.handle_eof(ctx.now_us);
         }
         let fate = self.rtf_events(ctx);
         if fate != Fate::Keep {
@@ -1076,7 +1077,11 @@ impl Assoc {
             };
             // Events of the inputs just read (shared buffer) come before those of EOF and
             // timers (the connection's own queue).
-            let Some(ev) = ctx.rtf_events.pop_front().or_else(|| t.f.rtf.poll_event()) else {
+            let Some(ev) = ctx
+                .rtf_events
+                .pop_front()
+                .or_else(|| t.framing.rtf.poll_event())
+            else {
                 break;
             };
             match ev {
@@ -1307,7 +1312,7 @@ impl Assoc {
             return self.drive(true, false, true, ctx);
         }
         if let AssocIo::Tcp(t) = &mut self.io {
-            t.f.rtf.handle_timeout(ctx.now_us);
+            t.framing.rtf.handle_timeout(ctx.now_us);
             let fate = self.rtf_events(ctx);
             if fate != Fate::Keep {
                 return fate;
