@@ -59,6 +59,7 @@ use rserpool_proto::spill::SpillQueue;
 use sctp::socket::{SctpOptions, SctpSocket};
 use sctp::sys;
 use socket2::{Domain, SockRef, Socket, Type};
+use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
@@ -431,20 +432,23 @@ enum AssocIo {
     Sctp(SctpIo),
 }
 
-/// The TCP mapping's RTF state and output buffer (out of line: see [`AssocIo`]).
+/// The TCP mapping's RTF state, output buffer, TLS layer and connect state (out of line:
+/// see [`AssocIo`]).
 struct TcpFraming {
     rtf: RtfConnection,
     /// Small frames, copied after `out` (one buffer for many frames; released once
     /// written).
     tail: BytesMut,
+    /// TLS between the socket and RTF ([`tls`]); `None` = plain RTF.
+    tls: Option<Box<TlsLayer>>,
+    /// The peer's addresses still to try while connecting.
+    next_addrs: SpillQueue<SocketAddr>,
 }
 
 struct TcpIo {
     stream: TcpStream,
     framing: Box<TcpFraming>,
     connecting: bool,
-    /// The peer's addresses still to try while connecting.
-    next_addrs: SpillQueue<SocketAddr>,
     /// Output chunks, written in order, then `tail`.
     out: SpillQueue<Bytes>,
     /// Bytes of the front chunk already written.
@@ -452,38 +456,43 @@ struct TcpIo {
     front_off: u32,
     write_shut: bool,
     peer_eof: bool,
-    /// TLS between the socket and RTF ([`tls`]); `None` = plain RTF.
-    tls: Option<Box<TlsLayer>>,
 }
 
 impl TcpIo {
-    fn new(stream: TcpStream, rtf: RtfConnection, connecting: bool) -> Self {
+    /// `connecting`: `next_addrs` are the peer's further addresses to try, in order.
+    fn new(
+        stream: TcpStream,
+        rtf: RtfConnection,
+        tls: Option<Box<TlsLayer>>,
+        connecting: bool,
+        next_addrs: VecDeque<SocketAddr>,
+    ) -> Self {
         TcpIo {
             stream,
             framing: Box::new(TcpFraming {
                 rtf,
                 tail: BytesMut::new(),
+                tls,
+                next_addrs: SpillQueue::from(next_addrs),
             }),
             connecting,
-            next_addrs: SpillQueue::default(),
             out: SpillQueue::default(),
             front_off: 0,
             write_shut: false,
             peer_eof: false,
-            tls: None,
         }
     }
 
     /// Nothing waits to be written: no RTF output and no TLS record.
     fn all_written(&self) -> bool {
-        self.out.is_empty() && self.tls.as_ref().is_none_or(|l| !l.wants_write())
+        self.out.is_empty() && self.framing.tls.as_ref().is_none_or(|l| !l.wants_write())
     }
 
     /// TLS: moves the output into the TLS layer as plaintext (as far as it takes it) and
     /// its records to the socket, until everything is out or the socket is full.
     /// `queued` is decreased by the plaintext handed over.
     fn flush_tls(&mut self, queued: &mut usize) -> io::Result<()> {
-        let Some(tls) = self.tls.as_mut() else {
+        let Some(tls) = self.framing.tls.as_mut() else {
             return Ok(());
         };
         loop {
@@ -556,41 +565,83 @@ impl TcpIo {
 /// One queued SCTP message: PPID, stream, payload.
 type OutMsg = (u32, u16, Bytes);
 
-/// An SCTP send queue holding its first message inline: an association that has one
-/// message at a time to send (a PE's keep-alive) needs no heap memory for its queue.
+/// An SCTP send queue: one null pointer while empty (idle associations, nearly all of them),
+/// its buffer taken from the thread's store of spare queues ([`SPARE_QUEUES`]) when the
+/// first message comes and given back when the last one has gone. A keep-alive or an answer
+/// waiting for the batched write at the end of a wake-up so costs no allocation, and no
+/// association carries a message slot of its own (it did: 40 of its 120 bytes).
 #[derive(Debug, Default)]
-struct OutQueue {
-    first: Option<OutMsg>,
-    /// The rest, in order (empty whenever `first` is).
-    rest: SpillQueue<OutMsg>,
+#[allow(clippy::box_collection)] // one pointer inline instead of four words
+struct OutQueue(Option<Box<VecDeque<OutMsg>>>);
+
+/// Spare queues kept per thread, at most this many.
+const SPARE_QUEUES: usize = 64;
+/// A queue that grew beyond this many slots is not kept as a spare.
+const SPARE_QUEUE_SLOTS: usize = 16;
+
+thread_local! {
+    /// The spare queues of [`OutQueue`] (per thread: a driver runs on one), boxed as the
+    /// queues hold them: handing one over moves a pointer and reuses both allocations.
+    #[allow(clippy::vec_box)]
+    static SPARE: RefCell<Vec<Box<VecDeque<OutMsg>>>> = const { RefCell::new(Vec::new()) };
 }
 
 impl OutQueue {
     fn push_back(&mut self, m: OutMsg) {
-        if self.first.is_none() {
-            self.first = Some(m);
-        } else {
-            self.rest.push_back(m);
-        }
+        self.0
+            .get_or_insert_with(|| {
+                SPARE
+                    .try_with(|s| s.borrow_mut().pop())
+                    .ok()
+                    .flatten()
+                    .unwrap_or_default()
+            })
+            .push_back(m);
     }
 
     fn pop_front(&mut self) -> Option<OutMsg> {
-        let m = self.first.take()?;
-        self.first = self.rest.pop_front();
-        Some(m)
+        let q = self.0.as_mut()?;
+        let m = q.pop_front();
+        if q.is_empty() {
+            self.release();
+        }
+        m
     }
 
     fn is_empty(&self) -> bool {
-        self.first.is_none()
+        self.0.is_none()
     }
 
     fn iter(&self) -> impl Iterator<Item = &OutMsg> {
-        self.first.iter().chain(self.rest.iter())
+        self.0.iter().flat_map(|q| q.iter())
     }
 
     fn clear(&mut self) {
-        self.first = None;
-        self.rest.clear();
+        if let Some(q) = self.0.as_mut() {
+            q.clear();
+        }
+        self.release();
+    }
+
+    /// Gives the (empty) queue back to the spares, or drops it.
+    fn release(&mut self) {
+        if let Some(q) = self.0.take()
+            && q.is_empty()
+            && q.capacity() <= SPARE_QUEUE_SLOTS
+        {
+            let _ = SPARE.try_with(|s| {
+                let mut s = s.borrow_mut();
+                if s.len() < SPARE_QUEUES {
+                    s.push(q);
+                }
+            });
+        }
+    }
+}
+
+impl Drop for OutQueue {
+    fn drop(&mut self) {
+        self.clear();
     }
 }
 
@@ -744,14 +795,14 @@ impl Assoc {
                 if t.connecting || t.write_shut {
                     return;
                 }
-                if t.tls.is_some() {
+                if t.framing.tls.is_some() {
                     if let Err(e) = t.flush_tls(&mut self.queued) {
                         self.write_error = Some(e);
                         return;
                     }
                     if t.output_empty() && self.linger_until.is_some() {
                         // Graceful close: close_notify after the last frame, then FIN.
-                        if let Some(l) = t.tls.as_mut() {
+                        if let Some(l) = t.framing.tls.as_mut() {
                             l.close_notify();
                         }
                         match t.flush_tls(&mut self.queued) {
@@ -952,7 +1003,7 @@ impl Assoc {
             }
             t.connecting = false;
             // Connected: the peer's other addresses are not needed any more.
-            t.next_addrs.clear();
+            t.framing.next_addrs.clear();
             do_read = true;
             let _ = t.stream.set_nodelay(true);
         }
@@ -961,7 +1012,7 @@ impl Assoc {
         let mut tls_err = None;
         if do_read
             && !t.peer_eof
-            && let Some(tls) = t.tls.as_mut()
+            && let Some(tls) = t.framing.tls.as_mut()
         {
             self.read_pending = false;
             let mut budget = TLS_READ_BUDGET;
@@ -1030,7 +1081,7 @@ impl Assoc {
             // nothing more reaches RTF. Send the alert rustls queued, then close.
             let peer = t.stream.peer_addr().ok();
             tracing::warn!(?peer, "TLS failed: {e}; connection closed");
-            if let Some(l) = t.tls.as_mut() {
+            if let Some(l) = t.framing.tls.as_mut() {
                 let _ = l.write_records(&mut t.stream);
             }
             ctx.rtf_events.clear();
@@ -1653,7 +1704,7 @@ impl Transports {
                 && a.attached
             {
                 let _ = self.registry.deregister(&mut t.stream);
-                while let Some(next) = t.next_addrs.pop_front() {
+                while let Some(next) = t.framing.next_addrs.pop_front() {
                     if let Ok(stream) = connect_tcp(next) {
                         t.stream = stream;
                         if self
@@ -1834,15 +1885,13 @@ impl Transports {
                         return Err(last_err.unwrap_or_else(|| io::ErrorKind::InvalidInput.into()));
                     }
                 };
-                AssocIo::Tcp(TcpIo {
-                    next_addrs: SpillQueue::from(rest),
+                AssocIo::Tcp(TcpIo::new(
+                    stream,
+                    RtfConnection::connector(channel, self.config.rtf(), now_us),
                     tls,
-                    ..TcpIo::new(
-                        stream,
-                        RtfConnection::connector(channel, self.config.rtf(), now_us),
-                        true,
-                    )
-                })
+                    true,
+                    rest,
+                ))
             }
             TransportKind::Sctp => AssocIo::Sctp(SctpIo {
                 sock: match self.sctp_source(channel) {
@@ -2261,14 +2310,13 @@ impl Transports {
                             Err(_) => continue,
                         };
                         (
-                            AssocIo::Tcp(TcpIo {
+                            AssocIo::Tcp(TcpIo::new(
+                                stream,
+                                RtfConnection::acceptor(*kinds, self.config.rtf(), now_us),
                                 tls,
-                                ..TcpIo::new(
-                                    stream,
-                                    RtfConnection::acceptor(*kinds, self.config.rtf(), now_us),
-                                    false,
-                                )
-                            }),
+                                false,
+                                VecDeque::new(),
+                            )),
                             *id,
                             *kinds,
                         )
@@ -2482,5 +2530,58 @@ mod nodelay_tests {
         }
         let flags = tcp_streams(&t);
         assert_eq!(flags, vec![true, true], "connected and accepted socket");
+    }
+}
+
+#[cfg(test)]
+mod out_queue_tests {
+    use super::{OutMsg, OutQueue, SPARE};
+    use bytes::Bytes;
+    use std::collections::VecDeque;
+
+    fn spares() -> usize {
+        SPARE.with(|s| s.borrow().len())
+    }
+
+    fn msg(stream: u16) -> OutMsg {
+        (11, stream, Bytes::from_static(b"keep-alive"))
+    }
+
+    #[test]
+    fn an_empty_queue_holds_no_memory_and_the_next_one_reuses_it() {
+        // A test runs on a thread of its own: no spares yet.
+        assert_eq!(spares(), 0);
+        let mut q = OutQueue::default();
+        assert!(q.is_empty() && q.0.is_none());
+        q.push_back(msg(0));
+        q.push_back(msg(1));
+        let buffer = q.0.as_deref().map(|d| d as *const VecDeque<OutMsg>);
+        assert_eq!(q.iter().map(|m| m.1).collect::<Vec<_>>(), [0, 1]);
+        assert_eq!(q.pop_front().map(|m| m.1), Some(0));
+        assert!(!q.is_empty());
+        assert_eq!(q.pop_front().map(|m| m.1), Some(1));
+        assert!(q.is_empty() && q.0.is_none());
+        assert_eq!(q.pop_front(), None);
+        assert_eq!(spares(), 1);
+        // Another association's first message takes that allocation.
+        let mut r = OutQueue::default();
+        r.push_back(msg(2));
+        assert_eq!(r.0.as_deref().map(|d| d as *const VecDeque<OutMsg>), buffer);
+        assert_eq!(spares(), 0);
+        r.clear();
+        assert!(r.is_empty());
+        assert_eq!(spares(), 1);
+        // A queue that grew large is dropped, not kept.
+        for i in 0..100 {
+            r.push_back(msg(i));
+        }
+        assert_eq!(spares(), 0);
+        drop(r);
+        assert_eq!(spares(), 0);
+        // Dropping a queue that holds messages gives its (small) buffer back.
+        let mut s = OutQueue::default();
+        s.push_back(msg(3));
+        drop(s);
+        assert_eq!(spares(), 1);
     }
 }
