@@ -336,37 +336,19 @@ impl TlsLayer {
     }
 }
 
+/// The test PKI shared with the integration tests of both drivers.
+#[cfg(test)]
+#[path = "../../tests/pki/mod.rs"]
+mod test_pki;
+
 #[cfg(test)]
 mod tests {
     use super::*;
-    use rcgen::{
-        BasicConstraints, CertificateParams, DnType, ExtendedKeyUsagePurpose, IsCa, Issuer,
-        KeyPair, KeyUsagePurpose,
-    };
+    use test_pki::{leaf_with_names, new_ca as ca};
 
-    /// A CA: its PEM and an issuer for leaves.
-    fn ca(name: &str) -> (String, Issuer<'static, KeyPair>) {
-        let key = KeyPair::generate().unwrap();
-        let mut p = CertificateParams::new(Vec::<String>::new()).unwrap();
-        p.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
-        p.key_usages = vec![KeyUsagePurpose::KeyCertSign, KeyUsagePurpose::CrlSign];
-        p.distinguished_name.push(DnType::CommonName, name);
-        let cert = p.self_signed(&key).unwrap();
-        (cert.pem(), Issuer::new(p, key))
-    }
-
-    /// A leaf certificate (chain PEM, key PEM) with `names` in its subjectAltName, usable as
-    /// TLS server and client.
-    fn leaf(issuer: &Issuer<'static, KeyPair>, names: &[&str]) -> (String, String) {
-        let key = KeyPair::generate().unwrap();
-        let names: Vec<String> = names.iter().map(|s| (*s).to_owned()).collect();
-        let mut p = CertificateParams::new(names).unwrap();
-        p.extended_key_usages = vec![
-            ExtendedKeyUsagePurpose::ServerAuth,
-            ExtendedKeyUsagePurpose::ClientAuth,
-        ];
-        let cert = p.signed_by(&key, issuer).unwrap();
-        (cert.pem(), key.serialize_pem())
+    /// A party's certificate by `issuer` naming the hosts `names`.
+    fn leaf(issuer: &rcgen::Issuer<'static, rcgen::KeyPair>, names: &[&str]) -> (String, String) {
+        leaf_with_names("party", issuer, names)
     }
 
     fn settings(leaf: &(String, String), ca: &str, name: &str) -> TlsSettings {

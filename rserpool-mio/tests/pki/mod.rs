@@ -1,5 +1,6 @@
 //! Certificates made at test time with rcgen, for the TLS tests of both drivers
-//! (`rserpool-mio/tests/tls.rs`, and `rserpool-async-std/tests/tls.rs` through `#[path]`).
+//! (`rserpool-mio/tests/tls.rs`, and through `#[path]` `rserpool-async-std/tests/tls.rs` and
+//! the unit tests of `rserpool-mio/src/transport/tls.rs`).
 #![allow(dead_code)]
 
 use rcgen::{
@@ -21,8 +22,19 @@ pub fn new_ca(name: &str) -> (String, Issuer<'static, KeyPair>) {
 /// A party's certificate by `issuer` (common name `name`, subjectAltName "rserpool", usable
 /// as TLS server and client): (certificate PEM, key PEM).
 pub fn leaf(name: &str, issuer: &Issuer<'static, KeyPair>) -> (String, String) {
+    leaf_with_names(name, issuer, &["rserpool"])
+}
+
+/// As [`leaf`], with the DNS names `names` (none: a certificate naming no host, as a PE's
+/// may).
+pub fn leaf_with_names(
+    name: &str,
+    issuer: &Issuer<'static, KeyPair>,
+    names: &[&str],
+) -> (String, String) {
     let key = KeyPair::generate().unwrap();
-    let mut p = CertificateParams::new(vec!["rserpool".to_owned()]).unwrap();
+    let names: Vec<String> = names.iter().map(|s| (*s).to_owned()).collect();
+    let mut p = CertificateParams::new(names).unwrap();
     p.distinguished_name.push(DnType::CommonName, name);
     p.extended_key_usages = vec![
         ExtendedKeyUsagePurpose::ServerAuth,
