@@ -23,53 +23,12 @@
 #       client goes on at the other PE from the cookie (RSPLIB's client at RSPLIB's registrar B
 #       with our PEs; ours at our registrar A with RSPLIB's PEs: the image stays identical).
 source "$(dirname "$0")/lib.sh"
+source "$(dirname "$0")/services-lib.sh"
 
-RSPLIB_LOG=(-loglevel=3 -logcolor=off)
-OUR_LOG=(-loglevel=3 -logcolor=off)
-declare -A REG=([A]=$H1 [B]=$H2)
-CLIENT_HOST=h5
+
 # Small images: 12,000 points = 38 DATA messages of at most 324 points. (RSPLIB's client
 # computes images of its window's size: 200x75 here, 47 DATA messages.)
 WIDTH=160 HEIGHT=75
-
-listening() { ip netns exec "$1" ss -Hln --sctp 2>/dev/null | grep -q ":$2\b"; }
-strip() { sed 's/\x1b\[[0-9;]*m//g' "$1" 2>/dev/null; }
-
-# our_pe NAME HOST ID REGISTRAR(A|B) POOL SERVICE-OPTIONS...
-our_pe() {
-  local name=$1 host=$2 id=$3 reg=$4 pool=$5
-  shift 5
-  start "$name" "$host" "$BIN/rspserver" -fractal "$@" -identifier="0x$id" -poolhandle="$pool" \
-    -registrar="${REG[$reg]}:3863" -transport=sctp -asapannounce=off "${OUR_LOG[@]}"
-}
-
-# rsplib_pe NAME HOST ID REGISTRAR(A|B) POOL SERVICE-OPTIONS...
-rsplib_pe() {
-  local name=$1 host=$2 id=$3 reg=$4 pool=$5
-  shift 5
-  start "$name" "$host" stdbuf -oL rspserver -fractal "$@" -identifier="0x$id" \
-    -poolhandle="$pool" -registrar="${REG[$reg]}:3863" -asapannounce=off "${RSPLIB_LOG[@]}"
-}
-
-declare -A reg_id=([A]=1001 [B]=2002) hs_fn=([A]=hs_ours [B]=hs_rsplib)
-registered() {
-  local fn=$1 reg=$2 file=$3 pool=$4 id lines=()
-  shift 4
-  for id; do lines+=("$pool 000000$id 0000${reg_id[$reg]}"); done
-  "$fn" h5 "${REG[$reg]}:9901" "$file" || return 1
-  grep "^$pool " "$file" >"$file.pool"
-  expect_hs "$file.pool" "${lines[@]}"
-}
-wait_registered() {
-  local what=$1 reg=$2 pool=$3
-  shift 3
-  if wait_hs 30 registered "${hs_fn[$reg]}" "$reg" "$OUT/$pool.hs" "$pool" "$@"; then
-    pass "$what"
-  else
-    fail "$what"
-    show "$OUT/$pool.hs.raw"
-  fi
-}
 
 # rsplib_fpu NAME REGISTRAR(A|B) POOL: RSPLIB's fractalpooluser, headless, one session per
 # image, the next image a second after the last.
@@ -110,23 +69,15 @@ image_line() { strip "$1" | grep -o 'Image 1: .*'; }
 failovers_of() { image_line "$1" | sed -n 's/.* \([0-9]*\) failover(s).*/\1/p'; }
 
 setup
-for b in fractalpooluser; do
-  [ -x "$BIN/$b" ] || {
-    echo "$SCENARIO: $BIN/$b missing (cargo build --release -p rserpool-mio)" >&2
-    exit 2
-  }
-done
+[ -x "$BIN/fractalpooluser" ] || {
+  echo "$SCENARIO: $BIN/fractalpooluser missing (cargo build --release -p rserpool-mio)" >&2
+  exit 2
+}
 
-log "--- registrars: ours (A, h1) and RSPLIB's (B, h2)"
-start reg-A h1 "$BIN/rspregistrar" -identifier=0x1001 -asap="$H1:3863" -enrp="$H1:9901" \
-  -transport=sctp "${FAST_TIMERS[@]}" "${OUR_LOG[@]}" -quiet
-start reg-B h2 rspregistrar -identifier=0x2002 -asap="$H2:3863" -enrp="$H2:9901" \
-  "${FAST_TIMERS[@]}" "${RSPLIB_LOG[@]}" -quiet
-check "our registrar A listens on $H1:3863" wait_for 20 listening h1 3863
-check "RSPLIB's registrar B listens on $H2:3863" wait_for 20 listening h2 3863
+start_registrars
 
 log "--- fractal 1: RSPLIB's fractalpooluser, our PE \$31 at our registrar A"
-our_pe fg1-h3 h3 31 A FG1
+our_pe fg1-h3 h3 31 A FG1 -fractal
 wait_registered "(a) fractal: our PE \$31 registered at our registrar" A FG1 31
 rsplib_fpu fg1-client A FG1
 wait_for 40 rsplib_completed_at_least 3 "$OUT/fg1-h3.log"
@@ -134,11 +85,11 @@ stop fg1-client
 check "(a) fractal: RSPLIB's client completed >= 3 images from our PE, without a failover ($(rsplib_completed "$OUT/fg1-h3.log") completed; our PE finished $(images_done "$OUT/fg1-h3.log"))" \
   eval "rsplib_completed_at_least 3 '$OUT/fg1-h3.log' && ! grep -q 'FAILOVER' '$OUT/fg1-client.log'"
 check "(a) fractal: RSPLIB's client found no invalid DATA message" no_invalid "$OUT/fg1-client.log"
-stop fg1-h3
+stop_all_pes fg1
 
 log "--- fractal 2: our fractalpooluser, RSPLIB's PE \$33 at RSPLIB's registrar B; our PE \$32 at A for the reference image"
-our_pe fg2-h3 h3 32 A FG2
-rsplib_pe fg2-h4 h4 33 B FG2R
+our_pe fg2-h3 h3 32 A FG2 -fractal
+rsplib_pe fg2-h4 h4 33 B FG2R -fractal
 wait_registered "(b) fractal: our PE \$32 registered at our registrar" A FG2 32
 wait_registered "(b) fractal: RSPLIB's PE \$33 registered at RSPLIB's registrar" B FG2R 33
 our_fpu fg2-ours A FG2 "$OUT/fg2-ours.png"
@@ -151,12 +102,11 @@ check "(b) fractal: our client got an image from RSPLIB's PE, exit 0 (rc $EXIT_R
   eval "[ $EXIT_RC = 0 ] && grep -q 'Got Parameter' '$OUT/fg2-h4.log'"
 check "(b) fractal: it is byte-identical to our PE's image" \
   cmp -s "$OUT/fg2-ours.png" "$OUT/fg2-rsplib.png"
-stop fg2-h3
-stop fg2-h4
+stop_all_pes fg2
 
 log "--- fractal 3: RSPLIB's fractalpooluser, our PEs \$34/\$44 with -fgpfailureafter=12 at RSPLIB's registrar B"
-our_pe fg3-h3 h3 34 B FG3 -fgpfailureafter=12 -fgpcookiemaxpackets=4
-our_pe fg3-h4 h4 44 B FG3 -fgpfailureafter=12 -fgpcookiemaxpackets=4
+our_pe fg3-h3 h3 34 B FG3 -fractal -fgpfailureafter=12 -fgpcookiemaxpackets=4
+our_pe fg3-h4 h4 44 B FG3 -fractal -fgpfailureafter=12 -fgpcookiemaxpackets=4
 wait_registered "(c) fractal: our PEs \$34, \$44 registered at RSPLIB's registrar" B FG3 34 44
 rsplib_fpu fg3-client B FG3
 wait_for 60 rsplib_completed_at_least 3 "$OUT/fg3-h3.log" "$OUT/fg3-h4.log"
@@ -168,12 +118,11 @@ check "(c) fractal: our PEs fail every 12 DATA messages: RSPLIB's client complet
 check "(c) fractal: both our PEs served" \
   eval "grep -q ImageStarted '$OUT/fg3-h3.log' && grep -q ImageStarted '$OUT/fg3-h4.log'"
 check "(c) fractal: RSPLIB's client found no invalid DATA message" no_invalid "$OUT/fg3-client.log"
-stop fg3-h3
-stop fg3-h4
+stop_all_pes fg3
 
 log "--- fractal 4: our fractalpooluser, RSPLIB's PEs \$35/\$45 with -fgpfailureafter=12 at our registrar A"
-rsplib_pe fg4-h3 h3 35 A FG4 -fgpfailureafter=12 -fgpcookiemaxpackets=4
-rsplib_pe fg4-h4 h4 45 A FG4 -fgpfailureafter=12 -fgpcookiemaxpackets=4
+rsplib_pe fg4-h3 h3 35 A FG4 -fractal -fgpfailureafter=12 -fgpcookiemaxpackets=4
+rsplib_pe fg4-h4 h4 45 A FG4 -fractal -fgpfailureafter=12 -fgpcookiemaxpackets=4
 wait_registered "(b) fractal: RSPLIB's PEs \$35, \$45 registered at our registrar" A FG4 35 45
 our_fpu fg4-client A FG4 "$OUT/fg4-rsplib.png"
 wait_exit fg4-client 60
@@ -184,7 +133,6 @@ check "(c) fractal: RSPLIB's PEs resumed from our cookie echoes" \
   eval "grep -q 'Got CookieEcho' '$OUT/fg4-h3.log' '$OUT/fg4-h4.log'"
 check "(c) fractal: the image across failovers is byte-identical to the reference" \
   cmp -s "$OUT/fg2-ours.png" "$OUT/fg4-rsplib.png"
-stop fg4-h3
-stop fg4-h4
+stop_all_pes fg4
 
 summary

@@ -13,16 +13,7 @@
 #       the Scripting result is byte-identical to a run without failure.
 # The fractal service: fractal-interop.sh.
 source "$(dirname "$0")/lib.sh"
-
-RSPLIB_LOG=(-loglevel=3 -logcolor=off)
-OUR_LOG=(-loglevel=3 -logcolor=off)
-declare -A REG=([A]=$H1 [B]=$H2)
-CLIENT_HOST=h5
-
-listening() { ip netns exec "$1" ss -Hln --sctp 2>/dev/null | grep -q ":$2\b"; }
-
-# strip FILE: the file without colour codes.
-strip() { sed 's/\x1b\[[0-9;]*m//g' "$1" 2>/dev/null; }
+source "$(dirname "$0")/services-lib.sh"
 
 # serving_host HOST...: the first of the hosts with an SCTP association to the client host
 # (the PE serving the session right now; -a: RSPLIB's CalcApp PE has a one-to-many socket).
@@ -35,46 +26,6 @@ serving_host() {
     fi
   done
   return 1
-}
-
-# our_pe NAME HOST ID REGISTRAR(A|B) POOL SERVICE-OPTIONS...
-our_pe() {
-  local name=$1 host=$2 id=$3 reg=$4 pool=$5
-  shift 5
-  start "$name" "$host" "$BIN/rspserver" "$@" -identifier="0x$id" -poolhandle="$pool" \
-    -registrar="${REG[$reg]}:3863" -transport=sctp -asapannounce=off "${OUR_LOG[@]}"
-}
-
-# rsplib_pe NAME HOST ID REGISTRAR(A|B) POOL SERVICE-OPTIONS...
-rsplib_pe() {
-  local name=$1 host=$2 id=$3 reg=$4 pool=$5
-  shift 5
-  start "$name" "$host" stdbuf -oL rspserver "$@" -identifier="0x$id" -poolhandle="$pool" \
-    -registrar="${REG[$reg]}:3863" -asapannounce=off "${RSPLIB_LOG[@]}"
-}
-
-# registered HS-FUNC REGISTRAR FILE POOL ID...: the registrar's handlespace has exactly
-# these PEs in POOL.
-registered() {
-  local fn=$1 reg=$2 file=$3 pool=$4 id lines=()
-  shift 4
-  for id; do lines+=("$pool 000000$id 0000${reg_id[$reg]}"); done
-  "$fn" h5 "${REG[$reg]}:9901" "$file" || return 1
-  grep "^$pool " "$file" >"$file.pool"
-  expect_hs "$file.pool" "${lines[@]}"
-}
-declare -A reg_id=([A]=1001 [B]=2002) hs_fn=([A]=hs_ours [B]=hs_rsplib)
-
-# wait_registered WHAT REGISTRAR POOL ID...: check that the PEs are registered (30 s).
-wait_registered() {
-  local what=$1 reg=$2 pool=$3
-  shift 3
-  if wait_hs 30 registered "${hs_fn[$reg]}" "$reg" "$OUT/$pool.hs" "$pool" "$@"; then
-    pass "$what"
-  else
-    fail "$what"
-    show "$OUT/$pool.hs.raw"
-  fi
 }
 
 # ======================================================================================
@@ -96,18 +47,11 @@ replies_counting() {
 }
 # pes_of FILE: the PEs that answered, in order of first answer.
 pes_of() { acks "$1" | awk '!seen[$2]++ { printf "%s%s", sep, $2; sep = " " }'; }
-stop_all_pes() { local n; for n in "${!PIDS[@]}"; do if [[ $n == $1-h* ]]; then stop "$n"; fi; done; }
 acks_at_least() { (($(count_acks "$1") >= $2)); }
 
 setup
 
-log "--- registrars: ours (A, h1) and RSPLIB's (B, h2)"
-start reg-A h1 "$BIN/rspregistrar" -identifier=0x1001 -asap="$H1:3863" -enrp="$H1:9901" \
-  -transport=sctp "${FAST_TIMERS[@]}" "${OUR_LOG[@]}" -quiet
-start reg-B h2 rspregistrar -identifier=0x2002 -asap="$H2:3863" -enrp="$H2:9901" \
-  "${FAST_TIMERS[@]}" "${RSPLIB_LOG[@]}" -quiet
-check "our registrar A listens on $H1:3863" wait_for 20 listening h1 3863
-check "RSPLIB's registrar B listens on $H2:3863" wait_for 20 listening h2 3863
+start_registrars
 
 log "--- ping-pong 1: RSPLIB's pingpongclient, our PEs \$31/\$41 at our registrar A; serving PE SIGKILLed"
 our_pe pp1-h3 h3 31 A PP1 -pingpong
