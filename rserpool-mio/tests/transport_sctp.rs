@@ -485,3 +485,49 @@ fn sctp_session_sockets_can_disable_delayed_sack() {
     };
     SctpSocket::connect(&[lo(port)], &pu).expect("connect with SCTP_DELAYED_SACK sack_freq=1");
 }
+
+/// A pool user keeps a spare SCTP socket (`SctpOptions::spare_socket`): made some time after a
+/// connect (then `poll_timeout` asks for the wake-up), used by the next connect, which works as
+/// one on a fresh socket (the association comes up, messages flow both ways).
+#[test]
+fn sctp_connects_use_the_spare_socket() {
+    if !sctp_or_skip("sctp_connects_use_the_spare_socket") {
+        return;
+    }
+    let mut cb = TransportConfig::default();
+    cb.sctp.spare_socket = true;
+    let mut net = Net::new(TransportConfig::default(), cb);
+    let l = net.a.listen(&[lo(0)], SCTP, ChannelKind::Session).unwrap();
+    let addr = net.a.socket_local_addrs(l).unwrap()[0];
+    let mut on_a = Vec::new();
+    for round in 0..3 {
+        // None before the first connect, one ready before every later one.
+        assert_eq!(net.b.spare_ready(), round > 0, "round {round}");
+        let before = Instant::now();
+        let on_b = net
+            .b
+            .connect(&[addr], SCTP, ChannelKind::Session, Protocol::Asap)
+            .unwrap();
+        assert!(!net.b.spare_ready(), "round {round}: the spare was used");
+        // The next spare is due within the spare delay: the transports want a wake-up.
+        let due = net.b.poll_timeout().expect("a wake-up for the next spare");
+        assert!(due <= before + Duration::from_secs(1), "round {round}");
+        let up = net.wait_for("both Up", LIMIT, |n| {
+            let a = take_up(&mut n.ea)?;
+            Some(up_assoc(&a))
+        });
+        net.wait_for("B Up", LIMIT, |n| take_up(&mut n.eb));
+        net.b.send(on_b, 33, 0, payload(round, 100)).unwrap();
+        let (ppid, _, data) = net.wait_for("message on A", LIMIT, |n| take_message(&mut n.ea, up));
+        assert_eq!((ppid, data), (33, payload(round, 100)));
+        net.a.send(up, 34, 0, payload(round + 10, 50)).unwrap();
+        let (ppid, _, data) =
+            net.wait_for("message on B", LIMIT, |n| take_message(&mut n.eb, on_b));
+        assert_eq!((ppid, data), (34, payload(round + 10, 50)));
+        on_a.push(up);
+        // Past the spare delay: the spare is made (by handle_timeout) for the next round.
+        net.run_for(Duration::from_millis(80));
+    }
+    assert_eq!(net.a.association_count(), 3);
+    assert_eq!(net.b.association_count(), 3);
+}

@@ -629,3 +629,63 @@ fn udp_unicast_and_multicast_on_loopback() {
         (r.contains(&r1) && r.contains(&r2)).then_some(())
     });
 }
+
+/// Under write batching the socket of a closed (or lost) association stays open until
+/// `flush_pending`, which writes the wake-up's messages first: a pool user's Handle
+/// Resolution leaves before the dead PE's socket costs its close. Then it is closed, with the
+/// abort asked for.
+#[test]
+fn closed_sockets_close_after_the_batched_writes() {
+    let mut net = Net::new(TransportConfig::default(), TransportConfig::default());
+    net.b.set_write_batching(true);
+    let raw = StdListener::bind(any_port()).unwrap();
+    let addr = raw.local_addr().unwrap();
+    let on_b = net
+        .b
+        .connect(&[addr], TCP, ChannelKind::Session, Protocol::Asap)
+        .unwrap();
+    let (mut peer, _) = raw.accept().unwrap();
+    peer.set_read_timeout(Some(Duration::from_millis(20)))
+        .unwrap();
+    // Our HELLO first (written once the connect completed).
+    let mut buf = [0u8; 4096];
+    let mut hello = Vec::new();
+    let start = Instant::now();
+    while hello.len() < 8 && start.elapsed() < LIMIT {
+        net.step();
+        net.b.flush_pending();
+        if let Ok(n) = peer.read(&mut buf) {
+            assert!(n > 0, "EOF before the close");
+            hello.extend_from_slice(&buf[..n]);
+        }
+    }
+    let mut frames = Vec::new();
+    FrameDecoder::new(1 << 16)
+        .decode_into(&hello, &mut frames)
+        .unwrap();
+    assert!(
+        matches!(frames.first(), Some(Frame::Hello(_))),
+        "{frames:?}"
+    );
+    assert!(net.b.close(on_b, true));
+    assert_eq!(net.b.association_count(), 0);
+    // Closed for the user at once, the socket still open: the peer reads nothing yet.
+    let e = peer.read(&mut buf).unwrap_err();
+    assert!(
+        matches!(
+            e.kind(),
+            std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+        ),
+        "socket closed before flush_pending: {e}"
+    );
+    net.b.flush_pending();
+    // Now closed, as an abort: the peer sees a reset.
+    let e = peer.read(&mut buf).unwrap_err();
+    assert_eq!(e.kind(), std::io::ErrorKind::ConnectionReset, "{e}");
+    net.run_for(Duration::from_millis(20));
+    assert!(
+        net.eb.is_empty(),
+        "nothing reported for a closed id: {:?}",
+        net.eb
+    );
+}

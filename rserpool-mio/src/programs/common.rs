@@ -91,11 +91,15 @@ pub fn os_rng() -> Xoshiro256PlusPlus {
 /// `t` with the settings of a pool user: SCTP acknowledges every packet at once
 /// ([`SctpOptions::sack_immediately`](crate::transport::sctp::socket::SctpOptions)), so the
 /// kernel of a PE whose process dies can send its SHUTDOWN at once instead of waiting up to
-/// 200 ms for the delayed SACK of its last reply (`rsplib-measured.md` defect 1).
+/// 200 ms for the delayed SACK of its last reply (`rsplib-measured.md` defect 1); and a
+/// spare SCTP socket is kept ready for the next PE
+/// ([`SctpOptions::spare_socket`](crate::transport::sctp::socket::SctpOptions)), so that a
+/// failover's INIT leaves with one system call.
 pub fn pool_user_transport(
     mut t: crate::transport::TransportConfig,
 ) -> crate::transport::TransportConfig {
     t.sctp.sack_immediately = true;
+    t.sctp.spare_socket = true;
     t
 }
 
@@ -290,6 +294,8 @@ mod tests {
         // Only the pool users' sockets: registrars and PEs keep the kernel's delayed SACK.
         let default = crate::transport::TransportConfig::default;
         assert!(pool_user_transport(default()).sctp.sack_immediately);
+        assert!(pool_user_transport(default()).sctp.spare_socket);
+        assert!(!default().sctp.spare_socket);
         assert!(
             !crate::transport::TransportConfig::default()
                 .sctp

@@ -362,6 +362,9 @@ const READ_BUDGET: usize = 4;
 const TLS_READ_BUDGET: usize = READ_BUDGET * RECV_BUF / 4096;
 /// SCTP messages per readiness event or timer pass and association (see [`READ_BUDGET`]).
 const SCTP_READ_BUDGET: usize = 64;
+/// How long after an outgoing SCTP connect the next spare socket is made
+/// ([`SctpOptions::spare_socket`]): later than the association's set-up and first messages.
+const SPARE_DELAY_US: u64 = 50_000;
 
 struct Entry {
     generation: u64,
@@ -1407,6 +1410,16 @@ pub struct Transports {
     rtf_events: VecDeque<RtfEvent>,
     /// Timers being run by `handle_timeout`: (slot, generation) (kept for its memory).
     due: Vec<(usize, u64)>,
+    /// Sockets of associations removed during this wake-up under write batching: closed by
+    /// [`Transports::flush_pending`], after the wake-up's writes (a failover's Handle
+    /// Resolution leaves before the dead association's socket is closed). Closing a socket
+    /// also takes it out of the poll set: no `deregister` call.
+    closing: Vec<AssocIo>,
+    /// The spare SCTP socket for the next outgoing association ([`SctpOptions::spare_socket`])
+    /// and whether it is `AF_INET6`.
+    spare: Option<(bool, SctpSocket)>,
+    /// When to make the next spare socket (µs since `epoch`) and its family (`AF_INET6`?).
+    spare_due: Option<(u64, bool)>,
 }
 
 impl std::fmt::Debug for Transports {
@@ -1453,6 +1466,9 @@ impl Transports {
             last_us: 0,
             rtf_events: VecDeque::new(),
             due: Vec::new(),
+            closing: Vec::new(),
+            spare: None,
+            spare_due: None,
         })
     }
 
@@ -1482,9 +1498,11 @@ impl Transports {
     }
 
     /// Writes what [`Transports::send`] queued under write batching, as far as each socket
-    /// takes it now (the rest follows on `WRITABLE`). Cheap when nothing is pending.
+    /// takes it now (the rest follows on `WRITABLE`), then closes the sockets of the
+    /// associations removed since the last call. Cheap when nothing is pending.
     pub fn flush_pending(&mut self) {
         if self.dirty.is_empty() {
+            self.closing.clear();
             return;
         }
         let now_us = self.last_us;
@@ -1505,6 +1523,7 @@ impl Transports {
         }
         dirty.clear();
         self.dirty = dirty;
+        self.closing.clear();
     }
 
     /// The configuration in force.
@@ -1640,6 +1659,21 @@ impl Transports {
             Slot::Assoc(mut a) => {
                 if a.listed {
                     self.listed_count -= 1;
+                }
+                if self.batching {
+                    if abort {
+                        match &a.io {
+                            AssocIo::Tcp(t) => {
+                                let _ = SockRef::from(&t.stream).set_linger(Some(Duration::ZERO));
+                            }
+                            AssocIo::Sctp(s) => {
+                                let _ = s.sock.set_abort_on_close();
+                            }
+                        }
+                    }
+                    self.closing.push(a.io);
+                    self.free.push(idx);
+                    return;
                 }
                 match &mut a.io {
                     AssocIo::Tcp(t) => {
@@ -1864,7 +1898,7 @@ impl Transports {
             return Err(tls_over_sctp());
         }
         let tls = tls.map(|t| t.connect()).transpose()?.map(Box::new);
-        let now_us = self.us(Instant::now());
+        let now_us = self.now_us();
         let io = match kind {
             TransportKind::Tcp => {
                 let mut rest: VecDeque<SocketAddr> = addrs.iter().copied().collect();
@@ -1900,7 +1934,7 @@ impl Transports {
                     // association works, only a takeover cannot reach it there.
                     Some(local) => SctpSocket::connect_from(local, addrs, &self.config.sctp)
                         .or_else(|_| SctpSocket::connect(addrs, &self.config.sctp))?,
-                    None => SctpSocket::connect(addrs, &self.config.sctp)?,
+                    None => self.connect_sctp(addrs, now_us)?,
                 },
                 connecting: true,
                 out: OutQueue::default(),
@@ -1952,11 +1986,7 @@ impl Transports {
         let cap = self.config.max_queued_bytes;
         let max = self.config.max_message_len;
         let batching = self.batching;
-        let now_us = if batching {
-            self.last_us
-        } else {
-            self.us(Instant::now())
-        };
+        let now_us = self.now_us();
         let idx = self.listed(assoc).ok_or(SendError::UnknownAssoc)?;
         let generation = match self.entries.get(idx) {
             Some(Some(e)) => e.generation,
@@ -2024,7 +2054,7 @@ impl Transports {
         let Some(idx) = self.listed(assoc) else {
             return false;
         };
-        let now_us = self.us(Instant::now());
+        let now_us = self.now_us();
         let linger = self.config.close_linger;
         let Some(Some(Entry {
             slot: Slot::Assoc(a),
@@ -2387,11 +2417,47 @@ impl Transports {
         }
     }
 
+    /// An outgoing SCTP association from an ephemeral port: on the spare socket when there is
+    /// one for the peer's family (then the next spare is due [`SPARE_DELAY_US`] later).
+    fn connect_sctp(&mut self, addrs: &[SocketAddr], now_us: u64) -> io::Result<SctpSocket> {
+        if !self.config.sctp.spare_socket {
+            return SctpSocket::connect(addrs, &self.config.sctp);
+        }
+        let v6 = addrs.iter().any(SocketAddr::is_ipv6);
+        self.spare_due = Some((now_us + SPARE_DELAY_US, v6));
+        match self.spare.take() {
+            // A dual-stack AF_INET6 socket reaches IPv4 peers too.
+            Some((spare_v6, sock)) if spare_v6 || !v6 => sock.connect_spare(addrs),
+            _ => SctpSocket::connect(addrs, &self.config.sctp),
+        }
+    }
+
+    /// True when a spare SCTP socket waits for the next outgoing association
+    /// ([`SctpOptions::spare_socket`]).
+    pub fn spare_ready(&self) -> bool {
+        self.spare.is_some()
+    }
+
+    /// The time for a command (send, connect, close): under write batching the latest time
+    /// seen (the caller keeps it current, see [`Transports::set_time`]; no clock read on a
+    /// failover's path), else the clock.
+    fn now_us(&self) -> u64 {
+        if self.batching {
+            self.last_us
+        } else {
+            self.us(Instant::now())
+        }
+    }
+
     /// When [`Transports::handle_timeout`] must run next.
     pub fn poll_timeout(&mut self) -> Option<Instant> {
-        self.timers
-            .peek()
-            .map(|(d, _)| self.epoch + Duration::from_micros(d))
+        let timer = self.timers.peek().map(|(d, _)| d);
+        let spare = self.spare_due.map(|(d, _)| d);
+        let d = match (timer, spare) {
+            (Some(a), Some(b)) => Some(a.min(b)),
+            (a, b) => a.or(b),
+        };
+        d.map(|d| self.epoch + Duration::from_micros(d))
     }
 
     /// Runs every timer due at `now` (RTF heartbeats and dead peers, close lingering, write
@@ -2399,6 +2465,15 @@ impl Transports {
     pub fn handle_timeout(&mut self, now: Instant, out: &mut Vec<TransportEvent>) {
         let now_us = self.us(now);
         self.last_us = self.last_us.max(now_us);
+        if let Some((at, v6)) = self.spare_due
+            && at <= now_us
+        {
+            self.spare_due = None;
+            // Without a spare the next connect makes its socket itself.
+            self.spare = SctpSocket::spare(v6, &self.config.sctp)
+                .ok()
+                .map(|s| (v6, s));
+        }
         // Only the timers due when the call starts: an association with more to read
         // re-arms an immediate timer, which must wait for the next call, or a peer that
         // writes faster than we read would keep this call (and its caller's turn) reading

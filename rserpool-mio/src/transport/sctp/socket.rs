@@ -27,6 +27,12 @@ pub struct SctpOptions {
     /// SACK delays the failover by up to 200 ms (`rsplib-measured.md` defect 1). Costs one
     /// SACK packet per message received that no reply carries.
     pub sack_immediately: bool,
+    /// Keep one socket created and configured ahead for the next outgoing association
+    /// ([`SctpSocket::spare`]): a connect is then `sctp_connectx` alone, not nine system
+    /// calls (socket, options, event subscriptions) between a failover's Handle Resolution
+    /// answer and the INIT. The pool users set it; the spare is made well after a connect,
+    /// off the failover's path.
+    pub spare_socket: bool,
 }
 
 impl Default for SctpOptions {
@@ -39,6 +45,7 @@ impl Default for SctpOptions {
             max_init_attempts: 4,
             max_init_timeo_ms: 5000,
             sack_immediately: false,
+            spare_socket: false,
         }
     }
 }
@@ -196,6 +203,22 @@ impl SctpSocket {
         let s = SctpSocket::new(domain_for(addrs), opts)?;
         sys::connectx(s.sock.as_fd(), addrs)?;
         Ok(s)
+    }
+
+    /// A socket configured as [`SctpSocket::connect`] configures it, not yet connected: for
+    /// [`SctpSocket::connect_spare`] later. `v6`: dual-stack `AF_INET6` (takes IPv4 peers
+    /// too) instead of `AF_INET`.
+    pub fn spare(v6: bool, opts: &SctpOptions) -> io::Result<SctpSocket> {
+        SctpSocket::new(if v6 { Domain::IPV6 } else { Domain::IPV4 }, opts)
+    }
+
+    /// Starts an association to `addrs` on a [`SctpSocket::spare`] socket (one system call).
+    pub fn connect_spare(self, addrs: &[SocketAddr]) -> io::Result<SctpSocket> {
+        if addrs.is_empty() {
+            return Err(io::Error::new(io::ErrorKind::InvalidInput, "no address"));
+        }
+        sys::connectx(self.sock.as_fd(), addrs)?;
+        Ok(self)
     }
 
     /// [`SctpSocket::connect`] from the local endpoint `local` (all addresses with the first
