@@ -204,9 +204,13 @@ impl<W: Write> Terminal<W> {
         self.stats
     }
 
+    /// A status line on standard error, formatted first and written with one system call
+    /// (`eprintln!` on the unbuffered stderr writes each piece on its own: seven writes
+    /// for a failover notice, on the failover's critical path).
     fn notice(&self, text: std::fmt::Arguments<'_>) {
         if self.notices {
-            eprintln!("*** {text} ***");
+            let line = format!("*** {text} ***\n");
+            let _ = io::stderr().lock().write_all(line.as_bytes());
         }
     }
 
