@@ -50,6 +50,9 @@
 #   SCENARIOS="pe-kill-term pe-kill-ping pe-stop-calc pe-stop-ping pe-stop-term reg-kill reg-stop"
 #   KILL_WAIT=3 STOP_WAIT=6 (fast; stock: 20) REG_WAIT=8 (s after the signal)
 #   STANDBY=<ms>: our pingpongclient and rspterminal with -standbyrefresh=<ms> (default: off)
+#   OUR_LOGLEVEL=1: our programs' -loglevel= (1 = errors, RSPLIB's default and what its
+#     programs get here; 3 logs each failover and registration, for diagnosis)
+#   CLIENT_WRAP="<command>": put before our pool user (diagnosis, e.g. "strace -f -tt -T -o F")
 #   BIN=<our release binaries> (default $CARGO_TARGET_DIR/release or target/release)
 #   OUT=<dir> (default tests/interop/out/failover-<date>)  VM_TIMEOUT=900  VM_CPU=1
 #   ANALYSE=<dir of an earlier run>: only the host analysis of that directory
@@ -167,6 +170,7 @@ IMPLS=${IMPLS:-"rsplib ours"}
 SCENARIOS=${SCENARIOS:-"pe-kill-term pe-kill-ping pe-stop-calc pe-stop-ping pe-stop-term reg-kill reg-stop"}
 RUNS=${RUNS:-3}
 TIMERS=${TIMERS:-fast}
+OUR_LOGLEVEL=${OUR_LOGLEVEL:-1}
 KILL_WAIT=${KILL_WAIT:-3}
 REG_WAIT=${REG_WAIT:-8}
 A=10.99.0.11 B=10.99.0.12 C=10.99.0.13
@@ -203,7 +207,7 @@ reg() { # reg IMPL HOST IP [options]: a registrar
     rsplib) exec ip netns exec "$host" rspregistrar -asap="$ip:3863" -enrp="$ip:9901" \
         -asapannounce=off -enrpannounce=off -loglevel=1 "${REG_OPTS[@]}" "$@" ;;
     ours) exec ip netns exec "$host" "$BIN/rspregistrar" -transport=sctp -asap="$ip:3863" \
-        -enrp="$ip:9901" -asapannounce=off -enrpannounce=off -loglevel=3 -logcolor=off \
+        -enrp="$ip:9901" -asapannounce=off -enrpannounce=off -loglevel="$OUR_LOGLEVEL" -logcolor=off \
         -quiet "${REG_OPTS[@]}" "$@" ;;
     esac
 }
@@ -214,7 +218,7 @@ pe() { # pe IMPL HOST SERVICE-OPTIONS...: a PE registered at registrar A
     case $impl in
     rsplib) exec ip netns exec "$host" rspserver "$@" -registrar=$A:3863 -loglevel=1 ;;
     ours) exec ip netns exec "$host" "$BIN/rspserver" "$@" -transport=sctp \
-        -registrar=$A:3863 -asapannounce=off -quiet -loglevel=3 -logcolor=off ;;
+        -registrar=$A:3863 -asapannounce=off -quiet -loglevel="$OUR_LOGLEVEL" -logcolor=off ;;
     esac
 }
 
@@ -223,8 +227,9 @@ client() { # client IMPL PROGRAM [options]: a pool user on h5
     shift 2
     case $impl in
     rsplib) exec ip netns exec h5 stdbuf -oL "$prog" "$@" -registrar=$A:3863 -loglevel=1 ;;
-    ours) exec ip netns exec h5 "$BIN/$prog" "$@" -transport=sctp \
-        -registrar=$A:3863 -asapannounce=off -loglevel=3 -logcolor=off ;;
+    # shellcheck disable=SC2086 # CLIENT_WRAP is a command line: split on purpose
+    ours) exec ip netns exec h5 ${CLIENT_WRAP:-} "$BIN/$prog" "$@" -transport=sctp \
+        -registrar=$A:3863 -asapannounce=off -loglevel="$OUR_LOGLEVEL" -logcolor=off ;;
     esac
 }
 
