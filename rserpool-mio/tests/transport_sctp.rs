@@ -531,3 +531,113 @@ fn sctp_connects_use_the_spare_socket() {
     assert_eq!(net.a.association_count(), 3);
     assert_eq!(net.b.association_count(), 3);
 }
+
+/// Under write batching (every association's messages written at the end of a wake-up with
+/// one `sendmmsg`, as the drivers do) every message arrives, in order, on every one of several
+/// associations, also after their sockets filled up (a message the kernel refused waits for
+/// `WRITABLE`) and while they drain.
+#[test]
+fn sctp_batched_sends_to_many_associations_arrive_in_order() {
+    if !sctp_or_skip("sctp_batched_sends_to_many_associations_arrive_in_order") {
+        return;
+    }
+    const ASSOCS: usize = 4;
+    const PER_ASSOC: u32 = 600;
+    const LEN: usize = 4000;
+    let cb = TransportConfig {
+        max_queued_bytes: 128 * 1024,
+        ..TransportConfig::default()
+    };
+    let mut net = Net::new(TransportConfig::default(), cb);
+    net.b.set_write_batching(true);
+    let l = net.a.listen(&[lo(0)], SCTP, ChannelKind::Session).unwrap();
+    let addr = net.a.socket_local_addrs(l).unwrap()[0];
+    let on_b: Vec<AssocId> = (0..ASSOCS)
+        .map(|_| {
+            net.b
+                .connect(&[addr], SCTP, ChannelKind::Session, Protocol::Asap)
+                .unwrap()
+        })
+        .collect();
+    net.b.flush_pending();
+    let mut ups = 0;
+    net.wait_for("all Up on B", LIMIT, |n| {
+        n.b.flush_pending();
+        while take_up(&mut n.eb).is_some() {
+            ups += 1;
+        }
+        (ups == ASSOCS).then_some(())
+    });
+    let message = |assoc: usize, seq: u32| {
+        let mut m = vec![(seq % 251) as u8; LEN];
+        m[..4].copy_from_slice(&(assoc as u32).to_be_bytes());
+        m[4..8].copy_from_slice(&seq.to_be_bytes());
+        Bytes::from(m)
+    };
+    let mut next_seq = [0u32; ASSOCS];
+    // Expected next sequence number per sending association, by what A receives.
+    let mut expect = [0u32; ASSOCS];
+    let mut received = 0usize;
+    let total = ASSOCS * PER_ASSOC as usize;
+    // First A reads nothing: the sockets fill up and the queues behind them (the kernel
+    // refused a message, or a queue of 128 KiB would not take the next).
+    let mut full = [false; ASSOCS];
+    let t0 = Instant::now();
+    while !full.iter().all(|&f| f) {
+        assert!(t0.elapsed() < Duration::from_secs(30), "never full");
+        for (i, &assoc) in on_b.iter().enumerate() {
+            match net.b.send(assoc, 40, 0, message(i, next_seq[i])) {
+                Ok(()) => next_seq[i] += 1,
+                Err(SendError::QueueFull { .. }) => full[i] = true,
+                Err(e) => panic!("send: {e:?}"),
+            }
+        }
+        net.b.flush_pending();
+        assert!(
+            next_seq.iter().all(|&n| n < PER_ASSOC),
+            "the kernel took everything"
+        );
+    }
+    while received < total {
+        assert!(
+            t0.elapsed() < Duration::from_secs(60),
+            "only {received} of {total} arrived"
+        );
+        // Each round: a few messages on every association, until each refuses (queue full).
+        for (i, &assoc) in on_b.iter().enumerate() {
+            for _ in 0..8 {
+                if next_seq[i] == PER_ASSOC {
+                    break;
+                }
+                match net.b.send(assoc, 40, 0, message(i, next_seq[i])) {
+                    Ok(()) => next_seq[i] += 1,
+                    Err(SendError::QueueFull { .. }) => break,
+                    Err(e) => panic!("send: {e:?}"),
+                }
+            }
+        }
+        net.b.flush_pending();
+        net.step();
+        net.b.flush_pending();
+        for e in net.ea.drain(..) {
+            if let TransportEvent::Message { ppid, data, .. } = e {
+                assert_eq!(ppid, 40);
+                assert_eq!(data.len(), LEN);
+                let from = u32::from_be_bytes(data[..4].try_into().unwrap()) as usize;
+                let seq = u32::from_be_bytes(data[4..8].try_into().unwrap());
+                assert_eq!(seq, expect[from], "association {from}: out of order");
+                assert_eq!(data, message(from, seq));
+                expect[from] += 1;
+                received += 1;
+            }
+        }
+    }
+    assert_eq!(expect, [PER_ASSOC; ASSOCS]);
+    assert!(on_b.iter().all(|&a| net.b.queued_bytes(a) == Some(0)));
+    assert!(
+        net.eb
+            .iter()
+            .all(|e| !matches!(e, TransportEvent::Down { .. }))
+    );
+    println!("batched sends: {total} messages on {ASSOCS} associations, in order");
+}

@@ -52,7 +52,8 @@
 #   STANDBY=<ms>: our pingpongclient and rspterminal with -standbyrefresh=<ms> (default: off)
 #   OUR_LOGLEVEL=1: our programs' -loglevel= (1 = errors, RSPLIB's default and what its
 #     programs get here; 3 logs each failover and registration, for diagnosis)
-#   CLIENT_WRAP="<command>": put before our pool user (diagnosis, e.g. "strace -f -tt -T -o F")
+#   CLIENT_WRAP="<command>", REG_WRAP="<command>": put before our pool user / registrars
+#     (diagnosis, e.g. "strace -f -tt -T -o F")
 #   BIN=<our release binaries> (default $CARGO_TARGET_DIR/release or target/release)
 #   OUT=<dir> (default tests/interop/out/failover-<date>)  VM_TIMEOUT=900  VM_CPU=1
 #   ANALYSE=<dir of an earlier run>: only the host analysis of that directory
@@ -206,7 +207,8 @@ reg() { # reg IMPL HOST IP [options]: a registrar
     case $impl in
     rsplib) exec ip netns exec "$host" rspregistrar -asap="$ip:3863" -enrp="$ip:9901" \
         -asapannounce=off -enrpannounce=off -loglevel=1 "${REG_OPTS[@]}" "$@" ;;
-    ours) exec ip netns exec "$host" "$BIN/rspregistrar" -transport=sctp -asap="$ip:3863" \
+    # shellcheck disable=SC2086 # REG_WRAP is a command line: split on purpose
+    ours) exec ip netns exec "$host" ${REG_WRAP:-} "$BIN/rspregistrar" -transport=sctp -asap="$ip:3863" \
         -enrp="$ip:9901" -asapannounce=off -enrpannounce=off -loglevel="$OUR_LOGLEVEL" -logcolor=off \
         -quiet "${REG_OPTS[@]}" "$@" ;;
     esac
