@@ -49,7 +49,8 @@
 #   RUNS=3 TIMERS=fast (default)  IMPLS="rsplib ours"
 #   SCENARIOS="pe-kill-term pe-kill-ping pe-stop-calc pe-stop-ping pe-stop-term reg-kill reg-stop"
 #   KILL_WAIT=3 STOP_WAIT=6 (fast; stock: 20) REG_WAIT=8 (s after the signal)
-#   STANDBY=<ms>: our pingpongclient and rspterminal with -standbyrefresh=<ms> (default: off)
+#   STANDBY=<ms>: our pingpongclient and rspterminal with -standbyrefresh=<ms> (default: their
+#     own default, 1000; STANDBY=0 turns their standby list off)
 #   OUR_LOGLEVEL=1: our programs' -loglevel= (1 = errors, RSPLIB's default and what its
 #     programs get here; 3 logs each failover and registration, for diagnosis)
 #   CLIENT_WRAP="<command>", REG_WRAP="<command>": put before our pool user / registrars

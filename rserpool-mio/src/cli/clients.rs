@@ -314,19 +314,28 @@ mod tests {
         assert_eq!(o.effective_response_timeout(), Some(ms(700)));
         let o: RspTerminalOptions = parse("rspterminal", &["-responsetimeout=0"]).unwrap();
         assert_eq!(o.effective_response_timeout(), None);
-        // The standby list: off by default (RSPLIB resolves at every failover).
-        assert_eq!(o.library.standby_refresh(), None);
-        let o: RspTerminalOptions = parse("rspterminal", &["-standbyrefresh=1000"]).unwrap();
-        assert_eq!(o.library.standby_refresh(), Some(ms(1000)));
-        assert_eq!(
-            crate::programs::terminal::session_config(&o).standby_refresh,
-            Some(ms(1000))
-        );
+        // The standby list: every second by default for rspterminal, 0 turns it off (RSPLIB
+        // resolves at every failover), other values as given.
+        let config = crate::programs::terminal::session_config;
+        assert_eq!(o.library.standby_refresh, None);
+        assert_eq!(config(&o).standby_refresh, Some(ms(1000)));
+        let o: RspTerminalOptions = parse("rspterminal", &["-standbyrefresh=0"]).unwrap();
+        assert_eq!(config(&o).standby_refresh, None);
+        let o: RspTerminalOptions = parse("rspterminal", &["-standbyrefresh=250"]).unwrap();
+        assert_eq!(config(&o).standby_refresh, Some(ms(250)));
+        // A client without a default of its own: off unless asked.
+        assert_eq!(o.library.standby_refresh(None), Some(ms(250)));
+        let o: RspTerminalOptions = parse("rspterminal", &[]).unwrap();
+        assert_eq!(o.library.standby_refresh(None), None);
     }
 
     #[test]
     fn pingpongclient() {
         let o: PingPongClientOptions = parse("pingpongclient", &[]).unwrap();
+        let config = crate::programs::services::pingpong::session_config;
+        assert_eq!(config(&o).standby_refresh, Some(ms(1000)));
+        let off: PingPongClientOptions = parse("pingpongclient", &["-standbyrefresh=0"]).unwrap();
+        assert_eq!(config(&off).standby_refresh, None);
         assert_eq!(o.pool_handle, PoolHandle::from("PingPongPool"));
         assert_eq!(o.interval, ms(500));
         let a: PingPongClientOptions = parse("pingpongclient", &["-interval=100"]).unwrap();

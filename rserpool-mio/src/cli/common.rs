@@ -322,9 +322,10 @@ pub struct LibraryOptions {
     pub tls: TlsOptions,
     /// Pool users: while connected, ask the registrar for the pool's PEs every this long, ms,
     /// so that a failover connects to the next PE at once (our addition; 0 = off, RSPLIB's
-    /// behaviour: every failover resolves)
-    #[arg(long = "standbyrefresh", value_name = "MS", default_value = "0", value_parser = millis_min::<0>)]
-    pub standby_refresh: Duration,
+    /// behaviour: every failover resolves). Default: 1000 for rspterminal and
+    /// pingpongclient, off for the other clients
+    #[arg(long = "standbyrefresh", value_name = "MS", value_parser = millis_min::<0>)]
+    pub standby_refresh: Option<Duration>,
 }
 
 impl Default for LibraryOptions {
@@ -343,15 +344,16 @@ impl Default for LibraryOptions {
             log: LogOptions::default(),
             transport: TransportChoice::Auto,
             tls: TlsOptions::default(),
-            standby_refresh: Duration::ZERO,
+            standby_refresh: None,
         }
     }
 }
 
 impl LibraryOptions {
-    /// `-standbyrefresh=` for [`PoolUserSessionConfig::standby_refresh`](rserpool_core::session::PoolUserSessionConfig::standby_refresh) (`None` for 0).
-    pub fn standby_refresh(&self) -> Option<Duration> {
-        (!self.standby_refresh.is_zero()).then_some(self.standby_refresh)
+    /// `-standbyrefresh=` for [`PoolUserSessionConfig::standby_refresh`](rserpool_core::session::PoolUserSessionConfig::standby_refresh)
+    /// of a client whose default is `default` (`None`: off): `None` for 0.
+    pub fn standby_refresh(&self, default: Option<Duration>) -> Option<Duration> {
+        self.standby_refresh.or(default).filter(|d| !d.is_zero())
     }
 
     /// The announce group to listen on, or `None` with `-asapannounce=off`.

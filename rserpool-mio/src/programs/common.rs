@@ -88,6 +88,13 @@ pub fn os_rng() -> Xoshiro256PlusPlus {
     Xoshiro256PlusPlus::from_seed(seed)
 }
 
+/// The standby list's refresh interval of `rspterminal` and `pingpongclient` unless
+/// `-standbyrefresh=` says otherwise (0 = off): one Handle Resolution a second while
+/// connected buys a failover without a resolution round trip (transport loss -> association
+/// with the next PE up in under a millisecond in the VM, where it is ~1.5 ms with the round
+/// trip; docs/performance.md). The other clients keep RSPLIB's behaviour by default.
+pub const INTERACTIVE_STANDBY_REFRESH: Duration = Duration::from_millis(1000);
+
 /// `t` with the settings of a pool user: SCTP acknowledges every packet at once
 /// ([`SctpOptions::sack_immediately`](crate::transport::sctp::socket::SctpOptions)), so the
 /// kernel of a PE whose process dies can send its SHUTDOWN at once instead of waiting up to

@@ -388,7 +388,7 @@ pub fn session_config(opts: &RspTerminalOptions) -> PoolUserSessionConfig {
         // RSPLIB's rspterminal never reports a PE; a PE that closes (Daytime) may be used
         // again, a killed one is avoided while others are there.
         report_shutdown: false,
-        standby_refresh: lib.standby_refresh(),
+        standby_refresh: lib.standby_refresh(Some(super::common::INTERACTIVE_STANDBY_REFRESH)),
         ..PoolUserSessionConfig::default()
     }
 }

@@ -111,7 +111,7 @@ pub fn main_with(opts: CalcAppClientOptions) -> ExitCode {
 }
 
 fn run(opts: &CalcAppClientOptions) -> io::Result<CalcAppClientTotals> {
-    let config = client_session_config(&opts.library, None);
+    let config = client_session_config(&opts.library, None, None);
     let mut driver = client_driver(&opts.library, config, true, true, None)?;
     let clock = host_clock();
     let service = CalcAppClient::new(

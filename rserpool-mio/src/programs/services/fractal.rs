@@ -137,7 +137,7 @@ fn run_tile(
     let (Some(tile), Some(parameter)) = (job.tiles.get(i).copied(), job.tile_parameter(i)) else {
         return Err(io::Error::other("no such tile"));
     };
-    let config = client_session_config(&opts.library, None);
+    let config = client_session_config(&opts.library, None, None);
     // CSP reports from the first tile's session only (one component per program).
     let mut driver = client_driver(
         &opts.library,

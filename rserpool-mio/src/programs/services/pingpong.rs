@@ -14,10 +14,11 @@ use rserpool_core::Instant;
 use rserpool_core::services::pingpong::{PingPongClient, PingPongClientConfig, PingPongEvent};
 use rserpool_proto::ids::PeIdentifier;
 
-use super::super::common::{fail, init_logging_or_exit};
+use super::super::common::{INTERACTIVE_STANDBY_REFRESH, fail, init_logging_or_exit};
 use super::host_clock;
 use super::pu::{ClientApp, ClientHooks, client_driver, client_session_config};
 use crate::cli::PingPongClientOptions;
+use rserpool_core::session::PoolUserSessionConfig;
 
 /// What `pingpongclient` prints and counts.
 #[derive(Debug, Default)]
@@ -105,10 +106,16 @@ pub fn main_with(opts: PingPongClientOptions) -> ExitCode {
     }
 }
 
+/// The session configuration of `pingpongclient`: the client's own Pong timeout does the
+/// hung-PE check (the session layer's stays off); the standby list is on unless
+/// `-standbyrefresh=0`.
+pub fn session_config(opts: &PingPongClientOptions) -> PoolUserSessionConfig {
+    client_session_config(&opts.library, None, Some(INTERACTIVE_STANDBY_REFRESH))
+}
+
 fn run(opts: &PingPongClientOptions) -> io::Result<PingPongHooks> {
     let timeout = (!opts.response_timeout.is_zero()).then_some(opts.response_timeout);
-    // The client's own Pong timeout does the hung-PE check; the session layer's stays off.
-    let config = client_session_config(&opts.library, None);
+    let config = session_config(opts);
     let mut driver = client_driver(&opts.library, config, true, true, None)?;
     let service = PingPongClient::new(PingPongClientConfig {
         interval: opts.interval,

@@ -70,6 +70,7 @@ pub const CLIENT_AVOID_TIME: Duration = Duration::from_secs(1);
 pub fn client_session_config(
     lib: &LibraryOptions,
     response_timeout: Option<Duration>,
+    standby_default: Option<Duration>,
 ) -> PoolUserSessionConfig {
     let mode = library_mode(lib);
     PoolUserSessionConfig {
@@ -84,7 +85,7 @@ pub fn client_session_config(
         avoid_time: CLIENT_AVOID_TIME,
         replay: ReplayPolicy::None,
         report_shutdown: false,
-        standby_refresh: lib.standby_refresh(),
+        standby_refresh: lib.standby_refresh(standby_default),
         ..PoolUserSessionConfig::default()
     }
 }

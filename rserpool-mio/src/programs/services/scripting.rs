@@ -140,7 +140,7 @@ fn run(opts: &ScriptingClientOptions) -> io::Result<u8> {
     };
     let service = ScriptingClient::new(config, os_rng(), input, environment)
         .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
-    let session = client_session_config(&opts.library, None);
+    let session = client_session_config(&opts.library, None, None);
     let mut driver = client_driver(&opts.library, session, true, true, None)?;
     let hooks = ScriptingHooks {
         path: opts.output.clone(),
