@@ -641,3 +641,36 @@ fn sctp_batched_sends_to_many_associations_arrive_in_order() {
     );
     println!("batched sends: {total} messages on {ASSOCS} associations, in order");
 }
+
+/// Several associations waiting at a listener are all accepted from one readiness event (an
+/// SCTP accept that would find none is not tried: it sleeps until the next timer tick; the
+/// listener is asked with a zero-timeout poll instead), and one arriving later is accepted on
+/// its own event.
+#[test]
+fn sctp_listener_accepts_every_waiting_association() {
+    if !sctp_or_skip("sctp_listener_accepts_every_waiting_association") {
+        return;
+    }
+    let mut net = Net::new(TransportConfig::default(), TransportConfig::default());
+    let l = net.a.listen(&[lo(0)], SCTP, ChannelKind::Session).unwrap();
+    let addr = net.a.socket_local_addrs(l).unwrap()[0];
+    // Five raw clients set up their associations before A looks at its listener.
+    let mut raw = Vec::new();
+    for _ in 0..5 {
+        let s = Socket::new(Domain::IPV4, Type::STREAM, Some(SockProtocol::SCTP)).unwrap();
+        s.connect(&addr.into()).unwrap();
+        raw.push(s);
+    }
+    let mut ups = 0;
+    net.wait_for("five Up on A", LIMIT, |n| {
+        while take_up(&mut n.ea).is_some() {
+            ups += 1;
+        }
+        (ups == 5).then_some(())
+    });
+    let late = Socket::new(Domain::IPV4, Type::STREAM, Some(SockProtocol::SCTP)).unwrap();
+    late.connect(&addr.into()).unwrap();
+    net.wait_for("the sixth Up on A", LIMIT, |n| take_up(&mut n.ea));
+    assert_eq!(net.a.association_count(), 6);
+    drop(raw);
+}

@@ -53,8 +53,8 @@
 #     own default, 1000; STANDBY=0 turns their standby list off)
 #   OUR_LOGLEVEL=1: our programs' -loglevel= (1 = errors, RSPLIB's default and what its
 #     programs get here; 3 logs each failover and registration, for diagnosis)
-#   CLIENT_WRAP="<command>", REG_WRAP="<command>": put before our pool user / registrars
-#     (diagnosis, e.g. "strace -f -tt -T -o F")
+#   CLIENT_WRAP="<command>", REG_WRAP="<command>", PE2_WRAP="<command>": put before our pool
+#     user / registrars / PE 2 (diagnosis, e.g. "strace -f -tt -T -o F")
 #   BIN=<our release binaries> (default $CARGO_TARGET_DIR/release or target/release)
 #   OUT=<dir> (default tests/interop/out/failover-<date>)  VM_TIMEOUT=900  VM_CPU=1
 #   ANALYSE=<dir of an earlier run>: only the host analysis of that directory
@@ -220,7 +220,8 @@ pe() { # pe IMPL HOST SERVICE-OPTIONS...: a PE registered at registrar A
     shift 2
     case $impl in
     rsplib) exec ip netns exec "$host" rspserver "$@" -registrar=$A:3863 -loglevel=1 ;;
-    ours) exec ip netns exec "$host" "$BIN/rspserver" "$@" -transport=sctp \
+    # shellcheck disable=SC2086 # PE_WRAP is a command line: split on purpose
+    ours) exec ip netns exec "$host" ${PE_WRAP:-} "$BIN/rspserver" "$@" -transport=sctp \
         -registrar=$A:3863 -asapannounce=off -quiet -loglevel="$OUR_LOGLEVEL" -logcolor=off ;;
     esac
 }
@@ -302,7 +303,7 @@ pe_scenario() { # pe_scenario IMPL SCEN RUN
     esac
     T=$!
     nap 1.5
-    pe "$impl" h4 "${svc[@]}" >"$OUT/$tag.pe2" 2>&1 &
+    PE_WRAP=${PE2_WRAP:-} pe "$impl" h4 "${svc[@]}" >"$OUT/$tag.pe2" 2>&1 &
     local P2=$!
     nap 2
     if [ -z "$F" ]; then

@@ -2317,7 +2317,9 @@ impl Transports {
         }
     }
 
+    /// Accepts every pending association of listener `idx` (called when it is readable).
     fn accept_all(&mut self, idx: usize, now_us: u64, out: &mut Vec<TransportEvent>) {
+        let mut accepted = 0usize;
         loop {
             let Some(Some(entry)) = self.entries.get_mut(idx) else {
                 return;
@@ -2325,6 +2327,16 @@ impl Transports {
             let Slot::Listener(l) = &mut entry.slot else {
                 return;
             };
+            // SCTP: after the first (the readiness said one is there), ask before accepting
+            // again; an SCTP accept that finds nothing sleeps until the next timer tick
+            // (`sys::readable_now`). Edge-triggered readiness reports the next arrival anew.
+            if accepted > 0
+                && let Listener::Sctp { sock, .. } = &**l
+                && !sock.readable_now().unwrap_or(false)
+            {
+                return;
+            }
+            accepted += 1;
             let (io, listener, kinds) = match &mut **l {
                 Listener::Tcp {
                     listener,

@@ -256,6 +256,12 @@ impl SctpSocket {
         }
     }
 
+    /// True when an association waits to be accepted on this listener (or, on an association
+    /// socket, something to read), without sleeping: see [`sys::readable_now`].
+    pub fn readable_now(&self) -> io::Result<bool> {
+        sys::readable_now(self.sock.as_fd())
+    }
+
     /// The peer's addresses (`sctp_getpaddrs`).
     pub fn peer_addrs(&self) -> io::Result<Vec<SocketAddr>> {
         sys::peer_addrs(self.sock.as_fd())
