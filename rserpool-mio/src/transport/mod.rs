@@ -2330,9 +2330,10 @@ impl Transports {
             // SCTP: after the first (the readiness said one is there), ask before accepting
             // again; an SCTP accept that finds nothing sleeps until the next timer tick
             // (`sys::readable_now`). Edge-triggered readiness reports the next arrival anew.
+            // If the question fails, accepting is tried (at worst that sleep).
             if accepted > 0
                 && let Listener::Sctp { sock, .. } = &**l
-                && !sock.readable_now().unwrap_or(false)
+                && !sock.readable_now().unwrap_or(true)
             {
                 return;
             }

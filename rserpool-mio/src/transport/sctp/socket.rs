@@ -57,7 +57,8 @@ pub fn sctp_available() -> bool {
     *PROBE.get_or_init(|| Socket::new(Domain::IPV4, Type::SEQPACKET, Some(Protocol::SCTP)).is_ok())
 }
 
-/// An SCTP socket registered with mio (owns the fd; deregister before dropping).
+/// An SCTP socket registered with mio (owns the fd; closing it takes it out of the poll set:
+/// it must not be duplicated).
 #[derive(Debug)]
 pub struct SctpSocket {
     sock: Socket,
