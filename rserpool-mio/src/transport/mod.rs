@@ -1803,7 +1803,10 @@ impl Transports {
                 return Err(tls_over_sctp());
             }
             TransportKind::Sctp => Listener::Sctp {
-                sock: SctpSocket::listen(addrs, self.config.listen_backlog, &self.config.sctp)?,
+                sock: enrp_sack(
+                    SctpSocket::listen(addrs, self.config.listen_backlog, &self.config.sctp)?,
+                    kinds,
+                )?,
                 id,
                 kinds,
             },
@@ -1838,7 +1841,10 @@ impl Transports {
         if self.config.tls_for_any(channels).is_some() {
             return Err(tls_over_sctp());
         }
-        let sock = SctpSocket::listen_shared(addrs, self.config.listen_backlog, &self.config.sctp)?;
+        let sock = enrp_sack(
+            SctpSocket::listen_shared(addrs, self.config.listen_backlog, &self.config.sctp)?,
+            channels,
+        )?;
         let local = sock.endpoint_of(addrs)?;
         let id = SocketId(self.next_id());
         let idx = self.alloc(Slot::Listener(Box::new(Listener::Sctp {
@@ -1928,14 +1934,17 @@ impl Transports {
                 ))
             }
             TransportKind::Sctp => AssocIo::Sctp(SctpIo {
-                sock: match self.sctp_source(channel) {
-                    // If the shared port cannot be used (an association between the same
-                    // two endpoints still closing), connect from an ephemeral port: the
-                    // association works, only a takeover cannot reach it there.
-                    Some(local) => SctpSocket::connect_from(local, addrs, &self.config.sctp)
-                        .or_else(|_| SctpSocket::connect(addrs, &self.config.sctp))?,
-                    None => self.connect_sctp(addrs, now_us)?,
-                },
+                sock: enrp_sack(
+                    match self.sctp_source(channel) {
+                        // If the shared port cannot be used (an association between the same
+                        // two endpoints still closing), connect from an ephemeral port: the
+                        // association works, only a takeover cannot reach it there.
+                        Some(local) => SctpSocket::connect_from(local, addrs, &self.config.sctp)
+                            .or_else(|_| SctpSocket::connect(addrs, &self.config.sctp))?,
+                        None => self.connect_sctp(addrs, now_us)?,
+                    },
+                    channel.into(),
+                )?,
                 connecting: true,
                 out: OutQueue::default(),
                 reasm: None,
@@ -2523,6 +2532,19 @@ impl Transports {
         }
         self.due = due;
     }
+}
+
+/// `sock` for associations of `kinds`: ENRP associations acknowledge every packet at once
+/// (`SCTP_DELAYED_SACK`, `sack_freq` 1; accepted sockets inherit it from their listener).
+/// A registrar killed right after its Presence keeps that message unacknowledged while its
+/// peers delay their SACK (up to 200 ms), and its kernel sends the SHUTDOWN that tells them
+/// of its death only after the SACK: every takeover started up to 200 ms late. ENRP carries
+/// a few messages a second per peer, so the SACKs cost nothing.
+fn enrp_sack(sock: SctpSocket, kinds: ChannelKinds) -> io::Result<SctpSocket> {
+    if kinds.contains(ChannelKind::Enrp) {
+        sock.set_sack_immediately()?;
+    }
+    Ok(sock)
 }
 
 fn tls_over_sctp() -> io::Error {

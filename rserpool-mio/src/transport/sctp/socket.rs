@@ -257,6 +257,12 @@ impl SctpSocket {
         }
     }
 
+    /// Acknowledge every DATA packet at once (see [`SctpOptions::sack_immediately`]), for
+    /// this socket alone (and the associations a listener accepts).
+    pub fn set_sack_immediately(&self) -> io::Result<()> {
+        sys::set_sack_immediately(self.sock.as_fd())
+    }
+
     /// True when an association waits to be accepted on this listener (or, on an association
     /// socket, something to read), without sleeping: see [`sys::readable_now`].
     pub fn readable_now(&self) -> io::Result<bool> {
