@@ -674,3 +674,39 @@ fn sctp_listener_accepts_every_waiting_association() {
     assert_eq!(net.a.association_count(), 6);
     drop(raw);
 }
+
+/// Registrars' ENRP associations acknowledge every packet at once, set on the listener and
+/// inherited by the associations it accepts (a registrar killed right after its Presence must
+/// not wait for its peers' delayed SACK before its kernel's SHUTDOWN tells them); other
+/// sockets keep the kernel's delayed SACK.
+#[test]
+fn sctp_enrp_listeners_acknowledge_at_once_and_their_associations_inherit_it() {
+    if !sctp_or_skip("sctp_enrp_listeners_acknowledge_at_once_and_their_associations_inherit_it") {
+        return;
+    }
+    use rserpool_mio::transport::sctp::socket::{SctpOptions, SctpSocket};
+    let opts = SctpOptions::default();
+    let plain = SctpSocket::listen(&[lo(0)], 8, &opts).expect("listen");
+    assert!(
+        plain.sack_freq().expect("sack_freq") != 1,
+        "the kernel's default is delayed SACK"
+    );
+    let l = SctpSocket::listen(&[lo(0)], 8, &opts).expect("listen");
+    l.set_sack_immediately().expect("set");
+    assert_eq!(l.sack_freq().expect("sack_freq"), 1);
+    let port = l.local_addrs().expect("local")[0].port();
+    let _client = SctpSocket::connect(&[lo(port)], &opts).expect("connect");
+    let t0 = Instant::now();
+    let accepted = loop {
+        if let Some(a) = l.accept(&opts).expect("accept") {
+            break a;
+        }
+        assert!(t0.elapsed() < LIMIT, "no association to accept");
+        std::thread::sleep(Duration::from_millis(5));
+    };
+    assert_eq!(
+        accepted.sack_freq().expect("sack_freq"),
+        1,
+        "inherited from the listener"
+    );
+}

@@ -263,6 +263,11 @@ impl SctpSocket {
         sys::set_sack_immediately(self.sock.as_fd())
     }
 
+    /// `sack_freq` of `SCTP_DELAYED_SACK` (1: every packet acknowledged at once).
+    pub fn sack_freq(&self) -> io::Result<u32> {
+        sys::sack_freq(self.sock.as_fd())
+    }
+
     /// True when an association waits to be accepted on this listener (or, on an association
     /// socket, something to read), without sleeping: see [`sys::readable_now`].
     pub fn readable_now(&self) -> io::Result<bool> {

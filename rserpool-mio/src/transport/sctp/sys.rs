@@ -250,6 +250,33 @@ pub fn set_sack_immediately(fd: BorrowedFd<'_>) -> io::Result<()> {
     setsockopt(fd, SOL_SCTP, libc::SCTP_DELAYED_SACK, &v)
 }
 
+/// `SCTP_DELAYED_SACK` as it stands: `sack_freq` (1 = every packet acknowledged at once) of
+/// the socket's association (one-to-one) or defaults (listener).
+pub fn sack_freq(fd: BorrowedFd<'_>) -> io::Result<u32> {
+    let mut v = SctpSackInfo {
+        sack_assoc_id: 0,
+        sack_delay: 0,
+        sack_freq: 0,
+    };
+    let mut len = size_of::<SctpSackInfo>() as libc::socklen_t;
+    // SAFETY: `v` is a live, writable `SctpSackInfo` of `len` bytes (the size the kernel
+    // writes for this option, checked at compile time above); `len` is a valid in/out length.
+    let rc = unsafe {
+        libc::getsockopt(
+            fd.as_raw_fd(),
+            SOL_SCTP,
+            libc::SCTP_DELAYED_SACK,
+            (&mut v as *mut SctpSackInfo).cast(),
+            &mut len,
+        )
+    };
+    if rc < 0 {
+        Err(io::Error::last_os_error())
+    } else {
+        Ok(v.sack_freq)
+    }
+}
+
 /// Subscribes to one notification type with `SCTP_EVENT`.
 pub fn subscribe(fd: BorrowedFd<'_>, sn_type: u16) -> io::Result<()> {
     let e = SctpEvent {
