@@ -298,7 +298,8 @@ mod tests {
 
     #[test]
     fn pool_users_acknowledge_every_packet_at_once() {
-        // Only the pool users' sockets: registrars and PEs keep the kernel's delayed SACK.
+        // Only the pool users' sockets: PEs and registrars keep the kernel's delayed SACK
+        // (registrars' ENRP associations acknowledge at once, whatever the configuration).
         let default = crate::transport::TransportConfig::default;
         assert!(pool_user_transport(default()).sctp.sack_immediately);
         assert!(pool_user_transport(default()).sctp.spare_socket);
