@@ -684,15 +684,15 @@ fn sctp_enrp_listeners_acknowledge_at_once_and_their_associations_inherit_it() {
     if !sctp_or_skip("sctp_enrp_listeners_acknowledge_at_once_and_their_associations_inherit_it") {
         return;
     }
-    use rserpool_mio::transport::sctp::socket::{SctpOptions, SctpSocket};
-    let opts = SctpOptions::default();
+    use rserpool_mio::transport::sctp::socket::SctpSocket;
+    let config = TransportConfig::default();
+    let opts = config.sctp_for(ChannelKind::AsapToRegistrar);
     let plain = SctpSocket::listen(&[lo(0)], 8, &opts).expect("listen");
     assert!(
         plain.sack_freq().expect("sack_freq") != 1,
         "the kernel's default is delayed SACK"
     );
-    let l = SctpSocket::listen(&[lo(0)], 8, &opts).expect("listen");
-    l.set_sack_immediately().expect("set");
+    let l = SctpSocket::listen(&[lo(0)], 8, &config.sctp_for(ChannelKind::Enrp)).expect("listen");
     assert_eq!(l.sack_freq().expect("sack_freq"), 1);
     let port = l.local_addrs().expect("local")[0].port();
     let _client = SctpSocket::connect(&[lo(port)], &opts).expect("connect");

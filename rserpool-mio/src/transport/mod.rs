@@ -312,6 +312,21 @@ impl TransportConfig {
             .map(|p| &p.settings)
     }
 
+    /// SCTP settings of sockets carrying `kinds`: ENRP associations acknowledge every
+    /// packet at once (`SCTP_DELAYED_SACK`, `sack_freq` 1; accepted sockets inherit it from
+    /// their listener). A registrar killed right after its Presence keeps that message
+    /// unacknowledged while its peers delay their SACK (up to 200 ms), and its kernel sends
+    /// the SHUTDOWN that tells them of its death only after the SACK: every takeover started
+    /// up to 200 ms late. ENRP carries a few messages a second per peer, so the SACKs cost
+    /// nothing.
+    pub fn sctp_for(&self, kinds: impl Into<ChannelKinds>) -> SctpOptions {
+        SctpOptions {
+            sack_immediately: self.sctp.sack_immediately
+                || kinds.into().contains(ChannelKind::Enrp),
+            ..self.sctp
+        }
+    }
+
     fn rtf(&self) -> RtfConfig {
         RtfConfig {
             heartbeat_interval_ms: u32::try_from(self.rtf_heartbeat_interval.as_millis())
@@ -1501,10 +1516,14 @@ impl Transports {
     /// takes it now (the rest follows on `WRITABLE`), then closes the sockets of the
     /// associations removed since the last call. Cheap when nothing is pending.
     pub fn flush_pending(&mut self) {
-        if self.dirty.is_empty() {
-            self.closing.clear();
-            return;
+        if !self.dirty.is_empty() {
+            self.write_dirty();
         }
+        self.closing.clear();
+    }
+
+    /// The write half of [`Transports::flush_pending`].
+    fn write_dirty(&mut self) {
         let now_us = self.last_us;
         let mut dirty = std::mem::take(&mut self.dirty);
         for &(idx, generation) in &dirty {
@@ -1523,7 +1542,6 @@ impl Transports {
         }
         dirty.clear();
         self.dirty = dirty;
-        self.closing.clear();
     }
 
     /// The configuration in force.
@@ -1660,33 +1678,27 @@ impl Transports {
                 if a.listed {
                     self.listed_count -= 1;
                 }
-                if self.batching {
-                    if abort {
-                        match &a.io {
-                            AssocIo::Tcp(t) => {
-                                let _ = SockRef::from(&t.stream).set_linger(Some(Duration::ZERO));
-                            }
-                            AssocIo::Sctp(s) => {
-                                let _ = s.sock.set_abort_on_close();
-                            }
-                        }
-                    }
-                    self.closing.push(a.io);
-                    self.free.push(idx);
-                    return;
-                }
-                match &mut a.io {
-                    AssocIo::Tcp(t) => {
-                        if abort {
+                if abort {
+                    match &a.io {
+                        AssocIo::Tcp(t) => {
                             let _ = SockRef::from(&t.stream).set_linger(Some(Duration::ZERO));
                         }
-                        let _ = self.registry.deregister(&mut t.stream);
-                    }
-                    AssocIo::Sctp(s) => {
-                        if abort {
+                        AssocIo::Sctp(s) => {
                             let _ = s.sock.set_abort_on_close();
                         }
-                        let _ = self.registry.deregister(&mut s.sock);
+                    }
+                }
+                if self.batching {
+                    // Closed by flush_pending, after this wake-up's writes.
+                    self.closing.push(a.io);
+                } else {
+                    match &mut a.io {
+                        AssocIo::Tcp(t) => {
+                            let _ = self.registry.deregister(&mut t.stream);
+                        }
+                        AssocIo::Sctp(s) => {
+                            let _ = self.registry.deregister(&mut s.sock);
+                        }
                     }
                 }
             }
@@ -1803,9 +1815,10 @@ impl Transports {
                 return Err(tls_over_sctp());
             }
             TransportKind::Sctp => Listener::Sctp {
-                sock: enrp_sack(
-                    SctpSocket::listen(addrs, self.config.listen_backlog, &self.config.sctp)?,
-                    kinds,
+                sock: SctpSocket::listen(
+                    addrs,
+                    self.config.listen_backlog,
+                    &self.config.sctp_for(kinds),
                 )?,
                 id,
                 kinds,
@@ -1841,9 +1854,10 @@ impl Transports {
         if self.config.tls_for_any(channels).is_some() {
             return Err(tls_over_sctp());
         }
-        let sock = enrp_sack(
-            SctpSocket::listen_shared(addrs, self.config.listen_backlog, &self.config.sctp)?,
-            channels,
+        let sock = SctpSocket::listen_shared(
+            addrs,
+            self.config.listen_backlog,
+            &self.config.sctp_for(channels),
         )?;
         let local = sock.endpoint_of(addrs)?;
         let id = SocketId(self.next_id());
@@ -1934,17 +1948,17 @@ impl Transports {
                 ))
             }
             TransportKind::Sctp => AssocIo::Sctp(SctpIo {
-                sock: enrp_sack(
+                sock: {
+                    let opts = self.config.sctp_for(channel);
                     match self.sctp_source(channel) {
                         // If the shared port cannot be used (an association between the same
                         // two endpoints still closing), connect from an ephemeral port: the
                         // association works, only a takeover cannot reach it there.
-                        Some(local) => SctpSocket::connect_from(local, addrs, &self.config.sctp)
-                            .or_else(|_| SctpSocket::connect(addrs, &self.config.sctp))?,
-                        None => self.connect_sctp(addrs, now_us)?,
-                    },
-                    channel.into(),
-                )?,
+                        Some(local) => SctpSocket::connect_from(local, addrs, &opts)
+                            .or_else(|_| SctpSocket::connect(addrs, &opts))?,
+                        None => self.connect_sctp(addrs, &opts, now_us)?,
+                    }
+                },
                 connecting: true,
                 out: OutQueue::default(),
                 reasm: None,
@@ -2439,18 +2453,24 @@ impl Transports {
         }
     }
 
-    /// An outgoing SCTP association from an ephemeral port: on the spare socket when there is
-    /// one for the peer's family (then the next spare is due [`SPARE_DELAY_US`] later).
-    fn connect_sctp(&mut self, addrs: &[SocketAddr], now_us: u64) -> io::Result<SctpSocket> {
-        if !self.config.sctp.spare_socket {
-            return SctpSocket::connect(addrs, &self.config.sctp);
+    /// An outgoing SCTP association from an ephemeral port with `opts`: on the spare socket
+    /// when there is one for the peer's family, made with the same options (then the next
+    /// spare is due [`SPARE_DELAY_US`] later).
+    fn connect_sctp(
+        &mut self,
+        addrs: &[SocketAddr],
+        opts: &SctpOptions,
+        now_us: u64,
+    ) -> io::Result<SctpSocket> {
+        if !opts.spare_socket || *opts != self.config.sctp {
+            return SctpSocket::connect(addrs, opts);
         }
         let v6 = addrs.iter().any(SocketAddr::is_ipv6);
         self.spare_due = Some((now_us + SPARE_DELAY_US, v6));
         match self.spare.take() {
             // A dual-stack AF_INET6 socket reaches IPv4 peers too.
             Some((spare_v6, sock)) if spare_v6 || !v6 => sock.connect_spare(addrs),
-            _ => SctpSocket::connect(addrs, &self.config.sctp),
+            _ => SctpSocket::connect(addrs, opts),
         }
     }
 
@@ -2475,11 +2495,11 @@ impl Transports {
     pub fn poll_timeout(&mut self) -> Option<Instant> {
         let timer = self.timers.peek().map(|(d, _)| d);
         let spare = self.spare_due.map(|(d, _)| d);
-        let d = match (timer, spare) {
-            (Some(a), Some(b)) => Some(a.min(b)),
-            (a, b) => a.or(b),
-        };
-        d.map(|d| self.epoch + Duration::from_micros(d))
+        timer
+            .into_iter()
+            .chain(spare)
+            .min()
+            .map(|d| self.epoch + Duration::from_micros(d))
     }
 
     /// Runs every timer due at `now` (RTF heartbeats and dead peers, close lingering, write
@@ -2532,19 +2552,6 @@ impl Transports {
         }
         self.due = due;
     }
-}
-
-/// `sock` for associations of `kinds`: ENRP associations acknowledge every packet at once
-/// (`SCTP_DELAYED_SACK`, `sack_freq` 1; accepted sockets inherit it from their listener).
-/// A registrar killed right after its Presence keeps that message unacknowledged while its
-/// peers delay their SACK (up to 200 ms), and its kernel sends the SHUTDOWN that tells them
-/// of its death only after the SACK: every takeover started up to 200 ms late. ENRP carries
-/// a few messages a second per peer, so the SACKs cost nothing.
-fn enrp_sack(sock: SctpSocket, kinds: ChannelKinds) -> io::Result<SctpSocket> {
-    if kinds.contains(ChannelKind::Enrp) {
-        sock.set_sack_immediately()?;
-    }
-    Ok(sock)
 }
 
 fn tls_over_sctp() -> io::Error {

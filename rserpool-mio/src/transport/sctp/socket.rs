@@ -10,7 +10,8 @@ use std::net::SocketAddr;
 use std::os::fd::{AsFd, AsRawFd, BorrowedFd};
 use std::sync::OnceLock;
 
-/// Settings applied to every SCTP socket.
+/// Settings of SCTP sockets (`TransportConfig::sctp_for` adapts them to a socket's channel
+/// kinds).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct SctpOptions {
     /// Outbound streams requested (`SCTP_INITMSG`).
@@ -255,12 +256,6 @@ impl SctpSocket {
             Err(e) if e.kind() == io::ErrorKind::WouldBlock => Ok(None),
             Err(e) => Err(e),
         }
-    }
-
-    /// Acknowledge every DATA packet at once (see [`SctpOptions::sack_immediately`]), for
-    /// this socket alone (and the associations a listener accepts).
-    pub fn set_sack_immediately(&self) -> io::Result<()> {
-        sys::set_sack_immediately(self.sock.as_fd())
     }
 
     /// `sack_freq` of `SCTP_DELAYED_SACK` (1: every packet acknowledged at once).
