@@ -3,6 +3,7 @@
 //! ```text
 //! cargo run --release -p rserpool-core --example regbench -- [--quick]
 //! cargo run --release -p rserpool-core --example regbench -- --memory=own|shared|handlespace
+//! cargo run --release -p rserpool-core --example regbench -- --download
 //! ```
 //! Prints one line per figure: `NAME VALUE UNIT`.
 //! * `memory_per_pe`: live heap bytes per PE (100,000 PEs, counted by the stats_alloc
@@ -306,6 +307,13 @@ fn main() {
     if let Some(mode) = std::env::args().find_map(|a| a.strip_prefix("--memory=").map(String::from))
     {
         memory(&mode);
+        return;
+    }
+    if std::env::args().any(|a| a == "--download") {
+        // The table download alone, several times (for a profiler).
+        for _ in 0..20 {
+            report("table_download_10000_ms", table_download(10_000), "ms");
+        }
         return;
     }
     let quick = std::env::args().any(|a| a == "--quick");
