@@ -145,15 +145,96 @@ impl Overflow {
     }
 }
 
+/// [`AssocInfo`] packed into 24 bytes (it takes 40): one is kept per association.
+#[derive(Clone, Copy, Debug)]
+struct PackedInfo {
+    created: Instant,
+    /// Valid when [`PackedInfo::UP`] is set.
+    up_since: Instant,
+    /// Valid when [`PackedInfo::PPID`] is set.
+    last_ppid: u32,
+    kind: TransportKind,
+    channel: Option<ChannelKind>,
+    flags: u8,
+}
+
+impl PackedInfo {
+    const OUTBOUND: u8 = 1;
+    const UP: u8 = 2;
+    const PPID: u8 = 4;
+
+    fn new(i: &AssocInfo) -> Self {
+        let mut flags = 0;
+        if i.outbound {
+            flags |= Self::OUTBOUND;
+        }
+        if i.up_since.is_some() {
+            flags |= Self::UP;
+        }
+        if i.last_ppid.is_some() {
+            flags |= Self::PPID;
+        }
+        PackedInfo {
+            created: i.created,
+            up_since: i.up_since.unwrap_or(Instant::ZERO),
+            last_ppid: i.last_ppid.unwrap_or(0),
+            kind: i.kind,
+            channel: i.channel,
+            flags,
+        }
+    }
+
+    fn get(&self) -> AssocInfo {
+        let has = |f: u8| self.flags & f != 0;
+        AssocInfo {
+            kind: self.kind,
+            channel: self.channel,
+            outbound: has(Self::OUTBOUND),
+            created: self.created,
+            up_since: has(Self::UP).then_some(self.up_since),
+            last_ppid: has(Self::PPID).then_some(self.last_ppid),
+        }
+    }
+}
+
 #[derive(Debug)]
 pub(crate) struct Link {
     pub transport: AssocId,
-    pub info: AssocInfo,
+    info: PackedInfo,
     /// Messages refused with `QueueFull`, in order; sent before anything newer.
     pub overflow: Overflow,
 }
 
 impl Link {
+    fn new(transport: AssocId, info: &AssocInfo) -> Self {
+        Link {
+            transport,
+            info: PackedInfo::new(info),
+            overflow: Overflow::default(),
+        }
+    }
+
+    /// What is known about it.
+    pub fn info(&self) -> AssocInfo {
+        self.info.get()
+    }
+
+    /// The machine sent a message with `ppid` on it.
+    pub fn set_last_ppid(&mut self, ppid: u32) {
+        self.info.last_ppid = ppid;
+        self.info.flags |= PackedInfo::PPID;
+    }
+
+    /// It came up at `now`; `channel` is the negotiated channel kind, if the transport
+    /// learnt one.
+    pub fn set_up(&mut self, now: Instant, channel: Option<ChannelKind>) {
+        self.info.up_since = now;
+        self.info.flags |= PackedInfo::UP;
+        if channel.is_some() {
+            self.info.channel = channel;
+        }
+    }
+
     /// The machine closed it gracefully while the overflow still held messages: the
     /// transport close follows once they are handed over. The machine has already been told
     /// `Down(Closed)`; nothing more is reported for it.
@@ -172,37 +253,79 @@ impl Link {
 /// An accepted association is known to the machine under its transport id whenever that
 /// id is free (transport ids have the top bit clear, like driver-chosen ids): only the
 /// others — the machine's own connects — need an entry in `by_transport`.
+///
+/// Layout: the links whose machine-visible id is their transport id (the accepted
+/// associations: a registrar's PEs and pool users, a PE's sessions) lie inline in `dense`
+/// at the transport's slot index (the low [`slot_bits`](Transports::id_slot_bits) of the
+/// id), 40 bytes each; the others (the machine's own connects, and an accepted association
+/// whose slot is still held by a link being closed) are boxed in `sparse`. A hash table of
+/// boxed links cost 92 bytes per association (the box, its allocator header, a bucket and
+/// the buckets a hash table keeps empty).
+///
+/// [`Transports::id_slot_bits`]: crate::transport::Transports::id_slot_bits
 #[derive(Debug, Default)]
 pub struct AssocTable {
-    /// Boxed: the table's buckets stay small (a hash table keeps up to half its buckets
-    /// empty; with 10,000s of associations, buckets of a whole `Link` cost more than the
-    /// links themselves).
-    links: HashMap<AssocId, Box<Link>>,
+    /// Bits of a transport id that hold its slot index (0: no dense part).
+    slot_bits: u32,
+    dense: Vec<Option<Link>>,
+    sparse: HashMap<AssocId, Box<Link>>,
     /// Transport id → machine-visible id, where they differ.
     by_transport: HashMap<AssocId, AssocId>,
     next_local: u64,
 }
 
 impl AssocTable {
+    /// A table for a transport whose association ids hold their slot index in the low
+    /// `slot_bits` bits ([`Transports::id_slot_bits`](crate::transport::Transports::id_slot_bits);
+    /// 0 = no such structure: every link is boxed).
+    pub fn new(slot_bits: u32) -> Self {
+        AssocTable {
+            slot_bits: slot_bits.min(32),
+            ..AssocTable::default()
+        }
+    }
+
+    /// The `dense` index an id would have as its own transport id.
+    fn dense_index(&self, id: AssocId) -> Option<usize> {
+        if self.slot_bits == 0 || AssocIdAllocator::is_machine_chosen(id) {
+            return None;
+        }
+        usize::try_from(id.0 & ((1u64 << self.slot_bits) - 1)).ok()
+    }
+
+    fn dense_link(&self, id: AssocId) -> Option<&Link> {
+        let i = self.dense_index(id)?;
+        self.dense.get(i)?.as_ref().filter(|l| l.transport == id)
+    }
+
+    fn link(&self, id: AssocId) -> Option<&Link> {
+        self.dense_link(id)
+            .or_else(|| self.sparse.get(&id).map(|l| &**l))
+    }
+
+    fn links(&self) -> impl Iterator<Item = (AssocId, &Link)> + '_ {
+        self.dense
+            .iter()
+            .flatten()
+            .map(|l| (l.transport, l))
+            .chain(self.sparse.iter().map(|(id, l)| (*id, &**l)))
+    }
+
     /// What is known about `assoc` (a machine-visible id), if it is live.
-    pub fn get(&self, assoc: AssocId) -> Option<&AssocInfo> {
-        self.links
-            .get(&assoc)
-            .filter(|l| !l.closing())
-            .map(|l| &l.info)
+    pub fn get(&self, assoc: AssocId) -> Option<AssocInfo> {
+        self.link(assoc).filter(|l| !l.closing()).map(Link::info)
     }
 
     /// All live associations (connecting or up), in no particular order.
-    pub fn iter(&self) -> impl Iterator<Item = (AssocId, &AssocInfo)> + '_ {
-        self.links
-            .iter()
+    pub fn iter(&self) -> impl Iterator<Item = (AssocId, AssocInfo)> + '_ {
+        self.links()
             .filter(|(_, l)| !l.closing())
-            .map(|(id, l)| (*id, &l.info))
+            .map(|(id, l)| (id, l.info()))
     }
 
     /// Number of live associations.
     pub fn len(&self) -> usize {
-        self.links.values().filter(|l| !l.closing()).count()
+        self.links().filter(|(_, l)| !l.closing()).count()
     }
 
     /// True when there is no live association.
@@ -212,12 +335,12 @@ impl AssocTable {
 
     /// Bytes the driver holds for `assoc` in its overflow queue (0 for unknown ids).
     pub fn overflow_bytes(&self, assoc: AssocId) -> usize {
-        self.links.get(&assoc).map_or(0, |l| l.overflow.bytes())
+        self.link(assoc).map_or(0, |l| l.overflow.bytes())
     }
 
     /// The transport's id of a machine-visible id.
     pub fn transport_id(&self, assoc: AssocId) -> Option<AssocId> {
-        self.links.get(&assoc).map(|l| l.transport)
+        self.link(assoc).map(|l| l.transport)
     }
 
     /// The machine-visible id of a transport id.
@@ -225,39 +348,48 @@ impl AssocTable {
         match self.by_transport.get(&transport) {
             Some(id) => Some(*id),
             None => self
-                .links
-                .get(&transport)
+                .link(transport)
                 .filter(|l| l.transport == transport)
                 .map(|_| transport),
         }
     }
 
     pub(crate) fn contains(&self, assoc: AssocId) -> bool {
-        self.links.contains_key(&assoc)
+        self.link(assoc).is_some()
     }
 
     pub(crate) fn link_mut(&mut self, assoc: AssocId) -> Option<&mut Link> {
-        self.links.get_mut(&assoc).map(|l| &mut **l)
+        if self.dense_link(assoc).is_some() {
+            let i = self.dense_index(assoc)?;
+            return self.dense.get_mut(i)?.as_mut();
+        }
+        self.sparse.get_mut(&assoc).map(|l| &mut **l)
     }
 
     pub(crate) fn link_by_transport(&mut self, transport: AssocId) -> Option<(AssocId, &mut Link)> {
         let id = self.machine_id(transport)?;
-        self.links.get_mut(&id).map(|l| (id, &mut **l))
+        self.link_mut(id).map(|l| (id, l))
     }
 
     /// Records an association the machine asked for under its own id.
     pub(crate) fn insert(&mut self, assoc: AssocId, transport: AssocId, info: AssocInfo) {
+        let link = Link::new(transport, &info);
+        if assoc == transport
+            && let Some(i) = self.dense_index(assoc)
+        {
+            if self.dense.len() <= i {
+                self.dense.resize_with(i + 1, || None);
+            }
+            let place = &mut self.dense[i];
+            if place.is_none() {
+                *place = Some(link);
+                return;
+            }
+        }
         if assoc != transport {
             self.by_transport.insert(transport, assoc);
         }
-        self.links.insert(
-            assoc,
-            Box::new(Link {
-                transport,
-                info,
-                overflow: Overflow::default(),
-            }),
-        );
+        self.sparse.insert(assoc, Box::new(link));
     }
 
     /// Records an accepted association under a fresh driver-chosen id (top bit clear): its
@@ -265,7 +397,7 @@ impl AssocTable {
     pub(crate) fn insert_accepted(&mut self, transport: AssocId, info: AssocInfo) -> AssocId {
         if transport.0 != 0
             && !AssocIdAllocator::is_machine_chosen(transport)
-            && !self.links.contains_key(&transport)
+            && !self.contains(transport)
         {
             self.insert(transport, transport, info);
             return transport;
@@ -273,7 +405,7 @@ impl AssocTable {
         let id = loop {
             self.next_local = (self.next_local + 1) & !AssocIdAllocator::MACHINE_BIT;
             let id = AssocId(self.next_local);
-            if self.next_local != 0 && !self.links.contains_key(&id) {
+            if self.next_local != 0 && !self.contains(id) {
                 break id;
             }
         };
@@ -282,7 +414,18 @@ impl AssocTable {
     }
 
     pub(crate) fn remove(&mut self, assoc: AssocId) -> Option<Link> {
-        let link = *self.links.remove(&assoc)?;
+        let link = match self.dense_link(assoc) {
+            Some(_) => {
+                let i = self.dense_index(assoc)?;
+                let link = self.dense[i].take()?;
+                // The table ends at its last link (`iter` walks it).
+                while self.dense.last().is_some_and(Option::is_none) {
+                    self.dense.pop();
+                }
+                link
+            }
+            None => *self.sparse.remove(&assoc)?,
+        };
         if self.by_transport.get(&link.transport) == Some(&assoc) {
             self.by_transport.remove(&link.transport);
         }
@@ -292,16 +435,16 @@ impl AssocTable {
     pub(crate) fn remove_by_transport(&mut self, transport: AssocId) -> Option<(AssocId, Link)> {
         let id = self.machine_id(transport)?;
         self.by_transport.remove(&transport);
-        self.links.remove(&id).map(|l| (id, *l))
+        self.remove(id).map(|l| (id, l))
     }
 
     /// Every link (closing ones included), for the overflow pump.
     pub(crate) fn total_overflow_bytes(&self) -> usize {
-        self.links.values().map(|l| l.overflow.bytes()).sum()
+        self.links().map(|(_, l)| l.overflow.bytes()).sum()
     }
 
     pub(crate) fn transport_ids(&self) -> impl Iterator<Item = AssocId> + '_ {
-        self.links.values().map(|l| l.transport)
+        self.links().map(|(_, l)| l.transport)
     }
 }
 
@@ -355,6 +498,85 @@ mod tests {
         assert!(t.remove(m).is_some());
         assert_eq!(t.machine_id(AssocId(8)), None);
         assert_eq!(t.len(), 0);
+    }
+
+    #[test]
+    fn accepted_links_lie_inline_at_their_slot_and_fall_back_to_boxes() {
+        // Transport ids with 4 slot bits: slot 3 at generations 1 and 2.
+        let (g1, g2) = (AssocId((1 << 4) | 3), AssocId((2 << 4) | 3));
+        let mut t = AssocTable::new(4);
+        assert_eq!(t.insert_accepted(g1, info()), g1);
+        assert!(
+            t.sparse.is_empty(),
+            "accepted under its transport id: inline"
+        );
+        assert_eq!(t.dense.len(), 4);
+        // The slot's next association comes up before the old one's link is gone (a link
+        // being closed): boxed, and both are found.
+        assert_eq!(t.insert_accepted(g2, info()), g2);
+        assert_eq!(t.sparse.len(), 1);
+        assert_eq!(
+            (t.transport_id(g1), t.transport_id(g2)),
+            (Some(g1), Some(g2))
+        );
+        assert_eq!((t.machine_id(g1), t.machine_id(g2)), (Some(g1), Some(g2)));
+        assert_eq!(t.len(), 2);
+        // An id of the slot at another generation finds neither.
+        assert_eq!(t.get(AssocId((7 << 4) | 3)), None);
+        assert_eq!(t.machine_id(AssocId((7 << 4) | 3)), None);
+        // The machine's own connect: boxed, mapped both ways.
+        let m = AssocId(AssocIdAllocator::MACHINE_BIT | 1);
+        let tm = AssocId((1 << 4) | 9);
+        t.insert(m, tm, info());
+        assert_eq!(t.machine_id(tm), Some(m));
+        assert_eq!(t.dense.len(), 4, "a connect takes no inline place");
+        let mut l = t.link_mut(g1).unwrap();
+        l.set_up(Instant::from_millis(5), Some(ChannelKind::Enrp));
+        l.set_last_ppid(12);
+        l = t.link_mut(g2).unwrap();
+        l.set_last_ppid(11);
+        let i1 = t.get(g1).unwrap();
+        assert_eq!(i1.up_since, Some(Instant::from_millis(5)));
+        assert_eq!(
+            (i1.channel, i1.last_ppid),
+            (Some(ChannelKind::Enrp), Some(12))
+        );
+        assert_eq!(t.get(g2).unwrap().last_ppid, Some(11));
+        let mut ids: Vec<AssocId> = t.iter().map(|(id, _)| id).collect();
+        ids.sort();
+        assert_eq!(ids, vec![g1, g2, m]);
+        // Removal: the inline one, then the table ends at its last link.
+        let (id, l) = t.remove_by_transport(g1).unwrap();
+        assert_eq!((id, l.transport), (g1, g1));
+        assert!(t.dense.is_empty());
+        assert_eq!(t.get(g1), None);
+        assert!(t.remove(g2).is_some());
+        assert_eq!(t.remove_by_transport(tm).map(|(id, _)| id), Some(m));
+        assert!(t.is_empty() && t.sparse.is_empty() && t.by_transport.is_empty());
+    }
+
+    #[test]
+    fn a_link_is_small() {
+        assert!(
+            size_of::<Option<Link>>() <= 40,
+            "{}",
+            size_of::<Option<Link>>()
+        );
+    }
+
+    #[test]
+    fn packed_info_gives_back_what_went_in() {
+        let full = AssocInfo {
+            kind: TransportKind::Sctp,
+            channel: Some(ChannelKind::Session),
+            outbound: true,
+            created: Instant::from_millis(1),
+            up_since: Some(Instant::ZERO),
+            last_ppid: Some(0),
+        };
+        for i in [info(), full] {
+            assert_eq!(PackedInfo::new(&i).get(), i);
+        }
     }
 
     #[test]

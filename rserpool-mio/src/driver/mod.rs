@@ -637,6 +637,7 @@ impl<M: Machine> Driver<M> {
         // Messages leave at the end of each wake-up, one write per association.
         transports.set_write_batching(true);
         let machine = make(&bound, Instant::ZERO);
+        let assocs = AssocTable::new(transports.id_slot_bits());
         Ok(Driver {
             events: Events::with_capacity(config.events_capacity.max(16)),
             poll,
@@ -646,7 +647,7 @@ impl<M: Machine> Driver<M> {
             now: Instant::ZERO,
             mode: config.mode,
             sctp,
-            assocs: AssocTable::default(),
+            assocs,
             overflowing: HashSet::new(),
             max_overflow: config.max_overflow_bytes,
             overflow_retry: config.overflow_retry.max(Duration::from_millis(1)),
@@ -1092,7 +1093,7 @@ impl<M: Machine> Driver<M> {
             self.stats.dropped += 1;
             return;
         }
-        link.info.last_ppid = Some(ppid);
+        link.set_last_ppid(ppid);
         if !link.overflow.is_empty() {
             self.hold(assoc, Held { ppid, stream, data });
             return;
@@ -1316,10 +1317,7 @@ impl<M: Machine> Driver<M> {
                         if link.closing() {
                             return;
                         }
-                        link.info.up_since = Some(now);
-                        if channel.is_some() {
-                            link.info.channel = channel;
-                        }
+                        link.set_up(now, channel);
                         self.machine.handle_assoc_up(now, id, &peer_addrs);
                     }
                     None => {

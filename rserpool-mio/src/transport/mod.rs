@@ -1559,6 +1559,13 @@ impl Transports {
         self.listed_count
     }
 
+    /// Bits of an association id that hold its slot index (the low ones; the slot's
+    /// generation lies above): ids of live associations differ in them, so a table indexed
+    /// by them ([`AssocTable`](crate::driver::AssocTable)) holds one entry per slot.
+    pub fn id_slot_bits(&self) -> u32 {
+        self.idx_bits
+    }
+
     /// The id of the association in slot `idx` (from the slot's generation).
     fn assoc_id(&self, idx: usize) -> AssocId {
         let generation = match self.entries.get(idx) {
