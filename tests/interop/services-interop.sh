@@ -179,9 +179,12 @@ kill_mid_job() {
     # The client's job is read again after the PE was found: had the job just completed and
     # the next one started at the other PE meanwhile (seen once: the kill then hit a job of
     # 50 ms without a cookie), the client's log now names another job.
+    # Our PE's own log is read last: RSPLIB's client prints a job's completion up to ~0.5 s
+    # after the PE finished it (seen once: the kill then hit a PE whose job was done).
     if [ -n "$seen" ] && ((now - since >= min_age)) &&
       h=$(serving_host h3 h4 || rsplib_calcapp_busy "$phase") &&
-      [ "$("$fn" "$logf")" = "$j" ]; then
+      [ "$("$fn" "$logf")" = "$j" ] &&
+      ! grep -Eq "job assoc#[0-9]+/$j is complete" "$OUT/$phase-$h.log" 2>/dev/null; then
       KILLED_JOB=$j VICTIM=$phase-$h
       kill9 "$VICTIM"
       log "job #$j was under way at $VICTIM"
