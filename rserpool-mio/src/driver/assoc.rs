@@ -256,13 +256,11 @@ impl Link {
 ///
 /// Layout: the links whose machine-visible id is their transport id (the accepted
 /// associations: a registrar's PEs and pool users, a PE's sessions) lie inline in `dense`
-/// at the transport's slot index (the low [`slot_bits`](Transports::id_slot_bits) of the
-/// id), 40 bytes each; the others (the machine's own connects, and an accepted association
+/// at the transport's slot index (the low [`slot_bits`](crate::transport::Transports::id_slot_bits)
+/// of the id), 40 bytes each; the others (the machine's own connects, and an accepted association
 /// whose slot is still held by a link being closed) are boxed in `sparse`. A hash table of
 /// boxed links cost 92 bytes per association (the box, its allocator header, a bucket and
 /// the buckets a hash table keeps empty).
-///
-/// [`Transports::id_slot_bits`]: crate::transport::Transports::id_slot_bits
 #[derive(Debug, Default)]
 pub struct AssocTable {
     /// Bits of a transport id that hold its slot index (0: no dense part).

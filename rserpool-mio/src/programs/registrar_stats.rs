@@ -1,5 +1,5 @@
 //! RSPLIB's registrar statistics files, written by `rspregistrar` from what the
-//! [`Registrar`] machine counts ([`RegistrarStatistics`], [`ActionRecord`]):
+//! [`Registrar`](rserpool_core::registrar::Registrar) machine counts ([`RegistrarStatistics`], [`ActionRecord`]):
 //!
 //! * `-statsfile=FILE` / `-statsinterval=MS`: a header line, then one line at start and one
 //!   every interval:

@@ -737,7 +737,7 @@ impl<E: fmt::Debug + 'static> World<E> {
     /// outputs of the node concerned. Returns false if nothing is left to do.
     ///
     /// # Panics
-    /// If a node's timer keeps firing at the same instant ([`LIVELOCK_LIMIT`] times): its
+    /// If a node's timer keeps firing at the same instant (`LIVELOCK_LIMIT`, 10,000 times): its
     /// machine does not advance its deadline after `handle_timeout`.
     pub fn step(&mut self) -> bool {
         let q = self.queue.peek().map(|e| e.at);
