@@ -134,9 +134,10 @@ for p in $PHASES; do
             dumpcap -q -i br0 -f "host $H3" -w "$OUT/join-$impl.pcapng" >/dev/null 2>&1 &
             DP=$!
             sleep 2
-            # Two start times: "launch" before `ip netns exec` (its setns and remounts, ~10 ms
-            # in the VM, are the test topology's), "start" taken by the shell inside h3 right
-            # before it execs the registrar (bash's $EPOCHREALTIME: no process of its own).
+            # Two start times: "launch" before `ip netns exec` (the time to the exec, 30-170 ms
+            # in the VM: `date`'s exit, the namespace's setns and remounts, the shell's start,
+            # belongs to the test topology), "start" taken by the shell inside h3 right before
+            # it execs the registrar (bash's $EPOCHREALTIME: no process of its own).
             echo "$impl launch $(date +%s.%N)" >>"$OUT/join.txt"
             case $impl in
             rsplib)
