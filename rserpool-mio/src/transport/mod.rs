@@ -2472,7 +2472,7 @@ impl Transports {
         if !opts.spare_socket || *opts != self.config.sctp {
             return SctpSocket::connect(addrs, opts);
         }
-        let v6 = addrs.iter().any(SocketAddr::is_ipv6);
+        let v6 = sctp::socket::needs_ipv6(addrs);
         self.spare_due = Some((now_us + SPARE_DELAY_US, v6));
         match self.spare.take() {
             // A dual-stack AF_INET6 socket reaches IPv4 peers too.

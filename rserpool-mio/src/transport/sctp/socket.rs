@@ -65,12 +65,22 @@ pub struct SctpSocket {
     sock: Socket,
 }
 
+/// True when a socket for `addrs` must be `AF_INET6` (dual-stack: it takes IPv4 addresses
+/// too); `AF_INET` otherwise.
+pub fn needs_ipv6(addrs: &[SocketAddr]) -> bool {
+    addrs.iter().any(SocketAddr::is_ipv6)
+}
+
+fn domain(v6: bool) -> Domain {
+    if v6 { Domain::IPV6 } else { Domain::IPV4 }
+}
+
 fn domain_for(addrs: &[SocketAddr]) -> Domain {
-    if addrs.iter().any(SocketAddr::is_ipv6) {
-        Domain::IPV6
-    } else {
-        Domain::IPV4
-    }
+    domain(needs_ipv6(addrs))
+}
+
+fn no_address() -> io::Error {
+    io::Error::new(io::ErrorKind::InvalidInput, "no address")
 }
 
 impl SctpSocket {
@@ -174,9 +184,7 @@ impl SctpSocket {
 
     /// Binds to all of `addrs` with the first address's port (`bind` + `sctp_bindx`).
     fn bind_all(&self, addrs: &[SocketAddr]) -> io::Result<()> {
-        let first = *addrs
-            .first()
-            .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidInput, "no address"))?;
+        let first = *addrs.first().ok_or_else(no_address)?;
         self.sock.bind(&SockAddr::from(first))?;
         if addrs.len() > 1 {
             let port = self
@@ -198,26 +206,21 @@ impl SctpSocket {
     /// Starts a non-blocking association set-up to `addrs` (one multi-homed peer) with
     /// `sctp_connectx`. Completion arrives as `SCTP_COMM_UP` / `SCTP_CANT_STR_ASSOC`.
     pub fn connect(addrs: &[SocketAddr], opts: &SctpOptions) -> io::Result<SctpSocket> {
-        if addrs.is_empty() {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "no address"));
-        }
         // A dual-stack (AF_INET6) socket takes IPv4 peers as `sockaddr_in` as they are.
-        let s = SctpSocket::new(domain_for(addrs), opts)?;
-        sys::connectx(s.sock.as_fd(), addrs)?;
-        Ok(s)
+        SctpSocket::new(domain_for(addrs), opts)?.connect_spare(addrs)
     }
 
     /// A socket configured as [`SctpSocket::connect`] configures it, not yet connected: for
     /// [`SctpSocket::connect_spare`] later. `v6`: dual-stack `AF_INET6` (takes IPv4 peers
     /// too) instead of `AF_INET`.
     pub fn spare(v6: bool, opts: &SctpOptions) -> io::Result<SctpSocket> {
-        SctpSocket::new(if v6 { Domain::IPV6 } else { Domain::IPV4 }, opts)
+        SctpSocket::new(domain(v6), opts)
     }
 
     /// Starts an association to `addrs` on a [`SctpSocket::spare`] socket (one system call).
     pub fn connect_spare(self, addrs: &[SocketAddr]) -> io::Result<SctpSocket> {
         if addrs.is_empty() {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "no address"));
+            return Err(no_address());
         }
         sys::connectx(self.sock.as_fd(), addrs)?;
         Ok(self)
@@ -232,12 +235,10 @@ impl SctpSocket {
         opts: &SctpOptions,
     ) -> io::Result<SctpSocket> {
         if addrs.is_empty() || local.is_empty() {
-            return Err(io::Error::new(io::ErrorKind::InvalidInput, "no address"));
+            return Err(no_address());
         }
         // The socket's family must hold both ends: AF_INET6 (dual-stack) if either is IPv6.
-        let any_v6 = local.iter().chain(addrs).any(SocketAddr::is_ipv6);
-        let domain = if any_v6 { Domain::IPV6 } else { Domain::IPV4 };
-        let s = SctpSocket::new(domain, opts)?;
+        let s = SctpSocket::new(domain(needs_ipv6(local) || needs_ipv6(addrs)), opts)?;
         s.sock.set_reuse_address(true)?;
         s.sock.set_reuse_port(true)?;
         s.bind_all(local)?;
