@@ -291,14 +291,21 @@ impl AssocTable {
         usize::try_from(id.0 & ((1u64 << self.slot_bits) - 1)).ok()
     }
 
-    fn dense_link(&self, id: AssocId) -> Option<&Link> {
+    /// Where `id`'s link lies in `dense`, if it lies there.
+    fn dense_pos(&self, id: AssocId) -> Option<usize> {
         let i = self.dense_index(id)?;
-        self.dense.get(i)?.as_ref().filter(|l| l.transport == id)
+        self.dense
+            .get(i)?
+            .as_ref()
+            .is_some_and(|l| l.transport == id)
+            .then_some(i)
     }
 
     fn link(&self, id: AssocId) -> Option<&Link> {
-        self.dense_link(id)
-            .or_else(|| self.sparse.get(&id).map(|l| &**l))
+        match self.dense_pos(id) {
+            Some(i) => self.dense.get(i)?.as_ref(),
+            None => self.sparse.get(&id).map(|l| &**l),
+        }
     }
 
     fn links(&self) -> impl Iterator<Item = (AssocId, &Link)> + '_ {
@@ -357,11 +364,10 @@ impl AssocTable {
     }
 
     pub(crate) fn link_mut(&mut self, assoc: AssocId) -> Option<&mut Link> {
-        if self.dense_link(assoc).is_some() {
-            let i = self.dense_index(assoc)?;
-            return self.dense.get_mut(i)?.as_mut();
+        match self.dense_pos(assoc) {
+            Some(i) => self.dense.get_mut(i)?.as_mut(),
+            None => self.sparse.get_mut(&assoc).map(|l| &mut **l),
         }
-        self.sparse.get_mut(&assoc).map(|l| &mut **l)
     }
 
     pub(crate) fn link_by_transport(&mut self, transport: AssocId) -> Option<(AssocId, &mut Link)> {
@@ -378,8 +384,7 @@ impl AssocTable {
             if self.dense.len() <= i {
                 self.dense.resize_with(i + 1, || None);
             }
-            let place = &mut self.dense[i];
-            if place.is_none() {
+            if let Some(place @ None) = self.dense.get_mut(i) {
                 *place = Some(link);
                 return;
             }
@@ -412,10 +417,9 @@ impl AssocTable {
     }
 
     pub(crate) fn remove(&mut self, assoc: AssocId) -> Option<Link> {
-        let link = match self.dense_link(assoc) {
-            Some(_) => {
-                let i = self.dense_index(assoc)?;
-                let link = self.dense[i].take()?;
+        let link = match self.dense_pos(assoc) {
+            Some(i) => {
+                let link = self.dense.get_mut(i)?.take()?;
                 // The table ends at its last link (`iter` walks it).
                 while self.dense.last().is_some_and(Option::is_none) {
                     self.dense.pop();
