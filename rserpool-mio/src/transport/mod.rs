@@ -63,7 +63,7 @@ use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::num::NonZeroU64;
+use std::num::{NonZeroU32, NonZeroU64};
 use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -261,7 +261,8 @@ pub struct TransportConfig {
     pub rtf_heartbeat_interval: Duration,
     /// Largest message sent or accepted (RTF frame limit minus header; SCTP reassembly limit).
     pub max_message_len: usize,
-    /// Per-association send queue cap (see the backpressure contract).
+    /// Per-association send queue cap (see the backpressure contract); at most 1 GiB
+    /// (a larger value acts as 1 GiB).
     pub max_queued_bytes: usize,
     /// Per-UDP-socket send queue cap.
     pub max_udp_queued_bytes: usize,
@@ -386,11 +387,12 @@ struct Entry {
     slot: Slot,
 }
 
-/// One slot of [`Transports`]; every variant is one pointer (the slot table of 100,000s of
-/// associations stays small).
+/// One slot of [`Transports`]. An association, nearly every slot of a registrar's table,
+/// lies inline (no allocation, no pointer, no allocator header: 24 bytes less per association
+/// than a box); the few listeners and UDP sockets are boxed.
 enum Slot {
     Listener(Box<Listener>),
-    Assoc(Box<Assoc>),
+    Assoc(Assoc),
     Udp(Box<Udp>),
 }
 
@@ -426,11 +428,12 @@ struct Assoc {
     /// `Up` was reported.
     announced: bool,
     outbound: bool,
-    /// The listener that accepted it (a [`SocketId`]; ids start at 1).
-    listener: Option<NonZeroU64>,
+    /// The listener that accepted it (a [`SocketId`]; ids start at 1 and fit in 32 bits,
+    /// [`Transports::next_id`]).
+    listener: Option<NonZeroU32>,
     channel: Option<ChannelKind>,
     /// Bytes waiting in `io`'s queue.
-    queued: usize,
+    queued: Queued,
     /// Graceful close in progress: abort at this deadline (µs, at least 1).
     linger_until: Option<NonZeroU64>,
     /// A write failed; handled at the next timeout (scheduled immediately).
@@ -440,6 +443,29 @@ struct Assoc {
     /// Listed in [`Transports::dirty`]: written out by [`Transports::flush_pending`].
     dirty: bool,
     io: AssocIo,
+}
+
+/// The largest per-association queue cap ([`TransportConfig::max_queued_bytes`]): a queue
+/// holds at most this plus one message, which [`Queued`] counts in 32 bits.
+const MAX_QUEUE_CAP: usize = 1 << 30;
+
+/// Bytes waiting in an association's queue, in 4 bytes (at most [`MAX_QUEUE_CAP`] and one
+/// message; a count beyond 4 GiB, a message of gigabytes, stays at `u32::MAX`).
+#[derive(Clone, Copy, Debug, Default)]
+struct Queued(u32);
+
+impl Queued {
+    fn add(&mut self, n: usize) {
+        self.0 = self.0.saturating_add(u32::try_from(n).unwrap_or(u32::MAX));
+    }
+
+    fn sub(&mut self, n: usize) {
+        self.0 = self.0.saturating_sub(u32::try_from(n).unwrap_or(u32::MAX));
+    }
+
+    fn get(self) -> usize {
+        self.0 as usize
+    }
 }
 
 /// The I/O state of an association, inline in its [`Assoc`]: the variants have about the
@@ -509,7 +535,7 @@ impl TcpIo {
     /// TLS: moves the output into the TLS layer as plaintext (as far as it takes it) and
     /// its records to the socket, until everything is out or the socket is full.
     /// `queued` is decreased by the plaintext handed over.
-    fn flush_tls(&mut self, queued: &mut usize) -> io::Result<()> {
+    fn flush_tls(&mut self, queued: &mut Queued) -> io::Result<()> {
         let Some(tls) = self.framing.tls.as_mut() else {
             return Ok(());
         };
@@ -541,7 +567,7 @@ impl TcpIo {
                     self.framing.tail = BytesMut::new();
                 }
             }
-            *queued = queued.saturating_sub(moved);
+            queued.sub(moved);
             if !tls.write_records(&mut self.stream)? {
                 return Ok(());
             }
@@ -672,8 +698,9 @@ struct SctpIo {
     reasm: Option<Box<Vec<u8>>>,
     /// Skipping the rest of an over-long message or notification until MSG_EOR.
     discard: bool,
-    /// `SO_SNDBUF` as last read: the largest message one `sendmsg` may carry.
-    sndbuf: usize,
+    /// `SO_SNDBUF` as last read (an `int` in the kernel): the largest message one
+    /// `sendmsg` may carry.
+    sndbuf: u32,
     write_shut: bool,
 }
 
@@ -769,33 +796,36 @@ impl Assoc {
                     }
                     _ => SendError::Closed,
                 };
-                self.queued += t.take_rtf_transmit(now_us);
+                self.queued.add(t.take_rtf_transmit(now_us));
                 if data.len() <= COALESCE_MAX {
                     let before = t.framing.tail.len();
                     t.framing
                         .rtf
                         .send_into(now_us, ppid, stream, false, &data, &mut t.framing.tail)
                         .map_err(map)?;
-                    self.queued += t.framing.tail.len() - before;
+                    self.queued.add(t.framing.tail.len() - before);
                 } else {
                     t.framing.rtf.send(ppid, stream, false, data).map_err(map)?;
                 }
-                self.queued += t.take_rtf_transmit(now_us);
+                self.queued.add(t.take_rtf_transmit(now_us));
             }
             AssocIo::Sctp(s) => {
                 if data.is_empty() {
                     return Err(SendError::Empty);
                 }
-                if data.len() > s.sndbuf {
-                    s.sndbuf = s.sock.ensure_send_buffer(data.len()).unwrap_or(s.sndbuf);
-                    if data.len() > s.sndbuf {
+                if data.len() > s.sndbuf as usize {
+                    s.sndbuf = s
+                        .sock
+                        .ensure_send_buffer(data.len())
+                        .map_or(s.sndbuf, |n| u32::try_from(n).unwrap_or(u32::MAX));
+                    if data.len() > s.sndbuf as usize {
                         return Err(SendError::TooLarge {
                             len: data.len(),
-                            max: s.sndbuf,
+                            max: s.sndbuf as usize,
                         });
                     }
                 }
-                self.queued += data.len();
+                self.queued.add(data.len());
                 s.out.push_back((ppid, stream, data));
             }
         }
@@ -809,7 +839,7 @@ impl Assoc {
         }
         match &mut self.io {
             AssocIo::Tcp(t) => {
-                self.queued += t.take_rtf_transmit(now_us);
+                self.queued.add(t.take_rtf_transmit(now_us));
                 if t.connecting || t.write_shut {
                     return;
                 }
@@ -867,7 +897,7 @@ impl Assoc {
                             return;
                         }
                         Ok(mut written) => {
-                            self.queued = self.queued.saturating_sub(written);
+                            self.queued.sub(written);
                             while written > 0 {
                                 let Some(front) = t.out.front() else { break };
                                 let left = front.len() - t.front_off as usize;
@@ -934,7 +964,7 @@ impl Assoc {
                         Ok(sent) => {
                             for _ in 0..sent {
                                 if let Some((_, _, data)) = s.out.pop_front() {
-                                    self.queued = self.queued.saturating_sub(data.len());
+                                    self.queued.sub(data.len());
                                 }
                             }
                         }
@@ -966,7 +996,7 @@ impl Assoc {
             out.push(TransportEvent::Up {
                 assoc: self.id,
                 kind: self.kind(),
-                listener: self.listener.map(|l| SocketId(l.get())),
+                listener: self.listener.map(|l| SocketId(u64::from(l.get()))),
                 channel: self.channel,
                 peer_addrs,
                 local_addrs,
@@ -1356,7 +1386,7 @@ impl Assoc {
                     s.write_shut = true;
                     s.out.clear();
                 }
-                self.queued = 0;
+                self.queued = Queued::default();
                 Fate::Keep
             }
             _ => Fate::Keep,
@@ -1629,10 +1659,15 @@ impl Transports {
         Token(self.token_base + idx)
     }
 
-    fn next_id(&mut self) -> u64 {
+    /// A new socket id. Ids fit in 32 bits (an association names its listener in 4 bytes);
+    /// a process that made 4 billion listening sockets gets an error.
+    fn next_id(&mut self) -> io::Result<u64> {
         let id = self.next_id;
+        if id > u64::from(u32::MAX) {
+            return Err(io::Error::other("socket id range exhausted"));
+        }
         self.next_id += 1;
-        id
+        Ok(id)
     }
 
     fn register_idx(&mut self, idx: usize) -> io::Result<()> {
@@ -1797,7 +1832,7 @@ impl Transports {
         channels: impl Into<ChannelKinds>,
     ) -> io::Result<SocketId> {
         let kinds = channels.into();
-        let id = SocketId(self.next_id());
+        let id = SocketId(self.next_id()?);
         let slot = match kind {
             TransportKind::Tcp => {
                 let addr = *addrs
@@ -1867,7 +1902,7 @@ impl Transports {
             &self.config.sctp_for(channels),
         )?;
         let local = sock.endpoint_of(addrs)?;
-        let id = SocketId(self.next_id());
+        let id = SocketId(self.next_id()?);
         let idx = self.alloc(Slot::Listener(Box::new(Listener::Sctp {
             sock,
             id,
@@ -1982,14 +2017,14 @@ impl Transports {
             outbound: true,
             listener: None,
             channel: Some(channel),
-            queued: 0,
+            queued: Queued::default(),
             linger_until: None,
             write_error: None,
             read_pending: false,
             dirty: false,
             io,
         };
-        let idx = self.alloc(Slot::Assoc(Box::new(assoc)))?;
+        let idx = self.alloc(Slot::Assoc(assoc))?;
         if let Err(e) = self.register_idx(idx) {
             self.remove(idx, true);
             return Err(e);
@@ -2013,7 +2048,7 @@ impl Transports {
         stream: u16,
         payload: Bytes,
     ) -> Result<(), SendError> {
-        let cap = self.config.max_queued_bytes;
+        let cap = self.config.max_queued_bytes.min(MAX_QUEUE_CAP);
         let max = self.config.max_message_len;
         let batching = self.batching;
         let now_us = self.now_us();
@@ -2032,7 +2067,8 @@ impl Transports {
                 max,
             });
         }
-        let over = |a: &Assoc| a.queued > 0 && a.queued.saturating_add(payload.len()) > cap;
+        let over =
+            |a: &Assoc| a.queued.get() > 0 && a.queued.get().saturating_add(payload.len()) > cap;
         if over(a) && batching {
             // Under write batching the queue holds what this wake-up sent: write it now, so
             // that "queue full" still means "the socket does not take more".
@@ -2046,7 +2082,7 @@ impl Transports {
         let a = self.assoc_mut(idx).ok_or(SendError::UnknownAssoc)?;
         if over(a) {
             return Err(SendError::QueueFull {
-                queued: a.queued,
+                queued: a.queued.get(),
                 cap,
             });
         }
@@ -2070,7 +2106,7 @@ impl Transports {
             Some(Some(Entry {
                 slot: Slot::Assoc(a),
                 ..
-            })) => Some(a.queued),
+            })) => Some(a.queued.get()),
             _ => None,
         }
     }
@@ -2219,7 +2255,7 @@ impl Transports {
     /// Binds a UDP socket (unicast or multicast receive/send).
     pub fn udp_bind(&mut self, addr: SocketAddr, opts: &UdpOptions) -> io::Result<SocketId> {
         let sock = opts.bind(addr)?;
-        let id = SocketId(self.next_id());
+        let id = SocketId(self.next_id()?);
         let udp = Udp {
             sock: UdpSocket::from_std(sock),
             id,
@@ -2425,16 +2461,16 @@ impl Transports {
                 listed: false,
                 announced: false,
                 outbound: false,
-                listener: NonZeroU64::new(listener.0),
+                listener: u32::try_from(listener.0).ok().and_then(NonZeroU32::new),
                 channel: kinds.single(),
-                queued: 0,
+                queued: Queued::default(),
                 linger_until: None,
                 write_error: None,
                 read_pending: false,
                 dirty: false,
                 io,
             };
-            let Ok(new_idx) = self.alloc(Slot::Assoc(Box::new(assoc))) else {
+            let Ok(new_idx) = self.alloc(Slot::Assoc(assoc)) else {
                 // No token left: the connection is closed (dropped) at once.
                 continue;
             };
@@ -2707,5 +2743,56 @@ mod out_queue_tests {
         s.push_back(msg(3));
         drop(s);
         assert_eq!(spares(), 1);
+    }
+}
+
+#[cfg(test)]
+mod layout_tests {
+    use super::*;
+
+    /// An association lies inline in its slot, 88 bytes in all (release build; a debug
+    /// build's mio sockets carry a selector id more).
+    #[test]
+    fn an_association_lies_inline_in_an_88_byte_slot() {
+        let mio_extra = size_of::<TcpStream>() - size_of::<std::net::TcpStream>();
+        let bound = 88 + mio_extra.next_multiple_of(8);
+        assert!(
+            size_of::<Option<Entry>>() <= bound,
+            "{} > {bound}",
+            size_of::<Option<Entry>>()
+        );
+        assert_eq!(size_of::<Queued>(), 4);
+        assert_eq!(size_of::<Option<NonZeroU32>>(), 4);
+    }
+
+    #[test]
+    fn the_queue_count_saturates_instead_of_wrapping() {
+        let mut q = Queued::default();
+        q.add(10);
+        q.sub(4);
+        assert_eq!(q.get(), 6);
+        q.sub(100);
+        assert_eq!(q.get(), 0);
+        q.add(MAX_QUEUE_CAP);
+        q.add(MAX_QUEUE_CAP);
+        q.add(usize::MAX);
+        assert_eq!(q.get(), u32::MAX as usize);
+    }
+
+    #[test]
+    fn socket_ids_stay_within_32_bits() {
+        let poll = mio::Poll::new().expect("poll");
+        let mut t = Transports::new(poll.registry(), 0..100, TransportConfig::default())
+            .expect("transports");
+        let any: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+        t.next_id = u64::from(u32::MAX);
+        let last = t
+            .listen(&[any], TransportKind::Tcp, ChannelKind::Session)
+            .expect("the last 32-bit id");
+        assert_eq!(last, SocketId(u64::from(u32::MAX)));
+        let err = t
+            .listen(&[any], TransportKind::Tcp, ChannelKind::Session)
+            .expect_err("no 33-bit id");
+        assert!(err.to_string().contains("exhausted"), "{err}");
     }
 }
