@@ -127,6 +127,9 @@ pub(crate) struct RegistrarMachine {
 impl Machine for RegistrarMachine {
     type Event = std::convert::Infallible;
 
+    fn handle_assoc_id_slot_bits(&mut self, bits: u32) {
+        self.r.handle_assoc_id_slot_bits(bits);
+    }
     fn handle_assoc_up(&mut self, now: Instant, assoc: AssocId, peer_addrs: &[SocketAddr]) {
         self.r.handle_assoc_up(now, assoc, peer_addrs);
     }

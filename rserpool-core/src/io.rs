@@ -170,6 +170,16 @@ pub trait Machine {
 
     /// The next instant at which [`Machine::handle_timeout`] must be called.
     fn poll_timeout(&self) -> Option<crate::Instant>;
+
+    /// The driver's layout of association ids, told once before the first association: the
+    /// ids it chooses (top bit clear) hold a small index in their low `bits` bits (its
+    /// socket slot, reused after the association ends), in which any two live associations
+    /// differ. A machine may keep per-association state in a vector by that index instead of
+    /// a hash table; it must still find every id (an index can be held by an association
+    /// closing while its successor comes up). Default: ignored.
+    fn handle_assoc_id_slot_bits(&mut self, bits: u32) {
+        let _ = bits;
+    }
 }
 
 #[cfg(test)]

@@ -53,6 +53,14 @@ pub(crate) struct Assoc {
 pub(crate) type AddrList = SmallVec<[IpAddr; 4]>;
 
 impl Assoc {
+    /// The filler of a free place in the dense part of [`AssocMap`].
+    const FREE: Assoc = Assoc {
+        v4: 0,
+        bits: 0,
+        port: 0,
+        elements: 0,
+    };
+
     pub(crate) fn new(origin: Origin, role: Role) -> Assoc {
         let mut a = Assoc {
             v4: 0,
@@ -167,6 +175,10 @@ pub(crate) const MAX_ASSOC_ADDRS: usize = 64;
 struct Key([u32; 2]);
 
 impl Key {
+    /// A free place of the dense part: `u64::MAX` is machine-chosen (top bit set), never a
+    /// dense key.
+    const EMPTY: Key = Key([u32::MAX; 2]);
+
     fn new(a: AssocId) -> Key {
         Key([a.0 as u32, (a.0 >> 32) as u32])
     }
@@ -183,36 +195,114 @@ impl core::hash::Hash for Key {
 }
 
 /// The association table: [`AssocId`] → [`Assoc`] in 20-byte entries.
+///
+/// When the driver says that its ids hold a dense slot index in their low bits
+/// ([`Machine::handle_assoc_id_slot_bits`](crate::io::Machine::handle_assoc_id_slot_bits)),
+/// the entries of driver-chosen ids lie in a vector at that index (20 bytes each, no
+/// buckets kept empty: a hash table of 20-byte entries costs ~34 bytes per entry at the
+/// load it keeps); an id whose index is taken by another id, and every id without such a
+/// layout, goes to the hash table.
 #[derive(Clone, Debug)]
 pub(crate) struct AssocMap {
+    /// Bits of a driver-chosen id that hold its slot index (0: no dense part).
+    slot_bits: u32,
+    /// By slot index; [`Key::EMPTY`] marks a free place.
+    dense: Vec<(Key, Assoc)>,
+    /// Entries in `dense`.
+    dense_len: usize,
     map: hashbrown::HashMap<Key, Assoc, foldhash::fast::FixedState>,
 }
+
+/// The largest slot index kept in the dense part (2^24 associations).
+const MAX_SLOT_BITS: u32 = 24;
 
 impl AssocMap {
     pub(crate) fn with_hasher(hasher: foldhash::fast::FixedState) -> AssocMap {
         AssocMap {
+            slot_bits: 0,
+            dense: Vec::new(),
+            dense_len: 0,
             map: hashbrown::HashMap::with_hasher(hasher),
         }
     }
 
+    /// Keeps the entries of driver-chosen ids at the slot index in their low `bits` bits
+    /// (capped at 24; 0 = hash table only). Takes effect while the table is empty.
+    pub(crate) fn set_slot_bits(&mut self, bits: u32) {
+        if self.len() == 0 {
+            self.slot_bits = bits.min(MAX_SLOT_BITS);
+        }
+    }
+
+    /// The dense index of `a` (driver-chosen ids, with a dense layout).
+    fn index(&self, a: AssocId) -> Option<usize> {
+        if self.slot_bits == 0 || crate::io::AssocIdAllocator::is_machine_chosen(a) {
+            return None;
+        }
+        usize::try_from(a.0 & ((1u64 << self.slot_bits) - 1)).ok()
+    }
+
+    /// Where `a` lies in `dense`, if it does.
+    fn dense_pos(&self, a: AssocId) -> Option<usize> {
+        let i = self.index(a)?;
+        (self.dense.get(i)?.0 == Key::new(a)).then_some(i)
+    }
+
     pub(crate) fn get(&self, a: &AssocId) -> Option<&Assoc> {
-        self.map.get(&Key::new(*a))
+        match self.dense_pos(*a) {
+            Some(i) => self.dense.get(i).map(|e| &e.1),
+            None => self.map.get(&Key::new(*a)),
+        }
     }
 
     pub(crate) fn get_mut(&mut self, a: &AssocId) -> Option<&mut Assoc> {
-        self.map.get_mut(&Key::new(*a))
+        match self.dense_pos(*a) {
+            Some(i) => self.dense.get_mut(i).map(|e| &mut e.1),
+            None => self.map.get_mut(&Key::new(*a)),
+        }
     }
 
     pub(crate) fn contains_key(&self, a: &AssocId) -> bool {
-        self.map.contains_key(&Key::new(*a))
+        self.get(a).is_some()
+    }
+
+    /// The dense place of `a`: where it lies, or a free place at its index (the vector
+    /// grown to it); `None` when it has no dense index or another id holds that place.
+    fn claim(&mut self, a: AssocId) -> Option<usize> {
+        let i = self.index(a)?;
+        if self.dense.len() <= i {
+            self.dense.resize(i + 1, (Key::EMPTY, Assoc::FREE));
+        }
+        let k = self.dense.get(i)?.0;
+        (k == Key::new(a) || k == Key::EMPTY).then_some(i)
     }
 
     pub(crate) fn insert(&mut self, a: AssocId, v: Assoc) -> Option<Assoc> {
-        self.map.insert(Key::new(a), v)
+        let key = Key::new(a);
+        if !self.map.contains_key(&key)
+            && let Some(i) = self.claim(a)
+            && let Some(e) = self.dense.get_mut(i)
+        {
+            if e.0 == key {
+                return Some(core::mem::replace(&mut e.1, v));
+            }
+            *e = (key, v);
+            self.dense_len += 1;
+            return None;
+        }
+        self.map.insert(key, v)
     }
 
     pub(crate) fn remove(&mut self, a: &AssocId) -> Option<Assoc> {
-        self.map.remove(&Key::new(*a))
+        match self.dense_pos(*a) {
+            Some(i) => {
+                let e = self.dense.get_mut(i)?;
+                e.0 = Key::EMPTY;
+                self.dense_len -= 1;
+                Some(core::mem::replace(&mut e.1, Assoc::FREE))
+            }
+            None => self.map.remove(&Key::new(*a)),
+        }
     }
 
     /// The entry of `a`, inserted with `f` if missing.
@@ -221,20 +311,36 @@ impl AssocMap {
         a: AssocId,
         f: impl FnOnce() -> Assoc,
     ) -> &mut Assoc {
-        self.map.entry(Key::new(a)).or_insert_with(f)
+        let key = Key::new(a);
+        if !self.map.contains_key(&key)
+            && let Some(i) = self.claim(a)
+            && let Some(e) = self.dense.get_mut(i)
+        {
+            if e.0 != key {
+                *e = (key, f());
+                self.dense_len += 1;
+            }
+            return &mut e.1;
+        }
+        self.map.entry(key).or_insert_with(f)
     }
 
-    /// All entries, in the table's (deterministic, seeded) order.
+    /// All entries: the dense part by slot index, then the hash table's (deterministic,
+    /// seeded) order.
     pub(crate) fn iter_mut(&mut self) -> impl Iterator<Item = (AssocId, &mut Assoc)> {
-        self.map.iter_mut().map(|(k, v)| (k.id(), v))
+        self.dense
+            .iter_mut()
+            .filter(|(k, _)| *k != Key::EMPTY)
+            .map(|(k, v)| (k.id(), v))
+            .chain(self.map.iter_mut().map(|(k, v)| (k.id(), v)))
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.map.len()
+        self.dense_len + self.map.len()
     }
 
     pub(crate) fn allocation_size(&self) -> usize {
-        self.map.allocation_size()
+        self.dense.capacity() * core::mem::size_of::<(Key, Assoc)>() + self.map.allocation_size()
     }
 }
 pub(crate) type BucketMap = hashbrown::HashMap<AssocId, Buckets, foldhash::fast::FixedState>;
@@ -283,5 +389,105 @@ mod tests {
         assert_eq!(many.len(), 2);
         assert_eq!(many[1], "10.0.0.2".parse::<IpAddr>().unwrap());
         assert_eq!(a.port, 5);
+    }
+
+    fn entry(port: u16) -> Assoc {
+        let mut a = Assoc::new(Origin::Accepted, Role::Asap);
+        a.port = port;
+        a
+    }
+
+    fn map(bits: u32) -> AssocMap {
+        let mut m = AssocMap::with_hasher(foldhash::fast::FixedState::with_seed(7));
+        m.set_slot_bits(bits);
+        m
+    }
+
+    #[test]
+    fn driver_ids_lie_at_their_slot_and_others_in_the_hash_table() {
+        let mut m = map(4);
+        let (a, b) = (AssocId(1), AssocId(2 | 3 << 4));
+        let collide = AssocId(1 | 5 << 4); // slot 1, held by `a`
+        let machine = AssocId(1 << 63 | 1);
+        for (i, id) in [a, b, collide, machine].into_iter().enumerate() {
+            assert!(m.insert(id, entry(i as u16)).is_none());
+        }
+        assert_eq!((m.len(), m.dense_len, m.map.len()), (4, 2, 2));
+        for (i, id) in [a, b, collide, machine].into_iter().enumerate() {
+            assert_eq!(m.get(&id).map(|e| e.port), Some(i as u16), "{id:?}");
+        }
+        assert_eq!(m.insert(a, entry(10)).map(|e| e.port), Some(0));
+        // `a` ends; its slot's next association goes to the dense place, while the one that
+        // collided stays where it is and is still found.
+        assert_eq!(m.remove(&a).map(|e| e.port), Some(10));
+        assert!(m.get(&a).is_none() && m.remove(&a).is_none());
+        let next = AssocId(1 | 6 << 4);
+        m.get_or_insert_with(next, || entry(20)).port += 1;
+        assert_eq!(m.get(&next).map(|e| e.port), Some(21));
+        assert_eq!(m.get(&collide).map(|e| e.port), Some(2));
+        assert_eq!((m.len(), m.dense_len, m.map.len()), (4, 2, 2));
+        let mut seen: Vec<u64> = m.iter_mut().map(|(id, _)| id.0).collect();
+        seen.sort_unstable();
+        let mut want = vec![b.0, collide.0, machine.0, next.0];
+        want.sort_unstable();
+        assert_eq!(seen, want);
+        // The layout is fixed once the table holds something.
+        m.set_slot_bits(0);
+        assert_eq!(m.slot_bits, 4);
+    }
+
+    #[derive(Clone, Debug)]
+    enum Op {
+        Insert(u64, u16),
+        Upsert(u64, u16),
+        Remove(u64),
+    }
+
+    fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        // Ids from a small set: slots 0-7 with a few generations, and machine-chosen ones.
+        let id = (0u64..8, 0u64..3, any::<bool>()).prop_map(|(slot, generation, machine)| {
+            (u64::from(machine) << 63) | generation << 3 | slot
+        });
+        prop_oneof![
+            (id.clone(), any::<u16>()).prop_map(|(i, p)| Op::Insert(i, p)),
+            (id.clone(), any::<u16>()).prop_map(|(i, p)| Op::Upsert(i, p)),
+            id.prop_map(Op::Remove),
+        ]
+    }
+
+    proptest::proptest! {
+        /// With or without the dense part, the table behaves as a map.
+        #[test]
+        fn behaves_as_a_map(bits in 0u32..5, ops in proptest::collection::vec(op(), 0..200)) {
+            let mut m = map(bits);
+            let mut model = std::collections::HashMap::new();
+            for o in ops {
+                match o {
+                    Op::Insert(i, p) => {
+                        let old = m.insert(AssocId(i), entry(p)).map(|e| e.port);
+                        proptest::prop_assert_eq!(old, model.insert(i, p));
+                    }
+                    Op::Upsert(i, p) => {
+                        let got = m.get_or_insert_with(AssocId(i), || entry(p)).port;
+                        proptest::prop_assert_eq!(got, *model.entry(i).or_insert(p));
+                    }
+                    Op::Remove(i) => {
+                        let old = m.remove(&AssocId(i)).map(|e| e.port);
+                        proptest::prop_assert_eq!(old, model.remove(&i));
+                    }
+                }
+                proptest::prop_assert_eq!(m.len(), model.len());
+            }
+            for (i, p) in &model {
+                proptest::prop_assert_eq!(m.get(&AssocId(*i)).map(|e| e.port), Some(*p));
+                proptest::prop_assert!(m.contains_key(&AssocId(*i)));
+            }
+            let mut all: Vec<(u64, u16)> = m.iter_mut().map(|(id, e)| (id.0, e.port)).collect();
+            all.sort_unstable();
+            let mut want: Vec<(u64, u16)> = model.into_iter().collect();
+            want.sort_unstable();
+            proptest::prop_assert_eq!(all, want);
+        }
     }
 }

@@ -808,6 +808,10 @@ impl Registrar {
 impl Machine for Registrar {
     type Event = RegistrarEvent;
 
+    fn handle_assoc_id_slot_bits(&mut self, bits: u32) {
+        self.assocs.set_slot_bits(bits);
+    }
+
     fn handle_assoc_up(&mut self, now: Instant, assoc: AssocId, peer_addrs: &[SocketAddr]) {
         self.clock = now;
         let a = self.assoc_entry(assoc);

@@ -636,7 +636,8 @@ impl<M: Machine> Driver<M> {
         let sctp = config.mode != TransportMode::Tcp && sctp_available();
         // Messages leave at the end of each wake-up, one write per association.
         transports.set_write_batching(true);
-        let machine = make(&bound, Instant::ZERO);
+        let mut machine = make(&bound, Instant::ZERO);
+        machine.handle_assoc_id_slot_bits(transports.id_slot_bits());
         let assocs = AssocTable::new(transports.id_slot_bits());
         Ok(Driver {
             events: Events::with_capacity(config.events_capacity.max(16)),
