@@ -187,6 +187,13 @@ impl Proc {
         }
     }
 
+    /// True once the process has ended (without waiting, and without killing it).
+    pub fn has_ended(&mut self) -> bool {
+        self.child
+            .as_mut()
+            .is_none_or(|c| matches!(c.try_wait(), Ok(Some(_))))
+    }
+
     /// Waits at most `limit` for the process to end; its exit code (`None`: killed by a
     /// signal, or still running after `limit` and then killed).
     pub fn wait_timeout(&mut self, limit: Duration) -> Option<i32> {
