@@ -213,7 +213,7 @@ pub(crate) struct AssocMap {
     map: hashbrown::HashMap<Key, Assoc, foldhash::fast::FixedState>,
 }
 
-/// The largest slot index kept in the dense part (2^24 associations).
+/// At most this many slot index bits: the dense part holds at most 2^24 entries.
 const MAX_SLOT_BITS: u32 = 24;
 
 impl AssocMap {

@@ -44,8 +44,6 @@ pub struct AssocInfo {
     pub channel: Option<ChannelKind>,
     /// True when the machine opened it ([`rserpool_core::Output::Connect`]).
     pub outbound: bool,
-    /// When the connect was started or the association accepted.
-    pub created: Instant,
     /// When `handle_assoc_up` was reported (`None` while connecting).
     pub up_since: Option<Instant>,
     /// PPID of the last message the machine sent on it.
@@ -145,10 +143,9 @@ impl Overflow {
     }
 }
 
-/// [`AssocInfo`] packed into 24 bytes (it takes 40): one is kept per association.
+/// [`AssocInfo`] packed into 16 bytes: one is kept per association.
 #[derive(Clone, Copy, Debug)]
 struct PackedInfo {
-    created: Instant,
     /// Valid when [`PackedInfo::UP`] is set.
     up_since: Instant,
     /// Valid when [`PackedInfo::PPID`] is set.
@@ -175,7 +172,6 @@ impl PackedInfo {
             flags |= Self::PPID;
         }
         PackedInfo {
-            created: i.created,
             up_since: i.up_since.unwrap_or(Instant::ZERO),
             last_ppid: i.last_ppid.unwrap_or(0),
             kind: i.kind,
@@ -190,7 +186,6 @@ impl PackedInfo {
             kind: self.kind,
             channel: self.channel,
             outbound: has(Self::OUTBOUND),
-            created: self.created,
             up_since: has(Self::UP).then_some(self.up_since),
             last_ppid: has(Self::PPID).then_some(self.last_ppid),
         }
@@ -257,7 +252,7 @@ impl Link {
 /// Layout: the links whose machine-visible id is their transport id (the accepted
 /// associations: a registrar's PEs and pool users, a PE's sessions) lie inline in `dense`
 /// at the transport's slot index (the low [`slot_bits`](crate::transport::Transports::id_slot_bits)
-/// of the id), 40 bytes each; the others (the machine's own connects, and an accepted association
+/// of the id), 32 bytes each; the others (the machine's own connects, and an accepted association
 /// whose slot is still held by a link being closed) are boxed in `sparse`. A hash table of
 /// boxed links cost 92 bytes per association (the box, its allocator header, a bucket and
 /// the buckets a hash table keeps empty).
@@ -459,7 +454,6 @@ mod tests {
             kind: TransportKind::Tcp,
             channel: None,
             outbound: false,
-            created: Instant::ZERO,
             up_since: None,
             last_ppid: None,
         }
@@ -560,7 +554,7 @@ mod tests {
     #[test]
     fn a_link_is_small() {
         assert!(
-            size_of::<Option<Link>>() <= 40,
+            size_of::<Option<Link>>() <= 32,
             "{}",
             size_of::<Option<Link>>()
         );
@@ -572,7 +566,6 @@ mod tests {
             kind: TransportKind::Sctp,
             channel: Some(ChannelKind::Session),
             outbound: true,
-            created: Instant::from_millis(1),
             up_since: Some(Instant::ZERO),
             last_ppid: Some(0),
         };

@@ -1258,7 +1258,6 @@ impl<M: Machine> Driver<M> {
                     kind,
                     channel: Some(channel),
                     outbound: true,
-                    created: self.now,
                     up_since: None,
                     last_ppid: None,
                 },
@@ -1326,7 +1325,6 @@ impl<M: Machine> Driver<M> {
                             kind,
                             channel,
                             outbound: false,
-                            created: now,
                             up_since: Some(now),
                             last_ppid: None,
                         };
