@@ -28,6 +28,10 @@
 //!   `handle_assoc_up` or `handle_assoc_down(ConnectFailed)` under that same id. Messages
 //!   the machine transmits on it before it is up are queued by you (or sent behind the
 //!   TCP mapping's HELLO).
+//!   If your ids for accepted associations hold a small reused index (a socket slot) in their
+//!   low bits, say so once with [`Machine::handle_assoc_id_slot_bits`]: the registrar then
+//!   keeps its per-association entries in a vector by that index (less memory per PE); the
+//!   default ignores it, and ids that do not fit still work.
 //!
 //! Drivers in this workspace: `rserpool-mio` (a mio event loop), `rserpool-async-std`
 //! (async-io tasks), the simulator in `rserpool-tests`, and `examples/blocking_loop.rs`: a

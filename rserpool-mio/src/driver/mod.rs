@@ -102,6 +102,9 @@
 //!   dead peer all map to `Lost`), UDP datagram → `handle_datagram` with the PPID of the
 //!   socket it arrived on. Inputs the driver creates itself (`ConnectFailed`, `Closed`) are
 //!   delivered after the current output drain, never from inside it.
+//!   Before anything else the machine learns the layout of the transport's ids
+//!   (`handle_assoc_id_slot_bits` with [`Transports::id_slot_bits`]): an accepted
+//!   association's id is its transport id whenever that is free, slot index in the low bits.
 //!
 //! # Backpressure: the overflow queue
 //!
