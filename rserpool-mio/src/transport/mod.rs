@@ -486,15 +486,105 @@ struct TcpFraming {
     next_addrs: SpillQueue<SocketAddr>,
 }
 
+/// The TCP mapping's output chunks, written in order, and how much of the front one is
+/// written: one null pointer while empty (an idle association), the write offset in the
+/// box with the chunks (not in every association's record).
+#[derive(Default)]
+struct Chunks(Option<Box<ChunkQueue>>);
+
+struct ChunkQueue {
+    /// Never empty while boxed.
+    chunks: VecDeque<Bytes>,
+    /// Bytes of the front chunk already written (a chunk is at most one RTF frame, whose
+    /// length is a `u32`).
+    front_off: u32,
+}
+
+impl Chunks {
+    fn is_empty(&self) -> bool {
+        self.0.is_none()
+    }
+
+    /// Number of chunks.
+    fn len(&self) -> usize {
+        self.0.as_ref().map_or(0, |q| q.chunks.len())
+    }
+
+    fn push_back(&mut self, c: Bytes) {
+        self.0
+            .get_or_insert_with(|| {
+                Box::new(ChunkQueue {
+                    chunks: VecDeque::new(),
+                    front_off: 0,
+                })
+            })
+            .chunks
+            .push_back(c);
+    }
+
+    /// The bytes still to write, chunk by chunk (the front one from its write offset).
+    fn unwritten(&self) -> impl Iterator<Item = &[u8]> {
+        self.0.iter().flat_map(|q| {
+            q.chunks.iter().enumerate().map(|(i, c)| {
+                if i == 0 {
+                    c.get(q.front_off as usize..).unwrap_or_default()
+                } else {
+                    c.as_ref()
+                }
+            })
+        })
+    }
+
+    /// The unwritten part of the front chunk.
+    fn front(&self) -> Option<&[u8]> {
+        self.unwritten().next()
+    }
+
+    /// `n` more bytes of the front chunk were written (at most its unwritten part); it is
+    /// dropped once it is all written.
+    fn advance_front(&mut self, n: usize) {
+        let Some(q) = self.0.as_mut() else {
+            return;
+        };
+        let Some(front) = q.chunks.front() else {
+            return;
+        };
+        let off = (q.front_off as usize).saturating_add(n);
+        if off >= front.len() {
+            q.chunks.pop_front();
+            q.front_off = 0;
+            if q.chunks.is_empty() {
+                self.0 = None;
+            }
+        } else {
+            q.front_off = u32::try_from(off).unwrap_or(u32::MAX);
+        }
+    }
+
+    /// `n` bytes were written from the front: drops the chunks written out and advances
+    /// into the next; returns the part of `n` beyond all chunks.
+    fn consume(&mut self, mut n: usize) -> usize {
+        while n > 0 {
+            let Some(rest) = self.front().map(<[u8]>::len) else {
+                break;
+            };
+            let k = n.min(rest);
+            self.advance_front(k);
+            n -= k;
+        }
+        n
+    }
+}
+
+/// The TCP mapping's I/O state in an association's record: 24 bytes, so that [`AssocIo`]
+/// keeps its variant in a spare value of [`SctpIo`] and takes 32 bytes, not 40 (the rest
+/// of TCP's state is in the box).
 struct TcpIo {
     stream: TcpStream,
     framing: Box<TcpFraming>,
     connecting: bool,
     /// Output chunks, written in order, then `tail`.
-    out: SpillQueue<Bytes>,
-    /// Bytes of the front chunk already written.
-    /// (A chunk is at most one RTF frame, whose length is a `u32`.)
-    front_off: u32,
+    out: Chunks,
     write_shut: bool,
     peer_eof: bool,
 }
@@ -517,8 +607,7 @@ impl TcpIo {
                 next_addrs: SpillQueue::from(next_addrs),
             }),
             connecting,
-            out: SpillQueue::default(),
-            front_off: 0,
+            out: Chunks::default(),
             write_shut: false,
             peer_eof: false,
         }
@@ -538,19 +627,12 @@ impl TcpIo {
         };
         loop {
             let mut moved = 0;
-            while let Some(front) = self.out.front() {
-                let chunk = front.get(self.front_off as usize..).unwrap_or_default();
-                let n = if chunk.is_empty() {
-                    0
-                } else {
-                    tls.write_plain(chunk)?
-                };
+            while let Some(chunk) = self.out.front() {
+                let len = chunk.len();
+                let n = if len == 0 { 0 } else { tls.write_plain(chunk)? };
                 moved += n;
-                if n >= chunk.len() {
-                    self.out.pop_front();
-                    self.front_off = 0;
-                } else {
-                    self.front_off += u32::try_from(n).unwrap_or(u32::MAX);
+                self.out.advance_front(n);
+                if n < len {
                     break;
                 }
             }
@@ -874,12 +956,7 @@ impl Assoc {
                 while !t.output_empty() {
                     let mut slices = [IoSlice::new(&[]); MAX_IOV];
                     let mut n = 0;
-                    for (i, c) in t.out.iter().take(MAX_IOV).enumerate() {
-                        let c = if i == 0 {
-                            c.get(t.front_off as usize..).unwrap_or_default()
-                        } else {
-                            c.as_ref()
-                        };
+                    for (i, c) in t.out.unwritten().take(MAX_IOV).enumerate() {
                         if let Some(s) = slices.get_mut(i) {
                             *s = IoSlice::new(c);
                             n = i + 1;
@@ -905,18 +982,7 @@ impl Assoc {
                         }
                         Ok(mut written) => {
                             self.queued.sub(written);
-                            while written > 0 {
-                                let Some(front) = t.out.front() else { break };
-                                let left = front.len() - t.front_off as usize;
-                                if written >= left {
-                                    written -= left;
-                                    t.out.pop_front();
-                                    t.front_off = 0;
-                                } else {
-                                    t.front_off += u32::try_from(written).unwrap_or(u32::MAX);
-                                    written = 0;
-                                }
-                            }
+                            written = t.out.consume(written);
                             if written > 0 {
                                 let k = written.min(t.framing.tail.len());
                                 bytes::Buf::advance(&mut t.framing.tail, k);
@@ -2713,13 +2779,14 @@ mod out_queue_tests {
 mod layout_tests {
     use super::*;
 
-    /// An association lies inline in its slot, 72 bytes in all: its id holds the slot's
-    /// generation, a failed write keeps its `Down` reason only (release build; a debug
-    /// build's mio sockets carry a selector id more).
+    /// An association lies inline in its slot, 64 bytes in all: its id holds the slot's
+    /// generation, a failed write keeps its `Down` reason only, the I/O state's variant
+    /// needs no byte of its own (release build; a debug build's mio sockets carry a
+    /// selector id more).
     #[test]
-    fn an_association_lies_inline_in_a_72_byte_slot() {
+    fn an_association_lies_inline_in_a_64_byte_slot() {
         let mio_extra = size_of::<TcpStream>() - size_of::<std::net::TcpStream>();
-        let bound = 72 + mio_extra.next_multiple_of(8);
+        let bound = 64 + mio_extra.next_multiple_of(8);
         assert!(
             size_of::<Option<Slot>>() <= bound,
             "{} > {bound}",
@@ -2758,5 +2825,43 @@ mod layout_tests {
             .listen(&[any], TransportKind::Tcp, ChannelKind::Session)
             .expect_err("no 33-bit id");
         assert!(err.to_string().contains("exhausted"), "{err}");
+    }
+
+    #[test]
+    fn tcp_output_chunks_track_the_written_part_of_the_front_one() {
+        let mut c = Chunks::default();
+        assert!(c.is_empty() && c.front().is_none() && c.0.is_none());
+        assert_eq!(
+            c.consume(5),
+            5,
+            "nothing to consume: all of it is left over"
+        );
+        c.push_back(Bytes::from_static(b"abcde"));
+        c.push_back(Bytes::from_static(b"fgh"));
+        c.push_back(Bytes::from_static(b"ij"));
+        assert_eq!(c.len(), 3);
+        assert_eq!(c.consume(2), 0);
+        assert_eq!(
+            c.unwritten().collect::<Vec<_>>(),
+            [&b"cde"[..], b"fgh", b"ij"]
+        );
+        // Across the end of the first chunk into the second.
+        assert_eq!(c.consume(4), 0);
+        assert_eq!((c.len(), c.front()), (2, Some(&b"gh"[..])));
+        c.advance_front(1);
+        assert_eq!(c.front(), Some(&b"h"[..]));
+        c.advance_front(1);
+        assert_eq!((c.len(), c.front()), (1, Some(&b"ij"[..])));
+        // Beyond the last chunk: the rest is reported (it went into the tail buffer).
+        assert_eq!(c.consume(5), 3);
+        assert!(
+            c.is_empty() && c.0.is_none(),
+            "an empty output holds no memory"
+        );
+        // An empty chunk is dropped by a zero advance.
+        c.push_back(Bytes::new());
+        assert_eq!(c.front(), Some(&b""[..]));
+        c.advance_front(0);
+        assert!(c.is_empty());
     }
 }
