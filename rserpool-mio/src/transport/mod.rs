@@ -802,22 +802,14 @@ struct Ctx<'a> {
     rtf_events: &'a mut VecDeque<RtfEvent>,
 }
 
-fn is_reset(e: &io::Error) -> bool {
-    matches!(
-        e.kind(),
+/// The `Down` reason of an association whose read or write failed with `e`: a reset peer
+/// aborted it, anything else lost it.
+fn down_reason(e: &io::Error) -> DownReason {
+    match e.kind() {
         io::ErrorKind::ConnectionReset
-            | io::ErrorKind::ConnectionAborted
-            | io::ErrorKind::BrokenPipe
-    )
-}
-
-/// The `Down` reason of an association whose write failed with `e`: a reset peer aborted
-/// it, anything else lost it.
-fn write_failure(e: &io::Error) -> DownReason {
-    if is_reset(e) {
-        DownReason::Abort
-    } else {
-        DownReason::Lost
+        | io::ErrorKind::ConnectionAborted
+        | io::ErrorKind::BrokenPipe => DownReason::Abort,
+        _ => DownReason::Lost,
     }
 }
 
@@ -934,7 +926,7 @@ impl Assoc {
                 }
                 if t.framing.tls.is_some() {
                     if let Err(e) = t.flush_tls(&mut self.queued) {
-                        self.write_failed = Some(write_failure(&e));
+                        self.write_failed = Some(down_reason(&e));
                         return;
                     }
                     if t.output_empty() && self.linger_until.is_some() {
@@ -943,7 +935,7 @@ impl Assoc {
                             l.close_notify();
                         }
                         match t.flush_tls(&mut self.queued) {
-                            Err(e) => self.write_failed = Some(write_failure(&e)),
+                            Err(e) => self.write_failed = Some(down_reason(&e)),
                             Ok(()) if t.all_written() => {
                                 let _ = t.stream.shutdown(std::net::Shutdown::Write);
                                 t.write_shut = true;
@@ -996,7 +988,7 @@ impl Assoc {
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                         Err(e) => {
-                            self.write_failed = Some(write_failure(&e));
+                            self.write_failed = Some(down_reason(&e));
                             return;
                         }
                     }
@@ -1044,7 +1036,7 @@ impl Assoc {
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
                         Err(e) => {
-                            self.write_failed = Some(write_failure(&e));
+                            self.write_failed = Some(down_reason(&e));
                             return;
                         }
                     }
@@ -1217,12 +1209,7 @@ impl Assoc {
             return fate;
         }
         if let Some(e) = read_err {
-            let reason = if is_reset(&e) {
-                DownReason::Abort
-            } else {
-                DownReason::Lost
-            };
-            self.down(reason, ctx.out);
+            self.down(down_reason(&e), ctx.out);
             return Fate::Remove { abort: true };
         }
         let AssocIo::Tcp(t) = &mut self.io else {
@@ -1344,12 +1331,7 @@ impl Assoc {
                     return Fate::Keep;
                 }
                 Err(e) => {
-                    let reason = if is_reset(&e) {
-                        DownReason::Abort
-                    } else {
-                        DownReason::Lost
-                    };
-                    self.down(reason, ctx.out);
+                    self.down(down_reason(&e), ctx.out);
                     return Fate::Remove { abort: false };
                 }
             };
