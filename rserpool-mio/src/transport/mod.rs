@@ -783,6 +783,20 @@ struct SctpIo {
     write_shut: bool,
 }
 
+impl SctpIo {
+    fn new(sock: SctpSocket, connecting: bool) -> SctpIo {
+        SctpIo {
+            sock,
+            connecting,
+            out: OutQueue::default(),
+            reasm: None,
+            discard: false,
+            sndbuf: 0,
+            write_shut: false,
+        }
+    }
+}
+
 /// What to do with an association after driving it.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 enum Fate {
@@ -814,6 +828,31 @@ fn down_reason(e: &io::Error) -> DownReason {
 }
 
 impl Assoc {
+    /// A new association's record (its id is given when it takes its slot,
+    /// [`Transports::alloc`]).
+    fn new(
+        io: AssocIo,
+        outbound: bool,
+        listener: Option<NonZeroU32>,
+        channel: Option<ChannelKind>,
+    ) -> Assoc {
+        Assoc {
+            id: AssocId(0),
+            attached: true,
+            listed: false,
+            announced: false,
+            outbound,
+            listener,
+            channel,
+            queued: Queued::default(),
+            linger_until: None,
+            write_failed: None,
+            read_pending: false,
+            dirty: false,
+            io,
+        }
+    }
+
     fn kind(&self) -> TransportKind {
         match self.io {
             AssocIo::Tcp(_) => TransportKind::Tcp,
@@ -1702,6 +1741,17 @@ impl Transports {
         Ok(idx)
     }
 
+    /// Gives a new association its slot and id, registers its socket and lists it: its slot
+    /// index and id. On failure the association (its socket) is dropped.
+    fn add_assoc(&mut self, assoc: Assoc) -> io::Result<(usize, AssocId)> {
+        let idx = self.alloc(Slot::Assoc(assoc))?;
+        if let Err(e) = self.register_idx(idx) {
+            self.remove(idx, true);
+            return Err(e);
+        }
+        Ok((idx, self.list(idx)))
+    }
+
     fn token(&self, idx: usize) -> Token {
         Token(self.token_base + idx)
     }
@@ -2025,47 +2075,20 @@ impl Transports {
                     rest,
                 ))
             }
-            TransportKind::Sctp => AssocIo::Sctp(SctpIo {
-                sock: {
-                    let opts = self.config.sctp_for(channel);
-                    match self.sctp_source(channel) {
-                        // If the shared port cannot be used (an association between the same
-                        // two endpoints still closing), connect from an ephemeral port: the
-                        // association works, only a takeover cannot reach it there.
-                        Some(local) => SctpSocket::connect_from(local, addrs, &opts)
-                            .or_else(|_| SctpSocket::connect(addrs, &opts))?,
-                        None => self.connect_sctp(addrs, &opts, now_us)?,
-                    }
-                },
-                connecting: true,
-                out: OutQueue::default(),
-                reasm: None,
-                discard: false,
-                sndbuf: 0,
-                write_shut: false,
-            }),
+            TransportKind::Sctp => {
+                let opts = self.config.sctp_for(channel);
+                let sock = match self.sctp_source(channel) {
+                    // If the shared port cannot be used (an association between the same
+                    // two endpoints still closing), connect from an ephemeral port: the
+                    // association works, only a takeover cannot reach it there.
+                    Some(local) => SctpSocket::connect_from(local, addrs, &opts)
+                        .or_else(|_| SctpSocket::connect(addrs, &opts))?,
+                    None => self.connect_sctp(addrs, &opts, now_us)?,
+                };
+                AssocIo::Sctp(SctpIo::new(sock, true))
+            }
         };
-        let assoc = Assoc {
-            id: AssocId(0),
-            attached: true,
-            listed: false,
-            announced: false,
-            outbound: true,
-            listener: None,
-            channel: Some(channel),
-            queued: Queued::default(),
-            linger_until: None,
-            write_failed: None,
-            read_pending: false,
-            dirty: false,
-            io,
-        };
-        let idx = self.alloc(Slot::Assoc(assoc))?;
-        if let Err(e) = self.register_idx(idx) {
-            self.remove(idx, true);
-            return Err(e);
-        }
-        let id = self.list(idx);
+        let (idx, id) = self.add_assoc(Assoc::new(io, true, None, Some(channel)))?;
         if let Some(a) = self.assoc_mut(idx) {
             a.flush(now_us);
         }
@@ -2451,48 +2474,18 @@ impl Transports {
                     Err(_) => return,
                 },
                 Listener::Sctp { sock, id, kinds } => match sock.accept(&self.config.sctp) {
-                    Ok(Some(s)) => (
-                        AssocIo::Sctp(SctpIo {
-                            sock: s,
-                            connecting: false,
-                            out: OutQueue::default(),
-                            reasm: None,
-                            discard: false,
-                            sndbuf: 0,
-                            write_shut: false,
-                        }),
-                        *id,
-                        *kinds,
-                    ),
+                    Ok(Some(s)) => (AssocIo::Sctp(SctpIo::new(s, false)), *id, *kinds),
                     Ok(None) => return,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     Err(_) => return,
                 },
             };
-            let assoc = Assoc {
-                id: AssocId(0),
-                attached: true,
-                listed: false,
-                announced: false,
-                outbound: false,
-                listener: u32::try_from(listener.0).ok().and_then(NonZeroU32::new),
-                channel: kinds.single(),
-                queued: Queued::default(),
-                linger_until: None,
-                write_failed: None,
-                read_pending: false,
-                dirty: false,
-                io,
-            };
-            let Ok(new_idx) = self.alloc(Slot::Assoc(assoc)) else {
-                // No token left: the connection is closed (dropped) at once.
+            let listener = u32::try_from(listener.0).ok().and_then(NonZeroU32::new);
+            let assoc = Assoc::new(io, false, listener, kinds.single());
+            // No token left, or no registration: the connection is closed (dropped) at once.
+            let Ok((new_idx, _)) = self.add_assoc(assoc) else {
                 continue;
             };
-            if self.register_idx(new_idx).is_err() {
-                self.remove(new_idx, true);
-                continue;
-            }
-            self.list(new_idx);
             if let Some(a) = self.assoc_mut(new_idx)
                 && let AssocIo::Sctp(s) = &a.io
             {
