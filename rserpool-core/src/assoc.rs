@@ -3,9 +3,24 @@
 use core::fmt;
 
 /// An association (SCTP association, TCP-mapping connection, simulated link), named by the
-/// driver. Opaque to the core: it only compares and stores them.
+/// driver. Opaque to the core: it compares and stores them, and reads a slot index from
+/// them only where the driver said its ids carry one ([`AssocId::slot_index`]).
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct AssocId(pub u64);
+
+impl AssocId {
+    /// The slot index a driver keeps in the low `bits` bits of the ids it chooses
+    /// ([`Machine::handle_assoc_id_slot_bits`](crate::io::Machine::handle_assoc_id_slot_bits)):
+    /// `None` for a machine-chosen id (top bit set) or when there is no such layout
+    /// (`bits` 0). Tables by this index must still check the whole id.
+    pub fn slot_index(self, bits: u32) -> Option<usize> {
+        if bits == 0 || crate::io::AssocIdAllocator::is_machine_chosen(self) {
+            return None;
+        }
+        let mask = 1u64.checked_shl(bits).map_or(u64::MAX, |b| b - 1);
+        usize::try_from(self.0 & mask).ok()
+    }
+}
 
 impl fmt::Debug for AssocId {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
@@ -43,5 +58,19 @@ impl Protocol {
             Self::PPID_ENRP => Some(Protocol::Enrp),
             _ => None,
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::AssocId;
+
+    #[test]
+    fn slot_index_reads_the_low_bits_of_driver_chosen_ids() {
+        let id = AssocId((5 << 4) | 3);
+        assert_eq!(id.slot_index(4), Some(3));
+        assert_eq!(id.slot_index(0), None, "no layout");
+        assert_eq!(AssocId(1 << 63 | 3).slot_index(4), None, "machine-chosen");
+        assert_eq!(AssocId(7).slot_index(64), Some(7));
     }
 }

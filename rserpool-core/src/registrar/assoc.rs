@@ -234,17 +234,9 @@ impl AssocMap {
         }
     }
 
-    /// The dense index of `a` (driver-chosen ids, with a dense layout).
-    fn index(&self, a: AssocId) -> Option<usize> {
-        if self.slot_bits == 0 || crate::io::AssocIdAllocator::is_machine_chosen(a) {
-            return None;
-        }
-        usize::try_from(a.0 & ((1u64 << self.slot_bits) - 1)).ok()
-    }
-
     /// Where `a` lies in `dense`, if it does.
     fn dense_pos(&self, a: AssocId) -> Option<usize> {
-        let i = self.index(a)?;
+        let i = a.slot_index(self.slot_bits)?;
         (self.dense.get(i)?.0 == Key::new(a)).then_some(i)
     }
 
@@ -269,7 +261,7 @@ impl AssocMap {
     /// The dense place of `a`: where it lies, or a free place at its index (the vector
     /// grown to it); `None` when it has no dense index or another id holds that place.
     fn claim(&mut self, a: AssocId) -> Option<usize> {
-        let i = self.index(a)?;
+        let i = a.slot_index(self.slot_bits)?;
         if self.dense.len() <= i {
             self.dense.resize(i + 1, (Key::EMPTY, Assoc::FREE));
         }

@@ -278,17 +278,9 @@ impl AssocTable {
         }
     }
 
-    /// The `dense` index an id would have as its own transport id.
-    fn dense_index(&self, id: AssocId) -> Option<usize> {
-        if self.slot_bits == 0 || AssocIdAllocator::is_machine_chosen(id) {
-            return None;
-        }
-        usize::try_from(id.0 & ((1u64 << self.slot_bits) - 1)).ok()
-    }
-
     /// Where `id`'s link lies in `dense`, if it lies there.
     fn dense_pos(&self, id: AssocId) -> Option<usize> {
-        let i = self.dense_index(id)?;
+        let i = id.slot_index(self.slot_bits)?;
         self.dense
             .get(i)?
             .as_ref()
@@ -374,7 +366,7 @@ impl AssocTable {
     pub(crate) fn insert(&mut self, assoc: AssocId, transport: AssocId, info: AssocInfo) {
         let link = Link::new(transport, &info);
         if assoc == transport
-            && let Some(i) = self.dense_index(assoc)
+            && let Some(i) = assoc.slot_index(self.slot_bits)
         {
             if self.dense.len() <= i {
                 self.dense.resize_with(i + 1, || None);

@@ -640,8 +640,9 @@ impl<M: Machine> Driver<M> {
         // Messages leave at the end of each wake-up, one write per association.
         transports.set_write_batching(true);
         let mut machine = make(&bound, Instant::ZERO);
-        machine.handle_assoc_id_slot_bits(transports.id_slot_bits());
-        let assocs = AssocTable::new(transports.id_slot_bits());
+        let slot_bits = transports.id_slot_bits();
+        machine.handle_assoc_id_slot_bits(slot_bits);
+        let assocs = AssocTable::new(slot_bits);
         Ok(Driver {
             events: Events::with_capacity(config.events_capacity.max(16)),
             poll,
