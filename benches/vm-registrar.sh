@@ -134,27 +134,23 @@ for p in $PHASES; do
             dumpcap -q -i br0 -f "host $H3" -w "$OUT/join-$impl.pcapng" >/dev/null 2>&1 &
             DP=$!
             sleep 2
+            cmd=()
+            case $impl in
+            rsplib)
+                cmd=(rspregistrar -asap=$H3:3863 -enrp=$H3:9901 -peer=$H1:9901
+                    -asapannounce=off -enrpannounce=off -loglevel=1) ;;
+            ours)
+                cmd=("$BIN/rspregistrar" -transport=sctp -asap=$H3:3863 -enrp=$H3:9901
+                    -peer=$H1:9901 -asapannounce=off -enrpannounce=off -loglevel=3
+                    -logcolor=off) ;;
+            esac
             # Two start times: "launch" before `ip netns exec` (the time to the exec, 30-170 ms
             # in the VM: `date`'s exit, the namespace's setns and remounts, the shell's start,
             # belongs to the test topology), "start" taken by the shell inside h3 right before
             # it execs the registrar (bash's $EPOCHREALTIME: no process of its own).
             echo "$impl launch $(date +%s.%N)" >>"$OUT/join.txt"
-            case $impl in
-            rsplib)
-                ip netns exec h3 bash -c 'echo "rsplib start $EPOCHREALTIME" >>"$1"; shift; exec "$@"' \
-                    - "$OUT/join.txt" \
-                    rspregistrar -asap=$H3:3863 -enrp=$H3:9901 -peer=$H1:9901 \
-                    -asapannounce=off -enrpannounce=off -loglevel=1 \
-                    >"$OUT/join-$impl.log" 2>&1 &
-                ;;
-            ours)
-                ip netns exec h3 bash -c 'echo "ours start $EPOCHREALTIME" >>"$1"; shift; exec "$@"' \
-                    - "$OUT/join.txt" \
-                    "$BIN/rspregistrar" -transport=sctp -asap=$H3:3863 \
-                    -enrp=$H3:9901 -peer=$H1:9901 -asapannounce=off -enrpannounce=off \
-                    -loglevel=3 -logcolor=off >"$OUT/join-$impl.log" 2>&1 &
-                ;;
-            esac
+            ip netns exec h3 bash -c 'echo "$2 start $EPOCHREALTIME" >>"$1"; shift 2; exec "$@"' \
+                - "$OUT/join.txt" "$impl" "${cmd[@]}" >"$OUT/join-$impl.log" 2>&1 &
             JP=$!
             sleep 8
             n=$(pes_of h2 $H3)
