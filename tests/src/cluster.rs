@@ -15,7 +15,10 @@
 //!   3. every PE has exactly one home registrar, which is alive and monitors it;
 //!   4. no resolution returns a PE that has been dead longer than
 //!      [`ClusterConfig::dead_pe_bound`] while the registrars were running and connected
-//!      ([`Cluster::resolution_violations`]).
+//!      ([`Cluster::resolution_violations`]); counted from its death, or from the last
+//!      time a registrar received a message the PE had sent before it died (held up by a
+//!      partition, it tells the registrar that the PE lives when it arrives, and no
+//!      registrar can tell it from a fresh one).
 //! * [`message_summary`] / [`payload_formatter`] decode ASAP and ENRP payloads for traces;
 //!   [`link_messages`] lists the messages sent from one node to another.
 //! * [`BulkRegistrant`] registers thousands of PEs over one association (for the mentor
@@ -598,6 +601,9 @@ pub struct Cluster {
     events_seen: usize,
     /// Per PE index: when its process was down or hung.
     dead: Vec<Vec<DeadSpan>>,
+    /// Per PE index: when a registrar received a message from the PE while it was dead
+    /// (sent before it died, delivered late).
+    heard_while_dead: Vec<Vec<Instant>>,
     /// When the control plane was disturbed: a registrar not running (or restarted), or
     /// two registrars partitioned (start, end).
     unstable: Vec<DeadSpan>,
@@ -615,6 +621,7 @@ impl Cluster {
     pub fn new(config: ClusterConfig) -> Cluster {
         let mut world: World<ClusterEvent> = World::new(config.sim.clone());
         world.set_payload_formatter(payload_formatter());
+        world.log_deliveries();
         let n = config.registrars;
         let mut registrars = Vec::new();
         for i in 0..n {
@@ -672,7 +679,7 @@ impl Cluster {
                 PoolUser::new(cfg.clone(), ctx.rng)
             }));
         }
-        let dead = elements
+        let dead: Vec<Vec<DeadSpan>> = elements
             .iter()
             .map(|e| {
                 if world.node_state(*e) == NodeState::Running {
@@ -696,6 +703,7 @@ impl Cluster {
             checkpoints: BTreeSet::new(),
             next_resolve,
             events_seen: 0,
+            heard_while_dead: vec![Vec::new(); dead.len()],
             dead,
             unstable: Vec::new(),
             registrar_incarnations,
@@ -797,6 +805,17 @@ impl Cluster {
                 });
             }
         }
+        for d in self.world.take_deliveries() {
+            if !self.registrars.contains(&d.to) {
+                continue;
+            }
+            let Some(j) = self.elements.iter().position(|e| *e == d.from) else {
+                continue;
+            };
+            if self.dead_since(j, d.at).is_some() {
+                self.heard_while_dead[j].push(d.at);
+            }
+        }
         // A registrar restarted since the last look lost its state: a disturbance even
         // though it runs again.
         let incarnations: Vec<u32> = self
@@ -847,6 +866,18 @@ impl Cluster {
             .map(|s| s.from)
     }
 
+    /// Since when the registrars could know PE `j` dead at `t`: its death, or the last
+    /// time before `t` a registrar received a message the PE sent before it.
+    fn silent_since(&self, j: usize, t: Instant) -> Option<Instant> {
+        let since = self.dead_since(j, t)?;
+        let heard = self.heard_while_dead[j]
+            .iter()
+            .copied()
+            .filter(|h| since <= *h && *h <= t)
+            .max();
+        Some(heard.map_or(since, |h| h.max(since)))
+    }
+
     /// True if the control plane was disturbed at any time in `[from, to]`.
     fn disturbed(&self, from: Instant, to: Instant) -> bool {
         self.unstable
@@ -873,11 +904,13 @@ impl Cluster {
                         )));
                         continue;
                     };
-                    let Some(since) = self.dead_since(j, *at) else {
+                    let (Some(since), Some(silent)) =
+                        (self.dead_since(j, *at), self.silent_since(j, *at))
+                    else {
                         continue;
                     };
                     found.push(Ok((*node, handle.clone(), el.pe_id)));
-                    if *at - since <= bound {
+                    if *at - silent <= bound {
                         self.checked.0 += 1;
                         continue;
                     }
@@ -887,12 +920,17 @@ impl Cluster {
                         self.checked.1 += 1;
                         continue;
                     }
+                    let heard = if silent > since {
+                        format!(" (its last message reached a registrar at {silent:?})")
+                    } else {
+                        String::new()
+                    };
                     found.push(Err(format!(
-                        "{at:?} {}: resolved PE {:#x} ({}) dead since {since:?}, {:?} > {bound:?}",
+                        "{at:?} {}: resolved PE {:#x} ({}) dead since {since:?}{heard}, {:?} > {bound:?}",
                         self.world.node_name(*node),
                         el.pe_id.0,
                         self.world.node_name(self.elements[j]),
-                        *at - since
+                        *at - silent
                     )));
                 }
             }

@@ -438,3 +438,66 @@ fn invariant_4_catches_registrars_that_keep_dead_pes() {
     assert!(c.resolution_violations().is_empty());
     assert!(c.stale_answers().1 > 0);
 }
+
+#[test]
+fn a_message_held_up_by_a_partition_counts_as_life_when_it_arrives() {
+    // Like a case the random fault search found (cluster_faults.rs): pe4's host is cut
+    // off at 14.5 s, after reg1's keep-alive of 14.011 s was answered; its re-registration
+    // at 15.012 s waits in the network; the PE hangs at 15.013 s; the heal at 15.5 s
+    // delivers the re-registration, which tells reg1 that the PE lives (as it would any
+    // registrar: nothing in it says when it was sent), so reg1 starts its keep-alive
+    // interval again from there. Invariant 4 counts from that arrival, not from the death.
+    use rserpool_tests::cluster::{PeerDiscovery, RegistrarDiscovery, ServerIds};
+    let mut cfg = ClusterConfig::new(3, 6, 2).seed(0);
+    cfg.peer_discovery = PeerDiscovery::StaticPeers;
+    cfg.registrar_discovery = RegistrarDiscovery::Assigned;
+    cfg.server_ids = ServerIds::Fixed;
+    cfg.report_dead = false;
+    cfg.sim.default_link.jitter = Duration::ZERO;
+    let settle = cfg.settle_time();
+    let bound = cfg.dead_pe_bound();
+    let mut c = Cluster::new(cfg);
+    let (reg1, pe4) = (c.registrars[0], c.elements[3]);
+    let t = |m| Instant::ZERO + ms(m);
+    c.schedule_fault(t(14_500), Fault::Isolate { node: pe4 });
+    c.schedule_fault(
+        t(15_013),
+        Fault::Crash {
+            node: pe4,
+            kind: CrashKind::Hung,
+        },
+    );
+    c.schedule_fault(t(15_500), Fault::HealAll);
+    c.schedule_fault(t(60_000), Fault::RecoverAll);
+    c.run_until(t(60_000) + settle);
+    // Sent while cut off, one millisecond before the hang; handed to reg1 at the heal.
+    assert_eq!(
+        timed_link_messages(&c.world, pe4, reg1, t(14_500))[0],
+        (t(15_012), "Registration".to_string())
+    );
+    let pe = element_id(3);
+    let rereg = first_event(
+        &c,
+        reg1,
+        t(15_013),
+        |e| matches!(e, RegistrarEvent::PeReregistered { pe_id, .. } if *pe_id == pe),
+    )
+    .expect("the late re-registration reaches reg1");
+    assert_eq!(rereg, t(15_501));
+    let removed = first_event(&c, reg1, rereg, |e| {
+        matches!(e, RegistrarEvent::PeRemoved {
+            pe_id, reason: RemovalReason::KeepAliveTimeout, ..
+        } if *pe_id == pe)
+    })
+    .expect("the hung PE is removed");
+    // Keep-alive 2 s after the re-registration, unanswered for 2 s: 4 s after it arrived
+    // (4.488 s after the hang, beyond the bound counted from the death).
+    assert_eq!(removed, rereg + Duration::from_secs(4));
+    assert!(removed - rereg <= bound && removed - t(15_013) > bound);
+    // The pool users got pe4 after its death, all within the bound counted from the
+    // arrival: no violation, nothing exempt (the registrars never lost each other).
+    let (checked, exempt) = c.stale_answers();
+    assert!(checked > 0);
+    assert_eq!(exempt, 0);
+    assert_clean(&c);
+}

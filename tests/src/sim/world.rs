@@ -237,6 +237,20 @@ pub struct World<E> {
     stats: Stats,
     /// True while a resumed node's backlog is handed over.
     replaying: bool,
+    /// Messages handed to machines since the last [`World::take_deliveries`], if
+    /// [`World::log_deliveries`] turned the log on.
+    deliveries: Option<Vec<Delivery>>,
+}
+
+/// A message handed to a node's machine (see [`World::log_deliveries`]).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Delivery {
+    /// When the machine got it.
+    pub at: Instant,
+    /// The sending node.
+    pub from: NodeId,
+    /// The receiving node.
+    pub to: NodeId,
 }
 
 fn pair(a: NodeId, b: NodeId) -> (NodeId, NodeId) {
@@ -264,7 +278,23 @@ impl<E: fmt::Debug + 'static> World<E> {
             violations: Vec::new(),
             stats: Stats::default(),
             replaying: false,
+            deliveries: None,
         }
+    }
+
+    /// Logs every message handed to a machine over an association from now on (sender,
+    /// receiver, time), for [`World::take_deliveries`] — also when tracing is off.
+    pub fn log_deliveries(&mut self) {
+        self.deliveries.get_or_insert_with(Vec::new);
+    }
+
+    /// The deliveries logged since the last call, oldest first (empty unless
+    /// [`World::log_deliveries`] was called).
+    pub fn take_deliveries(&mut self) -> Vec<Delivery> {
+        self.deliveries
+            .as_mut()
+            .map(core::mem::take)
+            .unwrap_or_default()
     }
 
     // ---------------------------------------------------------------- nodes
@@ -1108,6 +1138,13 @@ impl<E: fmt::Debug + 'static> World<E> {
                         buffered: self.replaying,
                     },
                 );
+                if let Some(log) = self.deliveries.as_mut() {
+                    log.push(Delivery {
+                        at: now,
+                        from,
+                        to: n,
+                    });
+                }
                 if let Some(m) = self.nodes[n.0].machine.as_mut() {
                     m.message(now, id, ppid, payload);
                 }
