@@ -726,6 +726,57 @@ fn keep_alive_answered_then_lost() {
 }
 
 #[test]
+fn reregistration_leaves_an_unanswered_keep_alive_running() {
+    let mut r = rig_with_peer();
+    r.up(1, &["10.1.0.5:5000"]);
+    let p = pe(0x77, "10.1.0.5", 6000);
+    r.register(1, "K", p.clone());
+    let outs = r.advance(secs(5));
+    assert_eq!(
+        asap_sent(&outs),
+        vec![(to(1), keep_alive(US, "K", 0x77, false))]
+    );
+    let sent_at = r.now;
+    let timer = |r: &Rig| {
+        r.reg
+            .handlespace()
+            .get(&ph("K"), PeIdentifier(0x77))
+            .unwrap()
+            .keep_alive()
+    };
+    // A re-registration over the same association (say one held up in the network while
+    // the PE has stopped since): accepted, but the keep-alive's timeout still runs; a live
+    // PE answers the keep-alive there.
+    r.advance(secs(3));
+    let outs = r.register(1, "K", p.clone());
+    assert_eq!(asap_sent(&outs), vec![(to(1), accept("K", 0x77))]);
+    assert_eq!(
+        timer(&r),
+        Some((TimerKind::KeepAliveTimeout, sent_at + secs(5)))
+    );
+    let outs = r.advance(secs(2));
+    assert_eq!(
+        main_events(&outs),
+        vec![RegistrarEvent::PeRemoved {
+            pool_handle: ph("K"),
+            pe_id: PeIdentifier(0x77),
+            home: ServerId(US),
+            reason: RemovalReason::KeepAliveTimeout
+        }]
+    );
+    // With no keep-alive outstanding, a re-registration starts the interval again (as
+    // RSPLIB's registrar does).
+    r.register(1, "K", p.clone());
+    r.advance(secs(4));
+    r.register(1, "K", p);
+    assert_eq!(
+        timer(&r),
+        Some((TimerKind::KeepAliveTransmission, r.now + secs(5)))
+    );
+    assert_eq!(r.reg.stats().keep_alive_timeouts, 1);
+}
+
+#[test]
 fn keep_alive_timers_are_spread_by_jitter() {
     let mut cfg = quiet_config(US);
     cfg.timers.keep_alive_jitter = 0.25;

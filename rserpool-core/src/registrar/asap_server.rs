@@ -274,9 +274,21 @@ impl Registrar {
                     // to reach it, close that once nothing else uses it.
                     self.close_if_idle(before);
                 }
-                let ka = self.keep_alive_due(now);
-                self.hs
-                    .set_timer(&handle, id, TimerKind::KeepAliveTransmission, Some(ka));
+                // A keep-alive still unanswered on the same association keeps its timeout:
+                // a live PE answers it there (in order, after this registration), while a
+                // registration that waited in the network (a partition) must not restart
+                // the interval of a PE that may have died since it sent it. RSPLIB restarts
+                // the transmission timer on every registration; RFC 5352 §3.4 ends a
+                // keep-alive only with its ack or its timeout.
+                let unanswered = before == Some(assoc)
+                    && self.hs.get(&handle, id).is_some_and(|e| {
+                        matches!(e.keep_alive(), Some((TimerKind::KeepAliveTimeout, _)))
+                    });
+                if !unanswered {
+                    let ka = self.keep_alive_due(now);
+                    self.hs
+                        .set_timer(&handle, id, TimerKind::KeepAliveTransmission, Some(ka));
+                }
                 let expiry = if self.cfg.expire_owned_elements {
                     self.cfg
                         .registration_life_unit
