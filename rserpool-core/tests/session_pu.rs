@@ -168,9 +168,11 @@ fn data_flows_both_ways_and_ppid_11_is_refused() {
     let mut s = Pus::new(config(), rng(1));
     assert_eq!(s.send(ms(0), 0, b("x")), Err(SendError::NoSession));
     let mut s2 = connected(config(), &[1]);
+    assert_eq!(s2.last_data_ppid(), 0);
     s2.send(ms(30), 33, b("ping")).unwrap();
     assert_eq!(sdrain(&mut s2), vec![O::Data(sess(1), 33, b("ping"))]);
     assert_eq!(s2.send(ms(30), 11, b("x")), Err(SendError::ControlPpid));
+    assert_eq!(s2.last_data_ppid(), 33, "status reports name the data PPID");
     s2.handle_message(ms(31), sess(1), 33, b("pong"));
     assert_eq!(
         sdrain(&mut s2),

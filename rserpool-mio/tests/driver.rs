@@ -862,11 +862,13 @@ fn termination_signal_runs_the_graceful_shutdown_and_final_csp_report() {
             s.associations = assocs
                 .iter()
                 .map(|(_, info)| {
-                    info.csp_entry(
-                        ComponentId::new(ComponentGroup::Registrar, 0),
-                        info.last_ppid.unwrap_or(0),
-                        now,
-                    )
+                    // The PPID of the association's protocol, as RSPLIB reports it for
+                    // registrar associations.
+                    let ppid = match info.channel {
+                        Some(rserpool_core::ChannelKind::Enrp) => Protocol::PPID_ENRP,
+                        _ => Protocol::PPID_ASAP,
+                    };
+                    info.csp_entry(ComponentId::new(ComponentGroup::Registrar, 0), ppid, now)
                 })
                 .collect();
             s
@@ -919,8 +921,8 @@ fn termination_signal_runs_the_graceful_shutdown_and_final_csp_report() {
             .all(|w| w[0].sender_timestamp_us <= w[1].sender_timestamp_us)
     );
     assert_eq!(reports[0].location.to_string_lossy(), "test: 127.0.0.1");
-    // Once the association is up, the reports list it (TCP, time since up, PPID of the last
-    // message sent).
+    // Once the association is up, the reports list it (TCP, time since up, the PPID the
+    // status function gave).
     let r = reports
         .iter()
         .find(|r| r.status.to_string_lossy() == "1 Session")

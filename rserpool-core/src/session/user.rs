@@ -372,6 +372,8 @@ pub struct PoolUserSession<R> {
     pending: Queue,
     last_rx: Instant,
     unanswered_since: Option<Instant>,
+    /// PPID of the last data message handed to a PE (for status reports).
+    last_data_ppid: u32,
     ever_connected: bool,
     failed_attempts: u32,
     backoff: u32,
@@ -422,6 +424,7 @@ impl<R: rand_core::Rng> PoolUserSession<R> {
             pending: Queue::default(),
             last_rx: Instant::ZERO,
             unanswered_since: None,
+            last_data_ppid: 0,
             ever_connected: false,
             failed_attempts: 0,
             backoff: 0,
@@ -467,6 +470,12 @@ impl<R: rand_core::Rng> PoolUserSession<R> {
             State::Connecting { pe, .. } | State::Connected { pe, .. } => Some(pe),
             _ => None,
         }
+    }
+
+    /// The PPID of the last data message sent to a PE (0 before the first): what RSPLIB's
+    /// component status reports for the session's association.
+    pub fn last_data_ppid(&self) -> u32 {
+        self.last_data_ppid
     }
 
     /// The session association (up or being set up).
@@ -658,6 +667,7 @@ impl<R: rand_core::Rng> PoolUserSession<R> {
 
     /// Sends a data message on the association and keeps it as the replay policy says.
     fn transmit_data(&mut self, now: Instant, assoc: AssocId, m: Message) {
+        self.last_data_ppid = m.ppid;
         self.transmit(assoc, m.ppid, m.data.clone());
         self.unanswered_since.get_or_insert(now);
         if self.config.replay == ReplayPolicy::None {

@@ -9,6 +9,7 @@ use rserpool_core::{AssocId, ChannelKind, Instant};
 use rserpool_proto::csp::{CSP_DURATION_UNKNOWN, ComponentId, CspAssociation, CspProtocol};
 use rserpool_proto::rtf;
 use std::collections::{HashMap, VecDeque};
+use std::num::NonZeroU64;
 
 /// The core's channel kind of a transport (RTF) channel kind.
 pub fn channel_from_rtf(kind: rtf::ChannelKind) -> ChannelKind {
@@ -46,8 +47,6 @@ pub struct AssocInfo {
     pub outbound: bool,
     /// When `handle_assoc_up` was reported (`None` while connecting).
     pub up_since: Option<Instant>,
-    /// PPID of the last message the machine sent on it.
-    pub last_ppid: Option<u32>,
 }
 
 impl AssocInfo {
@@ -143,51 +142,84 @@ impl Overflow {
     }
 }
 
-/// [`AssocInfo`] packed into 16 bytes: one is kept per association.
-#[derive(Clone, Copy, Debug)]
-struct PackedInfo {
-    /// Valid when [`PackedInfo::UP`] is set.
-    up_since: Instant,
-    /// Valid when [`PackedInfo::PPID`] is set.
-    last_ppid: u32,
-    kind: TransportKind,
-    channel: Option<ChannelKind>,
-    flags: u8,
-}
+/// [`AssocInfo`] packed into 8 bytes (one is kept per association): the time it came up
+/// in microseconds in the low 56 bits (2,283 years of driver time), the rest above them;
+/// the top bit is always set, so that an empty place of the link table (`Option<Link>`)
+/// needs no byte of its own.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct PackedInfo(NonZeroU64);
 
 impl PackedInfo {
-    const OUTBOUND: u8 = 1;
-    const UP: u8 = 2;
-    const PPID: u8 = 4;
+    const TIME_BITS: u32 = 56;
+    const TIME_MASK: u64 = (1 << Self::TIME_BITS) - 1;
+    const UP: u64 = 1 << 56;
+    const OUTBOUND: u64 = 1 << 57;
+    const SCTP: u64 = 1 << 58;
+    /// The channel kind (3 bits): 0 = none, 1-4 = [`CHANNELS`](Self::CHANNELS) index + 1.
+    const CHANNEL_SHIFT: u32 = 59;
+    const SET: u64 = 1 << 63;
+    const CHANNELS: [ChannelKind; 4] = [
+        ChannelKind::AsapToRegistrar,
+        ChannelKind::AsapToPoolElement,
+        ChannelKind::Enrp,
+        ChannelKind::Session,
+    ];
 
     fn new(i: &AssocInfo) -> Self {
-        let mut flags = 0;
+        let mut bits = 0;
         if i.outbound {
-            flags |= Self::OUTBOUND;
+            bits |= Self::OUTBOUND;
         }
-        if i.up_since.is_some() {
-            flags |= Self::UP;
+        if i.kind == TransportKind::Sctp {
+            bits |= Self::SCTP;
         }
-        if i.last_ppid.is_some() {
-            flags |= Self::PPID;
+        let mut p = Self::from_bits(bits);
+        p.set_channel(i.channel);
+        if let Some(t) = i.up_since {
+            p.set_up(t);
         }
-        PackedInfo {
-            up_since: i.up_since.unwrap_or(Instant::ZERO),
-            last_ppid: i.last_ppid.unwrap_or(0),
-            kind: i.kind,
-            channel: i.channel,
-            flags,
-        }
+        p
     }
 
-    fn get(&self) -> AssocInfo {
-        let has = |f: u8| self.flags & f != 0;
+    fn from_bits(bits: u64) -> Self {
+        PackedInfo(NonZeroU64::new(bits | Self::SET).unwrap_or(NonZeroU64::MAX))
+    }
+
+    fn bits(self) -> u64 {
+        self.0.get()
+    }
+
+    fn set_channel(&mut self, channel: Option<ChannelKind>) {
+        let code = channel.map_or(0, |c| {
+            Self::CHANNELS
+                .iter()
+                .position(|k| *k == c)
+                .map_or(0, |i| i as u64 + 1)
+        });
+        *self = Self::from_bits(
+            (self.bits() & !(7 << Self::CHANNEL_SHIFT)) | (code << Self::CHANNEL_SHIFT),
+        );
+    }
+
+    fn set_up(&mut self, t: Instant) {
+        let us = t.as_micros().min(Self::TIME_MASK);
+        *self = Self::from_bits((self.bits() & !Self::TIME_MASK) | us | Self::UP);
+    }
+
+    fn get(self) -> AssocInfo {
+        let bits = self.bits();
+        let code = (bits >> Self::CHANNEL_SHIFT) & 7;
         AssocInfo {
-            kind: self.kind,
-            channel: self.channel,
-            outbound: has(Self::OUTBOUND),
-            up_since: has(Self::UP).then_some(self.up_since),
-            last_ppid: has(Self::PPID).then_some(self.last_ppid),
+            kind: if bits & Self::SCTP != 0 {
+                TransportKind::Sctp
+            } else {
+                TransportKind::Tcp
+            },
+            channel: code
+                .checked_sub(1)
+                .and_then(|i| Self::CHANNELS.get(i as usize).copied()),
+            outbound: bits & Self::OUTBOUND != 0,
+            up_since: (bits & Self::UP != 0).then(|| Instant::from_micros(bits & Self::TIME_MASK)),
         }
     }
 }
@@ -214,19 +246,12 @@ impl Link {
         self.info.get()
     }
 
-    /// The machine sent a message with `ppid` on it.
-    pub fn set_last_ppid(&mut self, ppid: u32) {
-        self.info.last_ppid = ppid;
-        self.info.flags |= PackedInfo::PPID;
-    }
-
     /// It came up at `now`; `channel` is the negotiated channel kind, if the transport
     /// learnt one.
     pub fn set_up(&mut self, now: Instant, channel: Option<ChannelKind>) {
-        self.info.up_since = now;
-        self.info.flags |= PackedInfo::UP;
+        self.info.set_up(now);
         if channel.is_some() {
-            self.info.channel = channel;
+            self.info.set_channel(channel);
         }
     }
 
@@ -252,7 +277,7 @@ impl Link {
 /// Layout: the links whose machine-visible id is their transport id (the accepted
 /// associations: a registrar's PEs and pool users, a PE's sessions) lie inline in `dense`
 /// at the transport's slot index (the low [`slot_bits`](crate::transport::Transports::id_slot_bits)
-/// of the id), 32 bytes each; the others (the machine's own connects, and an accepted association
+/// of the id), 24 bytes each; the others (the machine's own connects, and an accepted association
 /// whose slot is still held by a link being closed) are boxed in `sparse`. A hash table of
 /// boxed links cost 92 bytes per association (the box, its allocator header, a bucket and
 /// the buckets a hash table keeps empty).
@@ -447,7 +472,6 @@ mod tests {
             channel: None,
             outbound: false,
             up_since: None,
-            last_ppid: None,
         }
     }
 
@@ -518,18 +542,20 @@ mod tests {
         t.insert(m, tm, info());
         assert_eq!(t.machine_id(tm), Some(m));
         assert_eq!(t.dense.len(), 4, "a connect takes no inline place");
-        let mut l = t.link_mut(g1).unwrap();
-        l.set_up(Instant::from_millis(5), Some(ChannelKind::Enrp));
-        l.set_last_ppid(12);
-        l = t.link_mut(g2).unwrap();
-        l.set_last_ppid(11);
+        t.link_mut(g1)
+            .unwrap()
+            .set_up(Instant::from_millis(5), Some(ChannelKind::Enrp));
+        t.link_mut(g2)
+            .unwrap()
+            .set_up(Instant::from_millis(6), None);
         let i1 = t.get(g1).unwrap();
         assert_eq!(i1.up_since, Some(Instant::from_millis(5)));
+        assert_eq!(i1.channel, Some(ChannelKind::Enrp));
+        let i2 = t.get(g2).unwrap();
         assert_eq!(
-            (i1.channel, i1.last_ppid),
-            (Some(ChannelKind::Enrp), Some(12))
+            (i2.up_since, i2.channel),
+            (Some(Instant::from_millis(6)), None)
         );
-        assert_eq!(t.get(g2).unwrap().last_ppid, Some(11));
         let mut ids: Vec<AssocId> = t.iter().map(|(id, _)| id).collect();
         ids.sort();
         assert_eq!(ids, vec![g1, g2, m]);
@@ -546,7 +572,7 @@ mod tests {
     #[test]
     fn a_link_is_small() {
         assert!(
-            size_of::<Option<Link>>() <= 32,
+            size_of::<Option<Link>>() <= 24,
             "{}",
             size_of::<Option<Link>>()
         );
@@ -554,16 +580,45 @@ mod tests {
 
     #[test]
     fn packed_info_gives_back_what_went_in() {
-        let full = AssocInfo {
-            kind: TransportKind::Sctp,
-            channel: Some(ChannelKind::Session),
-            outbound: true,
-            up_since: Some(Instant::ZERO),
-            last_ppid: Some(0),
-        };
-        for i in [info(), full] {
+        let mut all = vec![info()];
+        for kind in [TransportKind::Sctp, TransportKind::Tcp] {
+            for channel in [None].into_iter().chain(PackedInfo::CHANNELS.map(Some)) {
+                for outbound in [false, true] {
+                    for up_since in [
+                        None,
+                        Some(Instant::ZERO),
+                        Some(Instant::from_micros((1 << 56) - 1)),
+                    ] {
+                        all.push(AssocInfo {
+                            kind,
+                            channel,
+                            outbound,
+                            up_since,
+                        });
+                    }
+                }
+            }
+        }
+        for i in all {
             assert_eq!(PackedInfo::new(&i).get(), i);
         }
+        // Coming up later and learning the channel then change only those.
+        let mut p = PackedInfo::new(&info());
+        p.set_up(Instant::from_millis(7));
+        p.set_channel(Some(ChannelKind::Enrp));
+        let i = p.get();
+        assert_eq!(
+            (i.kind, i.outbound, i.up_since, i.channel),
+            (
+                TransportKind::Tcp,
+                false,
+                Some(Instant::from_millis(7)),
+                Some(ChannelKind::Enrp)
+            )
+        );
+        // A time beyond 2^56 µs (2,283 years) is kept as the largest one.
+        p.set_up(Instant::from_micros(u64::MAX));
+        assert_eq!(p.get().up_since, Some(Instant::from_micros((1 << 56) - 1)));
     }
 
     #[test]

@@ -1098,7 +1098,6 @@ impl<M: Machine> Driver<M> {
             self.stats.dropped += 1;
             return;
         }
-        link.set_last_ppid(ppid);
         if !link.overflow.is_empty() {
             self.hold(assoc, Held { ppid, stream, data });
             return;
@@ -1263,7 +1262,6 @@ impl<M: Machine> Driver<M> {
                     channel: Some(channel),
                     outbound: true,
                     up_since: None,
-                    last_ppid: None,
                 },
             ),
             Err(e) => {
@@ -1330,7 +1328,6 @@ impl<M: Machine> Driver<M> {
                             channel,
                             outbound: false,
                             up_since: Some(now),
-                            last_ppid: None,
                         };
                         match self.accept.as_mut() {
                             Some(route) => {

@@ -285,11 +285,7 @@ pub fn session_csp_associations(
     if let (Some(pe), Some(a)) = (connected, s.association())
         && let Some(info) = assocs.get(a)
     {
-        let mut e = info.csp_entry(
-            ComponentId::pool_element(pe),
-            info.last_ppid.unwrap_or(0),
-            now,
-        );
+        let mut e = info.csp_entry(ComponentId::pool_element(pe), s.last_data_ppid(), now);
         if info.kind == TransportKind::Tcp {
             e.protocol = CspProtocol::Tcp;
         }
