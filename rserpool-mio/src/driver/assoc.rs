@@ -152,11 +152,11 @@ struct PackedInfo(NonZeroU64);
 impl PackedInfo {
     const TIME_BITS: u32 = 56;
     const TIME_MASK: u64 = (1 << Self::TIME_BITS) - 1;
-    const UP: u64 = 1 << 56;
-    const OUTBOUND: u64 = 1 << 57;
-    const SCTP: u64 = 1 << 58;
+    const UP: u64 = 1 << Self::TIME_BITS;
+    const OUTBOUND: u64 = 1 << (Self::TIME_BITS + 1);
+    const SCTP: u64 = 1 << (Self::TIME_BITS + 2);
     /// The channel kind (3 bits): 0 = none, 1-4 = [`CHANNELS`](Self::CHANNELS) index + 1.
-    const CHANNEL_SHIFT: u32 = 59;
+    const CHANNEL_SHIFT: u32 = Self::TIME_BITS + 3;
     const SET: u64 = 1 << 63;
     const CHANNELS: [ChannelKind; 4] = [
         ChannelKind::AsapToRegistrar,
