@@ -40,12 +40,13 @@ pub const FLAG_UNORDERED: u8 = 0x01;
 /// How many peer heartbeat intervals of silence make a connection dead.
 pub const DEAD_AFTER_INTERVALS: u64 = 3;
 /// A HEARTBEAT goes out once nothing was sent for the interval plus this fraction of it
-/// (1/8; SCTP likewise waits HB.interval plus an RTO): application traffic that repeats
-/// every interval, such as a registrar's keep-alives and their acks (5 s after the last
-/// ack, the same as the default interval), then suppresses the heartbeats instead of
-/// racing them and doubling the frames of every exchange; the peer, which waits
-/// [`DEAD_AFTER_INTERVALS`] intervals, still has 1.875 intervals of margin.
-pub const HEARTBEAT_SLACK_DIVISOR: u64 = 8;
+/// (one half; SCTP too waits longer than its heartbeat interval: HB.interval + RTO):
+/// application traffic that repeats about every interval, such as a registrar's
+/// keep-alives and their acks (5 s ± 25 % after each ack by default, the default interval
+/// too), then suppresses the heartbeats instead of racing them and doubling the frames of
+/// each exchange; the peer, which waits [`DEAD_AFTER_INTERVALS`] intervals, still has 1.5
+/// intervals of margin.
+pub const HEARTBEAT_SLACK_DIVISOR: u64 = 2;
 
 /// Frame type codes.
 pub mod frame_type {
@@ -1704,36 +1705,36 @@ mod tests {
         pump(&mut b, &mut a, 0);
         events(&mut a);
         events(&mut b);
-        // a's next timer: its own heartbeat after 100 ms + 1/8 idle; b's: its own after
-        // 300 ms + 1/8, where a is not dead yet (at 300 ms since its HELLO).
-        assert_eq!(a.poll_timeout(), Some(112_500));
+        // a's next timer: its own heartbeat after 100 ms + 1/2 of idleness; b's: a dead at
+        // 300 ms (3 x 100 ms after its HELLO), before b's own heartbeat at 450 ms.
+        assert_eq!(a.poll_timeout(), Some(150 * MS));
         assert_eq!(b.poll_timeout(), Some(300 * MS));
         // Nothing happens before the deadline.
-        a.handle_timeout(112 * MS);
+        a.handle_timeout(149 * MS);
         assert!(!a.has_transmit());
-        a.handle_timeout(112_500);
-        let hb = a.poll_transmit(112_500).unwrap();
+        a.handle_timeout(150 * MS);
+        let hb = a.poll_transmit(150 * MS).unwrap();
         assert_eq!(hb.first(), Some(&frame_type::HEARTBEAT));
-        b.handle_input(117 * MS, &hb);
+        b.handle_input(155 * MS, &hb);
         // b answers at once with the same 8 bytes.
-        let ack = b.poll_transmit(117 * MS).unwrap();
+        let ack = b.poll_transmit(155 * MS).unwrap();
         assert_eq!(ack.first(), Some(&frame_type::HEARTBEAT_ACK));
         assert_eq!(ack.get(12..), hb.get(12..));
-        a.handle_input(122_500, &ack);
+        a.handle_input(160 * MS, &ack);
         assert_eq!(a.last_rtt_us(), Some(10 * MS));
         // Sending data resets the idle timer.
         a.send(12, 0, false, Bytes::from_static(b"enrp")).unwrap();
-        pump(&mut a, &mut b, 150 * MS);
-        assert_eq!(a.poll_timeout(), Some(262_500));
-        // Data every interval keeps heartbeats away: at 250 ms a sends again (before its
-        // 262.5 ms heartbeat), then the next heartbeat is due 112.5 ms after that.
+        pump(&mut a, &mut b, 200 * MS);
+        assert_eq!(a.poll_timeout(), Some(350 * MS));
+        // Data about every interval keeps heartbeats away: at 320 ms a sends again (before
+        // its 350 ms heartbeat), then the next heartbeat is due 150 ms after that.
         a.send(12, 0, false, Bytes::from_static(b"enrp")).unwrap();
-        pump(&mut a, &mut b, 250 * MS);
-        assert_eq!(a.poll_timeout(), Some(362_500));
+        pump(&mut a, &mut b, 320 * MS);
+        assert_eq!(a.poll_timeout(), Some(470 * MS));
         // a keeps sending heartbeats; b stays silent except for acks we drop: b is alive
         // for a only while it receives something. Drop b's acks from now on.
-        let mut t = 250 * MS;
-        while t < 122_500 + 900 * MS {
+        let mut t = 320 * MS;
+        while t < 160 * MS + 900 * MS {
             t = a.poll_timeout().unwrap();
             a.handle_timeout(t);
             if a.is_closed() {
@@ -1742,12 +1743,12 @@ mod tests {
             pump(&mut a, &mut b, t);
             while b.poll_transmit(t).is_some() {}
         }
-        // a last received at 122.5 ms (the ack); peer interval 300 ms → dead at 1022.5 ms.
+        // a last received at 160 ms (the ack); peer interval 300 ms → dead at 1060 ms.
         assert!(a.is_closed());
-        assert_eq!(t, 122_500 + 900 * MS);
+        assert_eq!(t, 160 * MS + 900 * MS);
         assert_eq!(events(&mut a), vec![RtfEvent::Dead]);
         assert_eq!(a.poll_timeout(), None);
-        // b got heartbeats every 112.5 ms, so b's dead timer (3 × 100 ms) never fired.
+        // b got heartbeats every 150 ms, so b's dead timer (3 × 100 ms) never fired.
         assert!(!b.is_closed());
     }
 
@@ -1772,11 +1773,11 @@ mod tests {
         a.handle_input(120 * MS, &hello[5..]);
         while a.poll_transmit(120 * MS).is_some() {}
         assert!(a.is_up());
-        // Our heartbeats: 50 ms + 1/8 after what we last sent.
-        assert_eq!(a.poll_timeout(), Some(120 * MS + 56_250));
-        a.handle_timeout(120 * MS + 56_250);
-        while a.poll_transmit(176_250).is_some() {}
-        assert_eq!(a.poll_timeout(), Some(176_250 + 56_250));
+        // Our heartbeats: 50 ms + 1/2 after what we last sent.
+        assert_eq!(a.poll_timeout(), Some(120 * MS + 75 * MS));
+        a.handle_timeout(120 * MS + 75 * MS);
+        while a.poll_transmit(195 * MS).is_some() {}
+        assert_eq!(a.poll_timeout(), Some(195 * MS + 75 * MS));
         a.handle_timeout(120 * MS + 600 * MS);
         assert_eq!(events(&mut a).last(), Some(&RtfEvent::Dead));
         // EOF at a boundary after Up = graceful shutdown; inside a frame = error.
