@@ -240,7 +240,17 @@ fn failure_test_mode_statistics_cover_every_life() {
             .count();
         let sca = std::fs::read_to_string(&scalar).ok()?;
         let registrations = scalar_value(&sca, "Registrar Total Registrations")?;
-        (lives >= 2 && registrations >= 2.0).then_some(sca)
+        // The statistics file gets a line every 50 ms while the registrar is up (none at
+        // the end of a life): wait until one counts both registrations too.
+        let text = std::fs::read_to_string(&stats).ok()?;
+        let in_stats: u64 = text
+            .lines()
+            .last()?
+            .split_whitespace()
+            .nth(10)?
+            .parse()
+            .ok()?;
+        (lives >= 2 && registrations >= 2.0 && in_stats >= 2).then_some(sca)
     })
     .unwrap_or_else(|| {
         panic!(
