@@ -659,12 +659,29 @@ fn keep_alive(id: u32, pool: &str, pe_id: u32, home: bool) -> AsapMessage {
     })
 }
 
-#[test]
-fn keep_alive_answered_then_lost() {
+/// A registrar with a peer and PE 0x77 of pool "K" registered over association 1 (from
+/// 10.1.0.5:5000) at the rig's start.
+fn rig_with_pe_0x77() -> (Rig, PoolElementParameter) {
     let mut r = rig_with_peer();
     r.up(1, &["10.1.0.5:5000"]);
     let p = pe(0x77, "10.1.0.5", 6000);
     r.register(1, "K", p.clone());
+    (r, p)
+}
+
+/// The event of PE 0x77 of pool "K" removed by a keep-alive timeout.
+fn removed_0x77_by_keep_alive_timeout() -> RegistrarEvent {
+    RegistrarEvent::PeRemoved {
+        pool_handle: ph("K"),
+        pe_id: PeIdentifier(0x77),
+        home: ServerId(US),
+        reason: RemovalReason::KeepAliveTimeout,
+    }
+}
+
+#[test]
+fn keep_alive_answered_then_lost() {
+    let (mut r, p) = rig_with_pe_0x77();
     // 5 s after the registration: a keep-alive with our id and the PE id.
     let outs = r.advance(ms(4999));
     assert!(asap_sent(&outs).is_empty());
@@ -714,12 +731,7 @@ fn keep_alive_answered_then_lost() {
     );
     assert_eq!(
         main_events(&outs),
-        vec![RegistrarEvent::PeRemoved {
-            pool_handle: ph("K"),
-            pe_id: PeIdentifier(0x77),
-            home: ServerId(US),
-            reason: RemovalReason::KeepAliveTimeout
-        }]
+        vec![removed_0x77_by_keep_alive_timeout()]
     );
     assert!(!outs.iter().any(|o| matches!(o, Output::Close { .. })));
     assert_eq!(r.reg.stats().keep_alive_timeouts, 1);
@@ -727,10 +739,7 @@ fn keep_alive_answered_then_lost() {
 
 #[test]
 fn reregistration_leaves_an_unanswered_keep_alive_running() {
-    let mut r = rig_with_peer();
-    r.up(1, &["10.1.0.5:5000"]);
-    let p = pe(0x77, "10.1.0.5", 6000);
-    r.register(1, "K", p.clone());
+    let (mut r, p) = rig_with_pe_0x77();
     let outs = r.advance(secs(5));
     assert_eq!(
         asap_sent(&outs),
@@ -757,12 +766,7 @@ fn reregistration_leaves_an_unanswered_keep_alive_running() {
     let outs = r.advance(secs(2));
     assert_eq!(
         main_events(&outs),
-        vec![RegistrarEvent::PeRemoved {
-            pool_handle: ph("K"),
-            pe_id: PeIdentifier(0x77),
-            home: ServerId(US),
-            reason: RemovalReason::KeepAliveTimeout
-        }]
+        vec![removed_0x77_by_keep_alive_timeout()]
     );
     // With no keep-alive outstanding, a re-registration starts the interval again (as
     // RSPLIB's registrar does).

@@ -440,8 +440,10 @@ fn invariant_4_catches_registrars_that_keep_dead_pes() {
 }
 
 /// The cluster of the random search's isolate-then-hang cases (3 registrars, 6 PEs, 2 PUs,
-/// static peers, assigned registrars, no jitter, no reports from the PUs).
-fn isolate_then_hang_cluster() -> Cluster {
+/// static peers, assigned registrars, no jitter, no reports from the PUs), with pe4's host
+/// cut off at `isolate_ms`, pe4 hung at 15.013 s (1 ms after its re-registration) and every
+/// partition healed at 15.5 s.
+fn isolate_then_hang(isolate_ms: u64) -> Cluster {
     use rserpool_tests::cluster::{PeerDiscovery, RegistrarDiscovery, ServerIds};
     let mut cfg = ClusterConfig::new(3, 6, 2).seed(0);
     cfg.peer_discovery = PeerDiscovery::StaticPeers;
@@ -449,19 +451,10 @@ fn isolate_then_hang_cluster() -> Cluster {
     cfg.server_ids = ServerIds::Fixed;
     cfg.report_dead = false;
     cfg.sim.default_link.jitter = Duration::ZERO;
-    Cluster::new(cfg)
-}
-
-#[test]
-fn an_unanswered_keep_alive_outlasts_a_late_reregistration() {
-    // The random search's case: pe4's host is cut off at 12.5 s; reg1's keep-alive of
-    // 14.011 s goes unanswered; the PE's re-registration of 15.012 s waits in the network
-    // until the heal at 15.5 s, the PE hangs at 15.013 s. The re-registration does not
-    // answer the keep-alive: its timeout removes the PE 2 s after it was sent.
-    let mut c = isolate_then_hang_cluster();
-    let (reg1, pe4) = (c.registrars[0], c.elements[3]);
+    let mut c = Cluster::new(cfg);
+    let pe4 = c.elements[3];
     let t = |m| Instant::ZERO + ms(m);
-    c.schedule_fault(t(12_500), Fault::Isolate { node: pe4 });
+    c.schedule_fault(t(isolate_ms), Fault::Isolate { node: pe4 });
     c.schedule_fault(
         t(15_013),
         Fault::Crash {
@@ -470,6 +463,18 @@ fn an_unanswered_keep_alive_outlasts_a_late_reregistration() {
         },
     );
     c.schedule_fault(t(15_500), Fault::HealAll);
+    c
+}
+
+#[test]
+fn an_unanswered_keep_alive_outlasts_a_late_reregistration() {
+    // The random search's case: pe4's host is cut off at 12.5 s; reg1's keep-alive of
+    // 14.011 s goes unanswered; the PE's re-registration of 15.012 s waits in the network
+    // until the heal at 15.5 s, the PE hangs at 15.013 s. The re-registration does not
+    // answer the keep-alive: its timeout removes the PE 2 s after it was sent.
+    let mut c = isolate_then_hang(12_500);
+    let (reg1, pe4) = (c.registrars[0], c.elements[3]);
+    let t = |m| Instant::ZERO + ms(m);
     c.run_until(t(25_000));
     let pe = element_id(3);
     assert_eq!(
@@ -503,20 +508,11 @@ fn a_message_held_up_by_a_partition_counts_as_life_when_it_arrives() {
     // delivers the re-registration, which tells reg1 that the PE lives (as it would any
     // registrar: nothing in it says when it was sent), so reg1 starts its keep-alive
     // interval again from there. Invariant 4 counts from that arrival, not from the death.
-    let mut c = isolate_then_hang_cluster();
+    let mut c = isolate_then_hang(14_500);
     let settle = c.config.settle_time();
     let bound = c.config.dead_pe_bound();
     let (reg1, pe4) = (c.registrars[0], c.elements[3]);
     let t = |m| Instant::ZERO + ms(m);
-    c.schedule_fault(t(14_500), Fault::Isolate { node: pe4 });
-    c.schedule_fault(
-        t(15_013),
-        Fault::Crash {
-            node: pe4,
-            kind: CrashKind::Hung,
-        },
-    );
-    c.schedule_fault(t(15_500), Fault::HealAll);
     c.schedule_fault(t(60_000), Fault::RecoverAll);
     c.run_until(t(60_000) + settle);
     // Sent while cut off, one millisecond before the hang; handed to reg1 at the heal.
