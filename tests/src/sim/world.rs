@@ -1138,15 +1138,15 @@ impl<E: fmt::Debug + 'static> World<E> {
                         buffered: self.replaying,
                     },
                 );
-                if let Some(log) = self.deliveries.as_mut() {
-                    log.push(Delivery {
-                        at: now,
-                        from,
-                        to: n,
-                    });
-                }
                 if let Some(m) = self.nodes[n.0].machine.as_mut() {
                     m.message(now, id, ppid, payload);
+                    if let Some(log) = self.deliveries.as_mut() {
+                        log.push(Delivery {
+                            at: now,
+                            from,
+                            to: n,
+                        });
+                    }
                 }
             }
             Call::Down(reason) => {
