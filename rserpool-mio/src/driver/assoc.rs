@@ -155,15 +155,9 @@ impl PackedInfo {
     const UP: u64 = 1 << Self::TIME_BITS;
     const OUTBOUND: u64 = 1 << (Self::TIME_BITS + 1);
     const SCTP: u64 = 1 << (Self::TIME_BITS + 2);
-    /// The channel kind (3 bits): 0 = none, 1-4 = [`CHANNELS`](Self::CHANNELS) index + 1.
+    /// The channel kind (3 bits): 0 = none, else its RTF code 1-4 ([`channel_to_rtf`]).
     const CHANNEL_SHIFT: u32 = Self::TIME_BITS + 3;
     const SET: u64 = 1 << 63;
-    const CHANNELS: [ChannelKind; 4] = [
-        ChannelKind::AsapToRegistrar,
-        ChannelKind::AsapToPoolElement,
-        ChannelKind::Enrp,
-        ChannelKind::Session,
-    ];
 
     fn new(i: &AssocInfo) -> Self {
         let mut bits = 0;
@@ -190,12 +184,7 @@ impl PackedInfo {
     }
 
     fn set_channel(&mut self, channel: Option<ChannelKind>) {
-        let code = channel.map_or(0, |c| {
-            Self::CHANNELS
-                .iter()
-                .position(|k| *k == c)
-                .map_or(0, |i| i as u64 + 1)
-        });
+        let code = channel.map_or(0, |c| u64::from(channel_to_rtf(c).code()));
         *self = Self::from_bits(
             (self.bits() & !(7 << Self::CHANNEL_SHIFT)) | (code << Self::CHANNEL_SHIFT),
         );
@@ -215,9 +204,10 @@ impl PackedInfo {
             } else {
                 TransportKind::Tcp
             },
-            channel: code
-                .checked_sub(1)
-                .and_then(|i| Self::CHANNELS.get(i as usize).copied()),
+            channel: u8::try_from(code)
+                .ok()
+                .and_then(rtf::ChannelKind::from_code)
+                .map(channel_from_rtf),
             outbound: bits & Self::OUTBOUND != 0,
             up_since: (bits & Self::UP != 0).then(|| Instant::from_micros(bits & Self::TIME_MASK)),
         }
@@ -582,7 +572,8 @@ mod tests {
     fn packed_info_gives_back_what_went_in() {
         let mut all = vec![info()];
         for kind in [TransportKind::Sctp, TransportKind::Tcp] {
-            for channel in [None].into_iter().chain(PackedInfo::CHANNELS.map(Some)) {
+            let channels = rtf::ChannelKind::ALL.map(|k| Some(channel_from_rtf(k)));
+            for channel in [None].into_iter().chain(channels) {
                 for outbound in [false, true] {
                     for up_since in [
                         None,
