@@ -233,7 +233,11 @@ impl Registrar {
         ph: &PoolHandle,
         pe: &PoolElementParameter,
     ) {
-        let before = self.hs.get(ph, pe.pe_id).and_then(|e| e.assoc());
+        let known = self.hs.get(ph, pe.pe_id);
+        let before = known.and_then(|e| e.assoc());
+        // A keep-alive to the PE is out and not answered yet.
+        let unanswered =
+            known.is_some_and(|e| matches!(e.keep_alive(), Some((TimerKind::KeepAliveTimeout, _))));
         let me = self.id;
         self.action(|| {
             let mut r = ActionRecord::new(now, Recv, "ASAP", "Registration", "Requested");
@@ -249,12 +253,8 @@ impl Registrar {
                     // Someone else claims a PE bound to another association: make sure the
                     // bound PE is still there. Unanswered, the keep-alive timeout removes it
                     // and the claimant's next try succeeds; answered, nothing changes.
-                    let key = (ph.clone(), pe.pe_id);
-                    let probing = self.hs.get(ph, pe.pe_id).is_some_and(|e| {
-                        matches!(e.keep_alive(), Some((TimerKind::KeepAliveTimeout, _)))
-                    });
-                    if !probing {
-                        self.send_keep_alive(now, &key, false);
+                    if !unanswered {
+                        self.send_keep_alive(now, &(ph.clone(), pe.pe_id), false);
                     }
                 }
                 self.send_registration_response(assoc, ph, pe.pe_id, Some(c));
@@ -280,11 +280,7 @@ impl Registrar {
                 // the interval of a PE that may have died since it sent it. RSPLIB restarts
                 // the transmission timer on every registration; RFC 5352 §3.4 ends a
                 // keep-alive only with its ack or its timeout.
-                let unanswered = before == Some(assoc)
-                    && self.hs.get(&handle, id).is_some_and(|e| {
-                        matches!(e.keep_alive(), Some((TimerKind::KeepAliveTimeout, _)))
-                    });
-                if !unanswered {
+                if !(unanswered && before == Some(assoc)) {
                     let ka = self.keep_alive_due(now);
                     self.hs
                         .set_timer(&handle, id, TimerKind::KeepAliveTransmission, Some(ka));
