@@ -866,16 +866,16 @@ impl Cluster {
             .map(|s| s.from)
     }
 
-    /// Since when the registrars could know PE `j` dead at `t`: its death, or the last
-    /// time before `t` a registrar received a message the PE sent before it.
-    fn silent_since(&self, j: usize, t: Instant) -> Option<Instant> {
-        let since = self.dead_since(j, t)?;
-        let heard = self.heard_while_dead[j]
+    /// Since when the registrars could know PE `j`, dead since `since`, dead at `t`: its
+    /// death, or the last time before `t` a registrar received a message the PE sent
+    /// before it.
+    fn silent_since(&self, j: usize, since: Instant, t: Instant) -> Instant {
+        self.heard_while_dead[j]
             .iter()
             .copied()
             .filter(|h| since <= *h && *h <= t)
-            .max();
-        Some(heard.map_or(since, |h| h.max(since)))
+            .max()
+            .unwrap_or(since)
     }
 
     /// True if the control plane was disturbed at any time in `[from, to]`.
@@ -904,11 +904,10 @@ impl Cluster {
                         )));
                         continue;
                     };
-                    let (Some(since), Some(silent)) =
-                        (self.dead_since(j, *at), self.silent_since(j, *at))
-                    else {
+                    let Some(since) = self.dead_since(j, *at) else {
                         continue;
                     };
+                    let silent = self.silent_since(j, since, *at);
                     found.push(Ok((*node, handle.clone(), el.pe_id)));
                     if *at - silent <= bound {
                         self.checked.0 += 1;
