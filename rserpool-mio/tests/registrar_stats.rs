@@ -197,6 +197,11 @@ fn idle_association_is_autoclosed() {
     let _ = std::fs::remove_dir_all(&dir);
 }
 
+/// The registration counter of a statistics line (its 11th column).
+fn registrations_in(line: &str) -> Option<u64> {
+    line.split_whitespace().nth(10)?.parse().ok()
+}
+
 /// A scalar line's value.
 fn scalar_value(sca: &str, name: &str) -> Option<f64> {
     let line = sca.lines().find(|l| l.contains(&format!("\"{name}\"")))?;
@@ -243,13 +248,7 @@ fn failure_test_mode_statistics_cover_every_life() {
         // The statistics file gets a line every 50 ms while the registrar is up (none at
         // the end of a life): wait until one counts both registrations too.
         let text = std::fs::read_to_string(&stats).ok()?;
-        let in_stats: u64 = text
-            .lines()
-            .last()?
-            .split_whitespace()
-            .nth(10)?
-            .parse()
-            .ok()?;
+        let in_stats = registrations_in(text.lines().last()?)?;
         (lives >= 2 && registrations >= 2.0 && in_stats >= 2).then_some(sca)
     })
     .unwrap_or_else(|| {
@@ -276,8 +275,7 @@ fn failure_test_mode_statistics_cover_every_life() {
     let mut last_registrations = 0;
     for (i, l) in text.lines().skip(1).enumerate() {
         assert!(l.starts_with(&format!("{:06} ", i + 1)), "{l}");
-        let cols: Vec<&str> = l.split_whitespace().collect();
-        let registrations: u64 = cols[10].parse().unwrap();
+        let registrations = registrations_in(l).expect("a registration count");
         assert!(registrations >= last_registrations, "{l}");
         last_registrations = registrations;
     }
