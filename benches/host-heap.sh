@@ -27,7 +27,7 @@ rp=$(pgrep -f "^$BIN/rspregistrar -transport=tcp -asap=127.0.0.1:$port" | head -
     -pes="$PES" -mode=keepalive-only -duration=3 -registrarpid="$rp" >"$OUT/rspload.txt" 2>&1
 kill -TERM "$rp"
 wait
-grep -E "^(registrations|pes_lost|registrar_rss_per_pe) " "$OUT/rspload.txt"
+grep -E "^(registrations|pes_lost|registrar_rss_per_pe|registrar_anon_per_pe) " "$OUT/rspload.txt"
 heaptrack_print -f "$OUT/registrar.zst" --print-peaks 1 --print-allocators 0 --print-leaks 0 \
     --print-temporary 0 -n 200 2>/dev/null >"$OUT/peaks.txt"
 # The peak total, then per allocation site: bytes per PE and the first frame of ours.

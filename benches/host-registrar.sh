@@ -70,7 +70,7 @@ run() { # run NAME PES [rspload options...]
     printf '%-22s' "$name"
     for f in registrations registrations_per_s resolutions_per_s latency_p50 latency_p99 \
         registrar_cpu_per_resolution keepalives_per_s registrar_cpu_per_keepalive \
-        registrar_cpu_percent registrar_rss_per_pe pes_lost pu_assocs_aborted errors; do
+        registrar_cpu_percent registrar_rss_per_pe registrar_anon_per_pe pes_lost pu_assocs_aborted errors; do
         v=$(figure $f "$OUT/$name.txt")
         [ -n "$v" ] && printf ' %s=%s' "$f" "$v"
     done

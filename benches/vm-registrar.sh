@@ -88,7 +88,7 @@ load() { # load IMPL NAME PES [rspload options]
     printf '%-22s' "$impl-$name"
     for f in registrations registrations_per_s resolutions_per_s latency_p50 latency_p99 \
         registrar_cpu_per_resolution keepalives_per_s registrar_cpu_per_keepalive \
-        registrar_cpu_percent rspload_cpu_percent registrar_rss_per_pe pes_lost \
+        registrar_cpu_percent rspload_cpu_percent registrar_rss_per_pe registrar_anon_per_pe pes_lost \
         pu_assocs_aborted errors; do
         v=$(figure $f "$OUT/$impl-$name.txt")
         [ -n "$v" ] && printf ' %s=%s' "$f" "$v"

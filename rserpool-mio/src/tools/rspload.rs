@@ -224,6 +224,12 @@ pub struct LoadReport {
     pub registrar_rss_before_kib: Option<u64>,
     /// The registrar's resident set size (KiB) with every PE registered (measurement start).
     pub registrar_rss_kib: Option<u64>,
+    /// The anonymous part of the registrar's resident set (`RssAnon`, KiB: its heap and
+    /// other private memory, without the pages of its program and libraries) before the
+    /// first registration.
+    pub registrar_anon_before_kib: Option<u64>,
+    /// `RssAnon` (KiB) with every PE registered (measurement start).
+    pub registrar_anon_kib: Option<u64>,
     /// The measurement was cut short by a signal.
     pub interrupted: bool,
 }
@@ -320,12 +326,26 @@ impl LoadReport {
                 );
             }
         }
-        if let (Some(a), Some(b)) = (self.registrar_rss_before_kib, self.registrar_rss_kib) {
-            line("registrar_rss_before", a.to_string(), "KiB");
-            line("registrar_rss", b.to_string(), "KiB");
+        for (name, before, with_pes) in [
+            (
+                "registrar_rss",
+                self.registrar_rss_before_kib,
+                self.registrar_rss_kib,
+            ),
+            (
+                "registrar_anon",
+                self.registrar_anon_before_kib,
+                self.registrar_anon_kib,
+            ),
+        ] {
+            let (Some(a), Some(b)) = (before, with_pes) else {
+                continue;
+            };
+            line(&format!("{name}_before"), a.to_string(), "KiB");
+            line(name, b.to_string(), "KiB");
             if self.registrations > 0 {
                 line(
-                    "registrar_rss_per_pe",
+                    &format!("{name}_per_pe"),
                     format!(
                         "{:.0}",
                         (b as f64 - a as f64) * 1024.0 / self.registrations as f64
@@ -408,16 +428,30 @@ pub fn process_cpu_time(pid: Option<u32>) -> io::Result<Duration> {
 
 /// Resident set size (`VmRSS`, KiB) of process `pid` from `/proc/PID/status`.
 pub fn process_rss_kib(pid: u32) -> io::Result<u64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    parse_vm_rss(&text)
-        .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "no VmRSS in /proc status"))
+    process_status_kib(pid, "VmRSS:")
 }
 
-/// The `VmRSS:` value (KiB) of a `/proc/PID/status` text.
-fn parse_vm_rss(status: &str) -> Option<u64> {
+/// Its anonymous part (`RssAnon`, KiB): heap and other private memory, without the pages
+/// of the program and its libraries (which a run pages in as it first uses their code).
+pub fn process_anon_kib(pid: u32) -> io::Result<u64> {
+    process_status_kib(pid, "RssAnon:")
+}
+
+fn process_status_kib(pid: u32, key: &str) -> io::Result<u64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
+    parse_status_kib(&text, key).ok_or_else(|| {
+        io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("no {key} in /proc status"),
+        )
+    })
+}
+
+/// The value (KiB) of the `key` line (e.g. `VmRSS:`) of a `/proc/PID/status` text.
+fn parse_status_kib(status: &str, key: &str) -> Option<u64> {
     status
         .lines()
-        .find_map(|l| l.strip_prefix("VmRSS:"))?
+        .find_map(|l| l.strip_prefix(key))?
         .split_whitespace()
         .next()?
         .parse()
@@ -568,6 +602,10 @@ impl Gen {
         self.reg_started_at = Some(started);
         self.report.registrar_rss_before_kib =
             self.cfg.registrar_pid.and_then(|p| process_rss_kib(p).ok());
+        self.report.registrar_anon_before_kib = self
+            .cfg
+            .registrar_pid
+            .and_then(|p| process_anon_kib(p).ok());
         info!(
             "registering {} PEs with ids from {:#010x} at {:?}",
             self.pes.len(),
@@ -791,6 +829,10 @@ impl Gen {
     fn start_measurement(&mut self, now: Instant) {
         self.report.registrar_rss_kib =
             self.cfg.registrar_pid.and_then(|p| process_rss_kib(p).ok());
+        self.report.registrar_anon_kib = self
+            .cfg
+            .registrar_pid
+            .and_then(|p| process_anon_kib(p).ok());
         self.cpu_start = (
             self.cfg
                 .registrar_pid
@@ -1101,10 +1143,12 @@ mod tests {
             "1234 (my (odd) prog) S 1 1234 1234 0 -1 4194560 100 0 0 0 250 75 0 0 20 0 1 0 5 0 0";
         assert_eq!(parse_cpu_ticks(line), Some(325));
         assert_eq!(parse_cpu_ticks("garbage"), None);
-        let status = "Name:\trspregistrar\nVmPeak:\t  9000 kB\nVmRSS:\t    6296 kB\nThreads:\t1\n";
-        assert_eq!(parse_vm_rss(status), Some(6296));
-        assert_eq!(parse_vm_rss("Name: x\n"), None);
+        let status = "Name:\trspregistrar\nVmPeak:\t  9000 kB\nVmRSS:\t    6296 kB\nRssAnon:\t  2048 kB\nThreads:\t1\n";
+        assert_eq!(parse_status_kib(status, "VmRSS:"), Some(6296));
+        assert_eq!(parse_status_kib(status, "RssAnon:"), Some(2048));
+        assert_eq!(parse_status_kib("Name: x\n", "VmRSS:"), None);
         assert!(process_rss_kib(std::process::id()).is_ok_and(|k| k > 0));
+        assert!(process_anon_kib(std::process::id()).is_ok_and(|k| k > 0));
         assert!(process_cpu_time(None).is_ok());
     }
 
@@ -1120,6 +1164,8 @@ mod tests {
             registrar_cpu: Some(Duration::from_millis(200)),
             registrar_rss_before_kib: Some(1000),
             registrar_rss_kib: Some(1010),
+            registrar_anon_before_kib: Some(500),
+            registrar_anon_kib: Some(505),
             ..LoadReport::default()
         };
         r.latency.record(100);
@@ -1136,6 +1182,7 @@ mod tests {
         assert!(f.contains("registrar_cpu_per_resolution 100.0 us\n"));
         assert!(f.contains("registrar_cpu_percent 10.0 %\n"));
         assert!(f.contains("registrar_rss_per_pe 1024 B\n"));
+        assert!(f.contains("registrar_anon_per_pe 512 B\n"));
         assert!(r.summary().starts_with("# 10 of 10 PEs registered"));
     }
 }
