@@ -93,6 +93,7 @@
 pub mod assoc;
 pub mod handlespace;
 pub mod io;
+pub mod paged;
 pub mod pool_element;
 pub mod pool_user;
 pub mod registrar;

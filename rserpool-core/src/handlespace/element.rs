@@ -1,6 +1,7 @@
 //! Pool element records: the public description of a PE ([`PoolElementInfo`]), the compact
 //! internal record and its chunked slab.
 
+use crate::paged::PagedVec;
 use bytes::Bytes;
 use core::net::{IpAddr, Ipv4Addr};
 use rserpool_proto::ids::{PeIdentifier, ServerId};
@@ -410,16 +411,18 @@ const CHUNK: usize = 1 << CHUNK_BITS;
 
 /// Records in fixed-size chunks (no doubling slack), with a free list, plus two dense
 /// per-slot arrays for the index back-pointers (written on every heap move, so they are
-/// kept out of the records to stay cache-resident), and the out-of-line address lists.
+/// kept out of the records to stay cache-resident; in pages that never move, like the
+/// chunks, so that growing leaves no freed buffer behind), and the out-of-line address
+/// lists.
 #[derive(Debug, Default)]
 pub(crate) struct Slab {
     chunks: Vec<Vec<PeRecord>>,
     /// Addresses that do not fit inline in their record.
     lists: AddrLists,
     /// Position of each slot in its pool's selection structure.
-    sel_pos: Vec<u32>,
+    sel_pos: PagedVec<u32>,
     /// Position of each slot in the timer heap, [`NIL`] if it has no timer.
-    timer_pos: Vec<u32>,
+    timer_pos: PagedVec<u32>,
     free_head: u32,
     used: usize,
 }
@@ -429,8 +432,8 @@ impl Slab {
         Slab {
             chunks: Vec::new(),
             lists: AddrLists::default(),
-            sel_pos: Vec::new(),
-            timer_pos: Vec::new(),
+            sel_pos: PagedVec::new(),
+            timer_pos: PagedVec::new(),
             free_head: NIL,
             used: 0,
         }
@@ -486,11 +489,6 @@ impl Slab {
         self.timer_pos[slot as usize]
     }
 
-    #[inline]
-    pub(crate) fn set_timer_pos(&mut self, slot: u32, pos: u32) {
-        self.timer_pos[slot as usize] = pos;
-    }
-
     /// Stores `rec` in a free slot and returns the slot.
     pub(crate) fn alloc(&mut self, rec: PeRecord) -> u32 {
         self.used += 1;
@@ -506,8 +504,7 @@ impl Slab {
         if need_chunk {
             self.chunks.push(Vec::with_capacity(CHUNK));
             for v in [&mut self.sel_pos, &mut self.timer_pos] {
-                v.reserve_exact(CHUNK);
-                v.resize(v.len() + CHUNK, NIL);
+                v.extend_with(CHUNK, NIL);
             }
         }
         let ci = self.chunks.len() - 1;
@@ -515,6 +512,12 @@ impl Slab {
         let slot = (ci << CHUNK_BITS | chunk.len()) as u32;
         chunk.push(rec);
         slot
+    }
+
+    /// The records' timer order and the timer positions, at once: the timer index orders
+    /// slots by their records' deadlines while it moves their positions.
+    pub(crate) fn timer_order(&mut self) -> (TimerOrder<'_>, &mut PagedVec<u32>) {
+        (TimerOrder(&self.chunks), &mut self.timer_pos)
     }
 
     /// Frees `slot` (and its out-of-line addresses).
@@ -533,7 +536,8 @@ impl Slab {
     /// Bytes allocated by the slab (chunks, index arrays, out-of-line addresses).
     pub(crate) fn allocated_bytes(&self) -> usize {
         self.lists.allocated_bytes()
-            + (self.sel_pos.capacity() + self.timer_pos.capacity()) * 4
+            + self.sel_pos.allocated_bytes()
+            + self.timer_pos.allocated_bytes()
             + self.chunks.capacity() * core::mem::size_of::<Vec<PeRecord>>()
             + self
                 .chunks
@@ -544,6 +548,23 @@ impl Slab {
 
     pub(crate) fn used(&self) -> usize {
         self.used
+    }
+}
+
+/// The order of the timer index: slots by `(earlier deadline of the record, slot)`.
+pub(crate) struct TimerOrder<'a>(&'a [Vec<PeRecord>]);
+
+impl TimerOrder<'_> {
+    /// The sort key of `slot`.
+    #[inline]
+    pub(crate) fn key(&self, slot: u32) -> (u64, u32) {
+        let (c, i) = Slab::place(slot);
+        let dl = self
+            .0
+            .get(c)
+            .and_then(|c| c.get(i))
+            .map_or(NO_DEADLINE, PeRecord::next_deadline);
+        (dl, slot)
     }
 }
 

@@ -1,13 +1,13 @@
 //! A Fenwick (binary indexed) tree of `u64` weights with weighted sampling, used by the
 //! random policies: O(log n) updates and O(log n) "which element covers value r".
 
-use super::heap::reserve_small;
+use crate::paged::PagedVec;
 
 /// Fenwick tree over element positions `0..len`.
 #[derive(Debug, Clone, Default)]
 pub(crate) struct Fenwick {
     /// 1-based tree stored 0-based: `tree[k-1]` covers `(k - lowbit(k), k]`.
-    tree: Vec<u64>,
+    tree: PagedVec<u64>,
     total: u64,
 }
 
@@ -29,7 +29,7 @@ impl Fenwick {
 
     /// Bytes allocated.
     pub(crate) fn allocated_bytes(&self) -> usize {
-        self.tree.capacity() * 8
+        self.tree.allocated_bytes()
     }
 
     /// Sum of the weights of positions `0..k`.
@@ -46,7 +46,6 @@ impl Fenwick {
     pub(crate) fn push(&mut self, w: u64) {
         let k = self.tree.len() + 1;
         let covered = self.prefix(k - 1).wrapping_sub(self.prefix(k - lowbit(k)));
-        reserve_small(&mut self.tree);
         self.tree.push(w.wrapping_add(covered));
         self.total = self.total.wrapping_add(w);
     }
@@ -55,10 +54,6 @@ impl Fenwick {
     pub(crate) fn pop(&mut self, w: u64) {
         self.tree.pop();
         self.total = self.total.wrapping_sub(w);
-        if self.tree.capacity() > 64 && self.tree.len() < self.tree.capacity() / 2 {
-            self.tree
-                .shrink_to(self.tree.len() + self.tree.len() / 16 + 8);
-        }
     }
 
     /// Changes the weight of position `i` from `old` to `new`.

@@ -5,14 +5,37 @@
 //!
 //! Used for the sorting policies (selection order) and for the timer index, and by the
 //! drivers for their transport timers (one deadline per association).
+//!
+//! Items either carry their own sort key ([`HeapItem`]: the plain methods) or are bare
+//! slots sorted by a key kept elsewhere (the `*_by` methods take the key as a closure; the
+//! timer index sorts slots by the deadlines in the PE records, so that its items are 4
+//! bytes instead of 12). A heap keyed from outside is restored by its owner
+//! ([`IndexedHeap::restore_by`]) whenever an item's key changes. Each step of a sift reads
+//! every key it compares once.
 
-/// An item of an [`IndexedHeap`].
-pub trait HeapItem: Copy {
-    /// Strict "comes before" order (a total order over distinct items).
-    fn before(&self, other: &Self) -> bool;
+/// An item of an [`IndexedHeap`]: it knows the element slot it belongs to.
+pub trait Slotted: Copy {
     /// The element slot this item belongs to.
     fn slot(&self) -> u32;
 }
+
+/// A bare slot, ordered by a key kept elsewhere.
+impl Slotted for u32 {
+    #[inline]
+    fn slot(&self) -> u32 {
+        *self
+    }
+}
+
+/// An item of an [`IndexedHeap`] that carries its own sort key.
+pub trait HeapItem: Slotted {
+    /// The sort key (distinct items have distinct keys: a total order).
+    type Key: Ord + Copy;
+    /// Its sort key; the smallest comes first.
+    fn key(&self) -> Self::Key;
+}
+
+use crate::paged::PagedVec;
 
 /// Arity of the heap.
 const D: usize = 4;
@@ -23,21 +46,17 @@ const SMALL_N: usize = 8;
 /// Indexed 4-ary min-heap.
 #[derive(Debug, Clone, Default)]
 pub struct IndexedHeap<T> {
-    items: Vec<T>,
+    /// In pages that never move ([`PagedVec`]): a heap that grows leaves no freed buffer
+    /// behind in the allocator.
+    items: PagedVec<T>,
 }
 
-/// Grows `v` by about 1/16 of its length (at least 8) when it is full, so that the spare
-/// capacity stays small (memory per PE matters more than the amortised copy).
-pub(crate) fn reserve_small<T>(v: &mut Vec<T>) {
-    if v.len() == v.capacity() {
-        v.reserve_exact((v.len() / 16).max(8));
-    }
-}
-
-impl<T: HeapItem> IndexedHeap<T> {
+impl<T: Slotted> IndexedHeap<T> {
     /// An empty heap.
     pub fn new() -> Self {
-        IndexedHeap { items: Vec::new() }
+        IndexedHeap {
+            items: PagedVec::new(),
+        }
     }
 
     /// The item at position `i`.
@@ -67,96 +86,85 @@ impl<T: HeapItem> IndexedHeap<T> {
 
     /// All items in heap order (not sorted).
     #[cfg(test)]
-    pub(crate) fn items(&self) -> &[T] {
-        &self.items
+    pub(crate) fn items(&self) -> Vec<T> {
+        self.items.iter().copied().collect()
     }
 
     /// Heap bytes allocated.
     pub(crate) fn allocated_bytes(&self) -> usize {
-        self.items.capacity() * core::mem::size_of::<T>()
+        self.items.allocated_bytes()
     }
 
-    /// Inserts `item`. `pos(slot, position)` is called for every item that takes a new
-    /// position (the new one included); [`remove`](Self::remove) and
-    /// [`replace`](Self::replace) report moves the same way.
-    pub fn push(&mut self, item: T, pos: &mut impl FnMut(u32, u32)) {
-        reserve_small(&mut self.items);
+    /// [`push`](Self::push), sorted by `key`.
+    pub fn push_by<K: Ord>(
+        &mut self,
+        item: T,
+        key: &impl Fn(&T) -> K,
+        pos: &mut impl FnMut(u32, u32),
+    ) {
         let i = self.items.len();
         self.items.push(item);
-        self.sift_up(i, pos);
+        self.sift_up(i, key, pos);
     }
 
-    /// Removes the item at position `i` and returns it.
-    pub fn remove(&mut self, i: u32, pos: &mut impl FnMut(u32, u32)) -> Option<T> {
+    /// [`remove`](Self::remove), sorted by `key`.
+    pub fn remove_by<K: Ord>(
+        &mut self,
+        i: u32,
+        key: &impl Fn(&T) -> K,
+        pos: &mut impl FnMut(u32, u32),
+    ) -> Option<T> {
         let i = i as usize;
-        if i >= self.items.len() {
-            return None;
-        }
-        let removed = self.items.swap_remove(i);
+        let removed = self.items.swap_remove(i)?;
         if i < self.items.len() {
-            self.restore(i, pos);
-        }
-        if self.items.capacity() > 64 && self.items.len() < self.items.capacity() / 2 {
-            self.items
-                .shrink_to(self.items.len() + self.items.len() / 16 + 8);
+            self.restore(i, key, pos);
         }
         Some(removed)
     }
 
-    /// Replaces the item at position `i` (same slot, new key) and restores the heap order.
-    pub fn replace(&mut self, i: u32, item: T, pos: &mut impl FnMut(u32, u32)) {
-        let i = i as usize;
-        if let Some(x) = self.items.get_mut(i) {
-            *x = item;
-            self.restore(i, pos);
-        }
+    /// The key of the item at position `i` changed (sorted by `key`): restores the heap
+    /// order.
+    pub fn restore_by<K: Ord>(
+        &mut self,
+        i: u32,
+        key: &impl Fn(&T) -> K,
+        pos: &mut impl FnMut(u32, u32),
+    ) {
+        self.restore(i as usize, key, pos);
     }
 
-    /// Replaces the whole content by `items` (any order) and rebuilds the heap.
-    pub(crate) fn replace_all(&mut self, items: Vec<T>, pos: &mut impl FnMut(u32, u32)) {
-        self.items = items;
-        self.rebuild_with(|_| {}, pos);
-    }
-
-    /// Takes all items out (the heap becomes empty).
-    pub(crate) fn take_items(&mut self) -> Vec<T> {
-        core::mem::take(&mut self.items)
-    }
-
-    /// Changes all items in place (without changing their relative order) and rebuilds
-    /// the heap.
-    pub(crate) fn rebuild_with(&mut self, f: impl FnMut(&mut T), pos: &mut impl FnMut(u32, u32)) {
-        self.items.iter_mut().for_each(f);
-        let n = self.items.len();
-        for i in (0..n.div_ceil(D)).rev() {
-            self.sift_down(i, pos);
-        }
-        for (i, it) in self.items.iter().enumerate() {
-            pos(it.slot(), i as u32);
-        }
-    }
-
-    fn restore(&mut self, i: usize, pos: &mut impl FnMut(u32, u32)) {
+    fn restore<K: Ord>(
+        &mut self,
+        i: usize,
+        key: &impl Fn(&T) -> K,
+        pos: &mut impl FnMut(u32, u32),
+    ) {
         if i > 0 {
             let parent = (i - 1) / D;
             if let (Some(a), Some(p)) = (self.items.get(i), self.items.get(parent))
-                && a.before(p)
+                && key(a) < key(p)
             {
-                self.sift_up(i, pos);
+                self.sift_up(i, key, pos);
                 return;
             }
         }
-        self.sift_down(i, pos);
+        self.sift_down(i, key, pos);
     }
 
-    fn sift_up(&mut self, mut i: usize, pos: &mut impl FnMut(u32, u32)) {
+    fn sift_up<K: Ord>(
+        &mut self,
+        mut i: usize,
+        key: &impl Fn(&T) -> K,
+        pos: &mut impl FnMut(u32, u32),
+    ) {
         let Some(&item) = self.items.get(i) else {
             return;
         };
+        let item_key = key(&item);
         while i > 0 {
             let parent = (i - 1) / D;
             let p = self.items[parent];
-            if !item.before(&p) {
+            if item_key >= key(&p) {
                 break;
             }
             self.items[i] = p;
@@ -167,11 +175,17 @@ impl<T: HeapItem> IndexedHeap<T> {
         pos(item.slot(), i as u32);
     }
 
-    fn sift_down(&mut self, mut i: usize, pos: &mut impl FnMut(u32, u32)) {
+    fn sift_down<K: Ord>(
+        &mut self,
+        mut i: usize,
+        key: &impl Fn(&T) -> K,
+        pos: &mut impl FnMut(u32, u32),
+    ) {
         let n = self.items.len();
         let Some(&item) = self.items.get(i) else {
             return;
         };
+        let item_key = key(&item);
         loop {
             let first = D * i + 1;
             if first >= n {
@@ -179,21 +193,70 @@ impl<T: HeapItem> IndexedHeap<T> {
             }
             let last = (first + D).min(n);
             let mut c = first;
+            let mut c_key = key(&self.items[first]);
             for j in first + 1..last {
-                if self.items[j].before(&self.items[c]) {
+                let j_key = key(&self.items[j]);
+                if j_key < c_key {
                     c = j;
+                    c_key = j_key;
                 }
             }
-            let child = self.items[c];
-            if !child.before(&item) {
+            if c_key >= item_key {
                 break;
             }
+            let child = self.items[c];
             self.items[i] = child;
             pos(child.slot(), i as u32);
             i = c;
         }
         self.items[i] = item;
         pos(item.slot(), i as u32);
+    }
+}
+
+impl<T: HeapItem> IndexedHeap<T> {
+    /// Inserts `item`. `pos(slot, position)` is called for every item that takes a new
+    /// position (the new one included); [`remove`](Self::remove) and
+    /// [`replace`](Self::replace) report moves the same way.
+    pub fn push(&mut self, item: T, pos: &mut impl FnMut(u32, u32)) {
+        self.push_by(item, &T::key, pos);
+    }
+
+    /// Removes the item at position `i` and returns it.
+    pub fn remove(&mut self, i: u32, pos: &mut impl FnMut(u32, u32)) -> Option<T> {
+        self.remove_by(i, &T::key, pos)
+    }
+
+    /// Replaces the item at position `i` (same slot, new key) and restores the heap order.
+    pub fn replace(&mut self, i: u32, item: T, pos: &mut impl FnMut(u32, u32)) {
+        if let Some(x) = self.items.get_mut(i as usize) {
+            *x = item;
+            self.restore(i as usize, &T::key, pos);
+        }
+    }
+
+    /// Replaces the whole content by `items` (any order) and rebuilds the heap.
+    pub(crate) fn replace_all(&mut self, items: Vec<T>, pos: &mut impl FnMut(u32, u32)) {
+        self.items = PagedVec::from(items);
+        self.rebuild_with(|_| {}, pos);
+    }
+
+    /// Takes all items out (the heap becomes empty).
+    pub(crate) fn take_items(&mut self) -> Vec<T> {
+        self.items.take_vec()
+    }
+
+    /// Changes all items in place (without changing their relative order) and rebuilds
+    /// the heap.
+    pub(crate) fn rebuild_with(&mut self, f: impl FnMut(&mut T), pos: &mut impl FnMut(u32, u32)) {
+        self.items.iter_mut().for_each(f);
+        let n = self.items.len();
+        for i in (0..n.div_ceil(D)).rev() {
+            self.sift_down(i, &T::key, pos);
+        }
+        for (i, it) in self.items.iter().enumerate() {
+            pos(it.slot(), i as u32);
+        }
     }
 
     /// Positions of the first `n` items in heap order, appended to `out` (smallest first),
@@ -209,7 +272,7 @@ impl<T: HeapItem> IndexedHeap<T> {
             return;
         }
         let items = &self.items;
-        let less = |a: u32, b: u32| items[a as usize].before(&items[b as usize]);
+        let less = |a: u32, b: u32| items[a as usize].key() < items[b as usize].key();
         cand.push(0);
         if n <= SMALL_N {
             // Few entries wanted: a linear scan over the (at most 1 + 3n) candidates beats
@@ -288,12 +351,16 @@ mod tests {
 
     #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
     struct It(u64, u32);
-    impl HeapItem for It {
-        fn before(&self, o: &Self) -> bool {
-            self < o
-        }
+    impl Slotted for It {
         fn slot(&self) -> u32 {
             self.1
+        }
+    }
+
+    impl HeapItem for It {
+        type Key = Self;
+        fn key(&self) -> Self {
+            *self
         }
     }
 
@@ -331,5 +398,51 @@ mod tests {
             h.remove(0, &mut |s, i| pos[s as usize] = i);
         }
         assert_eq!(sorted, vec![0, 1, 2, 3, 3, 4, 6, 7, 8, 10]);
+    }
+
+    #[test]
+    fn bare_slots_follow_keys_kept_elsewhere() {
+        let mut key: Vec<u64> = (0..300u64).map(|s| (s * 7919) % 1000).collect();
+        let mut pos = vec![u32::MAX; key.len()];
+        let mut h = IndexedHeap::<u32>::new();
+        for s in 0..key.len() as u32 {
+            let k = &key;
+            h.push_by(s, &|s: &u32| (k[*s as usize], *s), &mut |s, i| {
+                pos[s as usize] = i
+            });
+        }
+        // Change every third key (the owner restores each one right after changing it),
+        // and take every fifth slot out.
+        for s in (0..key.len()).step_by(3) {
+            key[s] = (key[s] * 31 + 17) % 1000;
+            let k = &key;
+            h.restore_by(pos[s], &|s: &u32| (k[*s as usize], *s), &mut |s, i| {
+                pos[s as usize] = i
+            });
+        }
+        for s in (0..key.len()).step_by(5) {
+            let k = &key;
+            let out = h.remove_by(pos[s], &|s: &u32| (k[*s as usize], *s), &mut |s, i| {
+                pos[s as usize] = i
+            });
+            assert_eq!(out, Some(s as u32));
+        }
+        for (i, s) in h.items().iter().enumerate() {
+            assert_eq!(pos[*s as usize], i as u32);
+        }
+        let mut want: Vec<(u64, u32)> = (0..key.len() as u32)
+            .filter(|s| s % 5 != 0)
+            .map(|s| (key[s as usize], s))
+            .collect();
+        want.sort();
+        let mut got = Vec::new();
+        while let Some(&top) = h.peek() {
+            got.push((key[top as usize], top));
+            let k = &key;
+            h.remove_by(0, &|s: &u32| (k[*s as usize], *s), &mut |s, i| {
+                pos[s as usize] = i
+            });
+        }
+        assert_eq!(got, want);
     }
 }

@@ -46,10 +46,12 @@
 //! indices: about 135–155 bytes in total in large pools with every index in use
 //! (`examples/hsbench.rs` measures it with a counting allocator).
 
+pub(crate) mod assoc_index;
 pub mod checksum;
 pub(crate) mod element;
 pub(crate) mod fenwick;
 pub mod heap;
+pub(crate) mod id_set;
 pub mod limits;
 pub mod policy;
 pub(crate) mod pool;
@@ -66,11 +68,11 @@ use rserpool_proto::policy::Policy;
 use rserpool_proto::transport::TransportParameter;
 
 use crate::{AssocId, Instant};
+use assoc_index::AssocIndex;
 use element::{AddrLists, Extras, NIL, NO_DEADLINE, PeRecord, Slab, policy_values, record_policy};
-use heap::{HeapItem, IndexedHeap};
+use heap::IndexedHeap;
 use policy::{Scratch, Selector, default_max_increment};
 use pool::Pool;
-use timer::TimerItem;
 
 pub use checksum::ChecksumAccumulator;
 pub use element::PoolElementInfo;
@@ -126,8 +128,9 @@ pub struct Handlespace {
     pool_order: BTreeMap<PoolHandle, u32>,
     owners: BTreeMap<ServerId, Owner>,
     /// association → first slot of its list.
-    assocs: HashTable<u32>,
-    timers: IndexedHeap<TimerItem>,
+    assocs: AssocIndex,
+    /// The timer index: slots with a deadline, by [`element::TimerOrder`].
+    timers: IndexedHeap<u32>,
     checksum: ChecksumAccumulator,
     scratch: Scratch,
 }
@@ -138,10 +141,6 @@ fn elem_hash(h: &FixedState, pool: u32, id: u32) -> u64 {
 
 fn handle_hash(h: &FixedState, handle: &[u8]) -> u64 {
     h.hash_one(handle)
-}
-
-fn assoc_hash(h: &FixedState, assoc: u64) -> u64 {
-    h.hash_one(assoc)
 }
 
 fn validate_transport(
@@ -189,11 +188,20 @@ impl Handlespace {
             pool_lookup: HashTable::new(),
             pool_order: BTreeMap::new(),
             owners: BTreeMap::new(),
-            assocs: HashTable::new(),
+            assocs: AssocIndex::default(),
             timers: IndexedHeap::new(),
             checksum: ChecksumAccumulator::EMPTY,
             scratch: Scratch::default(),
         }
+    }
+
+    /// Association ids hold a slot index in their low `bits` bits (the driver's layout,
+    /// [`Machine::handle_assoc_id_slot_bits`](crate::io::Machine::handle_assoc_id_slot_bits)):
+    /// the association index keeps each association's list of PEs at that index instead
+    /// of in a hash table (4 bytes per association instead of ~8). Takes effect while no
+    /// PE is registered over an association; 0 = hash table only.
+    pub fn set_assoc_id_slot_bits(&mut self, bits: u32) {
+        self.assocs.set_slot_bits(bits);
     }
 
     /// The configuration.
@@ -504,7 +512,7 @@ impl Handlespace {
         let sum = checksum::element_sum(pool.handle_sum, PeIdentifier(id));
         let mut pool_gone = false;
         if let Some(set) = pool.by_owner.get_mut(&home) {
-            set.remove(&id);
+            set.remove(id);
             if set.is_empty() {
                 pool.by_owner.remove(&home);
                 pool_gone = true;
@@ -527,57 +535,34 @@ impl Handlespace {
     // association index (intrusive doubly linked lists)
 
     fn assoc_link(&mut self, slot: u32, assoc: u64) {
-        let Self {
-            assocs,
-            slab,
-            hasher,
-            ..
-        } = self;
-        let h = assoc_hash(hasher, assoc);
-        let head = assocs
-            .find_mut(h, |&s| slab.get(s).assoc() == Some(assoc))
-            .map(|s| core::mem::replace(s, slot));
-        let r = slab.get_mut(slot);
+        let head = self.assocs.head(assoc, &self.slab, &self.hasher);
+        let r = self.slab.get_mut(slot);
         r.assoc = assoc;
         r.set_assoc_bit(true);
         r.assoc_prev = NIL;
-        r.assoc_next = head.unwrap_or(NIL);
+        r.assoc_next = head.map_or(NIL, |(old, _)| old);
         match head {
-            Some(old) => slab.get_mut(old).assoc_prev = slot,
-            None => {
-                assocs.insert_unique(h, slot, |&s| {
-                    assoc_hash(hasher, slab.get(s).assoc().unwrap_or(0))
-                });
+            Some((old, place)) => {
+                self.slab.get_mut(old).assoc_prev = slot;
+                self.assocs.replace(assoc, place, old, slot, &self.hasher);
             }
+            None => self.assocs.insert(assoc, slot, &self.slab, &self.hasher),
         }
     }
 
     fn assoc_unlink(&mut self, slot: u32) {
-        let Self {
-            assocs,
-            slab,
-            hasher,
-            ..
-        } = self;
-        let r = slab.get(slot);
+        let r = self.slab.get(slot);
         let Some(assoc) = r.assoc() else { return };
         let (prev, next) = (r.assoc_prev, r.assoc_next);
         if next != NIL {
-            slab.get_mut(next).assoc_prev = prev;
+            self.slab.get_mut(next).assoc_prev = prev;
         }
         if prev != NIL {
-            slab.get_mut(prev).assoc_next = next;
-        } else {
-            let h = assoc_hash(hasher, assoc);
-            if next != NIL {
-                if let Some(head) = assocs.find_mut(h, |&s| s == slot) {
-                    *head = next;
-                }
-            } else if let Ok(e) = assocs.find_entry(h, |&s| s == slot) {
-                e.remove();
-            }
+            self.slab.get_mut(prev).assoc_next = next;
+        } else if let Some((head, place)) = self.assocs.head(assoc, &self.slab, &self.hasher) {
+            self.assocs.replace(assoc, place, head, next, &self.hasher);
         }
-        let r = slab.get_mut(slot);
+        let r = self.slab.get_mut(slot);
         r.set_assoc_bit(false);
         r.assoc_prev = NIL;
         r.assoc_next = NIL;
@@ -588,11 +573,8 @@ impl Handlespace {
         let slab = &self.slab;
         let mut s = self
             .assocs
-            .find(assoc_hash(&self.hasher, assoc), |&s| {
-                slab.get(s).assoc() == Some(assoc)
-            })
-            .copied()
-            .unwrap_or(NIL);
+            .head(assoc, slab, &self.hasher)
+            .map_or(NIL, |(head, _)| head);
         while s != NIL {
             v.push(s);
             s = slab.get(s).assoc_next;
@@ -625,8 +607,11 @@ impl Handlespace {
         let pool_handle = self.pool_at(p).handle.clone();
         let tp = self.slab.timer_pos(slot);
         if tp != NIL {
-            let slab = &mut self.slab;
-            self.timers.remove(tp, &mut |s, i| slab.set_timer_pos(s, i));
+            let (order, timer_pos) = self.slab.timer_order();
+            self.timers
+                .remove_by(tp, &|s: &u32| order.key(*s), &mut |s, i| {
+                    timer_pos[s as usize] = i
+                });
         }
         self.assoc_unlink(slot);
         self.owner_remove(p, slot);
@@ -732,7 +717,7 @@ impl Handlespace {
             let Some(mut set) = pool.by_owner.remove(&from) else {
                 continue;
             };
-            for &id in &set {
+            for &id in set.iter() {
                 let slab = &self.slab;
                 if let Some(&s) = self.elements.find(elem_hash(&self.hasher, p, id), |&s| {
                     let r = slab.get(s);
@@ -783,20 +768,22 @@ impl Handlespace {
     // ----------------------------------------------------------------------------------
     // timers
 
+    /// The deadlines in `slot`'s record changed: moves its entry in the timer index (which
+    /// orders slots by those deadlines), adds it or takes it out.
     fn retime(&mut self, slot: u32) {
-        let r = self.slab.get(slot);
-        let dl = r.next_deadline();
+        let dl = self.slab.get(slot).next_deadline();
         let tp = self.slab.timer_pos(slot);
-        let slab = &mut self.slab;
-        let pos = &mut |s: u32, i: u32| slab.set_timer_pos(s, i);
+        let (order, timer_pos) = self.slab.timer_order();
+        let key = &|s: &u32| order.key(*s);
+        let pos = &mut |s: u32, i: u32| timer_pos[s as usize] = i;
         match (tp == NIL, dl == NO_DEADLINE) {
             (true, true) => {}
-            (true, false) => self.timers.push(TimerItem::new(dl, slot), pos),
+            (true, false) => self.timers.push_by(slot, key, pos),
             (false, true) => {
-                self.timers.remove(tp, pos);
-                self.slab.set_timer_pos(slot, NIL);
+                self.timers.remove_by(tp, key, pos);
+                timer_pos[slot as usize] = NIL;
             }
-            (false, false) => self.timers.replace(tp, TimerItem::new(dl, slot), pos),
+            (false, false) => self.timers.restore_by(tp, key, pos),
         }
     }
 
@@ -832,7 +819,7 @@ impl Handlespace {
     pub fn next_deadline(&self) -> Option<Instant> {
         self.timers
             .peek()
-            .map(|t| Instant::from_micros(t.deadline()))
+            .map(|&slot| Instant::from_micros(self.slab.get(slot).next_deadline()))
     }
 
     /// Drains every timer due at `now` (deadline ≤ now), appending them to `out` in
@@ -841,11 +828,10 @@ impl Handlespace {
     pub fn expired(&mut self, now: Instant, out: &mut Vec<DueTimer>) -> usize {
         let now = now.as_micros();
         let start = out.len();
-        while let Some(&top) = self.timers.peek() {
-            if top.deadline() > now {
+        while let Some(&slot) = self.timers.peek() {
+            if self.slab.get(slot).next_deadline() > now {
                 break;
             }
-            let slot = top.slot();
             let r = self.slab.get_mut(slot);
             let mut fired: [Option<(TimerKind, u64)>; 2] = [None, None];
             if r.expiry <= now {
@@ -1057,19 +1043,19 @@ impl Handlespace {
     }
 
     /// Approximate bytes allocated by the handlespace's own structures, excluding the
-    /// B-tree nodes of the ownership index (those are measured by the benchmark's
+    /// B-tree nodes of the pool and owner maps (those are measured by the benchmark's
     /// allocator). For diagnostics.
     pub fn structure_bytes(&self) -> usize {
         self.slab.allocated_bytes()
             + self.elements.allocation_size()
             + self.pool_lookup.allocation_size()
-            + self.assocs.allocation_size()
+            + self.assocs.allocated_bytes()
             + self.timers.allocated_bytes()
             + self
                 .pools
                 .iter()
                 .flatten()
-                .map(|p| p.selector.allocated_bytes())
+                .map(|p| p.selector.allocated_bytes() + p.by_owner.allocated_bytes())
                 .sum::<usize>()
     }
 

@@ -1,9 +1,9 @@
 //! A pool: its identity, its fixed properties (set by its first PE) and its indices.
 
+use super::id_set::IdSet;
 use super::policy::Selector;
 use rserpool_proto::ids::{PoolHandle, ServerId};
 use rserpool_proto::transport::TransportProtocol;
-use std::collections::BTreeSet;
 
 /// Internal pool state.
 #[derive(Debug)]
@@ -30,7 +30,7 @@ pub(crate) struct Pool {
 /// (pools usually have few owners; a B-tree map node would cost ~300 bytes per pool).
 #[derive(Debug, Default)]
 pub(crate) struct OwnerSets {
-    sets: Vec<(ServerId, BTreeSet<u32>)>,
+    sets: Vec<(ServerId, IdSet)>,
 }
 
 impl OwnerSets {
@@ -39,27 +39,27 @@ impl OwnerSets {
     }
 
     /// The set of `home`, created if missing.
-    pub(crate) fn entry(&mut self, home: ServerId) -> &mut BTreeSet<u32> {
+    pub(crate) fn entry(&mut self, home: ServerId) -> &mut IdSet {
         let i = match self.find(&home) {
             Ok(i) => i,
             Err(i) => {
                 self.sets.reserve_exact(1);
-                self.sets.insert(i, (home, BTreeSet::new()));
+                self.sets.insert(i, (home, IdSet::default()));
                 i
             }
         };
         &mut self.sets[i].1
     }
 
-    pub(crate) fn get(&self, home: &ServerId) -> Option<&BTreeSet<u32>> {
+    pub(crate) fn get(&self, home: &ServerId) -> Option<&IdSet> {
         self.find(home).ok().map(|i| &self.sets[i].1)
     }
 
-    pub(crate) fn get_mut(&mut self, home: &ServerId) -> Option<&mut BTreeSet<u32>> {
+    pub(crate) fn get_mut(&mut self, home: &ServerId) -> Option<&mut IdSet> {
         self.find(home).ok().map(|i| &mut self.sets[i].1)
     }
 
-    pub(crate) fn remove(&mut self, home: &ServerId) -> Option<BTreeSet<u32>> {
+    pub(crate) fn remove(&mut self, home: &ServerId) -> Option<IdSet> {
         let i = self.find(home).ok()?;
         let (_, set) = self.sets.remove(i);
         if self.sets.capacity() > 2 * self.sets.len() + 1 {
@@ -68,8 +68,18 @@ impl OwnerSets {
         Some(set)
     }
 
+    /// Bytes allocated (the sets' blocks and this vector).
+    pub(crate) fn allocated_bytes(&self) -> usize {
+        self.sets.capacity() * core::mem::size_of::<(ServerId, IdSet)>()
+            + self
+                .sets
+                .iter()
+                .map(|(_, s)| s.allocated_bytes())
+                .sum::<usize>()
+    }
+
     /// The sets in registrar-id order.
-    pub(crate) fn values(&self) -> impl Iterator<Item = &BTreeSet<u32>> {
+    pub(crate) fn values(&self) -> impl Iterator<Item = &IdSet> {
         self.sets.iter().map(|(_, s)| s)
     }
 }

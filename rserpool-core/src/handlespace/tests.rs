@@ -513,6 +513,72 @@ fn remove_by_assoc_drops_exactly_its_pes() {
     assert!(hs.contains(&a, PeIdentifier(7)) && hs.contains(&a, PeIdentifier(5)));
 }
 
+#[derive(Clone, Debug)]
+enum AssocOp {
+    Register(u32, Option<u64>),
+    Deregister(u32),
+    RemoveByAssoc(u64),
+}
+
+/// Association ids from a small set: slot indexes 0-3 (in the low 3 bits) at a few
+/// generations, so that associations share places, and machine-chosen ones.
+fn assoc_id() -> impl proptest::strategy::Strategy<Value = u64> {
+    use proptest::prelude::*;
+    (0u64..4, 0u64..3, any::<bool>())
+        .prop_map(|(slot, generation, machine)| u64::from(machine) << 63 | generation << 3 | slot)
+}
+
+fn assoc_op() -> impl proptest::strategy::Strategy<Value = AssocOp> {
+    use proptest::prelude::*;
+    prop_oneof![
+        4 => (1u32..10, proptest::option::of(assoc_id())).prop_map(|(p, a)| AssocOp::Register(p, a)),
+        2 => (1u32..10).prop_map(AssocOp::Deregister),
+        1 => assoc_id().prop_map(AssocOp::RemoveByAssoc),
+    ]
+}
+
+proptest::proptest! {
+    /// The association index keeps the same lists whether association ids hold a slot
+    /// index (heads in the paged vector, or hashed where another association holds the
+    /// place) or not (all hashed).
+    #[test]
+    fn association_lists_do_not_depend_on_the_id_layout(
+        ops in proptest::collection::vec(assoc_op(), 0..120)
+    ) {
+        let mut hashed = Handlespace::default();
+        let mut dense = Handlespace::default();
+        dense.set_assoc_id_slot_bits(3);
+        let h = ph("pool");
+        let lists = |hs: &Handlespace| -> Vec<Vec<u32>> {
+            (0u64..4)
+                .flat_map(|slot| (0u64..3).map(move |g| g << 3 | slot))
+                .flat_map(|a| [a, 1 << 63 | a])
+                .map(|a| hs.assoc_elements(AssocId(a)).iter().map(|e| e.pe_id().0).collect())
+                .collect()
+        };
+        for op in ops {
+            for hs in [&mut hashed, &mut dense] {
+                match &op {
+                    AssocOp::Register(p, a) => {
+                        hs.register(&h, &pe(*p, Policy::RoundRobin), a.map(AssocId))
+                            .expect("ok");
+                    }
+                    AssocOp::Deregister(p) => {
+                        hs.deregister(&h, PeIdentifier(*p));
+                    }
+                    AssocOp::RemoveByAssoc(a) => {
+                        let mut out = Vec::new();
+                        hs.remove_by_assoc(AssocId(*a), &mut out);
+                        proptest::prop_assert!(out.iter().all(|r| r.assoc == Some(AssocId(*a))));
+                    }
+                }
+            }
+            proptest::prop_assert_eq!(lists(&hashed), lists(&dense));
+            proptest::prop_assert_eq!(hashed.element_count(), dense.element_count());
+        }
+    }
+}
+
 // ---------------------------------------------------------------------------------------
 // timers and reports
 

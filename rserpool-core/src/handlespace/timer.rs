@@ -1,7 +1,7 @@
-//! Timer index items: one heap entry per PE with any deadline, keyed by the earlier of its
-//! expiry and keep-alive deadlines.
+//! The per-PE timers: the timer index holds one heap entry per PE with any deadline, the
+//! bare slot, ordered by the earlier of the expiry and keep-alive deadlines in its record
+//! (`element::TimerOrder`).
 
-use super::heap::HeapItem;
 use crate::Instant;
 
 /// Which per-PE timer fired.
@@ -26,36 +26,4 @@ pub struct DueTimer {
     pub kind: TimerKind,
     /// When it was due.
     pub deadline: Instant,
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-pub(crate) struct TimerItem {
-    hi: u32,
-    lo: u32,
-    slot: u32,
-}
-
-impl TimerItem {
-    pub(crate) fn new(deadline: u64, slot: u32) -> TimerItem {
-        TimerItem {
-            hi: (deadline >> 32) as u32,
-            lo: deadline as u32,
-            slot,
-        }
-    }
-
-    pub(crate) fn deadline(&self) -> u64 {
-        (u64::from(self.hi) << 32) | u64::from(self.lo)
-    }
-}
-
-impl HeapItem for TimerItem {
-    #[inline]
-    fn before(&self, o: &Self) -> bool {
-        self < o
-    }
-    #[inline]
-    fn slot(&self) -> u32 {
-        self.slot
-    }
 }

@@ -1,7 +1,8 @@
 //! Read-only views into the handlespace: PEs, pools, selections and ordered walks.
 
+use super::id_set::IdIter;
 use core::ops::Bound;
-use std::collections::{btree_map, btree_set};
+use std::collections::btree_map;
 
 use rserpool_proto::ids::{PeIdentifier, PoolHandle, ServerId};
 use rserpool_proto::policy::Policy;
@@ -279,7 +280,7 @@ fn after_id(first: bool, after: Option<&WalkCursor>) -> Bound<u32> {
 pub struct PoolElements<'a> {
     hs: &'a Handlespace,
     pool: u32,
-    heads: SmallVec<[core::iter::Peekable<btree_set::Range<'a, u32>>; 4]>,
+    heads: SmallVec<[core::iter::Peekable<IdIter<'a>>; 4]>,
 }
 
 impl<'a> PoolElements<'a> {
@@ -289,7 +290,7 @@ impl<'a> PoolElements<'a> {
             .pool_at(pool)
             .by_owner
             .values()
-            .map(|s| s.range((lo, Bound::Unbounded)).peekable())
+            .map(|s| s.range_from(lo).peekable())
             .collect();
         PoolElements { hs, pool, heads }
     }
@@ -366,7 +367,7 @@ pub struct OwnerWalk<'a> {
     hs: &'a Handlespace,
     home: ServerId,
     pools: Option<btree_map::Range<'a, PoolHandle, u32>>,
-    current: Option<(u32, btree_set::Range<'a, u32>)>,
+    current: Option<(u32, IdIter<'a>)>,
 }
 
 impl<'a> OwnerWalk<'a> {
@@ -404,11 +405,11 @@ impl<'a> OwnerWalk<'a> {
         home: ServerId,
         p: u32,
         lo: Bound<u32>,
-    ) -> Option<(u32, btree_set::Range<'a, u32>)> {
+    ) -> Option<(u32, IdIter<'a>)> {
         hs.pool_at(p)
             .by_owner
             .get(&home)
-            .map(|s| (p, s.range((lo, Bound::Unbounded))))
+            .map(|s| (p, s.range_from(lo)))
     }
 }
 

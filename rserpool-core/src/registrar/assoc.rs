@@ -9,6 +9,7 @@ use core::net::{IpAddr, Ipv4Addr, SocketAddr};
 use smallvec::SmallVec;
 
 use crate::AssocId;
+use crate::paged::PagedVec;
 
 /// What an association is used for (fixed by its first message or by our Connect).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -175,10 +176,6 @@ pub(crate) const MAX_ASSOC_ADDRS: usize = 64;
 struct Key([u32; 2]);
 
 impl Key {
-    /// A free place of the dense part: `u64::MAX` is machine-chosen (top bit set), never a
-    /// dense key.
-    const EMPTY: Key = Key([u32::MAX; 2]);
-
     fn new(a: AssocId) -> Key {
         Key([a.0 as u32, (a.0 >> 32) as u32])
     }
@@ -194,20 +191,22 @@ impl core::hash::Hash for Key {
     }
 }
 
-/// The association table: [`AssocId`] → [`Assoc`] in 20-byte entries.
+/// The association table: [`AssocId`] → [`Assoc`].
 ///
 /// When the driver says that its ids hold a dense slot index in their low bits
 /// ([`Machine::handle_assoc_id_slot_bits`](crate::io::Machine::handle_assoc_id_slot_bits)),
-/// the entries of driver-chosen ids lie in a vector at that index (20 bytes each, no
-/// buckets kept empty: a hash table of 20-byte entries costs ~34 bytes per entry at the
-/// load it keeps); an id whose index is taken by another id, and every id without such a
-/// layout, goes to the hash table.
+/// the entries of driver-chosen ids lie in a paged vector at that index, each with the
+/// rest of its id (the bits above the index, in 4 bytes): 16 bytes each, no buckets kept
+/// empty (a hash table of 20-byte entries costs ~34 bytes per entry at the load it keeps).
+/// An id whose index is taken by another id, whose upper bits do not fit in 4 bytes, and
+/// every id without such a layout, goes to the hash table (20-byte entries).
 #[derive(Clone, Debug)]
 pub(crate) struct AssocMap {
     /// Bits of a driver-chosen id that hold its slot index (0: no dense part).
     slot_bits: u32,
-    /// By slot index; [`Key::EMPTY`] marks a free place.
-    dense: Vec<(Key, Assoc)>,
+    /// By slot index: the id's bits above the index ([`EMPTY_TAG`] marks a free place)
+    /// and the entry.
+    dense: PagedVec<(u32, Assoc)>,
     /// Entries in `dense`.
     dense_len: usize,
     map: hashbrown::HashMap<Key, Assoc, foldhash::fast::FixedState>,
@@ -216,11 +215,14 @@ pub(crate) struct AssocMap {
 /// At most this many slot index bits: the dense part holds at most 2^24 entries.
 const MAX_SLOT_BITS: u32 = 24;
 
+/// The tag of a free place in the dense part (no id's upper bits are taken as this).
+const EMPTY_TAG: u32 = u32::MAX;
+
 impl AssocMap {
     pub(crate) fn with_hasher(hasher: foldhash::fast::FixedState) -> AssocMap {
         AssocMap {
             slot_bits: 0,
-            dense: Vec::new(),
+            dense: PagedVec::new(),
             dense_len: 0,
             map: hashbrown::HashMap::with_hasher(hasher),
         }
@@ -234,10 +236,20 @@ impl AssocMap {
         }
     }
 
+    /// The dense place of `a` (if its id has one): its index and tag (the id's bits
+    /// above the index).
+    fn dense_place(&self, a: AssocId) -> Option<(usize, u32)> {
+        let i = a.slot_index(self.slot_bits)?;
+        let tag = u32::try_from(a.0 >> self.slot_bits)
+            .ok()
+            .filter(|&t| t != EMPTY_TAG)?;
+        Some((i, tag))
+    }
+
     /// Where `a` lies in `dense`, if it does.
     fn dense_pos(&self, a: AssocId) -> Option<usize> {
-        let i = a.slot_index(self.slot_bits)?;
-        (self.dense.get(i)?.0 == Key::new(a)).then_some(i)
+        let (i, tag) = self.dense_place(a)?;
+        (self.dense.get(i)?.0 == tag).then_some(i)
     }
 
     pub(crate) fn get(&self, a: &AssocId) -> Option<&Assoc> {
@@ -259,26 +271,27 @@ impl AssocMap {
     }
 
     /// The dense place of `a`: where it lies, or a free place at its index (the vector
-    /// grown to it); `None` when it has no dense index or another id holds that place.
-    fn claim(&mut self, a: AssocId) -> Option<usize> {
-        let i = a.slot_index(self.slot_bits)?;
-        if self.dense.len() <= i {
-            self.dense.resize(i + 1, (Key::EMPTY, Assoc::FREE));
+    /// grown to it), with its tag; `None` when it has no dense place or another id holds
+    /// that place.
+    fn claim(&mut self, a: AssocId) -> Option<(usize, u32)> {
+        let (i, tag) = self.dense_place(a)?;
+        if let Some(more) = (i + 1).checked_sub(self.dense.len()) {
+            self.dense.extend_with(more, (EMPTY_TAG, Assoc::FREE));
         }
         let k = self.dense.get(i)?.0;
-        (k == Key::new(a) || k == Key::EMPTY).then_some(i)
+        (k == tag || k == EMPTY_TAG).then_some((i, tag))
     }
 
     pub(crate) fn insert(&mut self, a: AssocId, v: Assoc) -> Option<Assoc> {
         let key = Key::new(a);
         if !self.map.contains_key(&key)
-            && let Some(i) = self.claim(a)
+            && let Some((i, tag)) = self.claim(a)
             && let Some(e) = self.dense.get_mut(i)
         {
-            if e.0 == key {
+            if e.0 == tag {
                 return Some(core::mem::replace(&mut e.1, v));
             }
-            *e = (key, v);
+            *e = (tag, v);
             self.dense_len += 1;
             return None;
         }
@@ -289,7 +302,7 @@ impl AssocMap {
         match self.dense_pos(*a) {
             Some(i) => {
                 let e = self.dense.get_mut(i)?;
-                e.0 = Key::EMPTY;
+                e.0 = EMPTY_TAG;
                 self.dense_len -= 1;
                 Some(core::mem::replace(&mut e.1, Assoc::FREE))
             }
@@ -305,11 +318,11 @@ impl AssocMap {
     ) -> &mut Assoc {
         let key = Key::new(a);
         if !self.map.contains_key(&key)
-            && let Some(i) = self.claim(a)
+            && let Some((i, tag)) = self.claim(a)
             && let Some(e) = self.dense.get_mut(i)
         {
-            if e.0 != key {
-                *e = (key, f());
+            if e.0 != tag {
+                *e = (tag, f());
                 self.dense_len += 1;
             }
             return &mut e.1;
@@ -320,10 +333,12 @@ impl AssocMap {
     /// All entries: the dense part by slot index, then the hash table's (deterministic,
     /// seeded) order.
     pub(crate) fn iter_mut(&mut self) -> impl Iterator<Item = (AssocId, &mut Assoc)> {
+        let bits = self.slot_bits;
         self.dense
             .iter_mut()
-            .filter(|(k, _)| *k != Key::EMPTY)
-            .map(|(k, v)| (k.id(), v))
+            .enumerate()
+            .filter(|(_, (tag, _))| *tag != EMPTY_TAG)
+            .map(move |(i, (tag, v))| (AssocId(u64::from(*tag) << bits | i as u64), v))
             .chain(self.map.iter_mut().map(|(k, v)| (k.id(), v)))
     }
 
@@ -332,7 +347,7 @@ impl AssocMap {
     }
 
     pub(crate) fn allocation_size(&self) -> usize {
-        self.dense.capacity() * core::mem::size_of::<(Key, Assoc)>() + self.map.allocation_size()
+        self.dense.allocated_bytes() + self.map.allocation_size()
     }
 }
 pub(crate) type BucketMap = hashbrown::HashMap<AssocId, Buckets, foldhash::fast::FixedState>;
@@ -347,6 +362,7 @@ mod tests {
     fn compact() {
         assert!(core::mem::size_of::<Assoc>() <= 12);
         assert!(core::mem::size_of::<(Key, Assoc)>() <= 20);
+        assert!(core::mem::size_of::<(u32, Assoc)>() <= 16, "a dense entry");
         for id in [0, 1, u64::from(u32::MAX) + 7, u64::MAX, 1 << 63 | 5] {
             assert_eq!(Key::new(AssocId(id)).id(), AssocId(id));
             use core::hash::BuildHasher;
@@ -423,6 +439,16 @@ mod tests {
         let mut want = vec![b.0, collide.0, machine.0, next.0];
         want.sort_unstable();
         assert_eq!(seen, want);
+        // Ids whose bits above the index do not fit in the 4-byte tag (or would read as a
+        // free place) go to the hash table.
+        let wide = AssocId(7 | 1 << 40);
+        let empty_tag = AssocId(8 | u64::from(u32::MAX) << 4);
+        assert!(m.insert(wide, entry(30)).is_none());
+        assert!(m.insert(empty_tag, entry(31)).is_none());
+        assert_eq!((m.len(), m.dense_len, m.map.len()), (6, 2, 4));
+        assert_eq!(m.get(&wide).map(|e| e.port), Some(30));
+        assert_eq!(m.get(&empty_tag).map(|e| e.port), Some(31));
+        assert!(m.get(&AssocId(7)).is_none() && m.get(&AssocId(8)).is_none());
         // The layout is fixed once the table holds something.
         m.set_slot_bits(0);
         assert_eq!(m.slot_bits, 4);
@@ -437,8 +463,10 @@ mod tests {
 
     fn op() -> impl proptest::strategy::Strategy<Value = Op> {
         use proptest::prelude::*;
-        // Ids from a small set: slots 0-7 with a few generations, and machine-chosen ones.
-        let id = (0u64..8, 0u64..3, any::<bool>()).prop_map(|(slot, generation, machine)| {
+        // Ids from a small set: slots 0-7 with a few generations (one too wide for a dense
+        // entry's tag), and machine-chosen ones.
+        let generation = prop_oneof![0u64..3, Just(1u64 << 40)];
+        let id = (0u64..8, generation, any::<bool>()).prop_map(|(slot, generation, machine)| {
             (u64::from(machine) << 63) | generation << 3 | slot
         });
         prop_oneof![

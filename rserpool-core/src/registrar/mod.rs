@@ -810,6 +810,7 @@ impl Machine for Registrar {
 
     fn handle_assoc_id_slot_bits(&mut self, bits: u32) {
         self.assocs.set_slot_bits(bits);
+        self.hs.set_assoc_id_slot_bits(bits);
     }
 
     fn handle_assoc_up(&mut self, now: Instant, assoc: AssocId, peer_addrs: &[SocketAddr]) {

@@ -5,6 +5,7 @@
 use crate::transport::TransportKind;
 use bytes::Bytes;
 use rserpool_core::io::AssocIdAllocator;
+use rserpool_core::paged::PagedVec;
 use rserpool_core::{AssocId, ChannelKind, Instant};
 use rserpool_proto::csp::{CSP_DURATION_UNKNOWN, ComponentId, CspAssociation, CspProtocol};
 use rserpool_proto::rtf;
@@ -81,63 +82,81 @@ pub(crate) struct Held {
     pub data: Bytes,
 }
 
-/// An overflow queue, the bytes it holds and the `closing` mark, out of line: an
-/// association that has nothing held (nearly all of them) keeps one null pointer.
-#[derive(Debug, Default)]
-pub(crate) struct Overflow(Option<Box<OverflowQueue>>);
-
+/// An overflow queue, the bytes it holds and the `closing` mark. Only associations with
+/// something held (almost none) have one: it lies in [`AssocTable`]'s side map, not in
+/// every link.
 #[derive(Debug, Default)]
 pub(crate) struct OverflowQueue {
     queue: VecDeque<Held>,
     bytes: usize,
-    /// See [`Link::closing`].
+    /// See [`LinkMut::closing`].
     closing: bool,
 }
 
-impl Overflow {
+/// The table's overflow queues, by machine-visible id.
+type HeldMap = HashMap<AssocId, Box<OverflowQueue>>;
+
+/// The overflow queue of one link: messages refused with `QueueFull`, in order; sent
+/// before anything newer. A view into [`AssocTable`]'s side map (no entry while empty and
+/// not closing).
+pub(crate) struct Overflow<'a> {
+    held: &'a mut HeldMap,
+    id: AssocId,
+}
+
+impl Overflow<'_> {
+    fn queue(&self) -> Option<&OverflowQueue> {
+        if self.held.is_empty() {
+            return None;
+        }
+        self.held.get(&self.id).map(|q| &**q)
+    }
+
     pub fn is_empty(&self) -> bool {
-        self.0.as_ref().is_none_or(|q| q.queue.is_empty())
+        self.queue().is_none_or(|q| q.queue.is_empty())
     }
 
     pub fn len(&self) -> usize {
-        self.0.as_ref().map_or(0, |q| q.queue.len())
+        self.queue().map_or(0, |q| q.queue.len())
     }
 
     /// Payload bytes held.
     pub fn bytes(&self) -> usize {
-        self.0.as_ref().map_or(0, |q| q.bytes)
+        self.queue().map_or(0, |q| q.bytes)
     }
 
     pub fn push_back(&mut self, h: Held) {
-        let q = self.0.get_or_insert_with(Box::default);
+        let q = self.held.entry(self.id).or_default();
         q.bytes += h.data.len();
         q.queue.push_back(h);
     }
 
     pub fn front(&self) -> Option<&Held> {
-        self.0.as_ref().and_then(|q| q.queue.front())
+        self.queue().and_then(|q| q.queue.front())
     }
 
     pub fn pop_front(&mut self) -> Option<Held> {
-        let q = self.0.as_mut()?;
+        let q = self.held.get_mut(&self.id)?;
         let h = q.queue.pop_front();
         if let Some(h) = &h {
             q.bytes -= h.data.len();
         }
         if q.queue.is_empty() && !q.closing {
-            self.0 = None;
+            self.held.remove(&self.id);
         }
         h
     }
 
     /// Drops every message held (the `closing` mark stays).
     pub fn clear(&mut self) {
-        match self.0.as_mut() {
+        match self.held.get_mut(&self.id) {
             Some(q) if q.closing => {
                 q.queue = VecDeque::new();
                 q.bytes = 0;
             }
-            _ => self.0 = None,
+            _ => {
+                self.held.remove(&self.id);
+            }
         }
     }
 }
@@ -214,12 +233,12 @@ impl PackedInfo {
     }
 }
 
+/// The driver's record of one association: 16 bytes (its overflow queue, if any, lies in
+/// the table's side map).
 #[derive(Debug)]
 pub(crate) struct Link {
     pub transport: AssocId,
     info: PackedInfo,
-    /// Messages refused with `QueueFull`, in order; sent before anything newer.
-    pub overflow: Overflow,
 }
 
 impl Link {
@@ -227,7 +246,6 @@ impl Link {
         Link {
             transport,
             info: PackedInfo::new(info),
-            overflow: Overflow::default(),
         }
     }
 
@@ -244,17 +262,62 @@ impl Link {
             self.info.set_channel(channel);
         }
     }
+}
 
+/// A link to change, with its overflow queue.
+pub(crate) struct LinkMut<'a> {
+    link: &'a mut Link,
+    /// Its overflow queue.
+    pub overflow: Overflow<'a>,
+}
+
+impl core::ops::Deref for LinkMut<'_> {
+    type Target = Link;
+
+    fn deref(&self) -> &Link {
+        self.link
+    }
+}
+
+impl core::ops::DerefMut for LinkMut<'_> {
+    fn deref_mut(&mut self) -> &mut Link {
+        self.link
+    }
+}
+
+impl LinkMut<'_> {
     /// The machine closed it gracefully while the overflow still held messages: the
     /// transport close follows once they are handed over. The machine has already been told
     /// `Down(Closed)`; nothing more is reported for it.
     pub fn closing(&self) -> bool {
-        self.overflow.0.as_ref().is_some_and(|q| q.closing)
+        self.overflow.queue().is_some_and(|q| q.closing)
     }
 
     /// Marks it [`closing`](Self::closing).
     pub fn set_closing(&mut self) {
-        self.overflow.0.get_or_insert_with(Box::default).closing = true;
+        self.overflow
+            .held
+            .entry(self.overflow.id)
+            .or_default()
+            .closing = true;
+    }
+}
+
+/// A link taken out of the table, with what its overflow queue held.
+pub(crate) struct Removed {
+    pub transport: AssocId,
+    held: Option<Box<OverflowQueue>>,
+}
+
+impl Removed {
+    /// It was [closing](LinkMut::closing).
+    pub fn closing(&self) -> bool {
+        self.held.as_ref().is_some_and(|q| q.closing)
+    }
+
+    /// Messages its overflow queue still held (now dropped).
+    pub fn held_messages(&self) -> usize {
+        self.held.as_ref().map_or(0, |q| q.queue.len())
     }
 }
 
@@ -267,7 +330,7 @@ impl Link {
 /// Layout: the links whose machine-visible id is their transport id (the accepted
 /// associations: a registrar's PEs and pool users, a PE's sessions) lie inline in `dense`
 /// at the transport's slot index (the low [`slot_bits`](crate::transport::Transports::id_slot_bits)
-/// of the id), 24 bytes each; the others (the machine's own connects, and an accepted association
+/// of the id), 16 bytes each; the others (the machine's own connects, and an accepted association
 /// whose slot is still held by a link being closed) are boxed in `sparse`. A hash table of
 /// boxed links cost 92 bytes per association (the box, its allocator header, a bucket and
 /// the buckets a hash table keeps empty).
@@ -275,10 +338,12 @@ impl Link {
 pub struct AssocTable {
     /// Bits of a transport id that hold its slot index (0: no dense part).
     slot_bits: u32,
-    dense: Vec<Option<Link>>,
+    dense: PagedVec<Option<Link>>,
     sparse: HashMap<AssocId, Box<Link>>,
     /// Transport id → machine-visible id, where they differ.
     by_transport: HashMap<AssocId, AssocId>,
+    /// The overflow queues (see [`Overflow`]).
+    held: HeldMap,
     next_local: u64,
 }
 
@@ -320,19 +385,21 @@ impl AssocTable {
 
     /// What is known about `assoc` (a machine-visible id), if it is live.
     pub fn get(&self, assoc: AssocId) -> Option<AssocInfo> {
-        self.link(assoc).filter(|l| !l.closing()).map(Link::info)
+        self.link(assoc)
+            .filter(|_| !self.closing(assoc))
+            .map(Link::info)
     }
 
     /// All live associations (connecting or up), in no particular order.
     pub fn iter(&self) -> impl Iterator<Item = (AssocId, AssocInfo)> + '_ {
         self.links()
-            .filter(|(_, l)| !l.closing())
+            .filter(|(id, _)| !self.closing(*id))
             .map(|(id, l)| (id, l.info()))
     }
 
     /// Number of live associations.
     pub fn len(&self) -> usize {
-        self.links().filter(|(_, l)| !l.closing()).count()
+        self.links().filter(|(id, _)| !self.closing(*id)).count()
     }
 
     /// True when there is no live association.
@@ -342,7 +409,7 @@ impl AssocTable {
 
     /// Bytes the driver holds for `assoc` in its overflow queue (0 for unknown ids).
     pub fn overflow_bytes(&self, assoc: AssocId) -> usize {
-        self.link(assoc).map_or(0, |l| l.overflow.bytes())
+        self.held.get(&assoc).map_or(0, |q| q.bytes)
     }
 
     /// The transport's id of a machine-visible id.
@@ -365,14 +432,29 @@ impl AssocTable {
         self.link(assoc).is_some()
     }
 
-    pub(crate) fn link_mut(&mut self, assoc: AssocId) -> Option<&mut Link> {
-        match self.dense_pos(assoc) {
-            Some(i) => self.dense.get_mut(i)?.as_mut(),
-            None => self.sparse.get_mut(&assoc).map(|l| &mut **l),
-        }
+    /// `assoc` is closing (see [`LinkMut::closing`]).
+    fn closing(&self, assoc: AssocId) -> bool {
+        !self.held.is_empty() && self.held.get(&assoc).is_some_and(|q| q.closing)
     }
 
-    pub(crate) fn link_by_transport(&mut self, transport: AssocId) -> Option<(AssocId, &mut Link)> {
+    pub(crate) fn link_mut(&mut self, assoc: AssocId) -> Option<LinkMut<'_>> {
+        let link = match self.dense_pos(assoc) {
+            Some(i) => self.dense.get_mut(i)?.as_mut()?,
+            None => &mut **self.sparse.get_mut(&assoc)?,
+        };
+        Some(LinkMut {
+            link,
+            overflow: Overflow {
+                held: &mut self.held,
+                id: assoc,
+            },
+        })
+    }
+
+    pub(crate) fn link_by_transport(
+        &mut self,
+        transport: AssocId,
+    ) -> Option<(AssocId, LinkMut<'_>)> {
         let id = self.machine_id(transport)?;
         self.link_mut(id).map(|l| (id, l))
     }
@@ -383,8 +465,8 @@ impl AssocTable {
         if assoc == transport
             && let Some(i) = assoc.slot_index(self.slot_bits)
         {
-            if self.dense.len() <= i {
-                self.dense.resize_with(i + 1, || None);
+            while self.dense.len() <= i {
+                self.dense.push(None);
             }
             if let Some(place @ None) = self.dense.get_mut(i) {
                 *place = Some(link);
@@ -418,7 +500,7 @@ impl AssocTable {
         id
     }
 
-    pub(crate) fn remove(&mut self, assoc: AssocId) -> Option<Link> {
+    pub(crate) fn remove(&mut self, assoc: AssocId) -> Option<Removed> {
         let link = match self.dense_pos(assoc) {
             Some(i) => {
                 let link = self.dense.get_mut(i)?.take()?;
@@ -433,18 +515,32 @@ impl AssocTable {
         if self.by_transport.get(&link.transport) == Some(&assoc) {
             self.by_transport.remove(&link.transport);
         }
-        Some(link)
+        Some(Removed {
+            transport: link.transport,
+            held: self.held.remove(&assoc),
+        })
     }
 
-    pub(crate) fn remove_by_transport(&mut self, transport: AssocId) -> Option<(AssocId, Link)> {
+    pub(crate) fn remove_by_transport(&mut self, transport: AssocId) -> Option<(AssocId, Removed)> {
         let id = self.machine_id(transport)?;
         self.by_transport.remove(&transport);
         self.remove(id).map(|l| (id, l))
     }
 
-    /// Every link (closing ones included), for the overflow pump.
+    /// Some link's overflow queue holds messages, or a closing link waits for its
+    /// hand-over: the overflow pump has work.
+    pub(crate) fn holds_any(&self) -> bool {
+        !self.held.is_empty()
+    }
+
+    /// The links with an overflow queue (or closing), for the overflow pump.
+    pub(crate) fn held_ids(&self) -> Vec<AssocId> {
+        self.held.keys().copied().collect()
+    }
+
+    /// Bytes held in all overflow queues (closing links included).
     pub(crate) fn total_overflow_bytes(&self) -> usize {
-        self.links().map(|(_, l)| l.overflow.bytes()).sum()
+        self.held.values().map(|q| q.bytes).sum()
     }
 
     pub(crate) fn transport_ids(&self) -> impl Iterator<Item = AssocId> + '_ {
@@ -562,10 +658,50 @@ mod tests {
     #[test]
     fn a_link_is_small() {
         assert!(
-            size_of::<Option<Link>>() <= 24,
+            size_of::<Option<Link>>() <= 16,
             "{}",
             size_of::<Option<Link>>()
         );
+    }
+
+    #[test]
+    fn overflow_queues_lie_beside_the_links_only_while_they_hold_something() {
+        let (a, b) = (AssocId(1), AssocId(2));
+        let mut t = AssocTable::new(4);
+        t.insert(a, a, info());
+        t.insert(b, b, info());
+        let held = |n: usize| Held {
+            ppid: 11,
+            stream: 0,
+            data: Bytes::from(vec![0; n]),
+        };
+        let mut l = t.link_mut(a).unwrap();
+        assert!(l.overflow.is_empty() && !l.closing());
+        l.overflow.push_back(held(3));
+        l.overflow.push_back(held(4));
+        assert_eq!((l.overflow.len(), l.overflow.bytes()), (2, 7));
+        assert_eq!((t.overflow_bytes(a), t.overflow_bytes(b)), (7, 0));
+        assert_eq!(t.total_overflow_bytes(), 7);
+        assert!(t.link_mut(b).unwrap().overflow.is_empty(), "b's own queue");
+        let mut l = t.link_mut(a).unwrap();
+        assert_eq!(l.overflow.pop_front().map(|h| h.data.len()), Some(3));
+        assert_eq!(l.overflow.pop_front().map(|h| h.data.len()), Some(4));
+        assert!(l.overflow.pop_front().is_none());
+        assert!(t.held.is_empty(), "an emptied queue is let go");
+        // Closing with something held: the link is no longer live but stays until removed.
+        let mut l = t.link_mut(b).unwrap();
+        l.overflow.push_back(held(5));
+        l.set_closing();
+        assert!(l.closing());
+        l.overflow.clear();
+        assert!(t.link_mut(b).unwrap().closing(), "clear keeps the mark");
+        assert_eq!(t.get(b), None);
+        assert_eq!(t.len(), 1);
+        t.link_mut(b).unwrap().overflow.push_back(held(6));
+        let r = t.remove(b).unwrap();
+        assert!(r.closing());
+        assert_eq!((r.transport, r.held_messages()), (b, 1));
+        assert!(t.held.is_empty());
     }
 
     #[test]

@@ -149,7 +149,7 @@ use rserpool_core::io::Destination;
 use rserpool_core::{AssocDownReason, AssocId, ChannelKind, Instant, Machine, Output, Protocol};
 use rserpool_proto::rtf::ChannelKinds;
 use rserpool_proto::transport::TransportProtocol;
-use std::collections::{HashSet, VecDeque};
+use std::collections::VecDeque;
 use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::ops::ControlFlow;
@@ -516,7 +516,6 @@ pub struct Driver<M: Machine> {
     mode: TransportMode,
     sctp: bool,
     assocs: AssocTable,
-    overflowing: HashSet<AssocId>,
     max_overflow: Option<usize>,
     overflow_retry: Duration,
     shutdown_grace: Duration,
@@ -653,7 +652,6 @@ impl<M: Machine> Driver<M> {
             mode: config.mode,
             sctp,
             assocs,
-            overflowing: HashSet::new(),
             max_overflow: config.max_overflow_bytes,
             overflow_retry: config.overflow_retry.max(Duration::from_millis(1)),
             shutdown_grace: config.shutdown_grace,
@@ -905,7 +903,7 @@ impl<M: Machine> Driver<M> {
         bound(self.transports.poll_timeout());
         bound(self.csp.as_ref().and_then(|c| c.reporter.next_due()));
         bound(self.wakeup.and_then(|t| self.to_std(t)));
-        if !self.overflowing.is_empty() {
+        if self.assocs.holds_any() {
             bound(Some(s + self.overflow_retry));
         }
         let polled = match self.poll.poll(&mut self.events, wait) {
@@ -1041,7 +1039,7 @@ impl<M: Machine> Driver<M> {
             self.machine.handle_timeout(self.now);
             self.drain();
         }
-        if !self.overflowing.is_empty() {
+        if self.assocs.holds_any() {
             self.pump_overflow();
             self.drain();
         }
@@ -1122,13 +1120,12 @@ impl<M: Machine> Driver<M> {
 
     /// Puts a message into `assoc`'s overflow queue (backpressure, see the module docs).
     fn hold(&mut self, assoc: AssocId, held: Held) {
-        let Some(link) = self.assocs.link_mut(assoc) else {
+        let Some(mut link) = self.assocs.link_mut(assoc) else {
             return;
         };
         link.overflow.push_back(held);
         self.stats.overflowed += 1;
         self.stats.overflow_peak_bytes = self.stats.overflow_peak_bytes.max(link.overflow.bytes());
-        self.overflowing.insert(assoc);
         if let Some(cap) = self.max_overflow
             && link.overflow.bytes() > cap
         {
@@ -1142,8 +1139,7 @@ impl<M: Machine> Driver<M> {
 
     fn abort_lost(&mut self, assoc: AssocId) {
         if let Some(link) = self.assocs.remove(assoc) {
-            self.stats.dropped += link.overflow.len() as u64;
-            self.overflowing.remove(&assoc);
+            self.stats.dropped += link.held_messages() as u64;
             self.transports.close(link.transport, true);
             if !link.closing() {
                 self.deferred.push_back((assoc, AssocDownReason::Lost));
@@ -1153,10 +1149,8 @@ impl<M: Machine> Driver<M> {
 
     /// Moves overflow queues into the transports as far as they take them.
     fn pump_overflow(&mut self) {
-        let ids: Vec<AssocId> = self.overflowing.iter().copied().collect();
-        for assoc in ids {
-            let Some(link) = self.assocs.link_mut(assoc) else {
-                self.overflowing.remove(&assoc);
+        for assoc in self.assocs.held_ids() {
+            let Some(mut link) = self.assocs.link_mut(assoc) else {
                 continue;
             };
             let mut gone = false;
@@ -1182,13 +1176,10 @@ impl<M: Machine> Driver<M> {
                 self.stats.dropped += link.overflow.len() as u64;
                 link.overflow.clear();
             }
-            if link.overflow.is_empty() {
-                self.overflowing.remove(&assoc);
-                if link.closing() {
-                    let t = link.transport;
-                    self.assocs.remove(assoc);
-                    self.transports.close(t, false);
-                }
+            if link.overflow.is_empty() && link.closing() {
+                let t = link.transport;
+                self.assocs.remove(assoc);
+                self.transports.close(t, false);
             }
         }
     }
@@ -1274,7 +1265,7 @@ impl<M: Machine> Driver<M> {
     }
 
     fn close(&mut self, assoc: AssocId, abort: bool) {
-        let Some(link) = self.assocs.link_mut(assoc) else {
+        let Some(mut link) = self.assocs.link_mut(assoc) else {
             debug!("{assoc:?}: Close of an unknown association ignored");
             return;
         };
@@ -1288,8 +1279,7 @@ impl<M: Machine> Driver<M> {
             return;
         }
         if let Some(link) = self.assocs.remove(assoc) {
-            self.stats.dropped += link.overflow.len() as u64;
-            self.overflowing.remove(&assoc);
+            self.stats.dropped += link.held_messages() as u64;
             self.transports.close(link.transport, abort);
             self.deferred.push_back((assoc, AssocDownReason::Closed));
         }
@@ -1315,7 +1305,7 @@ impl<M: Machine> Driver<M> {
             } => {
                 let channel = channel.map(channel_from_rtf);
                 match self.assocs.link_by_transport(t) {
-                    Some((id, link)) => {
+                    Some((id, mut link)) => {
                         if link.closing() {
                             return;
                         }
@@ -1361,8 +1351,7 @@ impl<M: Machine> Driver<M> {
                 let Some((id, link)) = self.assocs.remove_by_transport(t) else {
                     return;
                 };
-                self.overflowing.remove(&id);
-                self.stats.dropped += link.overflow.len() as u64;
+                self.stats.dropped += link.held_messages() as u64;
                 if link.closing() {
                     return;
                 }

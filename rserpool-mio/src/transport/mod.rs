@@ -53,6 +53,7 @@ pub mod udp;
 use bytes::{Bytes, BytesMut};
 use mio::net::{TcpListener, TcpStream, UdpSocket};
 use mio::{Interest, Registry, Token};
+use rserpool_core::paged::PagedVec;
 use rserpool_core::{AssocId, Protocol};
 use rserpool_proto::rtf::{ChannelKind, ChannelKinds, RtfConfig, RtfConnection, RtfEvent};
 use rserpool_proto::spill::SpillQueue;
@@ -1516,7 +1517,7 @@ impl Assoc {
 pub struct Transports {
     registry: Registry,
     token_base: usize,
-    entries: Vec<Option<Slot>>,
+    entries: PagedVec<Option<Slot>>,
     free: Vec<usize>,
     capacity: usize,
     /// Bits of an [`AssocId`] holding the slot index (the rest: the slot's generation).
@@ -1583,7 +1584,7 @@ impl Transports {
         Ok(Transports {
             registry: registry.try_clone()?,
             token_base: tokens.start,
-            entries: Vec::new(),
+            entries: PagedVec::new(),
             free: Vec::new(),
             capacity,
             idx_bits,

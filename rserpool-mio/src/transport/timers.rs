@@ -3,7 +3,8 @@
 //! in the heap kept alongside. A deadline moves in place (no stale entries piling up) and
 //! leaves with its association.
 
-use rserpool_core::handlespace::heap::{HeapItem, IndexedHeap};
+use rserpool_core::handlespace::heap::{HeapItem, IndexedHeap, Slotted};
+use rserpool_core::paged::PagedVec;
 
 /// No entry for this slot.
 const NONE: u32 = u32::MAX;
@@ -15,13 +16,16 @@ struct Deadline {
     slot: u32,
 }
 
-impl HeapItem for Deadline {
-    fn before(&self, other: &Self) -> bool {
-        (self.at, self.slot) < (other.at, other.slot)
-    }
-
+impl Slotted for Deadline {
     fn slot(&self) -> u32 {
         self.slot
+    }
+}
+
+impl HeapItem for Deadline {
+    type Key = (u64, u32);
+    fn key(&self) -> (u64, u32) {
+        (self.at, self.slot)
     }
 }
 
@@ -29,8 +33,9 @@ impl HeapItem for Deadline {
 #[derive(Debug, Default)]
 pub(super) struct Timers {
     heap: IndexedHeap<Deadline>,
-    /// `pos[slot]`: the slot's index in `heap`, or [`NONE`].
-    pos: Vec<u32>,
+    /// `pos[slot]`: the slot's index in `heap`, or [`NONE`] (in pages that never move, so
+    /// that growing leaves no freed buffer behind).
+    pos: PagedVec<u32>,
 }
 
 impl Timers {
@@ -48,8 +53,8 @@ impl Timers {
         if s == NONE {
             return;
         }
-        if self.pos.len() <= slot {
-            self.pos.resize(slot + 1, NONE);
+        if let Some(more) = (slot + 1).checked_sub(self.pos.len()) {
+            self.pos.extend_with(more, NONE);
         }
         let item = Deadline {
             at: deadline,

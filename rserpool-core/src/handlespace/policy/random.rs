@@ -32,7 +32,7 @@
 use super::least_used::degradation_step;
 use crate::handlespace::element::Slab;
 use crate::handlespace::fenwick::{Fenwick, uniform_below};
-use crate::handlespace::heap::reserve_small;
+use crate::paged::PagedVec;
 use rserpool_proto::policy::code;
 
 const MAX: i128 = u32::MAX as i128;
@@ -80,16 +80,14 @@ const REJECTION_TRIES: u32 = 4;
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Weighted {
     /// Slot at each position.
-    members: Vec<u32>,
+    members: PagedVec<u32>,
     /// Selection value at each position.
-    vals: Vec<u32>,
+    vals: PagedVec<u32>,
     tree: Fenwick,
 }
 
 impl Weighted {
     pub(crate) fn insert(&mut self, policy_type: u32, slot: u32, slab: &mut Slab) {
-        reserve_small(&mut self.members);
-        reserve_small(&mut self.vals);
         let v = value_of(policy_type, slab, slot);
         slab.set_pos(slot, self.members.len() as u32);
         self.members.push(slot);
@@ -115,11 +113,6 @@ impl Weighted {
         self.members.pop();
         self.vals.pop();
         self.tree.pop(v);
-        for v in [&mut self.members, &mut self.vals] {
-            if v.capacity() > 64 && v.len() < v.capacity() / 2 {
-                v.shrink_to(v.len() + v.len() / 16 + 8);
-            }
-        }
     }
 
     /// The PE's values (or degradation) changed: recompute its selection value.
@@ -193,7 +186,7 @@ impl Weighted {
     }
 
     pub(crate) fn allocated_bytes(&self) -> usize {
-        (self.members.capacity() + self.vals.capacity()) * 4 + self.tree.allocated_bytes()
+        self.members.allocated_bytes() + self.vals.allocated_bytes() + self.tree.allocated_bytes()
     }
 
     #[cfg(test)]

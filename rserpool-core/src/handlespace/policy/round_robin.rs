@@ -10,18 +10,17 @@
 //! per round, as in RSPLIB.
 
 use crate::handlespace::element::Slab;
-use crate::handlespace::heap::reserve_small;
+use crate::paged::PagedVec;
 
 /// Ring of slots with a head position.
 #[derive(Debug, Default, Clone)]
 pub(crate) struct Ring {
-    members: Vec<u32>,
+    members: PagedVec<u32>,
     head: u32,
 }
 
 impl Ring {
     pub(crate) fn insert(&mut self, slot: u32, slab: &mut Slab) {
-        reserve_small(&mut self.members);
         slab.set_pos(slot, self.members.len() as u32);
         self.members.push(slot);
     }
@@ -41,10 +40,6 @@ impl Ring {
             self.head = 0;
         } else if self.head as usize == last {
             self.head = if pos != last { pos as u32 } else { 0 };
-        }
-        if self.members.capacity() > 64 && self.members.len() < self.members.capacity() / 2 {
-            self.members
-                .shrink_to(self.members.len() + self.members.len() / 16 + 8);
         }
     }
 
@@ -71,6 +66,6 @@ impl Ring {
     }
 
     pub(crate) fn allocated_bytes(&self) -> usize {
-        self.members.capacity() * 4
+        self.members.allocated_bytes()
     }
 }

@@ -14,7 +14,7 @@ use super::least_used::{self, degradation_step};
 use super::priority;
 use super::weighted_round_robin::{self as wrr, NEVER, PASS_LIMIT};
 use crate::handlespace::element::{PeRecord, Slab};
-use crate::handlespace::heap::{HeapItem, IndexedHeap};
+use crate::handlespace::heap::{HeapItem, IndexedHeap, Slotted};
 use rserpool_proto::policy::code;
 
 /// First sequence number of a pool (RSPLIB `SeqNumberStart`).
@@ -27,14 +27,18 @@ pub(crate) struct SortItem {
     slot: u32,
 }
 
-impl HeapItem for SortItem {
-    #[inline]
-    fn before(&self, o: &Self) -> bool {
-        (self.key, self.seq) < (o.key, o.seq)
-    }
+impl Slotted for SortItem {
     #[inline]
     fn slot(&self) -> u32 {
         self.slot
+    }
+}
+
+impl HeapItem for SortItem {
+    type Key = (u64, u32);
+    #[inline]
+    fn key(&self) -> (u64, u32) {
+        (self.key, self.seq)
     }
 }
 
