@@ -4,11 +4,14 @@
 //! tables that grow with the number of PEs or associations (heaps, rings, per-slot arrays)
 //! that leaves the old buffers behind as holes in the allocator's heap: resident memory that
 //! no table uses any more (a registrar holding 10,000 PEs had ~38 bytes per PE of such free
-//! space). A [`PagedVec`] never moves what it holds: it grows by whole pages of about
-//! [`PAGE_BYTES`] and shrinks page by page, so each page is allocated once, stays where it
-//! is, and the spare room is at most one page. Indexing costs a shift and a mask more.
+//! space). A [`PagedVec`] moves what it holds only while it is small: its first page grows
+//! like a `Vec` (doubling, so that the many small tables of a handlespace with many small
+//! pools stay small) up to about [`PAGE_BYTES`]; after that it grows by whole pages and
+//! shrinks page by page, so each further page is allocated once and stays where it is, and
+//! the spare room is at most one page. Indexing costs a shift and a mask more.
 
 use core::ops::{Index, IndexMut};
+use smallvec::SmallVec;
 
 /// The size a page aims at: a power-of-two number of items of at most this many bytes
 /// (one item if an item is larger).
@@ -27,11 +30,11 @@ const fn page_shift(size: usize) -> u32 {
 /// A growable array in pages that never move. See the [module documentation](self).
 #[derive(Clone)]
 pub struct PagedVec<T> {
-    /// Full pages, then the last one (never empty unless `len` is 0).
-    pages: Vec<Vec<T>>,
-    /// A page emptied by shrinking, kept for the next growth (so that pushing and popping
-    /// around a page boundary does not allocate every time).
-    spare: Option<Vec<T>>,
+    /// Full pages, then the page of the last item; after it at most one empty page, kept
+    /// for the next growth (so that pushing and popping around a page boundary does not
+    /// allocate every time). One page lies inline: a small vector makes one allocation,
+    /// like a `Vec`.
+    pages: SmallVec<[Vec<T>; 1]>,
     len: usize,
 }
 
@@ -54,10 +57,9 @@ impl<T> PagedVec<T> {
     const MASK: usize = Self::PAGE_LEN - 1;
 
     /// An empty vector (allocates nothing).
-    pub const fn new() -> Self {
+    pub fn new() -> Self {
         PagedVec {
-            pages: Vec::new(),
-            spare: None,
+            pages: SmallVec::new(),
             len: 0,
         }
     }
@@ -74,13 +76,17 @@ impl<T> PagedVec<T> {
 
     /// Items it has room for without allocating.
     pub fn capacity(&self) -> usize {
-        (self.pages.len() + usize::from(self.spare.is_some())) * Self::PAGE_LEN
+        self.pages.iter().map(Vec::capacity).sum()
     }
 
     /// Bytes allocated for items and page headers.
     pub fn allocated_bytes(&self) -> usize {
         self.capacity() * core::mem::size_of::<T>()
-            + self.pages.capacity() * core::mem::size_of::<Vec<T>>()
+            + if self.pages.spilled() {
+                self.pages.capacity() * core::mem::size_of::<Vec<T>>()
+            } else {
+                0
+            }
     }
 
     #[inline]
@@ -109,18 +115,25 @@ impl<T> PagedVec<T> {
 
     /// The last item.
     pub fn last(&self) -> Option<&T> {
-        self.pages.last()?.last()
+        self.get(self.len.checked_sub(1)?)
     }
 
     /// Appends `item`.
     pub fn push(&mut self, item: T) {
-        match self.pages.last_mut() {
-            Some(page) if page.len() < Self::PAGE_LEN => page.push(item),
-            _ => {
-                let mut page = self
-                    .spare
-                    .take()
-                    .unwrap_or_else(|| Vec::with_capacity(Self::PAGE_LEN));
+        let (p, _) = Self::place(self.len);
+        match self.pages.get_mut(p) {
+            Some(page) => {
+                if page.len() == page.capacity() {
+                    // Only a first page can be short of room: it doubles, up to a page.
+                    let want = (2 * page.capacity()).max(4).min(Self::PAGE_LEN);
+                    page.reserve_exact(want.saturating_sub(page.len()));
+                }
+                page.push(item);
+            }
+            // The first page starts small; later ones are allocated whole.
+            None if p == 0 => self.pages.push(vec![item]),
+            None => {
+                let mut page = Vec::with_capacity(Self::PAGE_LEN);
                 page.push(item);
                 self.pages.push(page);
             }
@@ -130,16 +143,17 @@ impl<T> PagedVec<T> {
 
     /// Removes the last item.
     pub fn pop(&mut self) -> Option<T> {
-        let page = self.pages.last_mut()?;
-        let item = page.pop()?;
-        self.len -= 1;
-        if page.is_empty() {
-            let page = self.pages.pop();
-            // One emptied page is kept; a second one goes back to the allocator.
-            if self.spare.is_none() {
-                self.spare = page;
-            }
-        }
+        let last = self.len.checked_sub(1)?;
+        let (p, _) = Self::place(last);
+        let item = self.pages.get_mut(p)?.pop()?;
+        self.len = last;
+        // Keep one empty page after the page of the (new) last item for the next growth;
+        // free any other. An empty vector keeps its first page.
+        let keep = match last.checked_sub(1) {
+            Some(l) => Self::place(l).0 + 2,
+            None => 1,
+        };
+        self.pages.truncate(keep);
         Some(item)
     }
 
@@ -179,8 +193,7 @@ impl<T> PagedVec<T> {
 
     /// Removes every item and frees every page.
     pub fn clear(&mut self) {
-        self.pages = Vec::new();
-        self.spare = None;
+        self.pages = SmallVec::new();
         self.len = 0;
     }
 
@@ -263,15 +276,19 @@ mod tests {
     }
 
     #[test]
-    fn growing_never_moves_an_item() {
+    fn growing_past_the_first_page_never_moves_an_item() {
         let mut v = PagedVec::<u64>::new();
         v.push(7);
+        assert!(v.capacity() < 16, "a small vector stays small");
+        v.extend(1..1024);
+        assert_eq!(v.capacity(), 1024, "the first page grew to a page");
         let first: *const u64 = &v[0];
+        let last: *const u64 = &v[1023];
         for i in 0..10_000 {
             v.push(i);
         }
-        assert!(core::ptr::eq(first, &v[0]));
-        assert_eq!(v.capacity(), 10_240);
+        assert!(core::ptr::eq(first, &v[0]) && core::ptr::eq(last, &v[1023]));
+        assert_eq!(v.capacity(), 11 * 1024);
     }
 
     #[test]
@@ -279,13 +296,30 @@ mod tests {
         let mut v = PagedVec::<u32>::new();
         v.extend(0..3 * 2048);
         assert_eq!(v.capacity(), 3 * 2048);
-        for _ in 0..2 * 2048 {
+        v.pop();
+        assert_eq!(v.capacity(), 3 * 2048);
+        for _ in 1..2 * 2048 {
             v.pop();
         }
         assert_eq!(v.len(), 2048);
         assert_eq!(v.capacity(), 2 * 2048, "one page in use, one spare");
         v.push(1);
         assert_eq!(v.capacity(), 2 * 2048, "the spare page is used again");
+        assert_eq!((v.len(), v.last()), (2049, Some(&1)));
+        for _ in 0..2049 {
+            v.pop();
+        }
+        assert!(v.is_empty() && v.pop().is_none());
+        assert_eq!(v.capacity(), 2048, "the empty first page");
+    }
+
+    #[test]
+    fn a_small_vector_takes_little_room() {
+        let mut v = PagedVec::<u32>::new();
+        assert_eq!(v.capacity(), 0);
+        v.extend(0..10);
+        assert!(v.capacity() <= 16, "{}", v.capacity());
+        assert!(core::mem::size_of::<PagedVec<u32>>() <= 40);
     }
 
     #[derive(Debug, Clone)]
@@ -310,6 +344,7 @@ mod tests {
     }
 
     proptest! {
+        #![proptest_config(ProptestConfig::with_cases(64))]
         /// Every operation gives what `Vec`'s gives (small items, so that a few thousand
         /// operations cross many page boundaries).
         #[test]

@@ -8,6 +8,7 @@
 //! one block's tail.
 
 use core::ops::Bound;
+use smallvec::SmallVec;
 
 /// Most identifiers in one block.
 const BLOCK: usize = 256;
@@ -15,9 +16,9 @@ const BLOCK: usize = 256;
 /// A sorted set of `u32` in blocks. See the [module documentation](self).
 #[derive(Clone, Debug, Default)]
 pub(crate) struct IdSet {
-    /// Sorted, non-empty, and every block's identifiers below the next block's.
-    blocks: Vec<Vec<u32>>,
-    len: usize,
+    /// Sorted, non-empty, and every block's identifiers below the next block's. The first
+    /// block lies inline: a small set makes one allocation.
+    blocks: SmallVec<[Vec<u32>; 1]>,
 }
 
 /// The identifiers of an [`IdSet`] from a point on, in order.
@@ -30,11 +31,11 @@ impl IdSet {
     /// Number of identifiers.
     #[cfg(test)]
     pub(crate) fn len(&self) -> usize {
-        self.len
+        self.blocks.iter().map(Vec::len).sum()
     }
 
     pub(crate) fn is_empty(&self) -> bool {
-        self.len == 0
+        self.blocks.is_empty()
     }
 
     /// The smallest identifier.
@@ -55,7 +56,6 @@ impl IdSet {
     pub(crate) fn insert(&mut self, id: u32) -> bool {
         if self.blocks.is_empty() {
             self.blocks.push(vec![id]);
-            self.len = 1;
             return true;
         }
         let b = self.block_of(id);
@@ -65,7 +65,6 @@ impl IdSet {
         let Err(i) = blk.binary_search(&id) else {
             return false;
         };
-        self.len += 1;
         if blk.len() < BLOCK {
             blk.insert(i, id);
             return true;
@@ -94,7 +93,6 @@ impl IdSet {
             return false;
         };
         blk.remove(i);
-        self.len -= 1;
         if blk.is_empty() {
             self.blocks.remove(b);
         } else if blk.len() < BLOCK / 4 {
@@ -161,8 +159,12 @@ impl IdSet {
 
     /// Bytes allocated.
     pub(crate) fn allocated_bytes(&self) -> usize {
-        self.blocks.capacity() * core::mem::size_of::<Vec<u32>>()
-            + self.blocks.iter().map(|b| b.capacity() * 4).sum::<usize>()
+        let outer = if self.blocks.spilled() {
+            self.blocks.capacity() * core::mem::size_of::<Vec<u32>>()
+        } else {
+            0
+        };
+        outer + self.blocks.iter().map(|b| b.capacity() * 4).sum::<usize>()
     }
 }
 
