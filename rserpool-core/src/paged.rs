@@ -27,7 +27,8 @@ const fn page_shift(size: usize) -> u32 {
     usize::BITS - 1 - per_page.leading_zeros()
 }
 
-/// A growable array in pages that never move. See the [module documentation](self).
+/// A growable array in pages that, once full-sized, never move. See the [module
+/// documentation](self).
 #[derive(Clone)]
 pub struct PagedVec<T> {
     /// Full pages, then the page of the last item; after it at most one empty page, kept

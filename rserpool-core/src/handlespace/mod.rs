@@ -43,8 +43,10 @@
 //! # Memory
 //! A PE costs one 88-byte record (up to two IPv4 addresses inline, e.g. one user + one
 //! ASAP address; IPv6 addresses and longer lists out of line) plus its share of the
-//! indices: about 135–155 bytes in total in large pools with every index in use
-//! (`examples/hsbench.rs` measures it with a counting allocator).
+//! indices: about 123–142 bytes in total in large pools with every index in use, ~210
+//! bytes in pools of 10 PEs (`examples/hsbench.rs` measures it with a counting allocator).
+//! The tables that grow with the PEs keep their items in pages that never move once full
+//! ([`crate::paged`]), so that growing leaves no freed buffers behind in the allocator.
 
 pub(crate) mod assoc_index;
 pub mod checksum;
