@@ -30,8 +30,9 @@
 //!   TCP mapping's HELLO).
 //!   If your ids for accepted associations hold a small reused index (a socket slot) in their
 //!   low bits, say so once with [`Machine::handle_assoc_id_slot_bits`]: the registrar then
-//!   keeps its per-association entries in a vector by that index (less memory per PE); the
-//!   default ignores it, and ids that do not fit still work.
+//!   keeps its per-association entries, and its handlespace the heads of each association's
+//!   PE list, in vectors by that index (less memory per PE); the default ignores it, and ids
+//!   that do not fit still work.
 //!
 //! Drivers in this workspace: `rserpool-mio` (a mio event loop), `rserpool-async-std`
 //! (async-io tasks), the simulator in `rserpool-tests`, and `examples/blocking_loop.rs`: a

@@ -13,6 +13,8 @@
 //! ([`IndexedHeap::restore_by`]) whenever an item's key changes. Each step of a sift reads
 //! every key it compares once.
 
+use crate::paged::PagedVec;
+
 /// An item of an [`IndexedHeap`]: it knows the element slot it belongs to.
 pub trait Slotted: Copy {
     /// The element slot this item belongs to.
@@ -35,8 +37,6 @@ pub trait HeapItem: Slotted {
     fn key(&self) -> Self::Key;
 }
 
-use crate::paged::PagedVec;
-
 /// Arity of the heap.
 const D: usize = 4;
 
@@ -46,8 +46,8 @@ const SMALL_N: usize = 8;
 /// Indexed 4-ary min-heap.
 #[derive(Debug, Clone, Default)]
 pub struct IndexedHeap<T> {
-    /// In pages that never move ([`PagedVec`]): a heap that grows leaves no freed buffer
-    /// behind in the allocator.
+    /// In pages that never move once full ([`PagedVec`]): a heap that grows leaves no freed
+    /// buffer behind in the allocator.
     items: PagedVec<T>,
 }
 
