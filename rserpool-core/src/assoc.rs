@@ -8,6 +8,10 @@ use core::fmt;
 #[derive(Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
 pub struct AssocId(pub u64);
 
+/// At most this many slot index bits are used for tables by slot index (2^24 places): a
+/// driver that announces more still works, with the rest of its ids' bits compared whole.
+pub(crate) const MAX_SLOT_BITS: u32 = 24;
+
 impl AssocId {
     /// The slot index a driver keeps in the low `bits` bits of the ids it chooses
     /// ([`Machine::handle_assoc_id_slot_bits`](crate::io::Machine::handle_assoc_id_slot_bits)):

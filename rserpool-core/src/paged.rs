@@ -214,16 +214,17 @@ impl<T> PagedVec<T> {
         for page in core::mem::take(&mut self.pages) {
             v.extend(page);
         }
-        self.clear();
+        self.len = 0;
         v
     }
 }
 
-impl<T: Clone> PagedVec<T> {
-    /// Appends `n` copies of `value`.
-    pub fn extend_with(&mut self, n: usize, value: T) {
-        for _ in 0..n {
-            self.push(value.clone());
+impl<T> PagedVec<T> {
+    /// Appends items made by `fill` until it holds `len` (nothing if it holds that many
+    /// already): a table by index grown to cover an index.
+    pub fn grow_to(&mut self, len: usize, mut fill: impl FnMut() -> T) {
+        while self.len < len {
+            self.push(fill());
         }
     }
 }

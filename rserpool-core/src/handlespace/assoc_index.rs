@@ -14,10 +14,8 @@ use std::hash::BuildHasher;
 
 use super::element::{NIL, Slab};
 use crate::AssocId;
+use crate::assoc::MAX_SLOT_BITS;
 use crate::paged::PagedVec;
-
-/// At most this many slot index bits (2^24 places).
-const MAX_SLOT_BITS: u32 = 24;
 
 /// Where an association's head lies.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -78,9 +76,7 @@ impl AssocIndex {
     /// Starts `assoc`'s list with `slot` (whose record already names `assoc`).
     pub(crate) fn insert(&mut self, assoc: u64, slot: u32, slab: &Slab, h: &FixedState) {
         if let Some(i) = self.dense_index(assoc) {
-            if let Some(more) = (i + 1).checked_sub(self.dense.len()) {
-                self.dense.extend_with(more, NIL);
-            }
+            self.dense.grow_to(i + 1, || NIL);
             if let Some(place) = self.dense.get_mut(i)
                 && *place == NIL
             {

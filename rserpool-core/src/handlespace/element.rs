@@ -504,7 +504,7 @@ impl Slab {
         if need_chunk {
             self.chunks.push(Vec::with_capacity(CHUNK));
             for v in [&mut self.sel_pos, &mut self.timer_pos] {
-                v.extend_with(CHUNK, NIL);
+                v.grow_to(v.len() + CHUNK, || NIL);
             }
         }
         let ci = self.chunks.len() - 1;

@@ -120,23 +120,17 @@ impl IdSet {
 
     /// The identifiers from `lo` on, in order.
     pub(crate) fn range_from(&self, lo: Bound<u32>) -> IdIter<'_> {
-        let (b, i) = match lo {
-            Bound::Unbounded => (0, 0),
-            Bound::Included(x) | Bound::Excluded(x) => {
-                let b = self.block_of(x);
-                let blk = self.blocks.get(b).map_or(&[][..], Vec::as_slice);
-                let i = match lo {
-                    Bound::Excluded(_) => blk.partition_point(|&v| v <= x),
-                    _ => blk.partition_point(|&v| v < x),
-                };
-                (b, i)
-            }
+        let b = match lo {
+            Bound::Unbounded => 0,
+            Bound::Included(x) | Bound::Excluded(x) => self.block_of(x),
         };
-        let head = self
-            .blocks
-            .get(b)
-            .and_then(|blk| blk.get(i..))
-            .unwrap_or(&[]);
+        let blk = self.blocks.get(b).map_or(&[][..], Vec::as_slice);
+        let i = match lo {
+            Bound::Unbounded => 0,
+            Bound::Included(x) => blk.partition_point(|&v| v < x),
+            Bound::Excluded(x) => blk.partition_point(|&v| v <= x),
+        };
+        let head = blk.get(i..).unwrap_or(&[]);
         let rest = self.blocks.get(b + 1..).unwrap_or(&[]);
         head.iter().chain(rest.iter().flatten())
     }

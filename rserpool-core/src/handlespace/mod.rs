@@ -607,14 +607,7 @@ impl Handlespace {
         let p = r.pool;
         let assoc = r.assoc().map(AssocId);
         let pool_handle = self.pool_at(p).handle.clone();
-        let tp = self.slab.timer_pos(slot);
-        if tp != NIL {
-            let (order, timer_pos) = self.slab.timer_order();
-            self.timers
-                .remove_by(tp, &|s: &u32| order.key(*s), &mut |s, i| {
-                    timer_pos[s as usize] = i
-                });
-        }
+        self.untime(slot);
         self.assoc_unlink(slot);
         self.owner_remove(p, slot);
         let pool = Self::pool_at_mut(&mut self.pools, p);
@@ -773,20 +766,33 @@ impl Handlespace {
     /// The deadlines in `slot`'s record changed: moves its entry in the timer index (which
     /// orders slots by those deadlines), adds it or takes it out.
     fn retime(&mut self, slot: u32) {
-        let dl = self.slab.get(slot).next_deadline();
+        if self.slab.get(slot).next_deadline() == NO_DEADLINE {
+            self.untime(slot);
+            return;
+        }
         let tp = self.slab.timer_pos(slot);
         let (order, timer_pos) = self.slab.timer_order();
         let key = &|s: &u32| order.key(*s);
         let pos = &mut |s: u32, i: u32| timer_pos[s as usize] = i;
-        match (tp == NIL, dl == NO_DEADLINE) {
-            (true, true) => {}
-            (true, false) => self.timers.push_by(slot, key, pos),
-            (false, true) => {
-                self.timers.remove_by(tp, key, pos);
-                timer_pos[slot as usize] = NIL;
-            }
-            (false, false) => self.timers.restore_by(tp, key, pos),
+        if tp == NIL {
+            self.timers.push_by(slot, key, pos);
+        } else {
+            self.timers.restore_by(tp, key, pos);
         }
+    }
+
+    /// Takes `slot` out of the timer index, if it is in it.
+    fn untime(&mut self, slot: u32) {
+        let tp = self.slab.timer_pos(slot);
+        if tp == NIL {
+            return;
+        }
+        let (order, timer_pos) = self.slab.timer_order();
+        self.timers
+            .remove_by(tp, &|s: &u32| order.key(*s), &mut |s, i| {
+                timer_pos[s as usize] = i
+            });
+        timer_pos[slot as usize] = NIL;
     }
 
     /// Sets (`Some`) or clears (`None`) a timer of a PE. The two keep-alive kinds share one

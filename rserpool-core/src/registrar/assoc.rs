@@ -9,6 +9,7 @@ use core::net::{IpAddr, Ipv4Addr, SocketAddr};
 use smallvec::SmallVec;
 
 use crate::AssocId;
+use crate::assoc::MAX_SLOT_BITS;
 use crate::paged::PagedVec;
 
 /// What an association is used for (fixed by its first message or by our Connect).
@@ -212,9 +213,6 @@ pub(crate) struct AssocMap {
     map: hashbrown::HashMap<Key, Assoc, foldhash::fast::FixedState>,
 }
 
-/// At most this many slot index bits: the dense part holds at most 2^24 entries.
-const MAX_SLOT_BITS: u32 = 24;
-
 /// The tag of a free place in the dense part (no id's upper bits are taken as this).
 const EMPTY_TAG: u32 = u32::MAX;
 
@@ -275,9 +273,7 @@ impl AssocMap {
     /// that place.
     fn claim(&mut self, a: AssocId) -> Option<(usize, u32)> {
         let (i, tag) = self.dense_place(a)?;
-        if let Some(more) = (i + 1).checked_sub(self.dense.len()) {
-            self.dense.extend_with(more, (EMPTY_TAG, Assoc::FREE));
-        }
+        self.dense.grow_to(i + 1, || (EMPTY_TAG, Assoc::FREE));
         let k = self.dense.get(i)?.0;
         (k == tag || k == EMPTY_TAG).then_some((i, tag))
     }

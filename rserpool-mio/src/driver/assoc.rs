@@ -93,6 +93,13 @@ pub(crate) struct OverflowQueue {
     closing: bool,
 }
 
+impl OverflowQueue {
+    /// The link whose queue this is (if it has one) is closing ([`LinkMut::closing`]).
+    fn closing(q: Option<&OverflowQueue>) -> bool {
+        q.is_some_and(|q| q.closing)
+    }
+}
+
 /// The table's overflow queues, by machine-visible id.
 type HeldMap = HashMap<AssocId, Box<OverflowQueue>>;
 
@@ -106,9 +113,6 @@ pub(crate) struct Overflow<'a> {
 
 impl Overflow<'_> {
     fn queue(&self) -> Option<&OverflowQueue> {
-        if self.held.is_empty() {
-            return None;
-        }
         self.held.get(&self.id).map(|q| &**q)
     }
 
@@ -290,7 +294,7 @@ impl LinkMut<'_> {
     /// transport close follows once they are handed over. The machine has already been told
     /// `Down(Closed)`; nothing more is reported for it.
     pub fn closing(&self) -> bool {
-        self.overflow.queue().is_some_and(|q| q.closing)
+        OverflowQueue::closing(self.overflow.queue())
     }
 
     /// Marks it [`closing`](Self::closing).
@@ -312,7 +316,7 @@ pub(crate) struct Removed {
 impl Removed {
     /// It was [closing](LinkMut::closing).
     pub fn closing(&self) -> bool {
-        self.held.as_ref().is_some_and(|q| q.closing)
+        OverflowQueue::closing(self.held.as_deref())
     }
 
     /// Messages its overflow queue still held (now dropped).
@@ -434,7 +438,7 @@ impl AssocTable {
 
     /// `assoc` is closing (see [`LinkMut::closing`]).
     fn closing(&self, assoc: AssocId) -> bool {
-        !self.held.is_empty() && self.held.get(&assoc).is_some_and(|q| q.closing)
+        OverflowQueue::closing(self.held.get(&assoc).map(|q| &**q))
     }
 
     pub(crate) fn link_mut(&mut self, assoc: AssocId) -> Option<LinkMut<'_>> {
@@ -465,9 +469,7 @@ impl AssocTable {
         if assoc == transport
             && let Some(i) = assoc.slot_index(self.slot_bits)
         {
-            while self.dense.len() <= i {
-                self.dense.push(None);
-            }
+            self.dense.grow_to(i + 1, || None);
             if let Some(place @ None) = self.dense.get_mut(i) {
                 *place = Some(link);
                 return;

@@ -53,9 +53,7 @@ impl Timers {
         if s == NONE {
             return;
         }
-        if let Some(more) = (slot + 1).checked_sub(self.pos.len()) {
-            self.pos.extend_with(more, NONE);
-        }
+        self.pos.grow_to(slot + 1, || NONE);
         let item = Deadline {
             at: deadline,
             slot: s,
