@@ -179,9 +179,21 @@ fn large_messages_one_megabyte() {
         Some((33, 2, payload(3, 100)))
     );
     assert_eq!(take_message(&mut net.eb, on_b), Some((12, 0, big_a)));
-    // 8 MB in a burst: more than one event's read budget; all of it, in order.
+    // 8 MB in a burst: more than one event's read budget and more than the queue's cap
+    // (4 MB) where the socket buffers are small; a full queue is backpressure: the sender
+    // waits for room. All of it arrives, in order.
     for i in 0..8u64 {
-        net.b.send(on_b, 33, 0, payload(100 + i, 1 << 20)).unwrap();
+        let msg = payload(100 + i, 1 << 20);
+        net.wait_for("room in the queue", LIMIT, |n| {
+            match n.b.send(on_b, 33, 0, msg.clone()) {
+                Ok(()) => Some(()),
+                Err(SendError::QueueFull { cap, .. }) => {
+                    assert_eq!(cap, 4 << 20);
+                    None
+                }
+                Err(e) => panic!("send: {e:?}"),
+            }
+        });
     }
     net.wait_for("burst", LIMIT, |n| (n.ea.len() >= 8).then_some(()));
     for i in 0..8u64 {
