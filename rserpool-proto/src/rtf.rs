@@ -427,11 +427,21 @@ fn complete_frames_len(data: &[u8], max_frame_len: usize) -> usize {
 ///
 /// Memory is bounded: at most one frame in progress is buffered, and a frame longer than
 /// the maximum is rejected from its header alone. At a frame boundary the decoder holds no
-/// buffer. Extension payloads are skipped without
-/// being buffered. After an error the decoder stays failed and returns the same error.
+/// buffer and no state beyond its limit: 16 bytes, so that the many idle connections of a
+/// registrar keep one null pointer for their frame in progress. Extension payloads are
+/// skipped without being buffered. After an error the decoder stays failed and returns
+/// the same error.
 #[derive(Debug)]
 pub struct FrameDecoder {
     max_frame_len: u32,
+    /// The frame in progress (or the error the decoder failed with); `None` at a frame
+    /// boundary. A read of whole frames decodes them without it.
+    partial: Option<Box<Partial>>,
+}
+
+/// A [`FrameDecoder`]'s state between frame boundaries.
+#[derive(Debug, Default)]
+struct Partial {
     /// Header bytes, then (for buffered frames) the whole frame.
     buf: BytesMut,
     /// Total length of the frame in progress, once its header is complete.
@@ -441,8 +451,15 @@ pub struct FrameDecoder {
     skip: u32,
     /// Header of the extension frame being skipped.
     skipping: Option<(u8, NonZeroU32)>,
-    /// Boxed: a decoder that never failed (all of them, nearly) keeps a pointer only.
-    failed: Option<Box<RtfError>>,
+    /// Set once the decoder has failed.
+    failed: Option<RtfError>,
+}
+
+impl Partial {
+    /// At a frame boundary and not failed: nothing to keep.
+    fn is_idle(&self) -> bool {
+        self.buf.is_empty() && self.skipping.is_none() && self.failed.is_none()
+    }
 }
 
 impl Default for FrameDecoder {
@@ -458,11 +475,7 @@ impl FrameDecoder {
         FrameDecoder {
             max_frame_len: u32::try_from(max_frame_len.max(HEADER_LEN + MIN_ACCEPTED_PAYLOAD))
                 .unwrap_or(u32::MAX),
-            buf: BytesMut::new(),
-            expected: None,
-            skip: 0,
-            skipping: None,
-            failed: None,
+            partial: None,
         }
     }
 
@@ -473,35 +486,76 @@ impl FrameDecoder {
 
     /// True when no frame is in progress (the stream may end here).
     pub fn is_at_boundary(&self) -> bool {
-        self.buf.is_empty() && self.skipping.is_none()
+        self.partial
+            .as_ref()
+            .is_none_or(|p| p.buf.is_empty() && p.skipping.is_none())
     }
 
     /// Bytes currently buffered for the frame in progress.
     pub fn buffered(&self) -> usize {
-        self.buf.len()
+        self.partial.as_ref().map_or(0, |p| p.buf.len())
     }
 
     /// Call at end of stream: an error if the stream ended inside a frame.
     pub fn finish(&self) -> Result<(), RtfError> {
-        if let Some(e) = &self.failed {
-            return Err((**e).clone());
+        let Some(p) = &self.partial else {
+            return Ok(());
+        };
+        if let Some(e) = &p.failed {
+            return Err(e.clone());
         }
         if self.is_at_boundary() {
             return Ok(());
         }
-        let missing = match self.expected {
-            Some(total) => (total.get() as usize).saturating_sub(self.buf.len()),
-            None if self.skipping.is_some() => self.skip as usize,
-            None => HEADER_LEN - self.buf.len(),
+        let missing = match p.expected {
+            Some(total) => (total.get() as usize).saturating_sub(p.buf.len()),
+            None if p.skipping.is_some() => p.skip as usize,
+            None => HEADER_LEN - p.buf.len(),
         };
         Err(RtfError::Truncated { missing })
     }
 
     /// Decodes all of `data`, calling `out` for each complete frame, and buffers the rest of
     /// a frame in progress. Stops at the first error (frames before it were delivered).
-    pub fn decode(&mut self, mut data: &[u8], mut out: impl FnMut(Frame)) -> Result<(), RtfError> {
+    pub fn decode(&mut self, data: &[u8], out: impl FnMut(Frame)) -> Result<(), RtfError> {
+        let max = self.max_frame_len;
+        match &mut self.partial {
+            Some(p) => {
+                let r = p.decode(max, data, out);
+                if p.is_idle() {
+                    self.partial = None;
+                }
+                r
+            }
+            None => {
+                // At a boundary: decode in a state on the stack, box it only if a frame
+                // is left in progress (or the input failed).
+                let mut p = Partial::default();
+                let r = p.decode(max, data, out);
+                if !p.is_idle() {
+                    self.partial = Some(Box::new(p));
+                }
+                r
+            }
+        }
+    }
+
+    /// Convenience: decodes `data` and appends the frames to `frames`.
+    pub fn decode_into(&mut self, data: &[u8], frames: &mut Vec<Frame>) -> Result<(), RtfError> {
+        self.decode(data, |f| frames.push(f))
+    }
+}
+
+impl Partial {
+    /// [`FrameDecoder::decode`] on this state, with the frame length limit `max_frame_len`.
+    fn decode(
+        &mut self,
+        max_frame_len: u32,
+        mut data: &[u8],
+        mut out: impl FnMut(Frame),
+    ) -> Result<(), RtfError> {
         if let Some(e) = &self.failed {
-            return Err((**e).clone());
+            return Err(e.clone());
         }
         loop {
             if let Some((frame_type, length)) = self.skipping {
@@ -536,7 +590,7 @@ impl FrameDecoder {
                     // of them (each frame is then split off it: one allocation per read,
                     // not one for each header and another for each frame's rest).
                     let whole = if self.expected.is_none() && self.buf.is_empty() {
-                        complete_frames_len(data, self.max_frame_len as usize)
+                        complete_frames_len(data, max_frame_len as usize)
                     } else {
                         0
                     };
@@ -550,7 +604,7 @@ impl FrameDecoder {
                 }
             }
             let result = match self.expected.take() {
-                None => self.parse_header().map(|()| None),
+                None => self.parse_header(max_frame_len).map(|()| None),
                 Some(total) => {
                     parse_frame(self.buf.split_to(total.get() as usize).freeze()).map(Some)
                 }
@@ -559,20 +613,15 @@ impl FrameDecoder {
                 Ok(Some(frame)) => out(frame),
                 Ok(None) => {}
                 Err(e) => {
-                    self.failed = Some(Box::new(e.clone()));
+                    self.failed = Some(e.clone());
                     return Err(e);
                 }
             }
         }
     }
 
-    /// Convenience: decodes `data` and appends the frames to `frames`.
-    pub fn decode_into(&mut self, data: &[u8], frames: &mut Vec<Frame>) -> Result<(), RtfError> {
-        self.decode(data, |f| frames.push(f))
-    }
-
     /// Validates a complete 12-byte header in `buf`; sets `expected` or starts a skip.
-    fn parse_header(&mut self) -> Result<(), RtfError> {
+    fn parse_header(&mut self, max_frame_len: u32) -> Result<(), RtfError> {
         let h: [u8; HEADER_LEN] = match self.buf.get(..HEADER_LEN).map(<[u8; HEADER_LEN]>::try_from)
         {
             Some(Ok(h)) => h,
@@ -587,10 +636,10 @@ impl FrameDecoder {
         if (length as usize) < HEADER_LEN {
             return Err(RtfError::FrameTooShort { length });
         }
-        if length > self.max_frame_len {
+        if length > max_frame_len {
             return Err(RtfError::FrameTooLong {
                 length,
-                max: self.max_frame_len as usize,
+                max: max_frame_len as usize,
             });
         }
         match frame_type {
@@ -1287,11 +1336,14 @@ mod tests {
         stream.extend_from_slice(&ping[..5]);
         d.decode_into(&stream, &mut frames).unwrap();
         assert_eq!(frames.len(), 2);
-        assert!(d.buf.capacity() > 0, "a partial frame is buffered");
+        assert!(
+            d.partial.as_ref().is_some_and(|p| p.buf.capacity() > 0),
+            "a partial frame is buffered"
+        );
         d.decode_into(&ping[5..], &mut frames).unwrap();
         assert_eq!(frames.len(), 3);
         assert!(d.is_at_boundary());
-        assert_eq!(d.buf.capacity(), 0, "nothing held at a frame boundary");
+        assert!(d.partial.is_none(), "nothing held at a frame boundary");
         // The last frame's memory is its own: the decoder holds no share of it.
         let Some(Frame::Data { payload, .. }) = frames.pop() else {
             panic!("DATA frame expected");

@@ -474,96 +474,138 @@ enum AssocIo {
     Sctp(SctpIo),
 }
 
-/// The TCP mapping's RTF state, output buffer, TLS layer and connect state (out of line:
+/// The TCP mapping's RTF state, TLS layer and connect state (out of line:
 /// see [`AssocIo`]).
 struct TcpFraming {
     rtf: RtfConnection,
-    /// Small frames, copied after `out` (one buffer for many frames; released once
-    /// written).
-    tail: BytesMut,
     /// TLS between the socket and RTF ([`tls`]); `None` = plain RTF.
     tls: Option<Box<TlsLayer>>,
     /// The peer's addresses still to try while connecting.
     next_addrs: SpillQueue<SocketAddr>,
 }
 
-/// The TCP mapping's output chunks, written in order, and how much of the front one is
-/// written: one null pointer while empty (an idle association), the write offset in the
-/// box with the chunks (not in every association's record).
+/// The TCP mapping's output, written in order: chunks (large frames, and runs of small
+/// frames copied together), then the small frames copied since (the tail), and how much of
+/// the front chunk is written. One null pointer while empty (an idle association); the box
+/// comes from the thread's spares ([`SPARE_CHUNKS`]) and goes back once all is written, so
+/// an answer or a keep-alive waiting for the batched write costs no allocation of its own.
 #[derive(Default)]
 struct Chunks(Option<Box<ChunkQueue>>);
 
+#[derive(Default)]
 struct ChunkQueue {
-    /// Never empty while boxed.
     chunks: VecDeque<Bytes>,
+    /// Small frames, copied after `chunks` (one buffer for many frames).
+    tail: BytesMut,
     /// Bytes of the front chunk already written (a chunk is at most one RTF frame, whose
     /// length is a `u32`).
     front_off: u32,
 }
 
+/// Spare [`ChunkQueue`]s kept per thread, at most this many.
+const SPARE_CHUNKS: usize = 64;
+/// A spare keeps its tail buffer up to this capacity (the frames of an answer or two).
+const SPARE_TAIL_BYTES: usize = 1024;
+
+thread_local! {
+    /// The spare output queues of [`Chunks`] (per thread: a driver runs on one).
+    #[allow(clippy::vec_box)]
+    static SPARE_TCP: RefCell<Vec<Box<ChunkQueue>>> = const { RefCell::new(Vec::new()) };
+}
+
 impl Chunks {
+    /// Nothing to write (boxed only while something is).
     fn is_empty(&self) -> bool {
         self.0.is_none()
     }
 
-    /// Number of chunks.
-    fn len(&self) -> usize {
-        self.0.as_ref().map_or(0, |q| q.chunks.len())
-    }
-
-    fn push_back(&mut self, c: Bytes) {
-        self.0
-            .get_or_insert_with(|| {
-                Box::new(ChunkQueue {
-                    chunks: VecDeque::new(),
-                    front_off: 0,
-                })
-            })
-            .chunks
-            .push_back(c);
-    }
-
-    /// The bytes still to write, chunk by chunk (the front one from its write offset).
-    fn unwritten(&self) -> impl Iterator<Item = &[u8]> {
-        self.0.iter().flat_map(|q| {
-            q.chunks.iter().enumerate().map(|(i, c)| {
-                if i == 0 {
-                    c.get(q.front_off as usize..).unwrap_or_default()
-                } else {
-                    c.as_ref()
-                }
-            })
+    fn queue(&mut self) -> &mut ChunkQueue {
+        self.0.get_or_insert_with(|| {
+            SPARE_TCP
+                .try_with(|s| s.borrow_mut().pop())
+                .ok()
+                .flatten()
+                .unwrap_or_default()
         })
     }
 
-    /// The unwritten part of the front chunk.
+    /// Appends one chunk of the RTF byte stream: copied into the tail when small, after
+    /// the tail (which becomes a chunk of its own) when not.
+    fn push(&mut self, c: Bytes) {
+        if c.is_empty() {
+            return;
+        }
+        let q = self.queue();
+        if c.len() <= COALESCE_MAX {
+            q.tail.extend_from_slice(&c);
+        } else {
+            if !q.tail.is_empty() {
+                let t = q.tail.split().freeze();
+                q.chunks.push_back(t);
+            }
+            q.chunks.push_back(c);
+        }
+    }
+
+    /// Runs `f` on the tail (to encode frames into it); returns the bytes it added.
+    fn append_tail<E>(
+        &mut self,
+        f: impl FnOnce(&mut BytesMut) -> Result<(), E>,
+    ) -> Result<usize, E> {
+        let tail = &mut self.queue().tail;
+        let before = tail.len();
+        let r = f(tail);
+        let added = tail.len().saturating_sub(before);
+        self.settle();
+        r.map(|()| added)
+    }
+
+    /// The bytes still to write, piece by piece: the chunks (the front one from its write
+    /// offset), then the tail.
+    fn unwritten(&self) -> impl Iterator<Item = &[u8]> {
+        self.0.iter().flat_map(|q| {
+            q.chunks
+                .iter()
+                .enumerate()
+                .map(|(i, c)| {
+                    if i == 0 {
+                        c.get(q.front_off as usize..).unwrap_or_default()
+                    } else {
+                        c.as_ref()
+                    }
+                })
+                .chain((!q.tail.is_empty()).then_some(&q.tail[..]))
+        })
+    }
+
+    /// The unwritten part of the front piece.
     fn front(&self) -> Option<&[u8]> {
         self.unwritten().next()
     }
 
-    /// `n` more bytes of the front chunk were written (at most its unwritten part); it is
-    /// dropped once it is all written.
+    /// `n` more bytes of the front piece were written (at most its unwritten part); a
+    /// chunk is dropped once it is all written.
     fn advance_front(&mut self, n: usize) {
         let Some(q) = self.0.as_mut() else {
             return;
         };
-        let Some(front) = q.chunks.front() else {
-            return;
-        };
-        let off = (q.front_off as usize).saturating_add(n);
-        if off >= front.len() {
-            q.chunks.pop_front();
-            q.front_off = 0;
-            if q.chunks.is_empty() {
-                self.0 = None;
+        if let Some(front) = q.chunks.front() {
+            let off = (q.front_off as usize).saturating_add(n);
+            if off >= front.len() {
+                q.chunks.pop_front();
+                q.front_off = 0;
+            } else {
+                q.front_off = u32::try_from(off).unwrap_or(u32::MAX);
             }
         } else {
-            q.front_off = u32::try_from(off).unwrap_or(u32::MAX);
+            let k = n.min(q.tail.len());
+            bytes::Buf::advance(&mut q.tail, k);
         }
+        self.settle();
     }
 
-    /// `n` bytes were written from the front: drops the chunks written out and advances
-    /// into the next; returns the part of `n` beyond all chunks.
+    /// `n` bytes were written from the front: drops the pieces written out and advances
+    /// into the next; returns the part of `n` beyond all of them.
     fn consume(&mut self, mut n: usize) -> usize {
         while n > 0 {
             let Some(rest) = self.front().map(<[u8]>::len) else {
@@ -575,6 +617,45 @@ impl Chunks {
         }
         n
     }
+
+    /// Gives the queue back to the spares once everything is written.
+    fn settle(&mut self) {
+        if self
+            .0
+            .as_ref()
+            .is_some_and(|q| q.chunks.is_empty() && q.tail.is_empty())
+        {
+            self.release();
+        }
+    }
+
+    /// Gives the queue, emptied, to the spares (its buffers if small), or drops it.
+    fn release(&mut self) {
+        let Some(mut q) = self.0.take() else {
+            return;
+        };
+        q.chunks.clear();
+        q.front_off = 0;
+        q.tail.clear();
+        if q.tail.capacity() > SPARE_TAIL_BYTES {
+            q.tail = BytesMut::new();
+        }
+        if q.chunks.capacity() > SPARE_QUEUE_SLOTS {
+            q.chunks = VecDeque::new();
+        }
+        let _ = SPARE_TCP.try_with(|s| {
+            let mut s = s.borrow_mut();
+            if s.len() < SPARE_CHUNKS {
+                s.push(q);
+            }
+        });
+    }
+}
+
+impl Drop for Chunks {
+    fn drop(&mut self) {
+        self.release();
+    }
 }
 
 /// The TCP mapping's I/O state in an association's record: 24 bytes, so that [`AssocIo`]
@@ -584,7 +665,7 @@ struct TcpIo {
     stream: TcpStream,
     framing: Box<TcpFraming>,
     connecting: bool,
-    /// Output chunks, written in order, then `tail`.
+    /// Output, written in order.
     out: Chunks,
     write_shut: bool,
     peer_eof: bool,
@@ -603,7 +684,6 @@ impl TcpIo {
             stream,
             framing: Box::new(TcpFraming {
                 rtf,
-                tail: BytesMut::new(),
                 tls,
                 next_addrs: SpillQueue::from(next_addrs),
             }),
@@ -637,36 +717,14 @@ impl TcpIo {
                     break;
                 }
             }
-            if self.out.is_empty() && !self.framing.tail.is_empty() {
-                let n = tls.write_plain(&self.framing.tail)?;
-                moved += n;
-                let n = n.min(self.framing.tail.len());
-                bytes::Buf::advance(&mut self.framing.tail, n);
-                if self.framing.tail.is_empty() {
-                    // Written out: an idle association keeps no output buffer.
-                    self.framing.tail = BytesMut::new();
-                }
-            }
             queued.sub(moved);
             if !tls.write_records(&mut self.stream)? {
                 return Ok(());
             }
-            if moved == 0 || (self.out.is_empty() && self.framing.tail.is_empty()) {
+            if moved == 0 || self.out.is_empty() {
                 // Everything is out, or the layer takes no plaintext yet (handshake).
                 return Ok(());
             }
-        }
-    }
-
-    /// Appends one chunk of the RTF byte stream to the output.
-    fn push_chunk(&mut self, c: Bytes) {
-        if c.len() <= COALESCE_MAX {
-            self.framing.tail.extend_from_slice(&c);
-        } else {
-            if !self.framing.tail.is_empty() {
-                self.out.push_back(self.framing.tail.split().freeze());
-            }
-            self.out.push_back(c);
         }
     }
 
@@ -676,13 +734,13 @@ impl TcpIo {
         let mut n = 0;
         while let Some(c) = self.framing.rtf.poll_transmit(now_us) {
             n += c.len();
-            self.push_chunk(c);
+            self.out.push(c);
         }
         n
     }
 
     fn output_empty(&self) -> bool {
-        self.out.is_empty() && self.framing.tail.is_empty()
+        self.out.is_empty()
     }
 }
 
@@ -919,12 +977,12 @@ impl Assoc {
                 };
                 self.queued.add(t.take_rtf_transmit(now_us));
                 if data.len() <= COALESCE_MAX {
-                    let before = t.framing.tail.len();
-                    t.framing
-                        .rtf
-                        .send_into(now_us, ppid, stream, false, &data, &mut t.framing.tail)
+                    let rtf = &mut t.framing.rtf;
+                    let added = t
+                        .out
+                        .append_tail(|tail| rtf.send_into(now_us, ppid, stream, false, &data, tail))
                         .map_err(map)?;
-                    self.queued.add(t.framing.tail.len() - before);
+                    self.queued.add(added);
                 } else {
                     t.framing.rtf.send(ppid, stream, false, data).map_err(map)?;
                 }
@@ -994,13 +1052,6 @@ impl Assoc {
                             n = i + 1;
                         }
                     }
-                    if n == t.out.len()
-                        && !t.framing.tail.is_empty()
-                        && let Some(s) = slices.get_mut(n)
-                    {
-                        *s = IoSlice::new(&t.framing.tail);
-                        n += 1;
-                    }
                     let r = if n == 1 {
                         // One buffer: plain write (cheaper than writev for the kernel).
                         t.stream.write(slices.first().map_or(&[][..], |s| &s[..]))
@@ -1012,18 +1063,9 @@ impl Assoc {
                             self.write_failed = Some(DownReason::Lost);
                             return;
                         }
-                        Ok(mut written) => {
+                        Ok(written) => {
                             self.queued.sub(written);
-                            written = t.out.consume(written);
-                            if written > 0 {
-                                let k = written.min(t.framing.tail.len());
-                                bytes::Buf::advance(&mut t.framing.tail, k);
-                                if t.framing.tail.is_empty() {
-                                    // Written out: an idle association keeps no output
-                                    // buffer (the next frames get a new one).
-                                    t.framing.tail = BytesMut::new();
-                                }
-                            }
+                            t.out.consume(written);
                         }
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -2772,6 +2814,19 @@ mod layout_tests {
         assert_eq!(size_of::<Option<NonZeroU32>>(), 4);
     }
 
+    /// A TCP association's out-of-line state is 88 bytes (a 96-byte allocation): an idle
+    /// RTF connection keeps no decoder state and no output buffer of its own.
+    #[test]
+    fn a_tcp_association_boxes_88_bytes() {
+        assert_eq!(size_of::<rserpool_proto::rtf::FrameDecoder>(), 16);
+        assert!(
+            size_of::<RtfConnection>() <= 72,
+            "{}",
+            size_of::<RtfConnection>()
+        );
+        assert!(size_of::<TcpFraming>() <= 88, "{}", size_of::<TcpFraming>());
+    }
+
     #[test]
     fn the_queue_count_saturates_instead_of_wrapping() {
         let mut q = Queued::default();
@@ -2812,32 +2867,71 @@ mod layout_tests {
             5,
             "nothing to consume: all of it is left over"
         );
-        c.push_back(Bytes::from_static(b"abcde"));
-        c.push_back(Bytes::from_static(b"fgh"));
-        c.push_back(Bytes::from_static(b"ij"));
-        assert_eq!(c.len(), 3);
+        // Small pieces are copied together into the tail; a large one is a chunk of its
+        // own, after the tail so far (now a chunk too).
+        c.push(Bytes::from_static(b"abc"));
+        c.push(Bytes::from_static(b"de"));
+        assert_eq!(c.unwritten().collect::<Vec<_>>(), [&b"abcde"[..]]);
+        let large = Bytes::from(vec![7u8; COALESCE_MAX + 1]);
+        c.push(large.clone());
+        c.push(Bytes::from_static(b"xy"));
+        assert_eq!(
+            c.unwritten().collect::<Vec<_>>(),
+            [&b"abcde"[..], &large[..], b"xy"]
+        );
         assert_eq!(c.consume(2), 0);
         assert_eq!(
             c.unwritten().collect::<Vec<_>>(),
-            [&b"cde"[..], b"fgh", b"ij"]
+            [&b"cde"[..], &large[..], b"xy"]
         );
         // Across the end of the first chunk into the second.
-        assert_eq!(c.consume(4), 0);
-        assert_eq!((c.len(), c.front()), (2, Some(&b"gh"[..])));
+        assert_eq!(c.consume(3 + 10), 0);
+        assert_eq!(c.front(), Some(&large[10..]));
+        c.advance_front(large.len() - 11);
+        assert_eq!(c.front(), Some(&[7u8][..]));
         c.advance_front(1);
-        assert_eq!(c.front(), Some(&b"h"[..]));
+        assert_eq!(c.front(), Some(&b"xy"[..]));
+        // Into the tail, then beyond it: the rest is reported.
         c.advance_front(1);
-        assert_eq!((c.len(), c.front()), (1, Some(&b"ij"[..])));
-        // Beyond the last chunk: the rest is reported (it went into the tail buffer).
-        assert_eq!(c.consume(5), 3);
+        assert_eq!(c.front(), Some(&b"y"[..]));
+        assert_eq!(c.consume(5), 4);
         assert!(
             c.is_empty() && c.0.is_none(),
             "an empty output holds no memory"
         );
-        // An empty chunk is dropped by a zero advance.
-        c.push_back(Bytes::new());
-        assert_eq!(c.front(), Some(&b""[..]));
-        c.advance_front(0);
+        // An empty piece is not queued; an encoder that adds nothing leaves nothing boxed.
+        c.push(Bytes::new());
         assert!(c.is_empty());
+        assert_eq!(c.append_tail(|_| Err::<(), ()>(())), Err(()));
+        assert!(c.is_empty() && c.0.is_none());
+        assert_eq!(
+            c.append_tail(|t| {
+                t.extend_from_slice(b"frame");
+                Ok::<(), ()>(())
+            }),
+            Ok(5)
+        );
+        assert_eq!(c.front(), Some(&b"frame"[..]));
+    }
+
+    #[test]
+    fn written_tcp_output_queues_are_reused() {
+        let spares = || SPARE_TCP.with(|s| s.borrow().len());
+        SPARE_TCP.with(|s| s.borrow_mut().clear());
+        let mut c = Chunks::default();
+        c.push(Bytes::from_static(b"keep-alive"));
+        assert_eq!(spares(), 0);
+        assert_eq!(c.consume(10), 0);
+        assert_eq!(spares(), 1, "written out: the queue went to the spares");
+        c.push(Bytes::from_static(b"answer"));
+        assert_eq!(spares(), 0, "the next output took it");
+        drop(c);
+        assert_eq!(spares(), 1, "dropped with output: emptied and kept");
+        // A large tail buffer is not kept with the spare.
+        let mut d = Chunks::default();
+        d.push(Bytes::from(vec![1u8; SPARE_TAIL_BYTES + 1]));
+        d.consume(SPARE_TAIL_BYTES + 1);
+        let kept = SPARE_TCP.with(|s| s.borrow().last().map(|q| q.tail.capacity()));
+        assert_eq!(kept, Some(0));
     }
 }
