@@ -155,6 +155,10 @@ for p in $PHASES; do
             sleep 8
             n=$(pes_of h2 $H3)
             echo "$impl joiner holds $n PEs after 8 s" | tee -a "$OUT/join.txt"
+            # The joiner's page faults and CPU time so far (/proc/PID/stat fields 10, 12, 14,
+            # 15: minflt, majflt, utime, stime in clock ticks).
+            awk -v impl=$impl -v hz="$(getconf CLK_TCK)" '{ printf "%s joiner minflt %d majflt %d utime %.0f ms stime %.0f ms\n", impl, $10, $12, $14 * 1000 / hz, $15 * 1000 / hz }' \
+                "/proc/$JP/stat" 2>/dev/null | tee -a "$OUT/join.txt"
             kill $JP
             wait $JP 2>/dev/null
             sleep 1
