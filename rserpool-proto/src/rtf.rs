@@ -473,8 +473,7 @@ impl FrameDecoder {
     /// at least 12 + 65,536 so that every conformant payload is accepted.
     pub fn new(max_frame_len: usize) -> Self {
         FrameDecoder {
-            max_frame_len: u32::try_from(max_frame_len.max(HEADER_LEN + MIN_ACCEPTED_PAYLOAD))
-                .unwrap_or(u32::MAX),
+            max_frame_len: frame_limit(max_frame_len),
             partial: None,
         }
     }
@@ -498,13 +497,66 @@ impl FrameDecoder {
 
     /// Call at end of stream: an error if the stream ended inside a frame.
     pub fn finish(&self) -> Result<(), RtfError> {
-        let Some(p) = &self.partial else {
+        Partial::finish(self.partial.as_deref())
+    }
+
+    /// Decodes all of `data`, calling `out` for each complete frame, and buffers the rest of
+    /// a frame in progress. Stops at the first error (frames before it were delivered).
+    pub fn decode(&mut self, data: &[u8], out: impl FnMut(Frame)) -> Result<(), RtfError> {
+        Partial::decode_in(&mut self.partial, self.max_frame_len, data, out)
+    }
+
+    /// Convenience: decodes `data` and appends the frames to `frames`.
+    pub fn decode_into(&mut self, data: &[u8], frames: &mut Vec<Frame>) -> Result<(), RtfError> {
+        self.decode(data, |f| frames.push(f))
+    }
+}
+
+/// A frame length limit as decoders keep it: at least 12 + 65,536, at most `u32::MAX`.
+fn frame_limit(max_frame_len: usize) -> u32 {
+    u32::try_from(max_frame_len.max(HEADER_LEN + MIN_ACCEPTED_PAYLOAD)).unwrap_or(u32::MAX)
+}
+
+impl Partial {
+    /// [`FrameDecoder::decode`] on the state `slot` (`None` at a frame boundary), with the
+    /// frame length limit `max_frame_len`: a decoder's whole work, shared with
+    /// [`RtfConnection`], which keeps the same two fields without a decoder's padding.
+    fn decode_in(
+        slot: &mut Option<Box<Partial>>,
+        max_frame_len: u32,
+        data: &[u8],
+        out: impl FnMut(Frame),
+    ) -> Result<(), RtfError> {
+        match slot {
+            Some(p) => {
+                let r = p.decode(max_frame_len, data, out);
+                if p.is_idle() {
+                    *slot = None;
+                }
+                r
+            }
+            None => {
+                // At a boundary: decode in a state on the stack, box it only if a frame
+                // is left in progress (or the input failed).
+                let mut p = Partial::default();
+                let r = p.decode(max_frame_len, data, out);
+                if !p.is_idle() {
+                    *slot = Some(Box::new(p));
+                }
+                r
+            }
+        }
+    }
+
+    /// [`FrameDecoder::finish`] on the state `p` (`None` at a frame boundary).
+    fn finish(p: Option<&Partial>) -> Result<(), RtfError> {
+        let Some(p) = p else {
             return Ok(());
         };
         if let Some(e) = &p.failed {
             return Err(e.clone());
         }
-        if self.is_at_boundary() {
+        if p.buf.is_empty() && p.skipping.is_none() {
             return Ok(());
         }
         let missing = match p.expected {
@@ -515,38 +567,6 @@ impl FrameDecoder {
         Err(RtfError::Truncated { missing })
     }
 
-    /// Decodes all of `data`, calling `out` for each complete frame, and buffers the rest of
-    /// a frame in progress. Stops at the first error (frames before it were delivered).
-    pub fn decode(&mut self, data: &[u8], out: impl FnMut(Frame)) -> Result<(), RtfError> {
-        let max = self.max_frame_len;
-        match &mut self.partial {
-            Some(p) => {
-                let r = p.decode(max, data, out);
-                if p.is_idle() {
-                    self.partial = None;
-                }
-                r
-            }
-            None => {
-                // At a boundary: decode in a state on the stack, box it only if a frame
-                // is left in progress (or the input failed).
-                let mut p = Partial::default();
-                let r = p.decode(max, data, out);
-                if !p.is_idle() {
-                    self.partial = Some(Box::new(p));
-                }
-                r
-            }
-        }
-    }
-
-    /// Convenience: decodes `data` and appends the frames to `frames`.
-    pub fn decode_into(&mut self, data: &[u8], frames: &mut Vec<Frame>) -> Result<(), RtfError> {
-        self.decode(data, |f| frames.push(f))
-    }
-}
-
-impl Partial {
     /// [`FrameDecoder::decode`] on this state, with the frame length limit `max_frame_len`.
     fn decode(
         &mut self,
@@ -818,8 +838,10 @@ enum State {
 /// [`poll_event`](Self::poll_event)s, and arm a timer for [`poll_timeout`](Self::poll_timeout).
 #[derive(Debug)]
 pub struct RtfConnection {
-    /// Our heartbeat interval (ms, at least 1); the frame limit is the decoder's.
+    /// Our heartbeat interval (ms, at least 1).
     heartbeat_interval_ms: u32,
+    /// The decoder's frame length limit ([`FrameDecoder::max_frame_len`]).
+    max_frame_len: u32,
     /// Round-trip time of the last answered HEARTBEAT plus one (µs, saturated; 0 = none):
     /// four bytes instead of an `Option<u64>`'s sixteen, in every connection.
     rtt_us_plus_one: u32,
@@ -827,7 +849,9 @@ pub struct RtfConnection {
     state: State,
     hello_sent: bool,
     peer: Option<Hello>,
-    decoder: FrameDecoder,
+    /// The decoder's frame in progress ([`FrameDecoder`]'s state, kept here without the
+    /// decoder's padding: an RTF connection is 64 bytes).
+    partial: Option<Box<Partial>>,
     transmit: SpillQueue<Bytes>,
     events: SpillQueue<RtfEvent>,
     /// Before the peer's HELLO: when the connection was made; from the HELLO on: when
@@ -868,7 +892,8 @@ impl RtfConnection {
             state: State::AwaitHello,
             hello_sent: false,
             peer: None,
-            decoder: FrameDecoder::new(config.max_frame_len),
+            max_frame_len: frame_limit(config.max_frame_len),
+            partial: None,
             transmit: SpillQueue::default(),
             events: SpillQueue::default(),
             last_received_us: now_us,
@@ -891,7 +916,7 @@ impl RtfConnection {
     pub fn config(&self) -> RtfConfig {
         RtfConfig {
             heartbeat_interval_ms: self.heartbeat_interval_ms,
-            max_frame_len: self.decoder.max_frame_len(),
+            max_frame_len: self.max_frame_len as usize,
         }
     }
 
@@ -917,7 +942,7 @@ impl RtfConnection {
 
     /// Largest payload [`send`](Self::send) accepts.
     pub fn max_payload_len(&self) -> usize {
-        self.decoder.max_frame_len() - HEADER_LEN
+        self.max_frame_len as usize - HEADER_LEN
     }
 
     /// Queues one user message as a DATA frame. Allowed before the peer's HELLO (it then
@@ -998,10 +1023,10 @@ impl RtfConnection {
         if self.state == State::Closed || data.is_empty() {
             return;
         }
-        // Frames are handled as they are decoded (the decoder is moved out meanwhile; the
-        // stand-in allocates nothing): no per-connection frame list to keep.
-        let mut decoder = core::mem::replace(&mut self.decoder, FrameDecoder::new(0));
-        let result = decoder.decode(data, |frame| {
+        // Frames are handled as they are decoded (the decoder's state is moved out
+        // meanwhile): no per-connection frame list to keep.
+        let mut partial = self.partial.take();
+        let result = Partial::decode_in(&mut partial, self.max_frame_len, data, |frame| {
             if self.state != State::Closed {
                 match self.handle_frame(now_us, frame) {
                     Ok(Some(ev)) => events.push_back(ev),
@@ -1010,7 +1035,7 @@ impl RtfConnection {
                 }
             }
         });
-        self.decoder = decoder;
+        self.partial = partial;
         if self.state == State::Up {
             // Up (the peer's HELLO may have been in this input): the dead-peer timer runs
             // from now; before that it runs from the connection's creation.
@@ -1040,7 +1065,7 @@ impl RtfConnection {
         if self.state == State::Closed {
             return;
         }
-        let e = match self.decoder.finish() {
+        let e = match Partial::finish(self.partial.as_deref()) {
             Ok(()) if self.state == State::Up => {
                 self.state = State::Closed;
                 self.events.push_back(RtfEvent::PeerShutdown);

@@ -56,7 +56,6 @@ use mio::{Interest, Registry, Token};
 use rserpool_core::paged::PagedVec;
 use rserpool_core::{AssocId, Protocol};
 use rserpool_proto::rtf::{ChannelKind, ChannelKinds, RtfConfig, RtfConnection, RtfEvent};
-use rserpool_proto::spill::SpillQueue;
 use sctp::socket::{SctpOptions, SctpSocket};
 use sctp::sys;
 use socket2::{Domain, SockRef, Socket, Type};
@@ -478,10 +477,30 @@ enum AssocIo {
 /// see [`AssocIo`]).
 struct TcpFraming {
     rtf: RtfConnection,
+    /// TLS, and the peer's further addresses while connecting; `None` for a plain RTF
+    /// connection that is connected (nearly all of them): one pointer for both.
+    extra: Option<Box<TcpExtra>>,
+}
+
+/// What only some TCP connections have ([`TcpFraming::extra`]).
+#[derive(Default)]
+struct TcpExtra {
     /// TLS between the socket and RTF ([`tls`]); `None` = plain RTF.
     tls: Option<Box<TlsLayer>>,
     /// The peer's addresses still to try while connecting.
-    next_addrs: SpillQueue<SocketAddr>,
+    next_addrs: VecDeque<SocketAddr>,
+}
+
+impl TcpExtra {
+    /// The TLS layer of a connection's `extra`.
+    fn tls(extra: &Option<Box<TcpExtra>>) -> Option<&TlsLayer> {
+        extra.as_ref()?.tls.as_deref()
+    }
+
+    /// The TLS layer of a connection's `extra`, to use.
+    fn tls_mut(extra: &mut Option<Box<TcpExtra>>) -> Option<&mut TlsLayer> {
+        extra.as_mut()?.tls.as_deref_mut()
+    }
 }
 
 /// The TCP mapping's output, written in order: chunks (large frames, and runs of small
@@ -684,8 +703,8 @@ impl TcpIo {
             stream,
             framing: Box::new(TcpFraming {
                 rtf,
-                tls,
-                next_addrs: SpillQueue::from(next_addrs),
+                extra: (tls.is_some() || !next_addrs.is_empty())
+                    .then(|| Box::new(TcpExtra { tls, next_addrs })),
             }),
             connecting,
             out: Chunks::default(),
@@ -696,14 +715,14 @@ impl TcpIo {
 
     /// Nothing waits to be written: no RTF output and no TLS record.
     fn all_written(&self) -> bool {
-        self.out.is_empty() && self.framing.tls.as_ref().is_none_or(|l| !l.wants_write())
+        self.out.is_empty() && TcpExtra::tls(&self.framing.extra).is_none_or(|l| !l.wants_write())
     }
 
     /// TLS: moves the output into the TLS layer as plaintext (as far as it takes it) and
     /// its records to the socket, until everything is out or the socket is full.
     /// `queued` is decreased by the plaintext handed over.
     fn flush_tls(&mut self, queued: &mut Queued) -> io::Result<()> {
-        let Some(tls) = self.framing.tls.as_mut() else {
+        let Some(tls) = TcpExtra::tls_mut(&mut self.framing.extra) else {
             return Ok(());
         };
         loop {
@@ -1022,14 +1041,14 @@ impl Assoc {
                 if t.connecting || t.write_shut {
                     return;
                 }
-                if t.framing.tls.is_some() {
+                if TcpExtra::tls(&t.framing.extra).is_some() {
                     if let Err(e) = t.flush_tls(&mut self.queued) {
                         self.write_failed = Some(down_reason(&e));
                         return;
                     }
                     if t.output_empty() && self.linger_until.is_some() {
                         // Graceful close: close_notify after the last frame, then FIN.
-                        if let Some(l) = t.framing.tls.as_mut() {
+                        if let Some(l) = TcpExtra::tls_mut(&mut t.framing.extra) {
                             l.close_notify();
                         }
                         match t.flush_tls(&mut self.queued) {
@@ -1198,7 +1217,12 @@ impl Assoc {
             }
             t.connecting = false;
             // Connected: the peer's other addresses are not needed any more.
-            t.framing.next_addrs.clear();
+            if let Some(x) = t.framing.extra.as_mut() {
+                x.next_addrs = VecDeque::new();
+                if x.tls.is_none() {
+                    t.framing.extra = None;
+                }
+            }
             do_read = true;
             let _ = t.stream.set_nodelay(true);
         }
@@ -1207,7 +1231,7 @@ impl Assoc {
         let mut tls_err = None;
         if do_read
             && !t.peer_eof
-            && let Some(tls) = t.framing.tls.as_mut()
+            && let Some(tls) = TcpExtra::tls_mut(&mut t.framing.extra)
         {
             self.read_pending = false;
             let mut budget = TLS_READ_BUDGET;
@@ -1276,7 +1300,7 @@ impl Assoc {
             // nothing more reaches RTF. Send the alert rustls queued, then close.
             let peer = t.stream.peer_addr().ok();
             tracing::warn!(?peer, "TLS failed: {e}; connection closed");
-            if let Some(l) = t.framing.tls.as_mut() {
+            if let Some(l) = TcpExtra::tls_mut(&mut t.framing.extra) {
                 let _ = l.write_records(&mut t.stream);
             }
             ctx.rtf_events.clear();
@@ -1921,7 +1945,12 @@ impl Transports {
                 && a.attached
             {
                 let _ = self.registry.deregister(&mut t.stream);
-                while let Some(next) = t.framing.next_addrs.pop_front() {
+                while let Some(next) = t
+                    .framing
+                    .extra
+                    .as_mut()
+                    .and_then(|x| x.next_addrs.pop_front())
+                {
                     if let Ok(stream) = connect_tcp(next) {
                         t.stream = stream;
                         if self
@@ -2814,17 +2843,18 @@ mod layout_tests {
         assert_eq!(size_of::<Option<NonZeroU32>>(), 4);
     }
 
-    /// A TCP association's out-of-line state is 88 bytes (a 96-byte allocation): an idle
-    /// RTF connection keeps no decoder state and no output buffer of its own.
+    /// A TCP association's out-of-line state is 72 bytes (an 80-byte allocation): an idle
+    /// RTF connection keeps no decoder state and no output buffer of its own, and a plain
+    /// connected one no TLS or connect state.
     #[test]
-    fn a_tcp_association_boxes_88_bytes() {
+    fn a_tcp_association_boxes_72_bytes() {
         assert_eq!(size_of::<rserpool_proto::rtf::FrameDecoder>(), 16);
         assert!(
-            size_of::<RtfConnection>() <= 72,
+            size_of::<RtfConnection>() <= 64,
             "{}",
             size_of::<RtfConnection>()
         );
-        assert!(size_of::<TcpFraming>() <= 88, "{}", size_of::<TcpFraming>());
+        assert!(size_of::<TcpFraming>() <= 72, "{}", size_of::<TcpFraming>());
     }
 
     #[test]
