@@ -14,7 +14,10 @@
 #   are held, so what heaptrack reports as not freed is exactly what was live:
 #     heaptrack_print -f OUT/registrar.zst --flamegraph-cost-type leaked -F OUT/leaked.stacks
 #   (then sum the stacks by their deepest frame of ours).
-# Both: rspload.txt (registrar_rss_per_pe, registrar_anon_per_pe).
+# Both: rspload.txt (registrar_rss_per_pe, registrar_anon_per_pe). The load runs 20 s, so
+# that it still holds its PEs when the figures are taken (at 12 s; SIGKILL at 9 s).
+# On a host without kernel SCTP the same script measures the TCP mapping (N at most the
+# open-file hard limit; the `ulimit -n` above it fails and is ignored).
 set -u
 cd "$(dirname "$0")/.."
 MODE=${MODE:-stats}
@@ -37,7 +40,7 @@ live)
 esac
 grep -E "VmRSS|RssAnon" "/proc/$rp/status" >"$OUT/before.txt"
 "$B/rspload" -registrar=127.0.0.1:3863 -asapannounce=off -loglevel=1 -pes="$N" \
-    -mode=keepalive-only -duration=8 -registrarpid="$rp" >"$OUT/rspload.txt" 2>&1 &
+    -mode=keepalive-only -duration=20 -registrarpid="$rp" >"$OUT/rspload.txt" 2>&1 &
 lp=$!
 case $MODE in
 live)
@@ -47,7 +50,7 @@ live)
     sleep 12
     grep -E "VmRSS|RssAnon" "/proc/$rp/status" >"$OUT/during.txt"
     cat "/proc/$rp/smaps" >"$OUT/smaps.txt"
-    gdb -p "$rp" -batch -ex 'call (void)malloc_stats()' \
+    gdb -p "$rp" -batch -ex 'set language c' -ex 'call (void)malloc_stats()' \
         -ex 'call (int)malloc_info(0, (void*)stdout)' >"$OUT/gdb.txt" 2>&1 ;;
 esac
 wait $lp
