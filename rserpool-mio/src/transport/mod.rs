@@ -656,7 +656,10 @@ impl Chunks {
         q.chunks.clear();
         q.front_off = 0;
         q.tail.clear();
-        if q.tail.capacity() > SPARE_TAIL_BYTES {
+        // Keep the tail's buffer only if it is ours alone and small: reclaiming an emptied
+        // buffer makes all of its allocation the capacity again (a written-out buffer has
+        // none left after its cursor) and fails when another handle shares it.
+        if !(q.tail.try_reclaim(1) && q.tail.capacity() <= SPARE_TAIL_BYTES) {
             q.tail = BytesMut::new();
         }
         if q.chunks.capacity() > SPARE_QUEUE_SLOTS {
@@ -2957,11 +2960,17 @@ mod layout_tests {
         assert_eq!(spares(), 0, "the next output took it");
         drop(c);
         assert_eq!(spares(), 1, "dropped with output: emptied and kept");
-        // A large tail buffer is not kept with the spare.
-        let mut d = Chunks::default();
-        d.push(Bytes::from(vec![1u8; SPARE_TAIL_BYTES + 1]));
-        d.consume(SPARE_TAIL_BYTES + 1);
-        let kept = SPARE_TCP.with(|s| s.borrow().last().map(|q| q.tail.capacity()));
-        assert_eq!(kept, Some(0));
+        // A small tail buffer is kept with the spare (all of it again), a large one is not
+        // (written out, a buffer has no capacity left after its cursor, but still holds its
+        // allocation).
+        let tail_after = |n: usize| {
+            SPARE_TCP.with(|s| s.borrow_mut().clear());
+            let mut d = Chunks::default();
+            d.push(Bytes::from(vec![1u8; n]));
+            assert_eq!(d.consume(n), 0);
+            SPARE_TCP.with(|s| s.borrow_mut().pop().map(|mut q| q.tail.try_reclaim(n)))
+        };
+        assert_eq!(tail_after(100), Some(true));
+        assert_eq!(tail_after(SPARE_TAIL_BYTES + 1), Some(false));
     }
 }
