@@ -66,6 +66,7 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::num::{NonZeroU32, NonZeroU64};
 use std::ops::Range;
 use std::sync::Arc;
+use std::thread::LocalKey;
 use std::time::{Duration, Instant};
 use timers::Timers;
 use tls::{TlsLayer, TlsRead, TlsReadError};
@@ -539,13 +540,7 @@ impl Chunks {
     }
 
     fn queue(&mut self) -> &mut ChunkQueue {
-        self.0.get_or_insert_with(|| {
-            SPARE_TCP
-                .try_with(|s| s.borrow_mut().pop())
-                .ok()
-                .flatten()
-                .unwrap_or_default()
-        })
+        self.0.get_or_insert_with(|| take_spare(&SPARE_TCP))
     }
 
     /// Appends one chunk of the RTF byte stream: copied into the tail when small, after
@@ -665,13 +660,27 @@ impl Chunks {
         if q.chunks.capacity() > SPARE_QUEUE_SLOTS {
             q.chunks = VecDeque::new();
         }
-        let _ = SPARE_TCP.try_with(|s| {
-            let mut s = s.borrow_mut();
-            if s.len() < SPARE_CHUNKS {
-                s.push(q);
-            }
-        });
+        give_spare(&SPARE_TCP, q, SPARE_CHUNKS);
     }
+}
+
+/// A spare from the thread's store `spares`, or a new one.
+fn take_spare<T: Default>(spares: &'static LocalKey<RefCell<Vec<Box<T>>>>) -> Box<T> {
+    spares
+        .try_with(|s| s.borrow_mut().pop())
+        .ok()
+        .flatten()
+        .unwrap_or_default()
+}
+
+/// Gives `item` to the thread's store `spares` if it holds fewer than `max` (else drops it).
+fn give_spare<T>(spares: &'static LocalKey<RefCell<Vec<Box<T>>>>, item: Box<T>, max: usize) {
+    let _ = spares.try_with(|s| {
+        let mut s = s.borrow_mut();
+        if s.len() < max {
+            s.push(item);
+        }
+    });
 }
 
 impl Drop for Chunks {
@@ -793,13 +802,7 @@ thread_local! {
 impl OutQueue {
     fn push_back(&mut self, m: OutMsg) {
         self.0
-            .get_or_insert_with(|| {
-                SPARE
-                    .try_with(|s| s.borrow_mut().pop())
-                    .ok()
-                    .flatten()
-                    .unwrap_or_default()
-            })
+            .get_or_insert_with(|| take_spare(&SPARE))
             .push_back(m);
     }
 
@@ -833,12 +836,7 @@ impl OutQueue {
             && q.is_empty()
             && q.capacity() <= SPARE_QUEUE_SLOTS
         {
-            let _ = SPARE.try_with(|s| {
-                let mut s = s.borrow_mut();
-                if s.len() < SPARE_QUEUES {
-                    s.push(q);
-                }
-            });
+            give_spare(&SPARE, q, SPARE_QUEUES);
         }
     }
 }
