@@ -2945,6 +2945,58 @@ mod layout_tests {
         assert_eq!(c.front(), Some(&b"frame"[..]));
     }
 
+    proptest::proptest! {
+        /// The TCP output queue against a byte-string model: whatever is pushed (small pieces
+        /// into the tail, large ones as chunks of their own, frames encoded into the tail)
+        /// comes out once, in order, however the writes split it; empty ⇔ nothing left.
+        #[test]
+        fn tcp_output_is_the_pushed_byte_stream_in_order(
+            ops in proptest::collection::vec((0u8..4, 0usize..(COALESCE_MAX + 600)), 1..60)
+        ) {
+            let mut c = Chunks::default();
+            let mut model: VecDeque<u8> = VecDeque::new();
+            let mut next = 0u8;
+            let mut piece = |n: usize| {
+                let v: Vec<u8> = (0..n).map(|_| { next = next.wrapping_add(1); next }).collect();
+                v
+            };
+            for (op, n) in ops {
+                match op {
+                    0 => {
+                        let v = piece(n);
+                        model.extend(&v);
+                        c.push(Bytes::from(v));
+                    }
+                    1 => {
+                        let v = piece(n % 200);
+                        model.extend(&v);
+                        let added = c.append_tail(|t| {
+                            t.extend_from_slice(&v);
+                            Ok::<(), ()>(())
+                        });
+                        proptest::prop_assert_eq!(added, Ok(v.len()));
+                    }
+                    2 => {
+                        let rest = c.consume(n);
+                        let k = n.min(model.len());
+                        proptest::prop_assert_eq!(rest, n - k);
+                        model.drain(..k);
+                    }
+                    _ => {
+                        let front = c.front().map_or(0, <[u8]>::len);
+                        let k = n.min(front);
+                        c.advance_front(k);
+                        model.drain(..k);
+                    }
+                }
+                let out: Vec<u8> = c.unwritten().flatten().copied().collect();
+                proptest::prop_assert_eq!(&out, &model.iter().copied().collect::<Vec<u8>>());
+                proptest::prop_assert_eq!(c.is_empty(), model.is_empty());
+                proptest::prop_assert!(c.unwritten().all(|p| !p.is_empty()));
+            }
+        }
+    }
+
     #[test]
     fn written_tcp_output_queues_are_reused() {
         let spares = || SPARE_TCP.with(|s| s.borrow().len());
