@@ -456,9 +456,14 @@ struct Partial {
 }
 
 impl Partial {
+    /// No frame in progress.
+    fn at_boundary(&self) -> bool {
+        self.buf.is_empty() && self.skipping.is_none()
+    }
+
     /// At a frame boundary and not failed: nothing to keep.
     fn is_idle(&self) -> bool {
-        self.buf.is_empty() && self.skipping.is_none() && self.failed.is_none()
+        self.at_boundary() && self.failed.is_none()
     }
 }
 
@@ -485,9 +490,7 @@ impl FrameDecoder {
 
     /// True when no frame is in progress (the stream may end here).
     pub fn is_at_boundary(&self) -> bool {
-        self.partial
-            .as_ref()
-            .is_none_or(|p| p.buf.is_empty() && p.skipping.is_none())
+        self.partial.as_deref().is_none_or(Partial::at_boundary)
     }
 
     /// Bytes currently buffered for the frame in progress.
@@ -556,7 +559,7 @@ impl Partial {
         if let Some(e) = &p.failed {
             return Err(e.clone());
         }
-        if p.buf.is_empty() && p.skipping.is_none() {
+        if p.at_boundary() {
             return Ok(());
         }
         let missing = match p.expected {
