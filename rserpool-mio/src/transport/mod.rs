@@ -484,7 +484,6 @@ struct TcpFraming {
 }
 
 /// What only some TCP connections have ([`TcpFraming::extra`]).
-#[derive(Default)]
 struct TcpExtra {
     /// TLS between the socket and RTF ([`tls`]); `None` = plain RTF.
     tls: Option<Box<TlsLayer>>,
@@ -769,10 +768,6 @@ impl TcpIo {
         }
         n
     }
-
-    fn output_empty(&self) -> bool {
-        self.out.is_empty()
-    }
 }
 
 /// One queued SCTP message: PPID, stream, payload.
@@ -1047,7 +1042,7 @@ impl Assoc {
                         self.write_failed = Some(down_reason(&e));
                         return;
                     }
-                    if t.output_empty() && self.linger_until.is_some() {
+                    if t.out.is_empty() && self.linger_until.is_some() {
                         // Graceful close: close_notify after the last frame, then FIN.
                         if let Some(l) = TcpExtra::tls_mut(&mut t.framing.extra) {
                             l.close_notify();
@@ -1063,7 +1058,7 @@ impl Assoc {
                     }
                     return;
                 }
-                while !t.output_empty() {
+                while !t.out.is_empty() {
                     let mut slices = [IoSlice::new(&[]); MAX_IOV];
                     let mut n = 0;
                     for (i, c) in t.out.unwritten().take(MAX_IOV).enumerate() {
@@ -1095,7 +1090,7 @@ impl Assoc {
                         }
                     }
                 }
-                if t.output_empty() && self.linger_until.is_some() && !t.write_shut {
+                if t.out.is_empty() && self.linger_until.is_some() && !t.write_shut {
                     // Graceful close: FIN after the last queued frame.
                     let _ = t.stream.shutdown(std::net::Shutdown::Write);
                     t.write_shut = true;
