@@ -426,25 +426,19 @@ pub fn process_cpu_time(pid: Option<u32>) -> io::Result<Duration> {
         .ok_or_else(|| io::Error::new(io::ErrorKind::InvalidData, "unexpected /proc stat format"))
 }
 
-/// Resident set size (`VmRSS`, KiB) of process `pid` from `/proc/PID/status`.
-pub fn process_rss_kib(pid: u32) -> io::Result<u64> {
-    process_status_kib(pid, "VmRSS:")
-}
-
-/// Its anonymous part (`RssAnon`, KiB): heap and other private memory, without the pages
-/// of the program and its libraries (which a run pages in as it first uses their code).
-pub fn process_anon_kib(pid: u32) -> io::Result<u64> {
-    process_status_kib(pid, "RssAnon:")
-}
-
-fn process_status_kib(pid: u32, key: &str) -> io::Result<u64> {
-    let text = std::fs::read_to_string(format!("/proc/{pid}/status"))?;
-    parse_status_kib(&text, key).ok_or_else(|| {
-        io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("no {key} in /proc status"),
-        )
-    })
+/// Resident memory (KiB) of process `pid`, from one read of `/proc/PID/status`: the
+/// resident set size (`VmRSS`) and its anonymous part (`RssAnon`: heap and other private
+/// memory, without the pages of the program and its libraries, which a run pages in as it
+/// first uses their code). `None` for no process, or no such line.
+pub fn process_resident_kib(pid: Option<u32>) -> (Option<u64>, Option<u64>) {
+    let Some(text) = pid.and_then(|p| std::fs::read_to_string(format!("/proc/{p}/status")).ok())
+    else {
+        return (None, None);
+    };
+    (
+        parse_status_kib(&text, "VmRSS:"),
+        parse_status_kib(&text, "RssAnon:"),
+    )
 }
 
 /// The value (KiB) of the `key` line (e.g. `VmRSS:`) of a `/proc/PID/status` text.
@@ -600,12 +594,10 @@ impl Gen {
         let mut events = Events::with_capacity(4096);
         let started = Instant::now();
         self.reg_started_at = Some(started);
-        self.report.registrar_rss_before_kib =
-            self.cfg.registrar_pid.and_then(|p| process_rss_kib(p).ok());
-        self.report.registrar_anon_before_kib = self
-            .cfg
-            .registrar_pid
-            .and_then(|p| process_anon_kib(p).ok());
+        (
+            self.report.registrar_rss_before_kib,
+            self.report.registrar_anon_before_kib,
+        ) = process_resident_kib(self.cfg.registrar_pid);
         info!(
             "registering {} PEs with ids from {:#010x} at {:?}",
             self.pes.len(),
@@ -827,12 +819,10 @@ impl Gen {
     }
 
     fn start_measurement(&mut self, now: Instant) {
-        self.report.registrar_rss_kib =
-            self.cfg.registrar_pid.and_then(|p| process_rss_kib(p).ok());
-        self.report.registrar_anon_kib = self
-            .cfg
-            .registrar_pid
-            .and_then(|p| process_anon_kib(p).ok());
+        (
+            self.report.registrar_rss_kib,
+            self.report.registrar_anon_kib,
+        ) = process_resident_kib(self.cfg.registrar_pid);
         self.cpu_start = (
             self.cfg
                 .registrar_pid
@@ -1147,8 +1137,9 @@ mod tests {
         assert_eq!(parse_status_kib(status, "VmRSS:"), Some(6296));
         assert_eq!(parse_status_kib(status, "RssAnon:"), Some(2048));
         assert_eq!(parse_status_kib("Name: x\n", "VmRSS:"), None);
-        assert!(process_rss_kib(std::process::id()).is_ok_and(|k| k > 0));
-        assert!(process_anon_kib(std::process::id()).is_ok_and(|k| k > 0));
+        let (rss, anon) = process_resident_kib(Some(std::process::id()));
+        assert!(rss.is_some_and(|k| k > 0));
+        assert!(anon.is_some_and(|k| k > 0));
         assert!(process_cpu_time(None).is_ok());
     }
 
