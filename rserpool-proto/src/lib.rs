@@ -28,7 +28,6 @@ pub mod param;
 pub mod policy;
 pub mod rtf;
 pub mod services;
-pub mod spill;
 mod tlv;
 pub mod transport;
 

@@ -13,7 +13,6 @@
 //! Wire format (all big-endian), 12-byte header then payload, no padding between frames:
 //! `type u8 | flags u8 | stream u16 | length u32 (header + payload) | ppid u32`.
 
-use crate::spill::SpillQueue;
 use bytes::{Bytes, BytesMut};
 use core::fmt;
 use core::num::NonZeroU32;
@@ -852,15 +851,32 @@ pub struct RtfConnection {
     state: State,
     hello_sent: bool,
     peer: Option<Hello>,
-    /// The decoder's frame in progress ([`FrameDecoder`]'s state, kept here without the
-    /// decoder's padding: an RTF connection is 64 bytes).
-    partial: Option<Box<Partial>>,
-    transmit: SpillQueue<Bytes>,
-    events: SpillQueue<RtfEvent>,
+    /// The frame in progress, frames to write and events to report, out of line and only
+    /// while there are any ([`Pending`]): an idle connection keeps one null pointer for the
+    /// three, and is 48 bytes.
+    pending: Option<Box<Pending>>,
     /// Before the peer's HELLO: when the connection was made; from the HELLO on: when
     /// something last arrived (the dead-peer timer's base either way).
     last_received_us: u64,
     last_sent_us: u64,
+}
+
+/// What an [`RtfConnection`] holds only while it has any of it.
+#[derive(Debug, Default)]
+struct Pending {
+    /// The decoder's frame in progress ([`FrameDecoder`]'s state, kept without the
+    /// decoder's own fields).
+    partial: Option<Box<Partial>>,
+    /// Chunks for [`RtfConnection::poll_transmit`].
+    transmit: VecDeque<Bytes>,
+    /// Events for [`RtfConnection::poll_event`].
+    events: VecDeque<RtfEvent>,
+}
+
+impl Pending {
+    fn is_empty(&self) -> bool {
+        self.partial.is_none() && self.transmit.is_empty() && self.events.is_empty()
+    }
 }
 
 /// DATA payloads up to this size are copied behind their header into one chunk; longer ones
@@ -896,22 +912,54 @@ impl RtfConnection {
             hello_sent: false,
             peer: None,
             max_frame_len: frame_limit(config.max_frame_len),
-            partial: None,
-            transmit: SpillQueue::default(),
-            events: SpillQueue::default(),
+            pending: None,
             last_received_us: now_us,
             last_sent_us: now_us,
         }
     }
 
+    /// The pending parts, made if there were none (give them back with
+    /// [`settle`](Self::settle) once they may be empty).
+    fn pending(&mut self) -> &mut Pending {
+        self.pending.get_or_insert_with(Box::default)
+    }
+
+    /// Releases the pending parts once they hold nothing.
+    fn settle(&mut self) {
+        if self.pending.as_ref().is_some_and(|p| p.is_empty()) {
+            self.pending = None;
+        }
+    }
+
+    /// Takes the events not yet reported (leaving none).
+    fn take_events(&mut self) -> VecDeque<RtfEvent> {
+        let events = self
+            .pending
+            .as_mut()
+            .map(|p| core::mem::take(&mut p.events))
+            .unwrap_or_default();
+        self.settle();
+        events
+    }
+
+    fn transmit_is_empty(&self) -> bool {
+        self.pending.as_ref().is_none_or(|p| p.transmit.is_empty())
+    }
+
+    /// Drops every chunk not yet handed out.
+    fn clear_transmit(&mut self) {
+        if let Some(p) = self.pending.as_mut() {
+            p.transmit = VecDeque::new();
+        }
+        self.settle();
+    }
+
     fn queue_hello(&mut self, channel_kind: ChannelKind) {
-        self.transmit.push_back(
-            Frame::Hello(Hello {
-                channel_kind,
-                heartbeat_interval_ms: self.heartbeat_interval_ms,
-            })
-            .to_bytes(),
-        );
+        let hello = Frame::Hello(Hello {
+            channel_kind,
+            heartbeat_interval_ms: self.heartbeat_interval_ms,
+        });
+        self.pending().transmit.push_back(hello.to_bytes());
         self.hello_sent = true;
     }
 
@@ -971,10 +1019,11 @@ impl RtfConnection {
             let mut buf = BytesMut::with_capacity(HEADER_LEN + payload.len());
             buf.extend_from_slice(&header);
             buf.extend_from_slice(&payload);
-            self.transmit.push_back(buf.freeze());
+            self.pending().transmit.push_back(buf.freeze());
         } else {
-            self.transmit.push_back(Bytes::copy_from_slice(&header));
-            self.transmit.push_back(payload);
+            let transmit = &mut self.pending().transmit;
+            transmit.push_back(Bytes::copy_from_slice(&header));
+            transmit.push_back(payload);
         }
         Ok(())
     }
@@ -1004,7 +1053,7 @@ impl RtfConnection {
                 max: self.max_payload_len(),
             });
         }
-        if !self.transmit.is_empty() {
+        if !self.transmit_is_empty() {
             return self.send(ppid, stream, unordered, Bytes::copy_from_slice(payload));
         }
         out.extend_from_slice(&encode_data_header(unordered, stream, ppid, payload.len()));
@@ -1016,9 +1065,11 @@ impl RtfConnection {
     /// Bytes received from the peer, at time `now_us`. Frames become events; a protocol
     /// violation closes the connection with [`RtfEvent::ProtocolError`].
     pub fn handle_input(&mut self, now_us: u64, data: &[u8]) {
-        let mut events = self.events.take();
+        let mut events = self.take_events();
         self.input(now_us, data, &mut events);
-        self.events = SpillQueue::from(events);
+        if !events.is_empty() {
+            self.pending().events = events;
+        }
     }
 
     /// Decodes `data`; the events go to `events`.
@@ -1028,7 +1079,7 @@ impl RtfConnection {
         }
         // Frames are handled as they are decoded (the decoder's state is moved out
         // meanwhile): no per-connection frame list to keep.
-        let mut partial = self.partial.take();
+        let mut partial = self.pending.as_mut().and_then(|p| p.partial.take());
         let result = Partial::decode_in(&mut partial, self.max_frame_len, data, |frame| {
             if self.state != State::Closed {
                 match self.handle_frame(now_us, frame) {
@@ -1038,7 +1089,11 @@ impl RtfConnection {
                 }
             }
         });
-        self.partial = partial;
+        if partial.is_some() {
+            self.pending().partial = partial;
+        } else {
+            self.settle();
+        }
         if self.state == State::Up {
             // Up (the peer's HELLO may have been in this input): the dead-peer timer runs
             // from now; before that it runs from the connection's creation.
@@ -1057,7 +1112,7 @@ impl RtfConnection {
     /// connections keep no event memory. [`poll_event`](Self::poll_event) still returns
     /// events from the other inputs (`handle_eof`, `handle_timeout`).
     pub fn handle_input_into(&mut self, now_us: u64, data: &[u8], events: &mut VecDeque<RtfEvent>) {
-        events.extend(self.events.take());
+        events.extend(self.take_events());
         self.input(now_us, data, events);
     }
 
@@ -1068,10 +1123,11 @@ impl RtfConnection {
         if self.state == State::Closed {
             return;
         }
-        let e = match Partial::finish(self.partial.as_deref()) {
+        let partial = self.pending.as_ref().and_then(|p| p.partial.as_deref());
+        let e = match Partial::finish(partial) {
             Ok(()) if self.state == State::Up => {
                 self.state = State::Closed;
-                self.events.push_back(RtfEvent::PeerShutdown);
+                self.pending().events.push_back(RtfEvent::PeerShutdown);
                 return;
             }
             // The stream ended before the peer's HELLO.
@@ -1081,13 +1137,13 @@ impl RtfConnection {
             Err(e) => e,
         };
         let ev = self.fail(e);
-        self.events.push_back(ev);
+        self.pending().events.push_back(ev);
     }
 
     /// Closes the connection after a protocol violation; returns the event reporting it.
     fn fail(&mut self, e: RtfError) -> RtfEvent {
         self.state = State::Closed;
-        self.transmit.clear();
+        self.clear_transmit();
         RtfEvent::ProtocolError(e)
     }
 
@@ -1139,7 +1195,9 @@ impl RtfConnection {
                 payload,
             })),
             (State::Up, Frame::Heartbeat(b)) => {
-                self.transmit.push_back(Frame::HeartbeatAck(b).to_bytes());
+                self.pending()
+                    .transmit
+                    .push_back(Frame::HeartbeatAck(b).to_bytes());
                 Ok(None)
             }
             (State::Up, Frame::HeartbeatAck(b)) => {
@@ -1160,19 +1218,22 @@ impl RtfConnection {
     pub fn poll_transmit(&mut self, now_us: u64) -> Option<Bytes> {
         // Only HELLO, heartbeats and callers of `send` use this queue; an idle connection
         // keeps no memory for it (released when drained).
-        let chunk = self.transmit.pop_front()?;
+        let chunk = self.pending.as_mut()?.transmit.pop_front()?;
+        self.settle();
         self.last_sent_us = self.last_sent_us.max(now_us);
         Some(chunk)
     }
 
     /// True when [`poll_transmit`](Self::poll_transmit) has something.
     pub fn has_transmit(&self) -> bool {
-        !self.transmit.is_empty()
+        !self.transmit_is_empty()
     }
 
     /// The next event.
     pub fn poll_event(&mut self) -> Option<RtfEvent> {
-        self.events.pop_front()
+        let event = self.pending.as_mut()?.events.pop_front();
+        self.settle();
+        event
     }
 
     fn dead_deadline(&self) -> u64 {
@@ -1214,12 +1275,13 @@ impl RtfConnection {
         }
         if now_us >= self.dead_deadline() {
             self.state = State::Closed;
-            self.transmit.clear();
-            self.events.push_back(RtfEvent::Dead);
+            self.clear_transmit();
+            self.pending().events.push_back(RtfEvent::Dead);
             return;
         }
         if self.heartbeat_deadline().is_some_and(|hb| now_us >= hb) {
-            self.transmit
+            self.pending()
+                .transmit
                 .push_back(Frame::Heartbeat(now_us.to_be_bytes()).to_bytes());
             self.last_sent_us = now_us;
         }
@@ -1655,6 +1717,46 @@ mod tests {
             Err(RtfError::MessageTooLong { .. })
         ));
         assert_eq!(out.len(), before);
+    }
+
+    #[test]
+    fn an_idle_connection_is_48_bytes_and_holds_nothing_else() {
+        assert_eq!(core::mem::size_of::<RtfConnection>(), 48);
+        let mut a = RtfConnection::connector(ChannelKind::Session, cfg(1000), 0);
+        let mut b = RtfConnection::acceptor(ChannelKind::Session.into(), cfg(1000), 0);
+        assert!(a.pending.is_some(), "the HELLO waits to be written");
+        pump(&mut a, &mut b, 1);
+        pump(&mut b, &mut a, 1);
+        assert_eq!(events(&mut a).len(), 1);
+        assert_eq!(events(&mut b).len(), 1);
+        assert!(a.is_up() && b.is_up());
+        assert!(
+            a.pending.is_none() && b.pending.is_none(),
+            "up and idle: no memory"
+        );
+        // Half a frame is held until the rest arrives; then nothing again.
+        a.send(11, 0, false, Bytes::from_static(b"hello")).unwrap();
+        let frame = a.poll_transmit(2).unwrap();
+        assert!(a.pending.is_none());
+        b.handle_input(3, &frame[..5]);
+        assert!(b.pending.as_ref().is_some_and(|p| p.partial.is_some()));
+        assert!(b.poll_event().is_none());
+        b.handle_input(4, &frame[5..]);
+        assert!(matches!(b.poll_event(), Some(RtfEvent::Data { .. })));
+        assert!(b.pending.is_none());
+        // A heartbeat and its answer come and go the same way.
+        let t = a.poll_timeout().unwrap();
+        a.handle_timeout(t);
+        assert!(a.has_transmit());
+        pump(&mut a, &mut b, t);
+        assert!(a.pending.is_none());
+        pump(&mut b, &mut a, t + 5);
+        assert!(a.pending.is_none() && b.pending.is_none());
+        assert_eq!(a.last_rtt_us(), Some(5));
+        // A closed connection's last event goes with it.
+        a.handle_eof(t + 6);
+        assert_eq!(a.poll_event(), Some(RtfEvent::PeerShutdown));
+        assert!(a.pending.is_none());
     }
 
     #[test]
