@@ -372,6 +372,63 @@ fn graceful_close_delivers_queued_data_then_shutdown() {
     assert_eq!(net.b.association_count(), 0);
 }
 
+/// A graceful close whose peer never finishes its side ends as an abort once the close
+/// linger is over; before that the socket stays (half-closed: our FIN is out).
+#[test]
+fn a_graceful_close_the_peer_never_finishes_is_aborted_after_the_linger() {
+    let ca = TransportConfig {
+        close_linger: Duration::from_millis(300),
+        ..TransportConfig::default()
+    };
+    let mut net = Net::new(ca, TransportConfig::default());
+    let l = net
+        .a
+        .listen(&[any_port()], TCP, ChannelKind::AsapToRegistrar)
+        .unwrap();
+    let addr = net.a.socket_local_addrs(l).unwrap()[0];
+    let mut raw = StdStream::connect(addr).unwrap();
+    raw.write_all(&hello(ChannelKind::AsapToRegistrar, 5000))
+        .unwrap();
+    let on_a = up_assoc(&net.wait_for("Up", LIMIT, |n| take_up(&mut n.ea)));
+    assert!(net.a.close(on_a, false));
+    // Our HELLO, then our FIN: the raw peer reads to the end of our stream.
+    raw.set_read_timeout(Some(LIMIT)).unwrap();
+    let mut got = Vec::new();
+    let mut buf = [0u8; 64];
+    let started = Instant::now();
+    loop {
+        net.step();
+        match raw.read(&mut buf) {
+            Ok(0) => break,
+            Ok(n) => got.extend_from_slice(&buf[..n]),
+            Err(e) => panic!("before the linger ends: {e}"),
+        }
+        assert!(started.elapsed() < LIMIT, "no FIN");
+    }
+    let interval = TransportConfig::default()
+        .rtf_heartbeat_interval
+        .as_millis() as u32;
+    assert_eq!(got, hello(ChannelKind::AsapToRegistrar, interval));
+    assert!(
+        !net.a.is_quiet(),
+        "lingering: the socket waits for the peer's FIN"
+    );
+    net.wait_for("the linger's abort", LIMIT, |n| {
+        n.a.is_quiet().then_some(())
+    });
+    assert!(
+        started.elapsed() >= Duration::from_millis(250),
+        "not before the linger"
+    );
+    // The abort reset the connection: the peer's next write fails.
+    let reset = (0..50).any(|_| {
+        std::thread::sleep(Duration::from_millis(10));
+        raw.write_all(b"x").is_err()
+    });
+    assert!(reset, "the peer saw no reset");
+    assert!(net.ea.is_empty(), "{:?}", summarize(&net.ea));
+}
+
 #[test]
 fn abort_is_seen_as_abort() {
     let (mut net, on_a, on_b, _) = pair(TransportConfig::default(), TransportConfig::default());

@@ -63,7 +63,7 @@ use std::cell::RefCell;
 use std::collections::{HashMap, VecDeque};
 use std::io::{self, IoSlice, Read, Write};
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::num::{NonZeroU32, NonZeroU64};
+use std::num::NonZeroU32;
 use std::ops::Range;
 use std::sync::Arc;
 use std::thread::LocalKey;
@@ -415,32 +415,56 @@ struct Udp {
 }
 
 struct Assoc {
-    /// Its id: slot index and generation ([`Transports::assoc_id`]).
-    id: AssocId,
-    /// The user holds the id (false after `close` or `Down`).
-    attached: bool,
-    /// The id finds it ([`Transports::listed`]): attached, until the transports noticed it
-    /// no longer is (right after the call that detached it).
-    listed: bool,
-    /// `Up` was reported.
-    announced: bool,
-    outbound: bool,
+    /// Its id's generation ([`Transports::assoc_id`] with the slot index; the low 32 bits
+    /// of the transports' allocation count, so an id comes back only after 4 billion more
+    /// associations).
+    generation: u32,
     /// The listener that accepted it (a [`SocketId`]; ids start at 1 and fit in 32 bits,
     /// [`Transports::next_id`]).
     listener: Option<NonZeroU32>,
-    channel: Option<ChannelKind>,
     /// Bytes waiting in `io`'s queue.
     queued: Queued,
-    /// Graceful close in progress: abort at this deadline (µs, at least 1).
-    linger_until: Option<NonZeroU64>,
+    channel: Option<ChannelKind>,
     /// A write failed (what the association's `Down` will say); handled at the next
     /// timeout (scheduled immediately). The error itself is not kept: only its reason.
     write_failed: Option<DownReason>,
-    /// The read budget of one event ran out with data left: read again at once (timer 0).
-    read_pending: bool,
-    /// Listed in [`Transports::dirty`]: written out by [`Transports::flush_pending`].
-    dirty: bool,
+    /// [`Flags`]: attached, listed, announced, outbound, read pending, dirty, lingering.
+    flags: Flags,
     io: AssocIo,
+}
+
+/// An association's yes/no state, one bit each ([`Assoc::flags`]).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+struct Flags(u8);
+
+impl Flags {
+    /// The user holds the id (false after `close` or `Down`).
+    const ATTACHED: u8 = 1;
+    /// The id finds it ([`Transports::listed`]): attached, until the transports noticed it
+    /// no longer is (right after the call that detached it).
+    const LISTED: u8 = 1 << 1;
+    /// `Up` was reported.
+    const ANNOUNCED: u8 = 1 << 2;
+    /// We connected (not accepted).
+    const OUTBOUND: u8 = 1 << 3;
+    /// The read budget of one event ran out with data left: read again at once (timer 0).
+    const READ_PENDING: u8 = 1 << 4;
+    /// Listed in [`Transports::dirty`]: written out by [`Transports::flush_pending`].
+    const DIRTY: u8 = 1 << 5;
+    /// Graceful close in progress: aborted at its deadline in [`Transports::lingering`].
+    const LINGERING: u8 = 1 << 6;
+
+    fn get(self, bit: u8) -> bool {
+        self.0 & bit != 0
+    }
+
+    fn set(&mut self, bit: u8, on: bool) {
+        if on {
+            self.0 |= bit;
+        } else {
+            self.0 &= !bit;
+        }
+    }
 }
 
 /// The largest per-association queue cap ([`TransportConfig::max_queued_bytes`]): a queue
@@ -883,6 +907,8 @@ enum Fate {
 
 struct Ctx<'a> {
     now_us: u64,
+    /// The id of the association being driven.
+    id: AssocId,
     buf: &'a mut [u8],
     cfg: &'a TransportConfig,
     out: &'a mut Vec<TransportEvent>,
@@ -910,19 +936,15 @@ impl Assoc {
         listener: Option<NonZeroU32>,
         channel: Option<ChannelKind>,
     ) -> Assoc {
+        let mut flags = Flags(Flags::ATTACHED);
+        flags.set(Flags::OUTBOUND, outbound);
         Assoc {
-            id: AssocId(0),
-            attached: true,
-            listed: false,
-            announced: false,
-            outbound,
+            generation: 0,
             listener,
-            channel,
             queued: Queued::default(),
-            linger_until: None,
+            channel,
             write_failed: None,
-            read_pending: false,
-            dirty: false,
+            flags,
             io,
         }
     }
@@ -935,41 +957,41 @@ impl Assoc {
     }
 
     /// Reports `Down` (when the user can see this association) and detaches it.
-    fn down(&mut self, reason: DownReason, out: &mut Vec<TransportEvent>) {
-        if self.attached && (self.announced || self.outbound) {
-            let reason = if self.announced {
+    fn down(&mut self, id: AssocId, reason: DownReason, out: &mut Vec<TransportEvent>) {
+        if self.flags.get(Flags::ATTACHED)
+            && (self.flags.get(Flags::ANNOUNCED) || self.flags.get(Flags::OUTBOUND))
+        {
+            let reason = if self.flags.get(Flags::ANNOUNCED) {
                 reason
             } else {
                 DownReason::ConnectFailed
             };
-            out.push(TransportEvent::Down {
-                assoc: self.id,
-                reason,
-            });
+            out.push(TransportEvent::Down { assoc: id, reason });
         }
-        self.attached = false;
+        self.flags.set(Flags::ATTACHED, false);
     }
 
-    fn next_deadline(&self) -> Option<u64> {
-        if self.write_failed.is_some() || self.read_pending {
+    /// The association's next deadline; `linger`: the end of its graceful close, if closing
+    /// ([`Transports::lingering`]).
+    fn next_deadline(&self, linger: Option<u64>) -> Option<u64> {
+        if self.write_failed.is_some() || self.flags.get(Flags::READ_PENDING) {
             return Some(0);
         }
         let rtf = match &self.io {
             AssocIo::Tcp(t) => t.framing.rtf.poll_timeout(),
             AssocIo::Sctp(_) => None,
         };
-        match (rtf, self.linger_until.map(NonZeroU64::get)) {
+        match (rtf, linger) {
             (Some(a), Some(b)) => Some(a.min(b)),
             (a, b) => a.or(b),
         }
     }
 
-    fn begin_close(&mut self, now_us: u64, linger: Duration) {
-        self.attached = false;
-        if self.linger_until.is_none() {
-            self.linger_until =
-                NonZeroU64::new(now_us.saturating_add(linger.as_micros() as u64).max(1));
-        }
+    /// Detaches it for a graceful close; the transports give it its deadline
+    /// ([`Transports::settle`], [`Transports::close`]).
+    fn begin_close(&mut self) {
+        self.flags.set(Flags::ATTACHED, false);
+        self.flags.set(Flags::LINGERING, true);
     }
 
     /// Queues a message (cap already checked). TCP: the frame goes into the output at once
@@ -1042,7 +1064,7 @@ impl Assoc {
                         self.write_failed = Some(down_reason(&e));
                         return;
                     }
-                    if t.out.is_empty() && self.linger_until.is_some() {
+                    if t.out.is_empty() && self.flags.get(Flags::LINGERING) {
                         // Graceful close: close_notify after the last frame, then FIN.
                         if let Some(l) = TcpExtra::tls_mut(&mut t.framing.extra) {
                             l.close_notify();
@@ -1090,7 +1112,7 @@ impl Assoc {
                         }
                     }
                 }
-                if t.out.is_empty() && self.linger_until.is_some() && !t.write_shut {
+                if t.out.is_empty() && self.flags.get(Flags::LINGERING) && !t.write_shut {
                     // Graceful close: FIN after the last queued frame.
                     let _ = t.stream.shutdown(std::net::Shutdown::Write);
                     t.write_shut = true;
@@ -1138,7 +1160,7 @@ impl Assoc {
                         }
                     }
                 }
-                if self.linger_until.is_some() && !s.write_shut {
+                if self.flags.get(Flags::LINGERING) && !s.write_shut {
                     // Graceful close: SHUTDOWN after the queued data (SCTP_EOF).
                     let _ = s.sock.shutdown();
                     s.write_shut = true;
@@ -1149,14 +1171,15 @@ impl Assoc {
 
     fn up_event(
         &mut self,
+        id: AssocId,
         peer_addrs: Vec<SocketAddr>,
         local_addrs: Vec<SocketAddr>,
         out: &mut Vec<TransportEvent>,
     ) {
-        self.announced = true;
-        if self.attached {
+        self.flags.set(Flags::ANNOUNCED, true);
+        if self.flags.get(Flags::ATTACHED) {
             out.push(TransportEvent::Up {
-                assoc: self.id,
+                assoc: id,
                 kind: self.kind(),
                 listener: self.listener.map(|l| SocketId(u64::from(l.get()))),
                 channel: self.channel,
@@ -1229,13 +1252,13 @@ impl Assoc {
             && !t.peer_eof
             && let Some(tls) = TcpExtra::tls_mut(&mut t.framing.extra)
         {
-            self.read_pending = false;
+            self.flags.set(Flags::READ_PENDING, false);
             let mut budget = TLS_READ_BUDGET;
             let (rtf, events, now_us) = (&mut t.framing.rtf, &mut *ctx.rtf_events, ctx.now_us);
             let mut sink = |p: &[u8]| rtf.handle_input_into(now_us, p, events);
             loop {
                 if budget == 0 {
-                    self.read_pending = true;
+                    self.flags.set(Flags::READ_PENDING, true);
                     break;
                 }
                 budget -= 1;
@@ -1258,11 +1281,11 @@ impl Assoc {
                 }
             }
         } else if do_read && !t.peer_eof {
-            self.read_pending = false;
+            self.flags.set(Flags::READ_PENDING, false);
             let mut budget = READ_BUDGET;
             loop {
                 if budget == 0 {
-                    self.read_pending = true;
+                    self.flags.set(Flags::READ_PENDING, true);
                     break;
                 }
                 budget -= 1;
@@ -1300,7 +1323,7 @@ impl Assoc {
                 let _ = l.write_records(&mut t.stream);
             }
             ctx.rtf_events.clear();
-            self.down(DownReason::ProtocolError, ctx.out);
+            self.down(ctx.id, DownReason::ProtocolError, ctx.out);
             return Fate::Remove { abort: false };
         }
         if eof {
@@ -1311,13 +1334,13 @@ impl Assoc {
             return fate;
         }
         if let Some(e) = read_err {
-            self.down(down_reason(&e), ctx.out);
+            self.down(ctx.id, down_reason(&e), ctx.out);
             return Fate::Remove { abort: true };
         }
         let AssocIo::Tcp(t) = &mut self.io else {
             return Fate::Keep;
         };
-        if t.peer_eof && self.linger_until.is_some() {
+        if t.peer_eof && self.flags.get(Flags::LINGERING) {
             // Our side already closed (or is closing): the peer's FIN ends it once our
             // queue is out.
             self.flush(ctx.now_us);
@@ -1350,7 +1373,7 @@ impl Assoc {
                     self.channel = Some(channel_kind);
                     let peer = t.stream.peer_addr().ok().into_iter().collect();
                     let local = t.stream.local_addr().ok().into_iter().collect();
-                    self.up_event(peer, local, ctx.out);
+                    self.up_event(ctx.id, peer, local, ctx.out);
                 }
                 RtfEvent::Data {
                     ppid,
@@ -1358,9 +1381,9 @@ impl Assoc {
                     payload,
                     ..
                 } => {
-                    if self.attached && self.announced {
+                    if self.flags.get(Flags::ATTACHED) && self.flags.get(Flags::ANNOUNCED) {
                         ctx.out.push(TransportEvent::Message {
-                            assoc: self.id,
+                            assoc: ctx.id,
                             ppid,
                             stream,
                             data: payload,
@@ -1368,12 +1391,12 @@ impl Assoc {
                     }
                 }
                 RtfEvent::PeerShutdown => {
-                    self.down(DownReason::Shutdown, ctx.out);
+                    self.down(ctx.id, DownReason::Shutdown, ctx.out);
                     // Flush what is queued, FIN, then close (the peer has finished).
-                    self.begin_close(ctx.now_us, ctx.cfg.close_linger);
+                    self.begin_close();
                 }
                 RtfEvent::Dead => {
-                    self.down(DownReason::Lost, ctx.out);
+                    self.down(ctx.id, DownReason::Lost, ctx.out);
                     fate = Fate::Remove { abort: true };
                 }
                 RtfEvent::ProtocolError(e) => {
@@ -1381,7 +1404,7 @@ impl Assoc {
                         rserpool_proto::rtf::RtfError::Truncated { .. } => DownReason::Abort,
                         _ => DownReason::ProtocolError,
                     };
-                    self.down(reason, ctx.out);
+                    self.down(ctx.id, reason, ctx.out);
                     fate = Fate::Remove { abort: true };
                 }
             }
@@ -1404,19 +1427,19 @@ impl Assoc {
             && !readable
             && let Ok(Some(_)) | Err(_) = s.sock.take_error()
         {
-            self.down(DownReason::ConnectFailed, ctx.out);
+            self.down(ctx.id, DownReason::ConnectFailed, ctx.out);
             return Fate::Remove { abort: false };
         }
         if !readable {
             return Fate::Keep;
         }
-        self.read_pending = false;
+        self.flags.set(Flags::READ_PENDING, false);
         // Up to RECV_SLOTS messages per recvmmsg; SCTP_READ_BUDGET messages per pass.
         let mut budget = SCTP_READ_BUDGET.div_ceil(RECV_SLOTS);
         let slot = ctx.buf.len() / RECV_SLOTS;
         loop {
             if budget == 0 {
-                self.read_pending = true;
+                self.flags.set(Flags::READ_PENDING, true);
                 return Fate::Keep;
             }
             budget -= 1;
@@ -1433,7 +1456,7 @@ impl Assoc {
                     return Fate::Keep;
                 }
                 Err(e) => {
-                    self.down(down_reason(&e), ctx.out);
+                    self.down(ctx.id, down_reason(&e), ctx.out);
                     return Fate::Remove { abort: false };
                 }
             };
@@ -1452,7 +1475,7 @@ impl Assoc {
                 };
                 if r.len == 0 && !r.notification {
                     // End of stream.
-                    self.down(DownReason::Shutdown, ctx.out);
+                    self.down(ctx.id, DownReason::Shutdown, ctx.out);
                     return Fate::Remove { abort: false };
                 }
                 let start = i * slot;
@@ -1480,7 +1503,7 @@ impl Assoc {
                 }
                 if s.reasm.as_ref().map_or(0, |r| r.len()) + data.len() > ctx.cfg.max_message_len {
                     // Never buffer beyond the limit: abort the association.
-                    self.down(DownReason::ProtocolError, ctx.out);
+                    self.down(ctx.id, DownReason::ProtocolError, ctx.out);
                     return Fate::Remove { abort: true };
                 }
                 let info = r.info.unwrap_or_default();
@@ -1502,9 +1525,9 @@ impl Assoc {
                         Bytes::from(*r)
                     }
                 };
-                if self.attached && self.announced {
+                if self.flags.get(Flags::ATTACHED) && self.flags.get(Flags::ANNOUNCED) {
                     ctx.out.push(TransportEvent::Message {
-                        assoc: self.id,
+                        assoc: ctx.id,
                         ppid: info.ppid,
                         stream: info.stream,
                         data: msg,
@@ -1522,23 +1545,23 @@ impl Assoc {
             return Fate::Keep;
         };
         match SctpNotice::of(data) {
-            Some(SctpNotice::Up) if !self.announced => {
+            Some(SctpNotice::Up) if !self.flags.get(Flags::ANNOUNCED) => {
                 s.connecting = false;
                 let peer = s.sock.peer_addrs().unwrap_or_default();
                 let local = s.sock.local_addrs().unwrap_or_default();
-                self.up_event(peer, local, ctx.out);
+                self.up_event(ctx.id, peer, local, ctx.out);
                 self.flush(ctx.now_us);
                 Fate::Keep
             }
             Some(SctpNotice::Down(reason)) => {
-                self.down(reason, ctx.out);
+                self.down(ctx.id, reason, ctx.out);
                 Fate::Remove { abort: false }
             }
             Some(SctpNotice::PeerShutdown) => {
                 // The peer shuts down: no more sends are possible. Keep reading until the
                 // shutdown completes (EOF / SHUTDOWN_COMP) so that close() does not ABORT.
-                self.down(DownReason::Shutdown, ctx.out);
-                self.begin_close(ctx.now_us, ctx.cfg.close_linger);
+                self.down(ctx.id, DownReason::Shutdown, ctx.out);
+                self.begin_close();
                 if let AssocIo::Sctp(s) = &mut self.io {
                     s.write_shut = true;
                     s.out.clear();
@@ -1553,13 +1576,10 @@ impl Assoc {
     /// Timer expiry: RTF heartbeats / dead peer, write errors, close lingering.
     fn timeout(&mut self, ctx: &mut Ctx<'_>) -> Fate {
         if let Some(reason) = self.write_failed.take() {
-            self.down(reason, ctx.out);
+            self.down(ctx.id, reason, ctx.out);
             return Fate::Remove { abort: true };
         }
-        if self.linger_until.is_some_and(|t| ctx.now_us >= t.get()) {
-            return Fate::Remove { abort: true };
-        }
-        if self.read_pending {
+        if self.flags.get(Flags::READ_PENDING) {
             return self.drive(true, false, true, ctx);
         }
         if let AssocIo::Tcp(t) = &mut self.io {
@@ -1599,15 +1619,18 @@ pub struct Transports {
     sctp_sources: Vec<(SocketId, ChannelKind, Vec<SocketAddr>)>,
     /// Write batching on ([`Transports::set_write_batching`]).
     batching: bool,
-    /// Associations with output not yet written (slot, id: a slot since reused has
-    /// another id).
-    dirty: Vec<(usize, AssocId)>,
+    /// Associations with output not yet written (slot, generation: a slot since reused
+    /// has another).
+    dirty: Vec<(usize, u32)>,
     /// The latest time seen (µs since `epoch`): events, timeouts, [`Transports::set_time`].
     last_us: u64,
     /// RTF events being handled (shared by all TCP associations).
     rtf_events: VecDeque<RtfEvent>,
-    /// Timers being run by `handle_timeout`: (slot, id) (kept for its memory).
-    due: Vec<(usize, AssocId)>,
+    /// Timers being run by `handle_timeout`: (slot, generation) (kept for its memory).
+    due: Vec<(usize, u32)>,
+    /// The deadline (µs) of each association in a graceful close ([`Flags::LINGERING`]),
+    /// by slot: aborted then. Only closing associations are here.
+    lingering: HashMap<usize, u64>,
     /// Sockets of associations removed during this wake-up under write batching: closed by
     /// [`Transports::flush_pending`], after the wake-up's writes (a failover's Handle
     /// Resolution leaves before the dead association's socket is closed). Closing a socket
@@ -1664,6 +1687,7 @@ impl Transports {
             last_us: 0,
             rtf_events: VecDeque::new(),
             due: Vec::new(),
+            lingering: HashMap::new(),
             closing: Vec::new(),
             spare: None,
             spare_due: None,
@@ -1709,14 +1733,14 @@ impl Transports {
     fn write_dirty(&mut self) {
         let now_us = self.last_us;
         let mut dirty = std::mem::take(&mut self.dirty);
-        for &(idx, id) in &dirty {
+        for &(idx, generation) in &dirty {
             let Some(Some(Slot::Assoc(a))) = self.entries.get_mut(idx) else {
                 continue;
             };
-            if a.id != id {
+            if a.generation != generation {
                 continue;
             }
-            a.dirty = false;
+            a.flags.set(Flags::DIRTY, false);
             a.flush(now_us);
             self.schedule(idx);
         }
@@ -1748,9 +1772,8 @@ impl Transports {
 
     /// The id of an association in slot `idx` allocated as `generation`: the slot index in
     /// the low bits, the generation above them (top bit clear).
-    fn assoc_id(&self, idx: usize, generation: u64) -> AssocId {
-        let gen_mask = u64::MAX >> (self.idx_bits + 1);
-        AssocId(((generation & gen_mask) << self.idx_bits) | idx as u64)
+    fn assoc_id(&self, idx: usize, generation: u32) -> AssocId {
+        make_assoc_id(self.idx_bits, idx, generation)
     }
 
     /// The slot of a listed association (one the user holds the id of).
@@ -1758,7 +1781,11 @@ impl Transports {
         let mask = (1u64 << self.idx_bits) - 1;
         let idx = usize::try_from(assoc.0 & mask).ok()?;
         match self.entries.get(idx) {
-            Some(Some(Slot::Assoc(a))) if a.id == assoc && a.listed => Some(idx),
+            Some(Some(Slot::Assoc(a)))
+                if a.flags.get(Flags::LISTED) && self.assoc_id(idx, a.generation) == assoc =>
+            {
+                Some(idx)
+            }
             _ => None,
         }
     }
@@ -1768,12 +1795,12 @@ impl Transports {
         let Some(a) = self.assoc_mut(idx) else {
             return AssocId(0);
         };
-        let id = a.id;
-        if !a.listed {
-            a.listed = true;
+        let generation = a.generation;
+        if !a.flags.get(Flags::LISTED) {
+            a.flags.set(Flags::LISTED, true);
             self.listed_count += 1;
         }
-        id
+        self.assoc_id(idx, generation)
     }
 
     fn us(&self, t: Instant) -> u64 {
@@ -1783,7 +1810,8 @@ impl Transports {
     /// Puts `slot` into a free slot and returns its index; an association gets its id
     /// there (slot index and a new generation, [`Transports::assoc_id`]).
     fn alloc(&mut self, mut slot: Slot) -> io::Result<usize> {
-        let generation = self.next_gen;
+        // The low 32 bits (ids repeat after 4 billion associations).
+        let generation = self.next_gen as u32;
         self.next_gen += 1;
         let idx = match self.free.pop() {
             Some(i) => i,
@@ -1796,7 +1824,7 @@ impl Transports {
             }
         };
         if let Slot::Assoc(a) = &mut slot {
-            a.id = self.assoc_id(idx, generation);
+            a.generation = generation;
         }
         if let Some(e) = self.entries.get_mut(idx) {
             *e = Some(slot);
@@ -1859,6 +1887,7 @@ impl Transports {
             return;
         };
         self.timers.remove(idx);
+        self.lingering.remove(&idx);
         match slot {
             Slot::Listener(l) => match *l {
                 Listener::Tcp {
@@ -1877,7 +1906,7 @@ impl Transports {
                 self.sockets.remove(&u.id);
             }
             Slot::Assoc(mut a) => {
-                if a.listed {
+                if a.flags.get(Flags::LISTED) {
                     self.listed_count -= 1;
                 }
                 if abort {
@@ -1920,7 +1949,7 @@ impl Transports {
         let Some(Some(Slot::Assoc(a))) = self.entries.get(idx) else {
             return;
         };
-        if let Some(d) = a.next_deadline()
+        if let Some(d) = a.next_deadline(self.lingering.get(&idx).copied())
             && self.timers.get(idx).is_none_or(|s| d < s)
         {
             self.timers.set(idx, d);
@@ -1938,7 +1967,7 @@ impl Transports {
             // address (tcp-mapping.md §3.6), keeping its queue (HELLO and data) intact.
             if let AssocIo::Tcp(t) = &mut a.io
                 && t.connecting
-                && a.attached
+                && a.flags.get(Flags::ATTACHED)
             {
                 let _ = self.registry.deregister(&mut t.stream);
                 while let Some(next) = t
@@ -1962,14 +1991,21 @@ impl Transports {
                         }
                     }
                 }
-                a.down(DownReason::ConnectFailed, out);
+                let id = make_assoc_id(self.idx_bits, idx, a.generation);
+                a.down(id, DownReason::ConnectFailed, out);
             }
             self.remove(idx, abort);
             return;
         }
-        if !a.attached && a.listed {
-            a.listed = false;
+        if !a.flags.get(Flags::ATTACHED) && a.flags.get(Flags::LISTED) {
+            a.flags.set(Flags::LISTED, false);
             self.listed_count -= 1;
+        }
+        if a.flags.get(Flags::LINGERING) && !self.lingering.contains_key(&idx) {
+            // A graceful close begun while driving it (the peer shut down).
+            let linger = self.config.close_linger.as_micros() as u64;
+            self.lingering
+                .insert(idx, self.last_us.saturating_add(linger));
         }
         self.schedule(idx);
     }
@@ -2181,7 +2217,10 @@ impl Transports {
         let now_us = self.now_us();
         let idx = self.listed(assoc).ok_or(SendError::UnknownAssoc)?;
         let a = self.assoc_mut(idx).ok_or(SendError::UnknownAssoc)?;
-        if !a.attached || a.linger_until.is_some() || a.write_failed.is_some() {
+        if !a.flags.get(Flags::ATTACHED)
+            || a.flags.get(Flags::LINGERING)
+            || a.write_failed.is_some()
+        {
             return Err(SendError::Closed);
         }
         if payload.len() > max {
@@ -2211,9 +2250,10 @@ impl Transports {
         }
         a.enqueue(ppid, stream, payload, now_us)?;
         if batching {
-            if !a.dirty {
-                a.dirty = true;
-                self.dirty.push((idx, assoc));
+            if !a.flags.get(Flags::DIRTY) {
+                a.flags.set(Flags::DIRTY, true);
+                let generation = a.generation;
+                self.dirty.push((idx, generation));
             }
         } else {
             a.flush(now_us);
@@ -2245,7 +2285,7 @@ impl Transports {
         let Some(Some(Slot::Assoc(a))) = self.entries.get_mut(idx) else {
             return false;
         };
-        a.listed = false;
+        a.flags.set(Flags::LISTED, false);
         self.listed_count -= 1;
         let connecting = match &a.io {
             AssocIo::Tcp(t) => t.connecting,
@@ -2255,7 +2295,10 @@ impl Transports {
             self.remove(idx, abort);
             return true;
         }
-        a.begin_close(now_us, linger);
+        a.begin_close();
+        self.lingering
+            .entry(idx)
+            .or_insert(now_us.saturating_add(linger.as_micros() as u64));
         a.flush(now_us);
         let done = match &a.io {
             AssocIo::Tcp(t) => t.write_shut && t.peer_eof,
@@ -2274,9 +2317,11 @@ impl Transports {
         let ids: Vec<AssocId> = self
             .entries
             .iter()
-            .flatten()
-            .filter_map(|slot| match slot {
-                Slot::Assoc(a) if a.listed => Some(a.id),
+            .enumerate()
+            .filter_map(|(idx, slot)| match slot {
+                Some(Slot::Assoc(a)) if a.flags.get(Flags::LISTED) => {
+                    Some(self.assoc_id(idx, a.generation))
+                }
                 _ => None,
             })
             .collect();
@@ -2480,6 +2525,7 @@ impl Transports {
             Slot::Assoc(a) => {
                 let mut ctx = Ctx {
                     now_us,
+                    id: make_assoc_id(self.idx_bits, idx, a.generation),
                     buf: &mut self.buf,
                     cfg: &self.config,
                     out,
@@ -2551,7 +2597,7 @@ impl Transports {
             let listener = u32::try_from(listener.0).ok().and_then(NonZeroU32::new);
             let assoc = Assoc::new(io, false, listener, kinds.single());
             // No token left, or no registration: the connection is closed (dropped) at once.
-            let Ok((new_idx, _)) = self.add_assoc(assoc) else {
+            let Ok((new_idx, id)) = self.add_assoc(assoc) else {
                 continue;
             };
             if let Some(a) = self.assoc_mut(new_idx)
@@ -2560,7 +2606,7 @@ impl Transports {
                 // Accepted SCTP associations are up: report them now.
                 let peer = s.sock.peer_addrs().unwrap_or_default();
                 let local = s.sock.local_addrs().unwrap_or_default();
-                a.up_event(peer, local, out);
+                a.up_event(id, peer, local, out);
             }
             // Write what is queued (an RTF HELLO). Nothing is read yet: data that arrived
             // before the socket was registered makes the registration itself report it
@@ -2645,28 +2691,42 @@ impl Transports {
             }
             self.timers.pop();
             if let Some(Some(Slot::Assoc(a))) = self.entries.get(idx) {
-                due.push((idx, a.id));
+                due.push((idx, a.generation));
             }
         }
-        for (idx, id) in due.drain(..) {
+        for (idx, generation) in due.drain(..) {
+            let id = self.assoc_id(idx, generation);
             let Some(Some(Slot::Assoc(a))) = self.entries.get_mut(idx) else {
                 continue;
             };
-            if a.id != id {
+            if a.generation != generation {
                 continue;
             }
-            let mut ctx = Ctx {
-                now_us,
-                buf: &mut self.buf,
-                cfg: &self.config,
-                out,
-                rtf_events: &mut self.rtf_events,
+            // A graceful close that did not finish in time ends as an abort (it is
+            // detached: no `Down` to report).
+            let fate = if self.lingering.get(&idx).is_some_and(|&t| now_us >= t) {
+                Fate::Remove { abort: true }
+            } else {
+                let mut ctx = Ctx {
+                    now_us,
+                    id,
+                    buf: &mut self.buf,
+                    cfg: &self.config,
+                    out,
+                    rtf_events: &mut self.rtf_events,
+                };
+                a.timeout(&mut ctx)
             };
-            let fate = a.timeout(&mut ctx);
             self.settle(idx, fate, out);
         }
         self.due = due;
     }
+}
+
+/// [`Transports::assoc_id`] with the transports' `idx_bits` (for callers holding a slot).
+fn make_assoc_id(idx_bits: u32, idx: usize, generation: u32) -> AssocId {
+    let gen_mask = u64::MAX >> (idx_bits + 1);
+    AssocId(((u64::from(generation) & gen_mask) << idx_bits) | idx as u64)
 }
 
 fn tls_over_sctp() -> io::Error {
@@ -2822,14 +2882,15 @@ mod out_queue_tests {
 mod layout_tests {
     use super::*;
 
-    /// An association lies inline in its slot, 64 bytes in all: its id holds the slot's
-    /// generation, a failed write keeps its `Down` reason only, the I/O state's variant
-    /// needs no byte of its own (release build; a debug build's mio sockets carry a
-    /// selector id more).
+    /// An association lies inline in its slot, 48 bytes in all: its generation alone
+    /// with the slot index makes its id, its yes/no state is one byte, a graceful close's
+    /// deadline lies beside it (only while closing), a failed write keeps its `Down`
+    /// reason only, the I/O state's variant needs no byte of its own (release build; a
+    /// debug build's mio sockets carry a selector id more).
     #[test]
-    fn an_association_lies_inline_in_a_64_byte_slot() {
+    fn an_association_lies_inline_in_a_48_byte_slot() {
         let mio_extra = size_of::<TcpStream>() - size_of::<std::net::TcpStream>();
-        let bound = 64 + mio_extra.next_multiple_of(8);
+        let bound = 48 + mio_extra.next_multiple_of(8);
         assert!(
             size_of::<Option<Slot>>() <= bound,
             "{} > {bound}",
@@ -2837,6 +2898,7 @@ mod layout_tests {
         );
         assert_eq!(size_of::<Queued>(), 4);
         assert_eq!(size_of::<Option<NonZeroU32>>(), 4);
+        assert_eq!(size_of::<Flags>(), 1);
     }
 
     /// A TCP association's out-of-line state is 56 bytes (a 64-byte allocation): an idle
