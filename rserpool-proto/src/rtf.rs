@@ -844,22 +844,28 @@ pub struct RtfConnection {
     heartbeat_interval_ms: u32,
     /// The decoder's frame length limit ([`FrameDecoder::max_frame_len`]).
     max_frame_len: u32,
-    /// Round-trip time of the last answered HEARTBEAT plus one (µs, saturated; 0 = none):
-    /// four bytes instead of an `Option<u64>`'s sixteen, in every connection.
-    rtt_us_plus_one: u32,
+    /// The peer's heartbeat interval from its HELLO (ms; meaningful with [`PEER_HELLO`]).
+    peer_heartbeat_interval_ms: u32,
+    /// Before the peer's HELLO: the kinds we accept; from it on, the one agreed (an
+    /// acceptor's set narrows to the connector's kind).
     role: Role,
     state: State,
-    hello_sent: bool,
-    peer: Option<Hello>,
+    /// [`HELLO_SENT`], [`PEER_HELLO`].
+    flags: u8,
     /// The frame in progress, frames to write and events to report, out of line and only
     /// while there are any ([`Pending`]): an idle connection keeps one null pointer for the
-    /// three, and is 48 bytes.
+    /// three, and is 40 bytes.
     pending: Option<Box<Pending>>,
     /// Before the peer's HELLO: when the connection was made; from the HELLO on: when
     /// something last arrived (the dead-peer timer's base either way).
     last_received_us: u64,
     last_sent_us: u64,
 }
+
+/// [`RtfConnection::flags`]: our HELLO is queued or sent.
+const HELLO_SENT: u8 = 1;
+/// [`RtfConnection::flags`]: the peer's HELLO was accepted.
+const PEER_HELLO: u8 = 2;
 
 /// What an [`RtfConnection`] holds only while it has any of it.
 #[derive(Debug, Default)]
@@ -906,11 +912,10 @@ impl RtfConnection {
     fn new(role: Role, config: RtfConfig, now_us: u64) -> Self {
         RtfConnection {
             heartbeat_interval_ms: config.heartbeat_interval_ms.max(1),
-            rtt_us_plus_one: 0,
             role,
             state: State::AwaitHello,
-            hello_sent: false,
-            peer: None,
+            flags: 0,
+            peer_heartbeat_interval_ms: 0,
             max_frame_len: frame_limit(config.max_frame_len),
             pending: None,
             last_received_us: now_us,
@@ -960,7 +965,7 @@ impl RtfConnection {
             heartbeat_interval_ms: self.heartbeat_interval_ms,
         });
         self.pending().transmit.push_back(hello.to_bytes());
-        self.hello_sent = true;
+        self.flags |= HELLO_SENT;
     }
 
     /// The configuration in force (interval at least 1 ms, frame limit at least 65,548).
@@ -982,13 +987,18 @@ impl RtfConnection {
     }
 
     /// The peer's HELLO, once received.
-    pub fn peer_hello(&self) -> Option<&Hello> {
-        self.peer.as_ref()
-    }
-
-    /// Round-trip time measured by the last answered HEARTBEAT, in microseconds.
-    pub fn last_rtt_us(&self) -> Option<u64> {
-        self.rtt_us_plus_one.checked_sub(1).map(u64::from)
+    pub fn peer_hello(&self) -> Option<Hello> {
+        if self.flags & PEER_HELLO == 0 {
+            return None;
+        }
+        let channel_kind = match self.role {
+            Role::Connector(kind) => kind,
+            Role::Acceptor(kinds) => kinds.single()?,
+        };
+        Some(Hello {
+            channel_kind,
+            heartbeat_interval_ms: self.peer_heartbeat_interval_ms,
+        })
     }
 
     /// Largest payload [`send`](Self::send) accepts.
@@ -1082,7 +1092,7 @@ impl RtfConnection {
         let mut partial = self.pending.as_mut().and_then(|p| p.partial.take());
         let result = Partial::decode_in(&mut partial, self.max_frame_len, data, |frame| {
             if self.state != State::Closed {
-                match self.handle_frame(now_us, frame) {
+                match self.handle_frame(frame) {
                     Ok(Some(ev)) => events.push_back(ev),
                     Ok(None) => {}
                     Err(e) => events.push_back(self.fail(e)),
@@ -1148,7 +1158,7 @@ impl RtfConnection {
     }
 
     /// Handles one frame; returns the event it makes, if any.
-    fn handle_frame(&mut self, now_us: u64, frame: Frame) -> Result<Option<RtfEvent>, RtfError> {
+    fn handle_frame(&mut self, frame: Frame) -> Result<Option<RtfEvent>, RtfError> {
         match (self.state, frame) {
             (State::AwaitHello, Frame::Hello(hello)) => {
                 let accepted = match self.role {
@@ -1160,10 +1170,15 @@ impl RtfConnection {
                         peer: hello.channel_kind,
                     });
                 }
-                if !self.hello_sent {
+                if self.flags & HELLO_SENT == 0 {
                     self.queue_hello(hello.channel_kind);
                 }
-                self.peer = Some(hello);
+                self.role = match self.role {
+                    Role::Connector(kind) => Role::Connector(kind),
+                    Role::Acceptor(_) => Role::Acceptor(hello.channel_kind.into()),
+                };
+                self.peer_heartbeat_interval_ms = hello.heartbeat_interval_ms;
+                self.flags |= PEER_HELLO;
                 self.state = State::Up;
                 Ok(Some(RtfEvent::Up {
                     channel_kind: hello.channel_kind,
@@ -1200,14 +1215,8 @@ impl RtfConnection {
                     .push_back(Frame::HeartbeatAck(b).to_bytes());
                 Ok(None)
             }
-            (State::Up, Frame::HeartbeatAck(b)) => {
-                let sent = u64::from_be_bytes(b);
-                if sent <= now_us {
-                    let rtt = u32::try_from(now_us - sent).unwrap_or(u32::MAX - 1);
-                    self.rtt_us_plus_one = rtt.saturating_add(1);
-                }
-                Ok(None)
-            }
+            // Its arrival counts as something received (the dead-peer timer's base).
+            (State::Up, Frame::HeartbeatAck(_)) => Ok(None),
             (State::Up, Frame::Extension { .. }) => Ok(None),
             (State::Closed, _) => Ok(None),
         }
@@ -1237,18 +1246,17 @@ impl RtfConnection {
     }
 
     fn dead_deadline(&self) -> u64 {
-        match self.peer {
-            Some(h) => self
-                .last_received_us
-                .saturating_add(DEAD_AFTER_INTERVALS * u64::from(h.heartbeat_interval_ms) * 1000),
-            None => self.last_received_us.saturating_add(
-                DEAD_AFTER_INTERVALS * u64::from(self.heartbeat_interval_ms) * 1000,
-            ),
-        }
+        let interval_ms = if self.flags & PEER_HELLO != 0 {
+            self.peer_heartbeat_interval_ms
+        } else {
+            self.heartbeat_interval_ms
+        };
+        self.last_received_us
+            .saturating_add(DEAD_AFTER_INTERVALS * u64::from(interval_ms) * 1000)
     }
 
     fn heartbeat_deadline(&self) -> Option<u64> {
-        (self.hello_sent && self.state == State::Up).then(|| {
+        (self.flags & HELLO_SENT != 0 && self.state == State::Up).then(|| {
             let interval_us = u64::from(self.heartbeat_interval_ms) * 1000;
             self.last_sent_us
                 .saturating_add(interval_us + interval_us / HEARTBEAT_SLACK_DIVISOR)
@@ -1720,8 +1728,8 @@ mod tests {
     }
 
     #[test]
-    fn an_idle_connection_is_48_bytes_and_holds_nothing_else() {
-        assert_eq!(core::mem::size_of::<RtfConnection>(), 48);
+    fn an_idle_connection_is_40_bytes_and_holds_nothing_else() {
+        assert_eq!(core::mem::size_of::<RtfConnection>(), 40);
         let mut a = RtfConnection::connector(ChannelKind::Session, cfg(1000), 0);
         let mut b = RtfConnection::acceptor(ChannelKind::Session.into(), cfg(1000), 0);
         assert!(a.pending.is_some(), "the HELLO waits to be written");
@@ -1752,7 +1760,6 @@ mod tests {
         assert!(a.pending.is_none());
         pump(&mut b, &mut a, t + 5);
         assert!(a.pending.is_none() && b.pending.is_none());
-        assert_eq!(a.last_rtt_us(), Some(5));
         // A closed connection's last event goes with it.
         a.handle_eof(t + 6);
         assert_eq!(a.poll_event(), Some(RtfEvent::PeerShutdown));
@@ -1802,9 +1809,20 @@ mod tests {
             matches!(&ev[1], RtfEvent::Data { ppid: 33, stream: 5, unordered: true, payload } if payload.len() == 10_000)
         );
         assert!(a.is_up() && b.is_up());
+        // The acceptor of two kinds keeps the one agreed.
         assert_eq!(
-            b.peer_hello().map(|h| h.channel_kind),
-            Some(ChannelKind::Session)
+            b.peer_hello(),
+            Some(Hello {
+                channel_kind: ChannelKind::Session,
+                heartbeat_interval_ms: 1000
+            })
+        );
+        assert_eq!(
+            a.peer_hello(),
+            Some(Hello {
+                channel_kind: ChannelKind::Session,
+                heartbeat_interval_ms: 2000
+            })
         );
     }
 
@@ -1903,7 +1921,6 @@ mod tests {
         assert_eq!(ack.first(), Some(&frame_type::HEARTBEAT_ACK));
         assert_eq!(ack.get(12..), hb.get(12..));
         a.handle_input(160 * MS, &ack);
-        assert_eq!(a.last_rtt_us(), Some(10 * MS));
         // Sending data resets the idle timer.
         a.send(12, 0, false, Bytes::from_static(b"enrp")).unwrap();
         pump(&mut a, &mut b, 200 * MS);

@@ -428,37 +428,46 @@ struct Assoc {
     /// A write failed (what the association's `Down` will say); handled at the next
     /// timeout (scheduled immediately). The error itself is not kept: only its reason.
     write_failed: Option<DownReason>,
-    /// [`Flags`]: attached, listed, announced, outbound, read pending, dirty, lingering.
+    /// [`Flags`]: attached, listed, announced, outbound, read pending, dirty, lingering,
+    /// connecting, write shut, peer EOF, discarding.
     flags: Flags,
     io: AssocIo,
 }
 
 /// An association's yes/no state, one bit each ([`Assoc::flags`]).
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
-struct Flags(u8);
+struct Flags(u16);
 
 impl Flags {
     /// The user holds the id (false after `close` or `Down`).
-    const ATTACHED: u8 = 1;
+    const ATTACHED: u16 = 1;
     /// The id finds it ([`Transports::listed`]): attached, until the transports noticed it
     /// no longer is (right after the call that detached it).
-    const LISTED: u8 = 1 << 1;
+    const LISTED: u16 = 1 << 1;
     /// `Up` was reported.
-    const ANNOUNCED: u8 = 1 << 2;
+    const ANNOUNCED: u16 = 1 << 2;
     /// We connected (not accepted).
-    const OUTBOUND: u8 = 1 << 3;
+    const OUTBOUND: u16 = 1 << 3;
     /// The read budget of one event ran out with data left: read again at once (timer 0).
-    const READ_PENDING: u8 = 1 << 4;
+    const READ_PENDING: u16 = 1 << 4;
     /// Listed in [`Transports::dirty`]: written out by [`Transports::flush_pending`].
-    const DIRTY: u8 = 1 << 5;
+    const DIRTY: u16 = 1 << 5;
     /// Graceful close in progress: aborted at its deadline in [`Transports::lingering`].
-    const LINGERING: u8 = 1 << 6;
+    const LINGERING: u16 = 1 << 6;
+    /// Connecting (outbound, not yet up).
+    const CONNECTING: u16 = 1 << 7;
+    /// Our side of the stream is shut (TCP FIN / SCTP SHUTDOWN sent or the peer's seen).
+    const WRITE_SHUT: u16 = 1 << 8;
+    /// TCP: the peer ended its byte stream.
+    const PEER_EOF: u16 = 1 << 9;
+    /// SCTP: skipping the rest of an over-long message or notification until MSG_EOR.
+    const DISCARD: u16 = 1 << 10;
 
-    fn get(self, bit: u8) -> bool {
+    fn get(self, bit: u16) -> bool {
         self.0 & bit != 0
     }
 
-    fn set(&mut self, bit: u8, on: bool) {
+    fn set(&mut self, bit: u16, on: bool) {
         if on {
             self.0 |= bit;
         } else {
@@ -491,23 +500,14 @@ impl Queued {
 }
 
 /// The I/O state of an association, inline in its [`Assoc`]: the variants have about the
-/// same size (the TCP mapping's larger state is out of line in [`TcpFraming`]), so an SCTP
-/// association does not pay for TCP's and a TCP association needs two allocations.
+/// same size (the TCP mapping's RTF state is out of line), so an SCTP association does not
+/// pay for TCP's and a TCP association needs one allocation more.
 enum AssocIo {
     Tcp(TcpIo),
     Sctp(SctpIo),
 }
 
-/// The TCP mapping's RTF state, TLS layer and connect state (out of line:
-/// see [`AssocIo`]).
-struct TcpFraming {
-    rtf: RtfConnection,
-    /// TLS, and the peer's further addresses while connecting; `None` for a plain RTF
-    /// connection that is connected (nearly all of them): one pointer for both.
-    extra: Option<Box<TcpExtra>>,
-}
-
-/// What only some TCP connections have ([`TcpFraming::extra`]).
+/// What only some TCP connections have ([`TcpIo::extra`]).
 struct TcpExtra {
     /// TLS between the socket and RTF ([`tls`]); `None` = plain RTF.
     tls: Option<Box<TlsLayer>>,
@@ -712,17 +712,18 @@ impl Drop for Chunks {
     }
 }
 
-/// The TCP mapping's I/O state in an association's record: 24 bytes, so that [`AssocIo`]
-/// keeps its variant in a spare value of [`SctpIo`] and takes 32 bytes, not 40 (the rest
-/// of TCP's state is in the box).
+/// The TCP mapping's I/O state in an association's record: 28 bytes, its yes/no state in
+/// the association's [`Flags`], so that [`AssocIo`] keeps its variant in the socket's spare
+/// value and takes 32 bytes, not 40.
 struct TcpIo {
     stream: TcpStream,
-    framing: Box<TcpFraming>,
-    connecting: bool,
+    /// The RTF connection (out of line: 40 bytes, a 48-byte allocation).
+    rtf: Box<RtfConnection>,
+    /// TLS, and the peer's further addresses while connecting; `None` for a plain RTF
+    /// connection that is connected (nearly all of them): one pointer for both.
+    extra: Option<Box<TcpExtra>>,
     /// Output, written in order.
     out: Chunks,
-    write_shut: bool,
-    peer_eof: bool,
 }
 
 impl TcpIo {
@@ -731,33 +732,27 @@ impl TcpIo {
         stream: TcpStream,
         rtf: RtfConnection,
         tls: Option<Box<TlsLayer>>,
-        connecting: bool,
         next_addrs: VecDeque<SocketAddr>,
     ) -> Self {
         TcpIo {
             stream,
-            framing: Box::new(TcpFraming {
-                rtf,
-                extra: (tls.is_some() || !next_addrs.is_empty())
-                    .then(|| Box::new(TcpExtra { tls, next_addrs })),
-            }),
-            connecting,
+            rtf: Box::new(rtf),
+            extra: (tls.is_some() || !next_addrs.is_empty())
+                .then(|| Box::new(TcpExtra { tls, next_addrs })),
             out: Chunks::default(),
-            write_shut: false,
-            peer_eof: false,
         }
     }
 
     /// Nothing waits to be written: no RTF output and no TLS record.
     fn all_written(&self) -> bool {
-        self.out.is_empty() && TcpExtra::tls(&self.framing.extra).is_none_or(|l| !l.wants_write())
+        self.out.is_empty() && TcpExtra::tls(&self.extra).is_none_or(|l| !l.wants_write())
     }
 
     /// TLS: moves the output into the TLS layer as plaintext (as far as it takes it) and
     /// its records to the socket, until everything is out or the socket is full.
     /// `queued` is decreased by the plaintext handed over.
     fn flush_tls(&mut self, queued: &mut Queued) -> io::Result<()> {
-        let Some(tls) = TcpExtra::tls_mut(&mut self.framing.extra) else {
+        let Some(tls) = TcpExtra::tls_mut(&mut self.extra) else {
             return Ok(());
         };
         loop {
@@ -786,7 +781,7 @@ impl TcpIo {
     /// the bytes moved.
     fn take_rtf_transmit(&mut self, now_us: u64) -> usize {
         let mut n = 0;
-        while let Some(c) = self.framing.rtf.poll_transmit(now_us) {
+        while let Some(c) = self.rtf.poll_transmit(now_us) {
             n += c.len();
             self.out.push(c);
         }
@@ -867,30 +862,25 @@ impl Drop for OutQueue {
 }
 
 #[allow(clippy::box_collection)] // `reasm`: one pointer inline instead of three words
+/// SCTP's I/O state in an association's record (its yes/no state in the association's
+/// [`Flags`]).
 struct SctpIo {
     sock: SctpSocket,
-    connecting: bool,
     out: OutQueue,
     /// The first pieces of a message arriving in several (out of line, only meanwhile).
     reasm: Option<Box<Vec<u8>>>,
-    /// Skipping the rest of an over-long message or notification until MSG_EOR.
-    discard: bool,
     /// `SO_SNDBUF` as last read (an `int` in the kernel): the largest message one
     /// `sendmsg` may carry.
     sndbuf: u32,
-    write_shut: bool,
 }
 
 impl SctpIo {
-    fn new(sock: SctpSocket, connecting: bool) -> SctpIo {
+    fn new(sock: SctpSocket) -> SctpIo {
         SctpIo {
             sock,
-            connecting,
             out: OutQueue::default(),
             reasm: None,
-            discard: false,
             sndbuf: 0,
-            write_shut: false,
         }
     }
 }
@@ -938,6 +928,8 @@ impl Assoc {
     ) -> Assoc {
         let mut flags = Flags(Flags::ATTACHED);
         flags.set(Flags::OUTBOUND, outbound);
+        // An outbound association starts connecting; an accepted one is connected.
+        flags.set(Flags::CONNECTING, outbound);
         Assoc {
             generation: 0,
             listener,
@@ -978,7 +970,7 @@ impl Assoc {
             return Some(0);
         }
         let rtf = match &self.io {
-            AssocIo::Tcp(t) => t.framing.rtf.poll_timeout(),
+            AssocIo::Tcp(t) => t.rtf.poll_timeout(),
             AssocIo::Sctp(_) => None,
         };
         match (rtf, linger) {
@@ -1005,7 +997,7 @@ impl Assoc {
     ) -> Result<(), SendError> {
         match &mut self.io {
             AssocIo::Tcp(t) => {
-                let max = t.framing.rtf.max_payload_len();
+                let max = t.rtf.max_payload_len();
                 let map = |e| match e {
                     rserpool_proto::rtf::RtfError::MessageTooLong { length, .. } => {
                         SendError::TooLarge { len: length, max }
@@ -1014,14 +1006,14 @@ impl Assoc {
                 };
                 self.queued.add(t.take_rtf_transmit(now_us));
                 if data.len() <= COALESCE_MAX {
-                    let rtf = &mut t.framing.rtf;
+                    let rtf = &mut t.rtf;
                     let added = t
                         .out
                         .append_tail(|tail| rtf.send_into(now_us, ppid, stream, false, &data, tail))
                         .map_err(map)?;
                     self.queued.add(added);
                 } else {
-                    t.framing.rtf.send(ppid, stream, false, data).map_err(map)?;
+                    t.rtf.send(ppid, stream, false, data).map_err(map)?;
                 }
                 self.queued.add(t.take_rtf_transmit(now_us));
             }
@@ -1056,24 +1048,24 @@ impl Assoc {
         match &mut self.io {
             AssocIo::Tcp(t) => {
                 self.queued.add(t.take_rtf_transmit(now_us));
-                if t.connecting || t.write_shut {
+                if self.flags.get(Flags::CONNECTING) || self.flags.get(Flags::WRITE_SHUT) {
                     return;
                 }
-                if TcpExtra::tls(&t.framing.extra).is_some() {
+                if TcpExtra::tls(&t.extra).is_some() {
                     if let Err(e) = t.flush_tls(&mut self.queued) {
                         self.write_failed = Some(down_reason(&e));
                         return;
                     }
                     if t.out.is_empty() && self.flags.get(Flags::LINGERING) {
                         // Graceful close: close_notify after the last frame, then FIN.
-                        if let Some(l) = TcpExtra::tls_mut(&mut t.framing.extra) {
+                        if let Some(l) = TcpExtra::tls_mut(&mut t.extra) {
                             l.close_notify();
                         }
                         match t.flush_tls(&mut self.queued) {
                             Err(e) => self.write_failed = Some(down_reason(&e)),
                             Ok(()) if t.all_written() => {
                                 let _ = t.stream.shutdown(std::net::Shutdown::Write);
-                                t.write_shut = true;
+                                self.flags.set(Flags::WRITE_SHUT, true);
                             }
                             Ok(()) => {}
                         }
@@ -1112,14 +1104,17 @@ impl Assoc {
                         }
                     }
                 }
-                if t.out.is_empty() && self.flags.get(Flags::LINGERING) && !t.write_shut {
+                if t.out.is_empty()
+                    && self.flags.get(Flags::LINGERING)
+                    && !self.flags.get(Flags::WRITE_SHUT)
+                {
                     // Graceful close: FIN after the last queued frame.
                     let _ = t.stream.shutdown(std::net::Shutdown::Write);
-                    t.write_shut = true;
+                    self.flags.set(Flags::WRITE_SHUT, true);
                 }
             }
             AssocIo::Sctp(s) => {
-                if s.connecting || s.write_shut {
+                if self.flags.get(Flags::CONNECTING) || self.flags.get(Flags::WRITE_SHUT) {
                     return;
                 }
                 while !s.out.is_empty() {
@@ -1160,10 +1155,10 @@ impl Assoc {
                         }
                     }
                 }
-                if self.flags.get(Flags::LINGERING) && !s.write_shut {
+                if self.flags.get(Flags::LINGERING) && !self.flags.get(Flags::WRITE_SHUT) {
                     // Graceful close: SHUTDOWN after the queued data (SCTP_EOF).
                     let _ = s.sock.shutdown();
-                    s.write_shut = true;
+                    self.flags.set(Flags::WRITE_SHUT, true);
                 }
             }
         }
@@ -1218,7 +1213,7 @@ impl Assoc {
             return Fate::Keep;
         };
         let mut do_read = readable;
-        if t.connecting {
+        if self.flags.get(Flags::CONNECTING) {
             if !(readable || writable) {
                 return Fate::Keep;
             }
@@ -1234,12 +1229,12 @@ impl Assoc {
                 // Try the next address of the peer, in order (tcp-mapping.md §3.6).
                 return Fate::Remove { abort: false };
             }
-            t.connecting = false;
+            self.flags.set(Flags::CONNECTING, false);
             // Connected: the peer's other addresses are not needed any more.
-            if let Some(x) = t.framing.extra.as_mut() {
+            if let Some(x) = t.extra.as_mut() {
                 x.next_addrs = VecDeque::new();
                 if x.tls.is_none() {
-                    t.framing.extra = None;
+                    t.extra = None;
                 }
             }
             do_read = true;
@@ -1249,12 +1244,12 @@ impl Assoc {
         let mut read_err = None;
         let mut tls_err = None;
         if do_read
-            && !t.peer_eof
-            && let Some(tls) = TcpExtra::tls_mut(&mut t.framing.extra)
+            && !self.flags.get(Flags::PEER_EOF)
+            && let Some(tls) = TcpExtra::tls_mut(&mut t.extra)
         {
             self.flags.set(Flags::READ_PENDING, false);
             let mut budget = TLS_READ_BUDGET;
-            let (rtf, events, now_us) = (&mut t.framing.rtf, &mut *ctx.rtf_events, ctx.now_us);
+            let (rtf, events, now_us) = (&mut t.rtf, &mut *ctx.rtf_events, ctx.now_us);
             let mut sink = |p: &[u8]| rtf.handle_input_into(now_us, p, events);
             loop {
                 if budget == 0 {
@@ -1267,7 +1262,7 @@ impl Assoc {
                     Ok(TlsRead::WouldBlock) => break,
                     Ok(TlsRead::Eof) => {
                         eof = true;
-                        t.peer_eof = true;
+                        self.flags.set(Flags::PEER_EOF, true);
                         break;
                     }
                     Err(TlsReadError::Io(e)) => {
@@ -1280,7 +1275,7 @@ impl Assoc {
                     }
                 }
             }
-        } else if do_read && !t.peer_eof {
+        } else if do_read && !self.flags.get(Flags::PEER_EOF) {
             self.flags.set(Flags::READ_PENDING, false);
             let mut budget = READ_BUDGET;
             loop {
@@ -1292,11 +1287,11 @@ impl Assoc {
                 match t.stream.read(ctx.buf) {
                     Ok(0) => {
                         eof = true;
-                        t.peer_eof = true;
+                        self.flags.set(Flags::PEER_EOF, true);
                         break;
                     }
                     Ok(n) => {
-                        t.framing.rtf.handle_input_into(
+                        t.rtf.handle_input_into(
                             ctx.now_us,
                             ctx.buf.get(..n).unwrap_or_default(),
                             ctx.rtf_events,
@@ -1319,7 +1314,7 @@ impl Assoc {
             // nothing more reaches RTF. Send the alert rustls queued, then close.
             let peer = t.stream.peer_addr().ok();
             tracing::warn!(?peer, "TLS failed: {e}; connection closed");
-            if let Some(l) = TcpExtra::tls_mut(&mut t.framing.extra) {
+            if let Some(l) = TcpExtra::tls_mut(&mut t.extra) {
                 let _ = l.write_records(&mut t.stream);
             }
             ctx.rtf_events.clear();
@@ -1327,7 +1322,7 @@ impl Assoc {
             return Fate::Remove { abort: false };
         }
         if eof {
-            t.framing.rtf.handle_eof(ctx.now_us);
+            t.rtf.handle_eof(ctx.now_us);
         }
         let fate = self.rtf_events(ctx);
         if fate != Fate::Keep {
@@ -1337,10 +1332,7 @@ impl Assoc {
             self.down(ctx.id, down_reason(&e), ctx.out);
             return Fate::Remove { abort: true };
         }
-        let AssocIo::Tcp(t) = &mut self.io else {
-            return Fate::Keep;
-        };
-        if t.peer_eof && self.flags.get(Flags::LINGERING) {
+        if self.flags.get(Flags::PEER_EOF) && self.flags.get(Flags::LINGERING) {
             // Our side already closed (or is closing): the peer's FIN ends it once our
             // queue is out.
             self.flush(ctx.now_us);
@@ -1361,11 +1353,7 @@ impl Assoc {
             };
             // Events of the inputs just read (shared buffer) come before those of EOF and
             // timers (the connection's own queue).
-            let Some(ev) = ctx
-                .rtf_events
-                .pop_front()
-                .or_else(|| t.framing.rtf.poll_event())
-            else {
+            let Some(ev) = ctx.rtf_events.pop_front().or_else(|| t.rtf.poll_event()) else {
                 break;
             };
             match ev {
@@ -1422,7 +1410,7 @@ impl Assoc {
         let AssocIo::Sctp(s) = &mut self.io else {
             return Fate::Keep;
         };
-        if s.connecting
+        if self.flags.get(Flags::CONNECTING)
             && writable
             && !readable
             && let Ok(Some(_)) | Err(_) = s.sock.take_error()
@@ -1452,7 +1440,10 @@ impl Assoc {
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Fate::Keep,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 // A one-to-one socket still setting up its association has nothing to read.
-                Err(e) if s.connecting && e.raw_os_error() == Some(libc::ENOTCONN) => {
+                Err(e)
+                    if self.flags.get(Flags::CONNECTING)
+                        && e.raw_os_error() == Some(libc::ENOTCONN) =>
+                {
                     return Fate::Keep;
                 }
                 Err(e) => {
@@ -1481,9 +1472,9 @@ impl Assoc {
                 let start = i * slot;
                 let data = ctx.buf.get(start..start + r.len).unwrap_or_default();
                 if r.notification {
-                    if s.discard || !r.end_of_record {
+                    if self.flags.get(Flags::DISCARD) || !r.end_of_record {
                         // Notifications this large are not ones we act on.
-                        s.discard = !r.end_of_record;
+                        self.flags.set(Flags::DISCARD, !r.end_of_record);
                         continue;
                     }
                     let mut note = [0u8; 64];
@@ -1497,8 +1488,8 @@ impl Assoc {
                     }
                     continue;
                 }
-                if s.discard {
-                    s.discard = !r.end_of_record;
+                if self.flags.get(Flags::DISCARD) {
+                    self.flags.set(Flags::DISCARD, !r.end_of_record);
                     continue;
                 }
                 if s.reasm.as_ref().map_or(0, |r| r.len()) + data.len() > ctx.cfg.max_message_len {
@@ -1546,7 +1537,7 @@ impl Assoc {
         };
         match SctpNotice::of(data) {
             Some(SctpNotice::Up) if !self.flags.get(Flags::ANNOUNCED) => {
-                s.connecting = false;
+                self.flags.set(Flags::CONNECTING, false);
                 let peer = s.sock.peer_addrs().unwrap_or_default();
                 let local = s.sock.local_addrs().unwrap_or_default();
                 self.up_event(ctx.id, peer, local, ctx.out);
@@ -1563,7 +1554,7 @@ impl Assoc {
                 self.down(ctx.id, DownReason::Shutdown, ctx.out);
                 self.begin_close();
                 if let AssocIo::Sctp(s) = &mut self.io {
-                    s.write_shut = true;
+                    self.flags.set(Flags::WRITE_SHUT, true);
                     s.out.clear();
                 }
                 self.queued = Queued::default();
@@ -1583,7 +1574,7 @@ impl Assoc {
             return self.drive(true, false, true, ctx);
         }
         if let AssocIo::Tcp(t) = &mut self.io {
-            t.framing.rtf.handle_timeout(ctx.now_us);
+            t.rtf.handle_timeout(ctx.now_us);
             let fate = self.rtf_events(ctx);
             if fate != Fate::Keep {
                 return fate;
@@ -1966,16 +1957,11 @@ impl Transports {
             // An outgoing TCP connection that failed before it was up tries the peer's next
             // address (tcp-mapping.md §3.6), keeping its queue (HELLO and data) intact.
             if let AssocIo::Tcp(t) = &mut a.io
-                && t.connecting
+                && a.flags.get(Flags::CONNECTING)
                 && a.flags.get(Flags::ATTACHED)
             {
                 let _ = self.registry.deregister(&mut t.stream);
-                while let Some(next) = t
-                    .framing
-                    .extra
-                    .as_mut()
-                    .and_then(|x| x.next_addrs.pop_front())
-                {
+                while let Some(next) = t.extra.as_mut().and_then(|x| x.next_addrs.pop_front()) {
                     if let Ok(stream) = connect_tcp(next) {
                         t.stream = stream;
                         if self
@@ -2175,7 +2161,6 @@ impl Transports {
                     stream,
                     RtfConnection::connector(channel, self.config.rtf(), now_us),
                     tls,
-                    true,
                     rest,
                 ))
             }
@@ -2189,7 +2174,7 @@ impl Transports {
                         .or_else(|_| SctpSocket::connect(addrs, &opts))?,
                     None => self.connect_sctp(addrs, &opts, now_us)?,
                 };
-                AssocIo::Sctp(SctpIo::new(sock, true))
+                AssocIo::Sctp(SctpIo::new(sock))
             }
         };
         let (idx, id) = self.add_assoc(Assoc::new(io, true, None, Some(channel)))?;
@@ -2287,11 +2272,7 @@ impl Transports {
         };
         a.flags.set(Flags::LISTED, false);
         self.listed_count -= 1;
-        let connecting = match &a.io {
-            AssocIo::Tcp(t) => t.connecting,
-            AssocIo::Sctp(s) => s.connecting,
-        };
-        if abort || connecting || a.write_failed.is_some() {
+        if abort || a.flags.get(Flags::CONNECTING) || a.write_failed.is_some() {
             self.remove(idx, abort);
             return true;
         }
@@ -2300,10 +2281,8 @@ impl Transports {
             .entry(idx)
             .or_insert(now_us.saturating_add(linger.as_micros() as u64));
         a.flush(now_us);
-        let done = match &a.io {
-            AssocIo::Tcp(t) => t.write_shut && t.peer_eof,
-            AssocIo::Sctp(_) => false,
-        };
+        // TCP: both directions ended (the peer's EOF is TCP's only).
+        let done = a.flags.get(Flags::WRITE_SHUT) && a.flags.get(Flags::PEER_EOF);
         if done {
             self.remove(idx, false);
         } else {
@@ -2574,7 +2553,6 @@ impl Transports {
                                 stream,
                                 RtfConnection::acceptor(*kinds, self.config.rtf(), now_us),
                                 tls,
-                                false,
                                 VecDeque::new(),
                             )),
                             *id,
@@ -2588,7 +2566,7 @@ impl Transports {
                     Err(_) => return,
                 },
                 Listener::Sctp { sock, id, kinds } => match sock.accept(&self.config.sctp) {
-                    Ok(Some(s)) => (AssocIo::Sctp(SctpIo::new(s, false)), *id, *kinds),
+                    Ok(Some(s)) => (AssocIo::Sctp(SctpIo::new(s)), *id, *kinds),
                     Ok(None) => return,
                     Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                     Err(_) => return,
@@ -2883,7 +2861,8 @@ mod layout_tests {
     use super::*;
 
     /// An association lies inline in its slot, 48 bytes in all: its generation alone
-    /// with the slot index makes its id, its yes/no state is one byte, a graceful close's
+    /// with the slot index makes its id, its yes/no state is two bytes (its I/O state's
+    /// too, which leaves the socket's spare value for the variant), a graceful close's
     /// deadline lies beside it (only while closing), a failed write keeps its `Down`
     /// reason only, the I/O state's variant needs no byte of its own (release build; a
     /// debug build's mio sockets carry a selector id more).
@@ -2898,17 +2877,18 @@ mod layout_tests {
         );
         assert_eq!(size_of::<Queued>(), 4);
         assert_eq!(size_of::<Option<NonZeroU32>>(), 4);
-        assert_eq!(size_of::<Flags>(), 1);
+        assert_eq!(size_of::<Flags>(), 2);
     }
 
-    /// A TCP association's out-of-line state is 56 bytes (a 64-byte allocation): an idle
-    /// RTF connection keeps no decoder state, no queues and no output buffer of its own,
-    /// and a plain connected one no TLS or connect state.
+    /// A TCP association's out-of-line state is its 40-byte RTF connection (a 48-byte
+    /// allocation): an idle RTF connection keeps no decoder state, no queues and no output
+    /// buffer of its own, and a plain connected one no TLS or connect state.
     #[test]
-    fn a_tcp_association_boxes_56_bytes() {
+    fn a_tcp_association_boxes_40_bytes() {
         assert_eq!(size_of::<rserpool_proto::rtf::FrameDecoder>(), 16);
-        assert_eq!(size_of::<RtfConnection>(), 48);
-        assert_eq!(size_of::<TcpFraming>(), 56);
+        assert_eq!(size_of::<RtfConnection>(), 40);
+        let mio_extra = size_of::<TcpStream>() - size_of::<std::net::TcpStream>();
+        assert!(size_of::<TcpIo>() <= 32 + mio_extra.next_multiple_of(8));
     }
 
     #[test]
