@@ -1878,7 +1878,9 @@ impl Transports {
             return;
         };
         self.timers.remove(idx);
-        self.lingering.remove(&idx);
+        if !self.lingering.is_empty() {
+            self.lingering.remove(&idx);
+        }
         match slot {
             Slot::Listener(l) => match *l {
                 Listener::Tcp {
@@ -1940,7 +1942,13 @@ impl Transports {
         let Some(Some(Slot::Assoc(a))) = self.entries.get(idx) else {
             return;
         };
-        if let Some(d) = a.next_deadline(self.lingering.get(&idx).copied())
+        // The side map is looked at only for a closing association (no hashing per message).
+        let linger = if a.flags.get(Flags::LINGERING) {
+            self.lingering.get(&idx).copied()
+        } else {
+            None
+        };
+        if let Some(d) = a.next_deadline(linger)
             && self.timers.get(idx).is_none_or(|s| d < s)
         {
             self.timers.set(idx, d);
@@ -2682,7 +2690,9 @@ impl Transports {
             }
             // A graceful close that did not finish in time ends as an abort (it is
             // detached: no `Down` to report).
-            let fate = if self.lingering.get(&idx).is_some_and(|&t| now_us >= t) {
+            let fate = if a.flags.get(Flags::LINGERING)
+                && self.lingering.get(&idx).is_some_and(|&t| now_us >= t)
+            {
                 Fate::Remove { abort: true }
             } else {
                 let mut ctx = Ctx {
