@@ -386,7 +386,7 @@ const SPARE_DELAY_US: u64 = 50_000;
 /// One slot of [`Transports`]. An association, nearly every slot of a registrar's table,
 /// lies inline (no allocation, no pointer, no allocator header); the few listeners and UDP
 /// sockets are boxed. Only associations have ids, so the slot keeps no generation of its
-/// own: an association's id holds it.
+/// own: an association's record holds it.
 enum Slot {
     Listener(Box<Listener>),
     Assoc(Assoc),
@@ -1801,9 +1801,13 @@ impl Transports {
     /// Puts `slot` into a free slot and returns its index; an association gets its id
     /// there (slot index and a new generation, [`Transports::assoc_id`]).
     fn alloc(&mut self, mut slot: Slot) -> io::Result<usize> {
-        // The low 32 bits (ids repeat after 4 billion associations).
+        // The low 32 bits (ids repeat after 4 billion associations), never 0: an id is
+        // never 0, as when the count was kept whole.
         let generation = self.next_gen as u32;
         self.next_gen += 1;
+        if self.next_gen as u32 == 0 {
+            self.next_gen += 1;
+        }
         let idx = match self.free.pop() {
             Some(i) => i,
             None if self.entries.len() < self.capacity => {
@@ -2913,6 +2917,21 @@ mod layout_tests {
         q.add(MAX_QUEUE_CAP);
         q.add(usize::MAX);
         assert_eq!(q.get(), u32::MAX as usize);
+    }
+
+    /// An association's generation is the low 32 bits of the allocation count, and 0 is
+    /// skipped where the count wraps, so that no id is 0.
+    #[test]
+    fn generations_skip_zero_where_they_wrap() {
+        let poll = mio::Poll::new().expect("poll");
+        let mut t = Transports::new(poll.registry(), 0..100, TransportConfig::default())
+            .expect("transports");
+        let any: SocketAddr = "127.0.0.1:0".parse().expect("addr");
+        t.next_gen = u64::from(u32::MAX);
+        t.listen(&[any], TransportKind::Tcp, ChannelKind::Session)
+            .expect("listen");
+        assert_eq!(t.next_gen as u32, 1, "the generation after u32::MAX is 1");
+        assert_ne!(t.assoc_id(0, t.next_gen as u32), AssocId(0));
     }
 
     #[test]
