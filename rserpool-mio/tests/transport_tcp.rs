@@ -240,6 +240,17 @@ fn hello(kind: ChannelKind, ms: u32) -> Bytes {
     .to_bytes()
 }
 
+/// A raw TCP peer connected to a listener of `net.a` for `kind`, its HELLO (announcing
+/// `interval_ms`) sent, and the association's id once A reports it up.
+fn raw_peer_up(net: &mut Net, kind: ChannelKind, interval_ms: u32) -> (StdStream, AssocId) {
+    let l = net.a.listen(&[any_port()], TCP, kind).unwrap();
+    let addr = net.a.socket_local_addrs(l).unwrap()[0];
+    let mut raw = StdStream::connect(addr).unwrap();
+    raw.write_all(&hello(kind, interval_ms)).unwrap();
+    let on_a = up_assoc(&net.wait_for("Up", LIMIT, |n| take_up(&mut n.ea)));
+    (raw, on_a)
+}
+
 /// Regression (hostile suite, class e): a peer that writes faster than we read was read
 /// without bound inside one `handle_timeout` call (an association with more to read re-armed
 /// an immediate timer that the same call ran again), so a registrar turn could collect
@@ -306,16 +317,8 @@ fn a_fast_writer_is_read_in_bounded_slices() {
 #[test]
 fn silent_peer_is_declared_dead_after_three_intervals() {
     let mut net = Net::new(cfg_hb(1000), TransportConfig::default());
-    let l = net
-        .a
-        .listen(&[any_port()], TCP, ChannelKind::Session)
-        .unwrap();
-    let addr = net.a.socket_local_addrs(l).unwrap()[0];
     // A raw peer: announces 60 ms, then never sends anything again (not even acks).
-    let mut raw = StdStream::connect(addr).unwrap();
-    raw.write_all(&hello(ChannelKind::Session, 60)).unwrap();
-    let on_a = net.wait_for("Up", LIMIT, |n| take_up(&mut n.ea)).clone();
-    let on_a = up_assoc(&on_a);
+    let (mut raw, on_a) = raw_peer_up(&mut net, ChannelKind::Session, 60);
     let t0 = Instant::now();
     let reason = net.wait_for("Down", LIMIT, |n| take_down(&mut n.ea, on_a));
     let took = t0.elapsed();
@@ -381,15 +384,7 @@ fn a_graceful_close_the_peer_never_finishes_is_aborted_after_the_linger() {
         ..TransportConfig::default()
     };
     let mut net = Net::new(ca, TransportConfig::default());
-    let l = net
-        .a
-        .listen(&[any_port()], TCP, ChannelKind::AsapToRegistrar)
-        .unwrap();
-    let addr = net.a.socket_local_addrs(l).unwrap()[0];
-    let mut raw = StdStream::connect(addr).unwrap();
-    raw.write_all(&hello(ChannelKind::AsapToRegistrar, 5000))
-        .unwrap();
-    let on_a = up_assoc(&net.wait_for("Up", LIMIT, |n| take_up(&mut n.ea)));
+    let (mut raw, on_a) = raw_peer_up(&mut net, ChannelKind::AsapToRegistrar, 5000);
     assert!(net.a.close(on_a, false));
     // Our HELLO, then our FIN: the raw peer reads to the end of our stream.
     raw.set_read_timeout(Some(LIMIT)).unwrap();
@@ -445,15 +440,8 @@ fn abort_is_seen_as_abort() {
 fn killed_peers_are_reported_down() {
     let mut net = Net::new(TransportConfig::default(), TransportConfig::default());
     // Incoming: a raw client completes the handshake, then its socket is dropped.
-    let l = net
-        .a
-        .listen(&[any_port()], TCP, ChannelKind::AsapToRegistrar)
-        .unwrap();
-    let addr = net.a.socket_local_addrs(l).unwrap()[0];
-    let mut raw = StdStream::connect(addr).unwrap();
-    raw.write_all(&hello(ChannelKind::AsapToRegistrar, 5000))
-        .unwrap();
-    let on_a = up_assoc(&net.wait_for("Up", LIMIT, |n| take_up(&mut n.ea)));
+    let (raw, on_a) = raw_peer_up(&mut net, ChannelKind::AsapToRegistrar, 5000);
+    let addr = raw.peer_addr().unwrap();
     drop(raw);
     let reason = net.wait_for("Down", LIMIT, |n| take_down(&mut n.ea, on_a));
     assert!(
