@@ -1173,10 +1173,9 @@ impl RtfConnection {
                 if self.flags & HELLO_SENT == 0 {
                     self.queue_hello(hello.channel_kind);
                 }
-                self.role = match self.role {
-                    Role::Connector(kind) => Role::Connector(kind),
-                    Role::Acceptor(_) => Role::Acceptor(hello.channel_kind.into()),
-                };
+                if let Role::Acceptor(_) = self.role {
+                    self.role = Role::Acceptor(hello.channel_kind.into());
+                }
                 self.peer_heartbeat_interval_ms = hello.heartbeat_interval_ms;
                 self.flags |= PEER_HELLO;
                 self.state = State::Up;

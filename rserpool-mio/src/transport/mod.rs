@@ -861,9 +861,9 @@ impl Drop for OutQueue {
     }
 }
 
-#[allow(clippy::box_collection)] // `reasm`: one pointer inline instead of three words
 /// SCTP's I/O state in an association's record (its yes/no state in the association's
 /// [`Flags`]).
+#[allow(clippy::box_collection)] // `reasm`: one pointer inline instead of three words
 struct SctpIo {
     sock: SctpSocket,
     out: OutQueue,
@@ -979,8 +979,19 @@ impl Assoc {
         }
     }
 
+    /// The end of its graceful close, if closing: its entry (slot `idx`) in
+    /// [`Transports::lingering`], looked at only when its flag says it is closing (no
+    /// hashing per message).
+    fn linger_deadline(&self, idx: usize, lingering: &HashMap<usize, u64>) -> Option<u64> {
+        if self.flags.get(Flags::LINGERING) {
+            lingering.get(&idx).copied()
+        } else {
+            None
+        }
+    }
+
     /// Detaches it for a graceful close; the transports give it its deadline
-    /// ([`Transports::settle`], [`Transports::close`]).
+    /// ([`Transports::start_linger`]).
     fn begin_close(&mut self) {
         self.flags.set(Flags::ATTACHED, false);
         self.flags.set(Flags::LINGERING, true);
@@ -1941,18 +1952,21 @@ impl Transports {
         }
     }
 
+    /// Association `idx` closes gracefully from `now_us` on: it is aborted once
+    /// [`TransportConfig::close_linger`] has passed (the first close's deadline stays).
+    fn start_linger(&mut self, idx: usize, now_us: u64) {
+        let linger = self.config.close_linger.as_micros() as u64;
+        self.lingering
+            .entry(idx)
+            .or_insert(now_us.saturating_add(linger));
+    }
+
     /// Re-arms the timer of association `idx` if its deadline moved earlier.
     fn schedule(&mut self, idx: usize) {
         let Some(Some(Slot::Assoc(a))) = self.entries.get(idx) else {
             return;
         };
-        // The side map is looked at only for a closing association (no hashing per message).
-        let linger = if a.flags.get(Flags::LINGERING) {
-            self.lingering.get(&idx).copied()
-        } else {
-            None
-        };
-        if let Some(d) = a.next_deadline(linger)
+        if let Some(d) = a.next_deadline(a.linger_deadline(idx, &self.lingering))
             && self.timers.get(idx).is_none_or(|s| d < s)
         {
             self.timers.set(idx, d);
@@ -1999,11 +2013,9 @@ impl Transports {
             a.flags.set(Flags::LISTED, false);
             self.listed_count -= 1;
         }
-        if a.flags.get(Flags::LINGERING) && !self.lingering.contains_key(&idx) {
-            // A graceful close begun while driving it (the peer shut down).
-            let linger = self.config.close_linger.as_micros() as u64;
-            self.lingering
-                .insert(idx, self.last_us.saturating_add(linger));
+        if a.flags.get(Flags::LINGERING) {
+            // Perhaps a graceful close begun while driving it (the peer shut down).
+            self.start_linger(idx, self.last_us);
         }
         self.schedule(idx);
     }
@@ -2278,7 +2290,6 @@ impl Transports {
             return false;
         };
         let now_us = self.now_us();
-        let linger = self.config.close_linger;
         let Some(Some(Slot::Assoc(a))) = self.entries.get_mut(idx) else {
             return false;
         };
@@ -2289,15 +2300,13 @@ impl Transports {
             return true;
         }
         a.begin_close();
-        self.lingering
-            .entry(idx)
-            .or_insert(now_us.saturating_add(linger.as_micros() as u64));
         a.flush(now_us);
         // TCP: both directions ended (the peer's EOF is TCP's only).
         let done = a.flags.get(Flags::WRITE_SHUT) && a.flags.get(Flags::PEER_EOF);
         if done {
             self.remove(idx, false);
         } else {
+            self.start_linger(idx, now_us);
             self.schedule(idx);
         }
         true
@@ -2694,8 +2703,9 @@ impl Transports {
             }
             // A graceful close that did not finish in time ends as an abort (it is
             // detached: no `Down` to report).
-            let fate = if a.flags.get(Flags::LINGERING)
-                && self.lingering.get(&idx).is_some_and(|&t| now_us >= t)
+            let fate = if a
+                .linger_deadline(idx, &self.lingering)
+                .is_some_and(|t| now_us >= t)
             {
                 Fate::Remove { abort: true }
             } else {
