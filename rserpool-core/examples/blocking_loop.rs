@@ -115,7 +115,9 @@ impl<M: Machine> BlockingLoop<M> {
                 if let Destination::Assoc(a) = t.dest
                     && let Some(l) = self.links.get_mut(&a)
                 {
-                    let _ = l.rtf.send(t.ppid, t.stream, false, t.payload);
+                    let _ = l
+                        .rtf
+                        .send(&RtfConfig::default(), t.ppid, t.stream, false, t.payload);
                 }
             }
             Output::Connect {
@@ -205,10 +207,11 @@ impl<M: Machine> BlockingLoop<M> {
     fn run(&mut self, mut on_event: impl FnMut(&mut M, M::Event) -> bool) {
         while self.settle(&mut on_event) {
             // Block until input or the earliest deadline (machine, RTF heartbeats).
+            let (cfg, before) = (RtfConfig::default(), self.now().as_micros());
             let rtf = self
                 .links
                 .values()
-                .filter_map(|l| l.rtf.poll_timeout())
+                .filter_map(|l| l.rtf.poll_timeout(&cfg, before))
                 .min();
             let machine = self.machine.poll_timeout().map(Instant::as_micros);
             let deadline = rtf.into_iter().chain(machine).min().unwrap_or(u64::MAX);
@@ -228,7 +231,7 @@ impl<M: Machine> BlockingLoop<M> {
                 }
                 Ok(Input::Bytes(id, b)) => {
                     if let Some(l) = self.links.get_mut(&id) {
-                        l.rtf.handle_input(now.as_micros(), &b);
+                        l.rtf.handle_input(&cfg, now.as_micros(), &b);
                     }
                 }
                 Ok(Input::Eof(id)) => {
@@ -241,7 +244,7 @@ impl<M: Machine> BlockingLoop<M> {
             // Timers: RTF heartbeats and dead peers, then the machine's.
             self.links
                 .values_mut()
-                .for_each(|l| l.rtf.handle_timeout(now.as_micros()));
+                .for_each(|l| l.rtf.handle_timeout(&cfg, now.as_micros()));
             if self.machine.poll_timeout().is_some_and(|t| t <= now) {
                 self.machine.handle_timeout(now);
             }

@@ -38,6 +38,11 @@ pub const DEFAULT_HEARTBEAT_INTERVAL_MS: u32 = 5000;
 pub const FLAG_UNORDERED: u8 = 0x01;
 /// How many peer heartbeat intervals of silence make a connection dead.
 pub const DEAD_AFTER_INTERVALS: u64 = 3;
+/// The longest heartbeat interval used (ms, 2^28: 3.1 days), ours or the peer's (a longer
+/// one announced is used as this): a connection is declared dead at the latest
+/// [`DEAD_AFTER_INTERVALS`] of them after its last input, well within the 2^31 ms (24.8
+/// days) over which it keeps its times ([`RtfConnection`]).
+pub const MAX_HEARTBEAT_INTERVAL_MS: u32 = 1 << 28;
 /// A HEARTBEAT goes out once nothing was sent for the interval plus this fraction of it
 /// (one half; SCTP too waits longer than its heartbeat interval: HB.interval + RTO):
 /// application traffic that repeats about every interval, such as a registrar's
@@ -769,13 +774,35 @@ fn parse_frame(frame: Bytes) -> Result<Frame, RtfError> {
     }
 }
 
-/// Settings of one [`RtfConnection`].
+/// Settings of [`RtfConnection`]s: the same for every connection of one endpoint, so a
+/// connection does not keep them; the caller hands them to each call that needs them
+/// (always the same settings for one connection).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct RtfConfig {
-    /// Our heartbeat interval, announced in our HELLO (ms, at least 1).
+    /// Our heartbeat interval, announced in our HELLO (ms; used as at least 1 and at most
+    /// [`MAX_HEARTBEAT_INTERVAL_MS`]).
     pub heartbeat_interval_ms: u32,
-    /// Largest frame (header + payload) we accept and send.
+    /// Largest frame (header + payload) we accept and send (used as at least 65,548).
     pub max_frame_len: usize,
+}
+
+impl RtfConfig {
+    /// The heartbeat interval in force (ms): at least 1, at most
+    /// [`MAX_HEARTBEAT_INTERVAL_MS`].
+    pub fn heartbeat_interval(&self) -> u32 {
+        self.heartbeat_interval_ms
+            .clamp(1, MAX_HEARTBEAT_INTERVAL_MS)
+    }
+
+    /// The frame length limit in force ([`FrameDecoder::max_frame_len`]).
+    fn frame_limit(&self) -> u32 {
+        frame_limit(self.max_frame_len)
+    }
+
+    /// Largest payload [`RtfConnection::send`] accepts.
+    pub fn max_payload_len(&self) -> usize {
+        self.frame_limit() as usize - HEADER_LEN
+    }
 }
 
 impl Default for RtfConfig {
@@ -838,12 +865,16 @@ enum State {
 /// Driving it: after creation and after every `handle_*`/`send` call, write out
 /// [`poll_transmit`](Self::poll_transmit) chunks in order, take
 /// [`poll_event`](Self::poll_event)s, and arm a timer for [`poll_timeout`](Self::poll_timeout).
+/// Calls that need the settings take the endpoint's [`RtfConfig`] (the one the connection
+/// was made with).
+///
+/// An idle connection is 24 bytes (a server holds one per client): the settings stay with
+/// the caller, and the times it keeps (last input, last output) are milliseconds modulo
+/// 2^32, read back against the `now` of each call; they are never more than
+/// [`DEAD_AFTER_INTERVALS`] × [`MAX_HEARTBEAT_INTERVAL_MS`] old while the connection is
+/// open and its timeouts are handled, well within the 2^31 ms that this reading allows.
 #[derive(Debug)]
 pub struct RtfConnection {
-    /// Our heartbeat interval (ms, at least 1).
-    heartbeat_interval_ms: u32,
-    /// The decoder's frame length limit ([`FrameDecoder::max_frame_len`]).
-    max_frame_len: u32,
     /// The peer's heartbeat interval from its HELLO (ms; meaningful with [`PEER_HELLO`]).
     peer_heartbeat_interval_ms: u32,
     /// Before the peer's HELLO: the kinds we accept; from it on, the one agreed (an
@@ -854,12 +885,41 @@ pub struct RtfConnection {
     flags: u8,
     /// The frame in progress, frames to write and events to report, out of line and only
     /// while there are any ([`Pending`]): an idle connection keeps one null pointer for the
-    /// three, and is 40 bytes.
+    /// three, and is 24 bytes.
     pending: Option<Box<Pending>>,
     /// Before the peer's HELLO: when the connection was made; from the HELLO on: when
-    /// something last arrived (the dead-peer timer's base either way).
-    last_received_us: u64,
-    last_sent_us: u64,
+    /// something last arrived (the dead-peer timer's base either way). A [`Stamp`].
+    last_received: Stamp,
+    /// When something was last sent (the heartbeat timer's base).
+    last_sent: Stamp,
+}
+
+/// A time as an [`RtfConnection`] keeps it: milliseconds modulo 2^32.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Stamp(u32);
+
+impl Stamp {
+    fn new(now_us: u64) -> Stamp {
+        Stamp((now_us / 1000) as u32)
+    }
+
+    /// The time (µs, whole milliseconds) this stamp stands for: the one within 2^31 ms of
+    /// `now_us`.
+    fn at(self, now_us: u64) -> u64 {
+        let now_ms = now_us / 1000;
+        let diff = self.0.wrapping_sub(now_ms as u32) as i32;
+        now_ms
+            .saturating_add_signed(i64::from(diff))
+            .saturating_mul(1000)
+    }
+
+    /// Moves the stamp to `now_us` unless it already lies later.
+    fn advance(&mut self, now_us: u64) {
+        let now = Stamp::new(now_us);
+        if (now.0.wrapping_sub(self.0) as i32) > 0 {
+            *self = now;
+        }
+    }
 }
 
 /// [`RtfConnection::flags`]: our HELLO is queued or sent.
@@ -893,8 +953,8 @@ impl RtfConnection {
     /// The connecting side: sends HELLO with `channel_kind` at once and expects the acceptor
     /// to echo the same kind.
     pub fn connector(channel_kind: ChannelKind, config: RtfConfig, now_us: u64) -> Self {
-        let mut c = Self::new(Role::Connector(channel_kind), config, now_us);
-        c.queue_hello(channel_kind);
+        let mut c = Self::new(Role::Connector(channel_kind), now_us);
+        c.queue_hello(&config, channel_kind);
         c
     }
 
@@ -902,24 +962,22 @@ impl RtfConnection {
     /// with several it echoes the connector's kind when the connector's HELLO arrives. A kind
     /// outside `kinds` is a protocol error.
     pub fn acceptor(kinds: ChannelKinds, config: RtfConfig, now_us: u64) -> Self {
-        let mut c = Self::new(Role::Acceptor(kinds), config, now_us);
+        let mut c = Self::new(Role::Acceptor(kinds), now_us);
         if let Some(kind) = kinds.single() {
-            c.queue_hello(kind);
+            c.queue_hello(&config, kind);
         }
         c
     }
 
-    fn new(role: Role, config: RtfConfig, now_us: u64) -> Self {
+    fn new(role: Role, now_us: u64) -> Self {
         RtfConnection {
-            heartbeat_interval_ms: config.heartbeat_interval_ms.max(1),
             role,
             state: State::AwaitHello,
             flags: 0,
             peer_heartbeat_interval_ms: 0,
-            max_frame_len: frame_limit(config.max_frame_len),
             pending: None,
-            last_received_us: now_us,
-            last_sent_us: now_us,
+            last_received: Stamp::new(now_us),
+            last_sent: Stamp::new(now_us),
         }
     }
 
@@ -959,21 +1017,13 @@ impl RtfConnection {
         self.settle();
     }
 
-    fn queue_hello(&mut self, channel_kind: ChannelKind) {
+    fn queue_hello(&mut self, config: &RtfConfig, channel_kind: ChannelKind) {
         let hello = Frame::Hello(Hello {
             channel_kind,
-            heartbeat_interval_ms: self.heartbeat_interval_ms,
+            heartbeat_interval_ms: config.heartbeat_interval(),
         });
         self.pending().transmit.push_back(hello.to_bytes());
         self.flags |= HELLO_SENT;
-    }
-
-    /// The configuration in force (interval at least 1 ms, frame limit at least 65,548).
-    pub fn config(&self) -> RtfConfig {
-        RtfConfig {
-            heartbeat_interval_ms: self.heartbeat_interval_ms,
-            max_frame_len: self.max_frame_len as usize,
-        }
     }
 
     /// True after the peer's HELLO was accepted and before the connection closed.
@@ -1001,15 +1051,11 @@ impl RtfConnection {
         })
     }
 
-    /// Largest payload [`send`](Self::send) accepts.
-    pub fn max_payload_len(&self) -> usize {
-        self.max_frame_len as usize - HEADER_LEN
-    }
-
     /// Queues one user message as a DATA frame. Allowed before the peer's HELLO (it then
     /// follows our HELLO); refused once the connection is closed or when too long.
     pub fn send(
         &mut self,
+        config: &RtfConfig,
         ppid: u32,
         stream: u16,
         unordered: bool,
@@ -1018,10 +1064,10 @@ impl RtfConnection {
         if self.state == State::Closed {
             return Err(RtfError::Closed);
         }
-        if payload.len() > self.max_payload_len() {
+        if payload.len() > config.max_payload_len() {
             return Err(RtfError::MessageTooLong {
                 length: payload.len(),
-                max: self.max_payload_len(),
+                max: config.max_payload_len(),
             });
         }
         let header = encode_data_header(unordered, stream, ppid, payload.len());
@@ -1045,8 +1091,10 @@ impl RtfConnection {
     /// taken them all first (`has_transmit()` false); otherwise nothing is written and the
     /// message is queued as by [`send`](Self::send). The frame counts as sent at `now_us`
     /// (idle-heartbeat timer).
+    #[allow(clippy::too_many_arguments)] // `send`'s, with the time and the output buffer
     pub fn send_into(
         &mut self,
+        config: &RtfConfig,
         now_us: u64,
         ppid: u32,
         stream: u16,
@@ -1057,42 +1105,54 @@ impl RtfConnection {
         if self.state == State::Closed {
             return Err(RtfError::Closed);
         }
-        if payload.len() > self.max_payload_len() {
+        if payload.len() > config.max_payload_len() {
             return Err(RtfError::MessageTooLong {
                 length: payload.len(),
-                max: self.max_payload_len(),
+                max: config.max_payload_len(),
             });
         }
         if !self.transmit_is_empty() {
-            return self.send(ppid, stream, unordered, Bytes::copy_from_slice(payload));
+            return self.send(
+                config,
+                ppid,
+                stream,
+                unordered,
+                Bytes::copy_from_slice(payload),
+            );
         }
         out.extend_from_slice(&encode_data_header(unordered, stream, ppid, payload.len()));
         out.extend_from_slice(payload);
-        self.last_sent_us = self.last_sent_us.max(now_us);
+        self.last_sent.advance(now_us);
         Ok(())
     }
 
     /// Bytes received from the peer, at time `now_us`. Frames become events; a protocol
     /// violation closes the connection with [`RtfEvent::ProtocolError`].
-    pub fn handle_input(&mut self, now_us: u64, data: &[u8]) {
+    pub fn handle_input(&mut self, config: &RtfConfig, now_us: u64, data: &[u8]) {
         let mut events = self.take_events();
-        self.input(now_us, data, &mut events);
+        self.input(config, now_us, data, &mut events);
         if !events.is_empty() {
             self.pending().events = events;
         }
     }
 
     /// Decodes `data`; the events go to `events`.
-    fn input(&mut self, now_us: u64, data: &[u8], events: &mut VecDeque<RtfEvent>) {
+    fn input(
+        &mut self,
+        config: &RtfConfig,
+        now_us: u64,
+        data: &[u8],
+        events: &mut VecDeque<RtfEvent>,
+    ) {
         if self.state == State::Closed || data.is_empty() {
             return;
         }
         // Frames are handled as they are decoded (the decoder's state is moved out
         // meanwhile): no per-connection frame list to keep.
         let mut partial = self.pending.as_mut().and_then(|p| p.partial.take());
-        let result = Partial::decode_in(&mut partial, self.max_frame_len, data, |frame| {
+        let result = Partial::decode_in(&mut partial, config.frame_limit(), data, |frame| {
             if self.state != State::Closed {
-                match self.handle_frame(frame) {
+                match self.handle_frame(config, frame) {
                     Ok(Some(ev)) => events.push_back(ev),
                     Ok(None) => {}
                     Err(e) => events.push_back(self.fail(e)),
@@ -1107,7 +1167,7 @@ impl RtfConnection {
         if self.state == State::Up {
             // Up (the peer's HELLO may have been in this input): the dead-peer timer runs
             // from now; before that it runs from the connection's creation.
-            self.last_received_us = self.last_received_us.max(now_us);
+            self.last_received.advance(now_us);
         }
         if let Err(e) = result
             && self.state != State::Closed
@@ -1121,9 +1181,15 @@ impl RtfConnection {
     /// a caller driving many connections shares one event buffer among them, and idle
     /// connections keep no event memory. [`poll_event`](Self::poll_event) still returns
     /// events from the other inputs (`handle_eof`, `handle_timeout`).
-    pub fn handle_input_into(&mut self, now_us: u64, data: &[u8], events: &mut VecDeque<RtfEvent>) {
+    pub fn handle_input_into(
+        &mut self,
+        config: &RtfConfig,
+        now_us: u64,
+        data: &[u8],
+        events: &mut VecDeque<RtfEvent>,
+    ) {
         events.extend(self.take_events());
-        self.input(now_us, data, events);
+        self.input(config, now_us, data, events);
     }
 
     /// The peer ended its byte stream (read returned 0). At a frame boundary this is a
@@ -1158,7 +1224,11 @@ impl RtfConnection {
     }
 
     /// Handles one frame; returns the event it makes, if any.
-    fn handle_frame(&mut self, frame: Frame) -> Result<Option<RtfEvent>, RtfError> {
+    fn handle_frame(
+        &mut self,
+        config: &RtfConfig,
+        frame: Frame,
+    ) -> Result<Option<RtfEvent>, RtfError> {
         match (self.state, frame) {
             (State::AwaitHello, Frame::Hello(hello)) => {
                 let accepted = match self.role {
@@ -1171,7 +1241,7 @@ impl RtfConnection {
                     });
                 }
                 if self.flags & HELLO_SENT == 0 {
-                    self.queue_hello(hello.channel_kind);
+                    self.queue_hello(config, hello.channel_kind);
                 }
                 if let Role::Acceptor(_) = self.role {
                     self.role = Role::Acceptor(hello.channel_kind.into());
@@ -1228,7 +1298,7 @@ impl RtfConnection {
         // keeps no memory for it (released when drained).
         let chunk = self.pending.as_mut()?.transmit.pop_front()?;
         self.settle();
-        self.last_sent_us = self.last_sent_us.max(now_us);
+        self.last_sent.advance(now_us);
         Some(chunk)
     }
 
@@ -1244,31 +1314,36 @@ impl RtfConnection {
         event
     }
 
-    fn dead_deadline(&self) -> u64 {
+    fn dead_deadline(&self, config: &RtfConfig, now_us: u64) -> u64 {
         let interval_ms = if self.flags & PEER_HELLO != 0 {
             self.peer_heartbeat_interval_ms
+                .clamp(1, MAX_HEARTBEAT_INTERVAL_MS)
         } else {
-            self.heartbeat_interval_ms
+            config.heartbeat_interval()
         };
-        self.last_received_us
+        self.last_received
+            .at(now_us)
             .saturating_add(DEAD_AFTER_INTERVALS * u64::from(interval_ms) * 1000)
     }
 
-    fn heartbeat_deadline(&self) -> Option<u64> {
+    fn heartbeat_deadline(&self, config: &RtfConfig, now_us: u64) -> Option<u64> {
         (self.flags & HELLO_SENT != 0 && self.state == State::Up).then(|| {
-            let interval_us = u64::from(self.heartbeat_interval_ms) * 1000;
-            self.last_sent_us
+            let interval_us = u64::from(config.heartbeat_interval()) * 1000;
+            self.last_sent
+                .at(now_us)
                 .saturating_add(interval_us + interval_us / HEARTBEAT_SLACK_DIVISOR)
         })
     }
 
-    /// When [`handle_timeout`](Self::handle_timeout) must be called next (µs), if ever.
-    pub fn poll_timeout(&self) -> Option<u64> {
+    /// When [`handle_timeout`](Self::handle_timeout) must be called next (µs), if ever;
+    /// `now_us` is the time of the caller's latest input (the deadline does not depend on it
+    /// as long as the connection's timeouts are handled: see [`RtfConnection`]).
+    pub fn poll_timeout(&self, config: &RtfConfig, now_us: u64) -> Option<u64> {
         if self.state == State::Closed {
             return None;
         }
-        let dead = self.dead_deadline();
-        Some(match self.heartbeat_deadline() {
+        let dead = self.dead_deadline(config, now_us);
+        Some(match self.heartbeat_deadline(config, now_us) {
             Some(hb) => hb.min(dead),
             None => dead,
         })
@@ -1276,21 +1351,24 @@ impl RtfConnection {
 
     /// Time has advanced to `now_us`: declares the peer dead or queues a HEARTBEAT (payload:
     /// `now_us`, big-endian) when we have been idle for our interval.
-    pub fn handle_timeout(&mut self, now_us: u64) {
+    pub fn handle_timeout(&mut self, config: &RtfConfig, now_us: u64) {
         if self.state == State::Closed {
             return;
         }
-        if now_us >= self.dead_deadline() {
+        if now_us >= self.dead_deadline(config, now_us) {
             self.state = State::Closed;
             self.clear_transmit();
             self.pending().events.push_back(RtfEvent::Dead);
             return;
         }
-        if self.heartbeat_deadline().is_some_and(|hb| now_us >= hb) {
+        if self
+            .heartbeat_deadline(config, now_us)
+            .is_some_and(|hb| now_us >= hb)
+        {
             self.pending()
                 .transmit
                 .push_back(Frame::Heartbeat(now_us.to_be_bytes()).to_bytes());
-            self.last_sent_us = now_us;
+            self.last_sent = Stamp::new(now_us);
         }
     }
 }
@@ -1305,14 +1383,11 @@ pub fn fuzz_rtf_stream(data: &[u8]) {
     };
     let max = HEADER_LEN + MIN_ACCEPTED_PAYLOAD;
     let mut decoder = FrameDecoder::new(max);
-    let mut conn = RtfConnection::acceptor(
-        ChannelKinds::all(),
-        RtfConfig {
-            heartbeat_interval_ms: 10,
-            max_frame_len: max,
-        },
-        0,
-    );
+    let config = RtfConfig {
+        heartbeat_interval_ms: 10,
+        max_frame_len: max,
+    };
+    let mut conn = RtfConnection::acceptor(ChannelKinds::all(), config, 0);
     let mut now = 0u64;
     for chunk in rest.chunks(split) {
         let mut frames = 0usize;
@@ -1322,18 +1397,18 @@ pub fn fuzz_rtf_stream(data: &[u8]) {
             assert!(decoder.decode(chunk, |_| ()).is_err());
         }
         now += 3_000;
-        conn.handle_input(now, chunk);
-        if conn.poll_timeout().is_some() {
-            conn.handle_timeout(now);
+        conn.handle_input(&config, now, chunk);
+        if conn.poll_timeout(&config, now).is_some() {
+            conn.handle_timeout(&config, now);
             // Whatever was due has been done (heartbeat sent, or the peer declared dead):
             // the next deadline lies ahead.
-            if let Some(next) = conn.poll_timeout() {
+            if let Some(next) = conn.poll_timeout(&config, now) {
                 assert!(next > now);
             }
         }
         while conn.poll_transmit(now).is_some() {}
         while conn.poll_event().is_some() {}
-        let _ = conn.send(11, 0, false, Bytes::from_static(b"x"));
+        let _ = conn.send(&config, 11, 0, false, Bytes::from_static(b"x"));
     }
     conn.handle_eof(now);
     let _ = decoder.finish();
@@ -1647,6 +1722,101 @@ mod tests {
 
     // --- connection ---
 
+    /// A connection with its settings and the time of its latest input, called as an
+    /// endpoint calls it (the settings and that time handed to each call that takes them).
+    struct Conn {
+        c: RtfConnection,
+        cfg: RtfConfig,
+        now: u64,
+    }
+
+    impl Conn {
+        fn connector(kind: ChannelKind, cfg: RtfConfig, now: u64) -> Conn {
+            Conn {
+                c: RtfConnection::connector(kind, cfg, now),
+                cfg,
+                now,
+            }
+        }
+
+        fn acceptor(kinds: ChannelKinds, cfg: RtfConfig, now: u64) -> Conn {
+            Conn {
+                c: RtfConnection::acceptor(kinds, cfg, now),
+                cfg,
+                now,
+            }
+        }
+
+        fn at(&mut self, now: u64) -> &mut RtfConnection {
+            self.now = self.now.max(now);
+            &mut self.c
+        }
+
+        fn max_payload_len(&self) -> usize {
+            self.cfg.max_payload_len()
+        }
+
+        fn send(
+            &mut self,
+            ppid: u32,
+            stream: u16,
+            unordered: bool,
+            payload: Bytes,
+        ) -> Result<(), RtfError> {
+            self.c.send(&self.cfg, ppid, stream, unordered, payload)
+        }
+
+        fn send_into(
+            &mut self,
+            now: u64,
+            ppid: u32,
+            stream: u16,
+            unordered: bool,
+            payload: &[u8],
+            out: &mut BytesMut,
+        ) -> Result<(), RtfError> {
+            let cfg = self.cfg;
+            self.at(now)
+                .send_into(&cfg, now, ppid, stream, unordered, payload, out)
+        }
+
+        fn handle_input(&mut self, now: u64, data: &[u8]) {
+            let cfg = self.cfg;
+            self.at(now).handle_input(&cfg, now, data);
+        }
+
+        fn handle_input_into(&mut self, now: u64, data: &[u8], events: &mut VecDeque<RtfEvent>) {
+            let cfg = self.cfg;
+            self.at(now).handle_input_into(&cfg, now, data, events);
+        }
+
+        fn handle_timeout(&mut self, now: u64) {
+            let cfg = self.cfg;
+            self.at(now).handle_timeout(&cfg, now);
+        }
+
+        fn poll_timeout(&self) -> Option<u64> {
+            self.c.poll_timeout(&self.cfg, self.now)
+        }
+
+        fn poll_transmit(&mut self, now: u64) -> Option<Bytes> {
+            self.at(now).poll_transmit(now)
+        }
+    }
+
+    impl core::ops::Deref for Conn {
+        type Target = RtfConnection;
+        fn deref(&self) -> &RtfConnection {
+            &self.c
+        }
+    }
+
+    impl core::ops::DerefMut for Conn {
+        fn deref_mut(&mut self) -> &mut RtfConnection {
+            &mut self.c
+        }
+    }
+
     const MS: u64 = 1000;
 
     fn cfg(interval_ms: u32) -> RtfConfig {
@@ -1657,7 +1827,7 @@ mod tests {
     }
 
     /// Moves every transmit chunk of `from` into `to` at `now`.
-    fn pump(from: &mut RtfConnection, to: &mut RtfConnection, now: u64) -> usize {
+    fn pump(from: &mut Conn, to: &mut Conn, now: u64) -> usize {
         let mut n = 0;
         while let Some(c) = from.poll_transmit(now) {
             n += 1;
@@ -1666,14 +1836,14 @@ mod tests {
         n
     }
 
-    fn events(c: &mut RtfConnection) -> Vec<RtfEvent> {
+    fn events(c: &mut Conn) -> Vec<RtfEvent> {
         core::iter::from_fn(|| c.poll_event()).collect()
     }
 
     #[test]
     fn handle_input_into_uses_the_callers_event_buffer() {
-        let mut a = RtfConnection::connector(ChannelKind::Session, cfg(1000), 0);
-        let mut b = RtfConnection::acceptor(ChannelKind::Session.into(), cfg(1000), 0);
+        let mut a = Conn::connector(ChannelKind::Session, cfg(1000), 0);
+        let mut b = Conn::acceptor(ChannelKind::Session.into(), cfg(1000), 0);
         a.send(11, 0, false, Bytes::from_static(b"x")).unwrap();
         let mut wire = Vec::new();
         while let Some(c) = a.poll_transmit(1) {
@@ -1697,14 +1867,14 @@ mod tests {
 
     #[test]
     fn send_into_writes_the_same_frame_as_send() {
-        let mut a = RtfConnection::connector(ChannelKind::Session, cfg(1000), 0);
-        let mut b = RtfConnection::connector(ChannelKind::Session, cfg(1000), 0);
+        let mut a = Conn::connector(ChannelKind::Session, cfg(1000), 0);
+        let mut b = Conn::connector(ChannelKind::Session, cfg(1000), 0);
         // HELLO still queued: send_into queues instead of writing.
         let mut out = BytesMut::new();
         a.send_into(5, 11, 3, false, b"first", &mut out).unwrap();
         assert!(out.is_empty());
         b.send(11, 3, false, Bytes::from_static(b"first")).unwrap();
-        let drain = |c: &mut RtfConnection| {
+        let drain = |c: &mut Conn| {
             let mut v = Vec::new();
             while let Some(x) = c.poll_transmit(5) {
                 v.extend_from_slice(&x);
@@ -1727,10 +1897,121 @@ mod tests {
     }
 
     #[test]
-    fn an_idle_connection_is_40_bytes_and_holds_nothing_else() {
-        assert_eq!(core::mem::size_of::<RtfConnection>(), 40);
-        let mut a = RtfConnection::connector(ChannelKind::Session, cfg(1000), 0);
-        let mut b = RtfConnection::acceptor(ChannelKind::Session.into(), cfg(1000), 0);
+    fn stamps_read_back_across_the_wrap_of_the_millisecond_clock() {
+        let wrap = (1u64 << 32) * MS;
+        for now in [
+            0,
+            5 * MS,
+            wrap - MS,
+            wrap,
+            wrap + 7 * MS,
+            3 * wrap + 123_456,
+        ] {
+            let s = Stamp::new(now);
+            // Read back at the same time, later and earlier (within 2^31 ms): whole ms.
+            for d in [0, 1, 999, MS, 86_400_000 * MS, (1 << 31) * MS - MS] {
+                assert_eq!(s.at(now + d), now / MS * MS, "now {now} + {d}");
+                if let Some(earlier) = now.checked_sub(d) {
+                    assert_eq!(s.at(earlier), now / MS * MS, "now {now} - {d}");
+                }
+            }
+            let mut t = s;
+            t.advance(now + 2 * MS);
+            assert_eq!(t.at(now), now / MS * MS + 2 * MS);
+            t.advance(now); // never back
+            assert_eq!(t.at(now), now / MS * MS + 2 * MS);
+        }
+    }
+
+    #[test]
+    fn heartbeats_and_the_dead_peer_timer_run_across_the_wrap() {
+        // Both ends' clocks sit just before the 32-bit millisecond counter wraps (49.7
+        // days of uptime): heartbeats go out on time and the peer is declared dead 3
+        // intervals after its last frame, not 49.7 days early or late.
+        let t0 = (1u64 << 32) * MS - 1_500 * MS;
+        let mut a = Conn::connector(ChannelKind::Session, cfg(1000), t0);
+        let mut b = Conn::acceptor(ChannelKind::Session.into(), cfg(1000), t0);
+        pump(&mut a, &mut b, t0);
+        pump(&mut b, &mut a, t0);
+        assert!(a.is_up() && b.is_up());
+        let mut now = t0;
+        let mut heartbeats = 0;
+        let mut last = now;
+        while now < t0 + 10_000 * MS {
+            now += 100 * MS;
+            for c in [&mut a, &mut b] {
+                if c.poll_timeout().is_some_and(|d| d <= now) {
+                    c.handle_timeout(now);
+                }
+            }
+            heartbeats += pump(&mut a, &mut b, now);
+            let n = pump(&mut b, &mut a, now);
+            if n > 0 {
+                last = now;
+            }
+            heartbeats += n;
+            assert!(a.is_up() && b.is_up(), "at {}", now - t0);
+        }
+        // 1.5 s without output sends a heartbeat; each is answered: ~4 frames per 1.5 s.
+        assert!((20..=30).contains(&heartbeats), "{heartbeats} frames");
+        // b goes silent: a declares it dead 3 s after b's last frame, across the wrap.
+        while a.is_up() {
+            now += 100 * MS;
+            if a.poll_timeout().is_some_and(|d| d <= now) {
+                a.handle_timeout(now);
+            }
+            while a.poll_transmit(now).is_some() {}
+        }
+        assert_eq!(now - last, 3_000 * MS);
+        assert_eq!(events(&mut a).last(), Some(&RtfEvent::Dead));
+    }
+
+    #[test]
+    fn intervals_beyond_the_longest_are_used_as_the_longest() {
+        let huge = cfg(u32::MAX);
+        assert_eq!(huge.heartbeat_interval(), MAX_HEARTBEAT_INTERVAL_MS);
+        assert_eq!(cfg(0).heartbeat_interval(), 1);
+        let mut a = Conn::connector(ChannelKind::Session, huge, 0);
+        let mut b = Conn::acceptor(ChannelKind::Session.into(), huge, 0);
+        pump(&mut a, &mut b, 0);
+        pump(&mut b, &mut a, 0);
+        assert_eq!(
+            b.peer_hello().map(|h| h.heartbeat_interval_ms),
+            Some(MAX_HEARTBEAT_INTERVAL_MS),
+            "our HELLO announces the interval used"
+        );
+        let dead = u64::from(MAX_HEARTBEAT_INTERVAL_MS) * 3 * MS;
+        let hb = u64::from(MAX_HEARTBEAT_INTERVAL_MS) * 3 / 2 * MS;
+        assert_eq!(a.poll_timeout(), Some(hb));
+        a.handle_timeout(hb);
+        assert!(a.poll_transmit(hb).is_some(), "a heartbeat");
+        // The peer announced an interval longer than the longest (a foreign peer may): it
+        // is used as the longest, within the span the connection's times cover.
+        let mut c = Conn::acceptor(ChannelKind::Session.into(), cfg(1000), 0);
+        c.handle_input(
+            0,
+            &Frame::Hello(Hello {
+                channel_kind: ChannelKind::Session,
+                heartbeat_interval_ms: u32::MAX,
+            })
+            .to_bytes(),
+        );
+        assert!(c.is_up());
+        assert_eq!(c.poll_timeout(), Some(1_500 * MS), "our heartbeat first");
+        let mut now = 0;
+        while c.is_up() {
+            now = c.poll_timeout().unwrap();
+            c.handle_timeout(now);
+            while c.poll_transmit(now).is_some() {}
+        }
+        assert_eq!(now, dead);
+    }
+
+    #[test]
+    fn an_idle_connection_is_24_bytes_and_holds_nothing_else() {
+        assert_eq!(core::mem::size_of::<RtfConnection>(), 24);
+        let mut a = Conn::connector(ChannelKind::Session, cfg(1000), 0);
+        let mut b = Conn::acceptor(ChannelKind::Session.into(), cfg(1000), 0);
         assert!(a.pending.is_some(), "the HELLO waits to be written");
         pump(&mut a, &mut b, 1);
         pump(&mut b, &mut a, 1);
@@ -1767,8 +2048,8 @@ mod tests {
 
     #[test]
     fn handshake_and_data_both_ways() {
-        let mut a = RtfConnection::connector(ChannelKind::Session, cfg(1000), 0);
-        let mut b = RtfConnection::acceptor(
+        let mut a = Conn::connector(ChannelKind::Session, cfg(1000), 0);
+        let mut b = Conn::acceptor(
             ChannelKinds::from(ChannelKind::Session).with(ChannelKind::AsapFromRegistrar),
             cfg(2000),
             0,
@@ -1828,7 +2109,7 @@ mod tests {
     #[test]
     fn hello_first_enforced_both_ways() {
         // Acceptor receiving DATA first.
-        let mut b = RtfConnection::acceptor(ChannelKind::AsapToRegistrar.into(), cfg(1000), 0);
+        let mut b = Conn::acceptor(ChannelKind::AsapToRegistrar.into(), cfg(1000), 0);
         let data = Frame::Data {
             unordered: false,
             stream: 0,
@@ -1845,7 +2126,7 @@ mod tests {
         assert!(b.is_closed());
         assert_eq!(b.send(11, 0, false, Bytes::new()), Err(RtfError::Closed));
         // Connector receiving a heartbeat first.
-        let mut a = RtfConnection::connector(ChannelKind::Enrp, cfg(1000), 0);
+        let mut a = Conn::connector(ChannelKind::Enrp, cfg(1000), 0);
         a.handle_input(1, &Frame::Heartbeat([0; 8]).to_bytes());
         assert!(matches!(
             events(&mut a).as_slice(),
@@ -1854,8 +2135,8 @@ mod tests {
             })]
         ));
         // Wrong kind echoed.
-        let mut a = RtfConnection::connector(ChannelKind::Enrp, cfg(1000), 0);
-        let mut b = RtfConnection::acceptor(ChannelKind::AsapToRegistrar.into(), cfg(1000), 0);
+        let mut a = Conn::connector(ChannelKind::Enrp, cfg(1000), 0);
+        let mut b = Conn::acceptor(ChannelKind::AsapToRegistrar.into(), cfg(1000), 0);
         let from_a: Vec<Bytes> = core::iter::from_fn(|| a.poll_transmit(1)).collect();
         pump(&mut b, &mut a, 1);
         assert_eq!(
@@ -1875,8 +2156,8 @@ mod tests {
             })]
         );
         // Duplicate HELLO.
-        let mut a = RtfConnection::connector(ChannelKind::Enrp, cfg(1000), 0);
-        let mut b = RtfConnection::acceptor(ChannelKind::Enrp.into(), cfg(1000), 0);
+        let mut a = Conn::connector(ChannelKind::Enrp, cfg(1000), 0);
+        let mut b = Conn::acceptor(ChannelKind::Enrp.into(), cfg(1000), 0);
         pump(&mut b, &mut a, 1);
         let hello = Frame::Hello(Hello {
             channel_kind: ChannelKind::Enrp,
@@ -1888,7 +2169,7 @@ mod tests {
             Some(&RtfEvent::ProtocolError(RtfError::DuplicateHello))
         );
         // Raw ASAP instead of RTF.
-        let mut b = RtfConnection::acceptor(ChannelKind::AsapToRegistrar.into(), cfg(1000), 0);
+        let mut b = Conn::acceptor(ChannelKind::AsapToRegistrar.into(), cfg(1000), 0);
         b.handle_input(1, &hex(&COOKIE_HEX[40..]));
         assert!(matches!(
             events(&mut b).as_slice(),
@@ -1898,8 +2179,8 @@ mod tests {
 
     #[test]
     fn heartbeat_timing_with_simulated_clock() {
-        let mut a = RtfConnection::connector(ChannelKind::Enrp, cfg(100), 0);
-        let mut b = RtfConnection::acceptor(ChannelKind::Enrp.into(), cfg(300), 0);
+        let mut a = Conn::connector(ChannelKind::Enrp, cfg(100), 0);
+        let mut b = Conn::acceptor(ChannelKind::Enrp.into(), cfg(300), 0);
         pump(&mut a, &mut b, 0);
         pump(&mut b, &mut a, 0);
         events(&mut a);
@@ -1953,14 +2234,14 @@ mod tests {
     #[test]
     fn hello_timeout_and_eof() {
         // No HELLO from the peer: dead after 3 × our own interval.
-        let mut a = RtfConnection::connector(ChannelKind::Session, cfg(50), 1_000);
+        let mut a = Conn::connector(ChannelKind::Session, cfg(50), 1_000);
         while a.poll_transmit(1_000).is_some() {}
         assert_eq!(a.poll_timeout(), Some(1_000 + 150 * MS));
         a.handle_timeout(1_000 + 150 * MS);
         assert_eq!(events(&mut a), vec![RtfEvent::Dead]);
         // Part of a HELLO does not move that deadline (a peer cannot hold a connection open
         // by dribbling bytes); the whole HELLO starts the peer's dead timer from its arrival.
-        let mut a = RtfConnection::acceptor(ChannelKind::Session.into(), cfg(50), 1_000);
+        let mut a = Conn::acceptor(ChannelKind::Session.into(), cfg(50), 1_000);
         let hello = Frame::Hello(Hello {
             channel_kind: ChannelKind::Session,
             heartbeat_interval_ms: 200,
@@ -1979,14 +2260,14 @@ mod tests {
         a.handle_timeout(120 * MS + 600 * MS);
         assert_eq!(events(&mut a).last(), Some(&RtfEvent::Dead));
         // EOF at a boundary after Up = graceful shutdown; inside a frame = error.
-        let mut a = RtfConnection::connector(ChannelKind::Session, cfg(50), 0);
-        let mut b = RtfConnection::acceptor(ChannelKind::Session.into(), cfg(50), 0);
+        let mut a = Conn::connector(ChannelKind::Session, cfg(50), 0);
+        let mut b = Conn::acceptor(ChannelKind::Session.into(), cfg(50), 0);
         pump(&mut b, &mut a, 0);
         events(&mut a);
         a.handle_eof(1);
         assert_eq!(events(&mut a), vec![RtfEvent::PeerShutdown]);
-        let mut a = RtfConnection::connector(ChannelKind::Session, cfg(50), 0);
-        let mut b = RtfConnection::acceptor(ChannelKind::Session.into(), cfg(50), 0);
+        let mut a = Conn::connector(ChannelKind::Session, cfg(50), 0);
+        let mut b = Conn::acceptor(ChannelKind::Session.into(), cfg(50), 0);
         pump(&mut b, &mut a, 0);
         events(&mut a);
         a.handle_input(1, &hex(PING_HEX)[..5]);
@@ -1996,7 +2277,7 @@ mod tests {
             vec![RtfEvent::ProtocolError(RtfError::Truncated { missing: 7 })]
         );
         // Over-long message refused by send.
-        let mut a = RtfConnection::connector(
+        let mut a = Conn::connector(
             ChannelKind::Session,
             RtfConfig {
                 heartbeat_interval_ms: 1,

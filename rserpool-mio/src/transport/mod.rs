@@ -717,7 +717,7 @@ impl Drop for Chunks {
 /// value and takes 32 bytes, not 40.
 struct TcpIo {
     stream: TcpStream,
-    /// The RTF connection (out of line: 40 bytes, a 48-byte allocation).
+    /// The RTF connection (out of line: 24 bytes, a 32-byte allocation).
     rtf: Box<RtfConnection>,
     /// TLS, and the peer's further addresses while connecting; `None` for a plain RTF
     /// connection that is connected (nearly all of them): one pointer for both.
@@ -964,13 +964,13 @@ impl Assoc {
     }
 
     /// The association's next deadline; `linger`: the end of its graceful close, if closing
-    /// ([`Transports::lingering`]).
-    fn next_deadline(&self, linger: Option<u64>) -> Option<u64> {
+    /// ([`Transports::lingering`]); `now_us`: the time of the latest call.
+    fn next_deadline(&self, linger: Option<u64>, rtf: &RtfConfig, now_us: u64) -> Option<u64> {
         if self.write_failed.is_some() || self.flags.get(Flags::READ_PENDING) {
             return Some(0);
         }
         let rtf = match &self.io {
-            AssocIo::Tcp(t) => t.rtf.poll_timeout(),
+            AssocIo::Tcp(t) => t.rtf.poll_timeout(rtf, now_us),
             AssocIo::Sctp(_) => None,
         };
         match (rtf, linger) {
@@ -1004,11 +1004,12 @@ impl Assoc {
         ppid: u32,
         stream: u16,
         data: Bytes,
+        rtf: &RtfConfig,
         now_us: u64,
     ) -> Result<(), SendError> {
         match &mut self.io {
             AssocIo::Tcp(t) => {
-                let max = t.rtf.max_payload_len();
+                let max = rtf.max_payload_len();
                 let map = |e| match e {
                     rserpool_proto::rtf::RtfError::MessageTooLong { length, .. } => {
                         SendError::TooLarge { len: length, max }
@@ -1017,14 +1018,16 @@ impl Assoc {
                 };
                 self.queued.add(t.take_rtf_transmit(now_us));
                 if data.len() <= COALESCE_MAX {
-                    let rtf = &mut t.rtf;
+                    let conn = &mut t.rtf;
                     let added = t
                         .out
-                        .append_tail(|tail| rtf.send_into(now_us, ppid, stream, false, &data, tail))
+                        .append_tail(|tail| {
+                            conn.send_into(rtf, now_us, ppid, stream, false, &data, tail)
+                        })
                         .map_err(map)?;
                     self.queued.add(added);
                 } else {
-                    t.rtf.send(ppid, stream, false, data).map_err(map)?;
+                    t.rtf.send(rtf, ppid, stream, false, data).map_err(map)?;
                 }
                 self.queued.add(t.take_rtf_transmit(now_us));
             }
@@ -1261,7 +1264,8 @@ impl Assoc {
             self.flags.set(Flags::READ_PENDING, false);
             let mut budget = TLS_READ_BUDGET;
             let (rtf, events, now_us) = (&mut t.rtf, &mut *ctx.rtf_events, ctx.now_us);
-            let mut sink = |p: &[u8]| rtf.handle_input_into(now_us, p, events);
+            let config = ctx.cfg.rtf();
+            let mut sink = |p: &[u8]| rtf.handle_input_into(&config, now_us, p, events);
             loop {
                 if budget == 0 {
                     self.flags.set(Flags::READ_PENDING, true);
@@ -1303,6 +1307,7 @@ impl Assoc {
                     }
                     Ok(n) => {
                         t.rtf.handle_input_into(
+                            &ctx.cfg.rtf(),
                             ctx.now_us,
                             ctx.buf.get(..n).unwrap_or_default(),
                             ctx.rtf_events,
@@ -1585,7 +1590,7 @@ impl Assoc {
             return self.drive(true, false, true, ctx);
         }
         if let AssocIo::Tcp(t) = &mut self.io {
-            t.rtf.handle_timeout(ctx.now_us);
+            t.rtf.handle_timeout(&ctx.cfg.rtf(), ctx.now_us);
             let fate = self.rtf_events(ctx);
             if fate != Fate::Keep {
                 return fate;
@@ -1966,7 +1971,8 @@ impl Transports {
         let Some(Some(Slot::Assoc(a))) = self.entries.get(idx) else {
             return;
         };
-        if let Some(d) = a.next_deadline(a.linger_deadline(idx, &self.lingering))
+        let linger = a.linger_deadline(idx, &self.lingering);
+        if let Some(d) = a.next_deadline(linger, &self.config.rtf(), self.last_us)
             && self.timers.get(idx).is_none_or(|s| d < s)
         {
             self.timers.set(idx, d);
@@ -2250,6 +2256,7 @@ impl Transports {
                 return Err(SendError::Closed);
             }
         }
+        let rtf = self.config.rtf();
         let a = self.assoc_mut(idx).ok_or(SendError::UnknownAssoc)?;
         if over(a) {
             return Err(SendError::QueueFull {
@@ -2257,7 +2264,7 @@ impl Transports {
                 cap,
             });
         }
-        a.enqueue(ppid, stream, payload, now_us)?;
+        a.enqueue(ppid, stream, payload, &rtf, now_us)?;
         if batching {
             if !a.flags.get(Flags::DIRTY) {
                 a.flags.set(Flags::DIRTY, true);
@@ -2904,13 +2911,13 @@ mod layout_tests {
         assert_eq!(size_of::<Flags>(), 2);
     }
 
-    /// A TCP association's out-of-line state is its 40-byte RTF connection (a 48-byte
-    /// allocation): an idle RTF connection keeps no decoder state, no queues and no output
-    /// buffer of its own, and a plain connected one no TLS or connect state.
+    /// A TCP association's out-of-line state is its 24-byte RTF connection (a 32-byte
+    /// allocation): an idle RTF connection keeps no decoder state, no queues, no output
+    /// buffer and no settings of its own, and a plain connected one no TLS or connect state.
     #[test]
-    fn a_tcp_association_boxes_40_bytes() {
+    fn a_tcp_association_boxes_24_bytes() {
         assert_eq!(size_of::<rserpool_proto::rtf::FrameDecoder>(), 16);
-        assert_eq!(size_of::<RtfConnection>(), 40);
+        assert_eq!(size_of::<RtfConnection>(), 24);
         let mio_extra = size_of::<TcpStream>() - size_of::<std::net::TcpStream>();
         assert!(size_of::<TcpIo>() <= 32 + mio_extra.next_multiple_of(8));
     }
