@@ -873,8 +873,13 @@ enum State {
 /// 2^32, read back against the `now` of each call; they are never more than
 /// [`DEAD_AFTER_INTERVALS`] × [`MAX_HEARTBEAT_INTERVAL_MS`] old while the connection is
 /// open and its timeouts are handled, well within the 2^31 ms that this reading allows.
+///
+/// What it holds only while it has any of it (a frame in progress, frames to write, events
+/// to report: [`RtfPending`]) lies in its store `S`: by default a box that exists only
+/// then; a caller that has an out-of-line part of its own for each connection (its output
+/// queue, say) can keep them there too ([`RtfStore`]), one pointer for both.
 #[derive(Debug)]
-pub struct RtfConnection {
+pub struct RtfConnection<S: RtfStore = Option<Box<RtfPending>>> {
     /// The peer's heartbeat interval from its HELLO (ms; meaningful with [`PEER_HELLO`]).
     peer_heartbeat_interval_ms: u32,
     /// Before the peer's HELLO: the kinds we accept; from it on, the one agreed (an
@@ -884,9 +889,9 @@ pub struct RtfConnection {
     /// [`HELLO_SENT`], [`PEER_HELLO`].
     flags: u8,
     /// The frame in progress, frames to write and events to report, out of line and only
-    /// while there are any ([`Pending`]): an idle connection keeps one null pointer for the
-    /// three, and is 24 bytes.
-    pending: Option<Box<Pending>>,
+    /// while there are any ([`RtfPending`]): an idle connection keeps one null pointer for
+    /// the three (with the default store), and is 24 bytes.
+    store: S,
     /// Before the peer's HELLO: when the connection was made; from the HELLO on: when
     /// something last arrived (the dead-peer timer's base either way). A [`Stamp`].
     last_received: Stamp,
@@ -927,9 +932,10 @@ const HELLO_SENT: u8 = 1;
 /// [`RtfConnection::flags`]: the peer's HELLO was accepted.
 const PEER_HELLO: u8 = 2;
 
-/// What an [`RtfConnection`] holds only while it has any of it.
+/// What an [`RtfConnection`] holds only while it has any of it: a frame in progress,
+/// frames to write, events to report. It lies in the connection's [`RtfStore`].
 #[derive(Debug, Default)]
-struct Pending {
+pub struct RtfPending {
     /// The decoder's frame in progress ([`FrameDecoder`]'s state, kept without the
     /// decoder's own fields).
     partial: Option<Box<Partial>>,
@@ -939,9 +945,58 @@ struct Pending {
     events: VecDeque<RtfEvent>,
 }
 
-impl Pending {
-    fn is_empty(&self) -> bool {
+impl RtfPending {
+    /// True when it holds nothing (its store may let it go).
+    pub fn is_empty(&self) -> bool {
         self.partial.is_none() && self.transmit.is_empty() && self.events.is_empty()
+    }
+
+    /// Empties it for reuse by another connection, keeping the memory of its queues only
+    /// while each has room for at most `keep_slots` entries.
+    pub fn reset(&mut self, keep_slots: usize) {
+        self.partial = None;
+        self.transmit.clear();
+        self.events.clear();
+        if self.transmit.capacity() > keep_slots {
+            self.transmit = VecDeque::new();
+        }
+        if self.events.capacity() > keep_slots {
+            self.events = VecDeque::new();
+        }
+    }
+}
+
+/// Where an [`RtfConnection`] keeps its [`RtfPending`] parts. The connection asks for them
+/// when it has something to keep and says when they hold nothing any more; the store keeps
+/// them (and may keep the caller's own things beside them) as it likes.
+pub trait RtfStore {
+    /// The pending parts, if the store has them.
+    fn pending(&self) -> Option<&RtfPending>;
+    /// The pending parts, if the store has them, to change.
+    fn pending_mut(&mut self) -> Option<&mut RtfPending>;
+    /// The pending parts, made (empty) if the store had none.
+    fn make_pending(&mut self) -> &mut RtfPending;
+    /// The pending parts hold nothing: the store may let them go (and must keep them, or
+    /// make them again, empty: the connection does not look at them until it needs them).
+    fn pending_emptied(&mut self);
+}
+
+/// The default store: a box that exists while the parts hold anything.
+impl RtfStore for Option<Box<RtfPending>> {
+    fn pending(&self) -> Option<&RtfPending> {
+        self.as_deref()
+    }
+
+    fn pending_mut(&mut self) -> Option<&mut RtfPending> {
+        self.as_deref_mut()
+    }
+
+    fn make_pending(&mut self) -> &mut RtfPending {
+        self.get_or_insert_with(Box::default)
+    }
+
+    fn pending_emptied(&mut self) {
+        *self = None;
     }
 }
 
@@ -953,52 +1008,80 @@ impl RtfConnection {
     /// The connecting side: sends HELLO with `channel_kind` at once and expects the acceptor
     /// to echo the same kind.
     pub fn connector(channel_kind: ChannelKind, config: RtfConfig, now_us: u64) -> Self {
-        let mut c = Self::new(Role::Connector(channel_kind), now_us);
-        c.queue_hello(&config, channel_kind);
-        c
+        Self::connector_in(channel_kind, config, now_us, None)
     }
 
     /// The accepting side, serving `kinds`. With exactly one kind it sends its HELLO at once;
     /// with several it echoes the connector's kind when the connector's HELLO arrives. A kind
     /// outside `kinds` is a protocol error.
     pub fn acceptor(kinds: ChannelKinds, config: RtfConfig, now_us: u64) -> Self {
-        let mut c = Self::new(Role::Acceptor(kinds), now_us);
+        Self::acceptor_in(kinds, config, now_us, None)
+    }
+}
+
+impl<S: RtfStore> RtfConnection<S> {
+    /// [`connector`](RtfConnection::connector), keeping its pending parts in `store`.
+    pub fn connector_in(
+        channel_kind: ChannelKind,
+        config: RtfConfig,
+        now_us: u64,
+        store: S,
+    ) -> Self {
+        let mut c = Self::new(Role::Connector(channel_kind), now_us, store);
+        c.queue_hello(&config, channel_kind);
+        c
+    }
+
+    /// [`acceptor`](RtfConnection::acceptor), keeping its pending parts in `store`.
+    pub fn acceptor_in(kinds: ChannelKinds, config: RtfConfig, now_us: u64, store: S) -> Self {
+        let mut c = Self::new(Role::Acceptor(kinds), now_us, store);
         if let Some(kind) = kinds.single() {
             c.queue_hello(&config, kind);
         }
         c
     }
 
-    fn new(role: Role, now_us: u64) -> Self {
+    fn new(role: Role, now_us: u64, store: S) -> Self {
         RtfConnection {
             role,
             state: State::AwaitHello,
             flags: 0,
             peer_heartbeat_interval_ms: 0,
-            pending: None,
+            store,
             last_received: Stamp::new(now_us),
             last_sent: Stamp::new(now_us),
         }
     }
 
-    /// The pending parts, made if there were none (give them back with
-    /// [`settle`](Self::settle) once they may be empty).
-    fn pending(&mut self) -> &mut Pending {
-        self.pending.get_or_insert_with(Box::default)
+    /// The store of its pending parts.
+    pub fn store(&self) -> &S {
+        &self.store
     }
 
-    /// Releases the pending parts once they hold nothing.
+    /// The store of its pending parts, to change what the caller keeps there (the pending
+    /// parts themselves are the connection's).
+    pub fn store_mut(&mut self) -> &mut S {
+        &mut self.store
+    }
+
+    /// The pending parts, made if there were none (give them back with
+    /// [`settle`](Self::settle) once they may be empty).
+    fn pending(&mut self) -> &mut RtfPending {
+        self.store.make_pending()
+    }
+
+    /// Tells the store once the pending parts hold nothing.
     fn settle(&mut self) {
-        if self.pending.as_ref().is_some_and(|p| p.is_empty()) {
-            self.pending = None;
+        if self.store.pending().is_some_and(RtfPending::is_empty) {
+            self.store.pending_emptied();
         }
     }
 
     /// Takes the events not yet reported (leaving none).
     fn take_events(&mut self) -> VecDeque<RtfEvent> {
         let events = self
-            .pending
-            .as_mut()
+            .store
+            .pending_mut()
             .map(|p| core::mem::take(&mut p.events))
             .unwrap_or_default();
         self.settle();
@@ -1006,12 +1089,12 @@ impl RtfConnection {
     }
 
     fn transmit_is_empty(&self) -> bool {
-        self.pending.as_ref().is_none_or(|p| p.transmit.is_empty())
+        self.store.pending().is_none_or(|p| p.transmit.is_empty())
     }
 
     /// Drops every chunk not yet handed out.
     fn clear_transmit(&mut self) {
-        if let Some(p) = self.pending.as_mut() {
+        if let Some(p) = self.store.pending_mut() {
             p.transmit = VecDeque::new();
         }
         self.settle();
@@ -1149,7 +1232,7 @@ impl RtfConnection {
         }
         // Frames are handled as they are decoded (the decoder's state is moved out
         // meanwhile): no per-connection frame list to keep.
-        let mut partial = self.pending.as_mut().and_then(|p| p.partial.take());
+        let mut partial = self.store.pending_mut().and_then(|p| p.partial.take());
         let result = Partial::decode_in(&mut partial, config.frame_limit(), data, |frame| {
             if self.state != State::Closed {
                 match self.handle_frame(config, frame) {
@@ -1199,7 +1282,7 @@ impl RtfConnection {
         if self.state == State::Closed {
             return;
         }
-        let partial = self.pending.as_ref().and_then(|p| p.partial.as_deref());
+        let partial = self.store.pending().and_then(|p| p.partial.as_deref());
         let e = match Partial::finish(partial) {
             Ok(()) if self.state == State::Up => {
                 self.state = State::Closed;
@@ -1296,7 +1379,7 @@ impl RtfConnection {
     pub fn poll_transmit(&mut self, now_us: u64) -> Option<Bytes> {
         // Only HELLO, heartbeats and callers of `send` use this queue; an idle connection
         // keeps no memory for it (released when drained).
-        let chunk = self.pending.as_mut()?.transmit.pop_front()?;
+        let chunk = self.store.pending_mut()?.transmit.pop_front()?;
         self.settle();
         self.last_sent.advance(now_us);
         Some(chunk)
@@ -1309,7 +1392,7 @@ impl RtfConnection {
 
     /// The next event.
     pub fn poll_event(&mut self) -> Option<RtfEvent> {
-        let event = self.pending.as_mut()?.events.pop_front();
+        let event = self.store.pending_mut()?.events.pop_front();
         self.settle();
         event
     }
@@ -2007,43 +2090,106 @@ mod tests {
         assert_eq!(now, dead);
     }
 
+    /// A caller's own store: the pending parts beside a value of the caller's, and a count
+    /// of the times the connection said they were empty.
+    #[derive(Default)]
+    struct CallerStore {
+        pending: Option<RtfPending>,
+        mine: u32,
+        emptied: u32,
+    }
+
+    impl RtfStore for CallerStore {
+        fn pending(&self) -> Option<&RtfPending> {
+            self.pending.as_ref()
+        }
+        fn pending_mut(&mut self) -> Option<&mut RtfPending> {
+            self.pending.as_mut()
+        }
+        fn make_pending(&mut self) -> &mut RtfPending {
+            self.pending.get_or_insert_with(RtfPending::default)
+        }
+        fn pending_emptied(&mut self) {
+            self.emptied += 1;
+            self.pending = None;
+        }
+    }
+
+    #[test]
+    fn a_connection_keeps_its_pending_parts_in_the_callers_store() {
+        let config = cfg(1000);
+        let store = CallerStore {
+            mine: 7,
+            ..CallerStore::default()
+        };
+        let mut a = RtfConnection::connector_in(ChannelKind::Session, config, 0, store);
+        let mut b = Conn::acceptor(ChannelKind::Session.into(), config, 0);
+        assert!(a.store().pending.as_ref().is_some_and(|p| !p.is_empty()));
+        a.send(&config, 11, 0, false, Bytes::from_static(b"hi"))
+            .unwrap();
+        while let Some(c) = a.poll_transmit(1) {
+            b.handle_input(1, &c);
+        }
+        assert_eq!(a.store().emptied, 1, "told once the frames were taken");
+        assert!(a.store().pending.is_none());
+        assert_eq!(a.store().mine, 7, "the caller's own value is left alone");
+        a.store_mut().mine = 8;
+        let ev = events(&mut b);
+        assert!(matches!(&ev[1], RtfEvent::Data { payload, .. } if &payload[..] == b"hi"));
+        // Input split inside a frame: the frame in progress lies in the store meanwhile.
+        let hello = Frame::Hello(Hello {
+            channel_kind: ChannelKind::Session,
+            heartbeat_interval_ms: 1000,
+        })
+        .to_bytes();
+        a.handle_input(&config, 2, &hello[..3]);
+        assert!(a.store().pending.as_ref().is_some_and(|p| !p.is_empty()));
+        a.handle_input(&config, 3, &hello[3..]);
+        assert!(a.is_up());
+        assert_eq!(
+            a.poll_event().map(|e| matches!(e, RtfEvent::Up { .. })),
+            Some(true)
+        );
+        assert!(a.store().pending.is_none() && a.store().mine == 8);
+    }
+
     #[test]
     fn an_idle_connection_is_24_bytes_and_holds_nothing_else() {
         assert_eq!(core::mem::size_of::<RtfConnection>(), 24);
         let mut a = Conn::connector(ChannelKind::Session, cfg(1000), 0);
         let mut b = Conn::acceptor(ChannelKind::Session.into(), cfg(1000), 0);
-        assert!(a.pending.is_some(), "the HELLO waits to be written");
+        assert!(a.store.is_some(), "the HELLO waits to be written");
         pump(&mut a, &mut b, 1);
         pump(&mut b, &mut a, 1);
         assert_eq!(events(&mut a).len(), 1);
         assert_eq!(events(&mut b).len(), 1);
         assert!(a.is_up() && b.is_up());
         assert!(
-            a.pending.is_none() && b.pending.is_none(),
+            a.store.is_none() && b.store.is_none(),
             "up and idle: no memory"
         );
         // Half a frame is held until the rest arrives; then nothing again.
         a.send(11, 0, false, Bytes::from_static(b"hello")).unwrap();
         let frame = a.poll_transmit(2).unwrap();
-        assert!(a.pending.is_none());
+        assert!(a.store.is_none());
         b.handle_input(3, &frame[..5]);
-        assert!(b.pending.as_ref().is_some_and(|p| p.partial.is_some()));
+        assert!(b.store.as_ref().is_some_and(|p| p.partial.is_some()));
         assert!(b.poll_event().is_none());
         b.handle_input(4, &frame[5..]);
         assert!(matches!(b.poll_event(), Some(RtfEvent::Data { .. })));
-        assert!(b.pending.is_none());
+        assert!(b.store.is_none());
         // A heartbeat and its answer come and go the same way.
         let t = a.poll_timeout().unwrap();
         a.handle_timeout(t);
         assert!(a.has_transmit());
         pump(&mut a, &mut b, t);
-        assert!(a.pending.is_none());
+        assert!(a.store.is_none());
         pump(&mut b, &mut a, t + 5);
-        assert!(a.pending.is_none() && b.pending.is_none());
+        assert!(a.store.is_none() && b.store.is_none());
         // A closed connection's last event goes with it.
         a.handle_eof(t + 6);
         assert_eq!(a.poll_event(), Some(RtfEvent::PeerShutdown));
-        assert!(a.pending.is_none());
+        assert!(a.store.is_none());
     }
 
     #[test]

@@ -55,7 +55,9 @@ use mio::net::{TcpListener, TcpStream, UdpSocket};
 use mio::{Interest, Registry, Token};
 use rserpool_core::paged::PagedVec;
 use rserpool_core::{AssocId, Protocol};
-use rserpool_proto::rtf::{ChannelKind, ChannelKinds, RtfConfig, RtfConnection, RtfEvent};
+use rserpool_proto::rtf::{
+    ChannelKind, ChannelKinds, RtfConfig, RtfConnection, RtfEvent, RtfPending, RtfStore,
+};
 use sctp::socket::{SctpOptions, SctpSocket};
 use sctp::sys;
 use socket2::{Domain, SockRef, Socket, Type};
@@ -499,15 +501,15 @@ impl Queued {
     }
 }
 
-/// The I/O state of an association, inline in its [`Assoc`]: the variants have about the
-/// same size (the TCP mapping's RTF state is out of line), so an SCTP association does not
-/// pay for TCP's and a TCP association needs one allocation more.
+/// The I/O state of an association, inline in its [`Assoc`]: the variants have the same
+/// size (32 bytes: the TCP mapping's RTF state lies inline, its buffers out of line only
+/// while they hold anything), so neither kind pays for the other's.
 enum AssocIo {
     Tcp(TcpIo),
     Sctp(SctpIo),
 }
 
-/// What only some TCP connections have ([`TcpIo::extra`]).
+/// What only some TCP connections have ([`TcpRare::extra`]).
 struct TcpExtra {
     /// TLS between the socket and RTF ([`tls`]); `None` = plain RTF.
     tls: Option<Box<TlsLayer>>,
@@ -515,55 +517,81 @@ struct TcpExtra {
     next_addrs: VecDeque<SocketAddr>,
 }
 
-impl TcpExtra {
-    /// The TLS layer of a connection's `extra`.
-    fn tls(extra: &Option<Box<TcpExtra>>) -> Option<&TlsLayer> {
-        extra.as_ref()?.tls.as_deref()
-    }
-
-    /// The TLS layer of a connection's `extra`, to use.
-    fn tls_mut(extra: &mut Option<Box<TcpExtra>>) -> Option<&mut TlsLayer> {
-        extra.as_mut()?.tls.as_deref_mut()
-    }
-}
-
-/// The TCP mapping's output, written in order: chunks (large frames, and runs of small
-/// frames copied together), then the small frames copied since (the tail), and how much of
-/// the front chunk is written. One null pointer while empty (an idle association); the box
-/// comes from the thread's spares ([`SPARE_CHUNKS`]) and goes back once all is written, so
-/// an answer or a keep-alive waiting for the batched write costs no allocation of its own.
+/// What a TCP connection holds only while it has any of it, in one box: RTF's pending parts
+/// (a frame in progress, frames and events not yet taken), the output not yet written, and
+/// the TLS and connect state of the connections that have them.
+///
+/// The output is written in order: chunks (large frames, and runs of small frames copied
+/// together), then the small frames copied since (the tail); `front_off` says how much of
+/// the front chunk is written.
 #[derive(Default)]
-struct Chunks(Option<Box<ChunkQueue>>);
-
-#[derive(Default)]
-struct ChunkQueue {
+struct TcpRare {
+    rtf: RtfPending,
     chunks: VecDeque<Bytes>,
     /// Small frames, copied after `chunks` (one buffer for many frames).
     tail: BytesMut,
     /// Bytes of the front chunk already written (a chunk is at most one RTF frame, whose
     /// length is a `u32`).
     front_off: u32,
+    extra: Option<Box<TcpExtra>>,
 }
 
-/// Spare [`ChunkQueue`]s kept per thread, at most this many.
-const SPARE_CHUNKS: usize = 64;
+impl TcpRare {
+    fn output_is_empty(&self) -> bool {
+        self.chunks.is_empty() && self.tail.is_empty()
+    }
+
+    /// Nothing in it needs keeping.
+    fn is_empty(&self) -> bool {
+        self.output_is_empty() && self.rtf.is_empty() && self.extra.is_none()
+    }
+}
+
+/// Spare [`TcpRare`]s kept per thread, at most this many.
+const SPARE_RARE: usize = 64;
 /// A spare keeps its tail buffer up to this capacity (the frames of an answer or two).
 const SPARE_TAIL_BYTES: usize = 1024;
 
 thread_local! {
-    /// The spare output queues of [`Chunks`] (per thread: a driver runs on one).
+    /// The spare boxes of [`TcpStore`] (per thread: a driver runs on one).
     #[allow(clippy::vec_box)]
-    static SPARE_TCP: RefCell<Vec<Box<ChunkQueue>>> = const { RefCell::new(Vec::new()) };
+    static SPARE_TCP: RefCell<Vec<Box<TcpRare>>> = const { RefCell::new(Vec::new()) };
 }
 
-impl Chunks {
-    /// Nothing to write (boxed only while something is).
-    fn is_empty(&self) -> bool {
-        self.0.is_none()
+/// A TCP connection's [`TcpRare`] box, which its RTF connection keeps as its store
+/// ([`RtfStore`]): one null pointer while it holds nothing (an idle connection). The box
+/// comes from the thread's spares ([`SPARE_RARE`]) and goes back once it holds nothing, so
+/// an answer or a keep-alive waiting for the batched write costs no allocation of its own.
+#[derive(Default)]
+struct TcpStore(Option<Box<TcpRare>>);
+
+impl RtfStore for TcpStore {
+    fn pending(&self) -> Option<&RtfPending> {
+        self.0.as_ref().map(|r| &r.rtf)
     }
 
-    fn queue(&mut self) -> &mut ChunkQueue {
+    fn pending_mut(&mut self) -> Option<&mut RtfPending> {
+        self.0.as_mut().map(|r| &mut r.rtf)
+    }
+
+    fn make_pending(&mut self) -> &mut RtfPending {
+        &mut self.rare().rtf
+    }
+
+    fn pending_emptied(&mut self) {
+        self.settle();
+    }
+}
+
+impl TcpStore {
+    /// The box, taken from the spares if there was none.
+    fn rare(&mut self) -> &mut TcpRare {
         self.0.get_or_insert_with(|| take_spare(&SPARE_TCP))
+    }
+
+    /// Nothing to write.
+    fn is_empty(&self) -> bool {
+        self.0.as_ref().is_none_or(|r| r.output_is_empty())
     }
 
     /// Appends one chunk of the RTF byte stream: copied into the tail when small, after
@@ -572,7 +600,7 @@ impl Chunks {
         if c.is_empty() {
             return;
         }
-        let q = self.queue();
+        let q = self.rare();
         if c.len() <= COALESCE_MAX {
             q.tail.extend_from_slice(&c);
         } else {
@@ -584,17 +612,16 @@ impl Chunks {
         }
     }
 
-    /// Runs `f` on the tail (to encode frames into it); returns the bytes it added.
-    fn append_tail<E>(
-        &mut self,
-        f: impl FnOnce(&mut BytesMut) -> Result<(), E>,
-    ) -> Result<usize, E> {
-        let tail = &mut self.queue().tail;
-        let before = tail.len();
-        let r = f(tail);
-        let added = tail.len().saturating_sub(before);
+    /// The tail, taken out to encode frames onto it (give it back with
+    /// [`put_tail`](Self::put_tail)).
+    fn take_tail(&mut self) -> BytesMut {
+        std::mem::take(&mut self.rare().tail)
+    }
+
+    /// Gives back the tail taken with [`take_tail`](Self::take_tail).
+    fn put_tail(&mut self, tail: BytesMut) {
+        self.rare().tail = tail;
         self.settle();
-        r.map(|()| added)
     }
 
     /// The bytes still to write, piece by piece: the chunks (the front one from its write
@@ -655,22 +682,66 @@ impl Chunks {
         n
     }
 
-    /// Gives the queue back to the spares once everything is written.
-    fn settle(&mut self) {
-        if self
-            .0
-            .as_ref()
-            .is_some_and(|q| q.chunks.is_empty() && q.tail.is_empty())
+    /// The TLS layer, if the connection has one.
+    fn tls(&self) -> Option<&TlsLayer> {
+        self.0.as_ref()?.extra.as_ref()?.tls.as_deref()
+    }
+
+    /// The TLS layer, if the connection has one, to use.
+    fn tls_mut(&mut self) -> Option<&mut TlsLayer> {
+        self.0.as_mut()?.extra.as_mut()?.tls.as_deref_mut()
+    }
+
+    /// The TLS and connect state, taken out (give it back with
+    /// [`put_extra`](Self::put_extra)), if there is any.
+    fn take_extra(&mut self) -> Option<Box<TcpExtra>> {
+        let x = self.0.as_mut()?.extra.take();
+        self.settle();
+        x
+    }
+
+    /// Gives back what [`take_extra`](Self::take_extra) took.
+    fn put_extra(&mut self, extra: Option<Box<TcpExtra>>) {
+        if extra.is_some() {
+            self.rare().extra = extra;
+        }
+    }
+
+    /// The peer's next address to try while connecting.
+    fn next_addr(&mut self) -> Option<SocketAddr> {
+        let a = self.0.as_mut()?.extra.as_mut()?.next_addrs.pop_front();
+        self.settle();
+        a
+    }
+
+    /// Connected: the peer's other addresses are not needed any more (nor the connect
+    /// state, unless TLS runs).
+    fn connected(&mut self) {
+        if let Some(r) = self.0.as_mut()
+            && let Some(x) = r.extra.as_mut()
         {
+            x.next_addrs = VecDeque::new();
+            if x.tls.is_none() {
+                r.extra = None;
+            }
+        }
+        self.settle();
+    }
+
+    /// Gives the box back to the spares once it holds nothing.
+    fn settle(&mut self) {
+        if self.0.as_ref().is_some_and(|q| q.is_empty()) {
             self.release();
         }
     }
 
-    /// Gives the queue, emptied, to the spares (its buffers if small), or drops it.
+    /// Gives the box, emptied, to the spares (its buffers if small), or drops it.
     fn release(&mut self) {
         let Some(mut q) = self.0.take() else {
             return;
         };
+        q.rtf.reset(SPARE_QUEUE_SLOTS);
+        q.extra = None;
         q.chunks.clear();
         q.front_off = 0;
         q.tail.clear();
@@ -683,7 +754,7 @@ impl Chunks {
         if q.chunks.capacity() > SPARE_QUEUE_SLOTS {
             q.chunks = VecDeque::new();
         }
-        give_spare(&SPARE_TCP, q, SPARE_CHUNKS);
+        give_spare(&SPARE_TCP, q, SPARE_RARE);
     }
 }
 
@@ -706,62 +777,76 @@ fn give_spare<T>(spares: &'static LocalKey<RefCell<Vec<Box<T>>>>, item: Box<T>, 
     });
 }
 
-impl Drop for Chunks {
+impl Drop for TcpStore {
     fn drop(&mut self) {
         self.release();
     }
 }
 
-/// The TCP mapping's I/O state in an association's record: 28 bytes, its yes/no state in
-/// the association's [`Flags`], so that [`AssocIo`] keeps its variant in the socket's spare
-/// value and takes 32 bytes, not 40.
+/// The TCP mapping's I/O state in an association's record: 32 bytes, the RTF connection
+/// inline (24 bytes) with everything it and the socket hold only while they have any of it
+/// behind its one pointer ([`TcpStore`]); its yes/no state lies in the association's
+/// [`Flags`], so that [`AssocIo`] keeps its variant in the socket's spare value.
 struct TcpIo {
     stream: TcpStream,
-    /// The RTF connection (out of line: 24 bytes, a 32-byte allocation).
-    rtf: Box<RtfConnection>,
-    /// TLS, and the peer's further addresses while connecting; `None` for a plain RTF
-    /// connection that is connected (nearly all of them): one pointer for both.
-    extra: Option<Box<TcpExtra>>,
-    /// Output, written in order.
-    out: Chunks,
+    /// The RTF connection, its store holding the output, TLS and connect state.
+    rtf: RtfConnection<TcpStore>,
 }
 
 impl TcpIo {
     /// `connecting`: `next_addrs` are the peer's further addresses to try, in order.
     fn new(
         stream: TcpStream,
-        rtf: RtfConnection,
+        mut rtf: RtfConnection<TcpStore>,
         tls: Option<Box<TlsLayer>>,
         next_addrs: VecDeque<SocketAddr>,
     ) -> Self {
-        TcpIo {
-            stream,
-            rtf: Box::new(rtf),
-            extra: (tls.is_some() || !next_addrs.is_empty())
-                .then(|| Box::new(TcpExtra { tls, next_addrs })),
-            out: Chunks::default(),
+        if tls.is_some() || !next_addrs.is_empty() {
+            rtf.store_mut()
+                .put_extra(Some(Box::new(TcpExtra { tls, next_addrs })));
         }
+        TcpIo { stream, rtf }
+    }
+
+    /// The output (and what else the connection holds out of line).
+    fn out(&self) -> &TcpStore {
+        self.rtf.store()
+    }
+
+    /// The output (and what else the connection holds out of line), to change.
+    fn out_mut(&mut self) -> &mut TcpStore {
+        self.rtf.store_mut()
     }
 
     /// Nothing waits to be written: no RTF output and no TLS record.
     fn all_written(&self) -> bool {
-        self.out.is_empty() && TcpExtra::tls(&self.extra).is_none_or(|l| !l.wants_write())
+        self.out().is_empty() && self.out().tls().is_none_or(|l| !l.wants_write())
     }
 
     /// TLS: moves the output into the TLS layer as plaintext (as far as it takes it) and
     /// its records to the socket, until everything is out or the socket is full.
     /// `queued` is decreased by the plaintext handed over.
     fn flush_tls(&mut self, queued: &mut Queued) -> io::Result<()> {
-        let Some(tls) = TcpExtra::tls_mut(&mut self.extra) else {
+        // The TLS layer is taken out of the store meanwhile (the output lies there too).
+        let Some(mut extra) = self.out_mut().take_extra() else {
             return Ok(());
         };
+        let r = match extra.tls.as_deref_mut() {
+            Some(tls) => self.flush_tls_with(tls, queued),
+            None => Ok(()),
+        };
+        self.out_mut().put_extra(Some(extra));
+        r
+    }
+
+    fn flush_tls_with(&mut self, tls: &mut TlsLayer, queued: &mut Queued) -> io::Result<()> {
         loop {
             let mut moved = 0;
-            while let Some(chunk) = self.out.front() {
+            while let Some(chunk) = self.out().front() {
                 let len = chunk.len();
                 let n = if len == 0 { 0 } else { tls.write_plain(chunk)? };
                 moved += n;
-                self.out.advance_front(n);
+                self.out_mut().advance_front(n);
                 if n < len {
                     break;
                 }
@@ -770,7 +855,7 @@ impl TcpIo {
             if !tls.write_records(&mut self.stream)? {
                 return Ok(());
             }
-            if moved == 0 || self.out.is_empty() {
+            if moved == 0 || self.out().is_empty() {
                 // Everything is out, or the layer takes no plaintext yet (handshake).
                 return Ok(());
             }
@@ -783,7 +868,7 @@ impl TcpIo {
         let mut n = 0;
         while let Some(c) = self.rtf.poll_transmit(now_us) {
             n += c.len();
-            self.out.push(c);
+            self.out_mut().push(c);
         }
         n
     }
@@ -1018,13 +1103,16 @@ impl Assoc {
                 };
                 self.queued.add(t.take_rtf_transmit(now_us));
                 if data.len() <= COALESCE_MAX {
-                    let conn = &mut t.rtf;
-                    let added = t
-                        .out
-                        .append_tail(|tail| {
-                            conn.send_into(rtf, now_us, ppid, stream, false, &data, tail)
-                        })
-                        .map_err(map)?;
+                    // Encoded straight onto the output's tail, taken out of the RTF
+                    // connection's store meanwhile.
+                    let mut tail = t.out_mut().take_tail();
+                    let before = tail.len();
+                    let r = t
+                        .rtf
+                        .send_into(rtf, now_us, ppid, stream, false, &data, &mut tail);
+                    let added = tail.len().saturating_sub(before);
+                    t.out_mut().put_tail(tail);
+                    r.map_err(map)?;
                     self.queued.add(added);
                 } else {
                     t.rtf.send(rtf, ppid, stream, false, data).map_err(map)?;
@@ -1065,14 +1153,14 @@ impl Assoc {
                 if self.flags.get(Flags::CONNECTING) || self.flags.get(Flags::WRITE_SHUT) {
                     return;
                 }
-                if TcpExtra::tls(&t.extra).is_some() {
+                if t.out().tls().is_some() {
                     if let Err(e) = t.flush_tls(&mut self.queued) {
                         self.write_failed = Some(down_reason(&e));
                         return;
                     }
-                    if t.out.is_empty() && self.flags.get(Flags::LINGERING) {
+                    if t.out().is_empty() && self.flags.get(Flags::LINGERING) {
                         // Graceful close: close_notify after the last frame, then FIN.
-                        if let Some(l) = TcpExtra::tls_mut(&mut t.extra) {
+                        if let Some(l) = t.out_mut().tls_mut() {
                             l.close_notify();
                         }
                         match t.flush_tls(&mut self.queued) {
@@ -1086,10 +1174,10 @@ impl Assoc {
                     }
                     return;
                 }
-                while !t.out.is_empty() {
+                while !t.out().is_empty() {
                     let mut slices = [IoSlice::new(&[]); MAX_IOV];
                     let mut n = 0;
-                    for (i, c) in t.out.unwritten().take(MAX_IOV).enumerate() {
+                    for (i, c) in t.rtf.store().unwritten().take(MAX_IOV).enumerate() {
                         if let Some(s) = slices.get_mut(i) {
                             *s = IoSlice::new(c);
                             n = i + 1;
@@ -1108,7 +1196,7 @@ impl Assoc {
                         }
                         Ok(written) => {
                             self.queued.sub(written);
-                            t.out.consume(written);
+                            t.out_mut().consume(written);
                         }
                         Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                         Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
@@ -1118,7 +1206,7 @@ impl Assoc {
                         }
                     }
                 }
-                if t.out.is_empty()
+                if t.out().is_empty()
                     && self.flags.get(Flags::LINGERING)
                     && !self.flags.get(Flags::WRITE_SHUT)
                 {
@@ -1245,22 +1333,21 @@ impl Assoc {
             }
             self.flags.set(Flags::CONNECTING, false);
             // Connected: the peer's other addresses are not needed any more.
-            if let Some(x) = t.extra.as_mut() {
-                x.next_addrs = VecDeque::new();
-                if x.tls.is_none() {
-                    t.extra = None;
-                }
-            }
+            t.out_mut().connected();
             do_read = true;
             let _ = t.stream.set_nodelay(true);
         }
         let mut eof = false;
         let mut read_err = None;
         let mut tls_err = None;
-        if do_read
-            && !self.flags.get(Flags::PEER_EOF)
-            && let Some(tls) = TcpExtra::tls_mut(&mut t.extra)
-        {
+        // TLS: its layer is taken out of the RTF connection's store while it reads into the
+        // connection.
+        let mut extra = if do_read && !self.flags.get(Flags::PEER_EOF) && t.out().tls().is_some() {
+            t.out_mut().take_extra()
+        } else {
+            None
+        };
+        if let Some(tls) = extra.as_mut().and_then(|x| x.tls.as_deref_mut()) {
             self.flags.set(Flags::READ_PENDING, false);
             let mut budget = TLS_READ_BUDGET;
             let (rtf, events, now_us) = (&mut t.rtf, &mut *ctx.rtf_events, ctx.now_us);
@@ -1325,12 +1412,13 @@ impl Assoc {
                 }
             }
         }
+        t.out_mut().put_extra(extra);
         if let Some(e) = tls_err {
             // Failed handshake (no or untrusted certificate, wrong name) or a bad record:
             // nothing more reaches RTF. Send the alert rustls queued, then close.
             let peer = t.stream.peer_addr().ok();
             tracing::warn!(?peer, "TLS failed: {e}; connection closed");
-            if let Some(l) = TcpExtra::tls_mut(&mut t.extra) {
+            if let Some(l) = t.rtf.store_mut().tls_mut() {
                 let _ = l.write_records(&mut t.stream);
             }
             ctx.rtf_events.clear();
@@ -1993,7 +2081,7 @@ impl Transports {
                 && a.flags.get(Flags::ATTACHED)
             {
                 let _ = self.registry.deregister(&mut t.stream);
-                while let Some(next) = t.extra.as_mut().and_then(|x| x.next_addrs.pop_front()) {
+                while let Some(next) = t.out_mut().next_addr() {
                     if let Ok(stream) = connect_tcp(next) {
                         t.stream = stream;
                         if self
@@ -2189,7 +2277,12 @@ impl Transports {
                 };
                 AssocIo::Tcp(TcpIo::new(
                     stream,
-                    RtfConnection::connector(channel, self.config.rtf(), now_us),
+                    RtfConnection::connector_in(
+                        channel,
+                        self.config.rtf(),
+                        now_us,
+                        TcpStore::default(),
+                    ),
                     tls,
                     rest,
                 ))
@@ -2579,7 +2672,12 @@ impl Transports {
                         (
                             AssocIo::Tcp(TcpIo::new(
                                 stream,
-                                RtfConnection::acceptor(*kinds, self.config.rtf(), now_us),
+                                RtfConnection::acceptor_in(
+                                    *kinds,
+                                    self.config.rtf(),
+                                    now_us,
+                                    TcpStore::default(),
+                                ),
                                 tls,
                                 VecDeque::new(),
                             )),
@@ -2911,15 +3009,72 @@ mod layout_tests {
         assert_eq!(size_of::<Flags>(), 2);
     }
 
-    /// A TCP association's out-of-line state is its 24-byte RTF connection (a 32-byte
-    /// allocation): an idle RTF connection keeps no decoder state, no queues, no output
-    /// buffer and no settings of its own, and a plain connected one no TLS or connect state.
+    /// A TCP association's I/O state takes 32 bytes with its RTF connection inline (24
+    /// bytes: no settings of its own, times in 32 bits) and nothing out of line while idle:
+    /// no decoder state, no queues, no output buffer, no TLS or connect state.
     #[test]
-    fn a_tcp_association_boxes_24_bytes() {
+    fn a_tcp_association_keeps_its_rtf_connection_inline() {
         assert_eq!(size_of::<rserpool_proto::rtf::FrameDecoder>(), 16);
         assert_eq!(size_of::<RtfConnection>(), 24);
+        assert_eq!(size_of::<RtfConnection<TcpStore>>(), 24);
         let mio_extra = size_of::<TcpStream>() - size_of::<std::net::TcpStream>();
         assert!(size_of::<TcpIo>() <= 32 + mio_extra.next_multiple_of(8));
+    }
+
+    /// RTF's pending parts, the output and the TLS/connect state share one box, which
+    /// exists only while any of them holds something.
+    #[test]
+    fn a_tcp_connection_boxes_its_buffers_only_while_they_hold_anything() {
+        let cfg = RtfConfig::default();
+        let boxed = |c: &RtfConnection<TcpStore>| c.store().0.is_some();
+        let mut a = RtfConnection::connector_in(ChannelKind::Session, cfg, 0, TcpStore::default());
+        let mut b =
+            RtfConnection::acceptor_in(ChannelKind::Session.into(), cfg, 0, TcpStore::default());
+        assert!(boxed(&a) && boxed(&b), "each HELLO waits in RTF's part");
+        // Handed to the output (as `take_rtf_transmit` does): the same box holds it.
+        while let Some(c) = a.poll_transmit(1) {
+            a.store_mut().push(c);
+        }
+        assert!(
+            a.store()
+                .0
+                .as_ref()
+                .is_some_and(|r| r.rtf.is_empty() && !r.output_is_empty())
+        );
+        let wire: Vec<u8> = a.store().unwritten().flatten().copied().collect();
+        assert_eq!(a.store_mut().consume(wire.len()), 0);
+        assert!(!boxed(&a), "written out: nothing boxed");
+        // Half a frame received: the frame in progress is boxed until the rest arrives.
+        while let Some(c) = b.poll_transmit(1) {
+            b.store_mut().push(c);
+        }
+        let n = b.store().unwritten().map(<[u8]>::len).sum();
+        b.store_mut().consume(n);
+        assert!(!boxed(&b));
+        let mut events = VecDeque::new();
+        b.handle_input_into(&cfg, 2, &wire[..5], &mut events);
+        assert!(boxed(&b) && events.is_empty());
+        b.handle_input_into(&cfg, 3, &wire[5..], &mut events);
+        assert!(b.is_up() && !boxed(&b), "up and idle: nothing boxed");
+        // The connect state keeps the box while connecting, and goes once connected.
+        let peer: SocketAddr = "127.0.0.1:9".parse().expect("addr");
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("listener");
+        let stream =
+            std::net::TcpStream::connect(listener.local_addr().expect("address")).expect("connect");
+        let mut c = TcpIo::new(
+            TcpStream::from_std(stream),
+            RtfConnection::connector_in(ChannelKind::Session, cfg, 0, TcpStore::default()),
+            None,
+            VecDeque::from([peer, peer]),
+        );
+        c.take_rtf_transmit(1);
+        let n = c.out().unwritten().map(<[u8]>::len).sum();
+        c.out_mut().consume(n);
+        assert!(c.out().0.is_some(), "the further addresses are kept");
+        assert_eq!(c.out_mut().next_addr(), Some(peer));
+        c.out_mut().connected();
+        assert!(c.out().0.is_none(), "connected: nothing boxed");
+        assert_eq!(c.out_mut().next_addr(), None);
     }
 
     #[test]
@@ -2970,9 +3125,23 @@ mod layout_tests {
         assert!(err.to_string().contains("exhausted"), "{err}");
     }
 
+    /// Encodes onto the output's tail as [`Assoc::enqueue`] does (the tail taken out and
+    /// given back); returns the bytes added.
+    fn append_tail(
+        c: &mut TcpStore,
+        f: impl FnOnce(&mut BytesMut) -> Result<(), ()>,
+    ) -> Result<usize, ()> {
+        let mut tail = c.take_tail();
+        let before = tail.len();
+        let r = f(&mut tail);
+        let added = tail.len() - before;
+        c.put_tail(tail);
+        r.map(|()| added)
+    }
+
     #[test]
     fn tcp_output_chunks_track_the_written_part_of_the_front_one() {
-        let mut c = Chunks::default();
+        let mut c = TcpStore::default();
         assert!(c.is_empty() && c.front().is_none() && c.0.is_none());
         assert_eq!(
             c.consume(5),
@@ -3014,10 +3183,10 @@ mod layout_tests {
         // An empty piece is not queued; an encoder that adds nothing leaves nothing boxed.
         c.push(Bytes::new());
         assert!(c.is_empty());
-        assert_eq!(c.append_tail(|_| Err::<(), ()>(())), Err(()));
+        assert_eq!(append_tail(&mut c, |_| Err::<(), ()>(())), Err(()));
         assert!(c.is_empty() && c.0.is_none());
         assert_eq!(
-            c.append_tail(|t| {
+            append_tail(&mut c, |t| {
                 t.extend_from_slice(b"frame");
                 Ok::<(), ()>(())
             }),
@@ -3034,7 +3203,7 @@ mod layout_tests {
         fn tcp_output_is_the_pushed_byte_stream_in_order(
             ops in proptest::collection::vec((0u8..4, 0usize..(COALESCE_MAX + 600)), 1..60)
         ) {
-            let mut c = Chunks::default();
+            let mut c = TcpStore::default();
             let mut model: VecDeque<u8> = VecDeque::new();
             let mut next = 0u8;
             let mut piece = |n: usize| {
@@ -3051,7 +3220,7 @@ mod layout_tests {
                     1 => {
                         let v = piece(n % 200);
                         model.extend(&v);
-                        let added = c.append_tail(|t| {
+                        let added = append_tail(&mut c, |t| {
                             t.extend_from_slice(&v);
                             Ok::<(), ()>(())
                         });
@@ -3082,7 +3251,7 @@ mod layout_tests {
     fn written_tcp_output_queues_are_reused() {
         let spares = || SPARE_TCP.with(|s| s.borrow().len());
         SPARE_TCP.with(|s| s.borrow_mut().clear());
-        let mut c = Chunks::default();
+        let mut c = TcpStore::default();
         c.push(Bytes::from_static(b"keep-alive"));
         assert_eq!(spares(), 0);
         assert_eq!(c.consume(10), 0);
@@ -3096,7 +3265,7 @@ mod layout_tests {
         // allocation).
         let tail_after = |n: usize| {
             SPARE_TCP.with(|s| s.borrow_mut().clear());
-            let mut d = Chunks::default();
+            let mut d = TcpStore::default();
             d.push(Bytes::from(vec![1u8; n]));
             assert_eq!(d.consume(n), 0);
             SPARE_TCP.with(|s| s.borrow_mut().pop().map(|mut q| q.tail.try_reclaim(n)))
