@@ -728,10 +728,17 @@ impl TcpStore {
         self.settle();
     }
 
-    /// Gives the box back to the spares once it holds nothing.
+    /// Gives the box back to the spares once it holds nothing; once everything is written
+    /// but the box stays (a frame in progress, TLS), lets go of a large output buffer as a
+    /// spare would.
     fn settle(&mut self) {
-        if self.0.as_ref().is_some_and(|q| q.is_empty()) {
+        let Some(q) = self.0.as_mut() else {
+            return;
+        };
+        if q.is_empty() {
             self.release();
+        } else if q.output_is_empty() {
+            q.trim_output();
         }
     }
 
@@ -745,16 +752,23 @@ impl TcpStore {
         q.chunks.clear();
         q.front_off = 0;
         q.tail.clear();
+        q.trim_output();
+        give_spare(&SPARE_TCP, q, SPARE_RARE);
+    }
+}
+
+impl TcpRare {
+    /// With everything written: keeps the output's buffers only while they are small.
+    fn trim_output(&mut self) {
         // Keep the tail's buffer only if it is ours alone and small: reclaiming an emptied
         // buffer makes all of its allocation the capacity again (a written-out buffer has
         // none left after its cursor) and fails when another handle shares it.
-        if !(q.tail.try_reclaim(1) && q.tail.capacity() <= SPARE_TAIL_BYTES) {
-            q.tail = BytesMut::new();
+        if !(self.tail.try_reclaim(1) && self.tail.capacity() <= SPARE_TAIL_BYTES) {
+            self.tail = BytesMut::new();
         }
-        if q.chunks.capacity() > SPARE_QUEUE_SLOTS {
-            q.chunks = VecDeque::new();
+        if self.chunks.capacity() > SPARE_QUEUE_SLOTS {
+            self.chunks = VecDeque::new();
         }
-        give_spare(&SPARE_TCP, q, SPARE_RARE);
     }
 }
 
@@ -3071,6 +3085,16 @@ mod layout_tests {
         let n = c.out().unwritten().map(<[u8]>::len).sum();
         c.out_mut().consume(n);
         assert!(c.out().0.is_some(), "the further addresses are kept");
+        // A burst written out while the box stays: its large output buffer goes.
+        for _ in 0..10 {
+            c.out_mut().push(Bytes::from(vec![1u8; 1000]));
+        }
+        assert_eq!(c.out_mut().consume(10_000), 0);
+        assert!(c.out().is_empty());
+        let rare = c.out().0.as_ref().expect("still boxed");
+        assert!(
+            rare.tail.capacity() <= SPARE_TAIL_BYTES && rare.chunks.capacity() <= SPARE_QUEUE_SLOTS
+        );
         assert_eq!(c.out_mut().next_addr(), Some(peer));
         c.out_mut().connected();
         assert!(c.out().0.is_none(), "connected: nothing boxed");
