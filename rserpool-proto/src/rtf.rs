@@ -882,12 +882,8 @@ enum State {
 pub struct RtfConnection<S: RtfStore = Option<Box<RtfPending>>> {
     /// The peer's heartbeat interval from its HELLO (ms; meaningful with [`PEER_HELLO`]).
     peer_heartbeat_interval_ms: u32,
-    /// Before the peer's HELLO: the kinds we accept; from it on, the one agreed (an
-    /// acceptor's set narrows to the connector's kind).
-    role: Role,
-    state: State,
-    /// [`HELLO_SENT`], [`PEER_HELLO`].
-    flags: u8,
+    /// Its role, state and flags ([`Bits`]).
+    bits: Bits,
     /// The frame in progress, frames to write and events to report, out of line and only
     /// while there are any ([`RtfPending`]): an idle connection keeps one null pointer for
     /// the three (with the default store), and is 24 bytes.
@@ -927,10 +923,72 @@ impl Stamp {
     }
 }
 
-/// [`RtfConnection::flags`]: our HELLO is queued or sent.
-const HELLO_SENT: u8 = 1;
-/// [`RtfConnection::flags`]: the peer's HELLO was accepted.
-const PEER_HELLO: u8 = 2;
+/// An [`RtfConnection`]'s role, state and flags in 16 bits: the [`ChannelKinds`] of its
+/// role in the low byte (before the peer's HELLO the kinds we accept; from it on, the one
+/// agreed: an acceptor's set narrows to the connector's kind), then [`CONNECTOR`], the
+/// [`State`] in two bits, [`HELLO_SENT`] and [`PEER_HELLO`]. A plain integer, so that the
+/// connection offers its embedder no spare values of its own (an enum holding it keeps its
+/// variant in the embedder's field instead: the transport's I/O state stays 32 bytes).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct Bits(u16);
+
+/// [`Bits`]: the role is the connector's (its kind the one in the set).
+const CONNECTOR: u16 = 1 << 8;
+const STATE_SHIFT: u16 = 9;
+const STATE_MASK: u16 = 3 << STATE_SHIFT;
+/// [`Bits`]: our HELLO is queued or sent.
+const HELLO_SENT: u16 = 1 << 11;
+/// [`Bits`]: the peer's HELLO was accepted.
+const PEER_HELLO: u16 = 1 << 12;
+
+impl Bits {
+    fn new(role: Role) -> Bits {
+        let mut b = Bits(0);
+        b.set_role(role);
+        b
+    }
+
+    fn role(self) -> Role {
+        let kinds = ChannelKinds(self.0 as u8);
+        match kinds.single() {
+            Some(kind) if self.has(CONNECTOR) => Role::Connector(kind),
+            _ => Role::Acceptor(kinds),
+        }
+    }
+
+    fn set_role(&mut self, role: Role) {
+        let (kinds, connector) = match role {
+            Role::Connector(kind) => (ChannelKinds::from(kind), CONNECTOR),
+            Role::Acceptor(kinds) => (kinds, 0),
+        };
+        self.0 = (self.0 & !(0xff | CONNECTOR)) | u16::from(kinds.0) | connector;
+    }
+
+    fn state(self) -> State {
+        match (self.0 & STATE_MASK) >> STATE_SHIFT {
+            0 => State::AwaitHello,
+            1 => State::Up,
+            _ => State::Closed,
+        }
+    }
+
+    fn set_state(&mut self, state: State) {
+        let code = match state {
+            State::AwaitHello => 0,
+            State::Up => 1,
+            State::Closed => 2,
+        };
+        self.0 = (self.0 & !STATE_MASK) | (code << STATE_SHIFT);
+    }
+
+    fn has(self, flag: u16) -> bool {
+        self.0 & flag != 0
+    }
+
+    fn set(&mut self, flag: u16) {
+        self.0 |= flag;
+    }
+}
 
 /// What an [`RtfConnection`] holds only while it has any of it: a frame in progress,
 /// frames to write, events to report. It lies in the connection's [`RtfStore`].
@@ -1043,9 +1101,7 @@ impl<S: RtfStore> RtfConnection<S> {
 
     fn new(role: Role, now_us: u64, store: S) -> Self {
         RtfConnection {
-            role,
-            state: State::AwaitHello,
-            flags: 0,
+            bits: Bits::new(role),
             peer_heartbeat_interval_ms: 0,
             store,
             last_received: Stamp::new(now_us),
@@ -1106,25 +1162,25 @@ impl<S: RtfStore> RtfConnection<S> {
             heartbeat_interval_ms: config.heartbeat_interval(),
         });
         self.pending().transmit.push_back(hello.to_bytes());
-        self.flags |= HELLO_SENT;
+        self.bits.set(HELLO_SENT);
     }
 
     /// True after the peer's HELLO was accepted and before the connection closed.
     pub fn is_up(&self) -> bool {
-        self.state == State::Up
+        self.bits.state() == State::Up
     }
 
     /// True once the connection is dead, shut down by the peer, or failed.
     pub fn is_closed(&self) -> bool {
-        self.state == State::Closed
+        self.bits.state() == State::Closed
     }
 
     /// The peer's HELLO, once received.
     pub fn peer_hello(&self) -> Option<Hello> {
-        if self.flags & PEER_HELLO == 0 {
+        if !self.bits.has(PEER_HELLO) {
             return None;
         }
-        let channel_kind = match self.role {
+        let channel_kind = match self.bits.role() {
             Role::Connector(kind) => kind,
             Role::Acceptor(kinds) => kinds.single()?,
         };
@@ -1144,7 +1200,7 @@ impl<S: RtfStore> RtfConnection<S> {
         unordered: bool,
         payload: Bytes,
     ) -> Result<(), RtfError> {
-        if self.state == State::Closed {
+        if self.bits.state() == State::Closed {
             return Err(RtfError::Closed);
         }
         if payload.len() > config.max_payload_len() {
@@ -1185,7 +1241,7 @@ impl<S: RtfStore> RtfConnection<S> {
         payload: &[u8],
         out: &mut BytesMut,
     ) -> Result<(), RtfError> {
-        if self.state == State::Closed {
+        if self.bits.state() == State::Closed {
             return Err(RtfError::Closed);
         }
         if payload.len() > config.max_payload_len() {
@@ -1227,14 +1283,14 @@ impl<S: RtfStore> RtfConnection<S> {
         data: &[u8],
         events: &mut VecDeque<RtfEvent>,
     ) {
-        if self.state == State::Closed || data.is_empty() {
+        if self.bits.state() == State::Closed || data.is_empty() {
             return;
         }
         // Frames are handled as they are decoded (the decoder's state is moved out
         // meanwhile): no per-connection frame list to keep.
         let mut partial = self.store.pending_mut().and_then(|p| p.partial.take());
         let result = Partial::decode_in(&mut partial, config.frame_limit(), data, |frame| {
-            if self.state != State::Closed {
+            if self.bits.state() != State::Closed {
                 match self.handle_frame(config, frame) {
                     Ok(Some(ev)) => events.push_back(ev),
                     Ok(None) => {}
@@ -1247,13 +1303,13 @@ impl<S: RtfStore> RtfConnection<S> {
         } else {
             self.settle();
         }
-        if self.state == State::Up {
+        if self.bits.state() == State::Up {
             // Up (the peer's HELLO may have been in this input): the dead-peer timer runs
             // from now; before that it runs from the connection's creation.
             self.last_received.advance(now_us);
         }
         if let Err(e) = result
-            && self.state != State::Closed
+            && self.bits.state() != State::Closed
         {
             events.push_back(self.fail(e));
         }
@@ -1279,13 +1335,13 @@ impl<S: RtfStore> RtfConnection<S> {
     /// graceful shutdown ([`RtfEvent::PeerShutdown`]); inside a frame it is a protocol error
     /// (treat as abort).
     pub fn handle_eof(&mut self, _now_us: u64) {
-        if self.state == State::Closed {
+        if self.bits.state() == State::Closed {
             return;
         }
         let partial = self.store.pending().and_then(|p| p.partial.as_deref());
         let e = match Partial::finish(partial) {
-            Ok(()) if self.state == State::Up => {
-                self.state = State::Closed;
+            Ok(()) if self.bits.state() == State::Up => {
+                self.bits.set_state(State::Closed);
                 self.pending().events.push_back(RtfEvent::PeerShutdown);
                 return;
             }
@@ -1301,7 +1357,7 @@ impl<S: RtfStore> RtfConnection<S> {
 
     /// Closes the connection after a protocol violation; returns the event reporting it.
     fn fail(&mut self, e: RtfError) -> RtfEvent {
-        self.state = State::Closed;
+        self.bits.set_state(State::Closed);
         self.clear_transmit();
         RtfEvent::ProtocolError(e)
     }
@@ -1312,9 +1368,9 @@ impl<S: RtfStore> RtfConnection<S> {
         config: &RtfConfig,
         frame: Frame,
     ) -> Result<Option<RtfEvent>, RtfError> {
-        match (self.state, frame) {
+        match (self.bits.state(), frame) {
             (State::AwaitHello, Frame::Hello(hello)) => {
-                let accepted = match self.role {
+                let accepted = match self.bits.role() {
                     Role::Connector(kind) => hello.channel_kind == kind,
                     Role::Acceptor(kinds) => kinds.contains(hello.channel_kind),
                 };
@@ -1323,15 +1379,16 @@ impl<S: RtfStore> RtfConnection<S> {
                         peer: hello.channel_kind,
                     });
                 }
-                if self.flags & HELLO_SENT == 0 {
+                if !self.bits.has(HELLO_SENT) {
                     self.queue_hello(config, hello.channel_kind);
                 }
-                if let Role::Acceptor(_) = self.role {
-                    self.role = Role::Acceptor(hello.channel_kind.into());
+                if let Role::Acceptor(_) = self.bits.role() {
+                    self.bits
+                        .set_role(Role::Acceptor(hello.channel_kind.into()));
                 }
                 self.peer_heartbeat_interval_ms = hello.heartbeat_interval_ms;
-                self.flags |= PEER_HELLO;
-                self.state = State::Up;
+                self.bits.set(PEER_HELLO);
+                self.bits.set_state(State::Up);
                 Ok(Some(RtfEvent::Up {
                     channel_kind: hello.channel_kind,
                     peer_heartbeat_interval_ms: hello.heartbeat_interval_ms,
@@ -1398,7 +1455,7 @@ impl<S: RtfStore> RtfConnection<S> {
     }
 
     fn dead_deadline(&self, config: &RtfConfig, now_us: u64) -> u64 {
-        let interval_ms = if self.flags & PEER_HELLO != 0 {
+        let interval_ms = if self.bits.has(PEER_HELLO) {
             self.peer_heartbeat_interval_ms
                 .clamp(1, MAX_HEARTBEAT_INTERVAL_MS)
         } else {
@@ -1410,7 +1467,7 @@ impl<S: RtfStore> RtfConnection<S> {
     }
 
     fn heartbeat_deadline(&self, config: &RtfConfig, now_us: u64) -> Option<u64> {
-        (self.flags & HELLO_SENT != 0 && self.state == State::Up).then(|| {
+        (self.bits.has(HELLO_SENT) && self.bits.state() == State::Up).then(|| {
             let interval_us = u64::from(config.heartbeat_interval()) * 1000;
             self.last_sent
                 .at(now_us)
@@ -1422,7 +1479,7 @@ impl<S: RtfStore> RtfConnection<S> {
     /// `now_us` is the time of the caller's latest input (the deadline does not depend on it
     /// as long as the connection's timeouts are handled: see [`RtfConnection`]).
     pub fn poll_timeout(&self, config: &RtfConfig, now_us: u64) -> Option<u64> {
-        if self.state == State::Closed {
+        if self.bits.state() == State::Closed {
             return None;
         }
         let dead = self.dead_deadline(config, now_us);
@@ -1435,11 +1492,11 @@ impl<S: RtfStore> RtfConnection<S> {
     /// Time has advanced to `now_us`: declares the peer dead or queues a HEARTBEAT (payload:
     /// `now_us`, big-endian) when we have been idle for our interval.
     pub fn handle_timeout(&mut self, config: &RtfConfig, now_us: u64) {
-        if self.state == State::Closed {
+        if self.bits.state() == State::Closed {
             return;
         }
         if now_us >= self.dead_deadline(config, now_us) {
-            self.state = State::Closed;
+            self.bits.set_state(State::Closed);
             self.clear_transmit();
             self.pending().events.push_back(RtfEvent::Dead);
             return;

@@ -3021,6 +3021,13 @@ mod layout_tests {
         assert_eq!(size_of::<Queued>(), 4);
         assert_eq!(size_of::<Option<NonZeroU32>>(), 4);
         assert_eq!(size_of::<Flags>(), 2);
+        // In debug builds too (where the slot's bound above is looser): the I/O state's
+        // variant takes no room of its own.
+        assert_eq!(
+            size_of::<AssocIo>(),
+            size_of::<TcpIo>().max(size_of::<SctpIo>()),
+            "the I/O state's variant needs a byte of its own"
+        );
     }
 
     /// A TCP association's I/O state takes 32 bytes with its RTF connection inline (24
