@@ -1191,6 +1191,8 @@ impl Assoc {
                 while !t.out().is_empty() {
                     let mut slices = [IoSlice::new(&[]); MAX_IOV];
                     let mut n = 0;
+                    // The store through its field, not `out()`: the socket is borrowed
+                    // beside the slices.
                     for (i, c) in t.rtf.store().unwritten().take(MAX_IOV).enumerate() {
                         if let Some(s) = slices.get_mut(i) {
                             *s = IoSlice::new(c);
