@@ -12,12 +12,12 @@
 # resolution run at 10,000 PEs with this many associations, default 16; empty = none).
 #
 # Prints one line per run (`figure value` pairs) and a Markdown table at the end; every
-# rspload output is kept in OUTDIR (default benches/out/host-<date>). Benchmark, not a test:
-# it asserts nothing about speed.
+# rspload output is kept in OUTDIR (or $OUT, as the other benchmarks take it; default
+# benches/out/host-<date>). Benchmark, not a test: it asserts nothing about speed.
 set -u
 here=$(cd "$(dirname "$0")/.." && pwd)
 BIN=${BIN:-${CARGO_TARGET_DIR:-$here/target}/release}
-OUT=${1:-$here/benches/out/host-$(date +%Y%m%d-%H%M%S)}
+OUT=${1:-${OUT:-$here/benches/out/host-$(date +%Y%m%d-%H%M%S)}}
 DURATION=${DURATION:-10}
 KA_DURATION=${KA_DURATION:-30}
 ASSOCS=${ASSOCS:-4}
