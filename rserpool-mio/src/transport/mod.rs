@@ -1000,6 +1000,8 @@ struct Ctx<'a> {
     id: AssocId,
     buf: &'a mut [u8],
     cfg: &'a TransportConfig,
+    /// [`Transports::rtf`].
+    rtf: &'a RtfConfig,
     out: &'a mut Vec<TransportEvent>,
     /// RTF events of the association being driven (one buffer for all associations).
     rtf_events: &'a mut VecDeque<RtfEvent>,
@@ -1367,8 +1369,8 @@ impl Assoc {
             self.flags.set(Flags::READ_PENDING, false);
             let mut budget = TLS_READ_BUDGET;
             let (rtf, events, now_us) = (&mut t.rtf, &mut *ctx.rtf_events, ctx.now_us);
-            let config = ctx.cfg.rtf();
-            let mut sink = |p: &[u8]| rtf.handle_input_into(&config, now_us, p, events);
+            let config = ctx.rtf;
+            let mut sink = |p: &[u8]| rtf.handle_input_into(config, now_us, p, events);
             loop {
                 if budget == 0 {
                     self.flags.set(Flags::READ_PENDING, true);
@@ -1410,7 +1412,7 @@ impl Assoc {
                     }
                     Ok(n) => {
                         t.rtf.handle_input_into(
-                            &ctx.cfg.rtf(),
+                            ctx.rtf,
                             ctx.now_us,
                             ctx.buf.get(..n).unwrap_or_default(),
                             ctx.rtf_events,
@@ -1694,7 +1696,7 @@ impl Assoc {
             return self.drive(true, false, true, ctx);
         }
         if let AssocIo::Tcp(t) = &mut self.io {
-            t.rtf.handle_timeout(&ctx.cfg.rtf(), ctx.now_us);
+            t.rtf.handle_timeout(ctx.rtf, ctx.now_us);
             let fate = self.rtf_events(ctx);
             if fate != Fate::Keep {
                 return fate;
@@ -1721,6 +1723,8 @@ pub struct Transports {
     next_id: u64,
     next_gen: u64,
     config: TransportConfig,
+    /// The RTF settings of `config`, which every TCP association's calls take.
+    rtf: RtfConfig,
     epoch: Instant,
     /// Deadline of each association slot with a timer (at most one each).
     timers: Timers,
@@ -1788,6 +1792,7 @@ impl Transports {
             sockets: HashMap::new(),
             next_id: 1,
             next_gen: 1,
+            rtf: config.rtf(),
             config,
             epoch: Instant::now(),
             timers: Timers::default(),
@@ -2076,7 +2081,7 @@ impl Transports {
             return;
         };
         let linger = a.linger_deadline(idx, &self.lingering);
-        if let Some(d) = a.next_deadline(linger, &self.config.rtf(), self.last_us)
+        if let Some(d) = a.next_deadline(linger, &self.rtf, self.last_us)
             && self.timers.get(idx).is_none_or(|s| d < s)
         {
             self.timers.set(idx, d);
@@ -2293,12 +2298,7 @@ impl Transports {
                 };
                 AssocIo::Tcp(TcpIo::new(
                     stream,
-                    RtfConnection::connector_in(
-                        channel,
-                        self.config.rtf(),
-                        now_us,
-                        TcpStore::default(),
-                    ),
+                    RtfConnection::connector_in(channel, self.rtf, now_us, TcpStore::default()),
                     tls,
                     rest,
                 ))
@@ -2365,7 +2365,7 @@ impl Transports {
                 return Err(SendError::Closed);
             }
         }
-        let rtf = self.config.rtf();
+        let rtf = self.rtf;
         let a = self.assoc_mut(idx).ok_or(SendError::UnknownAssoc)?;
         if over(a) {
             return Err(SendError::QueueFull {
@@ -2644,6 +2644,7 @@ impl Transports {
                     id: make_assoc_id(self.idx_bits, idx, a.generation),
                     buf: &mut self.buf,
                     cfg: &self.config,
+                    rtf: &self.rtf,
                     out,
                     rtf_events: &mut self.rtf_events,
                 };
@@ -2690,7 +2691,7 @@ impl Transports {
                                 stream,
                                 RtfConnection::acceptor_in(
                                     *kinds,
-                                    self.config.rtf(),
+                                    self.rtf,
                                     now_us,
                                     TcpStore::default(),
                                 ),
@@ -2835,6 +2836,7 @@ impl Transports {
                     id,
                     buf: &mut self.buf,
                     cfg: &self.config,
+                    rtf: &self.rtf,
                     out,
                     rtf_events: &mut self.rtf_events,
                 };
