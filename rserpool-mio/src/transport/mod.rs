@@ -590,7 +590,7 @@ impl TcpStore {
     }
 
     /// Nothing to write.
-    fn is_empty(&self) -> bool {
+    fn output_is_empty(&self) -> bool {
         self.0.as_ref().is_none_or(|r| r.output_is_empty())
     }
 
@@ -834,7 +834,7 @@ impl TcpIo {
 
     /// Nothing waits to be written: no RTF output and no TLS record.
     fn all_written(&self) -> bool {
-        self.out().is_empty() && self.out().tls().is_none_or(|l| !l.wants_write())
+        self.out().output_is_empty() && self.out().tls().is_none_or(|l| !l.wants_write())
     }
 
     /// TLS: moves the output into the TLS layer as plaintext (as far as it takes it) and
@@ -869,7 +869,7 @@ impl TcpIo {
             if !tls.write_records(&mut self.stream)? {
                 return Ok(());
             }
-            if moved == 0 || self.out().is_empty() {
+            if moved == 0 || self.out().output_is_empty() {
                 // Everything is out, or the layer takes no plaintext yet (handshake).
                 return Ok(());
             }
@@ -1174,7 +1174,7 @@ impl Assoc {
                         self.write_failed = Some(down_reason(&e));
                         return;
                     }
-                    if t.out().is_empty() && self.flags.get(Flags::LINGERING) {
+                    if t.out().output_is_empty() && self.flags.get(Flags::LINGERING) {
                         // Graceful close: close_notify after the last frame, then FIN.
                         if let Some(l) = t.out_mut().tls_mut() {
                             l.close_notify();
@@ -1190,7 +1190,7 @@ impl Assoc {
                     }
                     return;
                 }
-                while !t.out().is_empty() {
+                while !t.out().output_is_empty() {
                     let mut slices = [IoSlice::new(&[]); MAX_IOV];
                     let mut n = 0;
                     // The store through its field, not `out()`: the socket is borrowed
@@ -1224,7 +1224,7 @@ impl Assoc {
                         }
                     }
                 }
-                if t.out().is_empty()
+                if t.out().output_is_empty()
                     && self.flags.get(Flags::LINGERING)
                     && !self.flags.get(Flags::WRITE_SHUT)
                 {
@@ -3101,7 +3101,7 @@ mod layout_tests {
             c.out_mut().push(Bytes::from(vec![1u8; 1000]));
         }
         assert_eq!(c.out_mut().consume(10_000), 0);
-        assert!(c.out().is_empty());
+        assert!(c.out().output_is_empty());
         let rare = c.out().0.as_ref().expect("still boxed");
         assert!(
             rare.tail.capacity() <= SPARE_TAIL_BYTES && rare.chunks.capacity() <= SPARE_QUEUE_SLOTS
@@ -3177,7 +3177,7 @@ mod layout_tests {
     #[test]
     fn tcp_output_chunks_track_the_written_part_of_the_front_one() {
         let mut c = TcpStore::default();
-        assert!(c.is_empty() && c.front().is_none() && c.0.is_none());
+        assert!(c.output_is_empty() && c.front().is_none() && c.0.is_none());
         assert_eq!(
             c.consume(5),
             5,
@@ -3212,14 +3212,14 @@ mod layout_tests {
         assert_eq!(c.front(), Some(&b"y"[..]));
         assert_eq!(c.consume(5), 4);
         assert!(
-            c.is_empty() && c.0.is_none(),
+            c.output_is_empty() && c.0.is_none(),
             "an empty output holds no memory"
         );
         // An empty piece is not queued; an encoder that adds nothing leaves nothing boxed.
         c.push(Bytes::new());
-        assert!(c.is_empty());
+        assert!(c.output_is_empty());
         assert_eq!(append_tail(&mut c, |_| Err::<(), ()>(())), Err(()));
-        assert!(c.is_empty() && c.0.is_none());
+        assert!(c.output_is_empty() && c.0.is_none());
         assert_eq!(
             append_tail(&mut c, |t| {
                 t.extend_from_slice(b"frame");
@@ -3276,7 +3276,7 @@ mod layout_tests {
                 }
                 let out: Vec<u8> = c.unwritten().flatten().copied().collect();
                 proptest::prop_assert_eq!(&out, &model.iter().copied().collect::<Vec<u8>>());
-                proptest::prop_assert_eq!(c.is_empty(), model.is_empty());
+                proptest::prop_assert_eq!(c.output_is_empty(), model.is_empty());
                 proptest::prop_assert!(c.unwritten().all(|p| !p.is_empty()));
             }
         }
