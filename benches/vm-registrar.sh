@@ -17,7 +17,8 @@
 #
 # Environment: BIN (our release binaries), OUT (result directory, must be inside the shared
 # working directory), SIZES, DURATION, KA_DURATION, SAT_DURATION, PHASES (subset of
-# "resolve keepalive saturate join").
+# "resolve keepalive saturate join"); for the join phase JOIN_BINS (builds of ours that join
+# in turn against the same serving registrar: an A/B in one boot), JOIN_ROUNDS, JOIN_WRAP.
 set -u
 BIN=${BIN:?BIN: directory of our release binaries}
 OUT=${OUT:?OUT: result directory}
@@ -31,6 +32,11 @@ PHASES=${PHASES:-"resolve keepalive saturate join"}
 IMPLS=${IMPLS:-"rsplib ours"}
 # Extra options for our registrar (e.g. OUR_OPTS=-timerslack=5).
 OUR_OPTS=${OUR_OPTS:-}
+# Join phase: builds of ours that join in turn (default BIN), rounds, and a command put in
+# front of our joiner (e.g. JOIN_WRAP="strace -f -c -o /tmp/x").
+JOIN_BINS=${JOIN_BINS:-$BIN}
+JOIN_ROUNDS=${JOIN_ROUNDS:-1}
+JOIN_WRAP=${JOIN_WRAP:-}
 H1=10.99.0.11
 H3=10.99.0.13
 mkdir -p "$OUT"
@@ -96,6 +102,55 @@ load() { # load IMPL NAME PES [rspload options]
     echo
 }
 
+# join_one IMPL LABEL BIN_DIR: start a registrar of IMPL on h3 with h1's as static peer,
+# capture br0, record the start, ask after 8 s what it holds (results named LABEL).
+joiner_stat() { # joiner_stat LABEL SECONDS
+    awk -v impl=$1 -v s=$2 -v hz="$(getconf CLK_TCK)" '{ printf "%s joiner after %d s: minflt %d majflt %d utime %.0f ms stime %.0f ms\n", impl, s, $10, $12, $14 * 1000 / hz, $15 * 1000 / hz }' \
+        "/proc/$JP/stat" 2>/dev/null | tee -a "$OUT/join.txt"
+}
+
+join_one() {
+    local impl=$1 label=$2 jb=$3
+    dumpcap -q -i br0 -f "host $H3" -w "$OUT/join-$label.pcapng" >/dev/null 2>&1 &
+    DP=$!
+    sleep 2
+    cmd=()
+    case $impl in
+    rsplib)
+        cmd=(rspregistrar -asap=$H3:3863 -enrp=$H3:9901 -peer=$H1:9901
+            -asapannounce=off -enrpannounce=off -loglevel=1) ;;
+    ours)
+        cmd=($JOIN_WRAP "$jb/rspregistrar" -transport=sctp -asap=$H3:3863 -enrp=$H3:9901
+            -peer=$H1:9901 -asapannounce=off -enrpannounce=off -loglevel=3
+            -logcolor=off) ;;
+    esac
+    # Two start times: "launch" before `ip netns exec` (the time to the exec, 30-170 ms
+    # in the VM: `date`'s exit, the namespace's setns and remounts, the shell's start,
+    # belongs to the test topology), "start" taken by the shell inside h3 right before
+    # it execs the registrar (bash's $EPOCHREALTIME: no process of its own).
+    echo "$label launch $(date +%s.%N)" >>"$OUT/join.txt"
+    ip netns exec h3 bash -c 'echo "$2 start $EPOCHREALTIME" >>"$1"; shift 2; exec "$@"' \
+        - "$OUT/join.txt" "$label" "${cmd[@]}" >"$OUT/join-$label.log" 2>&1 &
+    JP=$!
+    # The joiner's page faults and CPU time (/proc/PID/stat fields 10, 12, 14, 15: minflt,
+    # majflt, utime, stime in clock ticks) 1 s after its start (our download is done by
+    # then; hsdump's dump below would add its own) and after 8 s.
+    sleep 1
+    joiner_stat "$label" 1
+    sleep 7
+    n=$(pes_of h2 $H3)
+    echo "$label joiner holds $n PEs after 8 s" | tee -a "$OUT/join.txt"
+    joiner_stat "$label" 8
+    kill $JP
+    wait $JP 2>/dev/null
+    # A wrapper (JOIN_WRAP) may have left the registrar running.
+    pkill -f -- "-enrp=$H3:9901" 2>/dev/null
+    sleep 1
+    kill $DP
+    wait $DP 2>/dev/null
+    sleep 3
+}
+
 for p in $PHASES; do
     case $p in
     resolve)
@@ -130,41 +185,37 @@ for p in $PHASES; do
             [ "$n" -ge "$JOIN_PES" ] && break
         done
         echo "serving registrar holds $n PEs" | tee -a "$OUT/join.txt"
-        for impl in $IMPLS; do
-            dumpcap -q -i br0 -f "host $H3" -w "$OUT/join-$impl.pcapng" >/dev/null 2>&1 &
-            DP=$!
-            sleep 2
-            cmd=()
-            case $impl in
-            rsplib)
-                cmd=(rspregistrar -asap=$H3:3863 -enrp=$H3:9901 -peer=$H1:9901
-                    -asapannounce=off -enrpannounce=off -loglevel=1) ;;
-            ours)
-                cmd=("$BIN/rspregistrar" -transport=sctp -asap=$H3:3863 -enrp=$H3:9901
-                    -peer=$H1:9901 -asapannounce=off -enrpannounce=off -loglevel=3
-                    -logcolor=off) ;;
-            esac
-            # Two start times: "launch" before `ip netns exec` (the time to the exec, 30-170 ms
-            # in the VM: `date`'s exit, the namespace's setns and remounts, the shell's start,
-            # belongs to the test topology), "start" taken by the shell inside h3 right before
-            # it execs the registrar (bash's $EPOCHREALTIME: no process of its own).
-            echo "$impl launch $(date +%s.%N)" >>"$OUT/join.txt"
-            ip netns exec h3 bash -c 'echo "$2 start $EPOCHREALTIME" >>"$1"; shift 2; exec "$@"' \
-                - "$OUT/join.txt" "$impl" "${cmd[@]}" >"$OUT/join-$impl.log" 2>&1 &
-            JP=$!
-            sleep 8
-            n=$(pes_of h2 $H3)
-            echo "$impl joiner holds $n PEs after 8 s" | tee -a "$OUT/join.txt"
-            # The joiner's page faults and CPU time so far (/proc/PID/stat fields 10, 12, 14,
-            # 15: minflt, majflt, utime, stime in clock ticks).
-            awk -v impl=$impl -v hz="$(getconf CLK_TCK)" '{ printf "%s joiner minflt %d majflt %d utime %.0f ms stime %.0f ms\n", impl, $10, $12, $14 * 1000 / hz, $15 * 1000 / hz }' \
-                "/proc/$JP/stat" 2>/dev/null | tee -a "$OUT/join.txt"
-            kill $JP
-            wait $JP 2>/dev/null
-            sleep 1
-            kill $DP
-            wait $DP 2>/dev/null
-            sleep 3
+        # Joiners: RSPLIB's, then ours; with JOIN_BINS several builds of ours alternate (an
+        # A/B in one boot, against the same serving registrar), JOIN_ROUNDS times.
+        # Several builds: each runs from its own copy in the VM's /tmp (tmpfs, so in the page
+        # cache): a binary that no running process maps is read again from the host's file
+        # system on every start (~40 major faults), which the build the serving registrar
+        # runs would be spared.
+        k=0
+        for jb in $JOIN_BINS; do k=$((k + 1)); done
+        if [ "$k" -gt 1 ]; then
+            bins=
+            i=0
+            for jb in $JOIN_BINS; do
+                i=$((i + 1))
+                mkdir -p /tmp/join-bin-$i
+                cp "$jb/rspregistrar" /tmp/join-bin-$i/
+                bins="$bins /tmp/join-bin-$i"
+            done
+            JOIN_BINS=$bins
+        fi
+        for round in $(seq "$JOIN_ROUNDS"); do
+            for impl in $IMPLS; do
+                if [ $impl = ours ]; then bins=$JOIN_BINS; else bins=-; fi
+                i=0
+                for jb in $bins; do
+                    i=$((i + 1))
+                    label=$impl
+                    [ $impl = ours ] && [ "$k" -gt 1 ] && label=$label-$i
+                    [ "$JOIN_ROUNDS" -gt 1 ] && label=$label-r$round
+                    join_one "$impl" "$label" "$jb"
+                done
+            done
         done
         kill -INT $LP
         wait $LP
