@@ -1,7 +1,9 @@
 //! Kernel SCTP FFI (Linux lksctp, RFC 6458), declared by hand where libc lacks it.
 //!
-//! This is the only module of the project with `unsafe`. It exposes safe functions that take
-//! a [`BorrowedFd`] and plain Rust values; everything the kernel returns is parsed from bytes
+//! This is the only module of the project with `unsafe`; the few process-level calls the
+//! registrar needs live here too ([`raise_nofile_limit`], [`program_break`],
+//! [`populate_write`]). It exposes safe functions that take a [`BorrowedFd`] and plain Rust
+//! values; everything the kernel returns is parsed from bytes
 //! with bounds checks. Struct sizes are checked at compile time against the values the gcc
 //! probe printed for `/usr/include/linux/sctp.h` (shared/design/ecosystem.md §2.3).
 #![allow(unsafe_code)]
@@ -798,9 +800,135 @@ pub fn raise_nofile_limit() -> io::Result<u64> {
     Ok(lim.rlim_cur)
 }
 
+/// The program break: the end of the main heap, which `malloc` moves up as it needs room.
+pub fn program_break() -> usize {
+    // SAFETY: `sbrk(0)` moves nothing; it returns the current break (or -1).
+    unsafe { libc::sbrk(0) as usize }
+}
+
+/// `MADV_POPULATE_WRITE` (Linux 5.14; libc does not name it yet).
+const MADV_POPULATE_WRITE: libc::c_int = 23;
+
+/// Maps the pages of `[from, to)` writable now, in one call (`MADV_POPULATE_WRITE`), rather
+/// than one page fault at a time as they are first written. No byte changes; pages already
+/// mapped stay as they are. `from` is rounded down to its page. The range must lie in mapped,
+/// writable memory (else the kernel refuses it: `ENOMEM`, `EFAULT`); kernels before 5.14
+/// refuse the call with `EINVAL`.
+pub fn populate_write(from: usize, to: usize) -> io::Result<()> {
+    // SAFETY: `sysconf` only reads a system value.
+    let page = match unsafe { libc::sysconf(libc::_SC_PAGESIZE) } {
+        n if n > 0 => n as usize,
+        _ => 4096,
+    };
+    let start = from & !(page - 1);
+    if to <= start {
+        return Ok(());
+    }
+    // SAFETY: MADV_POPULATE_WRITE faults the range's pages in as a write to each would, and
+    // writes nothing: no memory the program can see changes, whatever the range. (A range
+    // that is not mapped and writable is refused with an error.)
+    let r = unsafe { libc::madvise(start as *mut libc::c_void, to - start, MADV_POPULATE_WRITE) };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Minor page faults of the calling thread so far (`/proc/thread-self/stat` field 10:
+    /// the test harness runs other tests in other threads at the same time).
+    fn thread_minor_faults() -> u64 {
+        let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
+        // The command name (field 2) may hold spaces; the fields after it do not.
+        let rest = &stat[stat.rfind(')').unwrap() + 2..];
+        rest.split(' ').nth(7).unwrap().parse().unwrap()
+    }
+
+    /// A fresh private anonymous mapping (no page of it touched yet), unmapped on drop.
+    struct Fresh {
+        addr: usize,
+        len: usize,
+    }
+
+    impl Fresh {
+        fn new(len: usize) -> Fresh {
+            // SAFETY: a new private anonymous mapping at an address the kernel picks: no
+            // existing memory is affected.
+            let p = unsafe {
+                libc::mmap(
+                    std::ptr::null_mut(),
+                    len,
+                    libc::PROT_READ | libc::PROT_WRITE,
+                    libc::MAP_PRIVATE | libc::MAP_ANONYMOUS,
+                    -1,
+                    0,
+                )
+            };
+            assert_ne!(p, libc::MAP_FAILED);
+            Fresh {
+                addr: p as usize,
+                len,
+            }
+        }
+
+        fn bytes(&mut self) -> &mut [u8] {
+            // SAFETY: the mapping is `len` readable and writable bytes, owned by `self` and
+            // borrowed mutably with it.
+            unsafe { std::slice::from_raw_parts_mut(self.addr as *mut u8, self.len) }
+        }
+    }
+
+    impl Drop for Fresh {
+        fn drop(&mut self) {
+            // SAFETY: the mapping made in `new`, no longer borrowed.
+            unsafe { libc::munmap(self.addr as *mut libc::c_void, self.len) };
+        }
+    }
+
+    #[test]
+    fn populated_pages_take_no_fault_when_first_written_and_keep_their_bytes() {
+        const LEN: usize = 4 << 20;
+        let pages = (LEN / 4096) as u64;
+        let mut m = Fresh::new(LEN);
+        match populate_write(m.addr, m.addr + LEN) {
+            Err(e) if e.raw_os_error() == Some(libc::EINVAL) => {
+                eprintln!("kernel without MADV_POPULATE_WRITE (before 5.14): nothing to test");
+                return;
+            }
+            r => r.unwrap(),
+        }
+        let before = thread_minor_faults();
+        m.bytes().fill(0x5a);
+        let populated = thread_minor_faults() - before;
+        assert!(
+            populated < 16,
+            "{populated} faults writing {pages} populated pages"
+        );
+        // The same without it: one fault per page (unless the kernel backs the mapping with
+        // huge pages, as with transparent_hugepage=always).
+        let thp_always = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled")
+            .is_ok_and(|s| s.contains("[always]"));
+        if !thp_always {
+            let mut plain_map = Fresh::new(LEN);
+            let before = thread_minor_faults();
+            plain_map.bytes().fill(0x5a);
+            let plain = thread_minor_faults() - before;
+            assert!(
+                plain >= pages / 2,
+                "{plain} faults writing {pages} fresh pages"
+            );
+        }
+        // Populating written memory changes none of it (a range that starts inside a page
+        // is rounded down to it), and an empty range is nothing to do.
+        populate_write(m.addr + 100, m.addr + LEN).unwrap();
+        assert!(m.bytes().iter().all(|&b| b == 0x5a));
+        assert!(populate_write(m.addr, m.addr).is_ok());
+        // The heap's break is an address, not sbrk's -1.
+        assert_ne!(program_break(), usize::MAX);
+    }
 
     #[test]
     fn pack_unpack_roundtrip() {
