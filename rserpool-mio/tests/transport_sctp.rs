@@ -710,3 +710,49 @@ fn sctp_enrp_listeners_acknowledge_at_once_and_their_associations_inherit_it() {
         "inherited from the listener"
     );
 }
+
+/// A registrar downloading its mentor's handlespace switches that ENRP association to the
+/// kernel's delayed SACK for the download and back afterwards (`Transports::set_delayed_sack`);
+/// messages flow either way.
+#[test]
+fn sctp_an_enrp_association_switches_to_delayed_sack_and_back() {
+    if !sctp_or_skip("sctp_an_enrp_association_switches_to_delayed_sack_and_back") {
+        return;
+    }
+    let mut net = Net::new(TransportConfig::default(), TransportConfig::default());
+    let lb = net
+        .b
+        .listen_as_source(&[lo(0)], SCTP, ChannelKind::Enrp, ChannelKind::Enrp)
+        .unwrap();
+    let pb = net.b.socket_local_addrs(lb).unwrap()[0];
+    let ab = net
+        .a
+        .connect(&[pb], SCTP, ChannelKind::Enrp, Protocol::Enrp)
+        .unwrap();
+    net.wait_for("A's association up", LIMIT, |n| take_up(&mut n.ea));
+    net.wait_for("B accepted it", LIMIT, |n| take_up(&mut n.eb));
+    assert_eq!(
+        net.a.sack_freq(ab).unwrap(),
+        Some(1),
+        "ENRP: every packet at once"
+    );
+    for (delayed, freq) in [(true, 2), (false, 1)] {
+        net.a.set_delayed_sack(ab, delayed).unwrap();
+        assert_eq!(net.a.sack_freq(ab).unwrap(), Some(freq));
+        // Several messages each way still arrive.
+        for i in 0..3u8 {
+            net.a.send(ab, 12, 0, Bytes::from(vec![i; 3000])).unwrap();
+        }
+        let mut got = 0;
+        net.wait_for("three messages", LIMIT, |n| {
+            got +=
+                n.eb.drain(..)
+                    .filter(|e| matches!(e, TransportEvent::Message { .. }))
+                    .count();
+            (got == 3).then_some(())
+        });
+    }
+    // An association that is gone is an error, not a panic.
+    net.a.close(ab, true);
+    assert!(net.a.set_delayed_sack(ab, true).is_err());
+}

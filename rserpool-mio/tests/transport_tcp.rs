@@ -82,6 +82,9 @@ fn connect_listen_hello_and_data_both_ways() {
     let (mut net, on_a, on_b, addr) = pair(TransportConfig::default(), TransportConfig::default());
     assert_eq!(net.b.peer_addrs(on_b).unwrap(), vec![addr]);
     assert_eq!(net.a.local_addrs(on_a).unwrap(), vec![addr]);
+    // SCTP's delayed-SACK switch means nothing here: accepted, nothing to report.
+    net.a.set_delayed_sack(on_a, true).unwrap();
+    assert_eq!(net.a.sack_freq(on_a).unwrap(), None);
     net.b
         .send(on_b, 11, 0, Bytes::from_static(b"asap control"))
         .unwrap();

@@ -435,6 +435,17 @@ impl<M: Machine> Step<'_, M> {
     pub fn peer_addrs(&self, assoc: AssocId) -> Vec<SocketAddr> {
         socket_addrs(self.assocs, assoc, |t| self.transports.peer_addrs(t))
     }
+
+    /// Acknowledge `assoc`'s incoming SCTP packets every second packet (`delayed`) or each
+    /// at once ([`Transports::set_delayed_sack`]).
+    pub fn set_delayed_sack(&self, assoc: AssocId, delayed: bool) -> io::Result<()> {
+        let t = self
+            .assocs
+            .get(assoc)
+            .and(self.assocs.transport_id(assoc))
+            .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "unknown association"))?;
+        self.transports.set_delayed_sack(t, delayed)
+    }
 }
 
 /// The addresses `ask` gives for the transport of `assoc`, empty when there are none.

@@ -48,7 +48,7 @@ use rserpool_core::registrar::{
     AddressScope, IpNetwork, PeerPolicy, PeerState, Registrar, RegistrarConfig, RegistrarEvent,
     RegistrarLimits, RegistrarStatistics, RegistrarTimers,
 };
-use rserpool_core::{ChannelKind, Instant, Protocol};
+use rserpool_core::{AssocId, ChannelKind, Instant, Protocol};
 use rserpool_proto::csp::{
     CSP_DURATION_UNKNOWN, ComponentId, CspAssociation, CspProtocol, Workload, registrar_status_text,
 };
@@ -533,6 +533,7 @@ struct RegistrarApp<'a> {
     start: Instant,
     next_stats: Option<Instant>,
     prefault: HeapPrefault,
+    download_sack: DownloadSack,
 }
 
 /// While the registrar downloads its mentor's handlespace at start-up, its heap grows by a
@@ -585,11 +586,56 @@ impl HeapPrefault {
     }
 }
 
+/// During the start-up download the mentor's association acknowledges every second packet
+/// (the kernel's delayed SACK; the last SACK of a response rides on our next request) rather
+/// than every packet at once as ENRP associations otherwise do (for a quick takeover, see
+/// [`TransportConfig::sctp_for`](crate::transport::TransportConfig::sctp_for)): half the
+/// packets from the joining registrar, and on a busy mentor half the SACKs to take in.
+#[derive(Debug, Default)]
+struct DownloadSack {
+    /// The association acknowledging every second packet, if any.
+    delayed: Option<AssocId>,
+    /// For good: the start-up is over.
+    off: bool,
+}
+
+impl DownloadSack {
+    /// After every wake-up: `mentor` is the association to the mentor while the start-up
+    /// download runs, `over` once the start-up has ended. Returns the associations to switch
+    /// (`true`: to delayed SACK; `false`: back to every packet at once).
+    fn changes(&mut self, mentor: Option<AssocId>, over: bool) -> Vec<(AssocId, bool)> {
+        let mut out = Vec::new();
+        if self.off {
+            return out;
+        }
+        let want = if over { None } else { mentor };
+        self.off = over;
+        if want != self.delayed {
+            out.extend(self.delayed.map(|a| (a, false)));
+            out.extend(want.map(|a| (a, true)));
+            self.delayed = want;
+        }
+        out
+    }
+}
+
 impl Application<Registrar> for RegistrarApp<'_> {
     fn on_step(&mut self, step: &mut Step<'_, Registrar>) -> AppControl {
         let over = step.machine.startup_complete();
-        self.prefault
-            .step(!over && step.machine.mentor().is_some(), over);
+        let mentor = if over {
+            None
+        } else {
+            step.machine
+                .peers()
+                .find(|p| p.mentor)
+                .and_then(|p| p.assoc)
+        };
+        self.prefault.step(mentor.is_some(), over);
+        for (assoc, delayed) in self.download_sack.changes(mentor, over) {
+            if let Err(e) = step.set_delayed_sack(assoc, delayed) {
+                debug!("delayed SACK {delayed} on {assoc:?}: {e}");
+            }
+        }
         for e in step.events.drain(..) {
             log_event(&e);
         }
@@ -793,6 +839,7 @@ fn run_once(
         start,
         next_stats: outputs.stats.is_some().then_some(start),
         prefault: HeapPrefault::default(),
+        download_sack: DownloadSack::default(),
         outputs,
     };
     // A signal that came before the driver caught signals ends this life before it starts.
@@ -883,6 +930,27 @@ mod tests {
 
     fn sa(s: &str) -> SocketAddr {
         s.parse().unwrap()
+    }
+
+    #[test]
+    fn the_mentors_association_acknowledges_every_second_packet_only_during_the_download() {
+        let (a, b) = (AssocId(7), AssocId(9));
+        let mut s = DownloadSack::default();
+        // No mentor yet: nothing.
+        assert_eq!(s.changes(None, false), vec![]);
+        // The download from the mentor over `a`: delayed, once.
+        assert_eq!(s.changes(Some(a), false), vec![(a, true)]);
+        assert_eq!(s.changes(Some(a), false), vec![]);
+        // Another mentor (the first one went away): the old association back, the new one
+        // delayed.
+        assert_eq!(s.changes(Some(b), false), vec![(a, false), (b, true)]);
+        // The start-up is over: back to every packet at once, and never again.
+        assert_eq!(s.changes(None, true), vec![(b, false)]);
+        assert_eq!(s.changes(Some(a), false), vec![]);
+        // A start-up that ends without a download changes nothing.
+        let mut s = DownloadSack::default();
+        assert_eq!(s.changes(None, true), vec![]);
+        assert_eq!(s.changes(Some(a), false), vec![]);
     }
 
     #[test]

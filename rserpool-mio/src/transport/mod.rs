@@ -2475,6 +2475,27 @@ impl Transports {
         }
     }
 
+    /// Acknowledge `assoc`'s incoming packets every second packet (`delayed`: the kernel's
+    /// delayed SACK, for a bulk transfer coming in) or each at once (as ENRP associations
+    /// do, see [`TransportConfig::sctp_for`]). SCTP only: over the TCP mapping the kernel
+    /// acknowledges as it does, and this does nothing.
+    pub fn set_delayed_sack(&self, assoc: AssocId, delayed: bool) -> io::Result<()> {
+        let a = self.assoc_ref(assoc)?;
+        match &a.io {
+            AssocIo::Tcp(_) => Ok(()),
+            AssocIo::Sctp(s) => s.sock.set_sack_freq(if delayed { 2 } else { 1 }),
+        }
+    }
+
+    /// `sack_freq` of `assoc`'s socket (SCTP; `None` over the TCP mapping).
+    pub fn sack_freq(&self, assoc: AssocId) -> io::Result<Option<u32>> {
+        let a = self.assoc_ref(assoc)?;
+        match &a.io {
+            AssocIo::Tcp(_) => Ok(None),
+            AssocIo::Sctp(s) => s.sock.sack_freq().map(Some),
+        }
+    }
+
     /// The transport of `assoc`.
     pub fn kind(&self, assoc: AssocId) -> Option<TransportKind> {
         self.assoc_ref(assoc).ok().map(Assoc::kind)

@@ -264,6 +264,11 @@ impl SctpSocket {
         sys::sack_freq(self.sock.as_fd())
     }
 
+    /// Sets `sack_freq` of `SCTP_DELAYED_SACK` ([`sys::set_sack_freq`]).
+    pub fn set_sack_freq(&self, freq: u32) -> io::Result<()> {
+        sys::set_sack_freq(self.sock.as_fd(), freq)
+    }
+
     /// True when an association waits to be accepted on this listener (or, on an association
     /// socket, something to read), without sleeping: see [`sys::readable_now`].
     pub fn readable_now(&self) -> io::Result<bool> {

@@ -244,10 +244,18 @@ const _: () = assert!(size_of::<SctpSackInfo>() == 12);
 /// was acknowledged (`rsplib-measured.md` defect 1): with the 200 ms delayed SACK the loss
 /// is seen up to 200 ms late.
 pub fn set_sack_immediately(fd: BorrowedFd<'_>) -> io::Result<()> {
+    set_sack_freq(fd, 1)
+}
+
+/// `SCTP_DELAYED_SACK` with `sack_freq` `freq` and the delay left as it is (the
+/// `net.sctp.sack_timeout` default, 200 ms, unless set): 1 acknowledges every DATA packet at
+/// once, 2 every second packet (RFC 9260 §6.2: the delayed SACK, which also rides on the next
+/// DATA we send).
+pub fn set_sack_freq(fd: BorrowedFd<'_>, freq: u32) -> io::Result<()> {
     let v = SctpSackInfo {
         sack_assoc_id: 0,
         sack_delay: 0,
-        sack_freq: 1,
+        sack_freq: freq,
     };
     setsockopt(fd, SOL_SCTP, libc::SCTP_DELAYED_SACK, &v)
 }
