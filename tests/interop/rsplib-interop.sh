@@ -9,7 +9,8 @@
 # (c) Our registrar A ($1001, h1) and RSPLIB registrars B ($2002, h2) and D ($3003, h3) peer
 #     over ENRP; RSPLIB and our PEs registered at A and B. All three agree on the handlespace
 #     (our hsdump and RSPLIB's hsdump against each). B is SIGKILLed: A takes its PEs over;
-#     B restarts and downloads the handlespace; A is SIGKILLed: B takes everything over.
+#     B restarts and downloads the handlespace; A is SIGKILLed: B takes everything over;
+#     A restarts and downloads the handlespace from an RSPLIB mentor.
 #     (A third registrar is needed: a lone surviving RSPLIB registrar never completes a
 #     takeover, enrp.md §6.8.4; and D being RSPLIB lets B, not our faster-detecting
 #     registrar, win the second takeover.)
@@ -246,6 +247,22 @@ check "(c) an RSPLIB registrar logs the completed takeover of our A" \
 taker=$(awk '$2 == "00000061" { print $3 }' "$OUT/takeover-A-h3-rsplib.hs" 2>/dev/null)
 check "(c) our PE \$61 (registrar A only) accepted RSPLIB's \$${taker:-?} as its new home (H-bit keep-alive on its ASAP port)" \
   grep -q "home registrar changed: .* -> \\\$${taker:-none}" "$OUT/c-pe61.log"
+
+# Our registrar joining RSPLIB's: A restarts with B and D as static peers and downloads the
+# handlespace from one of them (its delayed SACK during the download included). PEs whose
+# only registrar is A may re-register there meanwhile: any of the three may be a PE's home.
+sleep 6
+log "restarting A (ours): its mentor is an RSPLIB registrar"
+our_registrar c-A2 1 0x1001 2 3
+check "(c) A listens again" registrar_up 1
+check "(c) restarted A downloaded the handlespace from an RSPLIB mentor (B or D)" \
+  wait_for 20 grep -Eq 'start-up done: [0-9]+ PEs downloaded from mentor \$0000(2002|3003)' "$OUT/c-A2.log"
+if wait_hs 40 homes_among restart-A "1 2 3" "1001|2002|3003" 51 52 61 62; then
+  pass "(c) restarted A, B and D agree on the 4 PEs (our and RSPLIB's hsdump)"
+else
+  fail "(c) restarted A, B and D agree on the 4 PEs (our and RSPLIB's hsdump)"
+  for f in "$OUT"/restart-A-h*.hs; do echo "    $(basename "$f"):"; show "$f"; done
+fi
 stop_all
 sleep 1
 
