@@ -102,13 +102,14 @@ load() { # load IMPL NAME PES [rspload options]
     echo
 }
 
-# join_one IMPL LABEL BIN_DIR: start a registrar of IMPL on h3 with h1's as static peer,
-# capture br0, record the start, ask after 8 s what it holds (results named LABEL).
-joiner_stat() { # joiner_stat LABEL SECONDS
+# joiner_stat LABEL SECONDS: the joiner's page faults and CPU time so far.
+joiner_stat() {
     awk -v impl=$1 -v s=$2 -v hz="$(getconf CLK_TCK)" '{ printf "%s joiner after %d s: minflt %d majflt %d utime %.0f ms stime %.0f ms\n", impl, s, $10, $12, $14 * 1000 / hz, $15 * 1000 / hz }' \
         "/proc/$JP/stat" 2>/dev/null | tee -a "$OUT/join.txt"
 }
 
+# join_one IMPL LABEL BIN_DIR: start a registrar of IMPL on h3 with h1's as static peer,
+# capture br0, record the start, ask after 8 s what it holds (results named LABEL).
 join_one() {
     local impl=$1 label=$2 jb=$3
     dumpcap -q -i br0 -f "host $H3" -w "$OUT/join-$label.pcapng" >/dev/null 2>&1 &

@@ -540,8 +540,8 @@ struct RegistrarApp<'a> {
 /// few MB in a burst. This maps each stretch the heap grows by in one call
 /// ([`populate_write`](crate::transport::sctp::sys::populate_write)) instead of letting every
 /// page fault on its first write: a fault costs ~35 µs in the User-Mode Linux VM of
-/// `benches/vm-registrar` (a fraction of a microsecond on bare metal), and the download
-/// takes ~600 of them there. Only during that download: the stretch beyond what `malloc`
+/// `benches/vm-registrar` (about a microsecond on bare metal), and the download takes ~600
+/// of them there. Only during that download: the stretch beyond what `malloc`
 /// handed out (its top pad, 128 KiB by default) becomes resident before it is used, at most
 /// that much once the download ends.
 #[derive(Debug, Default)]
@@ -554,13 +554,14 @@ struct HeapPrefault {
 
 impl HeapPrefault {
     /// After every wake-up: `downloading` while the start-up download runs, `over` once the
-    /// start-up has ended; `brk` reads the program break. Returns the stretch the heap grew by
-    /// since the last step of the download, to populate.
+    /// start-up has ended; `brk` reads the program break (`None`: unknown, which switches
+    /// this off). Returns the stretch the heap grew by since the last step of the download,
+    /// to populate.
     fn grown(
         &mut self,
         downloading: bool,
         over: bool,
-        brk: impl FnOnce() -> usize,
+        brk: impl FnOnce() -> Option<usize>,
     ) -> Option<(usize, usize)> {
         if self.off || over {
             self.off = true;
@@ -570,8 +571,11 @@ impl HeapPrefault {
             self.brk = 0;
             return None;
         }
-        let (last, now) = (self.brk, brk());
-        self.brk = now;
+        let Some(now) = brk() else {
+            self.off = true;
+            return None;
+        };
+        let last = std::mem::replace(&mut self.brk, now);
         (last != 0 && now > last).then_some((last, now))
     }
 
@@ -959,30 +963,34 @@ mod tests {
         // Before a mentor is chosen: nothing, and the break is not even read.
         assert_eq!(p.grown(false, false, || unreachable!()), None);
         // The download's first step only notes where the heap ends.
-        assert_eq!(p.grown(true, false, || 0x10_0000), None);
+        assert_eq!(p.grown(true, false, || Some(0x10_0000)), None);
         // It grew: that stretch; it did not: nothing.
         assert_eq!(
-            p.grown(true, false, || 0x13_0000),
+            p.grown(true, false, || Some(0x13_0000)),
             Some((0x10_0000, 0x13_0000))
         );
-        assert_eq!(p.grown(true, false, || 0x13_0000), None);
-        assert_eq!(p.grown(true, false, || 0x12_0000), None);
+        assert_eq!(p.grown(true, false, || Some(0x13_0000)), None);
+        assert_eq!(p.grown(true, false, || Some(0x12_0000)), None);
         assert_eq!(
-            p.grown(true, false, || 0x15_0000),
+            p.grown(true, false, || Some(0x15_0000)),
             Some((0x12_0000, 0x15_0000))
         );
         // A step outside a download (the mentor was lost) forgets the mark: growth from
         // before the next download is not populated.
         assert_eq!(p.grown(false, false, || unreachable!()), None);
-        assert_eq!(p.grown(true, false, || 0x20_0000), None);
+        assert_eq!(p.grown(true, false, || Some(0x20_0000)), None);
         assert_eq!(
-            p.grown(true, false, || 0x21_0000),
+            p.grown(true, false, || Some(0x21_0000)),
             Some((0x20_0000, 0x21_0000))
         );
         // Once the start-up is over, never again.
         assert_eq!(p.grown(false, true, || unreachable!()), None);
         assert_eq!(p.grown(true, false, || unreachable!()), None);
         assert!(p.off);
+        // A break the C library cannot tell switches it off as well.
+        let mut p = HeapPrefault::default();
+        assert_eq!(p.grown(true, false, || None), None);
+        assert_eq!(p.grown(true, false, || unreachable!()), None);
     }
 
     #[test]
