@@ -439,13 +439,15 @@ impl<M: Machine> Step<'_, M> {
     /// Acknowledge `assoc`'s incoming SCTP packets every second packet (`delayed`) or each
     /// at once ([`Transports::set_delayed_sack`]).
     pub fn set_delayed_sack(&self, assoc: AssocId, delayed: bool) -> io::Result<()> {
-        let t = self
-            .assocs
-            .get(assoc)
-            .and(self.assocs.transport_id(assoc))
+        let t = live_transport(self.assocs, assoc)
             .ok_or_else(|| io::Error::new(io::ErrorKind::NotFound, "unknown association"))?;
         self.transports.set_delayed_sack(t, delayed)
     }
+}
+
+/// The transport's id of `assoc` (a machine-visible id), if the driver knows it.
+fn live_transport(assocs: &AssocTable, assoc: AssocId) -> Option<AssocId> {
+    assocs.get(assoc).and(assocs.transport_id(assoc))
 }
 
 /// The addresses `ask` gives for the transport of `assoc`, empty when there are none.
@@ -454,9 +456,7 @@ fn socket_addrs(
     assoc: AssocId,
     ask: impl FnOnce(AssocId) -> io::Result<Vec<SocketAddr>>,
 ) -> Vec<SocketAddr> {
-    assocs
-        .get(assoc)
-        .and(assocs.transport_id(assoc))
+    live_transport(assocs, assoc)
         .and_then(|t| ask(t).ok())
         .unwrap_or_default()
 }
