@@ -115,6 +115,15 @@ fn populated(max_per_response: usize) -> Rig {
 #[test]
 fn table_serving_w0_w1_and_continuation() {
     let mut r = populated(2);
+    // `serving` (PeerView): a walk whose last response had M=1 is open to that peer.
+    let serving = |r: &Rig| {
+        r.reg
+            .peers()
+            .find(|p| p.server_id == ServerId(P))
+            .expect("peer P")
+            .serving
+    };
+    assert!(!serving(&r));
     // W=0: everything in (pool handle, PE id) order, with ASAP transports.
     let t1 = table(&r.enrp(100, table_request(P, false)));
     assert_eq!((t1.sender, t1.receiver), (ServerId(US), ServerId(P)));
@@ -132,12 +141,15 @@ fn table_serving_w0_w1_and_continuation() {
             .all(|p| p.asap_transport.is_some())
     );
     // The walk continues whatever the next request's W flag says (RSPLIB).
+    assert!(serving(&r));
     let t2 = table(&r.enrp(100, table_request(P, true)));
     assert!(t2.more);
     assert_eq!(ids(&t2), vec![("A".into(), 3), ("B".into(), 2)]);
+    assert!(serving(&r));
     let t3 = table(&r.enrp(100, table_request(P, false)));
     assert!(!t3.more);
     assert_eq!(ids(&t3), vec![("C".into(), 5)]);
+    assert!(!serving(&r), "the walk ended with M=0");
     // A fresh W=1 walk: only our own PEs.
     let w1 = table(&r.enrp(100, table_request(P, true)));
     assert!(w1.more);

@@ -66,6 +66,9 @@ pub struct PeerView<'a> {
     pub checksum: Option<u16>,
     /// A handle table synchronisation with it is running.
     pub syncing: bool,
+    /// We are serving it a handle table walk: our last Handle Table Response to it had the
+    /// M flag (more to send), so its next Handle Table Request continues the walk.
+    pub serving: bool,
 }
 
 pub(super) type MarkSet = hashbrown::HashSet<PeKey, foldhash::fast::FixedState>;
@@ -155,6 +158,7 @@ impl Peer {
             mentor: self.mentor,
             checksum: self.checksum,
             syncing: self.sync.is_some(),
+            serving: self.serve.is_some(),
         }
     }
 

@@ -43,6 +43,8 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
+use smallvec::SmallVec;
+
 use rserpool_core::handlespace::Limits;
 use rserpool_core::registrar::{
     AddressScope, IpNetwork, PeerPolicy, PeerState, Registrar, RegistrarConfig, RegistrarEvent,
@@ -533,7 +535,7 @@ struct RegistrarApp<'a> {
     start: Instant,
     next_stats: Option<Instant>,
     prefault: HeapPrefault,
-    download_sack: DownloadSack,
+    bulk_sack: BulkSack,
 }
 
 /// While the registrar downloads its mentor's handlespace at start-up, its heap grows by a
@@ -590,52 +592,77 @@ impl HeapPrefault {
     }
 }
 
-/// During the start-up download the mentor's association acknowledges every second packet
-/// (the kernel's delayed SACK; the last SACK of a response rides on our next request) rather
-/// than every packet at once as ENRP associations otherwise do (for a quick takeover, see
-/// [`TransportConfig::sctp_for`](crate::transport::TransportConfig::sctp_for)): half the
-/// packets from the joining registrar, and on a busy mentor half the SACKs to take in.
+/// ENRP associations acknowledge every packet at once (so that a dying registrar's SHUTDOWN is
+/// not held back: quick takeovers; see
+/// [`TransportConfig::sctp_for`](crate::transport::TransportConfig::sctp_for)). The two bulk
+/// transfers of handle tables switch to the kernel's delayed SACK (every second packet) while
+/// they run:
+/// - the start-up download, on the association to the mentor: the last SACK of each Handle
+///   Table Response rides on our next request; half the packets from the joining registrar,
+///   and on a busy mentor half the SACKs to take in;
+/// - a handle table walk we serve to a peer (our last response to it had the M flag): the
+///   SACK of each Handle Table Request rides on our response to it instead of going out in a
+///   packet of its own just before.
+///
+/// Each association goes back to every packet at once when its transfer ends.
 #[derive(Debug, Default)]
-struct DownloadSack {
-    /// The association acknowledging every second packet, if any.
-    delayed: Option<AssocId>,
-    /// For good: the start-up is over.
-    off: bool,
+struct BulkSack {
+    /// The associations acknowledging every second packet now.
+    delayed: SmallVec<[AssocId; 2]>,
 }
 
-impl DownloadSack {
-    /// After every wake-up: `mentor` is the association to the mentor while the start-up
-    /// download runs, `over` once the start-up has ended. Returns the associations to switch
-    /// (`true`: to delayed SACK; `false`: back to every packet at once).
-    fn changes(&mut self, mentor: Option<AssocId>, over: bool) -> Vec<(AssocId, bool)> {
-        let mut out = Vec::new();
-        if self.off {
-            return out;
-        }
-        let want = if over { None } else { mentor };
-        self.off = over;
-        if want != self.delayed {
-            out.extend(self.delayed.map(|a| (a, false)));
-            out.extend(want.map(|a| (a, true)));
-            self.delayed = want;
+impl BulkSack {
+    /// After every wake-up: `bulk` lists the associations carrying a transfer now. Returns
+    /// the associations to switch (`true`: to delayed SACK; `false`: back to every packet at
+    /// once).
+    fn changes(&mut self, bulk: &[AssocId]) -> SmallVec<[(AssocId, bool); 2]> {
+        let mut out = SmallVec::new();
+        self.delayed.retain(|a| {
+            let keep = bulk.contains(a);
+            if !keep {
+                out.push((*a, false));
+            }
+            keep
+        });
+        for &a in bulk {
+            if !self.delayed.contains(&a) {
+                self.delayed.push(a);
+                out.push((a, true));
+            }
         }
         out
     }
 }
 
+/// From the peer list (association, mentor, serving) at the start-up (`over`: ended): whether
+/// the start-up download from the mentor runs, and the associations carrying a handle table
+/// transfer (that download, and the walks we serve).
+fn bulk_transfers(
+    over: bool,
+    peers: impl Iterator<Item = (Option<AssocId>, bool, bool)>,
+) -> (bool, SmallVec<[AssocId; 2]>) {
+    let mut downloading = false;
+    let mut bulk = SmallVec::new();
+    for (assoc, mentor, serving) in peers {
+        let Some(a) = assoc else { continue };
+        let download = mentor && !over;
+        downloading |= download;
+        if download || serving {
+            bulk.push(a);
+        }
+    }
+    (downloading, bulk)
+}
+
 impl Application<Registrar> for RegistrarApp<'_> {
     fn on_step(&mut self, step: &mut Step<'_, Registrar>) -> AppControl {
         let over = step.machine.startup_complete();
-        let mentor = if over {
-            None
-        } else {
-            step.machine
-                .peers()
-                .find(|p| p.mentor)
-                .and_then(|p| p.assoc)
-        };
-        self.prefault.step(mentor.is_some(), over);
-        for (assoc, delayed) in self.download_sack.changes(mentor, over) {
+        let (downloading, bulk) = bulk_transfers(
+            over,
+            step.machine.peers().map(|p| (p.assoc, p.mentor, p.serving)),
+        );
+        self.prefault.step(downloading, over);
+        for (assoc, delayed) in self.bulk_sack.changes(&bulk) {
             if let Err(e) = step.set_delayed_sack(assoc, delayed) {
                 debug!("delayed SACK {delayed} on {assoc:?}: {e}");
             }
@@ -843,7 +870,7 @@ fn run_once(
         start,
         next_stats: outputs.stats.is_some().then_some(start),
         prefault: HeapPrefault::default(),
-        download_sack: DownloadSack::default(),
+        bulk_sack: BulkSack::default(),
         outputs,
     };
     // A signal that came before the driver caught signals ends this life before it starts.
@@ -937,24 +964,47 @@ mod tests {
     }
 
     #[test]
-    fn the_mentors_association_acknowledges_every_second_packet_only_during_the_download() {
-        let (a, b) = (AssocId(7), AssocId(9));
-        let mut s = DownloadSack::default();
-        // No mentor yet: nothing.
-        assert_eq!(s.changes(None, false), vec![]);
+    fn bulk_transfers_acknowledge_every_second_packet_only_while_they_run() {
+        let (a, b, c) = (AssocId(7), AssocId(9), AssocId(11));
+        let mut s = BulkSack::default();
+        let v = |x: &[(AssocId, bool)]| x.to_vec();
+        // No transfer: nothing.
+        assert_eq!(s.changes(&[]).to_vec(), v(&[]));
         // The download from the mentor over `a`: delayed, once.
-        assert_eq!(s.changes(Some(a), false), vec![(a, true)]);
-        assert_eq!(s.changes(Some(a), false), vec![]);
+        assert_eq!(s.changes(&[a]).to_vec(), v(&[(a, true)]));
+        assert_eq!(s.changes(&[a]).to_vec(), v(&[]));
+        // A walk served to a peer over `b` meanwhile: delayed too.
+        assert_eq!(s.changes(&[a, b]).to_vec(), v(&[(b, true)]));
         // Another mentor (the first one went away): the old association back, the new one
-        // delayed.
-        assert_eq!(s.changes(Some(b), false), vec![(a, false), (b, true)]);
-        // The start-up is over: back to every packet at once, and never again.
-        assert_eq!(s.changes(None, true), vec![(b, false)]);
-        assert_eq!(s.changes(Some(a), false), vec![]);
-        // A start-up that ends without a download changes nothing.
-        let mut s = DownloadSack::default();
-        assert_eq!(s.changes(None, true), vec![]);
-        assert_eq!(s.changes(Some(a), false), vec![]);
+        // delayed; the served walk goes on.
+        assert_eq!(s.changes(&[c, b]).to_vec(), v(&[(a, false), (c, true)]));
+        // Both end: back to every packet at once, each once.
+        assert_eq!(s.changes(&[]).to_vec(), v(&[(b, false), (c, false)]));
+        assert_eq!(s.changes(&[]).to_vec(), v(&[]));
+    }
+
+    #[test]
+    fn the_registrar_delays_sacks_during_its_download_and_the_walks_it_serves() {
+        // Which associations `on_step` hands to `BulkSack`, from the peer list: the mentor's
+        // during the start-up, any peer's while we serve it a walk.
+        let peers = |over: bool, list: &[(Option<AssocId>, bool, bool)]| {
+            let (downloading, bulk) = bulk_transfers(over, list.iter().copied());
+            (downloading, bulk.to_vec())
+        };
+        let (a, b) = (AssocId(3), AssocId(4));
+        assert_eq!(
+            peers(false, &[(Some(a), true, false), (Some(b), false, false)]),
+            (true, vec![a])
+        );
+        // The start-up is over: the mentor flag no longer counts.
+        assert_eq!(peers(true, &[(Some(a), true, false)]), (false, vec![]));
+        assert_eq!(
+            peers(true, &[(Some(a), true, true), (Some(b), false, true)]),
+            (false, vec![a, b])
+        );
+        // No association: nothing to switch; the mentor downloading and served: once.
+        assert_eq!(peers(false, &[(None, true, true)]), (false, vec![]));
+        assert_eq!(peers(false, &[(Some(a), true, true)]), (true, vec![a]));
     }
 
     #[test]
