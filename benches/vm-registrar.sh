@@ -14,10 +14,14 @@
 #   join          our registrar on h1 holds 10,000 PEs; RSPLIB's registrar, then ours, start on
 #                 h3 with it as static peer: time until the joiner holds the whole
 #                 handlespace (from a capture on br0) and the count the joiner reports (hsdump)
+#   join-idle     the same with the serving registrar idle: it sends no keep-alives (interval
+#                 1 h), as in RSPLIB's "0.46 s with the serving registrar idle" figure; in the
+#                 join phase the 10,000 PEs' keep-alives (2,000/s) take the VM's one CPU
+#                 from both registrars. Labels "idle-ours", "idle-rsplib", ...
 #
 # Environment: BIN (our release binaries), OUT (result directory, must be inside the shared
 # working directory), SIZES, DURATION, KA_DURATION, SAT_DURATION, PHASES (subset of
-# "resolve keepalive saturate join"); for the join phase JOIN_BINS (builds of ours that join
+# "resolve keepalive saturate join join-idle"); for the join phase JOIN_BINS (builds of ours that join
 # in turn against the same serving registrar: an A/B in one boot), JOIN_ROUNDS, JOIN_WRAP.
 set -u
 BIN=${BIN:?BIN: directory of our release binaries}
@@ -50,6 +54,8 @@ ulimit -n 400000
 } | tee "$OUT/vm.txt"
 
 RP=
+# Extra options of the serving registrar (set by the join-idle phase).
+SERVER_OPTS=
 start_registrar() { # start_registrar IMPL
     case $1 in
     rsplib)
@@ -59,7 +65,7 @@ start_registrar() { # start_registrar IMPL
     ours)
         # shellcheck disable=SC2086
         ip netns exec h1 "$BIN/rspregistrar" -transport=sctp -asap=$H1:3863 -enrp=$H1:9901 \
-            -loglevel=1 -quiet $OUR_OPTS >"$OUT/reg-$1-$phase.log" 2>&1 &
+            -loglevel=1 -quiet $OUR_OPTS $SERVER_OPTS >"$OUT/reg-$1-$phase.log" 2>&1 &
         ;;
     esac
     RP=$!
@@ -171,8 +177,14 @@ for p in $PHASES; do
             load $impl saturate-$SAT_PES "$SAT_PES" -duration="$SAT_DURATION"
         done
         ;;
-    join)
-        phase=join
+    join | join-idle)
+        phase=$p
+        prefix=
+        SERVER_OPTS=
+        if [ $p = join-idle ]; then
+            prefix=idle-
+            SERVER_OPTS=-endpointkeepalivetransmissioninterval=3600000
+        fi
         start_registrar ours
         ip netns exec h2 "$BIN/rspload" -transport=sctp -registrar=$H1:3863 -asapannounce=off \
             -loglevel=1 -pes="$JOIN_PES" -mode=keepalive-only -duration=600 \
@@ -200,7 +212,8 @@ for p in $PHASES; do
             for jb in $JOIN_BINS; do
                 i=$((i + 1))
                 mkdir -p /tmp/join-bin-$i
-                cp "$jb/rspregistrar" /tmp/join-bin-$i/
+                # (A second join phase finds the copies made by the first.)
+                [ "$jb" = /tmp/join-bin-$i ] || cp "$jb/rspregistrar" /tmp/join-bin-$i/
                 bins="$bins /tmp/join-bin-$i"
             done
             JOIN_BINS=$bins
@@ -211,7 +224,7 @@ for p in $PHASES; do
                 i=0
                 for jb in $bins; do
                     i=$((i + 1))
-                    label=$impl
+                    label=$prefix$impl
                     [ $impl = ours ] && [ "$k" -gt 1 ] && label=$label-$i
                     [ "$JOIN_ROUNDS" -gt 1 ] && label=$label-r$round
                     join_one "$impl" "$label" "$jb"
@@ -221,6 +234,7 @@ for p in $PHASES; do
         kill -INT $LP
         wait $LP
         stop_registrar
+        SERVER_OPTS=
         ;;
     esac
 done
