@@ -188,7 +188,7 @@ for p in $PHASES; do
         start_registrar ours
         ip netns exec h2 "$BIN/rspload" -transport=sctp -registrar=$H1:3863 -asapannounce=off \
             -loglevel=1 -pes="$JOIN_PES" -mode=keepalive-only -duration=600 \
-            >"$OUT/join-load.txt" 2>"$OUT/join-load.err" &
+            >"$OUT/$p-load.txt" 2>"$OUT/$p-load.err" &
         LP=$!
         # Wait until every PE is registered (rspload prints nothing before the end: ask the
         # registrar with hsdump).
