@@ -161,13 +161,21 @@ rsplib_calcapp_busy() {
   return 1
 }
 
-# kill_mid_job CLIENT-LOG PHASE RUNNING-FUNC [MIN-AGE-MS]: waits for a job under way at one of
-# the PEs PHASE-h3 / PHASE-h4 (client association present, job accepted) for at least
-# MIN-AGE-MS (default 0: at once; more lets the PE send its first cookie for the job first),
-# SIGKILLs that PE; KILLED_JOB is the job's number, VICTIM the PE.
+# kill_mid_job CLIENT-LOG PHASE RUNNING-FUNC [MIN-AGE-MS] [CLIENT-END]: waits for a job under
+# way at one of the PEs PHASE-h3 / PHASE-h4 (client association present, job accepted) for at
+# least MIN-AGE-MS (default 0: at once; more lets the PE send its first cookie for the job
+# first), SIGKILLs that PE; KILLED_JOB is the job's number, VICTIM the PE. CLIENT-END (in
+# $SECONDS) is when the client's -runtime ends: no kill in its last KILL_MARGIN seconds, so
+# that the killed job (at most KILL_MAX_JOB_SIZE calculations) can still complete at the
+# other PE (seen once: a kill 0.4 s before the end of the client's run, which then ended with
+# that job unfinished).
 KILLED_JOB= VICTIM=
+KILL_MARGIN=10
 kill_mid_job() {
   local logf=$1 phase=$2 fn=$3 min_age=${4:-0} end=$((SECONDS + 40)) h j seen= since=0 now
+  if [ -n "${5:-}" ] && (($5 - KILL_MARGIN < end)); then
+    end=$(($5 - KILL_MARGIN))
+  fi
   KILLED_JOB= VICTIM=
   while ((SECONDS < end)); do
     now=$((${EPOCHREALTIME/./} / 1000))
@@ -201,8 +209,11 @@ for h in 3 4; do
     -capvector="$OUT/ca1-h$h.vec" -capscalar="$OUT/ca1-h$h.sca"
 done
 wait_registered "(a) calcapp: our PEs \$51, \$61 registered at our registrar" A CA1 51 61
+# (-runtime: 36 s leave the kill below up to ~20 s after the first completed job and then
+# KILL_MARGIN for the killed job.)
+ca1_end=$((SECONDS + 36))
 start ca1-client "$CLIENT_HOST" stdbuf -oL calcappclient -registrar="$H1:3863" -poolhandle=CA1 \
-  -jobinterval=2 -jobsize=600000 -runtime=24 -vector="$OUT/ca1-client.vec" \
+  -jobinterval=2 -jobsize=600000 -runtime=36 -vector="$OUT/ca1-client.vec" \
   -scalar="$OUT/ca1-client.sca" -asapannounce=off "${RSPLIB_LOG[@]}"
 wait_for 30 eval "((\$(jobs_completed '$OUT/ca1-client.log') >= 1))"
 check "(a) calcapp: RSPLIB's client completed jobs at our PEs via our registrar" \
@@ -210,7 +221,7 @@ check "(a) calcapp: RSPLIB's client completed jobs at our PEs via our registrar"
 # Our PEs send a cookie at most every 0.5 s (-capcookiemaxtime): kill once one has gone out
 # for the job, so that the failover carries it.
 check "(c) calcapp: a job under way at one of our PEs for 0.8 s, that PE SIGKILLed" \
-  kill_mid_job "$OUT/ca1-client.log" ca1 rsplib_job_running 800
+  kill_mid_job "$OUT/ca1-client.log" ca1 rsplib_job_running 800 "$ca1_end"
 wait_exit ca1-client 60
 completed=$(jobs_completed "$OUT/ca1-client.log")
 check "(c) calcapp: RSPLIB's client failed over with the PE's cookie and completed job #${KILLED_JOB:-?} (under way at the killed PE) at the other one" \
@@ -246,8 +257,9 @@ for h in 3 4; do
     -capvector="$OUT/ca3-h$h.vec" -capscalar="$OUT/ca3-h$h.sca"
 done
 wait_registered "(b) calcapp: RSPLIB's PEs \$53, \$63 registered at RSPLIB's registrar" B CA3 53 63
+ca3_end=$((SECONDS + 36))
 start ca3-client "$CLIENT_HOST" "$BIN/calcappclient" -registrar="$H2:3863" -poolhandle=CA3 \
-  -jobinterval=2 -jobsize=600000 -runtime=24 -vector="$OUT/ca3-client.vec" \
+  -jobinterval=2 -jobsize=600000 -runtime=36 -vector="$OUT/ca3-client.vec" \
   -scalar="$OUT/ca3-client.sca" -transport=sctp -asapannounce=off "${OUR_LOG[@]}"
 # Our client logs "CalcApp: request for job #N" and "Job #N completed": the job under way
 # is the last one requested if it is not completed (one job at a time).
@@ -262,7 +274,7 @@ wait_for 30 eval "((\$(jobs_completed '$OUT/ca3-client.log') >= 1))"
 check "(b) calcapp: our client completed jobs at RSPLIB's PEs" \
   eval "(($(jobs_completed "$OUT/ca3-client.log") >= 1))"
 check "(c) calcapp: a job under way at one of RSPLIB's PEs, that PE SIGKILLed" \
-  kill_mid_job "$OUT/ca3-client.log" ca3 our_job_running
+  kill_mid_job "$OUT/ca3-client.log" ca3 our_job_running 0 "$ca3_end"
 wait_exit ca3-client 60
 completed=$(jobs_completed "$OUT/ca3-client.log")
 check "(c) calcapp: our client completed job #${KILLED_JOB:-?} (under way at the killed PE) at the other one" \
