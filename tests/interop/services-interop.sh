@@ -167,7 +167,7 @@ rsplib_calcapp_busy() {
 # first), SIGKILLs that PE; KILLED_JOB is the job's number, VICTIM the PE. CLIENT-END (in
 # $SECONDS) is when the client's -runtime ends: no kill in its last KILL_MARGIN seconds, so
 # that the killed job (at most KILL_MAX_JOB_SIZE calculations) can still complete at the
-# other PE (seen once: a kill 0.4 s before the end of the client's run, which then ended with
+# other PE (seen once: a kill in the last second of the client's run, which then ended with
 # that job unfinished).
 KILLED_JOB= VICTIM=
 KILL_MARGIN=10
