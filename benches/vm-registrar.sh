@@ -54,18 +54,18 @@ ulimit -n 400000
 } | tee "$OUT/vm.txt"
 
 RP=
-# Extra options of the serving registrar (set by the join-idle phase).
-SERVER_OPTS=
-start_registrar() { # start_registrar IMPL
-    case $1 in
+start_registrar() { # start_registrar IMPL [OPTION...]: extra options for ours
+    local impl=$1
+    shift
+    case $impl in
     rsplib)
         ip netns exec h1 rspregistrar -asap=$H1:3863 -enrp=$H1:9901 -loglevel=1 \
-            >"$OUT/reg-$1-$phase.log" 2>&1 &
+            >"$OUT/reg-$impl-$phase.log" 2>&1 &
         ;;
     ours)
         # shellcheck disable=SC2086
         ip netns exec h1 "$BIN/rspregistrar" -transport=sctp -asap=$H1:3863 -enrp=$H1:9901 \
-            -loglevel=1 -quiet $OUR_OPTS $SERVER_OPTS >"$OUT/reg-$1-$phase.log" 2>&1 &
+            -loglevel=1 -quiet $OUR_OPTS "$@" >"$OUT/reg-$impl-$phase.log" 2>&1 &
         ;;
     esac
     RP=$!
@@ -179,13 +179,12 @@ for p in $PHASES; do
         ;;
     join | join-idle)
         phase=$p
-        prefix=
-        SERVER_OPTS=
+        prefix= idle=()
         if [ $p = join-idle ]; then
             prefix=idle-
-            SERVER_OPTS=-endpointkeepalivetransmissioninterval=3600000
+            idle=(-endpointkeepalivetransmissioninterval=3600000)
         fi
-        start_registrar ours
+        start_registrar ours "${idle[@]}"
         ip netns exec h2 "$BIN/rspload" -transport=sctp -registrar=$H1:3863 -asapannounce=off \
             -loglevel=1 -pes="$JOIN_PES" -mode=keepalive-only -duration=600 \
             >"$OUT/$p-load.txt" 2>"$OUT/$p-load.err" &
@@ -234,7 +233,6 @@ for p in $PHASES; do
         kill -INT $LP
         wait $LP
         stop_registrar
-        SERVER_OPTS=
         ;;
     esac
 done
