@@ -171,6 +171,11 @@ rsplib_calcapp_busy() {
 # that job unfinished).
 KILLED_JOB= VICTIM=
 KILL_MARGIN=10
+# Run time of the CalcApp clients whose PE is killed mid-job: the first job completes within
+# ~7 s; then the kill may take as long as kill_mid_job's own 40 s bound (a window of ~20 s
+# found no job to kill once, both phases of one run), and KILL_MARGIN is left for the killed
+# job.
+KILL_CLIENT_RUNTIME=56
 kill_mid_job() {
   local logf=$1 phase=$2 fn=$3 min_age=${4:-0} end=$((SECONDS + 40)) h j seen= since=0 now
   if [ -n "${5:-}" ] && (($5 - KILL_MARGIN < end)); then
@@ -209,11 +214,9 @@ for h in 3 4; do
     -capvector="$OUT/ca1-h$h.vec" -capscalar="$OUT/ca1-h$h.sca"
 done
 wait_registered "(a) calcapp: our PEs \$51, \$61 registered at our registrar" A CA1 51 61
-# (-runtime: 36 s leave the kill below up to ~20 s after the first completed job and then
-# KILL_MARGIN for the killed job.)
-ca1_end=$((SECONDS + 36))
+ca1_end=$((SECONDS + KILL_CLIENT_RUNTIME))
 start ca1-client "$CLIENT_HOST" stdbuf -oL calcappclient -registrar="$H1:3863" -poolhandle=CA1 \
-  -jobinterval=2 -jobsize=600000 -runtime=36 -vector="$OUT/ca1-client.vec" \
+  -jobinterval=2 -jobsize=600000 -runtime=$KILL_CLIENT_RUNTIME -vector="$OUT/ca1-client.vec" \
   -scalar="$OUT/ca1-client.sca" -asapannounce=off "${RSPLIB_LOG[@]}"
 wait_for 30 eval "((\$(jobs_completed '$OUT/ca1-client.log') >= 1))"
 check "(a) calcapp: RSPLIB's client completed jobs at our PEs via our registrar" \
@@ -257,9 +260,9 @@ for h in 3 4; do
     -capvector="$OUT/ca3-h$h.vec" -capscalar="$OUT/ca3-h$h.sca"
 done
 wait_registered "(b) calcapp: RSPLIB's PEs \$53, \$63 registered at RSPLIB's registrar" B CA3 53 63
-ca3_end=$((SECONDS + 36))
+ca3_end=$((SECONDS + KILL_CLIENT_RUNTIME))
 start ca3-client "$CLIENT_HOST" "$BIN/calcappclient" -registrar="$H2:3863" -poolhandle=CA3 \
-  -jobinterval=2 -jobsize=600000 -runtime=36 -vector="$OUT/ca3-client.vec" \
+  -jobinterval=2 -jobsize=600000 -runtime=$KILL_CLIENT_RUNTIME -vector="$OUT/ca3-client.vec" \
   -scalar="$OUT/ca3-client.sca" -transport=sctp -asapannounce=off "${OUR_LOG[@]}"
 # Our client logs "CalcApp: request for job #N" and "Job #N completed": the job under way
 # is the last one requested if it is not completed (one job at a time).
