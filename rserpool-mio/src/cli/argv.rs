@@ -51,6 +51,17 @@ where
 {
     let mut cmd = cmd.clone();
     cmd.build();
+    normalize_built(&mut cmd, args)
+}
+
+/// [`normalize_args`] for a command that is built already ([`clap::Command::build`]): no copy
+/// of it is made and built a second time (each build allocates every argument's strings and
+/// tables, and a program's start-up pays for that memory page by page).
+fn normalize_built<I, S>(cmd: &mut clap::Command, args: I) -> Result<Vec<OsString>, clap::Error>
+where
+    I: IntoIterator<Item = S>,
+    S: Into<OsString>,
+{
     // Long names and aliases → whether the option takes a value.
     let mut longs: Vec<(String, bool)> = Vec::new();
     for arg in cmd.get_arguments() {
@@ -138,7 +149,8 @@ where
     S: Into<OsString>,
 {
     let mut cmd = T::command();
-    let args = normalize_args(&cmd, args)?;
+    cmd.build();
+    let args = normalize_built(&mut cmd, args)?;
     let matches = cmd.try_get_matches_from_mut(args)?;
     T::from_arg_matches(&matches).map_err(|e| e.format(&mut cmd))
 }
