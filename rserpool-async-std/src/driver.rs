@@ -217,6 +217,12 @@ impl DriverCtx<'_> {
         self.transports.kind(assoc)
     }
 
+    /// `sack_freq` of `assoc`'s SCTP socket (1: every packet acknowledged at once; 2 while a
+    /// bulk transfer runs, [`Machine::poll_bulk_transfer`]); `None` over the TCP mapping.
+    pub fn sack_freq(&self, assoc: AssocId) -> io::Result<Option<u32>> {
+        self.transports.sack_freq(assoc)
+    }
+
     /// The listeners.
     pub fn listeners(&self) -> &[BoundListener] {
         self.listeners
@@ -858,11 +864,23 @@ impl<M: Machine> Driver<M> {
                 self.output(out);
             }
             let Some(d) = self.deferred.pop_front() else {
+                self.apply_bulk_transfers();
                 return;
             };
             let now = self.clock.now();
             match d {
                 Deferred::Down(assoc, reason) => self.machine.handle_assoc_down(now, assoc, reason),
+            }
+        }
+    }
+
+    /// Applies the machine's bulk transfer changes ([`Machine::poll_bulk_transfer`]): an SCTP
+    /// association carrying one acknowledges every second packet (the kernel's delayed SACK)
+    /// until it ends, then each packet at once again.
+    fn apply_bulk_transfers(&mut self) {
+        while let Some(b) = self.machine.poll_bulk_transfer() {
+            if let Err(e) = self.transports.set_delayed_sack(b.assoc, b.running) {
+                tracing::debug!(assoc = ?b.assoc, running = b.running, "delayed SACK: {e}");
             }
         }
     }

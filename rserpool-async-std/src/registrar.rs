@@ -13,7 +13,7 @@ use futures_lite::Stream;
 use rand_core::SeedableRng;
 use rand_xoshiro::Xoshiro256PlusPlus;
 use rserpool_core::registrar::{RegistrarEvent, RegistrarStats};
-use rserpool_core::{AssocDownReason, AssocId, Instant, Machine, Output, Protocol};
+use rserpool_core::{AssocDownReason, AssocId, BulkTransfer, Instant, Machine, Output, Protocol};
 use rserpool_proto::ids::{PeIdentifier, PoolHandle, ServerId};
 use rserpool_proto::rtf;
 use rserpool_proto::transport::TransportParameter;
@@ -160,6 +160,9 @@ impl Machine for RegistrarMachine {
     }
     fn poll_timeout(&self) -> Option<Instant> {
         self.r.poll_timeout()
+    }
+    fn poll_bulk_transfer(&mut self) -> Option<BulkTransfer> {
+        self.r.poll_bulk_transfer()
     }
 }
 

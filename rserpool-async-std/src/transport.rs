@@ -331,6 +331,19 @@ impl Transports {
         self.chosen.clear();
     }
 
+    /// Acknowledge `assoc`'s incoming packets every second packet (`delayed`: the kernel's
+    /// delayed SACK, for a bulk transfer coming in) or each at once (as ENRP associations do).
+    /// SCTP only: over the TCP mapping this does nothing.
+    pub fn set_delayed_sack(&self, assoc: AssocId, delayed: bool) -> io::Result<()> {
+        self.inner
+            .set_delayed_sack(self.chosen.inner(assoc), delayed)
+    }
+
+    /// `sack_freq` of `assoc`'s socket (SCTP; `None` over the TCP mapping).
+    pub fn sack_freq(&self, assoc: AssocId) -> io::Result<Option<u32>> {
+        self.inner.sack_freq(self.chosen.inner(assoc))
+    }
+
     /// The peer's addresses of `assoc` (SCTP: the current `sctp_getpaddrs` list).
     pub fn peer_addrs(&self, assoc: AssocId) -> io::Result<Vec<SocketAddr>> {
         self.inner.peer_addrs(self.chosen.inner(assoc))

@@ -11,7 +11,7 @@ use common::*;
 use futures_lite::future::zip;
 use rserpool_async_std::transport::{TransportKind, sctp_available};
 use rserpool_async_std::{DriverConfig, Listen, TransportMode, run_machine};
-use rserpool_core::{AssocDownReason, Output, Protocol};
+use rserpool_core::{AssocDownReason, AssocId, BulkTransfer, Output, Protocol};
 use rserpool_proto::rtf::{ChannelKind, ChannelKinds};
 use rserpool_proto::transport::TransportProtocol;
 use std::net::SocketAddr;
@@ -260,4 +260,57 @@ fn sctp_empty_message_refused_both_executors() {
     }
     on_async_std(sctp_empty_message_refused());
     on_block_on(sctp_empty_message_refused());
+}
+
+/// The driver applies a machine's bulk transfers (`Machine::poll_bulk_transfer`; the
+/// registrar reports its start-up download and the handle table walks it serves) to the SCTP
+/// association: every second packet acknowledged while one runs, each at once after it; an
+/// id the driver does not know is ignored.
+async fn sctp_bulk_transfers_switch_the_sack_frequency() {
+    let (server_h, _server_ev, server) = run_machine(Echo::default(), sctp_server()).unwrap();
+    let addrs = server_h.listeners()[0].addrs.clone();
+    let client = Client::over(&addrs[..1], 0, TransportProtocol::Sctp);
+    let (client_h, mut client_ev, client) = run_machine(client, sctp_client()).unwrap();
+    let test = async {
+        let a = wait_for(&mut client_ev, "client Up", |e| match e {
+            Ev::Up(a, _) => Some(*a),
+            _ => None,
+        })
+        .await;
+        let freq = || {
+            let h = client_h.clone();
+            async move {
+                h.call_with(move |m: &mut Client, ctx| (m.bulk.len(), ctx.sack_freq(a).unwrap()))
+                    .await
+                    .unwrap()
+            }
+        };
+        // A session association starts with the kernel's default; an end sets 1, a start 2.
+        assert_eq!(freq().await.0, 0);
+        for (running, want) in [(false, 1), (true, 2), (false, 1)] {
+            client_h
+                .call(move |m, _| {
+                    m.bulk.push_back(BulkTransfer {
+                        assoc: AssocId(0x7777),
+                        running,
+                    });
+                    m.bulk.push_back(BulkTransfer { assoc: a, running });
+                })
+                .await
+                .unwrap();
+            assert_eq!(freq().await, (0, Some(want)), "running: {running}");
+        }
+        client_h.shutdown().await.unwrap();
+        server_h.shutdown().await.unwrap();
+    };
+    zip(zip(server, client), test).await;
+}
+
+#[test]
+fn sctp_bulk_transfers_switch_the_sack_frequency_both_executors() {
+    if !sctp_or_skip("sctp_bulk_transfers_switch_the_sack_frequency") {
+        return;
+    }
+    on_async_std(sctp_bulk_transfers_switch_the_sack_frequency());
+    on_block_on(sctp_bulk_transfers_switch_the_sack_frequency());
 }

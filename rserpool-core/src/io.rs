@@ -116,6 +116,22 @@ pub enum Output<E> {
     Event(E),
 }
 
+/// A bulk transfer on an association started or ended ([`Machine::poll_bulk_transfer`]).
+///
+/// While one runs, the association carries many large messages one way, each answered by a
+/// small request the other way (an ENRP handle table download or walk). A driver may then
+/// acknowledge that association's packets less often (kernel SCTP: the delayed SACK, every
+/// second packet, so that the acknowledgement rides on the next request or response) and
+/// must go back to acknowledging each packet at once when it ends. Over transports without
+/// acknowledgements of their own (the TCP mapping) it means nothing.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct BulkTransfer {
+    /// The association.
+    pub assoc: AssocId,
+    /// `true`: a transfer started; `false`: it ended.
+    pub running: bool,
+}
+
 /// Allocates association ids for associations a machine opens (top bit set).
 #[derive(Clone, Debug, Default)]
 pub struct AssocIdAllocator {
@@ -179,6 +195,14 @@ pub trait Machine {
     /// closing while its successor comes up). Default: ignored.
     fn handle_assoc_id_slot_bits(&mut self, bits: u32) {
         let _ = bits;
+    }
+
+    /// The next start or end of a bulk transfer ([`BulkTransfer`]), or `None`. A driver asks
+    /// after draining [`Machine::poll_output`], until `None`; the changes reflect the
+    /// machine's state at that moment (an association that went down may still be reported
+    /// as ended: ignore unknown ids). Default: never.
+    fn poll_bulk_transfer(&mut self) -> Option<BulkTransfer> {
+        None
     }
 }
 

@@ -104,5 +104,5 @@ pub mod session;
 pub mod time;
 
 pub use assoc::{AssocId, Protocol};
-pub use io::{AssocDownReason, ChannelKind, Destination, Machine, Output, Transmit};
+pub use io::{AssocDownReason, BulkTransfer, ChannelKind, Destination, Machine, Output, Transmit};
 pub use time::Instant;

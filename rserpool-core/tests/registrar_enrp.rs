@@ -13,7 +13,7 @@ use rserpool_core::registrar::{
     RemovalReason,
 };
 use rserpool_core::{
-    AssocDownReason, AssocId, ChannelKind, Destination, Machine, Output, Protocol,
+    AssocDownReason, AssocId, BulkTransfer, ChannelKind, Destination, Machine, Output, Protocol,
 };
 use rserpool_proto::asap::EndpointKeepAliveAck;
 use rserpool_proto::enrp::{
@@ -124,8 +124,17 @@ fn table_serving_w0_w1_and_continuation() {
             .serving
     };
     assert!(!serving(&r));
+    // The driver hears of the walk (`poll_bulk_transfer`) when it starts and when it ends,
+    // once each.
+    let bulk = |r: &mut Rig| std::iter::from_fn(|| r.reg.poll_bulk_transfer()).collect::<Vec<_>>();
+    let walk = |running| BulkTransfer {
+        assoc: AssocId(100),
+        running,
+    };
+    assert_eq!(bulk(&mut r), vec![]);
     // W=0: everything in (pool handle, PE id) order, with ASAP transports.
     let t1 = table(&r.enrp(100, table_request(P, false)));
+    assert_eq!(bulk(&mut r), vec![walk(true)]);
     assert_eq!((t1.sender, t1.receiver), (ServerId(US), ServerId(P)));
     assert!(t1.more && !t1.reject);
     assert_eq!(ids(&t1), vec![("A".into(), 1), ("A".into(), 2)]);
@@ -146,10 +155,12 @@ fn table_serving_w0_w1_and_continuation() {
     assert!(t2.more);
     assert_eq!(ids(&t2), vec![("A".into(), 3), ("B".into(), 2)]);
     assert!(serving(&r));
+    assert_eq!(bulk(&mut r), vec![]);
     let t3 = table(&r.enrp(100, table_request(P, false)));
     assert!(!t3.more);
     assert_eq!(ids(&t3), vec![("C".into(), 5)]);
     assert!(!serving(&r), "the walk ended with M=0");
+    assert_eq!(bulk(&mut r), vec![walk(false)]);
     // A fresh W=1 walk: only our own PEs.
     let w1 = table(&r.enrp(100, table_request(P, true)));
     assert!(w1.more);

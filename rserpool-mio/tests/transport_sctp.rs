@@ -756,3 +756,96 @@ fn sctp_an_enrp_association_switches_to_delayed_sack_and_back() {
     net.a.close(ab, true);
     assert!(net.a.set_delayed_sack(ab, true).is_err());
 }
+
+/// A machine that opens one ENRP association to `to` and reports the bulk transfers queued in
+/// `bulk` (the driver asks after every step).
+struct BulkMachine {
+    out: std::collections::VecDeque<rserpool_core::Output<()>>,
+    up: Option<AssocId>,
+    bulk: std::collections::VecDeque<rserpool_core::BulkTransfer>,
+}
+
+impl rserpool_core::Machine for BulkMachine {
+    type Event = ();
+    fn handle_assoc_up(&mut self, _: rserpool_core::Instant, assoc: AssocId, _: &[SocketAddr]) {
+        if rserpool_core::io::AssocIdAllocator::is_machine_chosen(assoc) {
+            self.up = Some(assoc);
+        }
+    }
+    fn handle_assoc_down(
+        &mut self,
+        _: rserpool_core::Instant,
+        _: AssocId,
+        _: rserpool_core::AssocDownReason,
+    ) {
+    }
+    fn handle_message(&mut self, _: rserpool_core::Instant, _: AssocId, _: u32, _: Bytes) {}
+    fn handle_datagram(&mut self, _: rserpool_core::Instant, _: SocketAddr, _: u32, _: Bytes) {}
+    fn handle_timeout(&mut self, _: rserpool_core::Instant) {}
+    fn poll_output(&mut self) -> Option<rserpool_core::Output<()>> {
+        self.out.pop_front()
+    }
+    fn poll_timeout(&self) -> Option<rserpool_core::Instant> {
+        None
+    }
+    fn poll_bulk_transfer(&mut self) -> Option<rserpool_core::BulkTransfer> {
+        self.bulk.pop_front()
+    }
+}
+
+/// The mio driver applies a machine's bulk transfers (`Machine::poll_bulk_transfer`; the
+/// registrar reports its start-up download and the handle table walks it serves) to the SCTP
+/// association: every second packet acknowledged while one runs, each at once after it;
+/// an id the driver does not know is ignored.
+#[test]
+fn sctp_the_driver_applies_a_machines_bulk_transfers() {
+    use rserpool_core::BulkTransfer;
+    use rserpool_mio::driver::{Driver, DriverConfig, ListenerConfig};
+    if !sctp_or_skip("sctp_the_driver_applies_a_machines_bulk_transfers") {
+        return;
+    }
+    let config = DriverConfig {
+        mode: TransportMode::Sctp,
+        listeners: vec![ListenerConfig::new(vec![lo(0)], ChannelKind::Enrp)],
+        ..DriverConfig::default()
+    };
+    let mut d = Driver::new(config, |bound, _| {
+        let to = bound.listeners[0].local_addrs[0];
+        let assoc = rserpool_core::io::AssocIdAllocator::default().allocate();
+        let mut out = std::collections::VecDeque::new();
+        out.push_back(rserpool_core::Output::Connect {
+            assoc,
+            addrs: [to].into_iter().collect(),
+            transport: rserpool_proto::transport::TransportProtocol::Sctp,
+            channel: rserpool_core::ChannelKind::Enrp,
+        });
+        BulkMachine {
+            out,
+            up: None,
+            bulk: Default::default(),
+        }
+    })
+    .unwrap();
+    let start = Instant::now();
+    while d.machine().up.is_none() {
+        assert!(start.elapsed() < LIMIT, "the association did not come up");
+        d.turn(Some(Duration::from_millis(5))).unwrap();
+    }
+    let assoc = d.machine().up.unwrap();
+    let freq = |d: &Driver<BulkMachine>| {
+        let t = d.assocs().transport_id(assoc).expect("transport id");
+        d.transports().sack_freq(t).unwrap()
+    };
+    assert_eq!(freq(&d), Some(1), "ENRP: every packet at once");
+    for (running, want) in [(true, 2), (false, 1)] {
+        let m = d.machine_mut();
+        m.bulk.push_back(BulkTransfer {
+            assoc: AssocId(0x7777),
+            running,
+        });
+        m.bulk.push_back(BulkTransfer { assoc, running });
+        d.turn(Some(Duration::from_millis(5))).unwrap();
+        assert!(d.machine().bulk.is_empty(), "asked until None");
+        assert_eq!(freq(&d), Some(want), "running: {running}");
+    }
+}

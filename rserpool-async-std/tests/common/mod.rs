@@ -6,7 +6,8 @@ use async_io::Timer;
 use bytes::Bytes;
 use rserpool_core::io::AssocIdAllocator;
 use rserpool_core::{
-    AssocDownReason, AssocId, ChannelKind, Destination, Instant, Machine, Output, Transmit,
+    AssocDownReason, AssocId, BulkTransfer, ChannelKind, Destination, Instant, Machine, Output,
+    Transmit,
 };
 use rserpool_proto::transport::TransportProtocol;
 use std::collections::VecDeque;
@@ -150,6 +151,8 @@ pub struct Client {
     pub out: VecDeque<Output<Ev>>,
     /// Message `i` (default [`payload`]).
     pub payload: fn(usize) -> Bytes,
+    /// Bulk transfer changes to report to the driver.
+    pub bulk: VecDeque<BulkTransfer>,
 }
 
 impl Client {
@@ -184,6 +187,7 @@ impl Client {
             closed: false,
             out,
             payload,
+            bulk: VecDeque::new(),
         }
     }
 }
@@ -234,6 +238,9 @@ impl Machine for Client {
     }
     fn poll_timeout(&self) -> Option<Instant> {
         None
+    }
+    fn poll_bulk_transfer(&mut self) -> Option<BulkTransfer> {
+        self.bulk.pop_front()
     }
 }
 

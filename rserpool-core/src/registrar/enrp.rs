@@ -17,7 +17,8 @@ use rserpool_proto::transport::{TransportParameter, TransportProtocol};
 use rserpool_proto::{DecodeError, EnrpMessage};
 
 use crate::handlespace::{PoolElementInfo, TimerKind, WalkCursor};
-use crate::{AssocDownReason, AssocId, Instant, Protocol};
+use crate::{AssocDownReason, AssocId, BulkTransfer, Instant, Protocol};
+use std::collections::VecDeque;
 
 use super::assoc::{Origin, Role};
 use super::encode::{info_param, param_info, table_response};
@@ -69,6 +70,48 @@ pub struct PeerView<'a> {
     /// We are serving it a handle table walk: our last Handle Table Response to it had the
     /// M flag (more to send), so its next Handle Table Request continues the walk.
     pub serving: bool,
+}
+
+/// The associations carrying a handle table transfer, as last told to the driver
+/// ([`crate::Machine::poll_bulk_transfer`]): the start-up download from the mentor, and every
+/// walk we serve (our last response to that peer had the M flag).
+#[derive(Debug, Default)]
+pub(super) struct BulkTransfers {
+    /// Reported running and not reported ended since.
+    running: SmallVec<[AssocId; 2]>,
+    /// Changes not yet polled, in the order to report them.
+    pending: VecDeque<BulkTransfer>,
+}
+
+impl BulkTransfers {
+    /// The next change, comparing `now` (the associations carrying a transfer now) with what
+    /// was reported when no change is pending: ends first, then starts.
+    pub(super) fn poll(&mut self, now: impl Iterator<Item = AssocId>) -> Option<BulkTransfer> {
+        if self.pending.is_empty() {
+            let now: SmallVec<[AssocId; 2]> = now.collect();
+            let pending = &mut self.pending;
+            self.running.retain(|a| {
+                let keep = now.contains(a);
+                if !keep {
+                    pending.push_back(BulkTransfer {
+                        assoc: *a,
+                        running: false,
+                    });
+                }
+                keep
+            });
+            for a in now {
+                if !self.running.contains(&a) {
+                    self.running.push(a);
+                    self.pending.push_back(BulkTransfer {
+                        assoc: a,
+                        running: true,
+                    });
+                }
+            }
+        }
+        self.pending.pop_front()
+    }
 }
 
 pub(super) type MarkSet = hashbrown::HashSet<PeKey, foldhash::fast::FixedState>;
@@ -1339,5 +1382,36 @@ impl Registrar {
             self.event(RegistrarEvent::PeerUp { server_id: id });
             self.send_presence_to(key, false);
         }
+    }
+}
+
+#[cfg(test)]
+mod bulk_tests {
+    use super::*;
+
+    #[test]
+    fn bulk_transfers_are_reported_once_when_they_start_and_end() {
+        let (a, b, c) = (AssocId(7), AssocId(9), AssocId(11));
+        let mut s = BulkTransfers::default();
+        let mut poll = |now: &[AssocId]| {
+            let mut out = Vec::new();
+            while let Some(t) = s.poll(now.iter().copied()) {
+                out.push((t.assoc, t.running));
+            }
+            out
+        };
+        // No transfer: nothing.
+        assert_eq!(poll(&[]), vec![]);
+        // The download from the mentor over `a`: started, once.
+        assert_eq!(poll(&[a]), vec![(a, true)]);
+        assert_eq!(poll(&[a]), vec![]);
+        // A walk served to a peer over `b` meanwhile.
+        assert_eq!(poll(&[a, b]), vec![(b, true)]);
+        // Another mentor (the first one went away): the old transfer ends first, the new one
+        // starts; the served walk goes on.
+        assert_eq!(poll(&[c, b]), vec![(a, false), (c, true)]);
+        // Both end, each once.
+        assert_eq!(poll(&[]), vec![(b, false), (c, false)]);
+        assert_eq!(poll(&[]), vec![]);
     }
 }

@@ -66,14 +66,14 @@ use smallvec::SmallVec;
 
 use crate::handlespace::{DueTimer, Handlespace, HandlespaceConfig, RemovedElement};
 use crate::io::AssocIdAllocator;
-use crate::{AssocDownReason, AssocId, Instant, Machine, Output, Protocol, Transmit};
+use crate::{AssocDownReason, AssocId, BulkTransfer, Instant, Machine, Output, Protocol, Transmit};
 
 use assoc::{Assoc, AssocMap, BucketMap, Origin, Role, SideMap};
 pub use config::{
     ASAP_ANNOUNCE_GROUP, AddressScope, ENRP_ANNOUNCE_GROUP, IpNetwork, LifeUnit,
     MAX_HANDLE_RESOLUTION_ITEMS_CAP, PeerPolicy, RegistrarConfig, RegistrarLimits, RegistrarTimers,
 };
-use enrp::Peer;
+use enrp::{BulkTransfers, Peer};
 pub use enrp::{PeerState, PeerView};
 use events::type_slot;
 pub use events::{
@@ -197,6 +197,8 @@ pub struct Registrar {
     startup_done: bool,
     /// The mentor peer's key, once chosen.
     mentor: Option<u32>,
+    /// Handle table transfers as told to the driver.
+    bulk: BulkTransfers,
     mentor_imported: usize,
     announce_at: Option<Instant>,
     heartbeat_at: Option<Instant>,
@@ -278,6 +280,7 @@ impl Registrar {
             startup_until: None,
             startup_done: false,
             mentor: None,
+            bulk: BulkTransfers::default(),
             mentor_imported: 0,
             announce_at: None,
             heartbeat_at: None,
@@ -857,6 +860,17 @@ impl Machine for Registrar {
 
     fn poll_timeout(&self) -> Option<Instant> {
         self.next_deadline()
+    }
+
+    /// The start-up download from the mentor (until the start-up ends) and every handle table
+    /// walk we serve (from a response with the M flag to the one without).
+    fn poll_bulk_transfer(&mut self) -> Option<BulkTransfer> {
+        let downloading = !self.startup_done;
+        let now = self.peers.iter().filter_map(|p| {
+            let bulk = (p.mentor && downloading) || p.serve.is_some();
+            p.assoc.filter(|_| bulk)
+        });
+        self.bulk.poll(now)
     }
 }
 

@@ -11,7 +11,8 @@ use rand_xoshiro::Xoshiro256PlusPlus;
 use rand_xoshiro::rand_core::SeedableRng;
 use rserpool_core::registrar::{Registrar, RegistrarConfig, RegistrarEvent};
 use rserpool_core::{
-    AssocDownReason, AssocId, ChannelKind, Destination, Instant, Machine, Output, Protocol,
+    AssocDownReason, AssocId, BulkTransfer, ChannelKind, Destination, Instant, Machine, Output,
+    Protocol,
 };
 use rserpool_proto::AsapMessage;
 use rserpool_proto::asap::EndpointKeepAliveAck;
@@ -71,6 +72,9 @@ pub struct Net {
     pub events: Vec<(Instant, usize, RegistrarEvent)>,
     /// Every message sent over an association: (time, from node, to node, ppid, bytes).
     pub wire: Vec<(Instant, usize, usize, u32, Bytes)>,
+    /// Every bulk transfer change a registrar reported (polled after each drain of its
+    /// outputs): (node, change, `wire.len()` at that moment).
+    pub bulk: Vec<(usize, BulkTransfer, usize)>,
 }
 
 pub fn enrp_transport(ip: IpAddr) -> TransportParameter {
@@ -111,6 +115,7 @@ impl Net {
             queue: VecDeque::new(),
             events: Vec::new(),
             wire: Vec::new(),
+            bulk: Vec::new(),
         }
     }
 
@@ -316,6 +321,11 @@ impl Net {
                     }
                 }
                 Output::Event(e) => self.events.push((self.now, n, e)),
+            }
+        }
+        if let Kind::Reg(r) = &mut self.nodes[n].kind {
+            while let Some(b) = r.poll_bulk_transfer() {
+                self.bulk.push((n, b, self.wire.len()));
             }
         }
     }

@@ -1054,6 +1054,7 @@ impl<M: Machine> Driver<M> {
             self.pump_overflow();
             self.drain();
         }
+        self.apply_bulk_transfers();
         if let Some(c) = &mut self.csp
             && c.reporter.next_due().is_some_and(|d| d <= s)
         {
@@ -1064,6 +1065,21 @@ impl<M: Machine> Driver<M> {
         }
         // Write batching: everything sent during this wake-up leaves now.
         self.transports.flush_pending();
+    }
+
+    /// Applies the machine's bulk transfer changes ([`Machine::poll_bulk_transfer`]): an SCTP
+    /// association carrying one acknowledges every second packet (the kernel's delayed SACK)
+    /// until it ends, then each packet at once again. Before the wake-up's writes are
+    /// flushed, so that a request or response sent in this step already finds it set.
+    fn apply_bulk_transfers(&mut self) {
+        while let Some(b) = self.machine.poll_bulk_transfer() {
+            let Some(t) = live_transport(&self.assocs, b.assoc) else {
+                continue;
+            };
+            if let Err(e) = self.transports.set_delayed_sack(t, b.running) {
+                debug!("{:?}: delayed SACK {}: {e}", b.assoc, b.running);
+            }
+        }
     }
 
     /// Drains `poll_output` completely, then delivers the driver's own inputs (each followed

@@ -43,8 +43,6 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 use std::time::Duration;
 
-use smallvec::SmallVec;
-
 use rserpool_core::handlespace::Limits;
 use rserpool_core::registrar::{
     AddressScope, IpNetwork, PeerPolicy, PeerState, Registrar, RegistrarConfig, RegistrarEvent,
@@ -535,7 +533,6 @@ struct RegistrarApp<'a> {
     start: Instant,
     next_stats: Option<Instant>,
     prefault: HeapPrefault,
-    bulk_sack: BulkSack,
 }
 
 /// While the registrar downloads its mentor's handlespace at start-up, its heap grows by a
@@ -592,81 +589,18 @@ impl HeapPrefault {
     }
 }
 
-/// ENRP associations acknowledge every packet at once (so that a dying registrar's SHUTDOWN is
-/// not held back: quick takeovers; see
-/// [`TransportConfig::sctp_for`](crate::transport::TransportConfig::sctp_for)). The two bulk
-/// transfers of handle tables switch to the kernel's delayed SACK (every second packet) while
-/// they run:
-/// - the start-up download, on the association to the mentor: the last SACK of each Handle
-///   Table Response rides on our next request; half the packets from the joining registrar,
-///   and on a busy mentor half the SACKs to take in;
-/// - a handle table walk we serve to a peer (our last response to it had the M flag): the
-///   SACK of each Handle Table Request rides on our response to it instead of going out in a
-///   packet of its own just before.
-///
-/// Each association goes back to every packet at once when its transfer ends.
-#[derive(Debug, Default)]
-struct BulkSack {
-    /// The associations acknowledging every second packet now.
-    delayed: SmallVec<[AssocId; 2]>,
-}
-
-impl BulkSack {
-    /// After every wake-up: `bulk` lists the associations carrying a transfer now. Returns
-    /// the associations to switch (`true`: to delayed SACK; `false`: back to every packet at
-    /// once).
-    fn changes(&mut self, bulk: &[AssocId]) -> SmallVec<[(AssocId, bool); 2]> {
-        let mut out = SmallVec::new();
-        self.delayed.retain(|a| {
-            let keep = bulk.contains(a);
-            if !keep {
-                out.push((*a, false));
-            }
-            keep
-        });
-        for &a in bulk {
-            if !self.delayed.contains(&a) {
-                self.delayed.push(a);
-                out.push((a, true));
-            }
-        }
-        out
-    }
-}
-
-/// From the peer list (association, mentor, serving) at the start-up (`over`: ended): whether
-/// the start-up download from the mentor runs, and the associations carrying a handle table
-/// transfer (that download, and the walks we serve).
-fn bulk_transfers(
-    over: bool,
-    peers: impl Iterator<Item = (Option<AssocId>, bool, bool)>,
-) -> (bool, SmallVec<[AssocId; 2]>) {
-    let mut downloading = false;
-    let mut bulk = SmallVec::new();
-    for (assoc, mentor, serving) in peers {
-        let Some(a) = assoc else { continue };
-        let download = mentor && !over;
-        downloading |= download;
-        if download || serving {
-            bulk.push(a);
-        }
-    }
-    (downloading, bulk)
+/// From the peer list (association, mentor) at the start-up (`over`: ended): whether the
+/// start-up download from the mentor runs. (The driver switches that association's
+/// acknowledgements for the download itself: [`rserpool_core::Machine::poll_bulk_transfer`].)
+fn downloading(over: bool, mut peers: impl Iterator<Item = (Option<AssocId>, bool)>) -> bool {
+    !over && peers.any(|(assoc, mentor)| mentor && assoc.is_some())
 }
 
 impl Application<Registrar> for RegistrarApp<'_> {
     fn on_step(&mut self, step: &mut Step<'_, Registrar>) -> AppControl {
         let over = step.machine.startup_complete();
-        let (downloading, bulk) = bulk_transfers(
-            over,
-            step.machine.peers().map(|p| (p.assoc, p.mentor, p.serving)),
-        );
+        let downloading = downloading(over, step.machine.peers().map(|p| (p.assoc, p.mentor)));
         self.prefault.step(downloading, over);
-        for (assoc, delayed) in self.bulk_sack.changes(&bulk) {
-            if let Err(e) = step.set_delayed_sack(assoc, delayed) {
-                debug!("delayed SACK {delayed} on {assoc:?}: {e}");
-            }
-        }
         for e in step.events.drain(..) {
             log_event(&e);
         }
@@ -870,7 +804,6 @@ fn run_once(
         start,
         next_stats: outputs.stats.is_some().then_some(start),
         prefault: HeapPrefault::default(),
-        bulk_sack: BulkSack::default(),
         outputs,
     };
     // A signal that came before the driver caught signals ends this life before it starts.
@@ -964,47 +897,17 @@ mod tests {
     }
 
     #[test]
-    fn bulk_transfers_acknowledge_every_second_packet_only_while_they_run() {
-        let (a, b, c) = (AssocId(7), AssocId(9), AssocId(11));
-        let mut s = BulkSack::default();
-        let v = |x: &[(AssocId, bool)]| x.to_vec();
-        // No transfer: nothing.
-        assert_eq!(s.changes(&[]).to_vec(), v(&[]));
-        // The download from the mentor over `a`: delayed, once.
-        assert_eq!(s.changes(&[a]).to_vec(), v(&[(a, true)]));
-        assert_eq!(s.changes(&[a]).to_vec(), v(&[]));
-        // A walk served to a peer over `b` meanwhile: delayed too.
-        assert_eq!(s.changes(&[a, b]).to_vec(), v(&[(b, true)]));
-        // Another mentor (the first one went away): the old association back, the new one
-        // delayed; the served walk goes on.
-        assert_eq!(s.changes(&[c, b]).to_vec(), v(&[(a, false), (c, true)]));
-        // Both end: back to every packet at once, each once.
-        assert_eq!(s.changes(&[]).to_vec(), v(&[(b, false), (c, false)]));
-        assert_eq!(s.changes(&[]).to_vec(), v(&[]));
-    }
-
-    #[test]
-    fn the_registrar_delays_sacks_during_its_download_and_the_walks_it_serves() {
-        // Which associations `on_step` hands to `BulkSack`, from the peer list: the mentor's
-        // during the start-up, any peer's while we serve it a walk.
-        let peers = |over: bool, list: &[(Option<AssocId>, bool, bool)]| {
-            let (downloading, bulk) = bulk_transfers(over, list.iter().copied());
-            (downloading, bulk.to_vec())
-        };
+    fn the_heap_is_pre_faulted_while_the_mentor_download_runs_only() {
         let (a, b) = (AssocId(3), AssocId(4));
-        assert_eq!(
-            peers(false, &[(Some(a), true, false), (Some(b), false, false)]),
-            (true, vec![a])
-        );
+        assert!(downloading(
+            false,
+            [(Some(a), true), (Some(b), false)].into_iter()
+        ));
         // The start-up is over: the mentor flag no longer counts.
-        assert_eq!(peers(true, &[(Some(a), true, false)]), (false, vec![]));
-        assert_eq!(
-            peers(true, &[(Some(a), true, true), (Some(b), false, true)]),
-            (false, vec![a, b])
-        );
-        // No association: nothing to switch; the mentor downloading and served: once.
-        assert_eq!(peers(false, &[(None, true, true)]), (false, vec![]));
-        assert_eq!(peers(false, &[(Some(a), true, true)]), (true, vec![a]));
+        assert!(!downloading(true, [(Some(a), true)].into_iter()));
+        // No mentor, or a mentor without an association yet: no download.
+        assert!(!downloading(false, [(Some(b), false)].into_iter()));
+        assert!(!downloading(false, [(None, true)].into_iter()));
     }
 
     #[test]
