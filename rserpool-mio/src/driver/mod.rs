@@ -524,6 +524,8 @@ pub struct Driver<M: Machine> {
     machine: M,
     epoch: std::time::Instant,
     now: Instant,
+    /// The clock as last read ([`Driver::tick`]).
+    ticked: std::time::Instant,
     mode: TransportMode,
     sctp: bool,
     assocs: AssocTable,
@@ -653,13 +655,15 @@ impl<M: Machine> Driver<M> {
         let slot_bits = transports.id_slot_bits();
         machine.handle_assoc_id_slot_bits(slot_bits);
         let assocs = AssocTable::new(slot_bits);
+        let epoch = std::time::Instant::now();
         Ok(Driver {
             events: Events::with_capacity(config.events_capacity.max(16)),
             poll,
             transports,
             machine,
-            epoch: std::time::Instant::now(),
+            epoch,
             now: Instant::ZERO,
+            ticked: epoch,
             mode: config.mode,
             sctp,
             assocs,
@@ -876,6 +880,7 @@ impl<M: Machine> Driver<M> {
         let s = std::time::Instant::now();
         self.now = self.to_core(s).max(self.now);
         self.transports.set_time(s);
+        self.ticked = s;
         s
     }
 
@@ -886,9 +891,14 @@ impl<M: Machine> Driver<M> {
     /// drains its outputs. Machine events, signals and application readiness accumulate in
     /// [`Driver::events_mut`], [`Driver::take_signals`], [`Driver::take_app_ready`].
     pub fn turn(&mut self, max_wait: Option<Duration>) -> io::Result<()> {
-        // Two clock reads per wake-up (this one and the one after the poll): on a VM each
-        // costs a system call.
         let s = self.tick();
+        self.turn_from(s, max_wait)
+    }
+
+    /// [`Driver::turn`] from `s`, the time the clock was read at (by this turn, or by the
+    /// previous one when [`Driver::run`] goes on at once after its callback: one clock read
+    /// per wake-up instead of two, and on a VM each costs a system call).
+    fn turn_from(&mut self, s: std::time::Instant, max_wait: Option<Duration>) -> io::Result<()> {
         let before = self.out_events.len();
         self.settle(s);
         // Events produced by that drain (e.g. after a command from the application) are
@@ -983,7 +993,10 @@ impl<M: Machine> Driver<M> {
                 self.settle(s);
                 return Ok(r);
             }
-            self.turn(None)?;
+            // The callback ran just now, right after the last clock read (at the end of the
+            // previous turn): its time stands for the start of this one. (A timer falling due
+            // while a callback runs long fires that much later; never early.)
+            self.turn_from(self.ticked, None)?;
         }
     }
 
