@@ -532,66 +532,13 @@ struct RegistrarApp<'a> {
     clock: WallClock,
     start: Instant,
     next_stats: Option<Instant>,
-    prefault: HeapPrefault,
-}
-
-/// While the registrar downloads its mentor's handlespace at start-up, its heap grows by a
-/// few MB in a burst. This maps each stretch the heap grows by in one call
-/// ([`populate_write`](crate::transport::sctp::sys::populate_write)) instead of letting every
-/// page fault on its first write: a fault costs ~35 µs in the User-Mode Linux VM of
-/// `benches/vm-registrar` (about a microsecond on bare metal), and the download takes ~600
-/// of them there. Only during that download: the stretch beyond what `malloc`
-/// handed out (its top pad, 128 KiB by default) becomes resident before it is used, at most
-/// that much once the download ends.
-#[derive(Debug, Default)]
-struct HeapPrefault {
-    /// The program break at the last step of the download; 0 outside it.
-    brk: usize,
-    /// For good: the start-up is over, or the kernel refused the call.
-    off: bool,
-}
-
-impl HeapPrefault {
-    /// After every wake-up: `downloading` while the start-up download runs, `over` once the
-    /// start-up has ended; `brk` reads the program break (`None`: unknown, which switches
-    /// this off). Returns the stretch the heap grew by since the last step of the download,
-    /// to populate.
-    fn grown(
-        &mut self,
-        downloading: bool,
-        over: bool,
-        brk: impl FnOnce() -> Option<usize>,
-    ) -> Option<(usize, usize)> {
-        if self.off || over {
-            self.off = true;
-            return None;
-        }
-        if !downloading {
-            self.brk = 0;
-            return None;
-        }
-        let Some(now) = brk() else {
-            self.off = true;
-            return None;
-        };
-        let last = std::mem::replace(&mut self.brk, now);
-        (last != 0 && now > last).then_some((last, now))
-    }
-
-    fn step(&mut self, downloading: bool, over: bool) {
-        let Some((from, to)) = self.grown(downloading, over, sys::program_break) else {
-            return;
-        };
-        if let Err(e) = sys::populate_write(from, to) {
-            debug!("heap pre-faulting off: {e}");
-            self.off = true;
-        }
-    }
+    /// The start-up download of the mentor's handlespace runs: fresh memory is mapped in
+    /// bulk ([`sys::PrefaultingAllocator`], where `rspregistrar` installs it).
+    downloading: bool,
 }
 
 /// From the peer list (association, mentor) at the start-up (`over`: ended): whether the
-/// start-up download from the mentor runs. (The driver switches that association's
-/// acknowledgements for the download itself: [`rserpool_core::Machine::poll_bulk_transfer`].)
+/// start-up download from the mentor runs.
 fn downloading(over: bool, mut peers: impl Iterator<Item = (Option<AssocId>, bool)>) -> bool {
     !over && peers.any(|(assoc, mentor)| mentor && assoc.is_some())
 }
@@ -599,8 +546,11 @@ fn downloading(over: bool, mut peers: impl Iterator<Item = (Option<AssocId>, boo
 impl Application<Registrar> for RegistrarApp<'_> {
     fn on_step(&mut self, step: &mut Step<'_, Registrar>) -> AppControl {
         let over = step.machine.startup_complete();
-        let downloading = downloading(over, step.machine.peers().map(|p| (p.assoc, p.mentor)));
-        self.prefault.step(downloading, over);
+        let now = downloading(over, step.machine.peers().map(|p| (p.assoc, p.mentor)));
+        if now != self.downloading {
+            self.downloading = now;
+            sys::set_prefaulting(now);
+        }
         for e in step.events.drain(..) {
             log_event(&e);
         }
@@ -803,7 +753,7 @@ fn run_once(
         clock: WallClock::new(start, std::time::SystemTime::now()),
         start,
         next_stats: outputs.stats.is_some().then_some(start),
-        prefault: HeapPrefault::default(),
+        downloading: false,
         outputs,
     };
     // A signal that came before the driver caught signals ends this life before it starts.
@@ -897,7 +847,7 @@ mod tests {
     }
 
     #[test]
-    fn the_heap_is_pre_faulted_while_the_mentor_download_runs_only() {
+    fn memory_is_prefaulted_while_the_mentor_download_runs_only() {
         let (a, b) = (AssocId(3), AssocId(4));
         assert!(downloading(
             false,
@@ -908,42 +858,6 @@ mod tests {
         // No mentor, or a mentor without an association yet: no download.
         assert!(!downloading(false, [(Some(b), false)].into_iter()));
         assert!(!downloading(false, [(None, true)].into_iter()));
-    }
-
-    #[test]
-    fn the_heap_is_pre_faulted_only_as_it_grows_during_the_start_up_download() {
-        let mut p = HeapPrefault::default();
-        // Before a mentor is chosen: nothing, and the break is not even read.
-        assert_eq!(p.grown(false, false, || unreachable!()), None);
-        // The download's first step only notes where the heap ends.
-        assert_eq!(p.grown(true, false, || Some(0x10_0000)), None);
-        // It grew: that stretch; it did not: nothing.
-        assert_eq!(
-            p.grown(true, false, || Some(0x13_0000)),
-            Some((0x10_0000, 0x13_0000))
-        );
-        assert_eq!(p.grown(true, false, || Some(0x13_0000)), None);
-        assert_eq!(p.grown(true, false, || Some(0x12_0000)), None);
-        assert_eq!(
-            p.grown(true, false, || Some(0x15_0000)),
-            Some((0x12_0000, 0x15_0000))
-        );
-        // A step outside a download (the mentor was lost) forgets the mark: growth from
-        // before the next download is not populated.
-        assert_eq!(p.grown(false, false, || unreachable!()), None);
-        assert_eq!(p.grown(true, false, || Some(0x20_0000)), None);
-        assert_eq!(
-            p.grown(true, false, || Some(0x21_0000)),
-            Some((0x20_0000, 0x21_0000))
-        );
-        // Once the start-up is over, never again.
-        assert_eq!(p.grown(false, true, || unreachable!()), None);
-        assert_eq!(p.grown(true, false, || unreachable!()), None);
-        assert!(p.off);
-        // A break the C library cannot tell switches it off as well.
-        let mut p = HeapPrefault::default();
-        assert_eq!(p.grown(true, false, || None), None);
-        assert_eq!(p.grown(true, false, || unreachable!()), None);
     }
 
     #[test]
