@@ -2,8 +2,8 @@
 //!
 //! This is the only module of the project with `unsafe`; the few process-level calls the
 //! registrar needs live here too ([`raise_nofile_limit`], [`program_break`],
-//! [`populate_write`], [`PrefaultingAllocator`]). It exposes safe functions that take a [`BorrowedFd`] and plain Rust
-//! values; everything the kernel returns is parsed from bytes
+//! [`populate_write`], [`PrefaultingAllocator`]). It exposes safe functions that take a
+//! [`BorrowedFd`] and plain Rust values; everything the kernel returns is parsed from bytes
 //! with bounds checks. Struct sizes are checked at compile time against the values the gcc
 //! probe printed for `/usr/include/linux/sctp.h` (shared/design/ecosystem.md §2.3).
 #![allow(unsafe_code)]
