@@ -276,11 +276,18 @@ fn hostile_suite_over_tcp_against_our_registrar() {
     assert!((1024 + 5000..1024 + 5000 + 2000).contains(&ok), "{text}");
     assert_eq!(e.count(Reply::ResolutionOk), 20_000, "{text}");
     // A flood of Endpoint Unreachable reports hides the live PE at most for the round trip
-    // of one verification keep-alive per keep-alive interval (here 1 s).
+    // of one verification keep-alive per keep-alive interval (here 1 s): one run of answers
+    // without it per started second of flood. (How many answers fall into that round trip
+    // depends on how busy the machine is: 1-2 alone, 3 seen under a loaded CI run.)
     let (hidden, answered) = e.hidden_answers;
+    let (windows, flood) = e.hidden_windows;
     assert!(answered >= 400, "{text}");
     assert!(
-        hidden <= 2,
+        windows <= flood.as_secs() + 1,
+        "{hidden} of {answered} answers hid the PE, in {windows} runs, in {flood:?}\n{text}"
+    );
+    assert!(
+        hidden * 10 <= answered,
         "{hidden} of {answered} answers hid the PE\n{text}"
     );
     assert!(

@@ -243,6 +243,9 @@ pub struct ClassReport {
     /// Handle resolutions sent right behind Endpoint Unreachable reports against the live
     /// PE (class e): (answers that did not name it, answers).
     pub hidden_answers: (u64, u64),
+    /// The same answers in order: how many runs of consecutive answers without the PE
+    /// (each a verification keep-alive's round trip) and how long the flood lasted.
+    pub hidden_windows: (u64, Duration),
 }
 
 impl ClassReport {
@@ -263,6 +266,7 @@ impl ClassReport {
             elapsed: Duration::ZERO,
             notes: Vec::new(),
             hidden_answers: (0, 0),
+            hidden_windows: (0, Duration::ZERO),
         }
     }
 
@@ -1926,18 +1930,22 @@ impl Suite {
             )?;
             let started = Instant::now();
             let (mut sent, mut asked, mut answered, mut hidden) = (0usize, 0usize, 0usize, 0usize);
+            let (mut windows, mut in_window) = (0usize, false);
             let mut lost = false;
             let me = self.pe.id;
-            let count = |net: &mut Net, answered: &mut usize, hidden: &mut usize| {
+            let mut count = |net: &mut Net, answered: &mut usize, hidden: &mut usize| {
                 let Some(w) = watch else { return };
                 while let Some((_, data)) = net.take(w) {
                     if let Ok(AsapMessage::HandleResolutionResponse(r)) =
                         AsapMessage::decode_bytes(&data)
                     {
                         *answered += 1;
-                        if !r.pool_elements.iter().any(|p| p.pe_id.0 == me) {
+                        let without = !r.pool_elements.iter().any(|p| p.pe_id.0 == me);
+                        if without {
                             *hidden += 1;
+                            windows += usize::from(!in_window);
                         }
+                        in_window = without;
                     }
                 }
             };
@@ -1970,6 +1978,7 @@ impl Suite {
             }
             self.cur.sent += sent as u64;
             self.cur.hidden_answers = (hidden as u64, answered as u64);
+            self.cur.hidden_windows = (windows as u64, started.elapsed());
             self.cur.notes.push(format!(
                 "{sent} Endpoint Unreachable reports against the live PE in {:.2} s; {answered} resolutions during the flood, {hidden} of them without the PE{}",
                 started.elapsed().as_secs_f64(),
