@@ -1101,16 +1101,15 @@ mod tests {
         // SAFETY: as above, beyond the kept part.
         let faults = write(unsafe { q.add(64 << 10) }, LEN - (64 << 10), 0x33);
         assert!(faults < 16, "{faults} faults writing the grown part");
-        // Switched off: a fresh block faults page by page again (unless huge pages back it).
+        // Switched off, it hands out what `malloc` does. (Whether that faults page by page
+        // cannot be told here: the test harness's other threads free large blocks too, which
+        // raises `malloc`'s mmap threshold for the whole process.)
         set_prefaulting(false);
+        assert!(!PREFAULT_ON.load(Ordering::Relaxed));
         // SAFETY: as above.
         let r = unsafe { a.alloc(big) };
-        let faults = write(r, LEN, 0x44);
-        let thp_always = std::fs::read_to_string("/sys/kernel/mm/transparent_hugepage/enabled")
-            .is_ok_and(|s| s.contains("[always]"));
-        if !thp_always {
-            assert!(faults >= pages / 2, "{faults} faults writing {pages} pages");
-        }
+        assert!(!r.is_null());
+        write(r, LEN, 0x44);
         // SAFETY: each block freed once, with the layout it was allocated with.
         unsafe {
             a.dealloc(p, big);
