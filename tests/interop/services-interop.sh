@@ -161,6 +161,21 @@ rsplib_calcapp_busy() {
   return 1
 }
 
+# our_calcapp_host CLIENT-LOG: the host of the PE our CalcApp client's session is at now (our
+# client logs "CalcApp: session at PE $ID" at every session start and failover, unbuffered;
+# phase 3's PEs are $53 on h3 and $63 on h4). The sockets (serving_host) did not tell it
+# reliably there, RSPLIB's PEs holding every association on one one-to-many socket: seen once,
+# the kill hit the PE the client was not using, and the client never failed over.
+our_calcapp_host() {
+  local id
+  id=$(strip "$1" | sed -n 's/.*CalcApp: session at PE \$\([0-9a-fA-F]*\).*/\1/p' | tail -n 1)
+  case $id in
+  00000053) echo h3 ;;
+  00000063) echo h4 ;;
+  *) return 1 ;;
+  esac
+}
+
 # kill_mid_job CLIENT-LOG PHASE RUNNING-FUNC [MIN-AGE-MS] [CLIENT-END]: waits for a job under
 # way at one of the PEs PHASE-h3 / PHASE-h4 (client association present, job accepted) for at
 # least MIN-AGE-MS (default 0: at once; more lets the PE send its first cookie for the job
@@ -170,6 +185,9 @@ rsplib_calcapp_busy() {
 # other PE (seen once: a kill in the last second of the client's run, which then ended with
 # that job unfinished).
 KILLED_JOB= VICTIM=
+# Set: the function that names the PE's host from the client's log (else the sockets, then
+# RSPLIB's PE logs).
+KILL_HOST_FN=
 KILL_MARGIN=10
 # Run time of the CalcApp clients whose PE is killed mid-job: the first job completes within
 # ~7 s; then the kill may take as long as kill_mid_job's own 40 s bound (a window of ~20 s
@@ -195,7 +213,8 @@ kill_mid_job() {
     # Our PE's own log is read last: RSPLIB's client prints a job's completion up to ~0.5 s
     # after the PE finished it (seen once: the kill then hit a PE whose job was done).
     if [ -n "$seen" ] && ((now - since >= min_age)) &&
-      h=$(serving_host h3 h4 || rsplib_calcapp_busy "$phase") &&
+      h=$(if [ -n "$KILL_HOST_FN" ]; then "$KILL_HOST_FN" "$logf"; else
+        serving_host h3 h4 || rsplib_calcapp_busy "$phase"; fi) &&
       [ "$("$fn" "$logf")" = "$j" ] &&
       ! grep -Eq "job assoc#[0-9]+/$j is complete" "$OUT/$phase-$h.log" 2>/dev/null; then
       KILLED_JOB=$j VICTIM=$phase-$h
@@ -276,8 +295,10 @@ our_job_running() {
 wait_for 30 eval "((\$(jobs_completed '$OUT/ca3-client.log') >= 1))"
 check "(b) calcapp: our client completed jobs at RSPLIB's PEs" \
   eval "(($(jobs_completed "$OUT/ca3-client.log") >= 1))"
+KILL_HOST_FN=our_calcapp_host
 check "(c) calcapp: a job under way at one of RSPLIB's PEs, that PE SIGKILLed" \
   kill_mid_job "$OUT/ca3-client.log" ca3 our_job_running 0 "$ca3_end"
+KILL_HOST_FN=
 wait_exit ca3-client 60
 completed=$(jobs_completed "$OUT/ca3-client.log")
 check "(c) calcapp: our client completed job #${KILLED_JOB:-?} (under way at the killed PE) at the other one" \

@@ -13,6 +13,7 @@ use rserpool_core::services::WallClock;
 use rserpool_core::services::calcapp::{
     CalcAppClient, CalcAppClientConfig, CalcAppClientEvent, CalcAppClientTotals, CalcAppJobRecord,
 };
+use rserpool_proto::ids::PeIdentifier;
 use tracing::{info, warn};
 
 use super::super::common::{fail, init_logging_or_exit, os_rng};
@@ -85,6 +86,11 @@ impl ClientHooks<CalcAppClientEvent> for CalcAppHooks {
                 self.totals = Some(t);
             }
         }
+    }
+
+    fn on_pe(&mut self, _now: Instant, pe: PeIdentifier, failover: bool) {
+        let how = if failover { " (failover)" } else { "" };
+        info!("CalcApp: session at PE ${:08x}{how}", pe.0);
     }
 
     fn done(&self) -> bool {
