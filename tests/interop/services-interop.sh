@@ -147,6 +147,10 @@ rsplib_job_running() {
     /^Job #[0-9]* accepted/ { j = $2; js = size } /^Job #[0-9]* completed/ { if ($2 == j) j = "" }
     END { if (j == "" || js + 0 > max) exit 1; sub(/^#/, "", j); print j }'
 }
+# busy_by_sockets CLIENT-LOG PHASE: the host of PE PHASE-h3/-h4 holding the client's association
+# (serving_host), else the one whose RSPLIB log shows a job running (rsplib_calcapp_busy).
+busy_by_sockets() { serving_host h3 h4 || rsplib_calcapp_busy "$2"; }
+
 # rsplib_calcapp_busy PHASE: the host of RSPLIB's CalcApp PE PHASE-h3/-h4 with a job running
 # by its own output ("Job added" last, not "Job removed"): `ss` does not list the
 # associations of its one-to-many socket.
@@ -161,7 +165,7 @@ rsplib_calcapp_busy() {
   return 1
 }
 
-# our_calcapp_host CLIENT-LOG: the host of the PE our CalcApp client's session is at now (our
+# our_calcapp_host CLIENT-LOG PHASE: the host of the PE our CalcApp client's session is at now (our
 # client logs "CalcApp: session at PE $ID" at every session start and failover, unbuffered;
 # phase 3's PEs are $53 on h3 and $63 on h4). The sockets (serving_host) did not tell it
 # reliably there, RSPLIB's PEs holding every association on one one-to-many socket: seen once,
@@ -176,18 +180,16 @@ our_calcapp_host() {
   esac
 }
 
-# kill_mid_job CLIENT-LOG PHASE RUNNING-FUNC [MIN-AGE-MS] [CLIENT-END]: waits for a job under
-# way at one of the PEs PHASE-h3 / PHASE-h4 (client association present, job accepted) for at
-# least MIN-AGE-MS (default 0: at once; more lets the PE send its first cookie for the job
-# first), SIGKILLs that PE; KILLED_JOB is the job's number, VICTIM the PE. CLIENT-END (in
+# kill_mid_job CLIENT-LOG PHASE RUNNING-FUNC HOST-FUNC [MIN-AGE-MS] [CLIENT-END]: waits for a
+# job under way at one of the PEs PHASE-h3 / PHASE-h4 (HOST-FUNC CLIENT-LOG PHASE names its
+# host: busy_by_sockets or our_calcapp_host) for at least MIN-AGE-MS (default 0: at once; more
+# lets the PE send its first cookie for the job first), SIGKILLs that PE; KILLED_JOB is the
+# job's number, VICTIM the PE. CLIENT-END (in
 # $SECONDS) is when the client's -runtime ends: no kill in its last KILL_MARGIN seconds, so
 # that the killed job (at most KILL_MAX_JOB_SIZE calculations) can still complete at the
 # other PE (seen once: a kill in the last second of the client's run, which then ended with
 # that job unfinished).
 KILLED_JOB= VICTIM=
-# Set: the function that names the PE's host from the client's log (else the sockets, then
-# RSPLIB's PE logs).
-KILL_HOST_FN=
 KILL_MARGIN=10
 # Run time of the CalcApp clients whose PE is killed mid-job: the first job completes within
 # ~7 s; then the kill may take as long as kill_mid_job's own 40 s bound (a window of ~20 s
@@ -195,9 +197,10 @@ KILL_MARGIN=10
 # job.
 KILL_CLIENT_RUNTIME=56
 kill_mid_job() {
-  local logf=$1 phase=$2 fn=$3 min_age=${4:-0} end=$((SECONDS + 40)) h j seen= since=0 now
-  if [ -n "${5:-}" ] && (($5 - KILL_MARGIN < end)); then
-    end=$(($5 - KILL_MARGIN))
+  local logf=$1 phase=$2 fn=$3 host_fn=$4 min_age=${5:-0} end=$((SECONDS + 40))
+  local h j seen= since=0 now
+  if [ -n "${6:-}" ] && (($6 - KILL_MARGIN < end)); then
+    end=$(($6 - KILL_MARGIN))
   fi
   KILLED_JOB= VICTIM=
   while ((SECONDS < end)); do
@@ -213,8 +216,7 @@ kill_mid_job() {
     # Our PE's own log is read last: RSPLIB's client prints a job's completion up to ~0.5 s
     # after the PE finished it (seen once: the kill then hit a PE whose job was done).
     if [ -n "$seen" ] && ((now - since >= min_age)) &&
-      h=$(if [ -n "$KILL_HOST_FN" ]; then "$KILL_HOST_FN" "$logf"; else
-        serving_host h3 h4 || rsplib_calcapp_busy "$phase"; fi) &&
+      h=$("$host_fn" "$logf" "$phase") &&
       [ "$("$fn" "$logf")" = "$j" ] &&
       ! grep -Eq "job assoc#[0-9]+/$j is complete" "$OUT/$phase-$h.log" 2>/dev/null; then
       KILLED_JOB=$j VICTIM=$phase-$h
@@ -243,7 +245,7 @@ check "(a) calcapp: RSPLIB's client completed jobs at our PEs via our registrar"
 # Our PEs send a cookie at most every 0.5 s (-capcookiemaxtime): kill once one has gone out
 # for the job, so that the failover carries it.
 check "(c) calcapp: a job under way at one of our PEs for 0.8 s, that PE SIGKILLed" \
-  kill_mid_job "$OUT/ca1-client.log" ca1 rsplib_job_running 800 "$ca1_end"
+  kill_mid_job "$OUT/ca1-client.log" ca1 rsplib_job_running busy_by_sockets 800 "$ca1_end"
 wait_exit ca1-client 60
 completed=$(jobs_completed "$OUT/ca1-client.log")
 check "(c) calcapp: RSPLIB's client failed over with the PE's cookie and completed job #${KILLED_JOB:-?} (under way at the killed PE) at the other one" \
@@ -295,10 +297,8 @@ our_job_running() {
 wait_for 30 eval "((\$(jobs_completed '$OUT/ca3-client.log') >= 1))"
 check "(b) calcapp: our client completed jobs at RSPLIB's PEs" \
   eval "(($(jobs_completed "$OUT/ca3-client.log") >= 1))"
-KILL_HOST_FN=our_calcapp_host
 check "(c) calcapp: a job under way at one of RSPLIB's PEs, that PE SIGKILLed" \
-  kill_mid_job "$OUT/ca3-client.log" ca3 our_job_running 0 "$ca3_end"
-KILL_HOST_FN=
+  kill_mid_job "$OUT/ca3-client.log" ca3 our_job_running our_calcapp_host 0 "$ca3_end"
 wait_exit ca3-client 60
 completed=$(jobs_completed "$OUT/ca3-client.log")
 check "(c) calcapp: our client completed job #${KILLED_JOB:-?} (under way at the killed PE) at the other one" \
